@@ -1,0 +1,418 @@
+//! The daemon's configuration: `config/custodian.toml`, overridden by environment variables
+//! `CUSTODIAN__SECTION__KEY`, checked whole.
+//!
+//! Loading never stops at the first problem: every unknown key, every bad value and every
+//! broken rule profile is reported with its key, so `custodian check-config` can list them all.
+//! Relative paths are taken relative to the directory of the config file.
+
+use crate::rules::{Profile, ProfileSet};
+use serde::Deserialize;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// The environment prefix: `CUSTODIAN__RULES__DEFAULT_PROFILE=part40-2023`.
+pub const ENV_PREFIX: &str = "CUSTODIAN";
+
+/// The configuration file used when none is named.
+pub const DEFAULT_PATH: &str = "config/custodian.toml";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file this was loaded from.
+    pub source: PathBuf,
+    pub laboratory: Laboratory,
+    pub rules: Rules,
+    pub store: Store,
+    pub log: Log,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Laboratory {
+    /// 40.97(b)(1)(i)(A): the laboratory's name on every report.
+    pub name: String,
+    /// 40.97(b)(1)(i)(A): the laboratory's address on every report.
+    pub address: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Rules {
+    /// The profile applied when a specimen or case names none.
+    pub default_profile: String,
+    /// Directory of `NAME.toml` rule profiles.
+    pub profiles_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Store {
+    /// Directory of the sled store (created 0700 if missing).
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Log {
+    /// A tracing filter: `info`, `custodian=debug`, ...
+    pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Deserialize)]
+struct RawConfig {
+    laboratory: Laboratory,
+    rules: Rules,
+    store: Store,
+    log: Log,
+}
+
+/// One problem with the configuration: the key and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub problem: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.problem)
+    }
+}
+
+/// Every problem found while loading.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub source: PathBuf,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "configuration {} has {} problem(s):",
+            self.source.display(),
+            self.problems.len()
+        )?;
+        for p in &self.problems {
+            writeln!(f, "  {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn problem(key: impl Into<String>, problem: impl Into<String>) -> Problem {
+    Problem {
+        key: key.into(),
+        problem: problem.into(),
+    }
+}
+
+/// Loads the configuration and its rule profiles, reading the process environment.
+pub fn load(path: &Path) -> Result<(Config, ProfileSet), ConfigError> {
+    let env: Vec<(String, String)> = std::env::vars()
+        .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")))
+        .collect();
+    load_with_env(path, &env)
+}
+
+/// Loads with an explicit environment (tests pass their own).
+pub fn load_with_env(
+    path: &Path,
+    env: &[(String, String)],
+) -> Result<(Config, ProfileSet), ConfigError> {
+    let fail = |problems: Vec<Problem>| ConfigError {
+        source: path.to_path_buf(),
+        problems,
+    };
+    if !path.is_file() {
+        return Err(fail(vec![problem(
+            "(file)",
+            format!("{} does not exist or is not a file", path.display()),
+        )]));
+    }
+    let env_map: std::collections::HashMap<String, String> = env.iter().cloned().collect();
+    let built = config::Config::builder()
+        .add_source(config::File::from(path).format(config::FileFormat::Toml))
+        .add_source(
+            config::Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(env_map)),
+        )
+        .build()
+        .map_err(|e| fail(vec![problem("(file)", e.to_string())]))?;
+    let tree: serde_json::Value = built
+        .try_deserialize()
+        .map_err(|e| fail(vec![problem("(file)", e.to_string())]))?;
+
+    let mut problems = Vec::new();
+    let mut unknown = Vec::new();
+    let mut track = serde_path_to_error::Track::new();
+    let parsed: Result<RawConfig, _> = {
+        let de = serde_path_to_error::Deserializer::new(&tree, &mut track);
+        serde_ignored::deserialize(de, |p| unknown.push(p.to_string()))
+    };
+    for key in unknown {
+        let from_env = env_key(&key);
+        let hint = if env.iter().any(|(k, _)| *k == from_env) {
+            format!(" (set by environment variable {from_env}; unset it)")
+        } else {
+            String::new()
+        };
+        problems.push(problem(key, format!("unknown key{hint}")));
+    }
+    let raw = match parsed {
+        Ok(r) => r,
+        Err(e) => {
+            let key = track.path().to_string();
+            let msg = e.to_string();
+            problems.push(problem(key, msg));
+            return Err(fail(problems));
+        }
+    };
+
+    let base = path.parent().unwrap_or(Path::new("."));
+    let resolve = |p: &Path| -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            base.join(p)
+        }
+    };
+    let cfg = Config {
+        source: path.to_path_buf(),
+        laboratory: raw.laboratory,
+        rules: Rules {
+            default_profile: raw.rules.default_profile,
+            profiles_dir: resolve(&raw.rules.profiles_dir),
+        },
+        store: Store {
+            path: resolve(&raw.store.path),
+        },
+        log: raw.log,
+    };
+    validate(&cfg, &mut problems);
+    let profiles = load_profiles(&cfg.rules.profiles_dir, &mut problems);
+    if !profiles.is_empty() && profiles.get(&cfg.rules.default_profile).is_none() {
+        problems.push(problem(
+            "rules.default_profile",
+            format!(
+                "`{}` is not among the loaded profiles ({})",
+                cfg.rules.default_profile,
+                profiles.names().collect::<Vec<_>>().join(", ")
+            ),
+        ));
+    }
+    if problems.is_empty() {
+        Ok((cfg, profiles))
+    } else {
+        Err(fail(problems))
+    }
+}
+
+fn env_key(path: &str) -> String {
+    format!(
+        "{ENV_PREFIX}__{}",
+        path.split('.').map(|s| s.to_uppercase()).collect::<Vec<_>>().join("__")
+    )
+}
+
+fn validate(cfg: &Config, problems: &mut Vec<Problem>) {
+    if cfg.laboratory.name.trim().is_empty() {
+        problems.push(problem("laboratory.name", "must not be empty (40.97(b)(1)(i)(A))"));
+    }
+    if cfg.laboratory.address.trim().is_empty() {
+        problems.push(problem("laboratory.address", "must not be empty (40.97(b)(1)(i)(A))"));
+    }
+    if cfg.rules.default_profile.trim().is_empty() {
+        problems.push(problem("rules.default_profile", "must name a profile"));
+    }
+    if cfg.store.path.as_os_str().is_empty() {
+        problems.push(problem("store.path", "must name a directory"));
+    } else if cfg.store.path.exists() && !cfg.store.path.is_dir() {
+        problems.push(problem("store.path", "exists but is not a directory"));
+    }
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&cfg.log.level) {
+        problems.push(problem("log.level", format!("not a log filter: {e}")));
+    }
+}
+
+/// Loads every `*.toml` in `dir` as a rule profile named after its file.
+pub fn load_profiles(dir: &Path, problems: &mut Vec<Problem>) -> ProfileSet {
+    let mut set = ProfileSet::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => {
+            problems.push(problem(
+                "rules.profiles_dir",
+                format!("cannot read {}: {e}", dir.display()),
+            ));
+            return set;
+        }
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    for file in files {
+        let stem = file
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let text = match std::fs::read_to_string(&file) {
+            Ok(t) => t,
+            Err(e) => {
+                problems.push(problem(format!("profile {stem}"), format!("cannot read: {e}")));
+                continue;
+            }
+        };
+        match Profile::parse(&text, Some(&stem)) {
+            Ok(p) => {
+                set.insert(p);
+            }
+            Err(e) => {
+                for p in e.problems {
+                    problems.push(problem(format!("profile {stem}: {}", p.key), p.problem));
+                }
+            }
+        }
+    }
+    if set.is_empty() && problems.is_empty() {
+        problems.push(problem(
+            "rules.profiles_dir",
+            format!("{} holds no *.toml rule profile", dir.display()),
+        ));
+    }
+    set
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_config(dir: &Path, body: &str) -> PathBuf {
+        let profiles = dir.join("profiles");
+        std::fs::create_dir_all(&profiles).unwrap();
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/profiles");
+        for f in ["part40-2001.toml", "part40-2023.toml"] {
+            std::fs::copy(root.join(f), profiles.join(f)).unwrap();
+        }
+        let p = dir.join("custodian.toml");
+        std::fs::write(&p, body).unwrap();
+        p
+    }
+
+    const GOOD: &str = r#"
+[laboratory]
+name = "Lab"
+address = "1 Main St"
+[rules]
+default_profile = "part40-2001"
+profiles_dir = "profiles"
+[store]
+path = "store"
+[log]
+level = "info"
+format = "text"
+"#;
+
+    #[test]
+    fn example_config_loads() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/custodian.toml");
+        let (cfg, profiles) = load_with_env(&p, &[]).unwrap();
+        assert_eq!(cfg.rules.default_profile, "part40-2001");
+        assert!(profiles.get("part40-2001").is_some());
+        assert!(profiles.get("part40-2023").is_some());
+    }
+
+    #[test]
+    fn good_config_resolves_paths() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write_config(d.path(), GOOD);
+        let (cfg, _) = load_with_env(&p, &[]).unwrap();
+        assert_eq!(cfg.store.path, d.path().join("store"));
+    }
+
+    #[test]
+    fn every_unknown_key_is_named() {
+        let d = tempfile::tempdir().unwrap();
+        let body = GOOD.replace("[store]", "colour = 1\n[store]\nsize = 3").replace("[log]", "[logs]\nx=1\n[log]");
+        let p = write_config(d.path(), &body);
+        let e = load_with_env(&p, &[]).unwrap_err();
+        let keys: Vec<_> = e.problems.iter().map(|p| p.key.as_str()).collect();
+        assert!(keys.contains(&"rules.colour"), "{keys:?}");
+        assert!(keys.contains(&"store.size"), "{keys:?}");
+        assert!(keys.contains(&"logs"), "{keys:?}");
+    }
+
+    #[test]
+    fn environment_overrides_and_strays_are_named() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write_config(d.path(), GOOD);
+        let env = vec![(
+            "CUSTODIAN__RULES__DEFAULT_PROFILE".to_string(),
+            "part40-2023".to_string(),
+        )];
+        let (cfg, _) = load_with_env(&p, &env).unwrap();
+        assert_eq!(cfg.rules.default_profile, "part40-2023");
+
+        let env = vec![("CUSTODIAN__STORE__PATHS".to_string(), "x".to_string())];
+        let e = load_with_env(&p, &env).unwrap_err();
+        assert_eq!(e.problems[0].key, "store.paths");
+        assert!(e.problems[0].problem.contains("CUSTODIAN__STORE__PATHS"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let d = tempfile::tempdir().unwrap();
+        let body = GOOD
+            .replace("format = \"text\"", "format = \"xml\"");
+        let p = write_config(d.path(), &body);
+        let e = load_with_env(&p, &[]).unwrap_err();
+        assert_eq!(e.problems[0].key, "log.format", "{e}");
+
+        let body = GOOD
+            .replace("default_profile = \"part40-2001\"", "default_profile = \"part40-1999\"")
+            .replace("name = \"Lab\"", "name = \"\"");
+        let p = write_config(d.path(), &body);
+        let e = load_with_env(&p, &[]).unwrap_err();
+        let keys: Vec<_> = e.problems.iter().map(|p| p.key.as_str()).collect();
+        assert!(keys.contains(&"rules.default_profile"), "{keys:?}");
+        assert!(keys.contains(&"laboratory.name"), "{keys:?}");
+    }
+
+    #[test]
+    fn missing_section_is_named() {
+        let d = tempfile::tempdir().unwrap();
+        let body = GOOD.replace("[store]\npath = \"store\"\n", "");
+        let p = write_config(d.path(), &body);
+        let e = load_with_env(&p, &[]).unwrap_err();
+        assert!(e.to_string().contains("store"), "{e}");
+    }
+
+    #[test]
+    fn broken_profile_is_named() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write_config(d.path(), GOOD);
+        let prof = d.path().join("profiles/part40-2023.toml");
+        let text = std::fs::read_to_string(&prof).unwrap().replacen("initial_cutoff = 50", "initial_cutoff = -50", 1);
+        std::fs::write(&prof, text).unwrap();
+        let e = load_with_env(&p, &[]).unwrap_err();
+        assert_eq!(e.problems[0].key, "profile part40-2023: class[0].initial_cutoff", "{e}");
+    }
+
+    #[test]
+    fn missing_file_is_named() {
+        let e = load_with_env(Path::new("/nonexistent/custodian.toml"), &[]).unwrap_err();
+        assert_eq!(e.problems[0].key, "(file)");
+    }
+}

@@ -1,0 +1,21 @@
+//! custodian: the laboratory-side daemon that turns analyzer and LIMS data into
+//! 49 CFR Part 40 results, keeps them durably, and releases them only to the MRO.
+//!
+//! Module map (each named after the duty it carries):
+//! - [`rules`]: the pure Part 40 rules engine (accessioning, validity, testing, reporting).
+//! - [`evaluate`]: the `custodian evaluate` contract over the rules engine.
+//! - [`config`]: the daemon's configuration, loaded and validated.
+//! - [`store`]: the only module that touches sled; durable commits with group fsync.
+//! - [`hl7`]: HL7 v2 parsing behind our own guard, and ACK building.
+//! - [`mllp`]: the MLLP frame codec.
+//! - [`lims`]: LIMS XML documents (accession, confirmation batch, correction).
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod daemon;
+pub mod evaluate;
+pub mod hl7;
+pub mod lims;
+pub mod mllp;
+pub mod rules;
+pub mod store;

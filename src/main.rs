@@ -1,0 +1,125 @@
+//! The `custodian` command.
+#![forbid(unsafe_code)]
+
+use clap::{Parser, Subcommand};
+use custodian::{config, daemon, evaluate::Evaluator};
+use std::io::{self, BufReader};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// custodian: keeps a drug-testing laboratory's results under 49 CFR Part 40.
+///
+/// It takes results from the analyzers and the LIMS, applies the Part 40 rules, stores every
+/// result durably, and releases reports only to the MRO after a certifying scientist approved
+/// them.
+#[derive(Parser)]
+#[command(name = "custodian", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the daemon (normally under systemd).
+    Run {
+        /// Configuration file.
+        #[arg(long, short, default_value = config::DEFAULT_PATH, env = "CUSTODIAN_CONFIG")]
+        config: PathBuf,
+    },
+    /// Check a configuration and its rule profiles; list every problem (exit 2) or summarise (exit 0).
+    CheckConfig {
+        /// Configuration file.
+        #[arg(long, short, default_value = config::DEFAULT_PATH, env = "CUSTODIAN_CONFIG")]
+        config: PathBuf,
+    },
+    /// Run the rules engine over specimen cases (JSON Lines) and print one verdict per line.
+    ///
+    /// This is the same engine the daemon uses. Use it to validate the system before it touches
+    /// donor specimens and after every rule change. Exit 0 when every line was evaluated, 2 when
+    /// any line could not be read (that line gets an "error" and the others are still evaluated).
+    Evaluate {
+        /// Rule profile for cases that name none (default: the configured default profile).
+        #[arg(long)]
+        profile: Option<String>,
+        /// Configuration file (for the profile directory and the default profile).
+        #[arg(long, short, default_value = config::DEFAULT_PATH, env = "CUSTODIAN_CONFIG")]
+        config: PathBuf,
+        /// JSON Lines file of cases; `-` reads standard input.
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { config } => daemon::main(&config),
+        Command::CheckConfig { config } => check_config(&config),
+        Command::Evaluate {
+            profile,
+            config,
+            file,
+        } => evaluate(&config, profile.as_deref(), &file),
+    }
+}
+
+fn check_config(path: &std::path::Path) -> ExitCode {
+    match config::load(path) {
+        Ok((cfg, profiles)) => {
+            println!("configuration {} is valid", path.display());
+            println!(
+                "  laboratory: {}",
+                cfg.laboratory.name
+            );
+            println!(
+                "  rule profiles: {} (default {})",
+                profiles.names().collect::<Vec<_>>().join(", "),
+                cfg.rules.default_profile
+            );
+            println!("  store: {}", cfg.store.path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprint!("{e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn evaluate(config_path: &std::path::Path, profile: Option<&str>, file: &std::path::Path) -> ExitCode {
+    let (cfg, profiles) = match config::load(config_path) {
+        Ok(x) => x,
+        Err(e) => {
+            eprint!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let default = profile.unwrap_or(&cfg.rules.default_profile);
+    let ev = match Evaluator::new(&profiles, default) {
+        Ok(ev) => ev,
+        Err(e) => {
+            eprintln!("custodian evaluate: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let stdout = io::stdout().lock();
+    let result = if file.as_os_str() == "-" {
+        ev.run(io::stdin().lock(), stdout)
+    } else {
+        match std::fs::File::open(file) {
+            Ok(f) => ev.run(BufReader::new(f), stdout),
+            Err(e) => {
+                eprintln!("custodian evaluate: cannot open {}: {e}", file.display());
+                return ExitCode::from(2);
+            }
+        }
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(2),
+        Err(e) => {
+            eprintln!("custodian evaluate: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

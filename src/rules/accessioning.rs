@@ -1,0 +1,254 @@
+//! Accessioning (40.83): fatal flaws, correctable flaws and redesignation of bottles.
+//!
+//! Remarks written here go to the MRO. 40.175(b)(1) forbids telling the MRO that the second
+//! bottle is unavailable before the MRO asks for it, so no remark names that bottle: a
+//! redesignation is reported only as a relabelling of the bottles.
+
+use super::profile::{OnExpiry, Profile};
+use super::{Accession, Correction, Form, Hold, Seal, SplitSeal};
+
+/// What accessioning decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// A fatal flaw, or an uncorrected flaw that rejects: testing stops (40.83(d)).
+    Rejected,
+    /// A correctable flaw is open: the result waits for the correction window.
+    Hold(Hold),
+    /// Test the specimen (possibly after redesignating the bottles).
+    Test,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accessioned {
+    pub outcome: Outcome,
+    /// Bottle B became Bottle A (40.83(h)).
+    pub redesignated: bool,
+    pub remarks: Vec<String>,
+}
+
+/// Which paragraph of 40.83(h)(1) allowed the redesignation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Redesignation {
+    /// (i) the primary leaked; the other bottle holds enough.
+    PrimaryLeaked,
+    /// (ii) the primary was labelled B and the other bottle A.
+    LabelsSwapped,
+    /// (iii) the lab opened the other bottle instead; the primary is still sealed.
+    OtherBottleOpened,
+    /// (iv) the primary's seal is broken; the other bottle is sealed and holds enough.
+    PrimarySealBroken,
+}
+
+impl Redesignation {
+    pub fn cite(self) -> &'static str {
+        match self {
+            Redesignation::PrimaryLeaked => "40.83(h)(1)(i)",
+            Redesignation::LabelsSwapped => "40.83(h)(1)(ii)",
+            Redesignation::OtherBottleOpened => "40.83(h)(1)(iii)",
+            Redesignation::PrimarySealBroken => "40.83(h)(1)(iv)",
+        }
+    }
+}
+
+/// The correctable flaws of 40.83(e)–(g) that are open on this specimen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flaw {
+    /// (e) the collector's Step 4 certification signature is missing.
+    CollectorCertification,
+    /// (f) the temperature was not checked and no remark explains it.
+    Temperature,
+    /// (g) a non-Federal or expired Federal form was used.
+    Form,
+}
+
+impl Flaw {
+    fn describe(self) -> &'static str {
+        match self {
+            Flaw::CollectorCertification => {
+                "collector's signature missing from the certification statement (40.83(e))"
+            }
+            Flaw::Temperature => "specimen temperature not recorded (40.83(f))",
+            Flaw::Form => "non-Federal or expired Federal custody and control form (40.83(g))",
+        }
+    }
+    fn how_corrected(self) -> &'static str {
+        match self {
+            Flaw::CollectorCertification => {
+                "collector's certification omission corrected by signed statement (40.83(e)(2), 40.205(b)(1))"
+            }
+            Flaw::Temperature => {
+                "temperature omission corrected by collector's statement (40.83(f), 40.208)"
+            }
+            Flaw::Form => {
+                "use of an improper custody and control form corrected by signed statement (40.83(g), 40.205(b)(2))"
+            }
+        }
+    }
+    fn on_expiry(self, profile: &Profile) -> OnExpiry {
+        match self {
+            Flaw::CollectorCertification => profile.correctable.collector_certification,
+            Flaw::Temperature => profile.correctable.temperature,
+            Flaw::Form => profile.correctable.form,
+        }
+    }
+}
+
+/// The redesignations 40.83(h)(1) allows for these findings, in the paragraph's order.
+pub fn redesignations(a: &Accession) -> Vec<Redesignation> {
+    let other_usable = a.split_seal == SplitSeal::Intact && a.split_sufficient;
+    let mut out = Vec::new();
+    if a.primary_leaked && other_usable {
+        out.push(Redesignation::PrimaryLeaked);
+    }
+    if a.labels_swapped {
+        out.push(Redesignation::LabelsSwapped);
+    }
+    if a.split_opened_instead
+        && a.primary_seal == Seal::Intact
+        && a.split_seal != SplitSeal::Absent
+        && a.split_sufficient
+    {
+        out.push(Redesignation::OtherBottleOpened);
+    }
+    if a.primary_seal == Seal::Broken && other_usable {
+        out.push(Redesignation::PrimarySealBroken);
+    }
+    out
+}
+
+/// The correctable flaws open on this specimen, in the order of 40.83.
+pub fn open_flaws(a: &Accession) -> Vec<Flaw> {
+    let mut out = Vec::new();
+    if !a.collector_certification_signed {
+        out.push(Flaw::CollectorCertification);
+    }
+    if !a.temperature_recorded {
+        out.push(Flaw::Temperature);
+    }
+    if a.form != Form::Federal {
+        out.push(Flaw::Form);
+    }
+    out
+}
+
+/// Applies 40.83 to what accessioning found.
+pub fn accession(profile: &Profile, a: &Accession) -> Accessioned {
+    let redesig = redesignations(a);
+    // After a redesignation under (i), (iii) or (iv) the bottle tested as primary is the other,
+    // sealed, sufficient bottle: the primary's own seal and volume no longer decide anything.
+    let tested_bottle_replaced = redesig.iter().any(|r| *r != Redesignation::LabelsSwapped);
+
+    let mut fatal = Vec::new();
+    if !a.id_matches {
+        fatal.push("specimen ID on the bottle does not match the CCF (40.83(c)(1))");
+    }
+    if a.primary_seal == Seal::Broken && !tested_bottle_replaced {
+        fatal.push("primary specimen bottle seal broken or shows evidence of tampering (40.83(c)(2))");
+    }
+    if !a.collector_name_and_signature {
+        fatal.push("collector's printed name and signature omitted from the CCF (40.83(c)(3))");
+    }
+    if !a.primary_sufficient && !tested_bottle_replaced {
+        fatal.push("insufficient amount of urine in the primary bottle for analysis (40.83(c)(4))");
+    }
+    if !fatal.is_empty() {
+        let remarks = fatal
+            .into_iter()
+            .map(|f| format!("Rejected for testing: {f}; testing stopped (40.83(d))."))
+            .collect();
+        return Accessioned {
+            outcome: Outcome::Rejected,
+            redesignated: false,
+            remarks,
+        };
+    }
+
+    let mut remarks = Vec::new();
+    let redesignated = !redesig.is_empty();
+    if redesignated {
+        let cites: Vec<&str> = redesig.iter().map(|r| r.cite()).collect();
+        remarks.push(format!(
+            "Specimen bottles relabelled and tested as provided by {}.",
+            cites.join(", ")
+        ));
+    }
+
+    let flaws = open_flaws(a);
+    if flaws.is_empty() {
+        return Accessioned {
+            outcome: Outcome::Test,
+            redesignated,
+            remarks,
+        };
+    }
+    let days = profile.correctable.business_days;
+    match a.correction {
+        Correction::None => {
+            let what: Vec<&str> = flaws.iter().map(|f| f.describe()).collect();
+            let reason = format!(
+                "correctable flaw: {}; awaiting correction for up to {days} business days",
+                what.join("; ")
+            );
+            Accessioned {
+                outcome: Outcome::Hold(Hold {
+                    reason,
+                    business_days: days,
+                }),
+                redesignated,
+                remarks,
+            }
+        }
+        Correction::Corrected => {
+            for f in &flaws {
+                remarks.push(format!("Correctable flaw: {}.", f.how_corrected()));
+            }
+            Accessioned {
+                outcome: Outcome::Test,
+                redesignated,
+                remarks,
+            }
+        }
+        Correction::Expired => {
+            let rejecting: Vec<Flaw> = flaws
+                .iter()
+                .copied()
+                .filter(|f| f.on_expiry(profile) == OnExpiry::Reject)
+                .collect();
+            if !rejecting.is_empty() {
+                let remarks = rejecting
+                    .iter()
+                    .map(|f| {
+                        format!(
+                            "Rejected for testing: {} not corrected within {days} business days.",
+                            f.describe()
+                        )
+                    })
+                    .collect();
+                return Accessioned {
+                    outcome: Outcome::Rejected,
+                    redesignated: false,
+                    remarks,
+                };
+            }
+            for f in &flaws {
+                remarks.push(format!(
+                    "{} not corrected within {days} business days; result reported (40.83(f)(2)).",
+                    capitalise(f.describe())
+                ));
+            }
+            Accessioned {
+                outcome: Outcome::Test,
+                redesignated,
+                remarks,
+            }
+        }
+    }
+}
+
+fn capitalise(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().collect::<String>() + c.as_str(),
+        None => String::new(),
+    }
+}
