@@ -62,7 +62,9 @@ pub struct Log {
     pub format: LogFormat,
 }
 
-#[derive(Deserialize)]
+/// The top-level sections, each deserialized on its own so one bad section hides no other.
+const SECTIONS: [&str; 4] = ["laboratory", "rules", "store", "log"];
+
 struct RawConfig {
     laboratory: Laboratory,
     rules: Rules,
@@ -154,30 +156,32 @@ pub fn load_with_env(
         .map_err(|e| fail(vec![problem("(file)", e.to_string())]))?;
 
     let mut problems = Vec::new();
-    let mut unknown = Vec::new();
-    let mut track = serde_path_to_error::Track::new();
-    let parsed: Result<RawConfig, _> = {
-        let de = serde_path_to_error::Deserializer::new(&tree, &mut track);
-        serde_ignored::deserialize(de, |p| unknown.push(p.to_string()))
+    let top = match &tree {
+        serde_json::Value::Object(m) => m.clone(),
+        _ => serde_json::Map::new(),
     };
-    for key in unknown {
-        let from_env = env_key(&key);
-        let hint = if env.iter().any(|(k, _)| *k == from_env) {
-            format!(" (set by environment variable {from_env}; unset it)")
-        } else {
-            String::new()
-        };
-        problems.push(problem(key, format!("unknown key{hint}")));
-    }
-    let raw = match parsed {
-        Ok(r) => r,
-        Err(e) => {
-            let key = track.path().to_string();
-            let msg = e.to_string();
-            problems.push(problem(key, msg));
-            return Err(fail(problems));
+    for key in top.keys() {
+        if !SECTIONS.contains(&key.as_str()) {
+            problems.push(unknown_key(key, env));
         }
+    }
+    let laboratory = section::<Laboratory>(&top, "laboratory", env, &mut problems);
+    let rules = section::<Rules>(&top, "rules", env, &mut problems);
+    let store = section::<Store>(&top, "store", env, &mut problems);
+    let log = section::<Log>(&top, "log", env, &mut problems);
+    let (Some(laboratory), Some(rules), Some(store), Some(log)) = (laboratory, rules, store, log)
+    else {
+        return Err(fail(problems));
     };
+    let raw = RawConfig {
+        laboratory,
+        rules,
+        store,
+        log,
+    };
+    if !problems.is_empty() {
+        return Err(fail(problems));
+    }
 
     let base = path.parent().unwrap_or(Path::new("."));
     let resolve = |p: &Path| -> PathBuf {
@@ -218,19 +222,135 @@ pub fn load_with_env(
     }
 }
 
+fn unknown_key(key: &str, env: &[(String, String)]) -> Problem {
+    let from_env = env_key(key);
+    let hint = if env.iter().any(|(k, _)| *k == from_env) {
+        format!(" (set by environment variable {from_env}; unset it)")
+    } else {
+        String::new()
+    };
+    problem(key, format!("unknown key{hint}"))
+}
+
+/// Deserializes one section, reporting every unknown key and every bad value in it: after a bad
+/// value the key is set aside and the section read again, so later problems still show.
+fn section<T: serde::de::DeserializeOwned>(
+    top: &serde_json::Map<String, serde_json::Value>,
+    name: &str,
+    env: &[(String, String)],
+    problems: &mut Vec<Problem>,
+) -> Option<T> {
+    let Some(mut tree) = top.get(name).cloned() else {
+        problems.push(problem(name, "missing section"));
+        return None;
+    };
+    let mut unknown = std::collections::BTreeSet::new();
+    let mut removed: Vec<String> = Vec::new();
+    for _ in 0..32 {
+        let mut track = serde_path_to_error::Track::new();
+        let result: Result<T, _> = {
+            let de = serde_path_to_error::Deserializer::new(&tree, &mut track);
+            serde_ignored::deserialize(de, |p| {
+                unknown.insert(format!("{name}.{p}"));
+            })
+        };
+        let rel = track.path().to_string();
+        match result {
+            Ok(v) => {
+                problems.extend(unknown.iter().map(|k| unknown_key(k, env)));
+                return if removed.is_empty() { Some(v) } else { None };
+            }
+            Err(e) => {
+                let key = if rel == "." || rel.is_empty() {
+                    name.to_string()
+                } else {
+                    format!("{name}.{rel}")
+                };
+                let msg = e.to_string();
+                let missing_after_removal = msg.starts_with("missing field")
+                    && removed
+                        .iter()
+                        .any(|r| msg.contains(&format!("`{}`", r.rsplit('.').next().unwrap_or(r))));
+                if !missing_after_removal {
+                    problems.push(problem(&key, msg));
+                }
+                if missing_after_removal || !remove_path(&mut tree, &rel) {
+                    problems.extend(unknown.iter().map(|k| unknown_key(k, env)));
+                    return None;
+                }
+                removed.push(key);
+            }
+        }
+    }
+    problems.extend(unknown.iter().map(|k| unknown_key(k, env)));
+    None
+}
+
+/// Removes the value at a serde_path_to_error path (`a.b`, `list[2].c`); false when not found.
+fn remove_path(tree: &mut serde_json::Value, path: &str) -> bool {
+    if path.is_empty() || path == "." {
+        return false;
+    }
+    let parts: Vec<&str> = path.split('.').collect();
+    let mut cur = tree;
+    for (i, part) in parts.iter().enumerate() {
+        let (name, index) = match part.find('[') {
+            Some(b) => (
+                &part[..b],
+                part[b + 1..].trim_end_matches(']').parse::<usize>().ok(),
+            ),
+            None => (*part, None),
+        };
+        let last = i + 1 == parts.len();
+        let serde_json::Value::Object(m) = cur else {
+            return false;
+        };
+        if last && index.is_none() {
+            return m.remove(name).is_some();
+        }
+        let Some(next) = m.get_mut(name) else {
+            return false;
+        };
+        cur = next;
+        if let Some(ix) = index {
+            let serde_json::Value::Array(a) = cur else {
+                return false;
+            };
+            if ix >= a.len() {
+                return false;
+            }
+            if last {
+                a.remove(ix);
+                return true;
+            }
+            cur = &mut a[ix];
+        }
+    }
+    false
+}
+
 fn env_key(path: &str) -> String {
     format!(
         "{ENV_PREFIX}__{}",
-        path.split('.').map(|s| s.to_uppercase()).collect::<Vec<_>>().join("__")
+        path.split('.')
+            .map(|s| s.to_uppercase())
+            .collect::<Vec<_>>()
+            .join("__")
     )
 }
 
 fn validate(cfg: &Config, problems: &mut Vec<Problem>) {
     if cfg.laboratory.name.trim().is_empty() {
-        problems.push(problem("laboratory.name", "must not be empty (40.97(b)(1)(i)(A))"));
+        problems.push(problem(
+            "laboratory.name",
+            "must not be empty (40.97(b)(1)(i)(A))",
+        ));
     }
     if cfg.laboratory.address.trim().is_empty() {
-        problems.push(problem("laboratory.address", "must not be empty (40.97(b)(1)(i)(A))"));
+        problems.push(problem(
+            "laboratory.address",
+            "must not be empty (40.97(b)(1)(i)(A))",
+        ));
     }
     if cfg.rules.default_profile.trim().is_empty() {
         problems.push(problem("rules.default_profile", "must name a profile"));
@@ -271,7 +391,10 @@ pub fn load_profiles(dir: &Path, problems: &mut Vec<Problem>) -> ProfileSet {
         let text = match std::fs::read_to_string(&file) {
             Ok(t) => t,
             Err(e) => {
-                problems.push(problem(format!("profile {stem}"), format!("cannot read: {e}")));
+                problems.push(problem(
+                    format!("profile {stem}"),
+                    format!("cannot read: {e}"),
+                ));
                 continue;
             }
         };
@@ -345,7 +468,9 @@ format = "text"
     #[test]
     fn every_unknown_key_is_named() {
         let d = tempfile::tempdir().unwrap();
-        let body = GOOD.replace("[store]", "colour = 1\n[store]\nsize = 3").replace("[log]", "[logs]\nx=1\n[log]");
+        let body = GOOD
+            .replace("[store]", "colour = 1\n[store]\nsize = 3")
+            .replace("[log]", "[logs]\nx=1\n[log]");
         let p = write_config(d.path(), &body);
         let e = load_with_env(&p, &[]).unwrap_err();
         let keys: Vec<_> = e.problems.iter().map(|p| p.key.as_str()).collect();
@@ -368,20 +493,25 @@ format = "text"
         let env = vec![("CUSTODIAN__STORE__PATHS".to_string(), "x".to_string())];
         let e = load_with_env(&p, &env).unwrap_err();
         assert_eq!(e.problems[0].key, "store.paths");
-        assert!(e.problems[0].problem.contains("CUSTODIAN__STORE__PATHS"), "{e}");
+        assert!(
+            e.problems[0].problem.contains("CUSTODIAN__STORE__PATHS"),
+            "{e}"
+        );
     }
 
     #[test]
     fn bad_values_are_named() {
         let d = tempfile::tempdir().unwrap();
-        let body = GOOD
-            .replace("format = \"text\"", "format = \"xml\"");
+        let body = GOOD.replace("format = \"text\"", "format = \"xml\"");
         let p = write_config(d.path(), &body);
         let e = load_with_env(&p, &[]).unwrap_err();
         assert_eq!(e.problems[0].key, "log.format", "{e}");
 
         let body = GOOD
-            .replace("default_profile = \"part40-2001\"", "default_profile = \"part40-1999\"")
+            .replace(
+                "default_profile = \"part40-2001\"",
+                "default_profile = \"part40-1999\"",
+            )
             .replace("name = \"Lab\"", "name = \"\"");
         let p = write_config(d.path(), &body);
         let e = load_with_env(&p, &[]).unwrap_err();
@@ -404,10 +534,17 @@ format = "text"
         let d = tempfile::tempdir().unwrap();
         let p = write_config(d.path(), GOOD);
         let prof = d.path().join("profiles/part40-2023.toml");
-        let text = std::fs::read_to_string(&prof).unwrap().replacen("initial_cutoff = 50", "initial_cutoff = -50", 1);
+        let text = std::fs::read_to_string(&prof).unwrap().replacen(
+            "initial_cutoff = 50",
+            "initial_cutoff = -50",
+            1,
+        );
         std::fs::write(&prof, text).unwrap();
         let e = load_with_env(&p, &[]).unwrap_err();
-        assert_eq!(e.problems[0].key, "profile part40-2023: class[0].initial_cutoff", "{e}");
+        assert_eq!(
+            e.problems[0].key, "profile part40-2023: class[0].initial_cutoff",
+            "{e}"
+        );
     }
 
     #[test]

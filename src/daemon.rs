@@ -29,7 +29,10 @@ pub fn main(config_path: &Path) -> ExitCode {
         }
     };
     init_logging(&cfg.log.level, cfg.log.format);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             error!(component = "daemon", error = %e, "cannot start the runtime");

@@ -5,9 +5,7 @@
 //! This module is pure apart from the reader and writer it is handed; the verdicts come from
 //! [`crate::rules::evaluate`], the function the daemon calls.
 
-use crate::rules::{
-    self, Accession, Profile, ProfileSet, Specimen, Validity, Verdict, measure,
-};
+use crate::rules::{self, Accession, Profile, ProfileSet, Specimen, Validity, Verdict, measure};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -91,7 +89,11 @@ impl<'a> Evaluator<'a> {
             Err(e) => {
                 let path = e.path().to_string();
                 let msg = e.inner().to_string();
-                let at = if path == "." { String::new() } else { format!("{path}: ") };
+                let at = if path == "." {
+                    String::new()
+                } else {
+                    format!("{path}: ")
+                };
                 return error(id, format!("{at}{msg}"));
             }
         };

@@ -67,10 +67,7 @@ fn check_config(path: &std::path::Path) -> ExitCode {
     match config::load(path) {
         Ok((cfg, profiles)) => {
             println!("configuration {} is valid", path.display());
-            println!(
-                "  laboratory: {}",
-                cfg.laboratory.name
-            );
+            println!("  laboratory: {}", cfg.laboratory.name);
             println!(
                 "  rule profiles: {} (default {})",
                 profiles.names().collect::<Vec<_>>().join(", "),
@@ -86,7 +83,11 @@ fn check_config(path: &std::path::Path) -> ExitCode {
     }
 }
 
-fn evaluate(config_path: &std::path::Path, profile: Option<&str>, file: &std::path::Path) -> ExitCode {
+fn evaluate(
+    config_path: &std::path::Path,
+    profile: Option<&str>,
+    file: &std::path::Path,
+) -> ExitCode {
     let (cfg, profiles) = match config::load(config_path) {
         Ok(x) => x,
         Err(e) => {

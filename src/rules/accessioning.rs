@@ -143,7 +143,9 @@ pub fn accession(profile: &Profile, a: &Accession) -> Accessioned {
         fatal.push("specimen ID on the bottle does not match the CCF (40.83(c)(1))");
     }
     if a.primary_seal == Seal::Broken && !tested_bottle_replaced {
-        fatal.push("primary specimen bottle seal broken or shows evidence of tampering (40.83(c)(2))");
+        fatal.push(
+            "primary specimen bottle seal broken or shows evidence of tampering (40.83(c)(2))",
+        );
     }
     if !a.collector_name_and_signature {
         fatal.push("collector's printed name and signature omitted from the CCF (40.83(c)(3))");

@@ -140,7 +140,10 @@ mod tests {
         assert_eq!(from_f64(1.0029).unwrap().to_string(), "1.0029");
         assert!(from_f64(1.003).unwrap() > parse("1.00299999").unwrap());
         assert_eq!(from_f64(14999.0).unwrap(), Decimal::from(14999));
-        assert_eq!(from_f64(0.1 + 0.2).unwrap().to_string(), "0.30000000000000004");
+        assert_eq!(
+            from_f64(0.1 + 0.2).unwrap().to_string(),
+            "0.30000000000000004"
+        );
     }
 
     #[test]

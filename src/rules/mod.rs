@@ -323,8 +323,16 @@ fn check(profile: &Profile, s: &Specimen) -> Result<(), CaseError> {
             return Err(CaseError::SpecificGravityNotPositive);
         }
     }
-    if let Some(i) = s.validity.adulterants.iter().position(|a| a.trim().is_empty()) {
+    if let Some(i) = s
+        .validity
+        .adulterants
+        .iter()
+        .position(|a| a.trim().is_empty())
+    {
         return Err(CaseError::EmptyAdulterant(i));
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

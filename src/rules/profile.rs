@@ -425,20 +425,32 @@ impl RawProfile {
             }
         }
         if self.classes.is_empty() {
-            p("class".into(), "a profile needs at least one drug class".into());
+            p(
+                "class".into(),
+                "a profile needs at least one drug class".into(),
+            );
         }
         let mut class_keys = BTreeSet::new();
         let mut analyte_keys = BTreeSet::new();
         for (i, c) in self.classes.iter().enumerate() {
             let at = format!("class[{i}]");
             if !valid_key(&c.key) {
-                p(format!("{at}.key"), "must be lower-case letters, digits or `_`".into());
+                p(
+                    format!("{at}.key"),
+                    "must be lower-case letters, digits or `_`".into(),
+                );
             }
             if !class_keys.insert(c.key.clone()) {
-                p(format!("{at}.key"), format!("class `{}` appears twice", c.key));
+                p(
+                    format!("{at}.key"),
+                    format!("class `{}` appears twice", c.key),
+                );
             }
             if c.initial_cutoff <= Decimal::ZERO {
-                p(format!("{at}.initial_cutoff"), "must be greater than zero".into());
+                p(
+                    format!("{at}.initial_cutoff"),
+                    "must be greater than zero".into(),
+                );
             }
             if c.analytes.is_empty() {
                 p(
@@ -449,28 +461,49 @@ impl RawProfile {
             for (j, a) in c.analytes.iter().enumerate() {
                 let at = format!("{at}.analyte[{j}]");
                 if !valid_key(&a.key) {
-                    p(format!("{at}.key"), "must be lower-case letters, digits or `_`".into());
+                    p(
+                        format!("{at}.key"),
+                        "must be lower-case letters, digits or `_`".into(),
+                    );
                 }
                 if !analyte_keys.insert(a.key.clone()) {
-                    p(format!("{at}.key"), format!("analyte `{}` appears twice", a.key));
+                    p(
+                        format!("{at}.key"),
+                        format!("analyte `{}` appears twice", a.key),
+                    );
                 }
                 if a.confirmation_cutoff <= Decimal::ZERO {
-                    p(format!("{at}.confirmation_cutoff"), "must be greater than zero".into());
+                    p(
+                        format!("{at}.confirmation_cutoff"),
+                        "must be greater than zero".into(),
+                    );
                 }
                 if let Some(q) = a.always_quantitate_at {
                     if q <= Decimal::ZERO {
-                        p(format!("{at}.always_quantitate_at"), "must be greater than zero".into());
+                        p(
+                            format!("{at}.always_quantitate_at"),
+                            "must be greater than zero".into(),
+                        );
                     }
                 }
                 if let Some(r) = &a.requires {
                     if r.at_least < Decimal::ZERO {
-                        p(format!("{at}.requires.at_least"), "must not be negative".into());
+                        p(
+                            format!("{at}.requires.at_least"),
+                            "must not be negative".into(),
+                        );
                     }
                     if r.analyte == a.key {
-                        p(format!("{at}.requires.analyte"), "an analyte cannot require itself".into());
+                        p(
+                            format!("{at}.requires.analyte"),
+                            "an analyte cannot require itself".into(),
+                        );
                     }
                     if r.cite.trim().is_empty() {
-                        p(format!("{at}.requires.cite"), "must name the section".into());
+                        p(
+                            format!("{at}.requires.cite"),
+                            "must name the section".into(),
+                        );
                     }
                 }
             }
@@ -489,7 +522,10 @@ impl RawProfile {
         }
         let mut validity = Vec::new();
         if self.validity.is_empty() {
-            p("validity".into(), "a profile needs its validity criteria".into());
+            p(
+                "validity".into(),
+                "a profile needs its validity criteria".into(),
+            );
         }
         for (i, v) in self.validity.iter().enumerate() {
             let at = format!("validity[{i}]");
@@ -519,7 +555,10 @@ impl RawProfile {
 
         let days = self.correctable.business_days;
         if !(1..=30).contains(&days) {
-            p("correctable.business_days".into(), "must be between 1 and 30".into());
+            p(
+                "correctable.business_days".into(),
+                "must be between 1 and 30".into(),
+            );
         }
         if self.reporting.retain_one_year.is_empty() {
             p(
@@ -577,8 +616,7 @@ impl RawProfile {
 
 fn valid_key(k: &str) -> bool {
     !k.is_empty()
-        && k
-            .chars()
+        && k.chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
@@ -642,7 +680,10 @@ retain_one_year = ["positive"]
     #[test]
     fn minimal_profile_loads() {
         let p = Profile::parse(MINIMAL, Some("t")).unwrap();
-        assert_eq!(p.classes[0].analytes[0].confirmation_cutoff, Decimal::from(25));
+        assert_eq!(
+            p.classes[0].analytes[0].confirmation_cutoff,
+            Decimal::from(25)
+        );
         assert_eq!(p.validity[0].clauses.len(), 1);
     }
 
@@ -654,12 +695,16 @@ retain_one_year = ["positive"]
 
     #[test]
     fn negative_and_zero_cutoffs_refused() {
-        let bad = MINIMAL.replace("initial_cutoff = 25", "initial_cutoff = -1")
+        let bad = MINIMAL
+            .replace("initial_cutoff = 25", "initial_cutoff = -1")
             .replace("confirmation_cutoff = 25", "confirmation_cutoff = 0");
         let e = Profile::parse(&bad, None).unwrap_err();
         let keys: Vec<_> = e.problems.iter().map(|p| p.key.as_str()).collect();
         assert!(keys.contains(&"class[0].initial_cutoff"), "{keys:?}");
-        assert!(keys.contains(&"class[0].analyte[0].confirmation_cutoff"), "{keys:?}");
+        assert!(
+            keys.contains(&"class[0].analyte[0].confirmation_cutoff"),
+            "{keys:?}"
+        );
     }
 
     #[test]

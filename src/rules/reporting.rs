@@ -116,7 +116,10 @@ pub fn report(
 }
 
 fn analyte_name<'p>(profile: &'p Profile, key: &'p str) -> &'p str {
-    profile.analyte(key).map(|(_, a)| a.name.as_str()).unwrap_or(key)
+    profile
+        .analyte(key)
+        .map(|(_, a)| a.name.as_str())
+        .unwrap_or(key)
 }
 
 fn capitalised(s: &str) -> String {

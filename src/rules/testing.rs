@@ -49,7 +49,9 @@ pub fn test(
             continue;
         }
         for a in &class.analytes {
-            let Some(value) = confirmed(&a.key) else { continue };
+            let Some(value) = confirmed(&a.key) else {
+                continue;
+            };
             if value < a.confirmation_cutoff {
                 continue;
             }

@@ -16,7 +16,12 @@ pub fn assess<'p>(profile: &'p Profile, v: &Validity) -> Vec<Finding<'p>> {
     profile
         .validity
         .iter()
-        .filter_map(|c| meets(c, v).map(|measures| Finding { criterion: c, measures }))
+        .filter_map(|c| {
+            meets(c, v).map(|measures| Finding {
+                criterion: c,
+                measures,
+            })
+        })
         .collect()
 }
 
