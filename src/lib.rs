@@ -11,6 +11,8 @@
 //! - [`lims`]: LIMS XML documents (accession, confirmation batch, correction).
 #![forbid(unsafe_code)]
 
+pub mod admin;
+pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod evaluate;
@@ -19,3 +21,4 @@ pub mod lims;
 pub mod mllp;
 pub mod rules;
 pub mod store;
+pub mod tls;

@@ -1,0 +1,174 @@
+//! The admin interface: an HTTP API on a local address for operators, certifying scientists and
+//! monitoring. `/healthz`, `/readyz` and `/metrics` are open (no donor data there); everything
+//! under `/api/` needs a bearer token of a configured user, and every refusal is counted and
+//! logged without the token.
+
+pub mod auth;
+
+use auth::{Permission, User, Users};
+use axum::Router;
+use axum::extract::{FromRequestParts, State};
+use axum::http::{StatusCode, header, request::Parts};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Shared by every admin handler.
+#[derive(Clone)]
+pub struct AdminState {
+    pub users: Arc<Users>,
+    pub ready: Arc<AtomicBool>,
+    pub prometheus: Option<PrometheusHandle>,
+    pub api: Option<Arc<dyn Api>>,
+}
+
+/// What the daemon offers through `/api/`: implemented by the wiring, which knows the stages.
+pub trait Api: Send + Sync {
+    /// One specimen as JSON, or `None` if unknown.
+    fn specimen(&self, id: &str) -> Result<Option<serde_json::Value>, String>;
+    /// Specimen IDs in a state.
+    fn specimens_in_state(&self, state: &str) -> Result<Vec<String>, String>;
+}
+
+/// An authenticated caller with the permission the route asked for.
+pub struct Caller(pub User);
+
+/// Why a request was refused.
+#[derive(Debug)]
+pub enum Refusal {
+    Unauthenticated,
+    Forbidden,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        match self {
+            Refusal::Unauthenticated => (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                "authentication required\n",
+            )
+                .into_response(),
+            Refusal::Forbidden => (
+                StatusCode::FORBIDDEN,
+                "your role does not allow this action\n",
+            )
+                .into_response(),
+        }
+    }
+}
+
+/// Authenticates the bearer token and checks a permission.
+pub fn authorize(state: &AdminState, parts: &Parts, need: Permission) -> Result<User, Refusal> {
+    let token = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let Some(user) = token.and_then(|t| state.users.authenticate(t)) else {
+        metrics::counter!("custodian_admin_refusals_total", "reason" => "unauthenticated")
+            .increment(1);
+        tracing::warn!(component = "admin", path = %parts.uri.path(), "request without valid credentials refused");
+        return Err(Refusal::Unauthenticated);
+    };
+    if !user.role.may(need) {
+        metrics::counter!("custodian_admin_refusals_total", "reason" => "forbidden").increment(1);
+        tracing::warn!(component = "admin", user = %user.name, role = user.role.key(), path = %parts.uri.path(), "request refused: role lacks permission");
+        return Err(Refusal::Forbidden);
+    }
+    Ok(user)
+}
+
+/// Extractor for read access.
+pub struct Reader(pub User);
+
+impl FromRequestParts<AdminState> for Reader {
+    type Rejection = Refusal;
+    async fn from_request_parts(parts: &mut Parts, state: &AdminState) -> Result<Self, Refusal> {
+        authorize(state, parts, Permission::Read).map(Reader)
+    }
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(s): State<AdminState>) -> Response {
+    if s.ready.load(Ordering::SeqCst) {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    }
+}
+
+async fn metrics_text(State(s): State<AdminState>) -> Response {
+    match &s.prometheus {
+        Some(h) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            h.render(),
+        )
+            .into_response(),
+        None => (StatusCode::NOT_FOUND, "metrics are not enabled\n").into_response(),
+    }
+}
+
+async fn specimen(
+    State(s): State<AdminState>,
+    Reader(user): Reader,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    let Some(api) = &s.api else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "store not open\n").into_response();
+    };
+    tracing::info!(component = "admin", user = %user.name, "specimen record read");
+    match api.specimen(&id) {
+        Ok(Some(v)) => axum::Json(v).into_response(),
+        Ok(None) => (StatusCode::NOT_FOUND, "no such specimen\n").into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct StateQuery {
+    state: String,
+}
+
+async fn specimens(
+    State(s): State<AdminState>,
+    Reader(_user): Reader,
+    axum::extract::Query(q): axum::extract::Query<StateQuery>,
+) -> Response {
+    let Some(api) = &s.api else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "store not open\n").into_response();
+    };
+    match api.specimens_in_state(&q.state) {
+        Ok(ids) => axum::Json(ids).into_response(),
+        Err(e) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+    }
+}
+
+/// The admin routes.
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .route("/api/specimens/{id}", get(specimen))
+        .route("/api/specimens", get(specimens))
+        .with_state(state)
+}
+
+/// Serves the admin API until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AdminState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
