@@ -20,5 +20,6 @@ pub mod hl7;
 pub mod lims;
 pub mod mllp;
 pub mod rules;
+pub mod specimen;
 pub mod store;
 pub mod tls;
