@@ -26,6 +26,8 @@ pub(crate) struct Cursor<'a> {
     node: &'a Node,
     path: String,
     next: usize,
+    /// The unbounded element taken last, which could still follow.
+    repeating: Option<&'static str>,
 }
 
 /// A simple-content element with its path, for reading its value or attributes.
@@ -144,6 +146,7 @@ impl<'a> Cursor<'a> {
             node,
             path,
             next: 0,
+            repeating: None,
         })
     }
 
@@ -175,6 +178,7 @@ impl<'a> Cursor<'a> {
     fn take(&mut self, name: &'static str) -> Option<&'a Node> {
         let n = self.peek().filter(|n| n.name == name)?;
         self.next += 1;
+        self.repeating = None;
         Some(n)
     }
 
@@ -288,6 +292,7 @@ impl<'a> Cursor<'a> {
         if out.is_empty() {
             return Err(self.missing(name));
         }
+        self.repeating = Some(name);
         Ok(out)
     }
 
@@ -301,6 +306,7 @@ impl<'a> Cursor<'a> {
         match self.peek() {
             Some(n) if names.contains(&n.name) => {
                 self.next += 1;
+                self.repeating = None;
                 Ok(Leaf {
                     node: n,
                     path: format!("{}/{}", self.path, n.name),
@@ -327,7 +333,9 @@ impl<'a> Cursor<'a> {
             Some(other) => Err(XmlError::new(
                 other.line,
                 format!("{}/{}", self.path, other.name),
-                Rule::UnexpectedElement { expected: None },
+                Rule::UnexpectedElement {
+                    expected: self.repeating,
+                },
             )),
             None => Ok(()),
         }

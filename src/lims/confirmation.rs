@@ -150,3 +150,261 @@ pub(crate) fn from_tree(root: &Node) -> Result<ConfirmationBatch, XmlError> {
         specimens,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lims::{DEFAULT_MAX_BYTES, parse_confirmation_batch};
+    use std::str::FromStr;
+
+    const EXAMPLE: &str = include_str!("../../tests/data/lims/confirmation-batch-example.xml");
+
+    fn parse(s: &str) -> Result<ConfirmationBatch, XmlError> {
+        parse_confirmation_batch(s.as_bytes(), DEFAULT_MAX_BYTES)
+    }
+
+    fn with(from: &str, to: &str) -> String {
+        assert_eq!(EXAMPLE.matches(from).count(), 1, "{from}");
+        EXAMPLE.replace(from, to)
+    }
+
+    fn check(doc: &str, line: u32, path: &str, rule: Rule) {
+        let e = parse(doc).expect_err("should be refused");
+        assert_eq!(
+            (e.line, e.path.as_str(), &e.rule),
+            (line, path, &rule),
+            "{e}"
+        );
+    }
+
+    fn dec(s: &str) -> Decimal {
+        Decimal::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn example_parses_exactly() {
+        let b = parse(EXAMPLE).unwrap();
+        assert_eq!(b.batch_id, "GCMS-20240311-01");
+        assert_eq!(b.instrument, "GC/MS 02 (fictitious)");
+        assert_eq!(b.run_at.to_string(), "2024-03-11T14:05:00-05:00");
+        assert_eq!(b.specimens.len(), 3);
+        let s0 = &b.specimens[0];
+        assert_eq!(s0.specimen_id.as_str(), "X0000001-TEST");
+        assert_eq!(s0.bottle, BottleLabel::A, "bottle defaults to A");
+        assert_eq!(
+            s0.results,
+            vec![Quantitation {
+                analyte: "benzoylecgonine".into(),
+                value: dec("162.5"),
+                unit: Unit::NgPerMl
+            }]
+        );
+        let s1 = &b.specimens[1];
+        assert_eq!(s1.bottle, BottleLabel::A);
+        let map = s1.confirmation();
+        assert_eq!(map.len(), 3);
+        assert_eq!(map["morphine"], dec("15000"));
+        assert_eq!(map["codeine"], Decimal::ZERO);
+        assert_eq!(map["6am"], dec("12.25"));
+        assert_eq!(b.specimens[2].bottle, BottleLabel::B);
+        assert_eq!(b.specimens[2].results[0].value, dec("0.000001"));
+    }
+
+    #[test]
+    fn decimal_values() {
+        for (text, want) in [
+            (" 162.50 ", "162.5"),
+            ("+.5", "0.5"),
+            ("-0", "0"),
+            ("999999999999999", "999999999999999"),
+            ("123456789.123456", "123456789.123456"),
+        ] {
+            let b = parse(&with(">162.5<", &format!(">{text}<"))).unwrap();
+            assert_eq!(b.specimens[0].results[0].value, dec(want), "{text}");
+        }
+        let path = "/confirmation-batch/specimen[1]/result[1]";
+        check(&with(">162.5<", ">-1.5<"), 8, path, Rule::Negative);
+        for bad in ["1.2e1", "", "abc", "1,5", "NaN"] {
+            check(
+                &with(">162.5<", &format!(">{bad}<")),
+                8,
+                path,
+                Rule::InvalidDecimal,
+            );
+        }
+        let digits = Rule::TooManyDigits {
+            total: 15,
+            fraction: 6,
+        };
+        check(&with(">162.5<", ">0.0000001<"), 8, path, digits.clone());
+        check(&with(">162.5<", ">1000000000000000<"), 8, path, digits);
+        check(
+            &with(">12.25<", "><x/>12.25<"),
+            13,
+            "/confirmation-batch/specimen[2]/result[3]/*",
+            Rule::ChildNotAllowed,
+        );
+    }
+
+    #[test]
+    fn attribute_rules() {
+        let r1 = "/confirmation-batch/specimen[1]/result[1]";
+        check(
+            &with(" unit=\"ng/mL\">162.5", ">162.5"),
+            8,
+            &format!("{r1}/@unit"),
+            Rule::MissingAttribute,
+        );
+        check(
+            &with(" unit=\"ng/mL\">162.5", " unit=\"ug/mL\">162.5"),
+            8,
+            &format!("{r1}/@unit"),
+            Rule::NotInEnumeration(&["ng/mL"]),
+        );
+        check(
+            &with("analyte=\"benzoylecgonine\" ", ""),
+            8,
+            &format!("{r1}/@analyte"),
+            Rule::MissingAttribute,
+        );
+        check(
+            &with("analyte=\"benzoylecgonine\"", "analyte=\"Benzoylecgonine\""),
+            8,
+            &format!("{r1}/@analyte"),
+            Rule::Pattern(ANALYTE_PATTERN),
+        );
+        let key32 = "a".repeat(32);
+        assert!(parse(&with("benzoylecgonine", &key32)).is_ok());
+        check(
+            &with("benzoylecgonine", &"a".repeat(33)),
+            8,
+            &format!("{r1}/@analyte"),
+            Rule::Pattern(ANALYTE_PATTERN),
+        );
+        check(
+            &with(">162.5<", " flag=\"H\">162.5<"),
+            8,
+            &format!("{r1}/@*"),
+            Rule::UnknownAttribute,
+        );
+        check(
+            &with("<specimen id=\"X0000001-TEST\">", "<specimen>"),
+            7,
+            "/confirmation-batch/specimen[1]/@id",
+            Rule::MissingAttribute,
+        );
+        check(
+            &with(
+                "id=\"X0000001-TEST\"",
+                &format!("id=\"{}\"", "9".repeat(33)),
+            ),
+            7,
+            "/confirmation-batch/specimen[1]/@id",
+            Rule::Pattern(SPECIMEN_ID_PATTERN),
+        );
+        assert!(parse(&with("X0000001-TEST", &"9".repeat(32))).is_ok());
+        check(
+            &with("bottle=\"B\"", "bottle=\"C\""),
+            15,
+            "/confirmation-batch/specimen[3]/@bottle",
+            Rule::NotInEnumeration(&["A", "B"]),
+        );
+        let b = parse(&with("bottle=\"B\"", "bottle=\" B \"")).unwrap();
+        assert_eq!(b.specimens[2].bottle, BottleLabel::B);
+        check(
+            &with(
+                "<specimen id=\"0000003\" bottle=\"B\">",
+                "<specimen id=\"0000003\" bottle=\"B\">x",
+            ),
+            15,
+            "/confirmation-batch/specimen[3]",
+            Rule::TextNotAllowed,
+        );
+    }
+
+    #[test]
+    fn uniqueness() {
+        check(
+            &with("analyte=\"codeine\"", "analyte=\"morphine\""),
+            12,
+            "/confirmation-batch/specimen[2]/result[2]/@analyte",
+            Rule::Duplicate { first_line: 11 },
+        );
+        check(
+            &with("id=\"0000003\"", "id=\"0000002\""),
+            15,
+            "/confirmation-batch/specimen[3]/@id",
+            Rule::Duplicate { first_line: 10 },
+        );
+        // The same analyte under two specimens is fine.
+        let b = parse(&with("analyte=\"thca\"", "analyte=\"morphine\"")).unwrap();
+        assert_eq!(b.specimens[2].results[0].analyte, "morphine");
+    }
+
+    #[test]
+    fn required_elements_and_header() {
+        let no_results = with(
+            "\n    <result analyte=\"thca\" unit=\"ng/mL\">0.000001</result>",
+            "",
+        );
+        check(
+            &no_results,
+            16,
+            "/confirmation-batch/specimen[3]/result",
+            Rule::MissingElement,
+        );
+        let start = EXAMPLE.find("  <specimen").unwrap();
+        let end = EXAMPLE.rfind("</specimen>\n").unwrap() + "</specimen>\n".len();
+        let no_specimens = format!("{}{}", &EXAMPLE[..start], &EXAMPLE[end..]);
+        check(
+            &no_specimens,
+            7,
+            "/confirmation-batch/specimen",
+            Rule::MissingElement,
+        );
+        check(
+            &with("  <batch-id>GCMS-20240311-01</batch-id>\n", ""),
+            4,
+            "/confirmation-batch/instrument",
+            Rule::UnexpectedElement {
+                expected: Some("batch-id"),
+            },
+        );
+        check(
+            &with("GCMS-20240311-01", "GCMS 2024"),
+            4,
+            "/confirmation-batch/batch-id",
+            Rule::Pattern(IDENTIFIER_PATTERN),
+        );
+        check(
+            &with("GC/MS 02 (fictitious)", &"i".repeat(101)),
+            5,
+            "/confirmation-batch/instrument",
+            Rule::TooLong { max: 100 },
+        );
+        for bad in [
+            "2024-03-11T14:05:00",
+            "2024-03-11",
+            "2024-03-11T24:00:00Z",
+            "2024-02-30T14:05:00Z",
+        ] {
+            check(
+                &with("2024-03-11T14:05:00-05:00", bad),
+                6,
+                "/confirmation-batch/run-at",
+                Rule::InvalidDateTime,
+            );
+        }
+        check(
+            &with(
+                "</specimen>\n</confirmation-batch>",
+                "</specimen>\n<batch-id>x</batch-id></confirmation-batch>",
+            ),
+            18,
+            "/confirmation-batch/batch-id",
+            Rule::UnexpectedElement {
+                expected: Some("specimen"),
+            },
+        );
+    }
+}

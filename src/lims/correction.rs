@@ -53,3 +53,101 @@ pub(crate) fn from_tree(root: &Node) -> Result<CorrectionDoc, XmlError> {
         recorded_by,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lims::{DEFAULT_MAX_BYTES, parse_correction};
+
+    const EXAMPLE: &str = include_str!("../../tests/data/lims/correction-example.xml");
+
+    fn parse(s: &str) -> Result<CorrectionDoc, XmlError> {
+        parse_correction(s.as_bytes(), DEFAULT_MAX_BYTES)
+    }
+
+    fn with(from: &str, to: &str) -> String {
+        assert_eq!(EXAMPLE.matches(from).count(), 1, "{from}");
+        EXAMPLE.replace(from, to)
+    }
+
+    fn check(doc: &str, line: u32, path: &str, rule: Rule) {
+        let e = parse(doc).expect_err("should be refused");
+        assert_eq!(
+            (e.line, e.path.as_str(), &e.rule),
+            (line, path, &rule),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn example_parses() {
+        let c = parse(EXAMPLE).unwrap();
+        assert_eq!(c.specimen_id.as_str(), "X0000001-TEST");
+        assert_eq!(c.flaw, Flaw::CollectorCertification);
+        assert_eq!(c.document_ref, "MEMO-2024-0042");
+        assert_eq!(c.received_at.to_string(), "2024-03-07T09:30:00Z");
+        assert_eq!(c.recorded_by, "J. Example (accessioning)");
+    }
+
+    #[test]
+    fn every_flaw() {
+        for (token, flaw) in [
+            ("collector-certification", Flaw::CollectorCertification),
+            ("temperature", Flaw::Temperature),
+            ("form", Flaw::Form),
+        ] {
+            let c = parse(&with("collector-certification", token)).unwrap();
+            assert_eq!(c.flaw, flaw);
+        }
+        check(
+            &with("collector-certification", "seal"),
+            5,
+            "/correction/flaw",
+            Rule::NotInEnumeration(Flaw::VALUES),
+        );
+    }
+
+    #[test]
+    fn field_rules() {
+        check(
+            &with("X0000001-TEST", "X0000001 TEST"),
+            4,
+            "/correction/specimen-id",
+            Rule::Pattern(SPECIMEN_ID_PATTERN),
+        );
+        check(
+            &with("MEMO-2024-0042", "memo #42"),
+            6,
+            "/correction/document-ref",
+            Rule::Pattern(IDENTIFIER_PATTERN),
+        );
+        check(
+            &with("2024-03-07T09:30:00Z", "2024-03-07T09:30:00"),
+            7,
+            "/correction/received-at",
+            Rule::InvalidDateTime,
+        );
+        assert!(parse(&with("J. Example (accessioning)", &"j".repeat(100))).is_ok());
+        check(
+            &with("J. Example (accessioning)", &"j".repeat(101)),
+            8,
+            "/correction/recorded-by",
+            Rule::TooLong { max: 100 },
+        );
+        check(
+            &with(
+                "  <recorded-by>J. Example (accessioning)</recorded-by>\n",
+                "",
+            ),
+            8,
+            "/correction/recorded-by",
+            Rule::MissingElement,
+        );
+        check(
+            &with("<flaw>", "<flaw kind=\"x\">"),
+            5,
+            "/correction/flaw/@*",
+            Rule::UnknownAttribute,
+        );
+    }
+}
