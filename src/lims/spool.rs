@@ -1,0 +1,1 @@
+//! Spool directory mechanics (filled in below).
