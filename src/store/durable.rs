@@ -9,6 +9,15 @@
 //! 3. lists the store directory and `blobs/`; every regular file that is new, or whose length
 //!    changed, since the last successful sync gets mode 0600 and an fsync;
 //! 4. fsyncs each directory whose set of entries changed (files created, renamed or removed).
+//!
+//! # A failed fsync is not retried into success
+//! After `fsync` (or sled's `sync_file_range`) reports an I/O error, Linux may already have
+//! dropped the dirty pages and marked them clean, so a second `fsync` can succeed although data
+//! never reached the disk. sled's log would then hold a hole, and recovery after a crash stops
+//! at the hole, taking later (acknowledged!) commits with it. So the first real I/O error of
+//! the durable path makes the store refuse every later durable flush with
+//! [`StoreError::DurabilityLost`] until the process restarts and sled recovers the log. Only a
+//! *transient* injected fault ([`FaultInjector::fail_next_flush`]) lets the next flush succeed.
 
 use super::{FILE_MODE, StoreError, set_mode};
 use std::collections::HashMap;
@@ -49,22 +58,35 @@ impl DurableFlush {
 #[derive(Debug, Clone, Default)]
 pub struct FaultInjector {
     fail_next_flush: Arc<AtomicBool>,
+    fail_next_fsync: Arc<AtomicBool>,
 }
 
 impl FaultInjector {
     /// Test-only: the next [`Store::flush_durable`](super::Store::flush_durable) (hence the next
-    /// group-commit batch) fails with an I/O error, once.
+    /// group-commit batch) fails once with a transient error, before touching the disk; the
+    /// flush after it may succeed.
     pub fn fail_next_flush(&self) {
         self.fail_next_flush.store(true, Ordering::SeqCst);
     }
 
-    /// Whether a failure is armed (without consuming it).
-    pub fn is_armed(&self) -> bool {
-        self.fail_next_flush.load(Ordering::SeqCst)
+    /// Test-only: the next durable flush fails as if `fsync` of the log had returned EIO, which
+    /// (like a real one) makes every later durable flush fail with
+    /// [`StoreError::DurabilityLost`] until the store is reopened.
+    pub fn fail_next_fsync(&self) {
+        self.fail_next_fsync.store(true, Ordering::SeqCst);
     }
 
-    fn take(&self) -> bool {
+    /// Whether a failure is armed (without consuming it).
+    pub fn is_armed(&self) -> bool {
+        self.fail_next_flush.load(Ordering::SeqCst) || self.fail_next_fsync.load(Ordering::SeqCst)
+    }
+
+    fn take_flush(&self) -> bool {
         self.fail_next_flush.swap(false, Ordering::SeqCst)
+    }
+
+    fn take_fsync(&self) -> bool {
+        self.fail_next_fsync.swap(false, Ordering::SeqCst)
     }
 }
 
@@ -82,6 +104,8 @@ pub(crate) struct Syncer {
     /// Files (other than `db`) already synced, with the length they had when synced, per
     /// directory (the store directory and `blobs/`).
     synced: HashMap<PathBuf, HashMap<PathBuf, u64>>,
+    /// The first real I/O error of the durable path; once set, no flush succeeds any more.
+    lost: Option<String>,
 }
 
 impl Syncer {
@@ -96,7 +120,13 @@ impl Syncer {
             dir: dir.to_path_buf(),
             log,
             synced: HashMap::new(),
+            lost: None,
         })
+    }
+
+    /// The reason durability was lost, if it was.
+    pub(crate) fn lost(&self) -> Option<&str> {
+        self.lost.as_deref()
     }
 
     pub(crate) fn sync(
@@ -104,12 +134,30 @@ impl Syncer {
         db: &sled::Db,
         faults: &FaultInjector,
     ) -> Result<DurableFlush, StoreError> {
-        if faults.take() {
+        if let Some(reason) = &self.lost {
+            return Err(StoreError::DurabilityLost(reason.clone()));
+        }
+        if faults.take_flush() {
             return Err(StoreError::io(
-                "flushing (injected fault)",
+                "flushing (injected transient fault)",
                 io::Error::other("injected flush failure"),
             ));
         }
+        let result = if faults.take_fsync() {
+            Err(StoreError::io(
+                "fsyncing the log file db (injected fault)",
+                io::Error::other("injected fsync failure"),
+            ))
+        } else {
+            self.sync_files(db)
+        };
+        if let Err(e) = &result {
+            self.lost = Some(e.to_string());
+        }
+        result
+    }
+
+    fn sync_files(&mut self, db: &sled::Db) -> Result<DurableFlush, StoreError> {
         let t0 = Instant::now();
         db.flush()
             .map_err(|e| StoreError::engine("flushing the log", e))?;
@@ -299,6 +347,27 @@ mod tests {
         let err = store.flush_durable().unwrap_err();
         assert!(err.to_string().contains("injected"), "{err}");
         assert!(!store.fault_injector().is_armed());
+        store.flush_durable().unwrap();
+    }
+
+    #[test]
+    fn fsync_failure_is_sticky_until_reopen() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("store");
+        let store = Store::open(&dir).unwrap();
+        assert!(store.durability_lost().is_none());
+        store.fault_injector().fail_next_fsync();
+        assert!(matches!(store.flush_durable(), Err(StoreError::Io { .. })));
+        // A retry must not report success: the kernel may have dropped the dirty pages.
+        for _ in 0..2 {
+            let err = store.flush_durable().unwrap_err();
+            assert!(matches!(err, StoreError::DurabilityLost(_)), "{err}");
+            assert!(err.to_string().contains("injected fsync failure"), "{err}");
+        }
+        assert!(store.durability_lost().unwrap().contains("injected"));
+        drop(store);
+        let store = Store::open(&dir).unwrap();
+        assert!(store.durability_lost().is_none());
         store.flush_durable().unwrap();
     }
 

@@ -11,8 +11,11 @@
 //! 3. makes the whole batch durable with ONE [`Store::flush_durable`];
 //! 4. only then answers every waiter: `Ok(R)` only when the job committed **and** the flush
 //!    succeeded; [`CommitError::NotDurable`] for every committed job of a batch whose flush
-//!    failed. The writer survives a failed flush; the next batch flushes again (which also
-//!    covers the earlier batch's writes).
+//!    failed. The writer survives a failed flush and the next batch flushes again (covering
+//!    the earlier batch's writes too). After a *real* I/O error, though, the store refuses
+//!    every later flush ([`StoreError::DurabilityLost`], see [`Store::flush_durable`]), so
+//!    every later batch is answered `NotDurable` too until the daemon restarts: a second fsync
+//!    after a failed one proves nothing on Linux.
 //!
 //! Metrics (the `metrics` crate): histogram `custodian_store_commit_batch_size` (jobs per
 //! batch), histogram `custodian_store_flush_seconds` (duration of each durable flush, failed
@@ -492,6 +495,118 @@ mod tests {
         let store = Store::open(&tmp.path().join("store")).unwrap();
         assert!(store.contains_key(Keyspace::Specimens, b"S-next").unwrap());
         assert!(store.verify_audit().is_ok());
+    }
+
+    #[test]
+    fn real_fsync_failure_keeps_every_later_batch_not_durable() {
+        let (_tmp, store) = temp_store();
+        let gc = GroupCommitter::start(store.clone(), GroupConfig::default()).unwrap();
+        let rt = runtime();
+        store.fault_injector().fail_next_fsync();
+        let first = rt.block_on(gc.submit(put_job("S-1".into())));
+        assert!(matches!(first, Err(CommitError::NotDurable(ref why)) if why.contains("injected")));
+        for i in 2..4 {
+            let later = rt.block_on(gc.submit(put_job(format!("S-{i}"))));
+            match later {
+                Err(CommitError::NotDurable(why)) => {
+                    assert!(why.contains("restart required"), "{why}")
+                }
+                other => panic!("expected NotDurable, got {other:?}"),
+            }
+        }
+        // Aborted jobs are still answered as such: nothing to make durable.
+        let aborted = rt.block_on(gc.submit(|_tx: &mut Tx<'_>| Err::<(), _>(Abort::Domain(7))));
+        assert!(matches!(aborted, Err(CommitError::Aborted(7))));
+        assert!(store.durability_lost().is_some());
+    }
+
+    #[test]
+    fn metrics_are_emitted() {
+        let recorder = test_recorder::install();
+        let (_tmp, store) = temp_store();
+        let gc = GroupCommitter::start(store.clone(), GroupConfig::default()).unwrap();
+        let rt = runtime();
+        let before = recorder.counter("custodian_store_flush_failures_total");
+        rt.block_on(gc.submit(put_job("S-1".into()))).unwrap();
+        store.fault_injector().fail_next_flush();
+        assert!(rt.block_on(gc.submit(put_job("S-2".into()))).is_err());
+        rt.block_on(gc.shutdown());
+        // Other tests run committers concurrently: the figures are lower bounds.
+        assert!(recorder.counter("custodian_store_flush_failures_total") > before);
+        assert!(recorder.histogram_count("custodian_store_commit_batch_size") >= 2);
+        assert!(recorder.histogram_count("custodian_store_flush_seconds") >= 2);
+    }
+
+    /// A minimal global `metrics` recorder that counts what the committer reports.
+    mod test_recorder {
+        use metrics::{
+            Counter, CounterFn, Gauge, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder,
+            SharedString, Unit,
+        };
+        use std::collections::HashMap;
+        use std::sync::atomic::{AtomicU64, Ordering};
+        use std::sync::{Arc, Mutex, OnceLock};
+
+        #[derive(Default)]
+        pub struct TestRecorder {
+            counters: Mutex<HashMap<String, Arc<Cell>>>,
+            histograms: Mutex<HashMap<String, Arc<Cell>>>,
+        }
+
+        #[derive(Default)]
+        struct Cell(AtomicU64);
+
+        impl CounterFn for Cell {
+            fn increment(&self, value: u64) {
+                self.0.fetch_add(value, Ordering::SeqCst);
+            }
+            fn absolute(&self, value: u64) {
+                self.0.fetch_max(value, Ordering::SeqCst);
+            }
+        }
+
+        impl HistogramFn for Cell {
+            fn record(&self, _value: f64) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+
+        fn cell(map: &Mutex<HashMap<String, Arc<Cell>>>, name: &str) -> Arc<Cell> {
+            Arc::clone(map.lock().unwrap().entry(name.to_string()).or_default())
+        }
+
+        impl TestRecorder {
+            pub fn counter(&self, name: &str) -> u64 {
+                cell(&self.counters, name).0.load(Ordering::SeqCst)
+            }
+            pub fn histogram_count(&self, name: &str) -> u64 {
+                cell(&self.histograms, name).0.load(Ordering::SeqCst)
+            }
+        }
+
+        impl Recorder for &'static TestRecorder {
+            fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+            fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+            fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+            fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+                Counter::from_arc(cell(&self.counters, key.name()))
+            }
+            fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
+                Gauge::noop()
+            }
+            fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
+                Histogram::from_arc(cell(&self.histograms, key.name()))
+            }
+        }
+
+        pub fn install() -> &'static TestRecorder {
+            static RECORDER: OnceLock<&'static TestRecorder> = OnceLock::new();
+            RECORDER.get_or_init(|| {
+                let recorder: &'static TestRecorder = Box::leak(Box::default());
+                metrics::set_global_recorder(recorder).expect("no other global recorder in tests");
+                recorder
+            })
+        }
     }
 
     #[test]

@@ -251,6 +251,10 @@ pub enum StoreError {
         /// Version this build supports.
         supported: u32,
     },
+    /// An earlier durable flush failed with an I/O error; nothing written since can be
+    /// promised durable until the process restarts (see the `durable` module notes).
+    #[error("durability lost after an earlier flush failure ({0}); restart required")]
+    DurabilityLost(String),
     /// A key or audit field is not acceptable.
     #[error("invalid input: {0}")]
     Invalid(String),
@@ -440,8 +444,9 @@ impl Store {
     /// every file created or grown since the last durable flush, and of the directories whose
     /// entries changed (new files get mode 0600 first). Serialised with other callers.
     ///
-    /// On error nothing may be assumed about commits since the last successful call; the next
-    /// successful call covers them.
+    /// On error nothing may be assumed about commits since the last successful call. After an
+    /// injected transient fault the next successful call covers them; after a real I/O error
+    /// every later call fails with [`StoreError::DurabilityLost`] until the store is reopened.
     pub fn flush_durable(&self) -> Result<DurableFlush, StoreError> {
         let mut syncer = self
             .inner
@@ -449,6 +454,17 @@ impl Store {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         syncer.sync(&self.inner.db, &self.inner.faults)
+    }
+
+    /// Why durable flushes are refused, if an earlier one failed with an I/O error (for
+    /// health checks): the daemon must stop acknowledging and be restarted.
+    pub fn durability_lost(&self) -> Option<String> {
+        self.inner
+            .syncer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .lost()
+            .map(str::to_string)
     }
 
     /// Reads and decodes a JSON value.
@@ -645,5 +661,105 @@ pub(crate) mod test_support {
         let tmp = tempfile::tempdir().unwrap();
         let store = Store::open(&tmp.path().join("store")).unwrap();
         (tmp, store)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::temp_store;
+    use super::*;
+
+    #[test]
+    fn reopen_after_drop_sees_everything() {
+        let (tmp, store) = temp_store();
+        let dir = tmp.path().join("store");
+        store
+            .transact(|tx| {
+                tx.put_raw_bytes(Keyspace::Raw, b"r1", b"MSH|^~\\&|chem1")?;
+                tx.put(Keyspace::Specimens, b"S-1", &vec!["a", "b"])?;
+                tx.put(Keyspace::Dedupe, &dedupe_key("chem1", "c1")?, &"r1")?;
+                tx.put(Keyspace::ByState, &state_key("received", "S-1")?, &())?;
+                tx.put(Keyspace::Due, &due_key(42, b"S-1"), &"S-1")?;
+                tx.put(Keyspace::Quarantine, b"q1", &"bad MSH")?;
+                tx.audit(AuditEntry::new(7, "analyzer:chem1", "received", "S-1"))?;
+                Ok::<_, Abort<()>>(())
+            })
+            .unwrap();
+        store.flush_durable().unwrap();
+        let head = store.audit_head().unwrap();
+        drop(store);
+
+        let store = Store::open(&dir).unwrap();
+        assert_eq!(
+            store.get_raw_bytes(Keyspace::Raw, b"r1").unwrap().unwrap(),
+            b"MSH|^~\\&|chem1"
+        );
+        assert_eq!(
+            store
+                .get::<Vec<String>>(Keyspace::Specimens, b"S-1")
+                .unwrap(),
+            Some(vec!["a".to_string(), "b".to_string()])
+        );
+        assert_eq!(
+            store
+                .get::<String>(Keyspace::Dedupe, &dedupe_key("chem1", "c1").unwrap())
+                .unwrap()
+                .as_deref(),
+            Some("r1")
+        );
+        assert_eq!(store.ids_in_state("received").unwrap(), vec!["S-1"]);
+        assert_eq!(store.due_until::<String>(42).count(), 1);
+        assert_eq!(store.count(Keyspace::Quarantine), 1);
+        assert_eq!(store.audit_head().unwrap(), head);
+        assert_eq!(store.verify_audit().unwrap().entries, 1);
+        assert_eq!(
+            store
+                .get::<u32>(Keyspace::Meta, META_FORMAT_VERSION)
+                .unwrap(),
+            Some(FORMAT_VERSION)
+        );
+    }
+
+    #[test]
+    fn other_format_versions_are_refused_at_open() {
+        let (tmp, store) = temp_store();
+        let dir = tmp.path().join("store");
+        store.tamper_put(
+            Keyspace::Meta,
+            META_FORMAT_VERSION,
+            &codec::encode_json(Keyspace::Meta, META_FORMAT_VERSION, &2u32).unwrap(),
+        );
+        store.flush_durable().unwrap();
+        drop(store);
+        assert!(matches!(
+            Store::open(&dir),
+            Err(StoreError::UnsupportedFormat {
+                found: 2,
+                supported: FORMAT_VERSION
+            })
+        ));
+    }
+
+    #[test]
+    fn data_without_a_format_version_is_refused() {
+        let (tmp, store) = temp_store();
+        let dir = tmp.path().join("store");
+        store.tamper_put(Keyspace::Specimens, b"S-1", b"\x01{}");
+        store.tamper_remove(Keyspace::Meta, META_FORMAT_VERSION);
+        store.flush_durable().unwrap();
+        drop(store);
+        assert!(matches!(Store::open(&dir), Err(StoreError::Invalid(_))));
+    }
+
+    #[test]
+    fn key_refs_never_show_the_key() {
+        let r = KeyRef::new(Keyspace::Specimens, b"DONOR-SECRET");
+        assert!(!r.to_string().contains("DONOR"), "{r}");
+        assert!(r.to_string().contains(&key_fingerprint(b"DONOR-SECRET")));
+        assert_eq!(
+            KeyRef::new(Keyspace::Audit, &9u64.to_be_bytes()).position,
+            "seq 9"
+        );
+        assert_eq!(key_fingerprint(b"").len(), 16);
     }
 }
