@@ -5,7 +5,8 @@
 //! closure with the same [`Tx`] API as [`Store::transact`], and await its result. The writer:
 //!
 //! 1. takes the first queued job, then keeps collecting until it holds
-//!    [`GroupConfig::max_batch`] jobs or [`GroupConfig::max_wait`] has passed;
+//!    [`GroupConfig::max_batch`] jobs, [`GroupConfig::max_wait`] has passed, or no job arrived
+//!    for [`GroupConfig::idle_gap`];
 //! 2. runs each job in its own transaction (one job aborting or failing does not affect the
 //!    others; a panicking job is caught and answered [`CommitError::Panicked`]);
 //! 3. makes the whole batch durable with ONE [`Store::flush_durable`];
@@ -38,6 +39,9 @@ pub struct GroupConfig {
     /// Longest time the writer waits for more jobs after the first of a batch. Zero means "take
     /// what is queued and flush": batches then form only from jobs that arrive during a flush.
     pub max_wait: Duration,
+    /// The batch also closes when no job arrived for this long (so a lone submitter does not
+    /// pay the whole `max_wait`). Set it to `max_wait` or more to always wait `max_wait`.
+    pub idle_gap: Duration,
     /// Most jobs queued or running at once; further `submit` calls wait (back-pressure).
     pub max_in_flight: usize,
 }
@@ -47,6 +51,7 @@ impl Default for GroupConfig {
         GroupConfig {
             max_batch: 256,
             max_wait: Duration::from_millis(2),
+            idle_gap: Duration::from_micros(100),
             max_in_flight: 4096,
         }
     }
@@ -264,7 +269,7 @@ fn writer_loop(store: &Store, jobs: &mpsc::Receiver<Job>, config: &GroupConfig) 
             if now >= deadline {
                 break;
             }
-            match jobs.recv_timeout(deadline - now) {
+            match jobs.recv_timeout((deadline - now).min(config.idle_gap)) {
                 Ok(job) => batch.push(job),
                 Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
             }
@@ -396,6 +401,7 @@ mod tests {
             GroupConfig {
                 max_batch: 3,
                 max_wait: Duration::from_secs(1),
+                idle_gap: Duration::from_secs(1),
                 ..GroupConfig::default()
             },
         )
@@ -454,6 +460,7 @@ mod tests {
             GroupConfig {
                 max_batch: 4,
                 max_wait: Duration::from_secs(1),
+                idle_gap: Duration::from_secs(1),
                 ..GroupConfig::default()
             },
         )
