@@ -1,1 +1,765 @@
-//! (filled in by the ingestion work, issue 3)
+//! The durable store: the only module of the crate that touches sled.
+//!
+//! # What it keeps
+//! One sled database in a directory of mode 0700, split into named [`Keyspace`]s: inbound
+//! messages verbatim (`raw`), specimen records, the hash-chained audit log, the dedupe index,
+//! the state and due-time indexes, refused messages (`quarantine`) and store metadata (`meta`).
+//! Every value starts with an encoding-version byte (see [`codec`](self) notes on
+//! [`StoreError::UnknownVersion`]); the encoding can therefore evolve, and a value this build
+//! does not know is refused with an error that names the keyspace and a key position, never
+//! the content.
+//!
+//! # Durability
+//! sled 0.34 only reaches the page cache on `insert`, and its `flush` uses `sync_file_range` on
+//! Linux, which neither persists file metadata nor flushes the drive cache. A commit is
+//! therefore durable only after [`Store::flush_durable`]: a sled flush followed by a real
+//! `fsync` of the log file `db`, of every file sled created since the last durable flush
+//! (`blobs/*`, `snap.*`, `conf`) and of the directories whose entries changed.
+//! [`Store::transact`] alone is **not** durable. Domain code normally commits through the
+//! [`GroupCommitter`], which runs many transactions and then one durable flush for all of them,
+//! and answers each caller only afterwards.
+//!
+//! # Privacy
+//! Error messages never quote stored values or raw keys. Audit entries may name specimen IDs but
+//! must never carry donor identifiers (names, SSNs, employee IDs) or result values; see
+//! [`AuditEntry`].
+//!
+//! # Concurrency
+//! [`Store`] is a cheap `Clone` handle. Transactions are serialisable (sled 0.34.7 runs them
+//! under a process-wide write lock). Only one process may open a store directory at a time
+//! (sled locks the `db` file).
+
+mod audit;
+mod codec;
+mod durable;
+mod group;
+mod tx;
+
+#[cfg(test)]
+mod crash_tests;
+
+pub use audit::{AuditBreak, AuditEntry, AuditHead, AuditReceipt, AuditRecord, AuditReport};
+pub use durable::{DurableFlush, FaultInjector};
+pub use group::{CommitError, GroupCommitter, GroupConfig};
+pub use tx::{Abort, TransactError, Tx, TxError};
+
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+use std::fmt;
+use std::fs;
+use std::io;
+use std::marker::PhantomData;
+use std::ops::{Bound, RangeBounds};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// The on-disk format version this build reads and writes (kept in `meta`).
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Key in `meta` holding the format version.
+const META_FORMAT_VERSION: &[u8] = b"format_version";
+
+/// Mode of the store directory (and of `blobs/`).
+pub const DIR_MODE: u32 = 0o700;
+/// Mode of every regular file of the store.
+pub const FILE_MODE: u32 = 0o600;
+
+/// The named keyspaces of the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Keyspace {
+    /// Inbound messages kept verbatim for audit (usually written with `put_raw_bytes`).
+    Raw,
+    /// Specimen records.
+    Specimens,
+    /// The append-only, hash-chained audit log (written only through [`Tx::audit`]).
+    Audit,
+    /// Analyzer + message control ID → raw key (see [`dedupe_key`]).
+    Dedupe,
+    /// State index: state → specimen ID (see [`state_key`]).
+    ByState,
+    /// Due-time index: big-endian millis + item ID (see [`due_key`]).
+    Due,
+    /// Messages refused, with their reason.
+    Quarantine,
+    /// Store metadata: format version, audit chain head (written only by the store).
+    Meta,
+}
+
+impl Keyspace {
+    /// Every keyspace, in the order of their transaction views.
+    pub const ALL: [Keyspace; 8] = [
+        Keyspace::Raw,
+        Keyspace::Specimens,
+        Keyspace::Audit,
+        Keyspace::Dedupe,
+        Keyspace::ByState,
+        Keyspace::Due,
+        Keyspace::Quarantine,
+        Keyspace::Meta,
+    ];
+
+    /// The keyspace's name (also its sled tree name).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Keyspace::Raw => "raw",
+            Keyspace::Specimens => "specimens",
+            Keyspace::Audit => "audit",
+            Keyspace::Dedupe => "dedupe",
+            Keyspace::ByState => "by_state",
+            Keyspace::Due => "due",
+            Keyspace::Quarantine => "quarantine",
+            Keyspace::Meta => "meta",
+        }
+    }
+
+    /// Whether domain code may write it through [`Tx::put`] / [`Tx::remove`]. `audit` and `meta`
+    /// are written only by the store itself.
+    pub const fn is_writable(self) -> bool {
+        !matches!(self, Keyspace::Audit | Keyspace::Meta)
+    }
+
+    pub(crate) const fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for Keyspace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Where a value lives, described without its content: the keyspace and a key position.
+///
+/// The position is the sequence number for audit entries, and otherwise the key's length and
+/// fingerprint (first 16 hex digits of the SHA-256 of the key, see [`key_fingerprint`]), so an
+/// operator can find the key without the key itself reaching a log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRef {
+    /// The keyspace.
+    pub keyspace: Keyspace,
+    /// A content-free description of the key.
+    pub position: String,
+}
+
+impl KeyRef {
+    pub(crate) fn new(keyspace: Keyspace, key: &[u8]) -> KeyRef {
+        let position = match (keyspace, <[u8; 8]>::try_from(key)) {
+            (Keyspace::Audit, Ok(seq)) => format!("seq {}", u64::from_be_bytes(seq)),
+            _ => format!(
+                "key fingerprint {} ({} bytes)",
+                key_fingerprint(key),
+                key.len()
+            ),
+        };
+        KeyRef { keyspace, position }
+    }
+}
+
+impl fmt::Display for KeyRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "keyspace `{}`, {}", self.keyspace, self.position)
+    }
+}
+
+/// First 16 hex digits of the SHA-256 of `key`: how errors refer to a key.
+pub fn key_fingerprint(key: &[u8]) -> String {
+    let mut hex = hex_lower(&Sha256::digest(key));
+    hex.truncate(16);
+    hex
+}
+
+pub(crate) fn hex_lower(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    out
+}
+
+/// Errors of the store. None of them quotes a stored value or a raw key.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A file-system operation failed.
+    #[error("store I/O error while {context}: {source}")]
+    Io {
+        /// What the store was doing.
+        context: String,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The storage engine reported an error (corruption, unsupported operation, bug).
+    #[error("storage engine error while {context}: {detail}")]
+    Engine {
+        /// What the store was doing.
+        context: &'static str,
+        /// The engine's description.
+        detail: String,
+    },
+    /// A value starts with an encoding-version tag this build does not know.
+    #[error("{key}: value has unknown encoding version {version}")]
+    UnknownVersion {
+        /// Where the value lives.
+        key: KeyRef,
+        /// The tag found.
+        version: u8,
+    },
+    /// A value is empty: it has no version tag.
+    #[error("{key}: value is empty (no encoding version)")]
+    MissingVersion {
+        /// Where the value lives.
+        key: KeyRef,
+    },
+    /// A value was read with the wrong accessor (JSON vs verbatim bytes).
+    #[error("{key}: value is encoded as {found}, read as {expected}")]
+    WrongEncoding {
+        /// Where the value lives.
+        key: KeyRef,
+        /// The encoding the reader expected.
+        expected: &'static str,
+        /// The encoding found.
+        found: &'static str,
+    },
+    /// A value could not be decoded into the requested type.
+    #[error("{key}: cannot decode value: {detail}")]
+    Decode {
+        /// Where the value lives.
+        key: KeyRef,
+        /// Error category and position (never the content).
+        detail: String,
+    },
+    /// A value could not be encoded.
+    #[error("{key}: cannot encode value: {detail}")]
+    Encode {
+        /// Where the value would have lived.
+        key: KeyRef,
+        /// Error category (never the content).
+        detail: String,
+    },
+    /// Domain code tried to write a keyspace only the store writes (`audit`, `meta`).
+    #[error("keyspace `{0}` is written only by the store itself")]
+    ReadOnlyKeyspace(Keyspace),
+    /// The store was written by a build with another format version.
+    #[error("store format version {found} is not supported (this build reads version {supported})")]
+    UnsupportedFormat {
+        /// Version found in `meta`.
+        found: u32,
+        /// Version this build supports.
+        supported: u32,
+    },
+    /// An earlier durable flush failed with an I/O error; nothing written since can be
+    /// promised durable until the process restarts (see the `durable` module notes).
+    #[error("durability lost after an earlier flush failure ({0}); restart required")]
+    DurabilityLost(String),
+    /// A key or audit field is not acceptable.
+    #[error("invalid input: {0}")]
+    Invalid(String),
+}
+
+impl StoreError {
+    pub(crate) fn io(context: impl Into<String>, source: io::Error) -> StoreError {
+        StoreError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// Converts a sled error without exposing the sled type.
+    pub(crate) fn engine(context: &'static str, e: sled::Error) -> StoreError {
+        match e {
+            sled::Error::Io(source) => StoreError::Io {
+                context: context.to_string(),
+                source,
+            },
+            sled::Error::CollectionNotFound(_) => StoreError::Engine {
+                context,
+                detail: "collection not found".into(),
+            },
+            other => StoreError::Engine {
+                context,
+                detail: other.to_string(),
+            },
+        }
+    }
+}
+
+/// Key of the `due` index: big-endian `at_millis` then the item ID, so keys sort by time.
+pub fn due_key(at_millis: u64, item_id: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(8 + item_id.len());
+    key.extend_from_slice(&at_millis.to_be_bytes());
+    key.extend_from_slice(item_id);
+    key
+}
+
+/// Splits a `due` key into its time and item ID (`None` if shorter than 8 bytes).
+pub fn split_due_key(key: &[u8]) -> Option<(u64, &[u8])> {
+    let (time, id) = key.split_first_chunk::<8>()?;
+    Some((u64::from_be_bytes(*time), id))
+}
+
+/// Key of the `by_state` index: `state`, a NUL byte, then the specimen ID. The state must not
+/// contain NUL.
+pub fn state_key(state: &str, specimen_id: &str) -> Result<Vec<u8>, StoreError> {
+    let mut key = state_prefix(state)?;
+    key.extend_from_slice(specimen_id.as_bytes());
+    Ok(key)
+}
+
+/// Prefix of every `by_state` key of `state`.
+pub fn state_prefix(state: &str) -> Result<Vec<u8>, StoreError> {
+    if state.is_empty() || state.contains('\0') {
+        return Err(StoreError::Invalid(
+            "state name must be non-empty and contain no NUL".into(),
+        ));
+    }
+    let mut key = Vec::with_capacity(state.len() + 1);
+    key.extend_from_slice(state.as_bytes());
+    key.push(0);
+    Ok(key)
+}
+
+/// Key of the `dedupe` index: analyzer, a NUL byte, then the message control ID. The analyzer
+/// name must not contain NUL.
+pub fn dedupe_key(analyzer: &str, control_id: &str) -> Result<Vec<u8>, StoreError> {
+    if analyzer.is_empty() || analyzer.contains('\0') {
+        return Err(StoreError::Invalid(
+            "analyzer name must be non-empty and contain no NUL".into(),
+        ));
+    }
+    let mut key = Vec::with_capacity(analyzer.len() + 1 + control_id.len());
+    key.extend_from_slice(analyzer.as_bytes());
+    key.push(0);
+    key.extend_from_slice(control_id.as_bytes());
+    Ok(key)
+}
+
+/// A handle on an open store. Cheap to clone; the database closes when the last clone (and the
+/// last [`GroupCommitter`] using it) is dropped.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    db: sled::Db,
+    /// One tree per keyspace, indexed by [`Keyspace::index`].
+    trees: Vec<sled::Tree>,
+    syncer: Mutex<durable::Syncer>,
+    faults: FaultInjector,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("dir", &self.inner.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens the store in `dir`, creating it if needed.
+    ///
+    /// A new directory is created with mode 0700 and its parent is fsynced; an existing one is
+    /// set to 0700. The parent directory must exist. Every file of the store is set to 0600 and
+    /// fsynced, the format version is checked (or written, for a new store) and made durable.
+    /// Files sled creates later (`blobs/*`, `snap.*`) get 0600 at the next durable flush;
+    /// until then the 0700 directory keeps other users out.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let created = prepare_dir(dir)?;
+        let db = sled::Config::new()
+            .path(dir)
+            .open()
+            .map_err(|e| StoreError::engine("opening the database", e))?;
+        let trees = Keyspace::ALL
+            .iter()
+            .map(|ks| {
+                db.open_tree(ks.name())
+                    .map_err(|e| StoreError::engine("opening a keyspace", e))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let syncer = durable::Syncer::open(dir)?;
+        let store = Store {
+            inner: Arc::new(Inner {
+                dir: dir.to_path_buf(),
+                db,
+                trees,
+                syncer: Mutex::new(syncer),
+                faults: FaultInjector::default(),
+            }),
+        };
+        store.check_format(created)?;
+        store.flush_durable()?;
+        Ok(store)
+    }
+
+    fn check_format(&self, created: bool) -> Result<(), StoreError> {
+        match self.get::<u32>(Keyspace::Meta, META_FORMAT_VERSION)? {
+            Some(v) if v == FORMAT_VERSION => Ok(()),
+            Some(found) => Err(StoreError::UnsupportedFormat {
+                found,
+                supported: FORMAT_VERSION,
+            }),
+            None => {
+                let meta = self.tree(Keyspace::Meta);
+                let any_data = self
+                    .inner
+                    .trees
+                    .iter()
+                    .any(|t| t.first().map(|f| f.is_some()).unwrap_or(true));
+                if any_data && !created {
+                    return Err(StoreError::Invalid(
+                        "store holds data but no format version; refusing to guess".into(),
+                    ));
+                }
+                let value =
+                    codec::encode_json(Keyspace::Meta, META_FORMAT_VERSION, &FORMAT_VERSION)?;
+                meta.insert(META_FORMAT_VERSION, value)
+                    .map_err(|e| StoreError::engine("writing the format version", e))?;
+                Ok(())
+            }
+        }
+    }
+
+    /// The store's directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The fault injector consulted by [`Store::flush_durable`] (for tests only; see
+    /// [`FaultInjector`]).
+    pub fn fault_injector(&self) -> &FaultInjector {
+        &self.inner.faults
+    }
+
+    pub(crate) fn tree(&self, ks: Keyspace) -> &sled::Tree {
+        &self.inner.trees[ks.index()]
+    }
+
+    /// Makes every commit so far durable: a sled flush, then a real fsync of the log file, of
+    /// every file created or grown since the last durable flush, and of the directories whose
+    /// entries changed (new files get mode 0600 first). Serialised with other callers.
+    ///
+    /// On error nothing may be assumed about commits since the last successful call. After an
+    /// injected transient fault the next successful call covers them; after a real I/O error
+    /// every later call fails with [`StoreError::DurabilityLost`] until the store is reopened.
+    pub fn flush_durable(&self) -> Result<DurableFlush, StoreError> {
+        let mut syncer = self
+            .inner
+            .syncer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        syncer.sync(&self.inner.db, &self.inner.faults)
+    }
+
+    /// Why durable flushes are refused, if an earlier one failed with an I/O error (for
+    /// health checks): the daemon must stop acknowledging and be restarted.
+    pub fn durability_lost(&self) -> Option<String> {
+        self.inner
+            .syncer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .lost()
+            .map(str::to_string)
+    }
+
+    /// Reads and decodes a JSON value.
+    pub fn get<T: DeserializeOwned>(
+        &self,
+        ks: Keyspace,
+        key: &[u8],
+    ) -> Result<Option<T>, StoreError> {
+        match self
+            .tree(ks)
+            .get(key)
+            .map_err(|e| StoreError::engine("reading", e))?
+        {
+            Some(v) => codec::decode_json(ks, key, &v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Reads a value stored with [`Tx::put_raw_bytes`].
+    pub fn get_raw_bytes(&self, ks: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        match self
+            .tree(ks)
+            .get(key)
+            .map_err(|e| StoreError::engine("reading", e))?
+        {
+            Some(v) => codec::decode_bytes(ks, key, &v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Whether `key` exists in `ks`.
+    pub fn contains_key(&self, ks: Keyspace, key: &[u8]) -> Result<bool, StoreError> {
+        self.tree(ks)
+            .contains_key(key)
+            .map_err(|e| StoreError::engine("reading", e))
+    }
+
+    /// Iterates the JSON values whose keys start with `prefix`, in key order.
+    pub fn scan_prefix<T: DeserializeOwned>(&self, ks: Keyspace, prefix: &[u8]) -> Entries<T> {
+        Entries::new(ks, self.tree(ks).scan_prefix(prefix))
+    }
+
+    /// Iterates the JSON values whose keys fall in `range`, in key order.
+    pub fn range<T, K, R>(&self, ks: Keyspace, range: R) -> Entries<T>
+    where
+        T: DeserializeOwned,
+        K: AsRef<[u8]>,
+        R: RangeBounds<K>,
+    {
+        Entries::new(ks, self.tree(ks).range(range))
+    }
+
+    /// Iterates every JSON value of `ks`, in key order.
+    pub fn iter<T: DeserializeOwned>(&self, ks: Keyspace) -> Entries<T> {
+        Entries::new(ks, self.tree(ks).iter())
+    }
+
+    /// The entries of `due` whose time is at or before `until_millis`, earliest first.
+    pub fn due_until<T: DeserializeOwned>(&self, until_millis: u64) -> Entries<T> {
+        let end = match until_millis.checked_add(1) {
+            Some(next) => Bound::Excluded(next.to_be_bytes().to_vec()),
+            None => Bound::Unbounded,
+        };
+        self.range(Keyspace::Due, (Bound::<Vec<u8>>::Unbounded, end))
+    }
+
+    /// The specimen IDs in `state` (from `by_state`), in key order.
+    pub fn ids_in_state(&self, state: &str) -> Result<Vec<String>, StoreError> {
+        let prefix = state_prefix(state)?;
+        let mut ids = Vec::new();
+        for item in self.tree(Keyspace::ByState).scan_prefix(&prefix) {
+            let (key, _) = item.map_err(|e| StoreError::engine("scanning by_state", e))?;
+            let id = std::str::from_utf8(&key[prefix.len()..]).map_err(|_| StoreError::Decode {
+                key: KeyRef::new(Keyspace::ByState, &key),
+                detail: "specimen ID in key is not UTF-8".into(),
+            })?;
+            ids.push(id.to_string());
+        }
+        Ok(ids)
+    }
+
+    /// Number of keys in `ks` (walks the keyspace: O(n)).
+    pub fn count(&self, ks: Keyspace) -> usize {
+        self.tree(ks).len()
+    }
+
+    /// Number of keys of `ks` starting with `prefix`.
+    pub fn count_prefix(&self, ks: Keyspace, prefix: &[u8]) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for item in self.tree(ks).scan_prefix(prefix) {
+            item.map_err(|e| StoreError::engine("scanning", e))?;
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
+/// Creates (0700, parent fsynced) or checks the store directory. Returns whether it was created.
+fn prepare_dir(dir: &Path) -> Result<bool, StoreError> {
+    match fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => {
+            set_mode(dir, DIR_MODE)?;
+            Ok(false)
+        }
+        Ok(_) => Err(StoreError::io(
+            format!("opening the store at {}", dir.display()),
+            io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
+        )),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fs::DirBuilder::new()
+                .mode(DIR_MODE)
+                .create(dir)
+                .map_err(|e| StoreError::io(format!("creating {}", dir.display()), e))?;
+            set_mode(dir, DIR_MODE)?;
+            let parent = match dir.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            durable::fsync_dir(parent)?;
+            Ok(true)
+        }
+        Err(e) => Err(StoreError::io(format!("inspecting {}", dir.display()), e)),
+    }
+}
+
+pub(crate) fn set_mode(path: &Path, mode: u32) -> Result<(), StoreError> {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .map_err(|e| StoreError::io(format!("setting the mode of {}", path.display()), e))
+}
+
+/// Iterator over decoded entries of a keyspace: `(key, value)` in key order.
+pub struct Entries<T> {
+    ks: Keyspace,
+    iter: sled::Iter,
+    _value: PhantomData<fn() -> T>,
+}
+
+impl<T> Entries<T> {
+    fn new(ks: Keyspace, iter: sled::Iter) -> Self {
+        Entries {
+            ks,
+            iter,
+            _value: PhantomData,
+        }
+    }
+}
+
+impl<T: DeserializeOwned> Iterator for Entries<T> {
+    type Item = Result<(Vec<u8>, T), StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let item = self.iter.next()?;
+        Some(match item {
+            Ok((k, v)) => codec::decode_json(self.ks, &k, &v).map(|value| (k.to_vec(), value)),
+            Err(e) => Err(StoreError::engine("iterating", e)),
+        })
+    }
+}
+
+impl<T: DeserializeOwned> DoubleEndedIterator for Entries<T> {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        let item = self.iter.next_back()?;
+        Some(match item {
+            Ok((k, v)) => codec::decode_json(self.ks, &k, &v).map(|value| (k.to_vec(), value)),
+            Err(e) => Err(StoreError::engine("iterating", e)),
+        })
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    //! Helpers for the store's own tests: raw access that bypasses every check.
+    use super::*;
+
+    impl Store {
+        /// Test-only hook: writes bytes straight into a keyspace (no tag, no audit).
+        pub(crate) fn tamper_put(&self, ks: Keyspace, key: &[u8], value: &[u8]) {
+            self.tree(ks).insert(key, value).unwrap();
+        }
+
+        /// Test-only hook: removes a key straight from a keyspace.
+        pub(crate) fn tamper_remove(&self, ks: Keyspace, key: &[u8]) {
+            self.tree(ks).remove(key).unwrap();
+        }
+
+        /// Test-only hook: the stored bytes of a key, tag included.
+        pub(crate) fn tamper_get(&self, ks: Keyspace, key: &[u8]) -> Option<Vec<u8>> {
+            self.tree(ks).get(key).unwrap().map(|v| v.to_vec())
+        }
+    }
+
+    /// A fresh store in a temporary directory (the directory is `tmp.path()/store`).
+    pub(crate) fn temp_store() -> (tempfile::TempDir, Store) {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(&tmp.path().join("store")).unwrap();
+        (tmp, store)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::temp_store;
+    use super::*;
+
+    #[test]
+    fn reopen_after_drop_sees_everything() {
+        let (tmp, store) = temp_store();
+        let dir = tmp.path().join("store");
+        store
+            .transact(|tx| {
+                tx.put_raw_bytes(Keyspace::Raw, b"r1", b"MSH|^~\\&|chem1")?;
+                tx.put(Keyspace::Specimens, b"S-1", &vec!["a", "b"])?;
+                tx.put(Keyspace::Dedupe, &dedupe_key("chem1", "c1")?, &"r1")?;
+                tx.put(Keyspace::ByState, &state_key("received", "S-1")?, &())?;
+                tx.put(Keyspace::Due, &due_key(42, b"S-1"), &"S-1")?;
+                tx.put(Keyspace::Quarantine, b"q1", &"bad MSH")?;
+                tx.audit(AuditEntry::new(7, "analyzer:chem1", "received", "S-1"))?;
+                Ok::<_, Abort<()>>(())
+            })
+            .unwrap();
+        store.flush_durable().unwrap();
+        let head = store.audit_head().unwrap();
+        drop(store);
+
+        let store = Store::open(&dir).unwrap();
+        assert_eq!(
+            store.get_raw_bytes(Keyspace::Raw, b"r1").unwrap().unwrap(),
+            b"MSH|^~\\&|chem1"
+        );
+        assert_eq!(
+            store
+                .get::<Vec<String>>(Keyspace::Specimens, b"S-1")
+                .unwrap(),
+            Some(vec!["a".to_string(), "b".to_string()])
+        );
+        assert_eq!(
+            store
+                .get::<String>(Keyspace::Dedupe, &dedupe_key("chem1", "c1").unwrap())
+                .unwrap()
+                .as_deref(),
+            Some("r1")
+        );
+        assert_eq!(store.ids_in_state("received").unwrap(), vec!["S-1"]);
+        assert_eq!(store.due_until::<String>(42).count(), 1);
+        assert_eq!(store.count(Keyspace::Quarantine), 1);
+        assert_eq!(store.audit_head().unwrap(), head);
+        assert_eq!(store.verify_audit().unwrap().entries, 1);
+        assert_eq!(
+            store
+                .get::<u32>(Keyspace::Meta, META_FORMAT_VERSION)
+                .unwrap(),
+            Some(FORMAT_VERSION)
+        );
+    }
+
+    #[test]
+    fn other_format_versions_are_refused_at_open() {
+        let (tmp, store) = temp_store();
+        let dir = tmp.path().join("store");
+        store.tamper_put(
+            Keyspace::Meta,
+            META_FORMAT_VERSION,
+            &codec::encode_json(Keyspace::Meta, META_FORMAT_VERSION, &2u32).unwrap(),
+        );
+        store.flush_durable().unwrap();
+        drop(store);
+        assert!(matches!(
+            Store::open(&dir),
+            Err(StoreError::UnsupportedFormat {
+                found: 2,
+                supported: FORMAT_VERSION
+            })
+        ));
+    }
+
+    #[test]
+    fn data_without_a_format_version_is_refused() {
+        let (tmp, store) = temp_store();
+        let dir = tmp.path().join("store");
+        store.tamper_put(Keyspace::Specimens, b"S-1", b"\x01{}");
+        store.tamper_remove(Keyspace::Meta, META_FORMAT_VERSION);
+        store.flush_durable().unwrap();
+        drop(store);
+        assert!(matches!(Store::open(&dir), Err(StoreError::Invalid(_))));
+    }
+
+    #[test]
+    fn key_refs_never_show_the_key() {
+        let r = KeyRef::new(Keyspace::Specimens, b"DONOR-SECRET");
+        assert!(!r.to_string().contains("DONOR"), "{r}");
+        assert!(r.to_string().contains(&key_fingerprint(b"DONOR-SECRET")));
+        assert_eq!(
+            KeyRef::new(Keyspace::Audit, &9u64.to_be_bytes()).position,
+            "seq 9"
+        );
+        assert_eq!(key_fingerprint(b"").len(), 16);
+    }
+}

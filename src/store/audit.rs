@@ -1,0 +1,578 @@
+//! The append-only audit log, chained by SHA-256.
+//!
+//! Entry `n` (keys are big-endian `u64` sequence numbers from 1) stores `prev_hash`, the hash of
+//! entry `n - 1` (64 zeros for entry 1), and `hash`, the lowercase hex SHA-256 of its canonical
+//! bytes (see [`canonical_bytes`]). The chain head (last sequence number and hash) lives in
+//! `meta` and is updated in the same transaction as the entry, so the log and its head commit
+//! together. [`Store::verify_audit`] walks the chain and reports the first broken link.
+//!
+//! The chain detects modified, deleted, inserted and reordered entries. It is not a signature:
+//! someone able to rewrite the whole store can rebuild a consistent chain, so the head should
+//! also be anchored outside the store (e.g. in signed exports).
+
+use super::tx::{Tx, TxError};
+use super::{Entries, Keyspace, Store, StoreError, codec, hex_lower};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Key in `meta` holding the audit chain head.
+pub(crate) const META_AUDIT_HEAD: &[u8] = b"audit_head";
+
+/// `prev_hash` of the first entry.
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Maximum length in bytes of `actor` and `action`.
+pub const MAX_NAME_LEN: usize = 64;
+/// Maximum length in bytes of `subject`, `before` and `after`.
+pub const MAX_SUMMARY_LEN: usize = 256;
+
+/// One event to record.
+///
+/// **Never put donor identifiers (name, SSN, employee or donor ID, date of birth) or result
+/// values (concentrations, positive/negative outcomes) in any field.** Specimen IDs are allowed
+/// as `subject`; `before`/`after` are short summaries such as state names. Fields are limited
+/// in length ([`MAX_NAME_LEN`], [`MAX_SUMMARY_LEN`]) and may not contain control characters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// When it happened, in Unix milliseconds (UTC), supplied by the caller.
+    pub at_millis: u64,
+    /// Who or what acted: `analyzer:chem1`, `lims`, `user:jdoe`, `system`.
+    pub actor: String,
+    /// What was done: `received`, `accessioned`, `state_changed`, `reported`...
+    pub action: String,
+    /// What it was done to, e.g. a specimen ID.
+    pub subject: String,
+    /// Short summary before (e.g. the old state).
+    pub before: Option<String>,
+    /// Short summary after (e.g. the new state).
+    pub after: Option<String>,
+}
+
+impl AuditEntry {
+    /// An entry without before/after summaries.
+    pub fn new(
+        at_millis: u64,
+        actor: impl Into<String>,
+        action: impl Into<String>,
+        subject: impl Into<String>,
+    ) -> AuditEntry {
+        AuditEntry {
+            at_millis,
+            actor: actor.into(),
+            action: action.into(),
+            subject: subject.into(),
+            before: None,
+            after: None,
+        }
+    }
+
+    /// Sets the "before" summary.
+    pub fn before(mut self, summary: impl Into<String>) -> AuditEntry {
+        self.before = Some(summary.into());
+        self
+    }
+
+    /// Sets the "after" summary.
+    pub fn after(mut self, summary: impl Into<String>) -> AuditEntry {
+        self.after = Some(summary.into());
+        self
+    }
+
+    fn validate(&self) -> Result<(), StoreError> {
+        let fields = [
+            ("actor", Some(&self.actor), MAX_NAME_LEN),
+            ("action", Some(&self.action), MAX_NAME_LEN),
+            ("subject", Some(&self.subject), MAX_SUMMARY_LEN),
+            ("before", self.before.as_ref(), MAX_SUMMARY_LEN),
+            ("after", self.after.as_ref(), MAX_SUMMARY_LEN),
+        ];
+        for (name, value, max) in fields {
+            let Some(value) = value else { continue };
+            if value.len() > max {
+                return Err(StoreError::Invalid(format!(
+                    "audit field {name} is {} bytes long (at most {max})",
+                    value.len()
+                )));
+            }
+            if value.chars().any(char::is_control) {
+                return Err(StoreError::Invalid(format!(
+                    "audit field {name} contains a control character"
+                )));
+            }
+        }
+        if self.actor.is_empty() || self.action.is_empty() {
+            return Err(StoreError::Invalid(
+                "audit actor and action must not be empty".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A stored audit entry with its place in the chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// Sequence number (1 for the first entry); also the key.
+    pub seq: u64,
+    /// The event.
+    #[serde(flatten)]
+    pub entry: AuditEntry,
+    /// Hash of the previous entry ([`GENESIS_HASH`] for seq 1).
+    pub prev_hash: String,
+    /// Hash of this entry's canonical bytes.
+    pub hash: String,
+}
+
+impl AuditRecord {
+    /// Recomputes the hash from the record's content.
+    pub fn computed_hash(&self) -> String {
+        hex_lower(&Sha256::digest(canonical_bytes(
+            self.seq,
+            &self.entry,
+            &self.prev_hash,
+        )))
+    }
+}
+
+/// The last entry of the chain (seq 0 and [`GENESIS_HASH`] when the log is empty).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditHead {
+    /// Sequence number of the last entry.
+    pub seq: u64,
+    /// Hash of the last entry.
+    pub hash: String,
+}
+
+impl AuditHead {
+    fn genesis() -> AuditHead {
+        AuditHead {
+            seq: 0,
+            hash: GENESIS_HASH.to_string(),
+        }
+    }
+}
+
+/// What [`Tx::audit`] appended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditReceipt {
+    /// Sequence number of the new entry.
+    pub seq: u64,
+    /// Its hash.
+    pub hash: String,
+}
+
+/// A chain that verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditReport {
+    /// Number of entries walked.
+    pub entries: u64,
+    /// The head they end at.
+    pub head: AuditHead,
+}
+
+/// The first broken link of the chain.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("audit chain broken at seq {seq}: {reason}")]
+pub struct AuditBreak {
+    /// Sequence number of the first entry that does not verify (or that is missing).
+    pub seq: u64,
+    /// Why (never the entry's content).
+    pub reason: String,
+}
+
+/// The bytes an entry's hash covers: a fixed layout that does not depend on serde.
+///
+/// `"custodian.audit.v1\0"`, seq (u64 BE), at_millis (u64 BE), then actor, action, subject as
+/// (u32 BE length, UTF-8 bytes), then before and after as a 0 byte (absent) or a 1 byte and
+/// (length, bytes), then prev_hash as (length, ASCII hex).
+pub fn canonical_bytes(seq: u64, entry: &AuditEntry, prev_hash: &str) -> Vec<u8> {
+    fn field(out: &mut Vec<u8>, s: &str) {
+        let len = u32::try_from(s.len()).unwrap_or(u32::MAX);
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(s.as_bytes());
+    }
+    fn optional(out: &mut Vec<u8>, s: Option<&String>) {
+        match s {
+            None => out.push(0),
+            Some(s) => {
+                out.push(1);
+                field(out, s);
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(128);
+    out.extend_from_slice(b"custodian.audit.v1\0");
+    out.extend_from_slice(&seq.to_be_bytes());
+    out.extend_from_slice(&entry.at_millis.to_be_bytes());
+    field(&mut out, &entry.actor);
+    field(&mut out, &entry.action);
+    field(&mut out, &entry.subject);
+    optional(&mut out, entry.before.as_ref());
+    optional(&mut out, entry.after.as_ref());
+    field(&mut out, prev_hash);
+    out
+}
+
+pub(crate) fn append(tx: &mut Tx<'_>, entry: AuditEntry) -> Result<AuditReceipt, TxError> {
+    entry.validate()?;
+    let head: AuditHead = tx
+        .get(Keyspace::Meta, META_AUDIT_HEAD)?
+        .unwrap_or_else(AuditHead::genesis);
+    let seq = head
+        .seq
+        .checked_add(1)
+        .ok_or_else(|| StoreError::Invalid("audit sequence exhausted".into()))?;
+    let mut record = AuditRecord {
+        seq,
+        entry,
+        prev_hash: head.hash,
+        hash: String::new(),
+    };
+    record.hash = record.computed_hash();
+    tx.put_internal(Keyspace::Audit, &seq.to_be_bytes(), &record)?;
+    let new_head = AuditHead {
+        seq,
+        hash: record.hash.clone(),
+    };
+    tx.put_internal(Keyspace::Meta, META_AUDIT_HEAD, &new_head)?;
+    Ok(AuditReceipt {
+        seq,
+        hash: record.hash,
+    })
+}
+
+impl Store {
+    /// The audit chain head as committed (seq 0 when the log is empty).
+    pub fn audit_head(&self) -> Result<AuditHead, StoreError> {
+        Ok(self
+            .get(Keyspace::Meta, META_AUDIT_HEAD)?
+            .unwrap_or_else(AuditHead::genesis))
+    }
+
+    /// The audit records from `from_seq` on, in order.
+    pub fn audit_entries(&self, from_seq: u64) -> Entries<AuditRecord> {
+        self.range(Keyspace::Audit, from_seq.to_be_bytes()..)
+    }
+
+    /// Walks the whole audit chain from seq 1 to the head and reports the first broken link:
+    /// an entry whose content does not match its hash (modified), a missing sequence number
+    /// (deleted), an entry stored under another entry's key (reordered), a `prev_hash` that is
+    /// not the previous entry's hash, or a head in `meta` that does not match the last entry.
+    /// Entries committed while the walk runs are not covered.
+    pub fn verify_audit(&self) -> Result<AuditReport, AuditBreak> {
+        let head = self.audit_head().map_err(|e| AuditBreak {
+            seq: 0,
+            reason: format!("chain head unreadable: {e}"),
+        })?;
+        let mut expected = 1u64;
+        let mut prev_hash = GENESIS_HASH.to_string();
+        let mut beyond_head = None;
+        for item in self.tree(Keyspace::Audit).iter() {
+            let (key, value) = item.map_err(|e| AuditBreak {
+                seq: expected,
+                reason: format!("cannot read: {}", StoreError::engine("verifying", e)),
+            })?;
+            let Ok(key_bytes) = <[u8; 8]>::try_from(&key[..]) else {
+                return Err(AuditBreak {
+                    seq: expected,
+                    reason: format!("malformed key of {} bytes", key.len()),
+                });
+            };
+            let seq = u64::from_be_bytes(key_bytes);
+            if seq > head.seq {
+                beyond_head = Some(seq);
+                break;
+            }
+            if seq != expected {
+                return Err(AuditBreak {
+                    seq: expected,
+                    reason: format!("entry missing (the next entry present is seq {seq})"),
+                });
+            }
+            let record: AuditRecord =
+                codec::decode_json(Keyspace::Audit, &key, &value).map_err(|e| AuditBreak {
+                    seq,
+                    reason: format!("undecodable entry: {e}"),
+                })?;
+            if record.seq != seq {
+                return Err(AuditBreak {
+                    seq,
+                    reason: format!(
+                        "entry stored under seq {seq} says it is seq {} (moved or reordered)",
+                        record.seq
+                    ),
+                });
+            }
+            if record.prev_hash != prev_hash {
+                return Err(AuditBreak {
+                    seq,
+                    reason: format!(
+                        "prev_hash does not match the hash of seq {} (that entry was altered, \
+                         or this one was forged)",
+                        seq - 1
+                    ),
+                });
+            }
+            if record.computed_hash() != record.hash {
+                return Err(AuditBreak {
+                    seq,
+                    reason: "content does not match its hash (entry modified)".into(),
+                });
+            }
+            prev_hash = record.hash;
+            expected += 1;
+        }
+        let walked = expected - 1;
+        if walked < head.seq {
+            return Err(AuditBreak {
+                seq: expected,
+                reason: format!("entry missing (the chain head is at seq {})", head.seq),
+            });
+        }
+        if prev_hash != head.hash {
+            return Err(AuditBreak {
+                seq: head.seq,
+                reason: "the chain head in meta does not match the last entry".into(),
+            });
+        }
+        if let Some(seq) = beyond_head {
+            // Either committed during the walk (fine) or planted beyond the head.
+            let now = self.audit_head().map_err(|e| AuditBreak {
+                seq,
+                reason: format!("chain head unreadable: {e}"),
+            })?;
+            if now.seq < seq {
+                return Err(AuditBreak {
+                    seq,
+                    reason: format!("entry beyond the chain head (seq {})", now.seq),
+                });
+            }
+        }
+        Ok(AuditReport {
+            entries: walked,
+            head,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::temp_store;
+    use super::super::*;
+    use super::{GENESIS_HASH, canonical_bytes};
+
+    fn append_n(store: &Store, n: u64) {
+        for i in 1..=n {
+            store
+                .transact(|tx| {
+                    tx.audit(
+                        AuditEntry::new(
+                            1_700_000_000_000 + i,
+                            "lims",
+                            "state_changed",
+                            format!("S-{i}"),
+                        )
+                        .before("received")
+                        .after("accessioned"),
+                    )?;
+                    Ok::<_, Abort<()>>(())
+                })
+                .unwrap();
+        }
+    }
+
+    fn key(seq: u64) -> [u8; 8] {
+        seq.to_be_bytes()
+    }
+
+    fn record(store: &Store, seq: u64) -> AuditRecord {
+        store.get(Keyspace::Audit, &key(seq)).unwrap().unwrap()
+    }
+
+    fn put_record(store: &Store, at: u64, rec: &AuditRecord) {
+        let mut bytes = vec![0x01];
+        bytes.extend(serde_json::to_vec(rec).unwrap());
+        store.tamper_put(Keyspace::Audit, &key(at), &bytes);
+    }
+
+    #[test]
+    fn chain_links_and_verifies() {
+        let (_tmp, store) = temp_store();
+        assert_eq!(
+            store.verify_audit().unwrap(),
+            AuditReport {
+                entries: 0,
+                head: AuditHead {
+                    seq: 0,
+                    hash: GENESIS_HASH.into()
+                }
+            }
+        );
+        append_n(&store, 5);
+        let report = store.verify_audit().unwrap();
+        assert_eq!(report.entries, 5);
+        assert_eq!(report.head.seq, 5);
+        assert_eq!(report.head.hash, record(&store, 5).hash);
+        assert_eq!(record(&store, 1).prev_hash, GENESIS_HASH);
+        assert_eq!(record(&store, 3).prev_hash, record(&store, 2).hash);
+        let seqs: Vec<u64> = store.audit_entries(4).map(|r| r.unwrap().1.seq).collect();
+        assert_eq!(seqs, vec![4, 5]);
+    }
+
+    #[test]
+    fn several_entries_in_one_transaction_chain_in_order() {
+        let (_tmp, store) = temp_store();
+        let receipts = store
+            .transact(|tx| {
+                let a = tx.audit(AuditEntry::new(1, "analyzer:chem1", "received", "S-1"))?;
+                let b = tx.audit(AuditEntry::new(2, "system", "validated", "S-1"))?;
+                Ok::<_, Abort<()>>((a, b))
+            })
+            .unwrap();
+        assert_eq!(receipts.0.seq, 1);
+        assert_eq!(receipts.1.seq, 2);
+        assert_eq!(record(&store, 2).prev_hash, receipts.0.hash);
+        assert_eq!(store.verify_audit().unwrap().entries, 2);
+    }
+
+    #[test]
+    fn canonical_hash_is_pinned() {
+        // The canonical layout must never change silently: old chains would stop verifying.
+        let entry =
+            AuditEntry::new(1_700_000_000_000, "lims", "accessioned", "S-1").after("received");
+        let bytes = canonical_bytes(1, &entry, GENESIS_HASH);
+        assert!(bytes.starts_with(b"custodian.audit.v1\0"));
+        let rec = AuditRecord {
+            seq: 1,
+            entry,
+            prev_hash: GENESIS_HASH.into(),
+            hash: String::new(),
+        };
+        // Cross-checked against an independent Python implementation of the documented layout.
+        assert_eq!(
+            rec.computed_hash(),
+            "d12d49502175b1689c24bfb6634e6a0528863c8d0faf7caf287fcf2ce937a8a7"
+        );
+    }
+
+    #[test]
+    fn modified_entry_is_reported_at_its_seq() {
+        let (_tmp, store) = temp_store();
+        append_n(&store, 6);
+        let mut rec = record(&store, 3);
+        rec.entry.after = Some("reported".into());
+        put_record(&store, 3, &rec);
+        let err = store.verify_audit().unwrap_err();
+        assert_eq!(err.seq, 3, "{err}");
+        assert!(err.reason.contains("modified"), "{err}");
+    }
+
+    #[test]
+    fn modified_entry_with_recomputed_hash_breaks_the_next_link() {
+        let (_tmp, store) = temp_store();
+        append_n(&store, 6);
+        let mut rec = record(&store, 3);
+        rec.entry.actor = "user:mallory".into();
+        rec.hash = rec.computed_hash();
+        put_record(&store, 3, &rec);
+        let err = store.verify_audit().unwrap_err();
+        assert_eq!(err.seq, 4, "{err}");
+        assert!(err.reason.contains("prev_hash"), "{err}");
+    }
+
+    #[test]
+    fn deleted_entry_is_reported_as_missing() {
+        let (_tmp, store) = temp_store();
+        append_n(&store, 6);
+        store.tamper_remove(Keyspace::Audit, &key(4));
+        let err = store.verify_audit().unwrap_err();
+        assert_eq!(err.seq, 4, "{err}");
+        assert!(err.reason.contains("missing"), "{err}");
+    }
+
+    #[test]
+    fn deleted_last_entry_is_reported_against_the_head() {
+        let (_tmp, store) = temp_store();
+        append_n(&store, 6);
+        store.tamper_remove(Keyspace::Audit, &key(6));
+        let err = store.verify_audit().unwrap_err();
+        assert_eq!(err.seq, 6, "{err}");
+        assert!(err.reason.contains("missing"), "{err}");
+    }
+
+    #[test]
+    fn reordered_entries_are_reported_at_the_first_swap() {
+        let (_tmp, store) = temp_store();
+        append_n(&store, 6);
+        let r2 = store.tamper_get(Keyspace::Audit, &key(2)).unwrap();
+        let r5 = store.tamper_get(Keyspace::Audit, &key(5)).unwrap();
+        store.tamper_put(Keyspace::Audit, &key(2), &r5);
+        store.tamper_put(Keyspace::Audit, &key(5), &r2);
+        let err = store.verify_audit().unwrap_err();
+        assert_eq!(err.seq, 2, "{err}");
+        assert!(err.reason.contains("reordered"), "{err}");
+    }
+
+    #[test]
+    fn renumbered_tail_after_deletion_is_caught_by_prev_hash() {
+        let (_tmp, store) = temp_store();
+        append_n(&store, 5);
+        // Delete entry 3 and shift 4,5 down with consistent seq and hash: the link breaks.
+        for seq in 4..=5 {
+            let mut rec = record(&store, seq);
+            rec.seq = seq - 1;
+            rec.hash = rec.computed_hash();
+            put_record(&store, seq - 1, &rec);
+        }
+        store.tamper_remove(Keyspace::Audit, &key(5));
+        let err = store.verify_audit().unwrap_err();
+        assert_eq!(err.seq, 3, "{err}");
+        assert!(err.reason.contains("prev_hash"), "{err}");
+    }
+
+    #[test]
+    fn planted_entry_beyond_head_and_corrupt_entry_are_reported() {
+        let (_tmp, store) = temp_store();
+        append_n(&store, 2);
+        let mut rec = record(&store, 2);
+        rec.seq = 3;
+        rec.prev_hash = rec.hash.clone();
+        rec.hash = rec.computed_hash();
+        put_record(&store, 3, &rec);
+        let err = store.verify_audit().unwrap_err();
+        assert_eq!(err.seq, 3, "{err}");
+        assert!(err.reason.contains("beyond"), "{err}");
+
+        store.tamper_remove(Keyspace::Audit, &key(3));
+        store.tamper_put(Keyspace::Audit, &key(1), b"\x05garbage");
+        let err = store.verify_audit().unwrap_err();
+        assert_eq!(err.seq, 1, "{err}");
+        assert!(err.reason.contains("unknown encoding version 5"), "{err}");
+    }
+
+    #[test]
+    fn invalid_entries_are_refused_and_abort_the_transaction() {
+        let (_tmp, store) = temp_store();
+        for entry in [
+            AuditEntry::new(1, "", "x", "S-1"),
+            AuditEntry::new(1, "lims", "x", "S-1\nforged line"),
+            AuditEntry::new(1, "lims", "x", "S".repeat(MAX_SUMMARY_LEN_TEST + 1)),
+        ] {
+            let err = store
+                .transact(|tx| {
+                    tx.put(Keyspace::Specimens, b"S-1", &1)?;
+                    tx.audit(entry.clone())?;
+                    Ok::<_, Abort<()>>(())
+                })
+                .unwrap_err();
+            assert!(
+                matches!(err, TransactError::Store(StoreError::Invalid(_))),
+                "{err:?}"
+            );
+        }
+        assert_eq!(store.count(Keyspace::Specimens), 0);
+        assert_eq!(store.audit_head().unwrap().seq, 0);
+    }
+
+    const MAX_SUMMARY_LEN_TEST: usize = super::MAX_SUMMARY_LEN;
+}

@@ -1,0 +1,675 @@
+//! Group commit: many transactions, one durable flush.
+//!
+//! A [`GroupCommitter`] owns one dedicated writer thread (sled work blocks, so it never runs on
+//! tokio worker threads). Callers [`submit`](GroupCommitter::submit) a job, a transaction
+//! closure with the same [`Tx`] API as [`Store::transact`], and await its result. The writer:
+//!
+//! 1. takes the first queued job, then keeps collecting until it holds
+//!    [`GroupConfig::max_batch`] jobs, [`GroupConfig::max_wait`] has passed, or no job arrived
+//!    for [`GroupConfig::idle_gap`];
+//! 2. runs each job in its own transaction (one job aborting or failing does not affect the
+//!    others; a panicking job is caught and answered [`CommitError::Panicked`]);
+//! 3. makes the whole batch durable with ONE [`Store::flush_durable`];
+//! 4. only then answers every waiter: `Ok(R)` only when the job committed **and** the flush
+//!    succeeded; [`CommitError::NotDurable`] for every committed job of a batch whose flush
+//!    failed. The writer survives a failed flush and the next batch flushes again (covering
+//!    the earlier batch's writes too). After a *real* I/O error, though, the store refuses
+//!    every later flush ([`StoreError::DurabilityLost`], see [`Store::flush_durable`]), so
+//!    every later batch is answered `NotDurable` too until the daemon restarts: a second fsync
+//!    after a failed one proves nothing on Linux.
+//!
+//! Metrics (the `metrics` crate): histogram `custodian_store_commit_batch_size` (jobs per
+//! batch), histogram `custodian_store_flush_seconds` (duration of each durable flush, failed
+//! ones included), counter `custodian_store_flush_failures_total`.
+
+use super::tx::{Abort, TransactError, Tx};
+use super::{Store, StoreError};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+use tokio::sync::{Semaphore, oneshot};
+
+/// Tuning of a [`GroupCommitter`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupConfig {
+    /// Most jobs per batch (per durable flush). At least 1.
+    pub max_batch: usize,
+    /// Longest time the writer waits for more jobs after the first of a batch. Zero means "take
+    /// what is queued and flush": batches then form only from jobs that arrive during a flush.
+    pub max_wait: Duration,
+    /// The batch also closes when no job arrived for this long (so a lone submitter does not
+    /// pay the whole `max_wait`). Set it to `max_wait` or more to always wait `max_wait`.
+    pub idle_gap: Duration,
+    /// Most jobs queued or running at once; further `submit` calls wait (back-pressure).
+    pub max_in_flight: usize,
+}
+
+impl Default for GroupConfig {
+    fn default() -> Self {
+        GroupConfig {
+            max_batch: 256,
+            max_wait: Duration::from_millis(2),
+            idle_gap: Duration::from_micros(100),
+            max_in_flight: 4096,
+        }
+    }
+}
+
+/// Why a submitted job did not yield a durable result.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError<E> {
+    /// The job returned [`Abort::Domain`]; nothing of it was written.
+    #[error("transaction aborted: {0}")]
+    Aborted(E),
+    /// The transaction failed in the store; nothing of it was written.
+    #[error("transaction failed: {0}")]
+    Store(StoreError),
+    /// The transaction committed in memory but the batch's durable flush failed. Its writes may
+    /// or may not survive a crash (a later flush may still persist them): answer the sender
+    /// negatively (AE, never AA) and rely on idempotent retries (dedupe).
+    #[error("committed but not made durable: {0}")]
+    NotDurable(String),
+    /// The job panicked; nothing of it was written.
+    #[error("the job panicked; nothing of it was written")]
+    Panicked,
+    /// The committer is shut down (or its writer thread died) before answering. If the job had
+    /// already run, its writes may exist: treat like [`CommitError::NotDurable`].
+    #[error("the group committer is shut down")]
+    ShutDown,
+}
+
+impl<E> CommitError<E> {
+    /// Whether the job's writes may exist although it was not acknowledged (`NotDurable`,
+    /// `ShutDown`): the sender must be told "not accepted" and a retry must be idempotent.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(self, CommitError::NotDurable(_) | CommitError::ShutDown)
+    }
+}
+
+/// The result of one batch's flush, handed to each job's delivery.
+type Durability = Result<(), String>;
+
+/// A job after it ran: whether it committed, and how to answer its waiter.
+struct Ran {
+    committed: bool,
+    deliver: Box<dyn FnOnce(&Durability) + Send>,
+}
+
+type Job = Box<dyn FnOnce(&Store) -> Ran + Send>;
+
+/// Handle on a group-commit writer. Cheap to clone; the writer drains its queue, flushes and
+/// stops when the last handle is dropped or [`shutdown`](GroupCommitter::shutdown) is called.
+#[derive(Clone)]
+pub struct GroupCommitter {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    store: Store,
+    sender: Mutex<Option<mpsc::Sender<Job>>>,
+    permits: Arc<Semaphore>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    stopped: Mutex<Option<oneshot::Receiver<()>>>,
+}
+
+impl GroupCommitter {
+    /// Starts the writer thread for `store`.
+    pub fn start(store: Store, config: GroupConfig) -> Result<GroupCommitter, StoreError> {
+        if config.max_batch == 0 || config.max_in_flight == 0 {
+            return Err(StoreError::Invalid(
+                "group commit max_batch and max_in_flight must be at least 1".into(),
+            ));
+        }
+        let (sender, receiver) = mpsc::channel::<Job>();
+        let (stopped_tx, stopped_rx) = oneshot::channel();
+        let writer_store = store.clone();
+        let writer_config = config.clone();
+        let thread = thread::Builder::new()
+            .name("custodian-store-writer".into())
+            .spawn(move || {
+                writer_loop(&writer_store, &receiver, &writer_config);
+                drop(writer_store);
+                let _ = stopped_tx.send(());
+            })
+            .map_err(|e| StoreError::io("starting the store writer thread", e))?;
+        Ok(GroupCommitter {
+            shared: Arc::new(Shared {
+                store,
+                sender: Mutex::new(Some(sender)),
+                permits: Arc::new(Semaphore::new(config.max_in_flight)),
+                thread: Mutex::new(Some(thread)),
+                stopped: Mutex::new(Some(stopped_rx)),
+            }),
+        })
+    }
+
+    /// The store, for reads.
+    pub fn store(&self) -> &Store {
+        &self.shared.store
+    }
+
+    /// Runs `job` in a transaction on the writer thread and resolves once the result is durable
+    /// (or known not to be). `Ok(r)` means: committed and fsynced.
+    ///
+    /// The job has the same contract as a [`Store::transact`] closure: it must be pure, since it
+    /// may be retried. Cancelling the returned future does not cancel the job.
+    pub async fn submit<R, E, F>(&self, job: F) -> Result<R, CommitError<E>>
+    where
+        F: Fn(&mut Tx<'_>) -> Result<R, Abort<E>> + Send + 'static,
+        R: Send + 'static,
+        E: Send + 'static,
+    {
+        let permit = Arc::clone(&self.shared.permits)
+            .acquire_owned()
+            .await
+            .map_err(|_| CommitError::ShutDown)?;
+        let (reply_tx, reply_rx) = oneshot::channel::<Result<R, CommitError<E>>>();
+        let boxed: Job = Box::new(move |store: &Store| {
+            let outcome = catch_unwind(AssertUnwindSafe(|| store.transact(&job)));
+            let committed = matches!(outcome, Ok(Ok(_)));
+            Ran {
+                committed,
+                deliver: Box::new(move |durability: &Durability| {
+                    let answer = match (outcome, durability) {
+                        (Ok(Ok(r)), Ok(())) => Ok(r),
+                        (Ok(Ok(_)), Err(why)) => Err(CommitError::NotDurable(why.clone())),
+                        (Ok(Err(TransactError::Aborted(e))), _) => Err(CommitError::Aborted(e)),
+                        (Ok(Err(TransactError::Store(e))), _) => Err(CommitError::Store(e)),
+                        (Err(_panic), _) => Err(CommitError::Panicked),
+                    };
+                    // The waiter may have gone away (cancelled); nothing to do then.
+                    let _ = reply_tx.send(answer);
+                    drop(permit);
+                }),
+            }
+        });
+        {
+            let sender = self
+                .shared
+                .sender
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            match sender.as_ref() {
+                Some(s) => s.send(boxed).map_err(|_| CommitError::ShutDown)?,
+                None => return Err(CommitError::ShutDown),
+            }
+        }
+        reply_rx.await.unwrap_or(Err(CommitError::ShutDown))
+    }
+
+    /// Stops accepting jobs, lets the writer run and flush every job already queued, and waits
+    /// for the writer thread to end. Later `submit` calls fail with [`CommitError::ShutDown`].
+    /// Idempotent; other handles see the committer as shut down.
+    pub async fn shutdown(&self) {
+        self.shared.close();
+        let stopped = self
+            .shared
+            .stopped
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(stopped) = stopped {
+            // Err means the writer thread died; joining below reports nothing more useful.
+            let _ = stopped.await;
+        }
+        // The writer has signalled its end; joining is immediate.
+        self.shared.join();
+    }
+}
+
+impl Shared {
+    fn close(&self) {
+        self.permits.close();
+        self.sender
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+    }
+
+    fn join(&self) {
+        let handle = self
+            .thread
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(handle) = handle {
+            // Never join ourselves (a job holding the last handle, dropped on the writer).
+            if handle.thread().id() != thread::current().id() && handle.join().is_err() {
+                tracing::error!("store writer thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.close();
+        self.join();
+    }
+}
+
+fn writer_loop(store: &Store, jobs: &mpsc::Receiver<Job>, config: &GroupConfig) {
+    // Set while commits exist that a failed flush did not make durable.
+    let mut dirty = false;
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        let deadline = Instant::now() + config.max_wait;
+        while batch.len() < config.max_batch {
+            match jobs.try_recv() {
+                Ok(job) => {
+                    batch.push(job);
+                    continue;
+                }
+                Err(TryRecvError::Disconnected) => break,
+                Err(TryRecvError::Empty) => {}
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            match jobs.recv_timeout((deadline - now).min(config.idle_gap)) {
+                Ok(job) => batch.push(job),
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        run_batch(store, batch, &mut dirty);
+    }
+    if dirty {
+        // Best effort: earlier NotDurable commits may still reach the disk.
+        if let Err(e) = store.flush_durable() {
+            metrics::counter!("custodian_store_flush_failures_total").increment(1);
+            tracing::error!(error = %e, "final durable flush of the store writer failed");
+        }
+    }
+}
+
+fn run_batch(store: &Store, batch: Vec<Job>, dirty: &mut bool) {
+    let size = batch.len();
+    metrics::histogram!("custodian_store_commit_batch_size").record(size as f64);
+    let mut ran = Vec::with_capacity(size);
+    let mut any_committed = false;
+    for job in batch {
+        let r = job(store);
+        any_committed |= r.committed;
+        ran.push(r.deliver);
+    }
+    let durability: Durability = if any_committed || *dirty {
+        let started = Instant::now();
+        let result = store.flush_durable();
+        metrics::histogram!("custodian_store_flush_seconds")
+            .record(started.elapsed().as_secs_f64());
+        match result {
+            Ok(_) => {
+                *dirty = false;
+                Ok(())
+            }
+            Err(e) => {
+                *dirty = true;
+                metrics::counter!("custodian_store_flush_failures_total").increment(1);
+                tracing::error!(error = %e, batch = size, "durable flush failed; batch not acknowledged");
+                Err(e.to_string())
+            }
+        }
+    } else {
+        Ok(())
+    };
+    for deliver in ran {
+        deliver(&durability);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::temp_store;
+    use super::super::*;
+    use std::collections::HashSet;
+    use std::time::Duration;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    fn put_job(
+        key: String,
+    ) -> impl Fn(&mut Tx<'_>) -> Result<String, Abort<String>> + Send + 'static {
+        move |tx| {
+            tx.put(Keyspace::Specimens, key.as_bytes(), &key)?;
+            tx.audit(AuditEntry::new(1, "test", "put", key.clone()))?;
+            Ok(key.clone())
+        }
+    }
+
+    #[test]
+    fn many_concurrent_submitters_all_answered_and_durable() {
+        let (tmp, store) = temp_store();
+        let gc = GroupCommitter::start(store, GroupConfig::default()).unwrap();
+        let rt = runtime();
+        let tasks = 32;
+        let per_task = 25;
+        let acked: Vec<String> = rt.block_on(async {
+            let mut handles = Vec::new();
+            for t in 0..tasks {
+                let gc = gc.clone();
+                handles.push(tokio::spawn(async move {
+                    let mut acked = Vec::new();
+                    for i in 0..per_task {
+                        let key = format!("S-{t:02}-{i:03}");
+                        acked.push(gc.submit(put_job(key)).await.unwrap());
+                    }
+                    acked
+                }));
+            }
+            let mut all = Vec::new();
+            for h in handles {
+                all.extend(h.await.unwrap());
+            }
+            all
+        });
+        assert_eq!(acked.len(), tasks * per_task);
+        assert_eq!(acked.iter().collect::<HashSet<_>>().len(), tasks * per_task);
+        drop(gc);
+        drop(rt);
+        let store = Store::open(&tmp.path().join("store")).unwrap();
+        for key in &acked {
+            assert_eq!(
+                store
+                    .get::<String>(Keyspace::Specimens, key.as_bytes())
+                    .unwrap()
+                    .as_deref(),
+                Some(key.as_str())
+            );
+        }
+        assert_eq!(store.count(Keyspace::Specimens), tasks * per_task);
+        assert_eq!(
+            store.verify_audit().unwrap().entries,
+            (tasks * per_task) as u64
+        );
+    }
+
+    #[test]
+    fn aborting_job_does_not_fail_its_batch_neighbours() {
+        let (_tmp, store) = temp_store();
+        let gc = GroupCommitter::start(
+            store.clone(),
+            // The three jobs below form exactly one batch.
+            GroupConfig {
+                max_batch: 3,
+                max_wait: Duration::from_secs(1),
+                idle_gap: Duration::from_secs(1),
+                ..GroupConfig::default()
+            },
+        )
+        .unwrap();
+        let rt = runtime();
+        let (ok, aborted, panicked) = rt.block_on(async {
+            let ok = tokio::spawn({
+                let gc = gc.clone();
+                async move { gc.submit(put_job("S-ok".into())).await }
+            });
+            let aborted = tokio::spawn({
+                let gc = gc.clone();
+                async move {
+                    gc.submit(|tx: &mut Tx<'_>| {
+                        tx.put(Keyspace::Specimens, b"S-bad", &"x")?;
+                        Err::<(), _>(Abort::Domain("duplicate".to_string()))
+                    })
+                    .await
+                }
+            });
+            let panicked = tokio::spawn({
+                let gc = gc.clone();
+                async move {
+                    gc.submit(|tx: &mut Tx<'_>| -> Result<(), Abort<()>> {
+                        tx.put(Keyspace::Specimens, b"S-panic", &"x")?;
+                        panic!("job bug (expected in this test)");
+                    })
+                    .await
+                }
+            });
+            (
+                ok.await.unwrap(),
+                aborted.await.unwrap(),
+                panicked.await.unwrap(),
+            )
+        });
+        assert_eq!(ok.unwrap(), "S-ok");
+        assert!(matches!(aborted, Err(CommitError::Aborted(ref e)) if e == "duplicate"));
+        assert!(matches!(panicked, Err(CommitError::Panicked)));
+        assert!(store.contains_key(Keyspace::Specimens, b"S-ok").unwrap());
+        assert!(!store.contains_key(Keyspace::Specimens, b"S-bad").unwrap());
+        assert!(!store.contains_key(Keyspace::Specimens, b"S-panic").unwrap());
+        // The writer survived the panic.
+        assert_eq!(
+            rt.block_on(gc.submit(put_job("S-after".into()))).unwrap(),
+            "S-after"
+        );
+    }
+
+    #[test]
+    fn flush_fault_makes_the_batch_not_durable_and_the_next_batch_succeeds() {
+        let (tmp, store) = temp_store();
+        let gc = GroupCommitter::start(
+            store.clone(),
+            // The four jobs below form exactly one batch.
+            GroupConfig {
+                max_batch: 4,
+                max_wait: Duration::from_secs(1),
+                idle_gap: Duration::from_secs(1),
+                ..GroupConfig::default()
+            },
+        )
+        .unwrap();
+        let rt = runtime();
+        store.fault_injector().fail_next_flush();
+        let failed: Vec<_> = rt.block_on(async {
+            let handles: Vec<_> = (0..4)
+                .map(|i| {
+                    let gc = gc.clone();
+                    tokio::spawn(async move { gc.submit(put_job(format!("S-f{i}"))).await })
+                })
+                .collect();
+            let mut out = Vec::new();
+            for h in handles {
+                out.push(h.await.unwrap());
+            }
+            out
+        });
+        assert_eq!(failed.len(), 4);
+        for r in &failed {
+            match r {
+                Err(e @ CommitError::NotDurable(why)) => {
+                    assert!(why.contains("injected"), "{why}");
+                    assert!(e.outcome_unknown());
+                }
+                other => panic!("expected NotDurable, got {other:?}"),
+            }
+        }
+        assert!(!store.fault_injector().is_armed());
+        // The committer is alive and the next batch is durable.
+        assert_eq!(
+            rt.block_on(gc.submit(put_job("S-next".into()))).unwrap(),
+            "S-next"
+        );
+        rt.block_on(gc.shutdown());
+        drop(gc);
+        drop(store);
+        let store = Store::open(&tmp.path().join("store")).unwrap();
+        assert!(store.contains_key(Keyspace::Specimens, b"S-next").unwrap());
+        assert!(store.verify_audit().is_ok());
+    }
+
+    #[test]
+    fn real_fsync_failure_keeps_every_later_batch_not_durable() {
+        let (_tmp, store) = temp_store();
+        let gc = GroupCommitter::start(store.clone(), GroupConfig::default()).unwrap();
+        let rt = runtime();
+        store.fault_injector().fail_next_fsync();
+        let first = rt.block_on(gc.submit(put_job("S-1".into())));
+        assert!(matches!(first, Err(CommitError::NotDurable(ref why)) if why.contains("injected")));
+        for i in 2..4 {
+            let later = rt.block_on(gc.submit(put_job(format!("S-{i}"))));
+            match later {
+                Err(CommitError::NotDurable(why)) => {
+                    assert!(why.contains("restart required"), "{why}")
+                }
+                other => panic!("expected NotDurable, got {other:?}"),
+            }
+        }
+        // Aborted jobs are still answered as such: nothing to make durable.
+        let aborted = rt.block_on(gc.submit(|_tx: &mut Tx<'_>| Err::<(), _>(Abort::Domain(7))));
+        assert!(matches!(aborted, Err(CommitError::Aborted(7))));
+        assert!(store.durability_lost().is_some());
+    }
+
+    #[test]
+    fn metrics_are_emitted() {
+        let recorder = test_recorder::install();
+        let (_tmp, store) = temp_store();
+        let gc = GroupCommitter::start(store.clone(), GroupConfig::default()).unwrap();
+        let rt = runtime();
+        let before = recorder.counter("custodian_store_flush_failures_total");
+        rt.block_on(gc.submit(put_job("S-1".into()))).unwrap();
+        store.fault_injector().fail_next_flush();
+        assert!(rt.block_on(gc.submit(put_job("S-2".into()))).is_err());
+        rt.block_on(gc.shutdown());
+        // Other tests run committers concurrently: the figures are lower bounds.
+        assert!(recorder.counter("custodian_store_flush_failures_total") > before);
+        assert!(recorder.histogram_count("custodian_store_commit_batch_size") >= 2);
+        assert!(recorder.histogram_count("custodian_store_flush_seconds") >= 2);
+    }
+
+    /// A minimal global `metrics` recorder that counts what the committer reports.
+    mod test_recorder {
+        use metrics::{
+            Counter, CounterFn, Gauge, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder,
+            SharedString, Unit,
+        };
+        use std::collections::HashMap;
+        use std::sync::atomic::{AtomicU64, Ordering};
+        use std::sync::{Arc, Mutex, OnceLock};
+
+        #[derive(Default)]
+        pub struct TestRecorder {
+            counters: Mutex<HashMap<String, Arc<Cell>>>,
+            histograms: Mutex<HashMap<String, Arc<Cell>>>,
+        }
+
+        #[derive(Default)]
+        struct Cell(AtomicU64);
+
+        impl CounterFn for Cell {
+            fn increment(&self, value: u64) {
+                self.0.fetch_add(value, Ordering::SeqCst);
+            }
+            fn absolute(&self, value: u64) {
+                self.0.fetch_max(value, Ordering::SeqCst);
+            }
+        }
+
+        impl HistogramFn for Cell {
+            fn record(&self, _value: f64) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+
+        fn cell(map: &Mutex<HashMap<String, Arc<Cell>>>, name: &str) -> Arc<Cell> {
+            Arc::clone(map.lock().unwrap().entry(name.to_string()).or_default())
+        }
+
+        impl TestRecorder {
+            pub fn counter(&self, name: &str) -> u64 {
+                cell(&self.counters, name).0.load(Ordering::SeqCst)
+            }
+            pub fn histogram_count(&self, name: &str) -> u64 {
+                cell(&self.histograms, name).0.load(Ordering::SeqCst)
+            }
+        }
+
+        impl Recorder for &'static TestRecorder {
+            fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+            fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+            fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+            fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+                Counter::from_arc(cell(&self.counters, key.name()))
+            }
+            fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
+                Gauge::noop()
+            }
+            fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
+                Histogram::from_arc(cell(&self.histograms, key.name()))
+            }
+        }
+
+        pub fn install() -> &'static TestRecorder {
+            static RECORDER: OnceLock<&'static TestRecorder> = OnceLock::new();
+            RECORDER.get_or_init(|| {
+                let recorder: &'static TestRecorder = Box::leak(Box::default());
+                metrics::set_global_recorder(recorder).expect("no other global recorder in tests");
+                recorder
+            })
+        }
+    }
+
+    #[test]
+    fn shutdown_drains_queued_jobs_then_refuses_new_ones() {
+        let (tmp, store) = temp_store();
+        let gc = GroupCommitter::start(store, GroupConfig::default()).unwrap();
+        let rt = runtime();
+        let results = rt.block_on(async {
+            let handles: Vec<_> = (0..50)
+                .map(|i| {
+                    let gc = gc.clone();
+                    tokio::spawn(async move { gc.submit(put_job(format!("S-{i:02}"))).await })
+                })
+                .collect();
+            tokio::task::yield_now().await;
+            let mut out = Vec::new();
+            for h in handles {
+                out.push(h.await.unwrap());
+            }
+            gc.shutdown().await;
+            out
+        });
+        assert!(results.iter().all(|r| r.is_ok()));
+        let late = rt.block_on(gc.submit(put_job("S-late".into())));
+        assert!(matches!(late, Err(CommitError::ShutDown)));
+        // shutdown twice is harmless
+        rt.block_on(gc.shutdown());
+        drop(gc);
+        let store = Store::open(&tmp.path().join("store")).unwrap();
+        assert_eq!(store.count(Keyspace::Specimens), 50);
+    }
+
+    #[test]
+    fn dropping_every_handle_flushes_and_releases_the_store() {
+        let (tmp, store) = temp_store();
+        let gc = GroupCommitter::start(store, GroupConfig::default()).unwrap();
+        let rt = runtime();
+        rt.block_on(gc.submit(put_job("S-1".into()))).unwrap();
+        drop(gc);
+        // The writer thread held a Store clone; the reopen succeeds only if it was joined.
+        let store = Store::open(&tmp.path().join("store")).unwrap();
+        assert!(store.contains_key(Keyspace::Specimens, b"S-1").unwrap());
+    }
+
+    #[test]
+    fn zero_batch_is_refused() {
+        let (_tmp, store) = temp_store();
+        assert!(matches!(
+            GroupCommitter::start(
+                store,
+                GroupConfig {
+                    max_batch: 0,
+                    ..GroupConfig::default()
+                }
+            ),
+            Err(StoreError::Invalid(_))
+        ));
+    }
+}
