@@ -65,7 +65,8 @@ impl DocumentKind {
 /// Any of the three documents.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LimsDocument {
-    Accession(AccessionDoc),
+    /// Boxed: much larger than the other two.
+    Accession(Box<AccessionDoc>),
     ConfirmationBatch(ConfirmationBatch),
     Correction(CorrectionDoc),
 }
@@ -85,7 +86,7 @@ impl LimsDocument {
 pub fn parse_document(bytes: &[u8], max_bytes: usize) -> Result<LimsDocument, XmlError> {
     let root = tree::parse_tree(bytes, max_bytes)?;
     match root.name {
-        "accession" => accession::from_tree(&root).map(LimsDocument::Accession),
+        "accession" => accession::from_tree(&root).map(|d| LimsDocument::Accession(Box::new(d))),
         "confirmation-batch" => confirmation::from_tree(&root).map(LimsDocument::ConfirmationBatch),
         "correction" => correction::from_tree(&root).map(LimsDocument::Correction),
         other => Err(XmlError::new(
