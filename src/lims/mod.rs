@@ -9,7 +9,7 @@
 //! On top of the schemas the parsers refuse:
 //! - anything but UTF-8, a DOCTYPE (so any DTD or entity declaration), entity references other
 //!   than the five predefined ones, processing instructions, nesting deeper than
-//!   [`tree::MAX_DEPTH`], and documents larger than the caller's limit;
+//!   [`MAX_DEPTH`], and documents larger than the caller's limit;
 //! - attributes from other namespaces, including `xsi:type` and `xsi:nil`
 //!   (`xsi:schemaLocation` and `xsi:noNamespaceSchemaLocation` are ignored);
 //! - in `accession`, two co-occurrence rules XSD 1.0 cannot state (a receipt date before the
@@ -65,7 +65,8 @@ impl DocumentKind {
 /// Any of the three documents.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LimsDocument {
-    Accession(AccessionDoc),
+    /// Boxed: much larger than the other two.
+    Accession(Box<AccessionDoc>),
     ConfirmationBatch(ConfirmationBatch),
     Correction(CorrectionDoc),
 }
@@ -85,7 +86,7 @@ impl LimsDocument {
 pub fn parse_document(bytes: &[u8], max_bytes: usize) -> Result<LimsDocument, XmlError> {
     let root = tree::parse_tree(bytes, max_bytes)?;
     match root.name {
-        "accession" => accession::from_tree(&root).map(LimsDocument::Accession),
+        "accession" => accession::from_tree(&root).map(|d| LimsDocument::Accession(Box::new(d))),
         "confirmation-batch" => confirmation::from_tree(&root).map(LimsDocument::ConfirmationBatch),
         "correction" => correction::from_tree(&root).map(LimsDocument::Correction),
         other => Err(XmlError::new(
@@ -287,5 +288,40 @@ mod tests {
         assert_eq!(v.hold, None);
         assert_eq!(v.results, vec![ResultCategory::Positive]);
         assert_eq!(v.positive_analytes, vec!["benzoylecgonine".to_string()]);
+    }
+    /// Every truncation of every example is refused cleanly (no panic), except the ones that
+    /// only drop trailing whitespace after the root element.
+    #[test]
+    fn truncated_documents_are_refused_without_panic() {
+        for text in [ACCESSION, BATCH, CORRECTION] {
+            let complete = text.trim_end().len();
+            for cut in 0..text.len() {
+                let r = parse_document(&text.as_bytes()[..cut], DEFAULT_MAX_BYTES);
+                assert_eq!(r.is_ok(), cut >= complete, "cut at {cut}");
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let _ = parse_document(&bytes, DEFAULT_MAX_BYTES);
+        }
+
+        #[test]
+        fn mutated_examples_never_panic(
+            which in 0usize..3,
+            edits in proptest::collection::vec((0usize..4096, proptest::num::u8::ANY), 1..8),
+        ) {
+            let mut bytes = [ACCESSION, BATCH, CORRECTION][which].as_bytes().to_vec();
+            for (at, b) in edits {
+                let i = at % bytes.len();
+                bytes[i] = b;
+            }
+            if let Err(e) = parse_document(&bytes, DEFAULT_MAX_BYTES) {
+                proptest::prop_assert!(e.line >= 1);
+                proptest::prop_assert!(e.path.starts_with('/'));
+            }
+        }
     }
 }

@@ -156,10 +156,14 @@ impl Lines {
     }
 }
 
+/// The line of a byte offset in undecoded input, counting `\n`, `\r\n` and a lone `\r` as
+/// one line end each (as after normalisation).
 fn line_of_byte(bytes: &[u8], offset: usize) -> u32 {
-    let n = bytes[..offset.min(bytes.len())]
+    let head = &bytes[..offset.min(bytes.len())];
+    let n = head
         .iter()
-        .filter(|b| **b == b'\n' || **b == b'\r')
+        .enumerate()
+        .filter(|(i, b)| **b == b'\n' || (**b == b'\r' && head.get(i + 1) != Some(&b'\n')))
         .count();
     u32::try_from(n + 1).unwrap_or(u32::MAX)
 }
@@ -616,6 +620,12 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!((e.line, e.rule), (2, Rule::NotUtf8));
+        let e = parse_tree(
+            b"<correction xmlns=\"urn:custodian:lims:1\">\r\n\r<a/>\r\n\xFF</correction>",
+            LIMIT,
+        )
+        .unwrap_err();
+        assert_eq!((e.line, e.rule), (4, Rule::NotUtf8));
         assert_eq!(
             rule(
                 "<?xml version=\"1.0\" encoding=\"ISO-8859-1\"?><correction xmlns=\"urn:custodian:lims:1\"/>"

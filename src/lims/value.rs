@@ -188,7 +188,7 @@ pub struct Date {
 }
 
 fn is_leap(y: u16) -> bool {
-    (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
+    (y.is_multiple_of(4) && !y.is_multiple_of(100)) || y.is_multiple_of(400)
 }
 
 fn days_in_month(y: u16, m: u8) -> u8 {
@@ -211,10 +211,10 @@ fn digits_value(b: &[u8]) -> Option<u32> {
 impl Date {
     /// A valid date, or `None`.
     pub fn new(year: u16, month: u8, day: u8) -> Option<Date> {
-        (year >= 1 && year <= 9999 && (1..=12).contains(&month))
-            .then_some(())
-            .filter(|_| day >= 1 && day <= days_in_month(year, month))
-            .map(|_| Date { year, month, day })
+        let valid = (1..=9999).contains(&year)
+            && (1..=12).contains(&month)
+            && (1..=days_in_month(year, month)).contains(&day);
+        valid.then_some(Date { year, month, day })
     }
     pub fn year(self) -> u16 {
         self.year
