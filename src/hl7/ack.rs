@@ -465,3 +465,283 @@ pub fn build_reject_for_unparsed(
         timestamp,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hl7::header::AckCondition;
+    use crate::hl7::message::parse;
+
+    fn header(msh: &str) -> MessageHeader {
+        parse(format!("{msh}\r").as_bytes())
+            .unwrap()
+            .header()
+            .clone()
+    }
+
+    fn segs(bytes: &[u8]) -> Vec<String> {
+        String::from_utf8_lossy(bytes)
+            .split_terminator('\r')
+            .map(str::to_owned)
+            .collect()
+    }
+
+    const ORU: &str =
+        "MSH|^~\\&|IA^1.2.3^ISO|LAB|CUSTODIAN|TOXLAB|20240315||ORU^R01^ORU_R01|IA-7|P|2.5.1";
+
+    #[test]
+    fn aa_swaps_sender_and_receiver_and_mirrors() {
+        let h = header(ORU);
+        let ack = build_ack(&h, AckCode::AA, None, "C-1", "20240315101600");
+        assert_eq!(
+            segs(&ack),
+            [
+                "MSH|^~\\&|CUSTODIAN|TOXLAB|IA^1.2.3^ISO|LAB|20240315101600||ACK^R01^ACK|C-1|P|2.5.1",
+                "MSA|AA|IA-7",
+            ]
+        );
+        let parsed = parse(&ack).unwrap();
+        assert_eq!(parsed.header().message_type, "ACK");
+        assert_eq!(parsed.get("MSA-2"), Some("IA-7"));
+    }
+
+    #[test]
+    fn ae_has_err_segment_with_location_code_and_position_text() {
+        let h = header(ORU);
+        let location = Location::segment(5, SegmentId::new("OBX"), 2)
+            .at_field(5)
+            .at_component(1);
+        let e = ErrorDetail::from_display(
+            ErrorCode::DataTypeError,
+            Some(location),
+            &"value at OBX(2)-5.1 is not a number",
+        );
+        let ack = build_ack(&h, AckCode::AE, Some(&e), "C-2", "20240315101600");
+        let s = segs(&ack);
+        assert_eq!(s[1], "MSA|AE|IA-7|value at OBX(2)-5.1 is not a number");
+        assert_eq!(
+            s[2],
+            "ERR||OBX^2^5^1^1|102^Data type error^HL70357|E||||value at OBX(2)-5.1 is not a number"
+        );
+        let parsed = parse(&ack).unwrap();
+        assert_eq!(parsed.get("ERR-3.1"), Some("102"));
+        assert_eq!(parsed.get("ERR-4"), Some("E"));
+    }
+
+    #[test]
+    fn ar_without_detail_gets_a_generic_207() {
+        let ack = build_ack(&header(ORU), AckCode::AR, None, "C-3", "1");
+        let parsed = parse(&ack).unwrap();
+        assert_eq!(parsed.get("MSA-1"), Some("AR"));
+        assert_eq!(parsed.get("ERR-3.1"), Some("207"));
+        assert_eq!(parsed.get("ERR-2"), Some(""));
+    }
+
+    #[test]
+    fn enhanced_codes_and_trigger_mirroring() {
+        let h = header("MSH|^~\\&|A|B|C|D|1||ADT^A01|X1|T|2.3|||AL|NE");
+        let ack = build_ack(&h, AckCode::CA, None, "C-4", "1");
+        let parsed = parse(&ack).unwrap();
+        assert_eq!(parsed.get("MSH-9.2"), Some("A01"));
+        assert_eq!(parsed.get("MSH-11"), Some("T"));
+        assert_eq!(parsed.get("MSH-12"), Some("2.3"));
+        assert_eq!(parsed.get("MSA-1"), Some("CA"));
+        assert!(parsed.segment("ERR").is_none());
+        let h = header("MSH|^~\\&|A|B|C|D|1||ORU^r 1|X1|P|2.5");
+        let parsed = parse(&build_ack(&h, AckCode::CR, None, "C", "1")).unwrap();
+        assert_eq!(parsed.get("MSH-9.2"), Some("R01"));
+        assert_eq!(parsed.get("MSA-1"), Some("CR"));
+    }
+
+    #[test]
+    fn everything_written_is_escaped_and_charset_mirrored() {
+        let h = header(
+            "MSH|^~\\&|A\\F\\B^x\\S\\y|L\\T\\M|C\\R\\D|\\E\\|1||ORU^R01|ID\\F\\1|P|2.5||||||8859/1",
+        );
+        assert_eq!(h.sending_application.namespace_id, "A|B");
+        let ack = build_ack(&h, AckCode::AA, None, "C|5^x", "2024&");
+        let parsed = parse(&ack).unwrap();
+        let ph = parsed.header();
+        assert_eq!(ph.receiving_application.namespace_id, "A|B");
+        assert_eq!(ph.receiving_application.universal_id, "x^y");
+        assert_eq!(ph.receiving_facility.namespace_id, "L&M");
+        assert_eq!(ph.sending_application.namespace_id, "C~D");
+        assert_eq!(ph.sending_facility.namespace_id, "\\");
+        assert_eq!(ph.control_id, "C|5^x");
+        assert_eq!(ph.timestamp, "2024&");
+        assert_eq!(ph.charset, Charset::Latin1);
+        assert_eq!(parsed.get("MSA-2"), Some("ID|1"));
+    }
+
+    #[test]
+    fn latin1_names_stay_latin1() {
+        let raw = b"MSH|^~\\&|M\xdcNCHEN|B|C|D|1||ORU^R01|9|P|2.5||||||8859/1\r";
+        let h = parse(raw).unwrap().header().clone();
+        let ack = build_ack(&h, AckCode::AA, None, "C", "1");
+        assert!(ack.windows(7).any(|w| w == b"M\xdcNCHEN"));
+        assert_eq!(
+            parse(&ack)
+                .unwrap()
+                .header()
+                .receiving_application
+                .namespace_id,
+            "MÜNCHEN"
+        );
+    }
+
+    #[test]
+    fn parse_errors_map_to_err_segments() {
+        let bytes = b"MSH|^~\\&|A|B|C|D|1||ORU^R01|CTRL-9|P|2.5\rPID|1|x\\Q\\\r";
+        let e = parse(bytes).unwrap_err();
+        let ack = build_reject_for_unparsed(bytes, &e, "C-6", "1");
+        let s = segs(&ack);
+        assert_eq!(s[0], "MSH|^~\\&|||||1||ACK^R01^ACK|C-6|P|2.5");
+        assert!(s[1].starts_with("MSA|AR|CTRL-9|malformed escape sequence at PID-2.1.1"));
+        assert!(s[2].starts_with("ERR||PID^1^2^1^1^1|102^Data type error^HL70357|E||||"));
+        parse(&ack).unwrap();
+    }
+
+    #[test]
+    fn reject_for_unparsed_scans_control_id_best_effort() {
+        // Line feeds: cannot parse, but MSH-10 is found.
+        let bytes = b"MSH|^~\\&|A|B|C|D|1||ORU^R01|CTRL-LF|P|2.3\nPID|1\n";
+        let e = parse(bytes).unwrap_err();
+        assert_eq!(e, ParseError::WrongSegmentSeparator { segment: 1 });
+        let ack = build_reject_for_unparsed(bytes, &e, "C-7", "1");
+        let p = parse(&ack).unwrap();
+        assert_eq!(p.get("MSA-2"), Some("CTRL-LF"));
+        assert_eq!(p.get("MSH-12"), Some("2.3"));
+        assert_eq!(p.get("ERR-3.1"), Some("100"));
+        assert_eq!(p.get("ERR-2"), Some(""));
+        // Truncation-character form: MSH-10 is at a shifted place only for hl7-parser; our scan
+        // splits on the field separator, so it still finds it.
+        let bytes = b"MSH|^~\\&#|A|B|C|D|1||ORU^R01|CTRL-T|P|2.7\r";
+        let e = parse(bytes).unwrap_err();
+        let p = parse(&build_reject_for_unparsed(bytes, &e, "C", "1")).unwrap();
+        assert_eq!(p.get("MSA-2"), Some("CTRL-T"));
+        assert_eq!(
+            (p.get("ERR-2.1"), p.get("ERR-2.2"), p.get("ERR-2.3")),
+            (Some("MSH"), Some("1"), Some("2"))
+        );
+        // Nothing plausible: MSA-2 empty, version 2.5.
+        for bytes in [
+            &b""[..],
+            b"garbage",
+            b"MSH|^~\\&|A|B|C|D|1||ORU^R01|\xff\xfe|P|9.9\r",
+            b"MSH|^~\\&|A|B|C|D|1||ORU^R01|a^b|P\r",
+            b"MSH|^~\\&|A|B|C|D|1||ORU^R01|a b|P\r",
+        ] {
+            let e = parse(bytes).err().unwrap_or(ParseError::Empty);
+            let p = parse(&build_reject_for_unparsed(bytes, &e, "C", "1")).unwrap();
+            assert_eq!(p.get("MSA-2"), Some(""), "{bytes:?}");
+            assert_eq!(p.get("MSH-12"), Some("2.5"));
+            assert_eq!(p.get("MSA-1"), Some("AR"));
+        }
+    }
+
+    #[test]
+    fn control_id_scan_limits() {
+        let with = |id: &str| format!("MSH|^~\\&|A|B|C|D|1||ORU^R01|{id}|P|2.5\r").into_bytes();
+        assert_eq!(
+            scan_control_id(&with(&"9".repeat(199))),
+            Some("9".repeat(199))
+        );
+        assert_eq!(scan_control_id(&with(&"9".repeat(200))), None);
+        assert_eq!(scan_control_id(&with("")), None);
+        assert_eq!(scan_control_id(&with("X")), Some("X".into()));
+        assert_eq!(scan_control_id(b"MSH|^~\\&|A|B"), None);
+    }
+
+    #[test]
+    fn error_text_is_escaped() {
+        let e = ErrorDetail::new(ErrorCode::ApplicationInternalError, None, "a|b^c~d\\e&f");
+        let ack = build_ack(&header(ORU), AckCode::AE, Some(&e), "C", "1");
+        let p = parse(&ack).unwrap();
+        assert_eq!(p.get("ERR-8"), Some("a|b^c~d\\e&f"));
+        assert_eq!(p.get("MSA-3"), Some("a|b^c~d\\e&f"));
+    }
+
+    #[test]
+    fn original_mode_always_one_application_ack() {
+        let h = header(ORU);
+        for (o, code) in [
+            (Outcome::Accepted, AckCode::AA),
+            (Outcome::Error, AckCode::AE),
+            (Outcome::Rejected, AckCode::AR),
+            (Outcome::StorageFailed, AckCode::AE),
+        ] {
+            assert_eq!(
+                plan(&h, o),
+                AckPlan {
+                    accept: None,
+                    application: Some(code)
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn enhanced_mode_follows_msh15_and_msh16() {
+        let h = |a: &str, b: &str| header(&format!("{ORU}|||{a}|{b}"));
+        let p = |a: &str, b: &str, o| plan(&h(a, b), o);
+        use AckCode::*;
+        let both = |accept, application| AckPlan {
+            accept,
+            application,
+        };
+        // AL/AL: both on success; on reject only the CR.
+        assert_eq!(p("AL", "AL", Outcome::Accepted), both(Some(CA), Some(AA)));
+        assert_eq!(p("AL", "AL", Outcome::Error), both(Some(CA), Some(AE)));
+        assert_eq!(p("AL", "AL", Outcome::Rejected), both(Some(CR), None));
+        assert_eq!(p("AL", "AL", Outcome::StorageFailed), both(Some(CE), None));
+        // NE/AL: application only, even for a reject.
+        assert_eq!(p("NE", "AL", Outcome::Accepted), both(None, Some(AA)));
+        assert_eq!(p("NE", "AL", Outcome::Rejected), both(None, Some(AR)));
+        // AL/NE: accept only.
+        assert_eq!(p("AL", "NE", Outcome::Accepted), both(Some(CA), None));
+        assert_eq!(p("AL", "NE", Outcome::Error), both(Some(CA), None));
+        // ER/ER: only when something is wrong.
+        assert_eq!(p("ER", "ER", Outcome::Accepted), both(None, None));
+        assert_eq!(p("ER", "ER", Outcome::Error), both(None, Some(AE)));
+        assert_eq!(p("ER", "ER", Outcome::Rejected), both(Some(CR), None));
+        // SU/SU: only on success.
+        assert_eq!(p("SU", "SU", Outcome::Accepted), both(Some(CA), Some(AA)));
+        assert_eq!(p("SU", "SU", Outcome::Rejected), both(None, None));
+        assert_eq!(p("SU", "SU", Outcome::Error), both(Some(CA), None));
+        // NE/NE: nothing.
+        assert_eq!(p("NE", "NE", Outcome::Rejected), both(None, None));
+        // One field empty in enhanced mode counts as AL.
+        assert_eq!(p("", "NE", Outcome::Accepted), both(Some(CA), None));
+        assert_eq!(
+            h("", "SU").ack_mode,
+            AckMode::Enhanced {
+                accept: AckCondition::Always,
+                application: AckCondition::SuccessOnly
+            }
+        );
+    }
+
+    #[test]
+    fn error_code_numbers() {
+        assert_eq!(ErrorCode::SegmentSequenceError.code(), 100);
+        assert_eq!(ErrorCode::RequiredFieldMissing.code(), 101);
+        assert_eq!(ErrorCode::DataTypeError.code(), 102);
+        assert_eq!(ErrorCode::TableValueNotFound.code(), 103);
+        assert_eq!(ErrorCode::UnsupportedMessageType.code(), 200);
+        assert_eq!(ErrorCode::UnsupportedEventCode.code(), 201);
+        assert_eq!(ErrorCode::UnsupportedProcessingId.code(), 202);
+        assert_eq!(ErrorCode::UnsupportedVersionId.code(), 203);
+        assert_eq!(ErrorCode::UnknownKeyIdentifier.code(), 204);
+        assert_eq!(ErrorCode::DuplicateKeyIdentifier.code(), 205);
+        assert_eq!(ErrorCode::ApplicationRecordLocked.code(), 206);
+        assert_eq!(ErrorCode::ApplicationInternalError.code(), 207);
+        assert_eq!(
+            ParseError::UnsupportedCharset.error_code(),
+            ErrorCode::TableValueNotFound
+        );
+        assert_eq!(
+            ParseError::EmptySegment { segment: 2 }.error_code(),
+            ErrorCode::SegmentSequenceError
+        );
+    }
+}

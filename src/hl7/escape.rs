@@ -125,7 +125,7 @@ fn decode_sequence(
 
 fn decode_hex(hex: &str, charset: Charset, out: &mut String) -> Result<(), EscapeError> {
     let digits = hex.as_bytes();
-    if digits.is_empty() || digits.len() % 2 != 0 {
+    if digits.is_empty() || !digits.len().is_multiple_of(2) {
         return Err(EscapeError::Malformed);
     }
     let mut bytes = Vec::with_capacity(digits.len() / 2);

@@ -216,20 +216,20 @@ impl Mapping {
                 ),
                 _ => {}
             }
-            if let Some(units) = units_for(t.kind, &t.target) {
-                if !units.iter().any(|u| eq_ignore_case(u, &t.unit)) {
-                    let shown: Vec<String> = units.iter().map(|u| format!("\"{u}\"")).collect();
-                    add(
-                        key("unit"),
-                        format!(
-                            "unit \"{}\" does not fit {} `{}` (expected {})",
-                            t.unit,
-                            t.kind.key(),
-                            t.target,
-                            shown.join(" or ")
-                        ),
-                    );
-                }
+            if let Some(units) = units_for(t.kind, &t.target)
+                && !units.iter().any(|u| eq_ignore_case(u, &t.unit))
+            {
+                let shown: Vec<String> = units.iter().map(|u| format!("\"{u}\"")).collect();
+                add(
+                    key("unit"),
+                    format!(
+                        "unit \"{}\" does not fit {} `{}` (expected {})",
+                        t.unit,
+                        t.kind.key(),
+                        t.target,
+                        shown.join(" or ")
+                    ),
+                );
             }
             match (t.kind.is_qualitative(), t.threshold) {
                 (false, Some(_)) => add(
@@ -814,4 +814,629 @@ pub fn extract(msg: &Message, mapping: &Mapping) -> Result<OruResults, UseError>
         preliminary,
         not_asked,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hl7::ack::build_ack;
+    use crate::hl7::message::parse;
+    use std::str::FromStr;
+
+    fn data(name: &str) -> Vec<u8> {
+        std::fs::read(format!(
+            "{}/tests/data/hl7/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+    }
+
+    fn example() -> Mapping {
+        let text = String::from_utf8(data("mapping-example.toml")).unwrap();
+        Mapping::from_analyzer_toml(&text).unwrap()
+    }
+
+    fn profile() -> Profile {
+        let text = include_str!("../../config/profiles/part40-2023.toml");
+        Profile::parse(text, Some("part40-2023")).unwrap()
+    }
+
+    fn d(s: &str) -> Decimal {
+        Decimal::from_str(s).unwrap()
+    }
+
+    const MSH: &str = "MSH|^~\\&|A|B|C|D|1||ORU^R01|CTL|P|2.5.1";
+    const OBR: &str = "OBR|1||0012345^LAB|||||||||||||||||A";
+
+    fn run(extra: &[&str]) -> Result<OruResults, UseError> {
+        let mut segs = vec![MSH, OBR];
+        segs.extend_from_slice(extra);
+        let text = segs.join("\r") + "\r";
+        let msg = parse(text.as_bytes()).unwrap();
+        extract(&msg, &example())
+    }
+
+    fn err_path(r: Result<OruResults, UseError>) -> (UseError, String) {
+        let e = r.unwrap_err();
+        (e, e.location().map(|l| l.path()).unwrap_or_default())
+    }
+
+    #[test]
+    fn example_mapping_is_valid_for_the_current_profile() {
+        let problems = example().validate(&profile());
+        assert!(problems.is_empty(), "{problems:?}");
+    }
+
+    #[test]
+    fn screen_fixture() {
+        let msg = parse(&data("oru-screen.hl7")).unwrap();
+        let r = extract(&msg, &example()).unwrap();
+        assert_eq!(r.specimen_id, "0012345");
+        assert_eq!(r.bottle, Bottle::Primary);
+        assert_eq!(r.results.len(), 9);
+        assert_eq!((r.preliminary, r.not_asked), (0, 0));
+        let initial: Vec<(&str, Decimal)> = r.numbers(Kind::Initial).collect();
+        assert_eq!(initial[0], ("marijuana", d("12")));
+        assert_eq!(initial[3], ("6am", d("0.8")));
+        assert_eq!(initial[7], ("amphetamines", d("612")));
+        let thc = &r.results[0];
+        assert_eq!(thc.unit, "ng/mL");
+        assert_eq!(thc.set_id, Some(1));
+        assert_eq!(thc.status, ResultStatus::Final);
+        assert_eq!(thc.observed_at.as_deref(), Some("20240315100100"));
+        assert_eq!(thc.location.path(), "OBX");
+        assert_eq!(r.results[8].location.path(), "OBX(9)");
+        assert!(!r.interference());
+        assert!(r.adulterants().is_empty());
+    }
+
+    #[test]
+    fn validity_fixture() {
+        let msg = parse(&data("oru-validity.hl7")).unwrap();
+        let r = extract(&msg, &example()).unwrap();
+        assert_eq!(r.preliminary, 1, "the P creatinine is skipped");
+        let v: Vec<(&str, Decimal)> = r.numbers(Kind::Validity).collect();
+        assert_eq!(
+            v,
+            [
+                ("creatinine", d("85.2")),
+                ("specific_gravity", d("1.0182")),
+                ("ph", d("6.4")),
+                ("nitrite", d("35")),
+            ]
+        );
+        let glut = r
+            .results
+            .iter()
+            .find(|o| o.target == "glutaraldehyde")
+            .unwrap();
+        assert_eq!(
+            glut.value,
+            ResultValue::Identified {
+                identified: false,
+                measured: None
+            }
+        );
+        let cr = r
+            .results
+            .iter()
+            .find(|o| o.target == "chromium_vi")
+            .unwrap();
+        assert_eq!(
+            cr.value,
+            ResultValue::Identified {
+                identified: false,
+                measured: Some(d("0"))
+            }
+        );
+        assert!(!r.interference());
+        assert!(r.adulterants().is_empty());
+    }
+
+    #[test]
+    fn confirmation_fixture_split_bottle_sn_corrected_and_x() {
+        let msg = parse(&data("oru-confirmation.hl7")).unwrap();
+        let r = extract(&msg, &example()).unwrap();
+        assert_eq!(r.bottle, Bottle::Split);
+        let c: Vec<(&str, Decimal)> = r.numbers(Kind::Confirmation).collect();
+        assert_eq!(
+            c,
+            [
+                ("amphetamine", d("388")),
+                ("methamphetamine", d("1204")),
+                ("mdma", d("0"))
+            ]
+        );
+        assert_eq!(r.results[2].status, ResultStatus::Corrected);
+        let thca = &r.results[3];
+        assert_eq!(
+            (thca.status, thca.value),
+            (ResultStatus::CannotObtain, ResultValue::NotObtained)
+        );
+        assert!(
+            r.interference(),
+            "a result that cannot be obtained is an interference ground"
+        );
+    }
+
+    #[test]
+    fn unmapped_code_fixture_names_position_not_value() {
+        let msg = parse(&data("oru-unmapped-code.hl7")).unwrap();
+        let e = extract(&msg, &example()).unwrap_err();
+        assert_eq!(e.location().unwrap().path(), "OBX(4)-3.1");
+        assert_eq!(e.ack_code(), AckCode::AE);
+        assert_eq!(e.error_code(), ErrorCode::TableValueNotFound);
+        assert!(!e.to_string().contains("BUP5"), "{e}");
+        let ack = build_ack(
+            msg.header(),
+            e.ack_code(),
+            Some(&ErrorDetail::from(&e)),
+            "C",
+            "1",
+        );
+        let ack = parse(&ack).unwrap();
+        assert_eq!(ack.get("ERR-2.1"), Some("OBX"));
+        assert_eq!(ack.get("ERR-2.2"), Some("4"));
+        assert_eq!(ack.get("ERR-2.3"), Some("3"));
+        assert_eq!(ack.get("MSA-2"), Some("IA20240315-0001"));
+        assert!(!String::from_utf8_lossy(&ack_bytes_of(&ack)).contains("BUP5"));
+    }
+
+    fn ack_bytes_of(m: &Message) -> Vec<u8> {
+        m.segments()
+            .iter()
+            .flat_map(|s| s.fields().map(|f| f.text().to_owned()))
+            .collect::<Vec<_>>()
+            .join("|")
+            .into_bytes()
+    }
+
+    #[test]
+    fn not_oru_r01_is_ar() {
+        for (msh, e) in [
+            (
+                "MSH|^~\\&|A|B|C|D|1||ADT^A01|C|P|2.5.1",
+                UseError::UnsupportedMessageType,
+            ),
+            (
+                "MSH|^~\\&|A|B|C|D|1||ORU^R30|C|P|2.5.1",
+                UseError::UnsupportedEvent,
+            ),
+            (
+                "MSH|^~\\&|A|B|C|D|1||ORU|C|P|2.5.1",
+                UseError::UnsupportedEvent,
+            ),
+            (
+                "MSH|^~\\&|A|B|C|D|1||ORU^R01|C|P|2.2",
+                UseError::UnsupportedVersion,
+            ),
+            (
+                "MSH|^~\\&|A|B|C|D|1||ORU^R01|C|P|3.0",
+                UseError::UnsupportedVersion,
+            ),
+            (
+                "MSH|^~\\&|A|B|C|D|1||ORU^R01|C|P|2.x",
+                UseError::UnsupportedVersion,
+            ),
+            (
+                "MSH|^~\\&|A|B|C|D|1||ORU^R01|C|T|2.5.1",
+                UseError::UnsupportedProcessingId,
+            ),
+        ] {
+            let text = format!("{msh}\r{OBR}\rOBX|1|NM|THC50||1|ng/mL|||||F\r");
+            let got = extract(&parse(text.as_bytes()).unwrap(), &example()).unwrap_err();
+            assert_eq!(got, e, "{msh}");
+            assert_eq!(got.ack_code(), AckCode::AR);
+        }
+        for v in [
+            "2.3", "2.3.1", "2.4", "2.5", "2.5.1", "2.6", "2.7.1", "2.8.2", "2.9",
+        ] {
+            let text = format!(
+                "MSH|^~\\&|A|B|C|D|1||ORU^R01|C|P|{v}\r{OBR}\rOBX|1|NM|THC50||1|ng/mL|||||F\r"
+            );
+            assert!(
+                extract(&parse(text.as_bytes()).unwrap(), &example()).is_ok(),
+                "{v}"
+            );
+        }
+        let mut m = example();
+        m.processing_id = "T".into();
+        let text = format!(
+            "MSH|^~\\&|A|B|C|D|1||ORU^R01|C|T|2.5.1\r{OBR}\rOBX|1|NM|THC50||1|ng/mL|||||F\r"
+        );
+        assert!(extract(&parse(text.as_bytes()).unwrap(), &m).is_ok());
+    }
+
+    #[test]
+    fn specimen_id_rules() {
+        let text = |obr: &str| format!("{MSH}\r{obr}\rOBX|1|NM|THC50||1|ng/mL|||||F\r");
+        let go = |obr: &str| extract(&parse(text(obr).as_bytes()).unwrap(), &example());
+        let (e, at) = err_path(go("OBR|1||^LAB|||||||||||||||||A"));
+        assert_eq!((e.ack_code(), at.as_str()), (AckCode::AE, "OBR-3.1"));
+        assert!(matches!(e, UseError::MissingSpecimenId { .. }));
+        let (e, _) = err_path(go("OBR|1||00 12^LAB"));
+        assert!(matches!(e, UseError::InvalidSpecimenId { .. }));
+        // Length limit: 64 accepted, 65 refused.
+        let ok = format!("OBR|1||{}|||||||||||||||||A", "9".repeat(64));
+        assert_eq!(go(&ok).unwrap().specimen_id.len(), 64);
+        let long = format!("OBR|1||{}|||||||||||||||||A", "9".repeat(65));
+        assert!(matches!(go(&long), Err(UseError::InvalidSpecimenId { .. })));
+        // No OBR at all.
+        let msg = parse(format!("{MSH}\rOBX|1|NM|THC50||1|ng/mL|||||F\r").as_bytes()).unwrap();
+        let (e, at) = err_path(extract(&msg, &example()));
+        assert!(matches!(e, UseError::MissingSpecimenId { .. }));
+        assert_eq!(at, "OBR-3.1");
+        // A second OBR with another specimen id.
+        let two =
+            format!("{OBR}\rOBX|1|NM|THC50||1|ng/mL|||||F\rOBR|2||0099999^LAB|||||||||||||||||A");
+        let (e, at) = err_path(go(&two));
+        assert!(matches!(e, UseError::ConflictingSpecimenIds { .. }));
+        assert_eq!(at, "OBR(2)-3.1");
+        // Same id again is fine.
+        let same = format!("{OBR}\rOBR|2||0012345^LAB|||||||||||||||||A");
+        assert_eq!(go(&same).unwrap().specimen_id, "0012345");
+        // SPM-2.1 as the location.
+        let mut m = example();
+        m.specimen_id = "SPM-2.1".parse().unwrap();
+        let t = format!("{MSH}\r{OBR}\rSPM|1|0054321\rOBX|1|NM|THC50||1|ng/mL|||||F\r");
+        assert_eq!(
+            extract(&parse(t.as_bytes()).unwrap(), &m)
+                .unwrap()
+                .specimen_id,
+            "0054321"
+        );
+    }
+
+    #[test]
+    fn bottle_rules() {
+        let go = |f20: &str| {
+            let obr = format!("OBR|1||0012345^LAB|||||||||||||||||{f20}");
+            let text = format!("{MSH}\r{obr}\rOBX|1|NM|THC50||1|ng/mL|||||F\r");
+            extract(&parse(text.as_bytes()).unwrap(), &example())
+        };
+        assert_eq!(go("A").unwrap().bottle, Bottle::Primary);
+        assert_eq!(go("a").unwrap().bottle, Bottle::Primary);
+        assert_eq!(go("B").unwrap().bottle, Bottle::Split);
+        assert_eq!(go("").unwrap().bottle, Bottle::Primary, "mapping default");
+        let (e, at) = err_path(go("C"));
+        assert!(matches!(e, UseError::UnknownBottle { .. }));
+        assert_eq!(at, "OBR-20.1");
+        let mut m = example();
+        if let Some(b) = m.bottle.as_mut() {
+            b.default = None;
+        }
+        let text = format!("{MSH}\rOBR|1||0012345\rOBX|1|NM|THC50||1|ng/mL|||||F\r");
+        assert!(matches!(
+            extract(&parse(text.as_bytes()).unwrap(), &m),
+            Err(UseError::UnknownBottle { .. })
+        ));
+        m.bottle = None;
+        assert_eq!(
+            extract(&parse(text.as_bytes()).unwrap(), &m)
+                .unwrap()
+                .bottle,
+            Bottle::Primary
+        );
+    }
+
+    #[test]
+    fn statuses() {
+        let r = run(&[
+            "OBX|1|NM|THC50||1|ng/mL|||||P",
+            "OBX|2|NM|THC50||1|ng/mL|||||R",
+            "OBX|3|NM|THC50||1|ng/mL|||||I",
+            "OBX|4|NM|THC50||1|ng/mL|||||S",
+            "OBX|5|NM|COC150||1|ng/mL|||||N",
+            "OBX|6|NM|THC50||2|ng/mL|||||F",
+        ])
+        .unwrap();
+        assert_eq!((r.preliminary, r.not_asked, r.results.len()), (4, 1, 1));
+        let only_preliminary = run(&["OBX|1|NM|THC50||1|ng/mL|||||P"]).unwrap();
+        assert!(only_preliminary.results.is_empty());
+        for s in ["D", "W", "U", "Q", "f"] {
+            let line = format!("OBX|1|NM|THC50||1|ng/mL|||||{s}");
+            let (e, at) = err_path(run(&[&line]));
+            assert!(matches!(e, UseError::UnsupportedStatus { .. }), "{s}");
+            assert_eq!(at, "OBX-11");
+        }
+        let (e, at) = err_path(run(&["OBX|1|NM|THC50||1|ng/mL"]));
+        assert!(matches!(e, UseError::MissingStatus { .. }));
+        assert_eq!(at, "OBX-11");
+        // X: kept as not obtained even with an empty value and no unit.
+        let r = run(&["OBX|1|NM|CREA||||||||X"]).unwrap();
+        assert_eq!(r.results[0].value, ResultValue::NotObtained);
+        assert!(r.interference());
+    }
+
+    #[test]
+    fn numeric_values() {
+        let one = |line: &str| run(&[line]).map(|r| r.results[0].value);
+        assert_eq!(
+            one("OBX|1|NM|THC50||49.99|ng/mL|||||F"),
+            Ok(ResultValue::Number(d("49.99")))
+        );
+        assert_eq!(
+            one("OBX|1|ST|THC50|| 50 |ng/mL|||||F"),
+            Ok(ResultValue::Number(d("50")))
+        );
+        assert_eq!(
+            one("OBX|1||THC50||50.010|ng/mL|||||F"),
+            Ok(ResultValue::Number(d("50.01")))
+        );
+        assert_eq!(
+            one("OBX|1|SN|THC50||^51|ng/mL|||||F"),
+            Ok(ResultValue::Number(d("51")))
+        );
+        assert_eq!(
+            one("OBX|1|SN|THC50||=^51|ng/mL|||||F"),
+            Ok(ResultValue::Number(d("51")))
+        );
+        assert_eq!(
+            one("OBX|1|NM|THC50||0|ng/mL|||||F"),
+            Ok(ResultValue::Number(d("0")))
+        );
+        assert_eq!(
+            one("OBX|1|NM|THC50||-0|ng/mL|||||F"),
+            Ok(ResultValue::Number(d("0")))
+        );
+        let bad = [
+            ("OBX|1|NM|THC50||<10|ng/mL|||||F", "OBX-5.1", "NotNumeric"),
+            ("OBX|1|NM|THC50||POS|ng/mL|||||F", "OBX-5.1", "NotNumeric"),
+            ("OBX|1|NM|THC50||1^2|ng/mL|||||F", "OBX-5.1", "NotNumeric"),
+            ("OBX|1|NM|THC50||1&2|ng/mL|||||F", "OBX-5.1", "NotNumeric"),
+            ("OBX|1|NM|THC50||1~2|ng/mL|||||F", "OBX-5", "NotNumeric"),
+            ("OBX|1|SN|THC50||<^10|ng/mL|||||F", "OBX-5.1", "NotNumeric"),
+            (
+                "OBX|1|SN|THC50||^10^-^20|ng/mL|||||F",
+                "OBX-5.1",
+                "NotNumeric",
+            ),
+            ("OBX|1|NM|THC50||-1|ng/mL|||||F", "OBX-5.1", "NegativeValue"),
+            ("OBX|1|NM|THC50|||ng/mL|||||F", "OBX-5", "MissingValue"),
+            ("OBX|1|SN|THC50||=^|ng/mL|||||F", "OBX-5.1", "MissingValue"),
+            ("OBX|1|CWE|THC50||1|ng/mL|||||F", "OBX-2", "WrongValueType"),
+            ("OBX|1|NM|THC50||1|ug/L|||||F", "OBX-6.1", "WrongUnit"),
+            ("OBX|1|NM|THC50||1||||||F", "OBX-6.1", "WrongUnit"),
+            ("OBX|X|NM|THC50||1|ng/mL|||||F", "OBX-1", "InvalidSetId"),
+            ("OBX|1|NM|||1|ng/mL|||||F", "OBX-3.1", "MissingCode"),
+        ];
+        for (line, at, variant) in bad {
+            let (e, got_at) = err_path(run(&[line]));
+            assert_eq!(got_at, at, "{line}");
+            assert!(format!("{e:?}").starts_with(variant), "{line}: {e:?}");
+            assert_eq!(e.ack_code(), AckCode::AE);
+        }
+        // Unit comparison ignores case only.
+        assert!(run(&["OBX|1|NM|THC50||1|NG/ML|||||F"]).is_ok());
+        assert!(
+            run(&["OBX|1|NM|PH||7|||||||F"]).is_err(),
+            "mapping wants pH"
+        );
+        assert!(run(&["OBX|1|NM|PH||7|PH|||||F"]).is_ok());
+        assert!(run(&["OBX|1|NM|SG||1.0200||||||F"]).is_ok());
+    }
+
+    #[test]
+    fn adulterant_and_interference_values() {
+        let one = |line: &str| {
+            run(&[line]).map(|r| (r.results[0].value, r.adulterants().len(), r.interference()))
+        };
+        let id = |identified, measured| ResultValue::Identified {
+            identified,
+            measured,
+        };
+        for w in [
+            "POS",
+            "pos",
+            "Positive",
+            "DETECTED",
+            "identified",
+            "PRESENT",
+        ] {
+            let line = format!("OBX|1|ST|GLUT||{w}||||||F");
+            assert_eq!(one(&line), Ok((id(true, None), 1, false)), "{w}");
+        }
+        for w in [
+            "NEG",
+            "negative",
+            "NOT DETECTED",
+            "ND",
+            "None Detected",
+            "NOT IDENTIFIED",
+            "ABSENT",
+        ] {
+            let line = format!("OBX|1|ST|GLUT||{w}||||||F");
+            assert_eq!(one(&line), Ok((id(false, None), 0, false)), "{w}");
+        }
+        assert_eq!(
+            one("OBX|1|CWE|GLUT||POS^Detected^L||||||F"),
+            Ok((id(true, None), 1, false))
+        );
+        // Threshold 50 mcg/mL: below, at, above.
+        assert_eq!(
+            one("OBX|1|NM|CRVI||49.9|mcg/mL|||||F"),
+            Ok((id(false, Some(d("49.9"))), 0, false))
+        );
+        assert_eq!(
+            one("OBX|1|NM|CRVI||50|mcg/mL|||||F"),
+            Ok((id(true, Some(d("50"))), 1, false))
+        );
+        assert_eq!(
+            one("OBX|1|NM|CRVI||50.1|mcg/mL|||||F"),
+            Ok((id(true, Some(d("50.1"))), 1, false))
+        );
+        assert!(matches!(
+            run(&["OBX|1|NM|CRVI||60|ng/mL|||||F"]),
+            Err(UseError::WrongUnit { .. })
+        ));
+        assert!(matches!(
+            run(&["OBX|1|NM|CRVI||-1|mcg/mL|||||F"]),
+            Err(UseError::NegativeValue { .. })
+        ));
+        // A qualitative word with no unit is fine even when the mapping has one.
+        assert_eq!(
+            one("OBX|1|ST|CRVI||NEG||||||F"),
+            Ok((id(false, None), 0, false))
+        );
+        // A number without a configured threshold.
+        assert!(matches!(
+            run(&["OBX|1|NM|GLUT||5||||||F"]),
+            Err(UseError::NoThreshold { .. })
+        ));
+        assert!(matches!(
+            run(&["OBX|1|ST|GLUT||maybe||||||F"]),
+            Err(UseError::NotQualitative { .. })
+        ));
+        assert!(matches!(
+            run(&["OBX|1|ST|GLUT||POS~NEG||||||F"]),
+            Err(UseError::NotQualitative { .. })
+        ));
+        assert!(matches!(
+            run(&["OBX|1|ST|GLUT||||||||F"]),
+            Err(UseError::MissingValue { .. })
+        ));
+        // Interference.
+        assert_eq!(
+            one("OBX|1|ST|OXID||POS||||||F"),
+            Ok((id(true, None), 0, true))
+        );
+        assert_eq!(
+            one("OBX|1|ST|OXID||NEG||||||F"),
+            Ok((id(false, None), 0, false))
+        );
+    }
+
+    #[test]
+    fn duplicates_and_no_obx() {
+        let (e, at) = err_path(run(&[
+            "OBX|1|NM|THC50||1|ng/mL|||||F",
+            "OBX|2|NM|THC50||2|ng/mL|||||C",
+        ]));
+        assert!(matches!(e, UseError::DuplicateResult { .. }));
+        assert_eq!(at, "OBX(2)");
+        let e = run(&[]).unwrap_err();
+        assert_eq!(e, UseError::NoObservations);
+        assert_eq!(e.ack_code(), AckCode::AE);
+        assert_eq!(e.location(), None);
+    }
+
+    #[test]
+    fn use_errors_never_echo_content() {
+        let secret = "999999999";
+        let lines = [
+            format!("OBX|1|NM|{secret}||1|ng/mL|||||F"),
+            format!("OBX|1|NM|THC50||{secret}x|ng/mL|||||F"),
+            format!("OBX|1|NM|THC50||1|{secret}|||||F"),
+            format!("OBX|1|NM|THC50||1|ng/mL|||||{secret}"),
+            format!("OBX|{secret}x|NM|THC50||1|ng/mL|||||F"),
+        ];
+        for line in &lines {
+            let e = run(&[line]).unwrap_err();
+            let shown = format!("{e} {e:?}");
+            assert!(!shown.contains(secret), "{shown}");
+        }
+    }
+
+    #[test]
+    fn validate_reports_problems() {
+        let toml = r#"
+[analyzer.mapping]
+specimen_id = "OBR-3.1"
+processing_id = "X"
+bottle = { field = "OBR-20", primary = ["A"], split = ["a"] }
+
+[[analyzer.mapping.test]]
+code = "THC50"
+kind = "initial"
+target = "thca"
+unit = "ng/mL"
+
+[[analyzer.mapping.test]]
+code = "THC50"
+kind = "confirmation"
+target = "marijuana"
+unit = "ng/mL"
+
+[[analyzer.mapping.test]]
+code = "CREA"
+kind = "validity"
+target = "creatinine"
+unit = "mg/L"
+
+[[analyzer.mapping.test]]
+code = "SG"
+kind = "validity"
+target = "gravity"
+
+[[analyzer.mapping.test]]
+code = "GL UT"
+kind = "adulterant"
+target = "Glutaraldehyde"
+threshold = -1
+
+[[analyzer.mapping.test]]
+code = "THR"
+kind = "initial"
+target = "cocaine"
+unit = "ng/mL"
+threshold = 5
+"#;
+        let m = Mapping::from_analyzer_toml(toml).unwrap();
+        let problems = m.validate(&profile());
+        let keys: Vec<&str> = problems.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "processing_id",
+                "bottle",
+                "test[0].target",
+                "test[1].code",
+                "test[1].target",
+                "test[2].unit",
+                "test[3].target",
+                "test[4].code",
+                "test[4].target",
+                "test[4].threshold",
+                "test[5].threshold",
+            ],
+            "{problems:?}"
+        );
+        assert!(problems[3].1.contains("duplicate of test[0].code"));
+        let empty = Mapping {
+            tests: vec![],
+            ..example()
+        };
+        assert_eq!(
+            empty.validate(&profile()),
+            [("test".to_string(), "no test codes mapped".to_string())]
+        );
+    }
+
+    #[test]
+    fn mapping_toml_is_strict() {
+        let base = "[analyzer.mapping]\nspecimen_id = \"OBR-3.1\"\n";
+        let err = Mapping::from_analyzer_toml(&format!("{base}colour = 1\n")).unwrap_err();
+        assert!(err.contains("colour"), "{err}");
+        let err = Mapping::from_analyzer_toml("[analyzer.mapping]\nspecimen_id = \"OBR3\"\n")
+            .unwrap_err();
+        assert!(err.contains("specimen_id"), "{err}");
+        let err = Mapping::from_analyzer_toml(&format!(
+            "{base}[[analyzer.mapping.test]]\ncode = \"X\"\nkind = \"screen\"\ntarget = \"pcp\"\n"
+        ))
+        .unwrap_err();
+        assert!(err.contains("kind"), "{err}");
+        let err = Mapping::from_analyzer_toml(&format!(
+            "{base}[[analyzer.mapping.test]]\ncode = \"X\"\nkind = \"initial\"\ntarget = \"pcp\"\nUnit = \"ng/mL\"\n"
+        ))
+        .unwrap_err();
+        assert!(err.contains("Unit"), "{err}");
+        let m = Mapping::from_analyzer_toml(base).unwrap();
+        assert_eq!(m.processing_id, "P");
+        assert!(m.tests.is_empty() && m.bottle.is_none());
+        let m = Mapping::from_analyzer_toml(&format!(
+            "{base}[[analyzer.mapping.test]]\ncode = \"C\"\nkind = \"adulterant\"\ntarget = \"chromium_vi\"\nthreshold = \"50.5\"\n"
+        ))
+        .unwrap();
+        assert_eq!(m.tests[0].threshold, Some(d("50.5")));
+    }
 }
