@@ -24,6 +24,113 @@ pub struct Config {
     pub rules: Rules,
     pub store: Store,
     pub log: Log,
+    pub ingest: Ingest,
+    pub lims: Lims,
+    pub admin: Admin,
+    pub analyzers: Vec<Analyzer>,
+}
+
+/// Tuning of the analyzer listeners and of the group commit.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ingest {
+    /// Largest MLLP frame accepted, in bytes.
+    #[serde(default = "default_max_frame")]
+    pub max_frame_bytes: usize,
+    /// A connection silent this long is closed, in seconds.
+    #[serde(default = "default_read_timeout")]
+    pub read_timeout_secs: u64,
+    /// TLS handshakes must finish within this, in seconds.
+    #[serde(default = "default_handshake_timeout")]
+    pub handshake_timeout_secs: u64,
+    /// Most open connections per analyzer listener.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Most writes made durable by one flush.
+    #[serde(default = "default_commit_max_batch")]
+    pub commit_max_batch: usize,
+    /// Longest a write waits for others to share its flush, in microseconds.
+    #[serde(default = "default_commit_max_wait_us")]
+    pub commit_max_wait_us: u64,
+}
+
+fn default_max_frame() -> usize {
+    1 << 20
+}
+fn default_read_timeout() -> u64 {
+    300
+}
+fn default_handshake_timeout() -> u64 {
+    10
+}
+fn default_max_connections() -> usize {
+    64
+}
+fn default_commit_max_batch() -> usize {
+    256
+}
+fn default_commit_max_wait_us() -> u64 {
+    2000
+}
+
+impl Default for Ingest {
+    fn default() -> Self {
+        Ingest {
+            max_frame_bytes: default_max_frame(),
+            read_timeout_secs: default_read_timeout(),
+            handshake_timeout_secs: default_handshake_timeout(),
+            max_connections: default_max_connections(),
+            commit_max_batch: default_commit_max_batch(),
+            commit_max_wait_us: default_commit_max_wait_us(),
+        }
+    }
+}
+
+/// The LIMS spool directory.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lims {
+    /// The LIMS drops files into `<spool_dir>/incoming`; custodian keeps `processing/`,
+    /// `done/` and `rejected/` beside it.
+    pub spool_dir: PathBuf,
+    /// How often the spool is looked at, in milliseconds.
+    #[serde(default = "default_poll")]
+    pub poll_interval_ms: u64,
+    /// Largest document accepted, in bytes.
+    #[serde(default = "default_max_document")]
+    pub max_document_bytes: usize,
+}
+
+fn default_poll() -> u64 {
+    250
+}
+fn default_max_document() -> usize {
+    1 << 20
+}
+
+/// The admin interface (HTTP on a local address) and its users.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    /// Address to listen on; keep it on loopback or a management network.
+    pub listen: std::net::SocketAddr,
+    #[serde(default, rename = "user")]
+    pub users: Vec<crate::admin::auth::UserConfig>,
+}
+
+/// One analyzer: its MLLP listener and how its messages map onto the rule profile.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Analyzer {
+    /// A short name (letters, digits, `-`, `_`): appears in logs, metrics and the audit log.
+    pub name: String,
+    /// Address of its MLLP listener (`127.0.0.1:0` picks a free port).
+    pub listen: std::net::SocketAddr,
+    /// TLS for the listener; with `client_ca`, analyzers must present a certificate.
+    #[serde(default)]
+    pub tls: Option<crate::tls::ServerTls>,
+    /// Where the specimen ID is and what each test code means.
+    pub mapping: crate::hl7::Mapping,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -63,13 +170,26 @@ pub struct Log {
 }
 
 /// The top-level sections, each deserialized on its own so one bad section hides no other.
-const SECTIONS: [&str; 4] = ["laboratory", "rules", "store", "log"];
+const SECTIONS: [&str; 8] = [
+    "laboratory",
+    "rules",
+    "store",
+    "log",
+    "ingest",
+    "lims",
+    "admin",
+    "analyzer",
+];
 
 struct RawConfig {
     laboratory: Laboratory,
     rules: Rules,
     store: Store,
     log: Log,
+    ingest: Ingest,
+    lims: Lims,
+    admin: Admin,
+    analyzers: Vec<Analyzer>,
 }
 
 /// One problem with the configuration: the key and what is wrong with it.
@@ -169,7 +289,30 @@ pub fn load_with_env(
     let rules = section::<Rules>(&top, "rules", env, &mut problems);
     let store = section::<Store>(&top, "store", env, &mut problems);
     let log = section::<Log>(&top, "log", env, &mut problems);
-    let (Some(laboratory), Some(rules), Some(store), Some(log)) = (laboratory, rules, store, log)
+    let ingest = if top.contains_key("ingest") {
+        section::<Ingest>(&top, "ingest", env, &mut problems)
+    } else {
+        Some(Ingest::default())
+    };
+    let lims = section::<Lims>(&top, "lims", env, &mut problems);
+    let admin = section::<Admin>(&top, "admin", env, &mut problems);
+    let analyzers = if top.contains_key("analyzer") {
+        section::<Vec<Analyzer>>(&top, "analyzer", env, &mut problems)
+    } else {
+        Some(Vec::new())
+    };
+    let (
+        Some(laboratory),
+        Some(rules),
+        Some(store),
+        Some(log),
+        Some(ingest),
+        Some(lims),
+        Some(admin),
+        Some(analyzers),
+    ) = (
+        laboratory, rules, store, log, ingest, lims, admin, analyzers,
+    )
     else {
         return Err(fail(problems));
     };
@@ -178,6 +321,10 @@ pub fn load_with_env(
         rules,
         store,
         log,
+        ingest,
+        lims,
+        admin,
+        analyzers,
     };
     if !problems.is_empty() {
         return Err(fail(problems));
@@ -202,9 +349,28 @@ pub fn load_with_env(
             path: resolve(&raw.store.path),
         },
         log: raw.log,
+        ingest: raw.ingest,
+        lims: Lims {
+            spool_dir: resolve(&raw.lims.spool_dir),
+            ..raw.lims
+        },
+        admin: raw.admin,
+        analyzers: raw
+            .analyzers
+            .into_iter()
+            .map(|mut a| {
+                if let Some(t) = &mut a.tls {
+                    t.cert = resolve(&t.cert);
+                    t.key = resolve(&t.key);
+                    t.client_ca = t.client_ca.as_deref().map(resolve);
+                }
+                a
+            })
+            .collect(),
     };
     validate(&cfg, &mut problems);
     let profiles = load_profiles(&cfg.rules.profiles_dir, &mut problems);
+    validate_analyzers(&cfg, &profiles, &mut problems);
     if !profiles.is_empty() && profiles.get(&cfg.rules.default_profile).is_none() {
         problems.push(problem(
             "rules.default_profile",
@@ -365,6 +531,88 @@ fn validate(cfg: &Config, problems: &mut Vec<Problem>) {
     }
 }
 
+fn validate_analyzers(cfg: &Config, profiles: &ProfileSet, problems: &mut Vec<Problem>) {
+    let i = &cfg.ingest;
+    if i.max_frame_bytes < 1024 {
+        problems.push(problem("ingest.max_frame_bytes", "must be at least 1024"));
+    }
+    if i.read_timeout_secs == 0 {
+        problems.push(problem("ingest.read_timeout_secs", "must be at least 1"));
+    }
+    if i.handshake_timeout_secs == 0 {
+        problems.push(problem(
+            "ingest.handshake_timeout_secs",
+            "must be at least 1",
+        ));
+    }
+    if i.max_connections == 0 {
+        problems.push(problem("ingest.max_connections", "must be at least 1"));
+    }
+    if i.commit_max_batch == 0 {
+        problems.push(problem("ingest.commit_max_batch", "must be at least 1"));
+    }
+    if cfg.lims.poll_interval_ms == 0 {
+        problems.push(problem("lims.poll_interval_ms", "must be at least 1"));
+    }
+    if cfg.lims.max_document_bytes < 1024 {
+        problems.push(problem("lims.max_document_bytes", "must be at least 1024"));
+    }
+    if let Err(errs) = crate::admin::auth::Users::from_config(&cfg.admin.users) {
+        for (k, p) in errs {
+            problems.push(problem(k, p));
+        }
+    }
+    let mut names = std::collections::BTreeSet::new();
+    let mut addrs = std::collections::BTreeSet::new();
+    for (n, a) in cfg.analyzers.iter().enumerate() {
+        let at = format!("analyzer[{n}]");
+        let ok_name = !a.name.is_empty()
+            && a.name.len() <= 32
+            && a.name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !ok_name {
+            problems.push(problem(
+                format!("{at}.name"),
+                "1-32 letters, digits, `-` or `_`",
+            ));
+        }
+        if !names.insert(a.name.clone()) {
+            problems.push(problem(
+                format!("{at}.name"),
+                format!("analyzer `{}` appears twice", a.name),
+            ));
+        }
+        if a.listen.port() != 0 && !addrs.insert(a.listen) {
+            problems.push(problem(
+                format!("{at}.listen"),
+                "another analyzer listens there",
+            ));
+        }
+        if let Some(t) = &a.tls {
+            for p in crate::tls::check(t) {
+                problems.push(problem(format!("{at}.tls"), p));
+            }
+        }
+        // Every mapped target must exist in some loaded profile (the panel guard checks each
+        // result against its own specimen's profile at ingest).
+        let mut common: Option<Vec<(String, String)>> = None;
+        for name in profiles.names() {
+            let Some(profile) = profiles.get(name) else {
+                continue;
+            };
+            let found = a.mapping.validate(profile);
+            common = Some(match common {
+                None => found,
+                Some(prev) => prev.into_iter().filter(|p| found.contains(p)).collect(),
+            });
+        }
+        for (k, p) in common.unwrap_or_default() {
+            problems.push(problem(format!("{at}.mapping.{k}"), p));
+        }
+    }
+}
+
 /// Loads every `*.toml` in `dir` as a rule profile named after its file.
 pub fn load_profiles(dir: &Path, problems: &mut Vec<Problem>) -> ProfileSet {
     let mut set = ProfileSet::new();
@@ -446,6 +694,10 @@ path = "store"
 [log]
 level = "info"
 format = "text"
+[lims]
+spool_dir = "spool"
+[admin]
+listen = "127.0.0.1:0"
 "#;
 
     #[test]

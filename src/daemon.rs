@@ -1,10 +1,32 @@
-//! The wiring: the one module that knows every stage. It loads the configuration, starts the
-//! stages, reports readiness and shuts down on SIGTERM/SIGINT.
+//! The wiring: the one module that knows every stage. It loads the configuration, opens the
+//! store, starts the group committer, the analyzer listeners, the LIMS spool and the admin API,
+//! reports readiness (systemd notify, `/readyz`, a runtime file), feeds the watchdog, reloads
+//! what can change safely on SIGHUP, and shuts down cleanly on SIGTERM/SIGINT: stop accepting,
+//! settle what is in flight, flush, exit 0.
 
-use crate::config::{self, LogFormat};
-use std::path::Path;
+use crate::admin::{self, AdminState, Api, auth::Users};
+use crate::clock::{Clock, SystemClock};
+use crate::config::{self, Config, LogFormat};
+use crate::ingest::{
+    Custody,
+    analyzer::AnalyzerHandler,
+    listener::{self, ListenerSettings},
+    spool::{self, SpoolSettings},
+};
+use crate::lims::spool::Spool;
+use crate::rules::ProfileSet;
+use crate::specimen::{SpecimenRecord, State};
+use crate::store::{GroupCommitter, GroupConfig, Keyspace, Store};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use tracing::{error, info};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
 
 /// Sets up logging once. Log lines never carry donor data: only components and ids.
 pub fn init_logging(level: &str, format: LogFormat) {
@@ -19,6 +41,21 @@ pub fn init_logging(level: &str, format: LogFormat) {
     };
 }
 
+/// Where a running daemon says what it bound (tests and the CLI read it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuntimeInfo {
+    pub pid: u32,
+    pub admin: SocketAddr,
+    pub analyzers: BTreeMap<String, SocketAddr>,
+}
+
+/// The runtime file of a store: `<store path>.runtime.json`, beside the store directory.
+pub fn runtime_file(store_path: &Path) -> PathBuf {
+    let mut p = store_path.as_os_str().to_owned();
+    p.push(".runtime.json");
+    PathBuf::from(p)
+}
+
 /// `custodian run`.
 pub fn main(config_path: &Path) -> ExitCode {
     let (cfg, profiles) = match config::load(config_path) {
@@ -29,6 +66,15 @@ pub fn main(config_path: &Path) -> ExitCode {
         }
     };
     init_logging(&cfg.log.level, cfg.log.format);
+    crate::tls::install_provider();
+    let prometheus = match metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()
+    {
+        Ok(h) => Some(h),
+        Err(e) => {
+            warn!(component = "daemon", error = %e, "metrics recorder not installed");
+            None
+        }
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -39,31 +85,306 @@ pub fn main(config_path: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    rt.block_on(async move {
-        info!(
-            component = "daemon",
-            profiles = profiles.len(),
-            default_profile = %cfg.rules.default_profile,
-            "configuration and rule profiles loaded; ready"
-        );
-        shutdown_signal().await;
-        info!(component = "daemon", "shutdown requested; stopping");
-    });
-    ExitCode::SUCCESS
+    match rt.block_on(run(cfg, profiles, prometheus, config_path.to_path_buf())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!(component = "daemon", error = %e, "custodian stopped");
+            eprintln!("custodian: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
-/// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
+/// What SIGHUP may change while running.
+struct Reloadable {
+    users: Arc<std::sync::RwLock<Arc<Users>>>,
+    analyzers: BTreeMap<String, Arc<AnalyzerHandler>>,
+}
+
+async fn run(
+    cfg: Config,
+    profiles: ProfileSet,
+    prometheus: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    config_path: PathBuf,
+) -> Result<(), String> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    if let Some(parent) = cfg.store.path.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| format!("store.path: cannot create {}: {e}", parent.display()))?;
+    }
+    let store = Store::open(&cfg.store.path).map_err(|e| format!("store.path: {e}"))?;
+    let committer = GroupCommitter::start(
+        store.clone(),
+        GroupConfig {
+            max_batch: cfg.ingest.commit_max_batch,
+            max_wait: Duration::from_micros(cfg.ingest.commit_max_wait_us),
+            ..GroupConfig::default()
+        },
+    )
+    .map_err(|e| format!("store: {e}"))?;
+    let profiles = Arc::new(profiles);
+    let custody = Custody::new(
+        committer.clone(),
+        profiles.clone(),
+        &cfg.rules.default_profile,
+        clock.clone(),
+    );
+
+    if let Some(parent) = cfg.lims.spool_dir.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| format!("lims.spool_dir: {e}"))?;
+    }
+    let spool =
+        Arc::new(Spool::open(&cfg.lims.spool_dir).map_err(|e| format!("lims.spool_dir: {e}"))?);
+
+    let shutdown = CancellationToken::new();
+    let ready = Arc::new(AtomicBool::new(false));
+    let users = Users::from_config(&cfg.admin.users).map_err(|e| format!("admin.user: {e:?}"))?;
+    let users = Arc::new(std::sync::RwLock::new(Arc::new(users)));
+
+    // Bind everything before saying ready.
+    let admin_listener = tokio::net::TcpListener::bind(cfg.admin.listen)
+        .await
+        .map_err(|e| format!("admin.listen {}: {e}", cfg.admin.listen))?;
+    let admin_addr = admin_listener.local_addr().map_err(|e| e.to_string())?;
+    let mut runtime = RuntimeInfo {
+        pid: std::process::id(),
+        admin: admin_addr,
+        analyzers: BTreeMap::new(),
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut handlers = BTreeMap::new();
+    for (i, a) in cfg.analyzers.iter().enumerate() {
+        let tls = match &a.tls {
+            Some(t) => {
+                Some(crate::tls::server_config(t).map_err(|e| format!("analyzer[{i}].tls: {e}"))?)
+            }
+            None => None,
+        };
+        let listener = tokio::net::TcpListener::bind(a.listen)
+            .await
+            .map_err(|e| format!("analyzer[{i}].listen {}: {e}", a.listen))?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        runtime.analyzers.insert(a.name.clone(), addr);
+        let handler = Arc::new(AnalyzerHandler::new(
+            &a.name,
+            a.mapping.clone(),
+            custody.clone(),
+        ));
+        handlers.insert(a.name.clone(), handler.clone());
+        let settings = ListenerSettings {
+            analyzer: Arc::from(a.name.as_str()),
+            max_frame_bytes: cfg.ingest.max_frame_bytes,
+            read_timeout: Duration::from_secs(cfg.ingest.read_timeout_secs),
+            max_connections: cfg.ingest.max_connections,
+            handshake_timeout: Duration::from_secs(cfg.ingest.handshake_timeout_secs),
+            tls,
+        };
+        let token = shutdown.clone();
+        tasks.spawn(async move { listener::serve(listener, settings, handler, token).await });
+        info!(component = "daemon", analyzer = %a.name, listen = %addr, tls = a.tls.is_some(), "analyzer listener bound");
+    }
+
+    let api: Arc<dyn Api> = Arc::new(StoreApi {
+        store: store.clone(),
+    });
+    let admin_state = AdminState {
+        users: users.clone(),
+        ready: ready.clone(),
+        prometheus,
+        api: Some(api),
+    };
+    {
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            if let Err(e) = admin::serve(admin_listener, admin_state, async move {
+                token.cancelled().await
+            })
+            .await
+            {
+                error!(component = "admin", error = %e, "admin API stopped");
+            }
+        });
+    }
+    {
+        let token = shutdown.clone();
+        let settings = SpoolSettings {
+            poll_interval: Duration::from_millis(cfg.lims.poll_interval_ms),
+            max_document_bytes: cfg.lims.max_document_bytes,
+        };
+        let custody = custody.clone();
+        tasks.spawn(async move { spool::run(spool, custody, settings, token).await });
+    }
+
+    write_runtime(&cfg.store.path, &runtime)?;
+    ready.store(true, Ordering::SeqCst);
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    info!(
+        component = "daemon",
+        admin = %admin_addr,
+        analyzers = runtime.analyzers.len(),
+        profiles = profiles.len(),
+        default_profile = %cfg.rules.default_profile,
+        "ready"
+    );
+
+    let reloadable = Reloadable {
+        users,
+        analyzers: handlers,
+    };
+    let watchdog_interval = sd_notify::watchdog_enabled();
+    let watchdog = watchdog_interval.is_some();
+    let tick = watchdog_interval
+        .map(|d| (d / 2).max(Duration::from_millis(100)))
+        .unwrap_or(Duration::from_secs(5));
+    signals_loop(&config_path, &reloadable, watchdog, tick, &committer).await;
+
+    info!(
+        component = "daemon",
+        "shutdown requested: no new connections; settling what is in flight"
+    );
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    ready.store(false, Ordering::SeqCst);
+    shutdown.cancel();
+    let drain = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(Duration::from_secs(20), drain)
+        .await
+        .is_err()
+    {
+        warn!(component = "daemon", "some tasks did not finish in 20 s");
+    }
+    committer.shutdown().await;
+    let _ = std::fs::remove_file(runtime_file(&cfg.store.path));
+    info!(component = "daemon", "stopped cleanly");
+    Ok(())
+}
+
+fn write_runtime(store_path: &Path, info: &RuntimeInfo) -> Result<(), String> {
+    let path = runtime_file(store_path);
+    let tmp = path.with_extension("tmp");
+    let text = serde_json::to_string_pretty(info).map_err(|e| e.to_string())?;
+    std::fs::write(&tmp, text).map_err(|e| format!("runtime file: {e}"))?;
+    std::fs::rename(&tmp, &path).map_err(|e| format!("runtime file: {e}"))?;
+    Ok(())
+}
+
+/// Waits for SIGTERM/SIGINT, answering SIGHUP with a reload and feeding the watchdog from the
+/// main loop (so a hung loop is noticed by systemd).
+async fn signals_loop(
+    config_path: &Path,
+    reloadable: &Reloadable,
+    watchdog: bool,
+    tick: Duration,
+    committer: &GroupCommitter,
+) {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        error!(component = "daemon", "cannot install signal handlers");
+        return;
+    };
+    let mut ticker = tokio::time::interval(tick);
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = int.recv() => return,
+            _ = hup.recv() => reload(config_path, reloadable),
+            _ = ticker.tick() => {
+                // Alive only if the store still answers: a hung writer must not be hidden.
+                let healthy = committer.store().durability_lost().is_none();
+                if watchdog && healthy {
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                }
+                if !healthy {
+                    warn!(component = "daemon", "store reports lost durability; watchdog not fed");
+                }
+            }
+        }
+    }
+}
+
+/// SIGHUP: re-reads the configuration; a valid one replaces the users and the analyzer
+/// mappings (listeners, store and profiles need a restart); an invalid one is refused and the
+/// running configuration kept.
+fn reload(config_path: &Path, r: &Reloadable) {
+    let (cfg, _) = match config::load(config_path) {
+        Ok(x) => x,
+        Err(e) => {
+            metrics::counter!("custodian_config_reloads_total", "outcome" => "refused")
+                .increment(1);
+            warn!(
+                component = "daemon",
+                problems = e.problems.len(),
+                "reload refused; keeping the running configuration: {}",
+                e.to_string().replace('\n', " ")
+            );
             return;
         }
     };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+    let users = match Users::from_config(&cfg.admin.users) {
+        Ok(u) => u,
+        Err(_) => {
+            warn!(component = "daemon", "reload refused: admin users");
+            return;
+        }
+    };
+    for a in &cfg.analyzers {
+        if let Some(h) = r.analyzers.get(&a.name) {
+            h.replace_mapping(a.mapping.clone());
+        } else {
+            warn!(component = "daemon", analyzer = %a.name, "new analyzer in the configuration: needs a restart to listen");
+        }
     }
+    if let Ok(mut u) = r.users.write() {
+        *u = Arc::new(users);
+    }
+    metrics::counter!("custodian_config_reloads_total", "outcome" => "applied").increment(1);
+    info!(
+        component = "daemon",
+        "configuration reloaded (users, analyzer mappings)"
+    );
+}
+
+/// The admin API's read access to the store.
+struct StoreApi {
+    store: Store,
+}
+
+impl Api for StoreApi {
+    fn specimen(&self, id: &str) -> Result<Option<serde_json::Value>, String> {
+        let rec: Option<SpecimenRecord> = self
+            .store
+            .get(Keyspace::Specimens, id.as_bytes())
+            .map_err(|e| e.to_string())?;
+        Ok(rec.map(|r| specimen_json(&r)))
+    }
+
+    fn specimens_in_state(&self, state: &str) -> Result<Vec<String>, String> {
+        let s = State::from_key(state).ok_or_else(|| {
+            format!(
+                "unknown state `{state}` (one of: {})",
+                State::ALL.map(|s| s.key()).join(", ")
+            )
+        })?;
+        self.store.ids_in_state(s.key()).map_err(|e| e.to_string())
+    }
+
+    fn verify_audit(&self) -> Result<serde_json::Value, String> {
+        audit_json(&self.store)
+    }
+}
+
+/// A specimen record as operators see it.
+pub fn specimen_json(r: &SpecimenRecord) -> serde_json::Value {
+    serde_json::to_value(r).unwrap_or(serde_json::Value::Null)
+}
+
+/// The audit chain check as JSON: `{"ok":true,"entries":N}` or the first broken link.
+pub fn audit_json(store: &Store) -> Result<serde_json::Value, String> {
+    Ok(match store.verify_audit() {
+        Ok(r) => serde_json::json!({"ok": true, "entries": r.entries}),
+        Err(b) => serde_json::json!({"ok": false, "broken_at": b.seq, "reason": b.reason}),
+    })
 }

@@ -17,6 +17,7 @@ pub mod config;
 pub mod daemon;
 pub mod evaluate;
 pub mod hl7;
+pub mod ingest;
 pub mod lims;
 pub mod mllp;
 pub mod rules;

@@ -360,12 +360,7 @@ impl SpecimenRecord {
         let open = rules::accessioning::open_flaws(&s.accession);
         if !open.is_empty() {
             let corrected = |flaw: &rules::accessioning::Flaw| {
-                let key = match flaw {
-                    rules::accessioning::Flaw::CollectorCertification => "collector_certification",
-                    rules::accessioning::Flaw::Temperature => "temperature",
-                    rules::accessioning::Flaw::Form => "form",
-                };
-                self.corrections.iter().any(|c| c.flaw == key)
+                self.corrections.iter().any(|c| c.flaw == flaw.key())
             };
             s.accession.correction = if open.iter().all(corrected) {
                 Correction::Corrected

@@ -18,7 +18,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// Shared by every admin handler.
 #[derive(Clone)]
 pub struct AdminState {
-    pub users: Arc<Users>,
+    /// Replaced as a whole on reload.
+    pub users: Arc<std::sync::RwLock<Arc<Users>>>,
     pub ready: Arc<AtomicBool>,
     pub prometheus: Option<PrometheusHandle>,
     pub api: Option<Arc<dyn Api>>,
@@ -30,6 +31,8 @@ pub trait Api: Send + Sync {
     fn specimen(&self, id: &str) -> Result<Option<serde_json::Value>, String>;
     /// Specimen IDs in a state.
     fn specimens_in_state(&self, state: &str) -> Result<Vec<String>, String>;
+    /// Walks the audit hash chain: `{"ok":true,"entries":N}` or the first broken link.
+    fn verify_audit(&self) -> Result<serde_json::Value, String>;
 }
 
 /// An authenticated caller with the permission the route asked for.
@@ -68,7 +71,12 @@ pub fn authorize(state: &AdminState, parts: &Parts, need: Permission) -> Result<
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
-    let Some(user) = token.and_then(|t| state.users.authenticate(t)) else {
+    let users = state
+        .users
+        .read()
+        .map(|u| u.clone())
+        .unwrap_or_else(|p| p.into_inner().clone());
+    let Some(user) = token.and_then(|t| users.authenticate(t)) else {
         metrics::counter!("custodian_admin_refusals_total", "reason" => "unauthenticated")
             .increment(1);
         tracing::warn!(component = "admin", path = %parts.uri.path(), "request without valid credentials refused");
@@ -151,6 +159,17 @@ async fn specimens(
     }
 }
 
+async fn audit_verify(State(s): State<AdminState>, Reader(user): Reader) -> Response {
+    let Some(api) = &s.api else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "store not open\n").into_response();
+    };
+    tracing::info!(component = "admin", user = %user.name, "audit chain verification");
+    match api.verify_audit() {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
 /// The admin routes.
 pub fn router(state: AdminState) -> Router {
     Router::new()
@@ -159,6 +178,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/metrics", get(metrics_text))
         .route("/api/specimens/{id}", get(specimen))
         .route("/api/specimens", get(specimens))
+        .route("/api/audit/verify", get(audit_verify))
         .with_state(state)
 }
 

@@ -62,6 +62,15 @@ pub enum Flaw {
 }
 
 impl Flaw {
+    /// The key used in records and LIMS documents.
+    pub fn key(self) -> &'static str {
+        match self {
+            Flaw::CollectorCertification => "collector_certification",
+            Flaw::Temperature => "temperature",
+            Flaw::Form => "form",
+        }
+    }
+
     fn describe(self) -> &'static str {
         match self {
             Flaw::CollectorCertification => {

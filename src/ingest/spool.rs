@@ -1,0 +1,271 @@
+//! The LIMS spool: claims each dropped file, parses it (pure parsers in [`crate::lims`]), hands
+//! it to custody, and only then moves it to `done/`. A file that cannot be used goes to
+//! `rejected/` with a `.reason` file naming the line and element. If the store cannot make it
+//! durable, the file stays claimed and is tried again; after a crash, files left in
+//! `processing/` are returned to `incoming/` and replayed (custody's dedupe by document hash
+//! makes the replay harmless).
+
+use super::{Applied, Custody, IngestError};
+use crate::lims::{self, LimsDocument, spool::Spool};
+use crate::specimen::{self, Bottle, Ccf, CorrectionEntry, Party, ResultEntry, ResultKind, Source};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// How the spool loop behaves.
+#[derive(Debug, Clone)]
+pub struct SpoolSettings {
+    pub poll_interval: Duration,
+    pub max_document_bytes: usize,
+}
+
+/// The outcome of one document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DocumentOutcome {
+    Stored,
+    Duplicate,
+    Rejected(String),
+}
+
+/// Runs until `shutdown`: recovers what a crash left in `processing/`, then polls `incoming/`.
+pub async fn run(
+    spool: Arc<Spool>,
+    custody: Custody,
+    settings: SpoolSettings,
+    shutdown: CancellationToken,
+) {
+    let s = spool.clone();
+    match tokio::task::spawn_blocking(move || s.recover()).await {
+        Ok(Ok(names)) if !names.is_empty() => {
+            info!(
+                component = "lims",
+                files = names.len(),
+                "returned files left in processing after a restart"
+            );
+        }
+        Ok(Err(e)) => {
+            warn!(component = "lims", error = %e, "could not recover the processing directory")
+        }
+        _ => {}
+    }
+    loop {
+        loop {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            let s = spool.clone();
+            let claim = match tokio::task::spawn_blocking(move || s.claim_next()).await {
+                Ok(Ok(Some(c))) => c,
+                Ok(Ok(None)) => break,
+                Ok(Err(e)) => {
+                    warn!(component = "lims", error = %e, "could not claim a spool file");
+                    break;
+                }
+                Err(_) => break,
+            };
+            process(&spool, &custody, &settings, claim, &shutdown).await;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(settings.poll_interval) => {}
+        }
+    }
+}
+
+async fn process(
+    spool: &Arc<Spool>,
+    custody: &Custody,
+    settings: &SpoolSettings,
+    claim: lims::spool::Claim,
+    shutdown: &CancellationToken,
+) {
+    let name = claim.name().to_string();
+    let s = spool.clone();
+    let max = settings.max_document_bytes;
+    let claim = Arc::new(claim);
+    let c2 = claim.clone();
+    let bytes = match tokio::task::spawn_blocking(move || s.read(&c2, max)).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => {
+            finish(spool, claim, Err(e.to_string()), &name).await;
+            return;
+        }
+        Err(_) => return,
+    };
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let outcome = apply(custody, &name, &bytes, max).await;
+        match outcome {
+            Ok(o) => {
+                let result = match o {
+                    DocumentOutcome::Stored | DocumentOutcome::Duplicate => Ok(()),
+                    DocumentOutcome::Rejected(r) => Err(r),
+                };
+                finish(spool, claim, result, &name).await;
+                return;
+            }
+            Err(why) => {
+                metrics::counter!("custodian_lims_documents_total", "outcome" => "not_durable")
+                    .increment(1);
+                warn!(component = "lims", document = %name, error = %why, "not stored durably; will retry");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+async fn finish(
+    spool: &Arc<Spool>,
+    claim: Arc<lims::spool::Claim>,
+    result: Result<(), String>,
+    name: &str,
+) {
+    let Ok(claim) = Arc::try_unwrap(claim) else {
+        return;
+    };
+    let s = spool.clone();
+    let outcome = match &result {
+        Ok(()) => "stored",
+        Err(_) => "rejected",
+    };
+    let moved = tokio::task::spawn_blocking(move || match result {
+        Ok(()) => s.commit(claim).map(|_| ()),
+        Err(reason) => s.reject(claim, &reason).map(|_| ()),
+    })
+    .await;
+    metrics::counter!("custodian_lims_documents_total", "outcome" => outcome).increment(1);
+    match moved {
+        Ok(Ok(())) => info!(component = "lims", document = %name, outcome, "LIMS document settled"),
+        Ok(Err(e)) => {
+            warn!(component = "lims", document = %name, error = %e, "could not move the settled document")
+        }
+        Err(_) => {}
+    }
+}
+
+/// Parses one document and applies it. `Err` only when the store could not make it durable.
+pub async fn apply(
+    custody: &Custody,
+    name: &str,
+    bytes: &[u8],
+    max_bytes: usize,
+) -> Result<DocumentOutcome, String> {
+    let doc = match lims::parse_document(bytes, max_bytes) {
+        Ok(d) => d,
+        Err(e) => return Ok(DocumentOutcome::Rejected(e.to_string())),
+    };
+    let now = custody.now_ms();
+    let result = match doc {
+        LimsDocument::Accession(a) => {
+            let id = a.specimen_id.as_str().to_string();
+            let acc = accession_record(&a, name, now);
+            custody.accession(name, bytes.to_vec(), &id, acc).await
+        }
+        LimsDocument::ConfirmationBatch(b) => {
+            let specimens = b
+                .specimens
+                .iter()
+                .map(|s| {
+                    let bottle = match s.bottle {
+                        lims::BottleLabel::A => Bottle::A,
+                        lims::BottleLabel::B => Bottle::B,
+                    };
+                    let results = s
+                        .results
+                        .iter()
+                        .map(|q| ResultEntry {
+                            kind: ResultKind::Confirmation,
+                            target: q.analyte.clone(),
+                            value: Some(q.value),
+                            unit: "ng/mL".into(),
+                            bottle,
+                            source: Source::Lims {
+                                document: name.to_string(),
+                            },
+                            received_at_ms: now,
+                        })
+                        .collect();
+                    (s.specimen_id.as_str().to_string(), results)
+                })
+                .collect();
+            custody.batch(name, bytes.to_vec(), specimens).await
+        }
+        LimsDocument::Correction(c) => {
+            let (secs, _) = c.received_at.unix();
+            let entry = CorrectionEntry {
+                flaw: c.flaw.key().to_string(),
+                document: c.document_ref.clone(),
+                recorded_by: c.recorded_by.clone(),
+                received_at_ms: (secs.max(0) as u64) * 1000,
+            };
+            custody
+                .correction(name, bytes.to_vec(), c.specimen_id.as_str(), entry)
+                .await
+        }
+    };
+    match result {
+        Ok(Applied::Stored(_)) => Ok(DocumentOutcome::Stored),
+        Ok(Applied::Duplicate) => Ok(DocumentOutcome::Duplicate),
+        Err(IngestError::Refused(e)) => Ok(DocumentOutcome::Rejected(e.to_string())),
+        Err(IngestError::UnknownSpecimen) => Ok(DocumentOutcome::Rejected(
+            "no accession is stored for the specimen this document names".into(),
+        )),
+        Err(IngestError::NotDurable(e)) => Err(e),
+    }
+}
+
+/// The CCF data and findings of an accession document.
+pub fn accession_record(
+    a: &lims::AccessionDoc,
+    document: &str,
+    now_ms: u64,
+) -> specimen::Accession {
+    let mut storage = BTreeMap::new();
+    if let Some(l) = &a.bottle_a.freezer_location {
+        storage.insert("A".to_string(), l.clone());
+    }
+    if let Some(l) = &a.bottle_b.freezer_location {
+        storage.insert("B".to_string(), l.clone());
+    }
+    specimen::Accession {
+        ccf: Ccf {
+            employer: Party {
+                name: a.employer.name.clone(),
+                id: Some(a.employer.id.clone()),
+                ..Party::default()
+            },
+            mro: Party {
+                name: a.mro.name.clone(),
+                id: Some(a.mro.directory_id.clone()),
+                address: Some(a.mro.address.clone()),
+                phone: None,
+            },
+            donor_id: a.donor.as_ref().map(|d| match d {
+                lims::DonorId::Ssn(s) => s.expose().to_string(),
+                lims::DonorId::EmployeeId(e) => e.expose().to_string(),
+            }),
+            reason_for_test: a.reason.map(|r| r.key().to_string()),
+            collector: Party {
+                name: a.collector.name.clone(),
+                phone: Some(a.collector.phone.clone()),
+                ..Party::default()
+            },
+            collected_on: a.collection_date.to_string(),
+            received_on: a.receipt_date.to_string(),
+            split_collected: a.split_collected,
+            observed: a.observed,
+            remarks: a.remarks.as_ref().map(|r| r.expose().to_string()),
+            storage,
+        },
+        findings: a.findings(),
+        profile: a.tests.profile.clone(),
+        document: document.to_string(),
+        received_at_ms: now_ms,
+    }
+}
