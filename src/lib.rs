@@ -20,6 +20,7 @@ pub mod hl7;
 pub mod ingest;
 pub mod lims;
 pub mod mllp;
+pub mod operator;
 pub mod rules;
 pub mod specimen;
 pub mod store;

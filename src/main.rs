@@ -2,7 +2,7 @@
 #![forbid(unsafe_code)]
 
 use clap::{Parser, Subcommand};
-use custodian::{config, daemon, evaluate::Evaluator};
+use custodian::{config, daemon, evaluate::Evaluator, operator};
 use std::io::{self, BufReader};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -48,6 +48,53 @@ enum Command {
         /// JSON Lines file of cases; `-` reads standard input.
         file: PathBuf,
     },
+    /// Look at stored specimens (through the admin API while the daemon runs, else the store).
+    Specimen {
+        #[command(subcommand)]
+        command: SpecimenCommand,
+        #[command(flatten)]
+        access: Access,
+    },
+    /// The audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+        #[command(flatten)]
+        access: Access,
+    },
+    /// Read a token on standard input and print the SHA-256 to put in `admin.user.token_sha256`.
+    HashToken,
+}
+
+#[derive(clap::Args)]
+struct Access {
+    /// Configuration file.
+    #[arg(long, short, global = true, default_value = config::DEFAULT_PATH, env = "CUSTODIAN_CONFIG")]
+    config: PathBuf,
+    /// File holding your admin API token (or set CUSTODIAN_TOKEN).
+    #[arg(long, global = true)]
+    token_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum SpecimenCommand {
+    /// Print everything stored for one specimen as JSON.
+    Show {
+        /// The specimen ID.
+        id: String,
+    },
+    /// List specimen IDs in a state (awaiting_accession, accessioned, screened, confirming,
+    /// held, ready_for_review).
+    List {
+        #[arg(long)]
+        state: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Walk the audit hash chain and report the first broken link (exit 1 if broken).
+    Verify,
 }
 
 fn main() -> ExitCode {
@@ -60,7 +107,57 @@ fn main() -> ExitCode {
             config,
             file,
         } => evaluate(&config, profile.as_deref(), &file),
+        Command::Specimen { command, access } => {
+            let path = match &command {
+                SpecimenCommand::Show { id } => format!("/api/specimens/{}", url_segment(id)),
+                SpecimenCommand::List { state } => {
+                    format!("/api/specimens?state={}", url_segment(state))
+                }
+            };
+            operator::query(
+                &access.config,
+                access.token_file.as_deref(),
+                &path,
+                |store| match &command {
+                    SpecimenCommand::Show { id } => operator::show_specimen(store, id),
+                    SpecimenCommand::List { state } => operator::list_specimens(store, state),
+                },
+            )
+        }
+        Command::Audit {
+            command: AuditCommand::Verify,
+            access,
+        } => operator::query(
+            &access.config,
+            access.token_file.as_deref(),
+            "/api/audit/verify",
+            operator::verify_audit,
+        ),
+        Command::HashToken => {
+            let mut token = String::new();
+            if io::stdin().read_line(&mut token).is_err() || token.trim().is_empty() {
+                eprintln!("custodian hash-token: give the token on standard input");
+                return ExitCode::from(2);
+            }
+            println!(
+                "{}",
+                custodian::admin::auth::hash_token(token.trim_end_matches(['\n', '\r']))
+            );
+            ExitCode::SUCCESS
+        }
     }
+}
+
+fn url_segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 fn check_config(path: &std::path::Path) -> ExitCode {

@@ -4,6 +4,7 @@
 //! logged without the token.
 
 pub mod auth;
+pub mod client;
 
 use auth::{Permission, User, Users};
 use axum::Router;

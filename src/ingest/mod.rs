@@ -312,13 +312,13 @@ impl Custody {
     }
 }
 
-/// A LIMS document is known by its name and the hash of its bytes: the same file dropped twice
-/// is a duplicate; a changed file under the same name is new input.
-pub fn document_key(name: &str, raw: &[u8]) -> String {
+/// A LIMS document is known by the hash of its bytes: the same document dropped again (under
+/// any name, or replayed after a crash) is a duplicate; a changed document is new input.
+pub fn document_key(_name: &str, raw: &[u8]) -> String {
     use sha2::Digest;
     let d = sha2::Sha256::digest(raw);
-    let hex: String = d.iter().take(16).map(|b| format!("{b:02x}")).collect();
-    format!("{name}#{hex}")
+    let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
 }
 
 fn quarantine_key(now: u64, r: &QuarantineRecord) -> Vec<u8> {
