@@ -254,7 +254,7 @@ pub fn decode_all(data: &[u8], max_frame: usize) -> (Vec<Bytes>, Option<MllpErro
 /// the decoder never yields a partial frame.
 #[doc(hidden)]
 pub fn fuzz_check(data: &[u8]) {
-    const MAX: usize = 64;
+    const MAX: usize = 256;
     let (frames, err) = decode_all(data, MAX);
     let mut wire = BytesMut::new();
     let mut codec = MllpCodec::new(MAX);

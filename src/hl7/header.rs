@@ -121,7 +121,7 @@ pub struct MessageHeader {
     pub accept_ack_type: String,
     /// MSH-16 as sent.
     pub application_ack_type: String,
-    /// MSH-18 as sent (empty means ASCII).
+    /// MSH-18 as sent (empty means ASCII; otherwise one of `ASCII`, `8859/1`, `UNICODE UTF-8`).
     pub charset_field: String,
     /// The character set MSH-18 names.
     pub charset: Charset,
@@ -148,7 +148,14 @@ impl MessageHeader {
             version: comp(12, 1),
             accept_ack_type: text(15),
             application_ack_type: text(16),
-            charset_field: text(18),
+            // The raw MSH-18 matched one of table 0211's names exactly (see `Charset::from_msh18`);
+            // reading it back through the delimiters could split it (e.g. `-` as subcomponent
+            // separator in `UNICODE UTF-8`), so the name is taken from the charset.
+            charset_field: if msh.field(18).is_some_and(|f| !f.is_empty()) {
+                charset.hl7_name().to_owned()
+            } else {
+                String::new()
+            },
             charset,
             ack_mode: AckMode::Original,
         };
