@@ -38,7 +38,10 @@ mod tx;
 #[cfg(test)]
 mod crash_tests;
 
-pub use audit::{AuditBreak, AuditEntry, AuditHead, AuditReceipt, AuditRecord, AuditReport};
+pub use audit::{
+    AuditBreak, AuditEntry, AuditHead, AuditReceipt, AuditRecord, AuditReport, GENESIS_HASH,
+    MAX_NAME_LEN, MAX_SUMMARY_LEN, canonical_bytes,
+};
 pub use durable::{DurableFlush, FaultInjector};
 pub use group::{CommitError, GroupCommitter, GroupConfig};
 pub use tx::{Abort, TransactError, Tx, TxError};
