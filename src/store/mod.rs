@@ -4,10 +4,10 @@
 //! One sled database in a directory of mode 0700, split into named [`Keyspace`]s: inbound
 //! messages verbatim (`raw`), specimen records, the hash-chained audit log, the dedupe index,
 //! the state and due-time indexes, refused messages (`quarantine`) and store metadata (`meta`).
-//! Every value starts with an encoding-version byte (see [`codec`](self) notes on
-//! [`StoreError::UnknownVersion`]); the encoding can therefore evolve, and a value this build
-//! does not know is refused with an error that names the keyspace and a key position, never
-//! the content.
+//! Every value starts with an encoding-version byte (0x01: JSON v1, 0x02: verbatim bytes v1);
+//! the encoding can therefore evolve, and a value this build does not know is refused with
+//! [`StoreError::UnknownVersion`], which names the keyspace and a key position ([`KeyRef`]),
+//! never the content.
 //!
 //! # Durability
 //! sled 0.34 only reaches the page cache on `insert`, and its `flush` uses `sync_file_range` on
@@ -38,7 +38,10 @@ mod tx;
 #[cfg(test)]
 mod crash_tests;
 
-pub use audit::{AuditBreak, AuditEntry, AuditHead, AuditReceipt, AuditRecord, AuditReport};
+pub use audit::{
+    AuditBreak, AuditEntry, AuditHead, AuditReceipt, AuditRecord, AuditReport, GENESIS_HASH,
+    MAX_NAME_LEN, MAX_SUMMARY_LEN, canonical_bytes,
+};
 pub use durable::{DurableFlush, FaultInjector};
 pub use group::{CommitError, GroupCommitter, GroupConfig};
 pub use tx::{Abort, TransactError, Tx, TxError};
