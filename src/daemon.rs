@@ -69,7 +69,10 @@ pub fn main(config_path: &Path) -> ExitCode {
     crate::tls::install_provider();
     let prometheus = match metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()
     {
-        Ok(h) => Some(h),
+        Ok(h) => {
+            crate::monitoring::describe();
+            Some(h)
+        }
         Err(e) => {
             warn!(component = "daemon", error = %e, "metrics recorder not installed");
             None
@@ -213,6 +216,15 @@ async fn run(
         };
         let custody = custody.clone();
         tasks.spawn(async move { spool::run(spool, custody, settings, token).await });
+    }
+
+    {
+        let token = shutdown.clone();
+        let store = store.clone();
+        let clock = clock.clone();
+        tasks.spawn(async move {
+            crate::monitoring::run(store, clock, Duration::from_secs(10), token).await
+        });
     }
 
     write_runtime(&cfg.store.path, &runtime)?;

@@ -20,6 +20,7 @@ pub mod hl7;
 pub mod ingest;
 pub mod lims;
 pub mod mllp;
+pub mod monitoring;
 pub mod operator;
 pub mod rules;
 pub mod specimen;
