@@ -28,6 +28,89 @@ pub struct Config {
     pub lims: Lims,
     pub admin: Admin,
     pub analyzers: Vec<Analyzer>,
+    pub mros: Vec<MroEntry>,
+    pub transmit: Transmit,
+}
+
+/// One MRO of the directory: the only kind of destination a report can have (40.97(b)).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MroEntry {
+    /// The MRO directory id written on CCFs (the LIMS sends it with the accession).
+    pub id: String,
+    pub name: String,
+    pub address: String,
+    /// `https://` endpoint of the MRO's system.
+    pub endpoint: String,
+    /// PEM CA that signs the MRO's server certificate (verification cannot be turned off).
+    pub ca: PathBuf,
+    /// The laboratory's client certificate and key presented to this MRO (key mode 0600).
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+/// Delivery tuning.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Transmit {
+    /// One POST may take this long, in seconds.
+    #[serde(default = "default_post_timeout")]
+    pub timeout_secs: u64,
+    /// First retry delay after a 5xx or network error, in milliseconds (doubles, with jitter).
+    #[serde(default = "default_backoff_initial")]
+    pub backoff_initial_ms: u64,
+    /// Longest retry delay, in seconds.
+    #[serde(default = "default_backoff_max")]
+    pub backoff_max_secs: u64,
+}
+
+fn default_post_timeout() -> u64 {
+    30
+}
+fn default_backoff_initial() -> u64 {
+    500
+}
+fn default_backoff_max() -> u64 {
+    300
+}
+
+impl Default for Transmit {
+    fn default() -> Self {
+        Transmit {
+            timeout_secs: default_post_timeout(),
+            backoff_initial_ms: default_backoff_initial(),
+            backoff_max_secs: default_backoff_max(),
+        }
+    }
+}
+
+/// Words that name a destination the law forbids for laboratory results (40.97(b)): the
+/// employer, its DER, or a service agent such as a C/TPA.
+const FORBIDDEN_DESTINATION_WORDS: [&str; 6] = [
+    "der",
+    "employer",
+    "tpa",
+    "ctpa",
+    "consortium",
+    "administrator",
+];
+
+/// Why a directory entry is not an MRO destination, if it is not.
+pub fn forbidden_destination(text: &str) -> Option<&'static str> {
+    let lower = text.to_lowercase();
+    let words: Vec<&str> = lower
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect();
+    for forbidden in FORBIDDEN_DESTINATION_WORDS {
+        if words.iter().any(|w| *w == forbidden) {
+            return Some(forbidden);
+        }
+    }
+    if lower.contains("c/tpa") || lower.contains("third party") || lower.contains("third-party") {
+        return Some("third-party administrator");
+    }
+    None
 }
 
 /// Tuning of the analyzer listeners and of the group commit.
@@ -170,7 +253,9 @@ pub struct Log {
 }
 
 /// The top-level sections, each deserialized on its own so one bad section hides no other.
-const SECTIONS: [&str; 8] = [
+const SECTIONS: [&str; 10] = [
+    "mro",
+    "transmit",
     "laboratory",
     "rules",
     "store",
@@ -190,6 +275,8 @@ struct RawConfig {
     lims: Lims,
     admin: Admin,
     analyzers: Vec<Analyzer>,
+    mros: Vec<MroEntry>,
+    transmit: Transmit,
 }
 
 /// One problem with the configuration: the key and what is wrong with it.
@@ -301,6 +388,19 @@ pub fn load_with_env(
     } else {
         Some(Vec::new())
     };
+    let mros = if top.contains_key("mro") {
+        section::<Vec<MroEntry>>(&top, "mro", env, &mut problems)
+    } else {
+        Some(Vec::new())
+    };
+    let transmit = if top.contains_key("transmit") {
+        section::<Transmit>(&top, "transmit", env, &mut problems)
+    } else {
+        Some(Transmit::default())
+    };
+    let (Some(mros), Some(transmit)) = (mros, transmit) else {
+        return Err(fail(problems));
+    };
     let (
         Some(laboratory),
         Some(rules),
@@ -325,6 +425,8 @@ pub fn load_with_env(
         lims,
         admin,
         analyzers,
+        mros,
+        transmit,
     };
     if !problems.is_empty() {
         return Err(fail(problems));
@@ -367,8 +469,20 @@ pub fn load_with_env(
                 a
             })
             .collect(),
+        mros: raw
+            .mros
+            .into_iter()
+            .map(|mut m| {
+                m.ca = resolve(&m.ca);
+                m.client_cert = resolve(&m.client_cert);
+                m.client_key = resolve(&m.client_key);
+                m
+            })
+            .collect(),
+        transmit: raw.transmit,
     };
     validate(&cfg, &mut problems);
+    validate_mros(&cfg, &mut problems);
     let profiles = load_profiles(&cfg.rules.profiles_dir, &mut problems);
     validate_analyzers(&cfg, &profiles, &mut problems);
     if !profiles.is_empty() && profiles.get(&cfg.rules.default_profile).is_none() {
@@ -528,6 +642,52 @@ fn validate(cfg: &Config, problems: &mut Vec<Problem>) {
     }
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&cfg.log.level) {
         problems.push(problem("log.level", format!("not a log filter: {e}")));
+    }
+}
+
+fn validate_mros(cfg: &Config, problems: &mut Vec<Problem>) {
+    let mut ids = std::collections::BTreeSet::new();
+    for (i, m) in cfg.mros.iter().enumerate() {
+        let at = format!("mro[{i}]");
+        if m.id.trim().is_empty() {
+            problems.push(problem(format!("{at}.id"), "must not be empty"));
+        }
+        if !ids.insert(m.id.clone()) {
+            problems.push(problem(
+                format!("{at}.id"),
+                format!("MRO `{}` appears twice", m.id),
+            ));
+        }
+        for (key, text) in [("id", &m.id), ("name", &m.name), ("endpoint", &m.endpoint)] {
+            if let Some(word) = forbidden_destination(text) {
+                problems.push(problem(
+                    format!("{at}.{key}"),
+                    format!(
+                        "names a `{word}`: laboratory results go directly and only to the MRO, never to or through the employer, its DER or a C/TPA (40.97(b))"
+                    ),
+                ));
+            }
+        }
+        if let Err(e) = crate::transmit::client::parse_endpoint(&m.endpoint) {
+            problems.push(problem(format!("{at}.endpoint"), e));
+        }
+        for (key, path) in [("ca", &m.ca), ("client_cert", &m.client_cert)] {
+            if let Err(e) = crate::tls::load_certs(path) {
+                problems.push(problem(format!("{at}.{key}"), e.to_string()));
+            }
+        }
+        if let Err(e) = crate::tls::load_key(&m.client_key) {
+            problems.push(problem(format!("{at}.client_key"), e.to_string()));
+        }
+    }
+    if cfg.transmit.timeout_secs == 0 {
+        problems.push(problem("transmit.timeout_secs", "must be at least 1"));
+    }
+    if cfg.transmit.backoff_initial_ms == 0 {
+        problems.push(problem("transmit.backoff_initial_ms", "must be at least 1"));
+    }
+    if cfg.transmit.backoff_max_secs == 0 {
+        problems.push(problem("transmit.backoff_max_secs", "must be at least 1"));
     }
 }
 
@@ -797,6 +957,19 @@ listen = "127.0.0.1:0"
             e.problems[0].key, "profile part40-2023: class[0].initial_cutoff",
             "{e}"
         );
+    }
+
+    #[test]
+    fn destinations_other_than_an_mro_are_named() {
+        assert_eq!(forbidden_destination("Acme DER office"), Some("der"));
+        assert_eq!(forbidden_destination("employer-portal"), Some("employer"));
+        assert_eq!(forbidden_destination("Example C/TPA Services"), Some("tpa"));
+        assert_eq!(
+            forbidden_destination("https://tpa.example/reports"),
+            Some("tpa")
+        );
+        assert_eq!(forbidden_destination("Dr. Alexander Derwent, MD"), None);
+        assert_eq!(forbidden_destination("MRO-0042"), None);
     }
 
     #[test]

@@ -26,3 +26,4 @@ pub mod rules;
 pub mod specimen;
 pub mod store;
 pub mod tls;
+pub mod transmit;

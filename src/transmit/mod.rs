@@ -1,0 +1,4 @@
+//! Transmission of released reports: directly, and only, to the MRO named on the CCF
+//! (40.97(b)), protected in transit (40.97(c)), as soon as released (40.97(d)).
+
+pub mod client;
