@@ -386,6 +386,31 @@ impl Api for StoreApi {
     fn verify_audit(&self) -> Result<serde_json::Value, String> {
         audit_json(&self.store)
     }
+
+    fn summary(&self, employer: &str, from: &str, to: &str) -> Result<serde_json::Value, String> {
+        summary_json(&self.store, employer, from, to)
+    }
+}
+
+/// The 40.111 disclosure for an employer and period, from every stored record.
+pub fn summary_json(
+    store: &Store,
+    employer: &str,
+    from: &str,
+    to: &str,
+) -> Result<serde_json::Value, String> {
+    let from_d = crate::summary::parse_date(from).ok_or("from: not a YYYY-MM-DD date")?;
+    let to_d = crate::summary::parse_date(to).ok_or("to: not a YYYY-MM-DD date")?;
+    if to_d < from_d {
+        return Err("to is before from".into());
+    }
+    let mut records = Vec::new();
+    for item in store.iter::<SpecimenRecord>(Keyspace::Specimens) {
+        let (_, r) = item.map_err(|e| e.to_string())?;
+        records.push(r);
+    }
+    let d = crate::summary::summarize(&records, employer, from_d, to_d);
+    serde_json::to_value(d).map_err(|e| e.to_string())
 }
 
 /// A specimen record as operators see it.

@@ -25,5 +25,6 @@ pub mod operator;
 pub mod rules;
 pub mod specimen;
 pub mod store;
+pub mod summary;
 pub mod tls;
 pub mod transmit;

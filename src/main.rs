@@ -62,6 +62,21 @@ enum Command {
         #[command(flatten)]
         access: Access,
     },
+    /// The semi-annual statistical summary of 40.111 for one employer (exit 1 when withheld
+    /// because the employer has fewer than five results).
+    Summary {
+        /// The employer's ID as on the CCF.
+        #[arg(long)]
+        employer: String,
+        /// First day of the period (YYYY-MM-DD), e.g. 2026-01-01.
+        #[arg(long)]
+        from: String,
+        /// Last day of the period (YYYY-MM-DD), e.g. 2026-06-30.
+        #[arg(long)]
+        to: String,
+        #[command(flatten)]
+        access: Access,
+    },
     /// Read a token on standard input and print the SHA-256 to put in `admin.user.token_sha256`.
     HashToken,
 }
@@ -133,6 +148,25 @@ fn main() -> ExitCode {
             "/api/audit/verify",
             operator::verify_audit,
         ),
+        Command::Summary {
+            employer,
+            from,
+            to,
+            access,
+        } => {
+            let path = format!(
+                "/api/summary?employer={}&from={}&to={}",
+                url_segment(&employer),
+                url_segment(&from),
+                url_segment(&to)
+            );
+            operator::query(
+                &access.config,
+                access.token_file.as_deref(),
+                &path,
+                |store| operator::summary(store, &employer, &from, &to),
+            )
+        }
         Command::HashToken => {
             let mut token = String::new();
             if io::stdin().read_line(&mut token).is_err() || token.trim().is_empty() {

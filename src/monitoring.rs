@@ -178,6 +178,8 @@ pub struct Sample {
     pub store_bytes: u64,
     pub disk_free_bytes: Option<u64>,
     pub quarantined: usize,
+    /// Days until the next 40.111 summary is due (Jan 20 / Jul 20).
+    pub summary_due_days: i64,
 }
 
 /// Reads the store and the filesystem once.
@@ -205,6 +207,7 @@ pub fn sample(store: &Store, now_ms: u64) -> Sample {
     s.store_bytes = dir_size(store.dir());
     s.disk_free_bytes = fs2::available_space(store.dir()).ok();
     s.quarantined = store.count(Keyspace::Quarantine);
+    s.summary_due_days = crate::summary::next_due((now_ms / 86_400_000) as i64).0;
     s
 }
 
@@ -240,6 +243,7 @@ pub fn publish(s: &Sample) {
         metrics::gauge!("custodian_store_disk_free_bytes").set(free as f64);
     }
     metrics::gauge!("custodian_quarantine_records").set(s.quarantined as f64);
+    metrics::gauge!("custodian_summary_next_due_days").set(s.summary_due_days as f64);
 }
 
 /// Samples every `interval` until `shutdown`.

@@ -44,10 +44,14 @@ pub fn query(
             return match client::get(rt.admin, api_path, token.as_deref()) {
                 Ok(r) if r.status == 200 => {
                     println!("{}", r.body.trim_end());
-                    let failed = serde_json::from_str::<serde_json::Value>(&r.body)
-                        .ok()
+                    let v = serde_json::from_str::<serde_json::Value>(&r.body).ok();
+                    let failed = v
+                        .as_ref()
                         .and_then(|v| v.get("ok").and_then(|o| o.as_bool()))
-                        == Some(false);
+                        == Some(false)
+                        || v.as_ref()
+                            .and_then(|v| v.get("kind").and_then(|k| k.as_str()))
+                            == Some("not_enough_testing");
                     if failed {
                         ExitCode::from(1)
                     } else {
@@ -127,6 +131,12 @@ pub fn list_specimens(store: &Store, state: &str) -> Result<Answer, String> {
         json: serde_json::json!(ids),
         failed: false,
     })
+}
+
+pub fn summary(store: &Store, employer: &str, from: &str, to: &str) -> Result<Answer, String> {
+    let v = crate::daemon::summary_json(store, employer, from, to)?;
+    let failed = v.get("kind").and_then(|k| k.as_str()) == Some("not_enough_testing");
+    Ok(Answer { json: v, failed })
 }
 
 pub fn verify_audit(store: &Store) -> Result<Answer, String> {

@@ -172,6 +172,20 @@ pub struct Evaluation {
     pub verdict: Verdict,
 }
 
+/// A certifying scientist's release of the result: an electronic signature (who, when, what it
+/// means) bound to the exact report content by its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Release {
+    pub report_id: String,
+    pub released_at_ms: u64,
+    /// The certifying scientist's name (40.97(b)(1)(i)(K)).
+    pub scientist: String,
+    /// "reviewed and released".
+    pub meaning: String,
+    /// SHA-256 (hex) of the exact report payload approved.
+    pub content_sha256: String,
+}
+
 /// Everything custody holds for one specimen.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SpecimenRecord {
@@ -190,6 +204,9 @@ pub struct SpecimenRecord {
     pub mro_requested_quantitation: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evaluation: Option<Evaluation>,
+    /// Set when a certifying scientist released the result (40.97(b)(1)(ii)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<Release>,
     pub state: State,
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
@@ -222,6 +239,7 @@ impl SpecimenRecord {
             correction_expired: false,
             mro_requested_quantitation: false,
             evaluation: None,
+            release: None,
             state: State::AwaitingAccession,
             created_at_ms: now_ms,
             updated_at_ms: now_ms,

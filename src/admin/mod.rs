@@ -34,6 +34,8 @@ pub trait Api: Send + Sync {
     fn specimens_in_state(&self, state: &str) -> Result<Vec<String>, String>;
     /// Walks the audit hash chain: `{"ok":true,"entries":N}` or the first broken link.
     fn verify_audit(&self) -> Result<serde_json::Value, String>;
+    /// The 40.111 summary for an employer and period (ISO dates, inclusive).
+    fn summary(&self, employer: &str, from: &str, to: &str) -> Result<serde_json::Value, String>;
 }
 
 /// An authenticated caller with the permission the route asked for.
@@ -171,6 +173,28 @@ async fn audit_verify(State(s): State<AdminState>, Reader(user): Reader) -> Resp
     }
 }
 
+#[derive(serde::Deserialize)]
+struct SummaryQuery {
+    employer: String,
+    from: String,
+    to: String,
+}
+
+async fn summary(
+    State(s): State<AdminState>,
+    Reader(user): Reader,
+    axum::extract::Query(q): axum::extract::Query<SummaryQuery>,
+) -> Response {
+    let Some(api) = &s.api else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "store not open\n").into_response();
+    };
+    tracing::info!(component = "admin", user = %user.name, "statistical summary requested");
+    match api.summary(&q.employer, &q.from, &q.to) {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+    }
+}
+
 /// The admin routes.
 pub fn router(state: AdminState) -> Router {
     Router::new()
@@ -180,6 +204,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/specimens/{id}", get(specimen))
         .route("/api/specimens", get(specimens))
         .route("/api/audit/verify", get(audit_verify))
+        .route("/api/summary", get(summary))
         .with_state(state)
 }
 

@@ -140,13 +140,12 @@ pub fn open_flaws(a: &Accession) -> Vec<Flaw> {
     out
 }
 
-/// Applies 40.83 to what accessioning found.
-pub fn accession(profile: &Profile, a: &Accession) -> Accessioned {
+/// The fatal flaws of 40.83(c) present after any redesignation, as the MRO reads them.
+pub fn fatal_flaws(a: &Accession) -> Vec<&'static str> {
     let redesig = redesignations(a);
     // After a redesignation under (i), (iii) or (iv) the bottle tested as primary is the other,
     // sealed, sufficient bottle: the primary's own seal and volume no longer decide anything.
     let tested_bottle_replaced = redesig.iter().any(|r| *r != Redesignation::LabelsSwapped);
-
     let mut fatal = Vec::new();
     if !a.id_matches {
         fatal.push("specimen ID on the bottle does not match the CCF (40.83(c)(1))");
@@ -162,6 +161,13 @@ pub fn accession(profile: &Profile, a: &Accession) -> Accessioned {
     if !a.primary_sufficient && !tested_bottle_replaced {
         fatal.push("insufficient amount of urine in the primary bottle for analysis (40.83(c)(4))");
     }
+    fatal
+}
+
+/// Applies 40.83 to what accessioning found.
+pub fn accession(profile: &Profile, a: &Accession) -> Accessioned {
+    let redesig = redesignations(a);
+    let fatal = fatal_flaws(a);
     if !fatal.is_empty() {
         let remarks = fatal
             .into_iter()
