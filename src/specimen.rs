@@ -23,16 +23,19 @@ pub enum State {
     Confirming,
     Held,
     ReadyForReview,
+    /// A certifying scientist released it; the report is in the outbox or delivered.
+    Released,
 }
 
 impl State {
-    pub const ALL: [State; 6] = [
+    pub const ALL: [State; 7] = [
         State::AwaitingAccession,
         State::Accessioned,
         State::Screened,
         State::Confirming,
         State::Held,
         State::ReadyForReview,
+        State::Released,
     ];
     pub fn key(self) -> &'static str {
         match self {
@@ -42,6 +45,7 @@ impl State {
             State::Confirming => "confirming",
             State::Held => "held",
             State::ReadyForReview => "ready_for_review",
+            State::Released => "released",
         }
     }
     pub fn from_key(k: &str) -> Option<State> {
@@ -204,6 +208,9 @@ pub struct SpecimenRecord {
     pub mro_requested_quantitation: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evaluation: Option<Evaluation>,
+    /// Set when a certifying scientist sent the result back for retest (the reason).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retest_requested: Option<String>,
     /// Set when a certifying scientist released the result (40.97(b)(1)(ii)).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub release: Option<Release>,
@@ -227,6 +234,8 @@ pub enum ChangeError {
     },
     #[error("evaluation failed: {0}")]
     Evaluation(#[from] rules::CaseError),
+    #[error("the specimen's result was already released; a change needs a corrected report")]
+    AlreadyReleased,
 }
 
 impl SpecimenRecord {
@@ -239,6 +248,7 @@ impl SpecimenRecord {
             correction_expired: false,
             mro_requested_quantitation: false,
             evaluation: None,
+            retest_requested: None,
             release: None,
             state: State::AwaitingAccession,
             created_at_ms: now_ms,
@@ -290,9 +300,14 @@ impl SpecimenRecord {
         default_profile: &str,
         now_ms: u64,
     ) -> Result<(), ChangeError> {
+        if self.release.is_some() {
+            return Err(ChangeError::AlreadyReleased);
+        }
         for r in &results {
             self.check_panel(r, profiles, default_profile)?;
         }
+        // New results answer a send-back for retest.
+        self.retest_requested = None;
         self.results.extend(results);
         self.updated_at_ms = now_ms;
         self.reevaluate(profiles, default_profile)
@@ -333,6 +348,9 @@ impl SpecimenRecord {
         default_profile: &str,
         now_ms: u64,
     ) -> Result<(), ChangeError> {
+        if self.release.is_some() {
+            return Err(ChangeError::AlreadyReleased);
+        }
         self.corrections.push(c);
         self.updated_at_ms = now_ms;
         self.reevaluate(profiles, default_profile)
@@ -423,6 +441,9 @@ impl SpecimenRecord {
         }
         if v.hold.is_some() {
             return State::Held;
+        }
+        if self.retest_requested.is_some() {
+            return State::Screened;
         }
         if v.results == [rules::ResultCategory::Rejected] {
             return State::ReadyForReview;

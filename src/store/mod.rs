@@ -87,11 +87,15 @@ pub enum Keyspace {
     Quarantine,
     /// Store metadata: format version, audit chain head (written only by the store).
     Meta,
+    /// Released reports: report id → the signed report, its destination and delivery status.
+    Reports,
+    /// Reports waiting to be sent: MRO id, NUL, sequence (big-endian) → report id.
+    Outbox,
 }
 
 impl Keyspace {
     /// Every keyspace, in the order of their transaction views.
-    pub const ALL: [Keyspace; 8] = [
+    pub const ALL: [Keyspace; 10] = [
         Keyspace::Raw,
         Keyspace::Specimens,
         Keyspace::Audit,
@@ -100,6 +104,8 @@ impl Keyspace {
         Keyspace::Due,
         Keyspace::Quarantine,
         Keyspace::Meta,
+        Keyspace::Reports,
+        Keyspace::Outbox,
     ];
 
     /// The keyspace's name (also its sled tree name).
@@ -113,6 +119,8 @@ impl Keyspace {
             Keyspace::Due => "due",
             Keyspace::Quarantine => "quarantine",
             Keyspace::Meta => "meta",
+            Keyspace::Reports => "reports",
+            Keyspace::Outbox => "outbox",
         }
     }
 

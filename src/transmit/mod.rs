@@ -2,3 +2,5 @@
 //! (40.97(b)), protected in transit (40.97(c)), as soon as released (40.97(d)).
 
 pub mod client;
+pub mod outbox;
+pub mod sender;

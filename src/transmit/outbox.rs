@@ -1,0 +1,108 @@
+//! The durable outbox: released reports waiting for their MRO, in release order per MRO, and
+//! dead letters. Written in the same transaction as the release; emptied only when the MRO's
+//! system answered 2xx or 409 and that answer was stored.
+
+use serde::{Deserialize, Serialize};
+
+/// Where a report stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Delivery {
+    /// In the outbox.
+    Pending,
+    /// The MRO's system took it (2xx, or 409 "already have it"); the receipt is kept.
+    Delivered {
+        at_ms: u64,
+        http_status: u16,
+        receipt: String,
+    },
+    /// Refused permanently (4xx other than 409): waits for an operator.
+    DeadLetter {
+        at_ms: u64,
+        http_status: u16,
+        reason: String,
+    },
+}
+
+/// A released, signed report as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredReport {
+    pub report_id: String,
+    pub specimen_id: String,
+    /// The MRO directory id named on the CCF: the one and only destination.
+    pub mro_id: String,
+    /// The compact JWS sent as the body.
+    pub jws: String,
+    pub kid: String,
+    pub content_sha256: String,
+    pub released_at_ms: u64,
+    pub released_by: String,
+    pub delivery: Delivery,
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<String>,
+}
+
+const QUEUE: u8 = b'q';
+const DEAD: u8 = b'd';
+
+fn key(kind: u8, mro_id: &str, released_at_ms: u64, report_id: &str) -> Vec<u8> {
+    let mut k = vec![kind, 0];
+    k.extend_from_slice(mro_id.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&released_at_ms.to_be_bytes());
+    k.extend_from_slice(report_id.as_bytes());
+    k
+}
+
+/// Key of a queued report: sorts by MRO, then release time.
+pub fn queue_key(mro_id: &str, released_at_ms: u64, report_id: &str) -> Vec<u8> {
+    key(QUEUE, mro_id, released_at_ms, report_id)
+}
+
+/// Key of a dead letter.
+pub fn dead_key(mro_id: &str, released_at_ms: u64, report_id: &str) -> Vec<u8> {
+    key(DEAD, mro_id, released_at_ms, report_id)
+}
+
+/// Prefix of every queued report of an MRO.
+pub fn queue_prefix(mro_id: &str) -> Vec<u8> {
+    let mut k = vec![QUEUE, 0];
+    k.extend_from_slice(mro_id.as_bytes());
+    k.push(0);
+    k
+}
+
+/// Prefix of every dead letter of an MRO.
+pub fn dead_prefix(mro_id: &str) -> Vec<u8> {
+    let mut k = vec![DEAD, 0];
+    k.extend_from_slice(mro_id.as_bytes());
+    k.push(0);
+    k
+}
+
+/// The release time inside a queue or dead-letter key of `mro_id`.
+pub fn released_at(key: &[u8], mro_id: &str) -> Option<u64> {
+    let start = 2 + mro_id.len() + 1;
+    let b = key.get(start..start + 8)?;
+    Some(u64::from_be_bytes(b.try_into().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_sort_by_mro_then_time_and_never_mix() {
+        let a = queue_key("MRO-1", 5, "R-b");
+        let b = queue_key("MRO-1", 10, "R-a");
+        let c = queue_key("MRO-10", 1, "R-c");
+        assert!(a < b);
+        assert!(a.starts_with(&queue_prefix("MRO-1")));
+        assert!(!c.starts_with(&queue_prefix("MRO-1")), "MRO-1 prefix does not match MRO-10");
+        assert!(!dead_key("MRO-1", 5, "R-b").starts_with(&queue_prefix("MRO-1")));
+        assert_eq!(released_at(&b, "MRO-1"), Some(10));
+    }
+}
