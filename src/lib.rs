@@ -9,6 +9,7 @@
 //! - [`hl7`]: HL7 v2 parsing behind our own guard, and ACK building.
 //! - [`mllp`]: the MLLP frame codec.
 //! - [`lims`]: LIMS XML documents (accession, confirmation batch, correction).
+//! - [`report`]: the laboratory results report sent to the MRO (40.97(b)).
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -21,6 +22,7 @@ pub mod ingest;
 pub mod lims;
 pub mod mllp;
 pub mod operator;
+pub mod report;
 pub mod rules;
 pub mod specimen;
 pub mod store;
