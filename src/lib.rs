@@ -9,6 +9,8 @@
 //! - [`hl7`]: HL7 v2 parsing behind our own guard, and ACK building.
 //! - [`mllp`]: the MLLP frame codec.
 //! - [`lims`]: LIMS XML documents (accession, confirmation batch, correction).
+//! - [`report`]: the laboratory results report sent to the MRO (40.97(b)).
+//! - [`signing`]: Ed25519 JWS over reports, key generation and rotation, verification.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -22,6 +24,8 @@ pub mod lims;
 pub mod mllp;
 pub mod monitoring;
 pub mod operator;
+pub mod report;
+pub mod signing;
 pub mod rules;
 pub mod specimen;
 pub mod store;
