@@ -27,6 +27,7 @@ pub struct Config {
     pub ingest: Ingest,
     pub lims: Lims,
     pub admin: Admin,
+    pub signing: Signing,
     pub analyzers: Vec<Analyzer>,
 }
 
@@ -118,6 +119,15 @@ pub struct Admin {
     pub users: Vec<crate::admin::auth::UserConfig>,
 }
 
+/// The keys that sign reports (see [`crate::signing`]).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Signing {
+    /// Directory of private keys `<kid>.pk8` (mode 0600) and the `active` pointer; created
+    /// 0700 by `custodian keys generate`.
+    pub keys_dir: PathBuf,
+}
+
 /// One analyzer: its MLLP listener and how its messages map onto the rule profile.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -170,7 +180,7 @@ pub struct Log {
 }
 
 /// The top-level sections, each deserialized on its own so one bad section hides no other.
-const SECTIONS: [&str; 8] = [
+const SECTIONS: [&str; 9] = [
     "laboratory",
     "rules",
     "store",
@@ -178,6 +188,7 @@ const SECTIONS: [&str; 8] = [
     "ingest",
     "lims",
     "admin",
+    "signing",
     "analyzer",
 ];
 
@@ -189,6 +200,7 @@ struct RawConfig {
     ingest: Ingest,
     lims: Lims,
     admin: Admin,
+    signing: Signing,
     analyzers: Vec<Analyzer>,
 }
 
@@ -296,6 +308,7 @@ pub fn load_with_env(
     };
     let lims = section::<Lims>(&top, "lims", env, &mut problems);
     let admin = section::<Admin>(&top, "admin", env, &mut problems);
+    let signing = section::<Signing>(&top, "signing", env, &mut problems);
     let analyzers = if top.contains_key("analyzer") {
         section::<Vec<Analyzer>>(&top, "analyzer", env, &mut problems)
     } else {
@@ -309,9 +322,10 @@ pub fn load_with_env(
         Some(ingest),
         Some(lims),
         Some(admin),
+        Some(signing),
         Some(analyzers),
     ) = (
-        laboratory, rules, store, log, ingest, lims, admin, analyzers,
+        laboratory, rules, store, log, ingest, lims, admin, signing, analyzers,
     )
     else {
         return Err(fail(problems));
@@ -324,6 +338,7 @@ pub fn load_with_env(
         ingest,
         lims,
         admin,
+        signing,
         analyzers,
     };
     if !problems.is_empty() {
@@ -355,6 +370,9 @@ pub fn load_with_env(
             ..raw.lims
         },
         admin: raw.admin,
+        signing: Signing {
+            keys_dir: resolve(&raw.signing.keys_dir),
+        },
         analyzers: raw
             .analyzers
             .into_iter()
@@ -525,6 +543,18 @@ fn validate(cfg: &Config, problems: &mut Vec<Problem>) {
         problems.push(problem("store.path", "must name a directory"));
     } else if cfg.store.path.exists() && !cfg.store.path.is_dir() {
         problems.push(problem("store.path", "exists but is not a directory"));
+    }
+    let keys = &cfg.signing.keys_dir;
+    if keys.as_os_str().is_empty() {
+        problems.push(problem("signing.keys_dir", "must name a directory"));
+    } else if keys.exists() && !keys.is_dir() {
+        problems.push(problem("signing.keys_dir", "exists but is not a directory"));
+    } else {
+        // A private key others may read is refused here, so neither `check-config` nor `run`
+        // passes with one.
+        for e in crate::signing::KeyStore::new(keys).check_permissions() {
+            problems.push(problem("signing.keys_dir", e.to_string()));
+        }
     }
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&cfg.log.level) {
         problems.push(problem("log.level", format!("not a log filter: {e}")));
@@ -698,6 +728,8 @@ format = "text"
 spool_dir = "spool"
 [admin]
 listen = "127.0.0.1:0"
+[signing]
+keys_dir = "keys"
 "#;
 
     #[test]
@@ -797,6 +829,37 @@ listen = "127.0.0.1:0"
             e.problems[0].key, "profile part40-2023: class[0].initial_cutoff",
             "{e}"
         );
+    }
+
+    #[test]
+    fn signing_keys_dir_is_resolved_and_checked() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let p = write_config(d.path(), GOOD);
+        let (cfg, _) = load_with_env(&p, &[]).unwrap();
+        assert_eq!(cfg.signing.keys_dir, d.path().join("keys"));
+
+        let store = crate::signing::KeyStore::new(d.path().join("keys"));
+        let kid = store.generate().unwrap();
+        assert!(load_with_env(&p, &[]).is_ok());
+        let file = d.path().join("keys").join(format!("{kid}.pk8"));
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = load_with_env(&p, &[]).unwrap_err();
+        assert_eq!(e.problems.len(), 1, "{e}");
+        assert_eq!(e.problems[0].key, "signing.keys_dir");
+        assert!(
+            e.problems[0].problem.contains(&file.display().to_string()),
+            "{e}"
+        );
+
+        let body = GOOD.replace("[signing]\nkeys_dir = \"keys\"\n", "");
+        let p = write_config(d.path(), &body);
+        let e = load_with_env(&p, &[]).unwrap_err();
+        assert!(e.problems.iter().any(|p| p.key == "signing"), "{e}");
+        let body = GOOD.replace("keys_dir = \"keys\"", "keys_dir = \"keys\"\nkey = \"x\"");
+        let p = write_config(d.path(), &body);
+        let e = load_with_env(&p, &[]).unwrap_err();
+        assert!(e.problems.iter().any(|p| p.key == "signing.key"), "{e}");
     }
 
     #[test]
