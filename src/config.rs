@@ -27,6 +27,7 @@ pub struct Config {
     pub ingest: Ingest,
     pub lims: Lims,
     pub admin: Admin,
+    pub signing: Signing,
     pub analyzers: Vec<Analyzer>,
     pub mros: Vec<MroEntry>,
     pub transmit: Transmit,
@@ -201,6 +202,15 @@ pub struct Admin {
     pub users: Vec<crate::admin::auth::UserConfig>,
 }
 
+/// The keys that sign reports (see [`crate::signing`]).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Signing {
+    /// Directory of private keys `<kid>.pk8` (mode 0600) and the `active` pointer; created
+    /// 0700 by `custodian keys generate`.
+    pub keys_dir: PathBuf,
+}
+
 /// One analyzer: its MLLP listener and how its messages map onto the rule profile.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -253,7 +263,7 @@ pub struct Log {
 }
 
 /// The top-level sections, each deserialized on its own so one bad section hides no other.
-const SECTIONS: [&str; 10] = [
+const SECTIONS: [&str; 11] = [
     "mro",
     "transmit",
     "laboratory",
@@ -263,6 +273,7 @@ const SECTIONS: [&str; 10] = [
     "ingest",
     "lims",
     "admin",
+    "signing",
     "analyzer",
 ];
 
@@ -274,6 +285,7 @@ struct RawConfig {
     ingest: Ingest,
     lims: Lims,
     admin: Admin,
+    signing: Signing,
     analyzers: Vec<Analyzer>,
     mros: Vec<MroEntry>,
     transmit: Transmit,
@@ -383,6 +395,7 @@ pub fn load_with_env(
     };
     let lims = section::<Lims>(&top, "lims", env, &mut problems);
     let admin = section::<Admin>(&top, "admin", env, &mut problems);
+    let signing = section::<Signing>(&top, "signing", env, &mut problems);
     let analyzers = if top.contains_key("analyzer") {
         section::<Vec<Analyzer>>(&top, "analyzer", env, &mut problems)
     } else {
@@ -409,9 +422,10 @@ pub fn load_with_env(
         Some(ingest),
         Some(lims),
         Some(admin),
+        Some(signing),
         Some(analyzers),
     ) = (
-        laboratory, rules, store, log, ingest, lims, admin, analyzers,
+        laboratory, rules, store, log, ingest, lims, admin, signing, analyzers,
     )
     else {
         return Err(fail(problems));
@@ -424,6 +438,7 @@ pub fn load_with_env(
         ingest,
         lims,
         admin,
+        signing,
         analyzers,
         mros,
         transmit,
@@ -457,6 +472,9 @@ pub fn load_with_env(
             ..raw.lims
         },
         admin: raw.admin,
+        signing: Signing {
+            keys_dir: resolve(&raw.signing.keys_dir),
+        },
         analyzers: raw
             .analyzers
             .into_iter()
@@ -639,6 +657,18 @@ fn validate(cfg: &Config, problems: &mut Vec<Problem>) {
         problems.push(problem("store.path", "must name a directory"));
     } else if cfg.store.path.exists() && !cfg.store.path.is_dir() {
         problems.push(problem("store.path", "exists but is not a directory"));
+    }
+    let keys = &cfg.signing.keys_dir;
+    if keys.as_os_str().is_empty() {
+        problems.push(problem("signing.keys_dir", "must name a directory"));
+    } else if keys.exists() && !keys.is_dir() {
+        problems.push(problem("signing.keys_dir", "exists but is not a directory"));
+    } else {
+        // A private key others may read is refused here, so neither `check-config` nor `run`
+        // passes with one.
+        for e in crate::signing::KeyStore::new(keys).check_permissions() {
+            problems.push(problem("signing.keys_dir", e.to_string()));
+        }
     }
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&cfg.log.level) {
         problems.push(problem("log.level", format!("not a log filter: {e}")));
@@ -858,6 +888,8 @@ format = "text"
 spool_dir = "spool"
 [admin]
 listen = "127.0.0.1:0"
+[signing]
+keys_dir = "keys"
 "#;
 
     #[test]
@@ -970,6 +1002,37 @@ listen = "127.0.0.1:0"
         );
         assert_eq!(forbidden_destination("Dr. Alexander Derwent, MD"), None);
         assert_eq!(forbidden_destination("MRO-0042"), None);
+    }
+
+    #[test]
+    fn signing_keys_dir_is_resolved_and_checked() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let p = write_config(d.path(), GOOD);
+        let (cfg, _) = load_with_env(&p, &[]).unwrap();
+        assert_eq!(cfg.signing.keys_dir, d.path().join("keys"));
+
+        let store = crate::signing::KeyStore::new(d.path().join("keys"));
+        let kid = store.generate().unwrap();
+        assert!(load_with_env(&p, &[]).is_ok());
+        let file = d.path().join("keys").join(format!("{kid}.pk8"));
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = load_with_env(&p, &[]).unwrap_err();
+        assert_eq!(e.problems.len(), 1, "{e}");
+        assert_eq!(e.problems[0].key, "signing.keys_dir");
+        assert!(
+            e.problems[0].problem.contains(&file.display().to_string()),
+            "{e}"
+        );
+
+        let body = GOOD.replace("[signing]\nkeys_dir = \"keys\"\n", "");
+        let p = write_config(d.path(), &body);
+        let e = load_with_env(&p, &[]).unwrap_err();
+        assert!(e.problems.iter().any(|p| p.key == "signing"), "{e}");
+        let body = GOOD.replace("keys_dir = \"keys\"", "keys_dir = \"keys\"\nkey = \"x\"");
+        let p = write_config(d.path(), &body);
+        let e = load_with_env(&p, &[]).unwrap_err();
+        assert!(e.problems.iter().any(|p| p.key == "signing.key"), "{e}");
     }
 
     #[test]

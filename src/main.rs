@@ -2,7 +2,7 @@
 #![forbid(unsafe_code)]
 
 use clap::{Parser, Subcommand};
-use custodian::{config, daemon, evaluate::Evaluator, operator};
+use custodian::{config, daemon, evaluate::Evaluator, operator, signing};
 use std::io::{self, BufReader};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -79,6 +79,38 @@ enum Command {
     },
     /// Read a token on standard input and print the SHA-256 to put in `admin.user.token_sha256`.
     HashToken,
+    /// The keys that sign reports (Ed25519; `signing.keys_dir`, or --dir).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+        /// Keys directory (default: `signing.keys_dir` of the configuration).
+        #[arg(long, global = true)]
+        dir: Option<PathBuf>,
+        /// Configuration file (for `signing.keys_dir`).
+        #[arg(long, short, global = true, default_value = config::DEFAULT_PATH, env = "CUSTODIAN_CONFIG")]
+        config: PathBuf,
+    },
+    /// Verify a signed report (compact JWS): print its payload and exit 0, or say why not and
+    /// exit 1.
+    Verify {
+        /// File holding the JWS; `-` reads standard input.
+        file: PathBuf,
+        /// File holding the laboratory's public key: a JWK or a JWK set.
+        #[arg(long)]
+        key: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Make a new key (PKCS#8, mode 0600), make it the active one, and print its key id.
+    Generate,
+    /// Print the public keys as a JWK set (every key, so old reports stay verifiable).
+    ExportPublic {
+        /// Print only the active key, as a single JWK.
+        #[arg(long)]
+        active: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -167,6 +199,12 @@ fn main() -> ExitCode {
                 |store| operator::summary(store, &employer, &from, &to),
             )
         }
+        Command::Keys {
+            command,
+            dir,
+            config,
+        } => keys(&command, dir, &config),
+        Command::Verify { file, key } => verify(&file, &key),
         Command::HashToken => {
             let mut token = String::new();
             if io::stdin().read_line(&mut token).is_err() || token.trim().is_empty() {
@@ -205,6 +243,14 @@ fn check_config(path: &std::path::Path) -> ExitCode {
                 cfg.rules.default_profile
             );
             println!("  store: {}", cfg.store.path.display());
+            let keys = signing::KeyStore::new(&cfg.signing.keys_dir);
+            match keys.active_kid() {
+                Ok(kid) => println!(
+                    "  signing keys: {} (active {kid})",
+                    cfg.signing.keys_dir.display()
+                ),
+                Err(e) => println!("  signing keys: {e}"),
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -253,5 +299,78 @@ fn evaluate(
             eprintln!("custodian evaluate: {e}");
             ExitCode::from(2)
         }
+    }
+}
+
+fn keys(command: &KeysCommand, dir: Option<PathBuf>, config_path: &std::path::Path) -> ExitCode {
+    let dir = match dir {
+        Some(d) => d,
+        None => match config::load(config_path) {
+            Ok((cfg, _)) => cfg.signing.keys_dir,
+            Err(e) => {
+                eprint!("{e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let store = signing::KeyStore::new(dir);
+    let printed = match command {
+        KeysCommand::Generate => store.generate().map(|kid| kid + "\n"),
+        KeysCommand::ExportPublic { active: true } => store.active().map(|k| {
+            serde_json::to_string_pretty(&k.public_jwk()).expect("a JWK serializes") + "\n"
+        }),
+        KeysCommand::ExportPublic { active: false } => store
+            .public_set()
+            .map(|s| serde_json::to_string_pretty(&s).expect("a JWK set serializes") + "\n"),
+    };
+    match printed {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("custodian keys: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn verify(file: &std::path::Path, key: &std::path::Path) -> ExitCode {
+    let fail = |why: String| {
+        eprintln!("custodian verify: {why}");
+        ExitCode::from(1)
+    };
+    let jws = if file.as_os_str() == "-" {
+        let mut t = String::new();
+        match io::Read::read_to_string(&mut io::stdin().lock(), &mut t) {
+            Ok(_) => t,
+            Err(e) => return fail(format!("cannot read standard input: {e}")),
+        }
+    } else {
+        match std::fs::read_to_string(file) {
+            Ok(t) => t,
+            Err(e) => return fail(format!("cannot read {}: {e}", file.display())),
+        }
+    };
+    let jwks = match std::fs::read_to_string(key) {
+        Ok(t) => match signing::JwkSet::parse(&t) {
+            Ok(s) => s,
+            Err(e) => return fail(format!("{}: {e}", key.display())),
+        },
+        Err(e) => return fail(format!("cannot read {}: {e}", key.display())),
+    };
+    let payload = match signing::verify(&jws, &jwks) {
+        Ok(p) => p,
+        Err(e) => return fail(format!("{}: not valid: {e}", file.display())),
+    };
+    match serde_json::from_slice::<serde_json::Value>(&payload) {
+        Ok(v) if v.is_object() => {
+            println!("{}", String::from_utf8_lossy(&payload));
+            ExitCode::SUCCESS
+        }
+        _ => fail(format!(
+            "{}: the signature is valid but the payload is not a JSON object",
+            file.display()
+        )),
     }
 }

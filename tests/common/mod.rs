@@ -116,6 +116,8 @@ commit_max_wait_us = 1000
 [lims]
 spool_dir = "spool"
 poll_interval_ms = 50
+[signing]
+keys_dir = "keys"
 [admin]
 listen = "127.0.0.1:0"
 [[admin.user]]
