@@ -187,6 +187,97 @@ async fn run(
         info!(component = "daemon", analyzer = %a.name, listen = %addr, tls = a.tls.is_some(), "analyzer listener bound");
     }
 
+    // Release and delivery: the signing key, the MRO directory and one sender per MRO.
+    let signer: Option<Arc<dyn crate::release::Signer>> = match crate::signing::KeyStore::new(
+        &cfg.signing.keys_dir,
+    )
+    .active()
+    {
+        Ok(k) => {
+            info!(component = "daemon", kid = %k.kid(), "report signing key loaded");
+            Some(Arc::new(k))
+        }
+        Err(e) => {
+            warn!(component = "daemon", error = %e, "no active signing key: releases are refused until `custodian keys generate` is run");
+            None
+        }
+    };
+    let mros: BTreeMap<String, crate::config::MroEntry> =
+        cfg.mros.iter().map(|m| (m.id.clone(), m.clone())).collect();
+    let mut wakes = BTreeMap::new();
+    for m in &cfg.mros {
+        let client = crate::transmit::client::MroClient::new(
+            &m.endpoint,
+            &m.ca,
+            &m.client_cert,
+            &m.client_key,
+            Duration::from_secs(cfg.transmit.timeout_secs),
+        )
+        .map_err(|e| format!("mro `{}`: {e}", m.id))?;
+        let wake = Arc::new(tokio::sync::Notify::new());
+        wakes.insert(m.id.clone(), wake.clone());
+        let sender = crate::transmit::sender::Sender {
+            mro_id: m.id.clone(),
+            client,
+            committer: committer.clone(),
+            clock: clock.clone(),
+            backoff: crate::transmit::sender::Backoff {
+                initial: Duration::from_millis(cfg.transmit.backoff_initial_ms),
+                max: Duration::from_secs(cfg.transmit.backoff_max_secs),
+            },
+            wake,
+        };
+        let token = shutdown.clone();
+        tasks.spawn(async move { sender.run(token).await });
+    }
+    let mro_ids: Vec<String> = mros.keys().cloned().collect();
+    let releaser = crate::release::Releaser {
+        committer: committer.clone(),
+        laboratory: cfg.laboratory.clone(),
+        mros: Arc::new(mros),
+        signer,
+        clock: clock.clone(),
+        wake: Arc::new(wakes),
+    };
+    let review: Arc<dyn admin::ReviewApi> = Arc::new(ReviewService {
+        releaser,
+        profiles: profiles.clone(),
+        default_profile: cfg.rules.default_profile.clone(),
+    });
+    let on_refusal = {
+        let committer = committer.clone();
+        let clock = clock.clone();
+        Arc::new(move |user: Option<&str>, path: &str, why: &'static str| {
+            let actor: String = match user {
+                Some(u) => format!("user:{u}"),
+                None => "unauthenticated".into(),
+            }
+            .chars()
+            .take(64)
+            .collect();
+            let subject: String = path.chars().filter(|c| !c.is_control()).take(256).collect();
+            let now = clock.now_ms();
+            let committer = committer.clone();
+            tokio::spawn(async move {
+                let _ = committer
+                    .submit(move |tx: &mut crate::store::Tx<'_>| -> Result<(), crate::store::Abort<String>> {
+                        tx.audit(
+                            crate::store::AuditEntry::new(now, actor.clone(), "refused", subject.clone())
+                                .after(why),
+                        )?;
+                        Ok(())
+                    })
+                    .await;
+            });
+        }) as Arc<dyn Fn(Option<&str>, &str, &'static str) + Send + Sync>
+    };
+    {
+        let token = shutdown.clone();
+        let store = store.clone();
+        let clock = clock.clone();
+        tasks.spawn(async move { outbox_gauges(store, clock, mro_ids, token).await });
+    }
+
     let api: Arc<dyn Api> = Arc::new(StoreApi {
         store: store.clone(),
     });
@@ -195,6 +286,8 @@ async fn run(
         ready: ready.clone(),
         prometheus,
         api: Some(api),
+        review: Some(review),
+        on_refusal: Some(on_refusal),
     };
     {
         let token = shutdown.clone();
@@ -357,6 +450,196 @@ fn reload(config_path: &Path, r: &Reloadable) {
         component = "daemon",
         "configuration reloaded (users, analyzer mappings)"
     );
+}
+
+/// Outbox depth, oldest age and dead letters per MRO, sampled every 10 s.
+async fn outbox_gauges(
+    store: Store,
+    clock: Arc<dyn Clock>,
+    mros: Vec<String>,
+    shutdown: CancellationToken,
+) {
+    use crate::transmit::outbox;
+    loop {
+        let now = clock.now_ms();
+        for m in &mros {
+            let mut depth = 0u64;
+            let mut oldest = None;
+            for (k, _) in store
+                .scan_prefix::<String>(Keyspace::Outbox, &outbox::queue_prefix(m))
+                .flatten()
+            {
+                depth += 1;
+                if oldest.is_none() {
+                    oldest = outbox::released_at(&k, m);
+                }
+            }
+            let dead = store
+                .count_prefix(Keyspace::Outbox, &outbox::dead_prefix(m))
+                .unwrap_or(0);
+            metrics::gauge!("custodian_outbox_depth", "mro" => m.clone()).set(depth as f64);
+            metrics::gauge!("custodian_outbox_oldest_age_seconds", "mro" => m.clone()).set(
+                oldest
+                    .map(|t| now.saturating_sub(t) as f64 / 1000.0)
+                    .unwrap_or(0.0),
+            );
+            metrics::gauge!("custodian_outbox_dead_letters", "mro" => m.clone()).set(dead as f64);
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+        }
+    }
+}
+
+/// Review, release and delivery for the admin API.
+struct ReviewService {
+    releaser: crate::release::Releaser,
+    profiles: Arc<ProfileSet>,
+    default_profile: String,
+}
+
+impl ReviewService {
+    fn store(&self) -> &Store {
+        self.releaser.committer.store()
+    }
+}
+
+fn release_status(e: &crate::release::ReleaseError) -> u16 {
+    use crate::release::ReleaseError::*;
+    match e {
+        UnknownSpecimen => 404,
+        NotReady(_) | MroNotInDirectory(_) | NotNegative(_) | NoReason => 409,
+        Report(_) => 422,
+        Signing(_) | NotDurable(_) => 503,
+    }
+}
+
+impl admin::ReviewApi for ReviewService {
+    fn queue(&self) -> Result<serde_json::Value, String> {
+        let ids = self
+            .store()
+            .ids_in_state(State::ReadyForReview.key())
+            .map_err(|e| e.to_string())?;
+        let mut items = Vec::new();
+        for id in ids {
+            if let Some(v) = self.item(&id)? {
+                items.push(v);
+            }
+        }
+        Ok(serde_json::Value::Array(items))
+    }
+
+    fn item(&self, specimen_id: &str) -> Result<Option<serde_json::Value>, String> {
+        let rec: Option<SpecimenRecord> = self
+            .store()
+            .get(Keyspace::Specimens, specimen_id.as_bytes())
+            .map_err(|e| e.to_string())?;
+        Ok(rec.map(|r| {
+            crate::release::review_item(
+                &r,
+                &self.profiles,
+                &self.default_profile,
+                &self.releaser.laboratory,
+                &self.releaser.mros,
+            )
+        }))
+    }
+
+    fn release<'a>(
+        &'a self,
+        ids: Vec<String>,
+        scientist: &'a admin::auth::User,
+        batch: bool,
+    ) -> admin::ActionFuture<'a> {
+        Box::pin(async move {
+            match self.releaser.release(ids, &scientist.name, batch).await {
+                Ok(r) => Ok(serde_json::json!({"released": r})),
+                Err(e) => Err((release_status(&e), e.to_string())),
+            }
+        })
+    }
+
+    fn send_back<'a>(
+        &'a self,
+        id: String,
+        scientist: &'a admin::auth::User,
+        reason: String,
+    ) -> admin::ActionFuture<'a> {
+        Box::pin(async move {
+            match self.releaser.send_back(&id, &scientist.name, &reason).await {
+                Ok(()) => {
+                    Ok(serde_json::json!({"specimen_id": id, "state": State::Screened.key()}))
+                }
+                Err(e) => Err((release_status(&e), e.to_string())),
+            }
+        })
+    }
+
+    fn outbox(&self) -> Result<serde_json::Value, String> {
+        use crate::transmit::outbox::{self, StoredReport};
+        let mut out = serde_json::Map::new();
+        for m in self.releaser.mros.keys() {
+            let list = |prefix: Vec<u8>| -> Vec<serde_json::Value> {
+                self.store()
+                    .scan_prefix::<String>(Keyspace::Outbox, &prefix)
+                    .flatten()
+                    .filter_map(|(_, rid)| {
+                        self.store()
+                            .get::<StoredReport>(Keyspace::Reports, rid.as_bytes())
+                            .ok()
+                            .flatten()
+                    })
+                    .map(|r| report_status_json(&r))
+                    .collect()
+            };
+            out.insert(
+                m.clone(),
+                serde_json::json!({"queued": list(outbox::queue_prefix(m)), "dead_letters": list(outbox::dead_prefix(m))}),
+            );
+        }
+        Ok(serde_json::Value::Object(out))
+    }
+
+    fn report(&self, report_id: &str) -> Result<Option<serde_json::Value>, String> {
+        let r: Option<crate::transmit::outbox::StoredReport> = self
+            .store()
+            .get(Keyspace::Reports, report_id.as_bytes())
+            .map_err(|e| e.to_string())?;
+        Ok(r.map(|r| report_status_json(&r)))
+    }
+
+    fn retry<'a>(
+        &'a self,
+        report_id: String,
+        operator: &'a admin::auth::User,
+    ) -> admin::ActionFuture<'a> {
+        Box::pin(async move {
+            match self
+                .releaser
+                .retry_dead_letter(&report_id, &operator.name)
+                .await
+            {
+                Ok(()) => Ok(serde_json::json!({"report_id": report_id, "delivery": "pending"})),
+                Err(e) => Err((409, e)),
+            }
+        })
+    }
+}
+
+/// A report's delivery status as operators see it: never the content.
+fn report_status_json(r: &crate::transmit::outbox::StoredReport) -> serde_json::Value {
+    serde_json::json!({
+        "report_id": r.report_id,
+        "specimen_id": r.specimen_id,
+        "mro_id": r.mro_id,
+        "kid": r.kid,
+        "content_sha256": r.content_sha256,
+        "released_at_ms": r.released_at_ms,
+        "released_by": r.released_by,
+        "delivery": r.delivery,
+        "attempts": r.attempts,
+    })
 }
 
 /// The admin API's read access to the store.

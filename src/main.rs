@@ -77,6 +77,20 @@ enum Command {
         #[command(flatten)]
         access: Access,
     },
+    /// Certifying-scientist review: the queue, release, send back for retest (daemon running).
+    Review {
+        #[command(subcommand)]
+        command: ReviewCommand,
+        #[command(flatten)]
+        access: Access,
+    },
+    /// Reports waiting for their MRO, dead letters, and retrying one after its cause is fixed.
+    Outbox {
+        #[command(subcommand)]
+        command: OutboxCommand,
+        #[command(flatten)]
+        access: Access,
+    },
     /// Read a token on standard input and print the SHA-256 to put in `admin.user.token_sha256`.
     HashToken,
     /// The keys that sign reports (Ed25519; `signing.keys_dir`, or --dir).
@@ -136,6 +150,39 @@ enum SpecimenCommand {
         #[arg(long)]
         state: String,
     },
+}
+
+#[derive(Subcommand)]
+enum ReviewCommand {
+    /// Specimens ready for review, with results per analyte, cutoffs, validity, flaws and the
+    /// draft report.
+    List,
+    /// One specimen as the review queue shows it.
+    Show { id: String },
+    /// Release one specimen's result to its MRO (your electronic signature: "reviewed and
+    /// released").
+    Release { id: String },
+    /// Release a listed set of negative results under one signature.
+    ReleaseBatch {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Send a specimen back for retest.
+    Retest {
+        id: String,
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum OutboxCommand {
+    /// Queued reports and dead letters per MRO.
+    List,
+    /// Delivery status of one report.
+    Show { report_id: String },
+    /// Put a dead letter back in its MRO's queue (operator).
+    Retry { report_id: String },
 }
 
 #[derive(Subcommand)]
@@ -205,6 +252,55 @@ fn main() -> ExitCode {
             config,
         } => keys(&command, dir, &config),
         Command::Verify { file, key } => verify(&file, &key),
+        Command::Review { command, access } => {
+            let (method, path, body) = match &command {
+                ReviewCommand::List => ("GET", "/api/review".to_string(), None),
+                ReviewCommand::Show { id } => {
+                    ("GET", format!("/api/review/{}", url_segment(id)), None)
+                }
+                ReviewCommand::Release { id } => (
+                    "POST",
+                    format!("/api/review/{}/release", url_segment(id)),
+                    None,
+                ),
+                ReviewCommand::ReleaseBatch { ids } => (
+                    "POST",
+                    "/api/release-batch".to_string(),
+                    Some(serde_json::json!({ "specimens": ids })),
+                ),
+                ReviewCommand::Retest { id, reason } => (
+                    "POST",
+                    format!("/api/review/{}/retest", url_segment(id)),
+                    Some(serde_json::json!({ "reason": reason })),
+                ),
+            };
+            operator::action(
+                &access.config,
+                access.token_file.as_deref(),
+                method,
+                &path,
+                body,
+            )
+        }
+        Command::Outbox { command, access } => {
+            let (method, path) = match &command {
+                OutboxCommand::List => ("GET", "/api/outbox".to_string()),
+                OutboxCommand::Show { report_id } => {
+                    ("GET", format!("/api/reports/{}", url_segment(report_id)))
+                }
+                OutboxCommand::Retry { report_id } => (
+                    "POST",
+                    format!("/api/outbox/{}/retry", url_segment(report_id)),
+                ),
+            };
+            operator::action(
+                &access.config,
+                access.token_file.as_deref(),
+                method,
+                &path,
+                None,
+            )
+        }
         Command::HashToken => {
             let mut token = String::new();
             if io::stdin().read_line(&mut token).is_err() || token.trim().is_empty() {

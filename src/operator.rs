@@ -144,3 +144,61 @@ pub fn verify_audit(store: &Store) -> Result<Answer, String> {
     let failed = v.get("ok").and_then(|o| o.as_bool()) == Some(false);
     Ok(Answer { json: v, failed })
 }
+
+/// Runs an admin API action (the daemon must be running: releases go through its committer).
+pub fn action(
+    config_path: &Path,
+    token_file: Option<&Path>,
+    method: &str,
+    api_path: &str,
+    body: Option<serde_json::Value>,
+) -> ExitCode {
+    let (cfg, _) = match config::load(config_path) {
+        Ok(x) => x,
+        Err(e) => {
+            eprint!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime: Option<RuntimeInfo> = std::fs::read_to_string(runtime_file(&cfg.store.path))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok());
+    let Some(rt) = runtime.filter(|rt| alive(rt.pid)) else {
+        eprintln!("custodian: the daemon is not running; start it first (custodian run)");
+        return ExitCode::from(2);
+    };
+    let token = match token_file {
+        Some(f) => std::fs::read_to_string(f)
+            .ok()
+            .map(|t| t.trim().to_string()),
+        None => std::env::var("CUSTODIAN_TOKEN").ok(),
+    };
+    let r = match (method, body) {
+        ("POST", Some(b)) => client::post(rt.admin, api_path, token.as_deref(), &b),
+        ("POST", None) => {
+            client::post(rt.admin, api_path, token.as_deref(), &serde_json::json!({}))
+        }
+        _ => client::get(rt.admin, api_path, token.as_deref()),
+    };
+    match r {
+        Ok(r) if r.status == 200 => {
+            println!("{}", r.body.trim_end());
+            ExitCode::SUCCESS
+        }
+        Ok(r) => {
+            eprintln!(
+                "custodian: the daemon answered {}: {}",
+                r.status,
+                r.body.trim_end()
+            );
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!(
+                "custodian: cannot reach the daemon's admin API at {}: {e}",
+                rt.admin
+            );
+            ExitCode::from(2)
+        }
+    }
+}

@@ -73,10 +73,9 @@ impl Releaser {
         scientist: &str,
         negatives_only: bool,
     ) -> Result<Vec<Released>, ReleaseError> {
-        let signer = self
-            .signer
-            .clone()
-            .ok_or_else(|| ReleaseError::Signing("no signing key: run `custodian keys generate`".into()))?;
+        let signer = self.signer.clone().ok_or_else(|| {
+            ReleaseError::Signing("no signing key: run `custodian keys generate`".into())
+        })?;
         let now = self.clock.now_ms();
         let lab = self.laboratory.clone();
         let mros = self.mros.clone();
@@ -84,91 +83,102 @@ impl Releaser {
         let ids = specimen_ids.clone();
         let r = self
             .committer
-            .submit(move |tx: &mut Tx<'_>| -> Result<Vec<Released>, Abort<ReleaseError>> {
-                let mut out = Vec::new();
-                for (n, id) in ids.iter().enumerate() {
-                    let Some(mut rec) = tx.get::<SpecimenRecord>(Keyspace::Specimens, id.as_bytes())? else {
-                        return Err(Abort::Domain(ReleaseError::UnknownSpecimen));
-                    };
-                    if rec.state != State::ReadyForReview {
-                        return Err(Abort::Domain(ReleaseError::NotReady(rec.state.key())));
-                    }
-                    if negatives_only {
-                        let negative = rec.evaluation.as_ref().is_some_and(|e| {
-                            e.verdict.results == [crate::rules::ResultCategory::Negative]
-                        });
-                        if !negative {
-                            return Err(Abort::Domain(ReleaseError::NotNegative(id.clone())));
+            .submit(
+                move |tx: &mut Tx<'_>| -> Result<Vec<Released>, Abort<ReleaseError>> {
+                    let mut out = Vec::new();
+                    for (n, id) in ids.iter().enumerate() {
+                        let Some(mut rec) =
+                            tx.get::<SpecimenRecord>(Keyspace::Specimens, id.as_bytes())?
+                        else {
+                            return Err(Abort::Domain(ReleaseError::UnknownSpecimen));
+                        };
+                        if rec.state != State::ReadyForReview {
+                            return Err(Abort::Domain(ReleaseError::NotReady(rec.state.key())));
                         }
+                        if negatives_only {
+                            let negative = rec.evaluation.as_ref().is_some_and(|e| {
+                                e.verdict.results == [crate::rules::ResultCategory::Negative]
+                            });
+                            if !negative {
+                                return Err(Abort::Domain(ReleaseError::NotNegative(id.clone())));
+                            }
+                        }
+                        let mro_id = rec
+                            .accession
+                            .as_ref()
+                            .and_then(|a| a.ccf.mro.id.clone())
+                            .unwrap_or_default();
+                        if !mros.contains_key(&mro_id) {
+                            return Err(Abort::Domain(ReleaseError::MroNotInDirectory(mro_id)));
+                        }
+                        let report_id = format!("R-{id}-{now}-{n}");
+                        let rel = report::Release {
+                            report_id: report_id.clone(),
+                            released_at_ms: now,
+                            certifying_scientist: scientist.clone(),
+                            replaces: None,
+                        };
+                        let built = report::build(&lab, &rec, &rel)
+                            .map_err(|e| Abort::Domain(ReleaseError::Report(e.to_string())))?;
+                        let sha = built.content_sha256();
+                        let (jws, kid) = signer
+                            .sign(&built.to_bytes())
+                            .map_err(|e| Abort::Domain(ReleaseError::Signing(e)))?;
+                        rec.release = Some(specimen::Release {
+                            report_id: report_id.clone(),
+                            released_at_ms: now,
+                            scientist: scientist.clone(),
+                            meaning: MEANING.into(),
+                            content_sha256: sha.clone(),
+                        });
+                        rec.state = State::Released;
+                        rec.updated_at_ms = now;
+                        tx.remove(
+                            Keyspace::ByState,
+                            &state_key(State::ReadyForReview.key(), id)?,
+                        )?;
+                        tx.put(
+                            Keyspace::ByState,
+                            &state_key(State::Released.key(), id)?,
+                            &(),
+                        )?;
+                        tx.put(Keyspace::Specimens, id.as_bytes(), &rec)?;
+                        let stored = StoredReport {
+                            report_id: report_id.clone(),
+                            specimen_id: id.clone(),
+                            mro_id: mro_id.clone(),
+                            jws,
+                            kid,
+                            content_sha256: sha.clone(),
+                            released_at_ms: now,
+                            released_by: scientist.clone(),
+                            delivery: Delivery::Pending,
+                            attempts: 0,
+                            last_error: None,
+                            replaces: None,
+                        };
+                        tx.put(Keyspace::Reports, report_id.as_bytes(), &stored)?;
+                        tx.put(
+                            Keyspace::Outbox,
+                            &outbox::queue_key(&mro_id, now, &report_id),
+                            &report_id,
+                        )?;
+                        let who: String = format!("user:{scientist}").chars().take(64).collect();
+                        tx.audit(
+                            AuditEntry::new(now, who, "released", id.as_str())
+                                .before(State::ReadyForReview.key())
+                                .after(format!("{MEANING}; report {report_id}; sha256 {sha}")),
+                        )?;
+                        out.push(Released {
+                            specimen_id: id.clone(),
+                            report_id,
+                            mro_id,
+                            content_sha256: sha,
+                        });
                     }
-                    let mro_id = rec
-                        .accession
-                        .as_ref()
-                        .and_then(|a| a.ccf.mro.id.clone())
-                        .unwrap_or_default();
-                    if !mros.contains_key(&mro_id) {
-                        return Err(Abort::Domain(ReleaseError::MroNotInDirectory(mro_id)));
-                    }
-                    let report_id = format!("R-{id}-{now}-{n}");
-                    let rel = report::Release {
-                        report_id: report_id.clone(),
-                        released_at_ms: now,
-                        certifying_scientist: scientist.clone(),
-                        replaces: None,
-                    };
-                    let built = report::build(&lab, &rec, &rel)
-                        .map_err(|e| Abort::Domain(ReleaseError::Report(e.to_string())))?;
-                    let sha = built.content_sha256();
-                    let (jws, kid) = signer
-                        .sign(&built.to_bytes())
-                        .map_err(|e| Abort::Domain(ReleaseError::Signing(e)))?;
-                    rec.release = Some(specimen::Release {
-                        report_id: report_id.clone(),
-                        released_at_ms: now,
-                        scientist: scientist.clone(),
-                        meaning: MEANING.into(),
-                        content_sha256: sha.clone(),
-                    });
-                    rec.state = State::Released;
-                    rec.updated_at_ms = now;
-                    tx.remove(Keyspace::ByState, &state_key(State::ReadyForReview.key(), id)?)?;
-                    tx.put(Keyspace::ByState, &state_key(State::Released.key(), id)?, &())?;
-                    tx.put(Keyspace::Specimens, id.as_bytes(), &rec)?;
-                    let stored = StoredReport {
-                        report_id: report_id.clone(),
-                        specimen_id: id.clone(),
-                        mro_id: mro_id.clone(),
-                        jws,
-                        kid,
-                        content_sha256: sha.clone(),
-                        released_at_ms: now,
-                        released_by: scientist.clone(),
-                        delivery: Delivery::Pending,
-                        attempts: 0,
-                        last_error: None,
-                        replaces: None,
-                    };
-                    tx.put(Keyspace::Reports, report_id.as_bytes(), &stored)?;
-                    tx.put(
-                        Keyspace::Outbox,
-                        &outbox::queue_key(&mro_id, now, &report_id),
-                        &report_id,
-                    )?;
-                    let who: String = format!("user:{scientist}").chars().take(64).collect();
-                    tx.audit(
-                        AuditEntry::new(now, who, "released", id.as_str())
-                            .before(State::ReadyForReview.key())
-                            .after(format!("{MEANING}; report {report_id}; sha256 {sha}")),
-                    )?;
-                    out.push(Released {
-                        specimen_id: id.clone(),
-                        report_id,
-                        mro_id,
-                        content_sha256: sha,
-                    });
-                }
-                Ok(out)
-            })
+                    Ok(out)
+                },
+            )
             .await;
         let released = r.map_err(|e| match e {
             crate::store::CommitError::Aborted(e) => e,
@@ -185,18 +195,28 @@ impl Releaser {
     }
 
     /// Sends a specimen back for retest: it leaves the review queue and waits for new results.
-    pub async fn send_back(&self, specimen_id: &str, scientist: &str, reason: &str) -> Result<(), ReleaseError> {
+    pub async fn send_back(
+        &self,
+        specimen_id: &str,
+        scientist: &str,
+        reason: &str,
+    ) -> Result<(), ReleaseError> {
         if reason.trim().is_empty() {
             return Err(ReleaseError::NoReason);
         }
         let now = self.clock.now_ms();
         let id = specimen_id.to_string();
         let who: String = format!("user:{scientist}").chars().take(64).collect();
-        let reason: String = reason.chars().filter(|c| !c.is_control()).take(200).collect();
+        let reason: String = reason
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(200)
+            .collect();
         let r = self
             .committer
             .submit(move |tx: &mut Tx<'_>| -> Result<(), Abort<ReleaseError>> {
-                let Some(mut rec) = tx.get::<SpecimenRecord>(Keyspace::Specimens, id.as_bytes())? else {
+                let Some(mut rec) = tx.get::<SpecimenRecord>(Keyspace::Specimens, id.as_bytes())?
+                else {
                     return Err(Abort::Domain(ReleaseError::UnknownSpecimen));
                 };
                 if rec.state != State::ReadyForReview {
@@ -205,8 +225,15 @@ impl Releaser {
                 rec.state = State::Screened;
                 rec.retest_requested = Some(reason.clone());
                 rec.updated_at_ms = now;
-                tx.remove(Keyspace::ByState, &state_key(State::ReadyForReview.key(), &id)?)?;
-                tx.put(Keyspace::ByState, &state_key(State::Screened.key(), &id)?, &())?;
+                tx.remove(
+                    Keyspace::ByState,
+                    &state_key(State::ReadyForReview.key(), &id)?,
+                )?;
+                tx.put(
+                    Keyspace::ByState,
+                    &state_key(State::Screened.key(), &id)?,
+                    &(),
+                )?;
                 tx.put(Keyspace::Specimens, id.as_bytes(), &rec)?;
                 tx.audit(
                     AuditEntry::new(now, who.clone(), "sent_back_for_retest", id.as_str())
@@ -230,17 +257,29 @@ impl Releaser {
         let r = self
             .committer
             .submit(move |tx: &mut Tx<'_>| -> Result<String, Abort<String>> {
-                let Some(mut rep) = tx.get::<StoredReport>(Keyspace::Reports, rid.as_bytes())? else {
+                let Some(mut rep) = tx.get::<StoredReport>(Keyspace::Reports, rid.as_bytes())?
+                else {
                     return Err(Abort::Domain("no such report".into()));
                 };
                 if !matches!(rep.delivery, Delivery::DeadLetter { .. }) {
                     return Err(Abort::Domain("the report is not a dead letter".into()));
                 }
-                tx.remove(Keyspace::Outbox, &outbox::dead_key(&rep.mro_id, rep.released_at_ms, &rid))?;
-                tx.put(Keyspace::Outbox, &outbox::queue_key(&rep.mro_id, rep.released_at_ms, &rid), &rid)?;
+                tx.remove(
+                    Keyspace::Outbox,
+                    &outbox::dead_key(&rep.mro_id, rep.released_at_ms, &rid),
+                )?;
+                tx.put(
+                    Keyspace::Outbox,
+                    &outbox::queue_key(&rep.mro_id, rep.released_at_ms, &rid),
+                    &rid,
+                )?;
                 rep.delivery = Delivery::Pending;
                 tx.put(Keyspace::Reports, rid.as_bytes(), &rep)?;
-                tx.audit(AuditEntry::new(now, who.clone(), "dead_letter_retried", rid.as_str()).before("dead_letter").after("pending"))?;
+                tx.audit(
+                    AuditEntry::new(now, who.clone(), "dead_letter_retried", rid.as_str())
+                        .before("dead_letter")
+                        .after("pending"),
+                )?;
                 Ok(rep.mro_id.clone())
             })
             .await;
@@ -283,10 +322,13 @@ pub fn review_item(
             }
         }
     }
-    let mro_id = rec.accession.as_ref().and_then(|a| a.ccf.mro.id.clone()).unwrap_or_default();
-    let hold_reason = (!mros.contains_key(&mro_id)).then(|| {
-        ReleaseError::MroNotInDirectory(mro_id.clone()).to_string()
-    });
+    let mro_id = rec
+        .accession
+        .as_ref()
+        .and_then(|a| a.ccf.mro.id.clone())
+        .unwrap_or_default();
+    let hold_reason = (!mros.contains_key(&mro_id))
+        .then(|| ReleaseError::MroNotInDirectory(mro_id.clone()).to_string());
     let draft = report::build(
         lab,
         rec,
@@ -313,4 +355,13 @@ pub fn review_item(
         "draft_report": draft,
         "waiting_since_ms": rec.updated_at_ms,
     })
+}
+
+impl Signer for crate::signing::SigningKey {
+    fn sign(&self, payload: &[u8]) -> Result<(String, String), String> {
+        Ok((
+            crate::signing::SigningKey::sign(self, payload),
+            self.kid().to_string(),
+        ))
+    }
 }

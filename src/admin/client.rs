@@ -15,13 +15,43 @@ pub struct Response {
 
 /// GETs `path` with a bearer token.
 pub fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> std::io::Result<Response> {
+    request(addr, "GET", path, token, None)
+}
+
+/// POSTs a JSON body to `path` with a bearer token.
+pub fn post(
+    addr: SocketAddr,
+    path: &str,
+    token: Option<&str>,
+    body: &serde_json::Value,
+) -> std::io::Result<Response> {
+    request(addr, "POST", path, token, Some(body.to_string()))
+}
+
+fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<String>,
+) -> std::io::Result<Response> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut req = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nAccept: application/json\r\n");
+    s.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let mut req =
+        format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\nAccept: application/json\r\n");
     if let Some(t) = token {
         req.push_str(&format!("Authorization: Bearer {t}\r\n"));
     }
+    if let Some(b) = &body {
+        req.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            b.len()
+        ));
+    }
     req.push_str("\r\n");
+    if let Some(b) = &body {
+        req.push_str(b);
+    }
     s.write_all(req.as_bytes())?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf)?;

@@ -24,6 +24,38 @@ pub struct AdminState {
     pub ready: Arc<AtomicBool>,
     pub prometheus: Option<PrometheusHandle>,
     pub api: Option<Arc<dyn Api>>,
+    pub review: Option<Arc<dyn ReviewApi>>,
+    /// Records a refused request in the audit log (who if known, what path, why).
+    pub on_refusal: Option<Arc<dyn Fn(Option<&str>, &str, &'static str) + Send + Sync>>,
+}
+
+/// A boxed future of an admin action: `Ok(json)` or `Err((http status, message))`.
+pub type ActionFuture<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<serde_json::Value, (u16, String)>> + Send + 'a>,
+>;
+
+/// Review, release and delivery actions, implemented by the wiring.
+pub trait ReviewApi: Send + Sync {
+    /// The review queue with what a certifying scientist needs to judge each specimen.
+    fn queue(&self) -> Result<serde_json::Value, String>;
+    /// One specimen as the review queue shows it.
+    fn item(&self, specimen_id: &str) -> Result<Option<serde_json::Value>, String>;
+    /// Releases specimens under one signature (`batch`: negatives only).
+    fn release<'a>(
+        &'a self,
+        ids: Vec<String>,
+        scientist: &'a User,
+        batch: bool,
+    ) -> ActionFuture<'a>;
+    /// Sends a specimen back for retest with a reason.
+    fn send_back<'a>(&'a self, id: String, scientist: &'a User, reason: String)
+    -> ActionFuture<'a>;
+    /// Queued and dead-letter reports per MRO.
+    fn outbox(&self) -> Result<serde_json::Value, String>;
+    /// A stored report's delivery status (not its content).
+    fn report(&self, report_id: &str) -> Result<Option<serde_json::Value>, String>;
+    /// Puts a dead letter back in its MRO's queue.
+    fn retry<'a>(&'a self, report_id: String, operator: &'a User) -> ActionFuture<'a>;
 }
 
 /// What the daemon offers through `/api/`: implemented by the wiring, which knows the stages.
@@ -82,11 +114,17 @@ pub fn authorize(state: &AdminState, parts: &Parts, need: Permission) -> Result<
     let Some(user) = token.and_then(|t| users.authenticate(t)) else {
         metrics::counter!("custodian_admin_refusals_total", "reason" => "unauthenticated")
             .increment(1);
+        if let Some(audit) = &state.on_refusal {
+            audit(None, parts.uri.path(), "unauthenticated");
+        }
         tracing::warn!(component = "admin", path = %parts.uri.path(), "request without valid credentials refused");
         return Err(Refusal::Unauthenticated);
     };
     if !user.role.may(need) {
         metrics::counter!("custodian_admin_refusals_total", "reason" => "forbidden").increment(1);
+        if let Some(audit) = &state.on_refusal {
+            audit(Some(&user.name), parts.uri.path(), "forbidden");
+        }
         tracing::warn!(component = "admin", user = %user.name, role = user.role.key(), path = %parts.uri.path(), "request refused: role lacks permission");
         return Err(Refusal::Forbidden);
     }
@@ -101,6 +139,149 @@ impl FromRequestParts<AdminState> for Reader {
     async fn from_request_parts(parts: &mut Parts, state: &AdminState) -> Result<Self, Refusal> {
         authorize(state, parts, Permission::Read).map(Reader)
     }
+}
+
+/// Extractor for release (certifying scientists only).
+pub struct Scientist(pub User);
+
+impl FromRequestParts<AdminState> for Scientist {
+    type Rejection = Refusal;
+    async fn from_request_parts(parts: &mut Parts, state: &AdminState) -> Result<Self, Refusal> {
+        authorize(state, parts, Permission::Release).map(Scientist)
+    }
+}
+
+/// Extractor for operational actions.
+pub struct Operator(pub User);
+
+impl FromRequestParts<AdminState> for Operator {
+    type Rejection = Refusal;
+    async fn from_request_parts(parts: &mut Parts, state: &AdminState) -> Result<Self, Refusal> {
+        authorize(state, parts, Permission::Operate).map(Operator)
+    }
+}
+
+fn action_response(r: Result<serde_json::Value, (u16, String)>) -> Response {
+    match r {
+        Ok(v) => axum::Json(v).into_response(),
+        Err((code, msg)) => (
+            StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            format!("{msg}\n"),
+        )
+            .into_response(),
+    }
+}
+
+fn no_review() -> Response {
+    (StatusCode::SERVICE_UNAVAILABLE, "review is not available\n").into_response()
+}
+
+async fn review_queue(State(s): State<AdminState>, Reader(_u): Reader) -> Response {
+    let Some(r) = &s.review else {
+        return no_review();
+    };
+    match r.queue() {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
+async fn review_item(
+    State(s): State<AdminState>,
+    Reader(_u): Reader,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    let Some(r) = &s.review else {
+        return no_review();
+    };
+    match r.item(&id) {
+        Ok(Some(v)) => axum::Json(v).into_response(),
+        Ok(None) => (StatusCode::NOT_FOUND, "no such specimen\n").into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
+async fn release_one(
+    State(s): State<AdminState>,
+    Scientist(user): Scientist,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    let Some(r) = &s.review else {
+        return no_review();
+    };
+    action_response(r.release(vec![id], &user, false).await)
+}
+
+#[derive(serde::Deserialize)]
+struct BatchBody {
+    specimens: Vec<String>,
+}
+
+async fn release_batch(
+    State(s): State<AdminState>,
+    Scientist(user): Scientist,
+    axum::Json(body): axum::Json<BatchBody>,
+) -> Response {
+    let Some(r) = &s.review else {
+        return no_review();
+    };
+    if body.specimens.is_empty() {
+        return (StatusCode::BAD_REQUEST, "list the specimens to release\n").into_response();
+    }
+    action_response(r.release(body.specimens, &user, true).await)
+}
+
+#[derive(serde::Deserialize)]
+struct RetestBody {
+    reason: String,
+}
+
+async fn send_back(
+    State(s): State<AdminState>,
+    Scientist(user): Scientist,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    axum::Json(body): axum::Json<RetestBody>,
+) -> Response {
+    let Some(r) = &s.review else {
+        return no_review();
+    };
+    action_response(r.send_back(id, &user, body.reason).await)
+}
+
+async fn outbox(State(s): State<AdminState>, Reader(_u): Reader) -> Response {
+    let Some(r) = &s.review else {
+        return no_review();
+    };
+    match r.outbox() {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
+async fn report_status(
+    State(s): State<AdminState>,
+    Reader(_u): Reader,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    let Some(r) = &s.review else {
+        return no_review();
+    };
+    match r.report(&id) {
+        Ok(Some(v)) => axum::Json(v).into_response(),
+        Ok(None) => (StatusCode::NOT_FOUND, "no such report\n").into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
+async fn retry(
+    State(s): State<AdminState>,
+    Operator(user): Operator,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    let Some(r) = &s.review else {
+        return no_review();
+    };
+    action_response(r.retry(id, &user).await)
 }
 
 async fn healthz() -> &'static str {
@@ -205,6 +386,14 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/specimens", get(specimens))
         .route("/api/audit/verify", get(audit_verify))
         .route("/api/summary", get(summary))
+        .route("/api/review", get(review_queue))
+        .route("/api/review/{id}", get(review_item))
+        .route("/api/review/{id}/release", axum::routing::post(release_one))
+        .route("/api/review/{id}/retest", axum::routing::post(send_back))
+        .route("/api/release-batch", axum::routing::post(release_batch))
+        .route("/api/outbox", get(outbox))
+        .route("/api/outbox/{id}/retry", axum::routing::post(retry))
+        .route("/api/reports/{id}", get(report_status))
         .with_state(state)
 }
 

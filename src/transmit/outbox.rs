@@ -101,7 +101,10 @@ mod tests {
         let c = queue_key("MRO-10", 1, "R-c");
         assert!(a < b);
         assert!(a.starts_with(&queue_prefix("MRO-1")));
-        assert!(!c.starts_with(&queue_prefix("MRO-1")), "MRO-1 prefix does not match MRO-10");
+        assert!(
+            !c.starts_with(&queue_prefix("MRO-1")),
+            "MRO-1 prefix does not match MRO-10"
+        );
         assert!(!dead_key("MRO-1", 5, "R-b").starts_with(&queue_prefix("MRO-1")));
         assert_eq!(released_at(&b, "MRO-1"), Some(10));
     }

@@ -123,7 +123,9 @@ impl Sender {
                 Ok(answer) => match classify(answer.status) {
                     Verdict::Delivered => {
                         if self.record(&key, &report, &answer, true).await {
-                            let latency = self.clock.now_ms().saturating_sub(report.released_at_ms) as f64 / 1000.0;
+                            let latency = self.clock.now_ms().saturating_sub(report.released_at_ms)
+                                as f64
+                                / 1000.0;
                             metrics::histogram!("custodian_delivery_latency_seconds", "mro" => self.mro_id.clone()).record(latency);
                             metrics::histogram!("custodian_delivery_request_seconds", "mro" => self.mro_id.clone()).record(elapsed.as_secs_f64());
                             metrics::counter!("custodian_deliveries_total", "mro" => self.mro_id.clone(), "outcome" => "delivered").increment(1);
@@ -138,7 +140,15 @@ impl Sender {
                             attempt = 0;
                         }
                     }
-                    Verdict::Retry => self.wait_retry(&report, attempt, &format!("HTTP {}", answer.status), &shutdown).await,
+                    Verdict::Retry => {
+                        self.wait_retry(
+                            &report,
+                            attempt,
+                            &format!("HTTP {}", answer.status),
+                            &shutdown,
+                        )
+                        .await
+                    }
                 },
                 Err(e) => {
                     let why = match &e {
@@ -151,7 +161,13 @@ impl Sender {
         }
     }
 
-    async fn wait_retry(&self, report: &StoredReport, attempt: u32, why: &str, shutdown: &CancellationToken) {
+    async fn wait_retry(
+        &self,
+        report: &StoredReport,
+        attempt: u32,
+        why: &str,
+        shutdown: &CancellationToken,
+    ) {
         metrics::counter!("custodian_deliveries_total", "mro" => self.mro_id.clone(), "outcome" => "retry").increment(1);
         let seed = report.released_at_ms ^ self.clock.now_ms();
         let delay = self.backoff.delay(attempt, seed);
@@ -164,7 +180,13 @@ impl Sender {
 
     /// Records a delivery or a dead letter; false if the store could not make it durable (the
     /// report stays queued and is sent again: the idempotency key makes that harmless).
-    async fn record(&self, key: &[u8], report: &StoredReport, answer: &Answer, delivered: bool) -> bool {
+    async fn record(
+        &self,
+        key: &[u8],
+        report: &StoredReport,
+        answer: &Answer,
+        delivered: bool,
+    ) -> bool {
         let now = self.clock.now_ms();
         let key = key.to_vec();
         let report_id = report.report_id.clone();
@@ -175,7 +197,9 @@ impl Sender {
         let r = self
             .committer
             .submit(move |tx: &mut Tx<'_>| -> Result<(), Abort<String>> {
-                let Some(mut rep) = tx.get::<StoredReport>(Keyspace::Reports, report_id.as_bytes())? else {
+                let Some(mut rep) =
+                    tx.get::<StoredReport>(Keyspace::Reports, report_id.as_bytes())?
+                else {
                     return Err(Abort::Domain("report vanished".into()));
                 };
                 tx.remove(Keyspace::Outbox, &key)?;
@@ -193,7 +217,11 @@ impl Sender {
                         http_status: status,
                         reason: format!("HTTP {status}"),
                     };
-                    tx.put(Keyspace::Outbox, &outbox::dead_key(&mro, released_at, &report_id), &report_id)?;
+                    tx.put(
+                        Keyspace::Outbox,
+                        &outbox::dead_key(&mro, released_at, &report_id),
+                        &report_id,
+                    )?;
                     action = "dead_letter";
                 }
                 rep.attempts += 1;
@@ -243,7 +271,10 @@ mod tests {
             let base = 100.0 * f64::from(1u32 << (n - 1));
             for seed in [1u64, 99, 12345, u64::MAX] {
                 let d = b.delay(n, seed).as_secs_f64() * 1000.0;
-                assert!(d >= base * 0.75 - 1e-6 && d <= (base * 1.25).min(10_000.0) + 1e-6, "n={n} d={d}");
+                assert!(
+                    d >= base * 0.75 - 1e-6 && d <= (base * 1.25).min(10_000.0) + 1e-6,
+                    "n={n} d={d}"
+                );
             }
         }
         assert!(b.delay(40, 7) <= Duration::from_secs(10));
