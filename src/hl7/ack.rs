@@ -744,4 +744,17 @@ mod tests {
             ErrorCode::SegmentSequenceError
         );
     }
+
+    #[test]
+    fn crates_md_6_no_double_escaping() {
+        // hl7-parser's MessageBuilder turns `\T\` into `\E\T\E\`; ours escapes decoded text once.
+        let h = header("MSH|^~\\&|LAB\\T\\CO|B|C|D|1||ORU^R01|ID\\T\\1|P|2.5");
+        assert_eq!(h.sending_application.namespace_id, "LAB&CO");
+        let ack = build_ack(&h, AckCode::AA, None, "C", "1");
+        let text = String::from_utf8(ack.clone()).unwrap();
+        assert!(text.contains("|LAB\\T\\CO|"), "{text}");
+        assert!(text.contains("MSA|AA|ID\\T\\1"), "{text}");
+        assert!(!text.contains("\\E\\"), "{text}");
+        assert_eq!(parse(&ack).unwrap().get("MSA-2"), Some("ID&1"));
+    }
 }

@@ -72,7 +72,7 @@ pub fn extract_checked(mapping_toml: &str, data: &[u8]) {
     match parse(data) {
         Ok(msg) => {
             let h = msg.header();
-            match extract(&msg, &mapping) {
+            match extract(&msg, mapping) {
                 Ok(results) => {
                     assert!(!results.specimen_id.is_empty());
                     let bytes = ack::build_ack(h, AckCode::AA, None, ACK_CONTROL_ID, ACK_TIME);

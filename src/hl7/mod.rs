@@ -26,11 +26,17 @@ pub mod message;
 pub mod oru;
 pub mod path;
 
-pub use ack::{AckCode, AckPlan, ErrorCode, ErrorDetail, Outcome};
+pub use ack::{
+    AckCode, AckPlan, ErrorCode, ErrorDetail, Outcome, build_ack, build_reject_for_unparsed, plan,
+    scan_control_id,
+};
 pub use charset::Charset;
 pub use escape::Delimiters;
 pub use header::{AckCondition, AckMode, Hd, MessageHeader};
 pub use location::{Location, SegmentId};
 pub use message::{Component, Field, Message, ParseError, Repetition, Segment, parse};
-pub use oru::{Mapping, OruResults, UseError, extract};
+pub use oru::{
+    Bottle, BottleMapping, Kind, Mapping, Observation, OruResults, ResultStatus, ResultValue,
+    TestMapping, UseError, extract,
+};
 pub use path::{Path, PathError};
