@@ -1,0 +1,651 @@
+//! Release and delivery end to end: accession XML + screen + validity + confirmation over MLLP →
+//! review queue → authenticated release → a local HTTPS MRO receiver (its own CA, client
+//! certificate required) gets a JWS that python's jwcrypto verifies and whose payload has every
+//! required element; retries on 503 with the same Idempotency-Key and exactly one delivery;
+//! SIGKILL between release and delivery still delivers once; refusals for non-MRO destinations.
+
+mod common;
+use common::*;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A CA and certificates for the MRO's server and the laboratory's client.
+struct Pki {
+    mro_ca: PathBuf,
+    lab_client_cert: PathBuf,
+    lab_client_key: PathBuf,
+    server_chain: Vec<CertificateDer<'static>>,
+    server_key: Vec<u8>,
+    lab_ca_der: CertificateDer<'static>,
+}
+
+fn write_key(path: &Path, pem: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, pem).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+fn pki(dir: &Path) -> Pki {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Test MRO CA");
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let ca = Issuer::new(ca_params, ca_key);
+
+    let server_key = KeyPair::generate().unwrap();
+    let server = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&server_key, &ca)
+        .unwrap();
+
+    let lab_ca_key = KeyPair::generate().unwrap();
+    let mut lab_ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    lab_ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    lab_ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Test Lab CA");
+    let lab_ca_cert = lab_ca_params.self_signed(&lab_ca_key).unwrap();
+    let lab_ca = Issuer::new(lab_ca_params, lab_ca_key);
+    let client_key = KeyPair::generate().unwrap();
+    let mut client_params = CertificateParams::new(vec!["lab.example".to_string()]).unwrap();
+    client_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Test Laboratory");
+    let client = client_params.signed_by(&client_key, &lab_ca).unwrap();
+
+    let mro_ca = dir.join("mro-ca.pem");
+    std::fs::write(&mro_ca, ca_cert.pem()).unwrap();
+    let lab_client_cert = dir.join("lab-client.pem");
+    std::fs::write(&lab_client_cert, client.pem()).unwrap();
+    let lab_client_key = dir.join("lab-client.key");
+    write_key(&lab_client_key, &client_key.serialize_pem());
+    Pki {
+        mro_ca,
+        lab_client_cert,
+        lab_client_key,
+        server_chain: vec![server.der().clone()],
+        server_key: server_key.serialize_der(),
+        lab_ca_der: lab_ca_cert.der().clone(),
+    }
+}
+
+/// What the receiver saw of one request.
+#[derive(Debug, Clone)]
+struct Seen {
+    idempotency_key: String,
+    content_type: String,
+    body: String,
+}
+
+/// A local HTTPS MRO receiver: client certificate required; answers `fail_first` requests with
+/// 503, then 201.
+struct Receiver {
+    port: u16,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    fail_first: Arc<AtomicUsize>,
+}
+
+fn receiver(p: &Pki) -> Receiver {
+    custodian::tls::install_provider();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(p.lab_ca_der.clone()).unwrap();
+    let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
+        .build()
+        .unwrap();
+    let cfg = rustls::ServerConfig::builder()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(
+            p.server_chain.clone(),
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(p.server_key.clone())),
+        )
+        .unwrap();
+    let cfg = Arc::new(cfg);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let fail_first = Arc::new(AtomicUsize::new(0));
+    let (s2, f2) = (seen.clone(), fail_first.clone());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+            let conn = rustls::ServerConnection::new(cfg.clone()).unwrap();
+            let mut tls = rustls::StreamOwned::new(conn, stream);
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            let (head_end, len) = loop {
+                match tls.read(&mut chunk) {
+                    Ok(0) | Err(_) => break (None, 0),
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+                if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&buf[..pos]).to_lowercase();
+                    let len = head
+                        .lines()
+                        .find_map(|l| {
+                            l.strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    break (Some(pos + 4), len);
+                }
+            };
+            let Some(start) = head_end else { continue };
+            while buf.len() < start + len {
+                match tls.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            let head = String::from_utf8_lossy(&buf[..start]).to_string();
+            let header = |name: &str| {
+                head.lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        (k.trim().eq_ignore_ascii_case(name)).then(|| v.trim().to_string())
+                    })
+                    .unwrap_or_default()
+            };
+            s2.lock().unwrap().push(Seen {
+                idempotency_key: header("idempotency-key"),
+                content_type: header("content-type"),
+                body: String::from_utf8_lossy(&buf[start..(start + len).min(buf.len())])
+                    .to_string(),
+            });
+            let status = if f2.load(Ordering::SeqCst) > 0 {
+                f2.fetch_sub(1, Ordering::SeqCst);
+                "503 Service Unavailable"
+            } else {
+                "201 Created"
+            };
+            let body = "{\"received\":true}";
+            let resp = format!(
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = tls.write_all(resp.as_bytes());
+            let _ = tls.flush();
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
+        }
+    });
+    Receiver {
+        port,
+        seen,
+        fail_first,
+    }
+}
+
+fn mro_section(p: &Pki, port: u16, id: &str) -> String {
+    format!(
+        "[[mro]]\nid = \"{id}\"\nname = \"Dr. Pat Example, MD\"\naddress = \"100 Example Way\"\nendpoint = \"https://127.0.0.1:{port}/reports\"\nca = \"{}\"\nclient_cert = \"{}\"\nclient_key = \"{}\"\n[transmit]\nbackoff_initial_ms = 50\nbackoff_max_secs = 1\ntimeout_secs = 5\n",
+        p.mro_ca.display(),
+        p.lab_client_cert.display(),
+        p.lab_client_key.display()
+    )
+}
+
+fn generate_key(config: &Path) {
+    let out = Command::new(bin())
+        .args(["keys", "generate", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Drives one specimen to ready_for_review: accession, screen, validity, confirmation.
+fn prepare_positive(d: &Daemon, id: &str) {
+    d.drop_lims(&format!("acc-{id}.xml"), &accession_xml_clean(id))
+        .unwrap();
+    let a = d.addr("lab");
+    let screen = oru(
+        &format!("{id}-1"),
+        id,
+        &[
+            ("THC50", "0", "ng/mL"),
+            ("COC300", "900", "ng/mL"),
+            ("OPI2000", "0", "ng/mL"),
+            ("AMP1000", "0", "ng/mL"),
+            ("PCP25", "0", "ng/mL"),
+        ],
+    );
+    assert_eq!(ack_code(&send(a, &screen).unwrap()), "AA");
+    let validity = oru(
+        &format!("{id}-2"),
+        id,
+        &[
+            ("CREA", "90", "mg/dL"),
+            ("PH", "6.2", "pH"),
+            ("SG", "1.018", ""),
+        ],
+    );
+    assert_eq!(ack_code(&send(a, &validity).unwrap()), "AA");
+    let confirm = oru(&format!("{id}-3"), id, &[("BZEC", "480", "ng/mL")]);
+    assert_eq!(ack_code(&send(a, &confirm).unwrap()), "AA");
+    assert_eq!(d.specimen(id).unwrap()["state"], "ready_for_review");
+}
+
+fn prepare_negative(d: &Daemon, id: &str) {
+    d.drop_lims(&format!("acc-{id}.xml"), &accession_xml_clean(id))
+        .unwrap();
+    let a = d.addr("lab");
+    let screen = oru(
+        &format!("{id}-1"),
+        id,
+        &[
+            ("THC50", "0", "ng/mL"),
+            ("COC300", "0", "ng/mL"),
+            ("OPI2000", "0", "ng/mL"),
+            ("AMP1000", "0", "ng/mL"),
+            ("PCP25", "0", "ng/mL"),
+            ("CREA", "90", "mg/dL"),
+            ("PH", "6.2", "pH"),
+        ],
+    );
+    assert_eq!(ack_code(&send(a, &screen).unwrap()), "AA");
+    assert_eq!(d.specimen(id).unwrap()["state"], "ready_for_review");
+}
+
+fn post(d: &Daemon, path: &str, token: Option<&str>, body: serde_json::Value) -> (u16, String) {
+    let r = custodian::admin::client::post(d.admin, path, token, &body).unwrap();
+    (r.status, r.body)
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+fn delivery_of(d: &Daemon, report_id: &str) -> serde_json::Value {
+    let (s, body) = d.get(&format!("/api/reports/{report_id}"), Some(VIEWER_TOKEN));
+    assert_eq!(s, 200, "{body}");
+    serde_json::from_str::<serde_json::Value>(&body).unwrap()["delivery"].clone()
+}
+
+#[test]
+fn release_signs_and_delivers_only_to_the_mro_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pki(dir.path());
+    let rx = receiver(&p);
+    rx.fail_first.store(3, Ordering::SeqCst);
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "{}\n{}",
+            analyzer("lab"),
+            mro_section(&p, rx.port, "MRO-0042")
+        ),
+    );
+    generate_key(&cfg);
+    let d = Daemon::start(dir.path());
+    prepare_positive(&d, "SPEC-R1");
+
+    // The review queue shows what the scientist needs.
+    let (s, body) = d.get("/api/review", Some(VIEWER_TOKEN));
+    assert_eq!(s, 200);
+    let queue: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let item = &queue[0];
+    assert_eq!(item["specimen_id"], "SPEC-R1");
+    assert!(
+        item["analytes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["analyte"] == "benzoylecgonine" && a["confirmation_cutoff"] == "150")
+    );
+    assert!(item["draft_report"]["results"].is_array());
+    assert!(item["held_because"].is_null());
+
+    // Release needs authentication and the certifying-scientist role.
+    assert_eq!(
+        post(
+            &d,
+            "/api/review/SPEC-R1/release",
+            None,
+            serde_json::json!({})
+        )
+        .0,
+        401
+    );
+    assert_eq!(
+        post(
+            &d,
+            "/api/review/SPEC-R1/release",
+            Some(VIEWER_TOKEN),
+            serde_json::json!({})
+        )
+        .0,
+        403
+    );
+    assert_eq!(
+        post(
+            &d,
+            "/api/review/SPEC-R1/release",
+            Some(OPERATOR_TOKEN),
+            serde_json::json!({})
+        )
+        .0,
+        403
+    );
+    let (s, body) = post(
+        &d,
+        "/api/review/SPEC-R1/release",
+        Some(TOKEN),
+        serde_json::json!({}),
+    );
+    assert_eq!(s, 200, "{body}");
+    let released: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let report_id = released["released"][0]["report_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(released["released"][0]["mro_id"], "MRO-0042");
+    // A second release of the same specimen is refused.
+    assert_eq!(
+        post(
+            &d,
+            "/api/review/SPEC-R1/release",
+            Some(TOKEN),
+            serde_json::json!({})
+        )
+        .0,
+        409
+    );
+
+    // 503 three times, then 201: one delivery, the same Idempotency-Key on every try.
+    wait_until("delivery", || {
+        delivery_of(&d, &report_id)["status"] == "delivered"
+    });
+    let seen = rx.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 4, "three 503s then one 201");
+    assert!(
+        seen.iter()
+            .all(|s| s.idempotency_key == report_id && s.content_type == "application/jose")
+    );
+    let delivery = delivery_of(&d, &report_id);
+    assert_eq!(delivery["http_status"], 201);
+    assert!(delivery["receipt"].as_str().unwrap().contains("received"));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        rx.seen.lock().unwrap().len(),
+        4,
+        "nothing sent after delivery"
+    );
+
+    // A third-party JOSE library verifies the JWS with the exported public key.
+    let jwks = Command::new(bin())
+        .args(["keys", "export-public", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(jwks.status.success());
+    let jwks_path = dir.path().join("jwks.json");
+    std::fs::write(&jwks_path, &jwks.stdout).unwrap();
+    let jws_path = dir.path().join("report.jws");
+    std::fs::write(&jws_path, &seen[3].body).unwrap();
+    let script = r#"
+import json, sys
+from jwcrypto import jwk, jws
+keys = jwk.JWKSet.from_json(open(sys.argv[1]).read())
+token = open(sys.argv[2]).read().strip()
+t = jws.JWS()
+t.deserialize(token)
+kid = t.jose_header.get("kid")
+assert t.jose_header.get("alg") == "EdDSA", t.jose_header
+t.verify(keys.get_key(kid))
+print(t.payload.decode())
+"#;
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(&jwks_path)
+        .arg(&jws_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "jwcrypto (pip install jwcrypto; .ci/run installs it) did not verify: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let payload: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for key in [
+        "report_id",
+        "laboratory",
+        "employer",
+        "mro",
+        "specimen_id",
+        "donor_id",
+        "reason_for_test",
+        "collector",
+        "collected_on",
+        "received_on",
+        "released_at",
+        "certifying_scientist",
+        "results",
+        "dilute",
+        "positive_analytes",
+        "quantitations",
+        "remarks",
+        "profile",
+    ] {
+        assert!(payload.get(key).is_some(), "payload lacks {key}: {payload}");
+    }
+    assert_eq!(payload["report_id"], report_id.as_str());
+    assert_eq!(payload["certifying_scientist"], "Dr. Test Scientist");
+    assert_eq!(payload["results"], serde_json::json!(["positive"]));
+    assert_eq!(
+        payload["positive_analytes"],
+        serde_json::json!(["benzoylecgonine"])
+    );
+    assert_eq!(
+        payload["quantitations"],
+        serde_json::json!({}),
+        "no quantitation without a written request"
+    );
+    assert_eq!(payload["laboratory"]["name"], "Test Laboratory");
+    // custodian verify agrees.
+    let out = Command::new(bin())
+        .arg("verify")
+        .arg(&jws_path)
+        .arg("--key")
+        .arg(&jwks_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The release is an audited electronic signature bound to the content hash.
+    let rec = d.specimen("SPEC-R1").unwrap();
+    assert_eq!(rec["state"], "released");
+    assert_eq!(rec["release"]["meaning"], "reviewed and released");
+    assert_eq!(rec["release"]["scientist"], "Dr. Test Scientist");
+    let (_, v) = d.get("/api/audit/verify", Some(TOKEN));
+    assert!(v.contains("\"ok\":true"), "{v}");
+}
+
+#[test]
+fn sigkill_between_release_and_delivery_still_delivers_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pki(dir.path());
+    let rx = receiver(&p);
+    rx.fail_first.store(1_000_000, Ordering::SeqCst); // the MRO is down
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "{}\n{}",
+            analyzer("lab"),
+            mro_section(&p, rx.port, "MRO-0042")
+        ),
+    );
+    generate_key(&cfg);
+    let mut d = Daemon::start(dir.path());
+    prepare_negative(&d, "SPEC-K1");
+    prepare_negative(&d, "SPEC-K2");
+    // One signature over a listed set of negatives.
+    let (s, body) = post(
+        &d,
+        "/api/release-batch",
+        Some(TOKEN),
+        serde_json::json!({"specimens": ["SPEC-K1", "SPEC-K2"]}),
+    );
+    assert_eq!(s, 200, "{body}");
+    let released: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let ids: Vec<String> = released["released"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["report_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 2);
+    wait_until("a first failed attempt", || {
+        !rx.seen.lock().unwrap().is_empty()
+    });
+    d.kill9();
+    rx.fail_first.store(0, Ordering::SeqCst); // the MRO is back
+    d.restart();
+    for id in &ids {
+        wait_until("delivery after restart", || {
+            delivery_of(&d, id)["status"] == "delivered"
+        });
+    }
+    let seen = rx.seen.lock().unwrap().clone();
+    for id in &ids {
+        let ok = seen.iter().filter(|s| &s.idempotency_key == id).count();
+        assert!(ok >= 1);
+    }
+    // In release order per MRO: the first report's last try comes before the second's first 201.
+    let (_, outbox) = d.get("/api/outbox", Some(VIEWER_TOKEN));
+    let outbox: serde_json::Value = serde_json::from_str(&outbox).unwrap();
+    assert!(outbox["MRO-0042"]["queued"].as_array().unwrap().is_empty());
+    // Exactly one delivery recorded per report: the audit log has one "delivered" each.
+    assert_eq!(d.term(), Some(0));
+    let out = d.cli(&["audit", "verify"]);
+    assert!(out.status.success());
+}
+
+#[test]
+fn batch_release_is_for_negatives_and_unknown_mros_hold_the_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pki(dir.path());
+    let rx = receiver(&p);
+    // The directory lists another MRO only: the CCF's MRO-0042 is unknown.
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "{}\n{}",
+            analyzer("lab"),
+            mro_section(&p, rx.port, "MRO-7777")
+        ),
+    );
+    generate_key(&cfg);
+    let d = Daemon::start(dir.path());
+    prepare_positive(&d, "SPEC-B1");
+    let (s, body) = post(
+        &d,
+        "/api/release-batch",
+        Some(TOKEN),
+        serde_json::json!({"specimens": ["SPEC-B1"]}),
+    );
+    assert_eq!(s, 409, "a positive cannot be batch released: {body}");
+    let (s, body) = post(
+        &d,
+        "/api/review/SPEC-B1/release",
+        Some(TOKEN),
+        serde_json::json!({}),
+    );
+    assert_eq!(s, 409);
+    assert!(
+        body.contains("MRO-0042") && body.contains("directory"),
+        "{body}"
+    );
+    let (_, item) = d.get("/api/review/SPEC-B1", Some(TOKEN));
+    assert!(
+        item.contains("held_because") && item.contains("not in the MRO directory"),
+        "{item}"
+    );
+    assert_eq!(d.specimen("SPEC-B1").unwrap()["state"], "ready_for_review");
+    // Send back for retest needs a reason and moves it out of the queue.
+    let (s, _) = post(
+        &d,
+        "/api/review/SPEC-B1/retest",
+        Some(TOKEN),
+        serde_json::json!({"reason": ""}),
+    );
+    assert_eq!(s, 409);
+    let (s, _) = post(
+        &d,
+        "/api/review/SPEC-B1/retest",
+        Some(TOKEN),
+        serde_json::json!({"reason": "re-run confirmation"}),
+    );
+    assert_eq!(s, 200);
+    assert_eq!(d.specimen("SPEC-B1").unwrap()["state"], "screened");
+    assert!(
+        rx.seen.lock().unwrap().is_empty(),
+        "nothing was sent anywhere"
+    );
+}
+
+#[test]
+fn destinations_that_are_not_mros_are_refused_by_check_config_and_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pki(dir.path());
+    for (label, section) in [
+        ("DER", mro_section(&p, 443, "DER-ACME")),
+        (
+            "employer",
+            mro_section(&p, 443, "MRO-1").replace("Dr. Pat Example, MD", "Acme Employer Portal"),
+        ),
+        (
+            "C/TPA",
+            mro_section(&p, 443, "MRO-2").replace("Dr. Pat Example, MD", "Example C/TPA Services"),
+        ),
+        (
+            "plain http",
+            mro_section(&p, 443, "MRO-3").replace("https://", "http://"),
+        ),
+    ] {
+        let cfg = write_config(dir.path(), &section);
+        let out = Command::new(bin())
+            .arg("check-config")
+            .arg("--config")
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{label} accepted by check-config"
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("mro[0]"), "{label}: {err}");
+        let out = Command::new(bin())
+            .arg("run")
+            .arg("--config")
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{label} accepted by run");
+    }
+}
