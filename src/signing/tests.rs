@@ -261,7 +261,7 @@ fn generate_stores_a_private_key_and_makes_it_active() {
         format!("{kid}\n")
     );
     assert_eq!(store.active().unwrap().kid(), kid);
-    assert_eq!(store.kids().unwrap(), [kid.clone()]);
+    assert_eq!(store.kids().unwrap(), std::slice::from_ref(&kid));
     assert!(store.check_permissions().is_empty());
 }
 
