@@ -189,8 +189,8 @@ pub fn build(
         name: required(&lab.name, "laboratory.name")?,
         address: required(&lab.address, "laboratory.address")?,
     };
-    let employer = named(&ccf.employer, "employer")?;
-    let mro = named(&ccf.mro, "mro")?;
+    let employer = named(&ccf.employer, "employer.name", "employer.id")?;
+    let mro = named(&ccf.mro, "mro.name", "mro.id")?;
     let collector = Collector {
         name: required(&ccf.collector.name, "collector.name")?,
         phone: required(
@@ -279,11 +279,11 @@ fn provided(v: Option<&str>) -> Option<String> {
     v.filter(|s| !s.trim().is_empty()).map(str::to_string)
 }
 
-fn named(p: &Party, what: &'static str) -> Result<NamedParty, ReportError> {
-    let (name_key, id_key) = match what {
-        "employer" => ("employer.name", "employer.id"),
-        _ => ("mro.name", "mro.id"),
-    };
+fn named(
+    p: &Party,
+    name_key: &'static str,
+    id_key: &'static str,
+) -> Result<NamedParty, ReportError> {
     Ok(NamedParty {
         name: required(&p.name, name_key)?,
         id: required(p.id.as_deref().unwrap_or(""), id_key)?,

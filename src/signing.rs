@@ -370,10 +370,10 @@ impl KeyStore {
         for e in entries {
             let e = e.map_err(io(&self.dir))?;
             let p = e.path();
-            if p.extension().is_some_and(|x| x == KEY_EXT) {
-                if let Some(stem) = p.file_stem().and_then(|s| s.to_str()) {
-                    kids.push(stem.to_string());
-                }
+            if p.extension().is_some_and(|x| x == KEY_EXT)
+                && let Some(stem) = p.file_stem().and_then(|s| s.to_str())
+            {
+                kids.push(stem.to_string());
             }
         }
         kids.sort();

@@ -643,7 +643,8 @@ fn schema_refuses_what_the_contract_forbids() {
     let v = schema();
     let good = json(&build(&lab(), &positive_record(), &release("R-20")).unwrap());
     assert_valid(&v, &good, "positive");
-    let mutations: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
+    type Mutation = Box<dyn Fn(&mut Value)>;
+    let mutations: Vec<(&str, Mutation)> = vec![
         (
             "extra top-level key",
             Box::new(|j| j["split_collected"] = Value::Bool(false)),

@@ -37,12 +37,12 @@ fn rfc8037_test_vectors() {
         "hgyY0il_MGCjP0JzlnLWG1PPOt7-09PGcvMg3AIbQR6dWbhijcNR4ki4iylGjg5BhVsPt9g7sVvpAr_MuM0KAg"
     );
     // The RFC's JWS carries no kid: a key set entry without kid is known by its thumbprint.
-    let mut with_kid = format!("{input}.{}", b64(sig.as_ref()));
+    let rfc_jws = format!("{input}.{}", b64(sig.as_ref()));
     let bare = JwkSet::parse(&format!(r#"{{"kty":"OKP","crv":"Ed25519","x":"{x}"}}"#)).unwrap();
-    assert_eq!(verify(&with_kid, &bare), Err(VerifyError::NoKid));
+    assert_eq!(verify(&rfc_jws, &bare), Err(VerifyError::NoKid));
     let header = b64(format!(r#"{{"alg":"EdDSA","kid":"{}"}}"#, key.kid()).as_bytes());
     let input = format!("{header}.RXhhbXBsZSBvZiBFZDI1NTE5IHNpZ25pbmc");
-    with_kid = format!("{input}.{}", b64(key.pair.sign(input.as_bytes()).as_ref()));
+    let with_kid = format!("{input}.{}", b64(key.pair.sign(input.as_bytes()).as_ref()));
     assert_eq!(
         verify(&with_kid, &bare).unwrap(),
         b"Example of Ed25519 signing"
@@ -261,7 +261,7 @@ fn generate_stores_a_private_key_and_makes_it_active() {
         format!("{kid}\n")
     );
     assert_eq!(store.active().unwrap().kid(), kid);
-    assert_eq!(store.kids().unwrap(), [kid.clone()]);
+    assert_eq!(store.kids().unwrap(), std::slice::from_ref(&kid));
     assert!(store.check_permissions().is_empty());
 }
 
