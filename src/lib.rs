@@ -3,6 +3,7 @@
 //!
 //! Module map (each named after the duty it carries):
 //! - [`rules`]: the pure Part 40 rules engine (accessioning, validity, testing, reporting).
+//! - [`calendar`]: business days of 40.83(e)-(g): federal holidays, lab closures, the correction window.
 //! - [`evaluate`]: the `custodian evaluate` contract over the rules engine.
 //! - [`config`]: the daemon's configuration, loaded and validated.
 //! - [`store`]: the only module that touches sled; durable commits with group fsync.
@@ -12,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod calendar;
 pub mod clock;
 pub mod config;
 pub mod daemon;
