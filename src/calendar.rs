@@ -389,6 +389,10 @@ impl Calendar {
     /// The `n`th business day after `start` (`start` itself is not counted, whatever it is);
     /// `start` when `n` is 0. `None` past 9999-12-31.
     pub fn add_business_days(&self, start: Date, n: u32) -> Option<Date> {
+        // There are never more business days than days.
+        if i64::from(n) > MAX_DAYS - start.days {
+            return None;
+        }
         let mut d = start;
         let mut left = n;
         while left > 0 {
@@ -445,6 +449,48 @@ pub fn parse_closures<S: AsRef<str>>(list: &[S]) -> Result<BTreeSet<Date>, (usiz
         .enumerate()
         .map(|(i, s)| s.as_ref().parse::<Date>().map_err(|e| (i, e)))
         .collect()
+}
+
+/// Closure dates from a file's text: TOML with `[calendar] closures = [...]` (the custodian
+/// configuration), or one `YYYY-MM-DD` per line (blank lines and `#` comments ignored). The
+/// error names the key or line.
+pub fn closures_from_text(text: &str) -> Result<BTreeSet<Date>, String> {
+    if let Ok(table) = text.parse::<toml::Table>() {
+        let Some(section) = table.get("calendar") else {
+            return Ok(BTreeSet::new());
+        };
+        let Some(list) = section.get("closures") else {
+            return Ok(BTreeSet::new());
+        };
+        let Some(items) = list.as_array() else {
+            return Err("calendar.closures: must be a list of dates".to_string());
+        };
+        let mut out = BTreeSet::new();
+        for (i, v) in items.iter().enumerate() {
+            let text = match v {
+                toml::Value::String(s) => s.clone(),
+                toml::Value::Datetime(dt) => dt.to_string(),
+                other => other.to_string(),
+            };
+            out.insert(
+                text.parse::<Date>()
+                    .map_err(|e| format!("calendar.closures[{i}]: {e}"))?,
+            );
+        }
+        return Ok(out);
+    }
+    let mut out = BTreeSet::new();
+    for (i, line) in text.lines().enumerate() {
+        let t = line.split('#').next().unwrap_or("").trim();
+        if t.is_empty() {
+            continue;
+        }
+        out.insert(
+            t.parse::<Date>()
+                .map_err(|e| format!("line {}: {e}", i + 1))?,
+        );
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -694,6 +740,40 @@ mod tests {
     }
 
     #[test]
+    fn closures_from_config_or_lines() {
+        let cfg =
+            "[laboratory]\nname = \"x\"\n[calendar]\nclosures = [\"2026-12-24\", 2026-11-27]\n";
+        let set = closures_from_text(cfg).unwrap();
+        assert_eq!(
+            set.into_iter().collect::<Vec<_>>(),
+            vec![d("2026-11-27"), d("2026-12-24")]
+        );
+        assert!(
+            closures_from_text("[laboratory]\nname = \"x\"\n")
+                .unwrap()
+                .is_empty()
+        );
+        assert!(closures_from_text("").unwrap().is_empty());
+        let e =
+            closures_from_text("[calendar]\nclosures = [\"2026-12-24\", \"xmas\"]\n").unwrap_err();
+        assert!(
+            e.starts_with("calendar.closures[1]: `xmas` is not a date"),
+            "{e}"
+        );
+        let e = closures_from_text("[calendar]\nclosures = \"2026-12-24\"\n").unwrap_err();
+        assert_eq!(e, "calendar.closures: must be a list of dates");
+
+        let lines = "# closures\n2026-12-24\n\n2026-12-31  # New Year's Eve\n";
+        let set = closures_from_text(lines).unwrap();
+        assert_eq!(
+            set.into_iter().collect::<Vec<_>>(),
+            vec![d("2026-12-24"), d("2026-12-31")]
+        );
+        let e = closures_from_text("2026-12-24\n2026-12-32\n").unwrap_err();
+        assert!(e.starts_with("line 2: `2026-12-32` is not a date"), "{e}");
+    }
+
+    #[test]
     fn add_business_days_zero_is_start() {
         let cal = Calendar::federal();
         assert_eq!(
@@ -736,6 +816,11 @@ mod tests {
             Some(d("2026-03-13"))
         );
         assert_eq!(cal.add_business_days(d("9999-12-30"), 5), None);
+        assert_eq!(cal.add_business_days(d("2026-03-02"), u32::MAX), None);
+        assert_eq!(
+            cal.add_business_days(d("9999-12-30"), 1),
+            Some(d("9999-12-31"))
+        );
     }
 
     #[test]
