@@ -3,6 +3,7 @@
 //!
 //! Module map (each named after the duty it carries):
 //! - [`rules`]: the pure Part 40 rules engine (accessioning, validity, testing, reporting).
+//! - [`retention`]: how long specimens and records are kept (40.99, 40.109), written requests.
 //! - [`calendar`]: business days of 40.83(e)-(g): federal holidays, lab closures, the correction window.
 //! - [`evaluate`]: the `custodian evaluate` contract over the rules engine.
 //! - [`config`]: the daemon's configuration, loaded and validated.
@@ -23,6 +24,7 @@ pub mod ingest;
 pub mod lims;
 pub mod mllp;
 pub mod operator;
+pub mod retention;
 pub mod rules;
 pub mod specimen;
 pub mod store;
