@@ -473,19 +473,19 @@ impl Retention {
         if self.discarded(item).is_some() {
             return Err(RetentionError::AlreadyDiscarded(what));
         }
-        if let Keep::Until(end) = self.keep(item, policy).0 {
-            if req.received_at_ms >= end {
-                return Err(RetentionError::PeriodPassed {
-                    what,
-                    ended_at: rfc3339(end),
-                    cite: req.subject.cite(),
-                });
-            }
+        if let Keep::Until(end) = self.keep(item, policy).0
+            && req.received_at_ms >= end
+        {
+            return Err(RetentionError::PeriodPassed {
+                what,
+                ended_at: rfc3339(end),
+                cite: req.subject.cite(),
+            });
         }
-        if let Until::Date(d) = req.until {
-            if d.end_ms(policy.utc_offset_minutes) <= req.received_at_ms {
-                return Err(RetentionError::UntilInPast(d));
-            }
+        if let Until::Date(d) = req.until
+            && d.end_ms(policy.utc_offset_minutes) <= req.received_at_ms
+        {
+            return Err(RetentionError::UntilInPast(d));
         }
         self.requests.push(req);
         Ok(())

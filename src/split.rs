@@ -232,7 +232,7 @@ pub struct UnavailableReport {
 #[serde(rename_all = "snake_case", tag = "disposition")]
 pub enum SplitDisposition {
     /// Bottle B shipped with this package; its retention clock stops (40.99(d)).
-    Forwarded(ForwardingPackage),
+    Forwarded(Box<ForwardingPackage>),
     Unavailable(UnavailableReport),
 }
 
@@ -428,7 +428,7 @@ pub fn handle_request(
     if carries(&package, ccf.donor_id.as_deref()) {
         return Err(SplitError::DonorIdentity);
     }
-    Ok(SplitDisposition::Forwarded(package))
+    Ok(SplitDisposition::Forwarded(Box::new(package)))
 }
 
 /// True when the serialized package contains the donor identifier, as written or as its digits.
@@ -1057,7 +1057,7 @@ mod tests {
 
     fn package(d: SplitDisposition) -> ForwardingPackage {
         match d {
-            SplitDisposition::Forwarded(p) => p,
+            SplitDisposition::Forwarded(p) => *p,
             other => panic!("not forwarded: {other:?}"),
         }
     }
