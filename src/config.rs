@@ -28,6 +28,7 @@ pub struct Config {
     pub lims: Lims,
     pub admin: Admin,
     pub signing: Signing,
+    pub calendar: Calendar,
     pub analyzers: Vec<Analyzer>,
     pub mros: Vec<MroEntry>,
     pub transmit: Transmit,
@@ -112,6 +113,23 @@ pub fn forbidden_destination(text: &str) -> Option<&'static str> {
         return Some("third-party administrator");
     }
     None
+}
+
+/// Business days (40.83(e)-(g)): federal holidays are computed; the laboratory adds the days it
+/// is closed. The section is optional.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Calendar {
+    /// Dates (`YYYY-MM-DD`) the laboratory is closed besides weekends and federal holidays.
+    #[serde(default)]
+    pub closures: Vec<crate::calendar::Date>,
+}
+
+impl Calendar {
+    /// The business-day calendar: federal holidays plus these closures.
+    pub fn business_days(&self) -> crate::calendar::Calendar {
+        crate::calendar::Calendar::with_closures(self.closures.iter().copied())
+    }
 }
 
 /// Tuning of the analyzer listeners and of the group commit.
@@ -263,7 +281,7 @@ pub struct Log {
 }
 
 /// The top-level sections, each deserialized on its own so one bad section hides no other.
-const SECTIONS: [&str; 11] = [
+const SECTIONS: [&str; 12] = [
     "mro",
     "transmit",
     "laboratory",
@@ -274,6 +292,7 @@ const SECTIONS: [&str; 11] = [
     "lims",
     "admin",
     "signing",
+    "calendar",
     "analyzer",
 ];
 
@@ -286,6 +305,7 @@ struct RawConfig {
     lims: Lims,
     admin: Admin,
     signing: Signing,
+    calendar: Calendar,
     analyzers: Vec<Analyzer>,
     mros: Vec<MroEntry>,
     transmit: Transmit,
@@ -396,6 +416,11 @@ pub fn load_with_env(
     let lims = section::<Lims>(&top, "lims", env, &mut problems);
     let admin = section::<Admin>(&top, "admin", env, &mut problems);
     let signing = section::<Signing>(&top, "signing", env, &mut problems);
+    let calendar = if top.contains_key("calendar") {
+        section::<Calendar>(&top, "calendar", env, &mut problems)
+    } else {
+        Some(Calendar::default())
+    };
     let analyzers = if top.contains_key("analyzer") {
         section::<Vec<Analyzer>>(&top, "analyzer", env, &mut problems)
     } else {
@@ -423,9 +448,10 @@ pub fn load_with_env(
         Some(lims),
         Some(admin),
         Some(signing),
+        Some(calendar),
         Some(analyzers),
     ) = (
-        laboratory, rules, store, log, ingest, lims, admin, signing, analyzers,
+        laboratory, rules, store, log, ingest, lims, admin, signing, calendar, analyzers,
     )
     else {
         return Err(fail(problems));
@@ -439,6 +465,7 @@ pub fn load_with_env(
         lims,
         admin,
         signing,
+        calendar,
         analyzers,
         mros,
         transmit,
@@ -475,6 +502,7 @@ pub fn load_with_env(
         signing: Signing {
             keys_dir: resolve(&raw.signing.keys_dir),
         },
+        calendar: raw.calendar,
         analyzers: raw
             .analyzers
             .into_iter()
@@ -672,6 +700,15 @@ fn validate(cfg: &Config, problems: &mut Vec<Problem>) {
     }
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&cfg.log.level) {
         problems.push(problem("log.level", format!("not a log filter: {e}")));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, d) in cfg.calendar.closures.iter().enumerate() {
+        if !seen.insert(*d) {
+            problems.push(problem(
+                format!("calendar.closures[{i}]"),
+                format!("{d} appears twice"),
+            ));
+        }
     }
 }
 
@@ -1033,6 +1070,56 @@ keys_dir = "keys"
         let p = write_config(d.path(), &body);
         let e = load_with_env(&p, &[]).unwrap_err();
         assert!(e.problems.iter().any(|p| p.key == "signing.key"), "{e}");
+    }
+
+    #[test]
+    fn calendar_section_is_optional() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write_config(d.path(), GOOD);
+        let (cfg, _) = load_with_env(&p, &[]).unwrap();
+        assert!(cfg.calendar.closures.is_empty());
+        assert!(
+            cfg.calendar
+                .business_days()
+                .is_business_day("2026-12-24".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn calendar_closures_are_read() {
+        let d = tempfile::tempdir().unwrap();
+        let body = format!("{GOOD}[calendar]\nclosures = [\"2026-12-24\", \"2026-11-27\"]\n");
+        let p = write_config(d.path(), &body);
+        let (cfg, _) = load_with_env(&p, &[]).unwrap();
+        let cal = cfg.calendar.business_days();
+        assert_eq!(cal.closures().count(), 2);
+        assert!(!cal.is_business_day("2026-12-24".parse().unwrap()));
+        assert!(!cal.is_business_day("2026-11-27".parse().unwrap()));
+        assert!(cal.is_business_day("2026-12-23".parse().unwrap()));
+    }
+
+    #[test]
+    fn calendar_problems_are_named() {
+        let d = tempfile::tempdir().unwrap();
+        let body = format!(
+            "{GOOD}[calendar]\nclosures = [\"2026-12-24\", \"2026-02-30\", \"2026-12-24\", \"soon\"]\nholidays = 1\n"
+        );
+        let p = write_config(d.path(), &body);
+        let e = load_with_env(&p, &[]).unwrap_err();
+        let keys: Vec<_> = e.problems.iter().map(|p| p.key.as_str()).collect();
+        assert!(keys.contains(&"calendar.closures[1]"), "{e}");
+        assert!(keys.contains(&"calendar.holidays"), "{e}");
+        assert!(e.to_string().contains("`2026-02-30` is not a date"), "{e}");
+        assert!(e.to_string().contains("`soon` is not a date"), "{e}");
+
+        let body = format!(
+            "{GOOD}[calendar]\nclosures = [\"2026-12-24\", \"2026-12-31\", \"2026-12-24\"]\n"
+        );
+        let p = write_config(d.path(), &body);
+        let e = load_with_env(&p, &[]).unwrap_err();
+        assert_eq!(e.problems.len(), 1, "{e}");
+        assert_eq!(e.problems[0].key, "calendar.closures[2]", "{e}");
+        assert!(e.problems[0].problem.contains("appears twice"), "{e}");
     }
 
     #[test]

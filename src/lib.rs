@@ -3,6 +3,10 @@
 //!
 //! Module map (each named after the duty it carries):
 //! - [`rules`]: the pure Part 40 rules engine (accessioning, validity, testing, reporting).
+//! - [`retention`]: how long specimens and records are kept (40.99, 40.109), written requests.
+//! - [`split`]: the split specimen (40.171-40.187): forwarding package, unavailable report,
+//!   second-laboratory reconfirmation, the primary retested for the split's adulterant.
+//! - [`calendar`]: business days of 40.83(e)-(g): federal holidays, lab closures, the correction window.
 //! - [`evaluate`]: the `custodian evaluate` contract over the rules engine.
 //! - [`config`]: the daemon's configuration, loaded and validated.
 //! - [`store`]: the only module that touches sled; durable commits with group fsync.
@@ -14,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod calendar;
 pub mod clock;
 pub mod config;
 pub mod daemon;
@@ -26,9 +31,11 @@ pub mod monitoring;
 pub mod operator;
 pub mod release;
 pub mod report;
+pub mod retention;
 pub mod rules;
 pub mod signing;
 pub mod specimen;
+pub mod split;
 pub mod store;
 pub mod summary;
 pub mod tls;

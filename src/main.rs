@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 use clap::{Parser, Subcommand};
+use custodian::calendar::{self, Date};
 use custodian::{config, daemon, evaluate::Evaluator, operator, signing};
 use std::io::{self, BufReader};
 use std::path::PathBuf;
@@ -113,6 +114,11 @@ enum Command {
         #[arg(long)]
         key: PathBuf,
     },
+    /// Business days (40.83(e)-(g)): weekends, US federal holidays and the lab's closures.
+    Calendar {
+        #[command(subcommand)]
+        command: CalendarCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -125,6 +131,29 @@ enum KeysCommand {
         #[arg(long)]
         active: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum CalendarCommand {
+    /// Print the Nth business day after a date (the date itself is not counted) as YYYY-MM-DD.
+    ///
+    /// Business days are Monday to Friday except observed US federal holidays and the lab's
+    /// closures. Exit 2 on bad input.
+    AddBusinessDays {
+        /// The start date, YYYY-MM-DD.
+        #[arg(value_parser = parse_date)]
+        date: Date,
+        /// How many business days to add (0 prints the date itself).
+        n: u32,
+        /// Lab closures: the configuration file (its `[calendar] closures`) or a file of dates,
+        /// one per line. Without it, only weekends and federal holidays are skipped.
+        #[arg(long)]
+        closures: Option<PathBuf>,
+    },
+}
+
+fn parse_date(s: &str) -> Result<Date, String> {
+    s.parse::<Date>().map_err(|e| e.to_string())
 }
 
 #[derive(clap::Args)]
@@ -313,6 +342,38 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
+        Command::Calendar {
+            command: CalendarCommand::AddBusinessDays { date, n, closures },
+        } => add_business_days(date, n, closures.as_deref()),
+    }
+}
+
+fn add_business_days(date: Date, n: u32, closures: Option<&std::path::Path>) -> ExitCode {
+    let fail = |msg: String| {
+        eprintln!("custodian calendar add-business-days: {msg}");
+        ExitCode::from(2)
+    };
+    let closed = match closures {
+        None => Default::default(),
+        Some(path) => {
+            let text = match std::fs::read_to_string(path) {
+                Ok(t) => t,
+                Err(e) => return fail(format!("cannot read {}: {e}", path.display())),
+            };
+            match calendar::closures_from_text(&text) {
+                Ok(c) => c,
+                Err(e) => return fail(format!("{}: {e}", path.display())),
+            }
+        }
+    };
+    match calendar::Calendar::with_closures(closed).add_business_days(date, n) {
+        Some(d) => {
+            println!("{d}");
+            ExitCode::SUCCESS
+        }
+        None => fail(format!(
+            "{n} business days after {date} is after 9999-12-31"
+        )),
     }
 }
 

@@ -56,6 +56,11 @@ fn atom_holds(atom: &Atom, v: &Validity) -> bool {
     }
 }
 
+/// True when one clause of a criterion holds (any of its atoms does).
+pub fn clause_holds(clause: &[Atom], v: &Validity) -> bool {
+    clause.iter().any(|atom| atom_holds(atom, v))
+}
+
 /// True when any finding establishes `r`.
 pub fn has(findings: &[Finding<'_>], r: ValidityResult) -> bool {
     findings.iter().any(|f| f.criterion.result == r)
