@@ -150,7 +150,11 @@ fn message(run: &str, conn: usize, i: u64, control_id: &mut String, out: &mut Ve
         ("BZEC", "1850", "ng/mL", "<150", "A"),
         ("THCAC", "42", "ng/mL", "<15", "A"),
     ];
-    let obx: &[(&str, &str, &str, &str, &str)] = if i % 2 == 0 { &screen } else { &confirmation };
+    let obx: &[(&str, &str, &str, &str, &str)] = if i.is_multiple_of(2) {
+        &screen
+    } else {
+        &confirmation
+    };
     for (n, (code, value, unit, range, flag)) in obx.iter().enumerate() {
         let _ = write!(
             m,
