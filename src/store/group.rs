@@ -6,7 +6,9 @@
 //!
 //! 1. takes the first queued job, then keeps collecting until it holds
 //!    [`GroupConfig::max_batch`] jobs, [`GroupConfig::max_wait`] has passed, or no job arrived
-//!    for [`GroupConfig::idle_gap`];
+//!    for [`GroupConfig::idle_gap`]; after a batch of a single job it only takes what is already
+//!    queued (a lone submitter waiting for its answer cannot join the batch, so waiting would
+//!    only add latency; see [`GroupConfig::linger_alone`]);
 //! 2. runs each job in its own transaction (one job aborting or failing does not affect the
 //!    others; a panicking job is caught and answered [`CommitError::Panicked`]);
 //! 3. makes the whole batch durable with ONE [`Store::flush_durable`];
@@ -40,10 +42,18 @@ pub struct GroupConfig {
     /// what is queued and flush": batches then form only from jobs that arrive during a flush.
     pub max_wait: Duration,
     /// The batch also closes when no job arrived for this long (so a lone submitter does not
-    /// pay the whole `max_wait`). Set it to `max_wait` or more to always wait `max_wait`.
+    /// pay the whole `max_wait`). Set it to `max_wait` or more (and `linger_alone`) to always
+    /// wait `max_wait`.
     pub idle_gap: Duration,
     /// Most jobs queued or running at once; further `submit` calls wait (back-pressure).
     pub max_in_flight: usize,
+    /// Whether to wait for more jobs (`idle_gap`, `max_wait`) even when the previous batch held
+    /// a single job. Off by default: with one submitter at a time (one analyzer connection,
+    /// which waits for each ACK before sending the next message) nobody can join the batch,
+    /// and the wait only adds latency. Without it, the writer takes what is queued and
+    /// flushes; as soon as a batch holds two jobs or more it lingers again. The first batch
+    /// always lingers.
+    pub linger_alone: bool,
 }
 
 impl Default for GroupConfig {
@@ -53,6 +63,7 @@ impl Default for GroupConfig {
             max_wait: Duration::from_millis(2),
             idle_gap: Duration::from_micros(100),
             max_in_flight: 4096,
+            linger_alone: false,
         }
     }
 }
@@ -253,8 +264,11 @@ impl Drop for Shared {
 fn writer_loop(store: &Store, jobs: &mpsc::Receiver<Job>, config: &GroupConfig) {
     // Set while commits exist that a failed flush did not make durable.
     let mut dirty = false;
+    // Whether the last batch held more than one job (the first batch lingers).
+    let mut concurrent = true;
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
+        let linger = concurrent || config.linger_alone;
         let deadline = Instant::now() + config.max_wait;
         while batch.len() < config.max_batch {
             match jobs.try_recv() {
@@ -265,6 +279,9 @@ fn writer_loop(store: &Store, jobs: &mpsc::Receiver<Job>, config: &GroupConfig) 
                 Err(TryRecvError::Disconnected) => break,
                 Err(TryRecvError::Empty) => {}
             }
+            if !linger {
+                break;
+            }
             let now = Instant::now();
             if now >= deadline {
                 break;
@@ -274,6 +291,7 @@ fn writer_loop(store: &Store, jobs: &mpsc::Receiver<Job>, config: &GroupConfig) 
                 Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
             }
         }
+        concurrent = batch.len() > 1;
         run_batch(store, batch, &mut dirty);
     }
     if dirty {
@@ -656,6 +674,46 @@ mod tests {
         // The writer thread held a Store clone; the reopen succeeds only if it was joined.
         let store = Store::open(&tmp.path().join("store")).unwrap();
         assert!(store.contains_key(Keyspace::Specimens, b"S-1").unwrap());
+    }
+
+    #[test]
+    fn a_lone_submitter_does_not_wait_for_company() {
+        let (_tmp, store) = temp_store();
+        let config = GroupConfig {
+            max_wait: Duration::from_secs(1),
+            idle_gap: Duration::from_secs(1),
+            ..GroupConfig::default()
+        };
+        let gc = GroupCommitter::start(store.clone(), config.clone()).unwrap();
+        let rt = runtime();
+        // The first batch lingers (up to 1 s); the later ones, after a batch of one, do not.
+        rt.block_on(gc.submit(put_job("S-0".into()))).unwrap();
+        let started = std::time::Instant::now();
+        for i in 1..5 {
+            rt.block_on(gc.submit(put_job(format!("S-{i}")))).unwrap();
+        }
+        // Lingering would take at least 4 s.
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+
+        // With `linger_alone` every batch waits for company, up to `idle_gap`.
+        let gc = GroupCommitter::start(
+            store,
+            GroupConfig {
+                max_wait: Duration::from_millis(300),
+                idle_gap: Duration::from_millis(300),
+                linger_alone: true,
+                ..config
+            },
+        )
+        .unwrap();
+        rt.block_on(gc.submit(put_job("S-5".into()))).unwrap();
+        let started = std::time::Instant::now();
+        rt.block_on(gc.submit(put_job("S-6".into()))).unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(300));
     }
 
     #[test]

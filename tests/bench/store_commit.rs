@@ -218,6 +218,7 @@ fn main() {
             "linger 2ms",
             GroupConfig {
                 idle_gap: Duration::from_millis(2),
+                linger_alone: true,
                 ..GroupConfig::default()
             },
         ),
