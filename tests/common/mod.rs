@@ -446,3 +446,118 @@ pub fn set_default_profile(config: &Path, profile: &str) {
     )
     .unwrap();
 }
+
+// ---- Helpers for the durability, crash and TLS tests (appended) ------------------------------
+
+/// The results a stored specimen record holds from analyzer message `control_id`, as
+/// (target, value) pairs in stored order.
+pub fn results_from(rec: &serde_json::Value, control_id: &str) -> Vec<(String, String)> {
+    rec["results"]
+        .as_array()
+        .map(|a| a.as_slice())
+        .unwrap_or(&[])
+        .iter()
+        .filter(|r| r["source"]["control_id"].as_str() == Some(control_id))
+        .map(|r| {
+            (
+                r["target"].as_str().unwrap_or("").to_string(),
+                json_text(&r["value"]),
+            )
+        })
+        .collect()
+}
+
+/// A JSON scalar as text (decimals are stored as strings; tolerate numbers too).
+pub fn json_text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// The target the test mapping ([`LAB_MAPPING`]) gives an OBX code.
+pub fn mapped_target(code: &str) -> &'static str {
+    match code {
+        "THC50" => "marijuana",
+        "COC300" => "cocaine",
+        "OPI2000" => "opiates",
+        "AMP1000" => "amphetamines",
+        "PCP25" => "pcp",
+        "CREA" => "creatinine",
+        "SG" => "specific_gravity",
+        "PH" => "ph",
+        "NIT" => "nitrite",
+        "BZEC" => "benzoylecgonine",
+        "THCAC" => "thca",
+        "OXYCC" => "oxycodone",
+        other => panic!("code {other} is not in the test mapping"),
+    }
+}
+
+/// A message that is not an ORU^R01 (an ADT^A01) but carries OBR/OBX segments naming
+/// `specimen`, so that attaching anything of it would be visible on the specimen.
+pub fn not_oru(control_id: &str, specimen: &str) -> Vec<u8> {
+    format!(
+        "MSH|^~\\&|ANALYZER|LAB|CUSTODIAN|LAB|20261123101500||ADT^A01^ADT_A01|{control_id}|P|2.5.1\rPID|1\rOBR|1||{specimen}^LAB|DAT||||||||||||||||A\rOBX|1|NM|THC50^THC50^L||77|ng/mL|||||F\r"
+    )
+    .into_bytes()
+}
+
+/// Polls `cond` every 20 ms until it holds; panics with `what` after `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Daemon {
+    /// The pid of the running child, if any.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Whether the child is still running.
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+}
+
+/// Runs `custodian run` on the configuration in `dir` expecting it to refuse to start: waits
+/// (at most 30 s) for it to exit and returns its exit code and standard error.
+pub fn run_expecting_refusal(dir: &Path) -> (Option<i32>, String) {
+    let mut child = Command::new(bin())
+        .arg("run")
+        .arg("--config")
+        .arg(dir.join("custodian.toml"))
+        .env_remove("CUSTODIAN_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start custodian");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            return (status.code(), err);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("custodian kept running for 30 s although it should have refused to start");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

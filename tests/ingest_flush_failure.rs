@@ -1,0 +1,392 @@
+//! A durable flush that fails must never be acknowledged AA.
+//!
+//! In process (library level): a real store in a temporary directory, the group committer,
+//! custody, the analyzer handler with the test mapping and the real MLLP listener on port 0; the
+//! store's fault injector makes a flush fail. Then through the real daemon with its store on a
+//! tiny tmpfs that fills up.
+
+mod common;
+use common::*;
+use custodian::clock::SystemClock;
+use custodian::hl7::Mapping;
+use custodian::ingest::Custody;
+use custodian::ingest::analyzer::AnalyzerHandler;
+use custodian::ingest::listener::{self, ListenerSettings};
+use custodian::specimen::SpecimenRecord;
+use custodian::store::{GroupCommitter, GroupConfig, Keyspace, Store};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// The ingestion pipeline of one analyzer, in process.
+struct Pipeline {
+    rt: tokio::runtime::Runtime,
+    store: Store,
+    committer: GroupCommitter,
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+    serve: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Pipeline {
+    fn start(store_dir: &Path) -> Pipeline {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let store = Store::open(store_dir).unwrap();
+        let committer = GroupCommitter::start(
+            store.clone(),
+            GroupConfig {
+                max_wait: Duration::from_micros(500),
+                ..GroupConfig::default()
+            },
+        )
+        .unwrap();
+        let mut problems = Vec::new();
+        let profiles =
+            custodian::config::load_profiles(&root().join("config/profiles"), &mut problems);
+        assert!(problems.is_empty(), "profiles: {problems:?}");
+        let custody = Custody::new(
+            committer.clone(),
+            Arc::new(profiles),
+            "part40-2001",
+            Arc::new(SystemClock),
+        );
+        let mapping = Mapping::from_analyzer_toml(LAB_MAPPING).expect("the test mapping parses");
+        let handler = Arc::new(AnalyzerHandler::new("lab", mapping, custody));
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let settings = ListenerSettings {
+            analyzer: Arc::from("lab"),
+            max_frame_bytes: 1 << 20,
+            read_timeout: Duration::from_secs(30),
+            max_connections: 16,
+            handshake_timeout: Duration::from_secs(5),
+            tls: None,
+        };
+        let shutdown = CancellationToken::new();
+        let serve = rt.spawn(listener::serve(
+            listener,
+            settings,
+            handler,
+            shutdown.clone(),
+        ));
+        Pipeline {
+            rt,
+            store,
+            committer,
+            addr,
+            shutdown,
+            serve: Some(serve),
+        }
+    }
+
+    /// The stored record of `specimen` as JSON (what the admin API shows).
+    fn specimen(&self, specimen: &str) -> Option<serde_json::Value> {
+        self.store
+            .get::<SpecimenRecord>(Keyspace::Specimens, specimen.as_bytes())
+            .unwrap()
+            .map(|r| serde_json::to_value(r).unwrap())
+    }
+
+    fn stored(&self, specimen: &str, control_id: &str) -> Vec<(String, String)> {
+        self.specimen(specimen)
+            .map(|r| results_from(&r, control_id))
+            .unwrap_or_default()
+    }
+
+    /// Stops the listener and the committer and releases the store.
+    fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(serve) = self.serve.take() {
+            self.rt
+                .block_on(async { tokio::time::timeout(Duration::from_secs(10), serve).await })
+                .expect("the listener stops within 10 s")
+                .unwrap();
+        }
+        self.rt.block_on(self.committer.shutdown());
+    }
+}
+
+fn screen(control_id: &str, specimen: &str, thc: &str) -> Vec<u8> {
+    oru(
+        control_id,
+        specimen,
+        &[("THC50", thc, "ng/mL"), ("COC300", "7", "ng/mL")],
+    )
+}
+
+fn expected(thc: &str) -> Vec<(String, String)> {
+    vec![
+        ("marijuana".to_string(), thc.to_string()),
+        ("cocaine".to_string(), "7".to_string()),
+    ]
+}
+
+#[test]
+fn a_failed_flush_is_answered_ae_and_the_resend_is_stored_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store_dir = tmp.path().join("store");
+    let p = Pipeline::start(&store_dir);
+
+    p.store.fault_injector().fail_next_flush();
+    let ack = send(p.addr, &screen("F-1", "SPF-1", "31")).expect("an answer");
+    assert_eq!(ack_code(&ack), "AE", "a failed flush is never AA: {ack}");
+    assert_eq!(ack_control_id(&ack), "F-1");
+    assert!(ack.contains("ERR|"), "{ack}");
+    assert!(ack.contains("not stored durably"), "{ack}");
+    assert!(
+        !p.store.fault_injector().is_armed(),
+        "the fault was consumed by the message's flush"
+    );
+
+    // The listener keeps answering and the next message is durable.
+    let ack = send(p.addr, &screen("F-2", "SPF-2", "32")).expect("an answer");
+    assert_eq!(ack_code(&ack), "AA", "{ack}");
+    assert_eq!(p.stored("SPF-2", "F-2"), expected("32"));
+
+    // The analyzer sends the refused message again: AA, stored exactly once (its earlier
+    // commit may exist; dedupe keeps it single).
+    let ack = send(p.addr, &screen("F-1", "SPF-1", "31")).expect("an answer");
+    assert_eq!(ack_code(&ack), "AA", "{ack}");
+    assert_eq!(p.stored("SPF-1", "F-1"), expected("31"));
+    let ack = send(p.addr, &screen("F-1", "SPF-1", "31")).expect("an answer");
+    assert_eq!(ack_code(&ack), "AA", "{ack}");
+    assert_eq!(p.stored("SPF-1", "F-1"), expected("31"));
+
+    // Both are in the store after it is reopened, and the audit chain is whole.
+    p.stop();
+    let store = Store::open(&store_dir).unwrap();
+    for (s, id, thc) in [("SPF-1", "F-1", "31"), ("SPF-2", "F-2", "32")] {
+        let rec = store
+            .get::<SpecimenRecord>(Keyspace::Specimens, s.as_bytes())
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            results_from(&serde_json::to_value(rec).unwrap(), id),
+            expected(thc)
+        );
+    }
+    assert!(store.verify_audit().is_ok());
+}
+
+#[test]
+fn a_failed_fsync_keeps_answering_ae_until_the_store_is_reopened() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store_dir = tmp.path().join("store");
+    let p = Pipeline::start(&store_dir);
+    let ack = send(p.addr, &screen("G-0", "SPG-0", "40")).expect("an answer");
+    assert_eq!(ack_code(&ack), "AA", "{ack}");
+
+    // A real fsync failure: nothing written afterwards can be promised durable, so every later
+    // message is AE, and the listener still answers each one.
+    p.store.fault_injector().fail_next_fsync();
+    for (i, id) in ["G-1", "G-2", "G-3"].iter().enumerate() {
+        let ack = send(p.addr, &screen(id, "SPG-1", &format!("4{}", i + 1))).expect("an answer");
+        assert_eq!(ack_code(&ack), "AE", "{id}: {ack}");
+        assert!(ack.contains("not stored durably"), "{ack}");
+    }
+    // Even a message already stored is not re-acknowledged while durability is lost.
+    let ack = send(p.addr, &screen("G-0", "SPG-0", "40")).expect("an answer");
+    assert_eq!(ack_code(&ack), "AE", "{ack}");
+    assert!(p.store.durability_lost().is_some());
+    p.stop();
+
+    // After a restart every resend is AA and stored once.
+    let p = Pipeline::start(&store_dir);
+    assert!(p.store.durability_lost().is_none());
+    for (i, id) in ["G-1", "G-2", "G-3"].iter().enumerate() {
+        let thc = format!("4{}", i + 1);
+        let ack = send(p.addr, &screen(id, "SPG-1", &thc)).expect("an answer");
+        assert_eq!(ack_code(&ack), "AA", "{id}: {ack}");
+        assert_eq!(p.stored("SPG-1", id), expected(&thc), "{id}");
+    }
+    assert_eq!(p.stored("SPG-0", "G-0"), expected("40"));
+    assert!(p.store.verify_audit().is_ok());
+    p.stop();
+}
+
+// ---- The real daemon with its store on a tiny file system --------------------------------------
+
+/// A tmpfs mounted for the test; unmounted when dropped (after the daemon using it).
+struct TmpfsMount(std::path::PathBuf);
+
+impl TmpfsMount {
+    fn mount(dir: &Path, size: &str) -> TmpfsMount {
+        std::fs::create_dir_all(dir).unwrap();
+        let out = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .output()
+            .expect("run mount(8)");
+        assert!(
+            out.status.success(),
+            "this test needs to mount a tmpfs (run as root, or with CAP_SYS_ADMIN): mount -t tmpfs \
+             -o size={size} tmpfs {} failed: {}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        TmpfsMount(dir.to_path_buf())
+    }
+}
+
+impl Drop for TmpfsMount {
+    fn drop(&mut self) {
+        let ok = Command::new("umount")
+            .arg(&self.0)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !ok {
+            // Still busy (a process of ours holding a file): detach it lazily.
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+}
+
+/// An ORU carrying a large note, so each message takes room in the store.
+fn bulky(control_id: &str, specimen: &str, pad: usize) -> Vec<u8> {
+    let mut m = oru(control_id, specimen, &[("CREA", "85", "mg/dL")]);
+    m.extend_from_slice(b"NTE|1||");
+    m.extend(std::iter::repeat_n(b'x', pad));
+    m.push(b'\r');
+    m
+}
+
+#[test]
+fn a_full_file_system_gets_ae_not_aa_large_messages() {
+    full_file_system("4m", 16 * 1024);
+}
+
+#[test]
+fn a_full_file_system_gets_ae_not_aa_small_messages() {
+    full_file_system("1m", 200);
+}
+
+/// Fills a tmpfs of `size` holding the daemon's store with messages carrying `pad` bytes of
+/// note until one is answered AE: never AA for what could not be stored, the daemon keeps
+/// answering; after the file system is grown and the daemon restarted, everything AA'd is there
+/// once and the refused messages are stored once when sent again.
+fn full_file_system(size: &str, pad: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), &analyzer("lab"));
+    // The store (and only the store) lives on the tiny file system; the harness finds the
+    // runtime file beside it, on the ordinary one.
+    let _mount = TmpfsMount::mount(&dir.path().join("store"), size);
+    let mut d = Daemon::start(dir.path());
+    let a = d.addr("lab");
+    let started = Instant::now();
+
+    let mut acked: Vec<String> = Vec::new();
+    let mut refusal = None;
+    for n in 0..20_000 {
+        let id = format!("FS-{n:05}");
+        let specimen = format!("SPFS-{}", n % 50);
+        let ack = send(a, &bulky(&id, &specimen, pad))
+            .unwrap_or_else(|| panic!("{id}: no answer; log:\n{}", d.log()));
+        match ack_code(&ack).as_str() {
+            "AA" => acked.push(id),
+            "AE" => {
+                assert!(ack.contains("not stored durably"), "{ack}");
+                refusal = Some(id);
+                break;
+            }
+            other => panic!("{id}: unexpected {other}: {ack}"),
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the {size} file system never filled"
+        );
+    }
+    let refused = refusal.expect("the file system filled up and a message was answered AE");
+    assert!(!acked.is_empty(), "some messages fit before it filled");
+    eprintln!("{} messages AA before {refused} got AE", acked.len());
+
+    // The daemon is still up and answering: health, and further messages are answered (AE)
+    // rather than left hanging.
+    assert!(d.is_running(), "the daemon stays up; log:\n{}", d.log());
+    assert_eq!(d.get("/healthz", None).0, 200);
+    for n in 0..3 {
+        let id = format!("FS-late-{n}");
+        let ack = send(a, &bulky(&id, "SPFS-late", 16)).expect("an answer");
+        assert_eq!(ack_code(&ack), "AE", "{id}: {ack}");
+    }
+    // What was acknowledged before is still readable.
+    let last = acked.last().unwrap();
+    let n: usize = last[3..].parse().unwrap();
+    let rec = d
+        .specimen(&format!("SPFS-{}", n % 50))
+        .expect("the specimen of the last AA is stored");
+    assert_eq!(
+        results_from(&rec, last),
+        vec![("creatinine".to_string(), "85".to_string())]
+    );
+    assert!(d.is_running(), "the daemon stays up; log:\n{}", d.log());
+
+    // The operator grows the file system and restarts: everything acknowledged is there once;
+    // what was refused may or may not be, never twice, and is stored once when sent again.
+    d.kill9();
+    let out = Command::new("mount")
+        .args(["-o", "remount,size=32m"])
+        .arg(dir.path().join("store"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "remount: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    d.restart();
+    let a = d.addr("lab");
+    let specimen_of = |id: &str| -> String {
+        match id.strip_prefix("FS-late-") {
+            Some(_) => "SPFS-late".to_string(),
+            None => format!("SPFS-{}", id[3..].parse::<usize>().unwrap() % 50),
+        }
+    };
+    let creatinine = vec![("creatinine".to_string(), "85".to_string())];
+    let mut records = std::collections::BTreeMap::new();
+    for id in &acked {
+        let s = specimen_of(id);
+        let rec = records
+            .entry(s.clone())
+            .or_insert_with(|| d.specimen(&s).expect("specimen of an AA'd message"));
+        assert_eq!(results_from(rec, id), creatinine, "{id} was AA");
+    }
+    let refused: Vec<String> = std::iter::once(refused)
+        .chain((0..3).map(|n| format!("FS-late-{n}")))
+        .collect();
+    for id in &refused {
+        let got = d
+            .specimen(&specimen_of(id))
+            .map(|r| results_from(&r, id))
+            .unwrap_or_default();
+        assert!(got.is_empty() || got == creatinine, "{id}: {got:?}");
+        let pad = if id.starts_with("FS-late-") { 16 } else { pad };
+        let ack = send(a, &bulky(id, &specimen_of(id), pad)).expect("an answer");
+        assert_eq!(
+            ack_code(&ack),
+            "AA",
+            "{id} sent again after the restart: {ack}"
+        );
+        let rec = d.specimen(&specimen_of(id)).unwrap();
+        assert_eq!(results_from(&rec, id), creatinine, "{id}");
+    }
+    assert_eq!(d.term(), Some(0));
+    let out = d.cli(&["audit", "verify"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("\"ok\": true"), "{stdout}");
+}
