@@ -157,6 +157,54 @@ pub const METRICS: &[(&str, &str, &str, &str)] = &[
         "reloads",
         "SIGHUP reloads, by outcome (applied, refused)",
     ),
+    (
+        "custodian_statistics_due_in_seconds",
+        "gauge",
+        "seconds",
+        "time until the next semi-annual statistical summaries are due (40.111: Jan 20, Jul 20)",
+    ),
+    (
+        "custodian_releases_total",
+        "counter",
+        "reports",
+        "results released by a certifying scientist",
+    ),
+    (
+        "custodian_deliveries_total",
+        "counter",
+        "attempts",
+        "delivery attempts to MROs, by MRO and outcome (delivered, dead_letter, retry)",
+    ),
+    (
+        "custodian_delivery_latency_seconds",
+        "summary",
+        "seconds",
+        "time from release to the MRO's receipt",
+    ),
+    (
+        "custodian_delivery_request_seconds",
+        "summary",
+        "seconds",
+        "duration of the successful HTTPS POST to the MRO",
+    ),
+    (
+        "custodian_outbox_depth",
+        "gauge",
+        "reports",
+        "released reports waiting for their MRO",
+    ),
+    (
+        "custodian_outbox_oldest_age_seconds",
+        "gauge",
+        "seconds",
+        "age of the oldest report waiting for its MRO",
+    ),
+    (
+        "custodian_outbox_dead_letters",
+        "gauge",
+        "reports",
+        "reports refused permanently by their MRO, waiting for an operator",
+    ),
 ];
 
 /// Registers the help text of every metric with the installed recorder.
@@ -243,7 +291,8 @@ pub fn publish(s: &Sample) {
         metrics::gauge!("custodian_store_disk_free_bytes").set(free as f64);
     }
     metrics::gauge!("custodian_quarantine_records").set(s.quarantined as f64);
-    metrics::gauge!("custodian_summary_next_due_days").set(s.summary_due_days as f64);
+    metrics::gauge!("custodian_statistics_due_in_seconds")
+        .set((s.summary_due_days * 86_400) as f64);
 }
 
 /// Samples every `interval` until `shutdown`.
