@@ -22,6 +22,7 @@ pub mod calendar;
 pub mod clock;
 pub mod config;
 pub mod daemon;
+pub mod demo;
 pub mod evaluate;
 pub mod hl7;
 pub mod ingest;

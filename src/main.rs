@@ -92,6 +92,13 @@ enum Command {
         #[command(flatten)]
         access: Access,
     },
+    /// Watch custodian work: a simulated LIMS, analyzers and MRO around the real daemon, with
+    /// five specimens from accession to the MRO's signed reports.
+    Demo {
+        /// The example configuration to start from.
+        #[arg(long, short, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
     /// Read a token on standard input and print the SHA-256 to put in `admin.user.token_sha256`.
     HashToken,
     /// The keys that sign reports (Ed25519; `signing.keys_dir`, or --dir).
@@ -330,6 +337,7 @@ fn main() -> ExitCode {
                 None,
             )
         }
+        Command::Demo { config } => custodian::demo::run(&config),
         Command::HashToken => {
             let mut token = String::new();
             if io::stdin().read_line(&mut token).is_err() || token.trim().is_empty() {

@@ -1,0 +1,45 @@
+//! The README's demo runs to the end on the example configuration and shows the five verdicts.
+
+use std::process::Command;
+
+#[test]
+fn demo_runs_to_the_end_and_shows_the_five_verdicts() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = Command::new(env!("CARGO_BIN_EXE_custodian"))
+        .current_dir(root)
+        .args(["demo", "--config", "config/custodian.toml"])
+        .env_remove("CUSTODIAN_CONFIG")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "demo failed:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = text.split("[9]").nth(1).expect("step 9 printed");
+    for (id, results) in [
+        ("DEMO-NEG-001", "[\"negative\"]"),
+        ("DEMO-POS-002", "[\"positive\"]"),
+        ("DEMO-DIL-003", "[\"negative\"]"),
+        ("DEMO-ADU-004", "[\"adulterated\"]"),
+        ("DEMO-REJ-005", "[\"rejected\"]"),
+    ] {
+        let line = table
+            .lines()
+            .find(|l| l.trim_start().starts_with(id))
+            .unwrap_or_else(|| panic!("{id} missing:\n{table}"));
+        assert!(line.contains(results), "{id}: {line}");
+    }
+    let dilute = table.lines().find(|l| l.contains("DEMO-DIL-003")).unwrap();
+    assert!(
+        dilute.contains("true"),
+        "the dilute specimen is reported dilute: {dilute}"
+    );
+    assert!(table.contains("benzoylecgonine"));
+    assert!(text.contains("daemon exited with exit status: 0"), "{text}");
+    assert!(
+        !text.contains("E-DEMO-"),
+        "the demo's output never shows a donor identifier"
+    );
+}
