@@ -23,24 +23,13 @@ pub fn query(
     api_path: &str,
     local: impl FnOnce(&Store) -> Result<Answer, String>,
 ) -> ExitCode {
-    let (cfg, _) = match config::load(config_path) {
+    let (cfg, runtime) = match running(config_path) {
         Ok(x) => x,
-        Err(e) => {
-            eprint!("{e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
-    let runtime: Option<RuntimeInfo> = std::fs::read_to_string(runtime_file(&cfg.store.path))
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok());
     if let Some(rt) = runtime {
-        if alive(rt.pid) {
-            let token = match token_file {
-                Some(f) => std::fs::read_to_string(f)
-                    .ok()
-                    .map(|t| t.trim().to_string()),
-                None => std::env::var("CUSTODIAN_TOKEN").ok(),
-            };
+        {
+            let token = token(token_file);
             return match client::get(rt.admin, api_path, token.as_deref()) {
                 Ok(r) if r.status == 200 => {
                     println!("{}", r.body.trim_end());
@@ -102,6 +91,28 @@ pub fn query(
     }
 }
 
+/// The configuration, and the running daemon's runtime information if it runs.
+fn running(config_path: &Path) -> Result<(config::Config, Option<RuntimeInfo>), ExitCode> {
+    let (cfg, _) = config::load(config_path).map_err(|e| {
+        eprint!("{e}");
+        ExitCode::from(2)
+    })?;
+    let runtime: Option<RuntimeInfo> = std::fs::read_to_string(runtime_file(&cfg.store.path))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .filter(|rt: &RuntimeInfo| alive(rt.pid));
+    Ok((cfg, runtime))
+}
+
+fn token(token_file: Option<&Path>) -> Option<String> {
+    match token_file {
+        Some(f) => std::fs::read_to_string(f)
+            .ok()
+            .map(|t| t.trim().to_string()),
+        None => std::env::var("CUSTODIAN_TOKEN").ok(),
+    }
+}
+
 fn alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
@@ -153,26 +164,15 @@ pub fn action(
     api_path: &str,
     body: Option<serde_json::Value>,
 ) -> ExitCode {
-    let (cfg, _) = match config::load(config_path) {
+    let (_, runtime) = match running(config_path) {
         Ok(x) => x,
-        Err(e) => {
-            eprint!("{e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
-    let runtime: Option<RuntimeInfo> = std::fs::read_to_string(runtime_file(&cfg.store.path))
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok());
-    let Some(rt) = runtime.filter(|rt| alive(rt.pid)) else {
+    let Some(rt) = runtime else {
         eprintln!("custodian: the daemon is not running; start it first (custodian run)");
         return ExitCode::from(2);
     };
-    let token = match token_file {
-        Some(f) => std::fs::read_to_string(f)
-            .ok()
-            .map(|t| t.trim().to_string()),
-        None => std::env::var("CUSTODIAN_TOKEN").ok(),
-    };
+    let token = token(token_file);
     let r = match (method, body) {
         ("POST", Some(b)) => client::post(rt.admin, api_path, token.as_deref(), &b),
         ("POST", None) => {

@@ -172,6 +172,23 @@ fn action_response(r: Result<serde_json::Value, (u16, String)>) -> Response {
     }
 }
 
+/// A read answered as JSON, 404 when absent, 500 on a store error.
+fn found(r: Result<Option<serde_json::Value>, String>, missing: &'static str) -> Response {
+    match r {
+        Ok(Some(v)) => axum::Json(v).into_response(),
+        Ok(None) => (StatusCode::NOT_FOUND, missing).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
+/// A read answered as JSON, or `on_error` with the message.
+fn listed(r: Result<serde_json::Value, String>, on_error: StatusCode) -> Response {
+    match r {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => (on_error, format!("{e}\n")).into_response(),
+    }
+}
+
 fn no_review() -> Response {
     (StatusCode::SERVICE_UNAVAILABLE, "review is not available\n").into_response()
 }
@@ -180,10 +197,7 @@ async fn review_queue(State(s): State<AdminState>, Reader(_u): Reader) -> Respon
     let Some(r) = &s.review else {
         return no_review();
     };
-    match r.queue() {
-        Ok(v) => axum::Json(v).into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
-    }
+    listed(r.queue(), StatusCode::INTERNAL_SERVER_ERROR)
 }
 
 async fn review_item(
@@ -194,11 +208,7 @@ async fn review_item(
     let Some(r) = &s.review else {
         return no_review();
     };
-    match r.item(&id) {
-        Ok(Some(v)) => axum::Json(v).into_response(),
-        Ok(None) => (StatusCode::NOT_FOUND, "no such specimen\n").into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
-    }
+    found(r.item(&id), "no such specimen\n")
 }
 
 async fn release_one(
@@ -252,10 +262,7 @@ async fn outbox(State(s): State<AdminState>, Reader(_u): Reader) -> Response {
     let Some(r) = &s.review else {
         return no_review();
     };
-    match r.outbox() {
-        Ok(v) => axum::Json(v).into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
-    }
+    listed(r.outbox(), StatusCode::INTERNAL_SERVER_ERROR)
 }
 
 async fn report_status(
@@ -266,11 +273,7 @@ async fn report_status(
     let Some(r) = &s.review else {
         return no_review();
     };
-    match r.report(&id) {
-        Ok(Some(v)) => axum::Json(v).into_response(),
-        Ok(None) => (StatusCode::NOT_FOUND, "no such report\n").into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
-    }
+    found(r.report(&id), "no such report\n")
 }
 
 async fn retry(
@@ -317,11 +320,7 @@ async fn specimen(
         return (StatusCode::SERVICE_UNAVAILABLE, "store not open\n").into_response();
     };
     tracing::info!(component = "admin", user = %user.name, "specimen record read");
-    match api.specimen(&id) {
-        Ok(Some(v)) => axum::Json(v).into_response(),
-        Ok(None) => (StatusCode::NOT_FOUND, "no such specimen\n").into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
-    }
+    found(api.specimen(&id), "no such specimen\n")
 }
 
 #[derive(serde::Deserialize)]
@@ -337,10 +336,11 @@ async fn specimens(
     let Some(api) = &s.api else {
         return (StatusCode::SERVICE_UNAVAILABLE, "store not open\n").into_response();
     };
-    match api.specimens_in_state(&q.state) {
-        Ok(ids) => axum::Json(ids).into_response(),
-        Err(e) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
-    }
+    listed(
+        api.specimens_in_state(&q.state)
+            .map(serde_json::Value::from),
+        StatusCode::BAD_REQUEST,
+    )
 }
 
 async fn audit_verify(State(s): State<AdminState>, Reader(user): Reader) -> Response {
@@ -348,10 +348,7 @@ async fn audit_verify(State(s): State<AdminState>, Reader(user): Reader) -> Resp
         return (StatusCode::SERVICE_UNAVAILABLE, "store not open\n").into_response();
     };
     tracing::info!(component = "admin", user = %user.name, "audit chain verification");
-    match api.verify_audit() {
-        Ok(v) => axum::Json(v).into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
-    }
+    listed(api.verify_audit(), StatusCode::INTERNAL_SERVER_ERROR)
 }
 
 #[derive(serde::Deserialize)]
@@ -370,10 +367,10 @@ async fn summary(
         return (StatusCode::SERVICE_UNAVAILABLE, "store not open\n").into_response();
     };
     tracing::info!(component = "admin", user = %user.name, "statistical summary requested");
-    match api.summary(&q.employer, &q.from, &q.to) {
-        Ok(v) => axum::Json(v).into_response(),
-        Err(e) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
-    }
+    listed(
+        api.summary(&q.employer, &q.from, &q.to),
+        StatusCode::BAD_REQUEST,
+    )
 }
 
 /// The admin routes.
