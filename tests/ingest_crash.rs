@@ -251,7 +251,7 @@ fn records(d: &Daemon, outcomes: &[Outcome]) -> BTreeMap<String, serde_json::Val
         .collect()
 }
 
-fn stored<'a>(recs: &'a BTreeMap<String, serde_json::Value>, msg: &Msg) -> Vec<(String, String)> {
+fn stored(recs: &BTreeMap<String, serde_json::Value>, msg: &Msg) -> Vec<(String, String)> {
     recs.get(&msg.specimen)
         .map(|r| results_from(r, &msg.id))
         .unwrap_or_default()
