@@ -320,6 +320,9 @@ async fn run(
         });
     }
 
+    // Handlers first: a SIGTERM right after readiness must be a clean shutdown, not the default
+    // disposition's kill.
+    let signals = Signals::install().map_err(|e| format!("cannot install signal handlers: {e}"))?;
     write_runtime(&cfg.store.path, &runtime)?;
     ready.store(true, Ordering::SeqCst);
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
@@ -341,7 +344,15 @@ async fn run(
     let tick = watchdog_interval
         .map(|d| (d / 2).max(Duration::from_millis(100)))
         .unwrap_or(Duration::from_secs(5));
-    signals_loop(&config_path, &reloadable, watchdog, tick, &committer).await;
+    signals_loop(
+        signals,
+        &config_path,
+        &reloadable,
+        watchdog,
+        tick,
+        &committer,
+    )
+    .await;
 
     info!(
         component = "daemon",
@@ -372,24 +383,41 @@ fn write_runtime(store_path: &Path, info: &RuntimeInfo) -> Result<(), String> {
     Ok(())
 }
 
+/// The signals the daemon answers. Installing them replaces the default dispositions (which
+/// kill the process), so it must happen before readiness is announced; a signal arriving
+/// between installation and the first `recv` is kept for it.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+}
+
 /// Waits for SIGTERM/SIGINT, answering SIGHUP with a reload and feeding the watchdog from the
 /// main loop (so a hung loop is noticed by systemd).
 async fn signals_loop(
+    signals: Signals,
     config_path: &Path,
     reloadable: &Reloadable,
     watchdog: bool,
     tick: Duration,
     committer: &GroupCommitter,
 ) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
-        error!(component = "daemon", "cannot install signal handlers");
-        return;
-    };
+    let Signals {
+        mut term,
+        mut int,
+        mut hup,
+    } = signals;
     let mut ticker = tokio::time::interval(tick);
     loop {
         tokio::select! {
@@ -707,4 +735,32 @@ pub fn audit_json(store: &Store) -> Result<serde_json::Value, String> {
         Ok(r) => serde_json::json!({"ok": true, "entries": r.entries}),
         Err(b) => serde_json::json!({"ok": false, "broken_at": b.seq, "reason": b.reason}),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A SIGTERM that arrives after the handlers are installed but before the main loop waits
+    /// for it (the moment readiness is announced) is delivered to the loop, not fatal.
+    #[test]
+    fn sigterm_after_install_before_the_loop_waits_is_kept() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut signals = Signals::install().unwrap();
+            let sent = std::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(std::process::id().to_string())
+                .status()
+                .unwrap();
+            assert!(sent.success());
+            tokio::time::timeout(Duration::from_secs(10), signals.term.recv())
+                .await
+                .expect("the SIGTERM reaches the loop")
+                .expect("the signal stream is open");
+        });
+    }
 }

@@ -251,7 +251,7 @@ fn records(d: &Daemon, outcomes: &[Outcome]) -> BTreeMap<String, serde_json::Val
         .collect()
 }
 
-fn stored<'a>(recs: &'a BTreeMap<String, serde_json::Value>, msg: &Msg) -> Vec<(String, String)> {
+fn stored(recs: &BTreeMap<String, serde_json::Value>, msg: &Msg) -> Vec<(String, String)> {
     recs.get(&msg.specimen)
         .map(|r| results_from(r, &msg.id))
         .unwrap_or_default()
@@ -562,4 +562,56 @@ fn sigterm_under_load_exits_zero_and_keeps_everything_acknowledged() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
+}
+
+/// systemd may stop the service the moment it reported ready: a SIGTERM right after readiness
+/// (the runtime file) must be a clean shutdown (exit 0), never the default disposition's kill.
+#[test]
+fn sigterm_right_after_readiness_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &analyzer("lab"));
+    let runtime = dir.path().join("store.runtime.json");
+    for round in 0..25 {
+        let _ = std::fs::remove_file(&runtime);
+        let mut daemon = std::process::Command::new(bin())
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .env_remove("CUSTODIAN_CONFIG")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // A shell busy-waits for the runtime file and signals at once (builtins only: no fork
+        // between seeing readiness and the signal).
+        let script = format!(
+            "while [ ! -e '{}' ]; do :; done; kill -TERM {}",
+            runtime.display(),
+            daemon.id()
+        );
+        let mut racer = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(s) = daemon.try_wait().unwrap() {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = daemon.kill();
+                let _ = racer.kill();
+                panic!("round {round}: the daemon did not stop within 30 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let _ = racer.kill();
+        let _ = racer.wait();
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "round {round}: SIGTERM right after readiness must exit 0, got {status}"
+        );
+    }
 }
