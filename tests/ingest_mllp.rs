@@ -269,3 +269,34 @@ fn admin_api_requires_a_valid_token() {
         400
     );
 }
+
+#[test]
+fn a_reused_control_id_with_other_results_is_refused_not_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), &analyzer("lab"));
+    let d = Daemon::start(dir.path());
+    let a = d.addr("lab");
+    let first = oru("R-1", "SPR-A", &[("THC50", "12", "ng/mL")]);
+    assert_eq!(ack_code(&send(a, &first).unwrap()), "AA");
+    // The same message again, even with another timestamp: a duplicate, AA, stored once.
+    let again = String::from_utf8(first.clone())
+        .unwrap()
+        .replace("20261123101500", "20261123101501");
+    assert_eq!(ack_code(&send(a, again.as_bytes()).unwrap()), "AA");
+    // The instrument's counter was reset: same MSH-10, other specimen and results.
+    let other = oru("R-1", "SPR-B", &[("THC50", "80", "ng/mL")]);
+    let ack = send(a, &other).unwrap();
+    assert_eq!(ack_code(&ack), "AE", "{ack}");
+    assert!(ack.contains("ERR|"), "{ack}");
+    assert!(
+        d.specimen("SPR-B").is_none(),
+        "nothing stored for the reused id"
+    );
+    assert_eq!(
+        d.specimen("SPR-A").unwrap()["results"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}

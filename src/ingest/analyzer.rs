@@ -231,6 +231,28 @@ impl AnalyzerHandler {
                     Some(ErrorDetail::new(ErrorCode::TableValueNotFound, None, text)),
                 )
             }
+            Err(IngestError::ReusedControlId) => {
+                metrics::counter!("custodian_messages_reused_control_id_total", "analyzer" => analyzer.clone()).increment(1);
+                warn!(component = "ingest", analyzer = %analyzer, control_id = %control_id, "message control id reused for different results; refused");
+                if !self
+                    .keep(
+                        Some(control_id.to_string()),
+                        "message control id (MSH-10) already used by this analyzer for a message with different results".into(),
+                        frame,
+                    )
+                    .await
+                {
+                    return (Outcome::StorageFailed, None);
+                }
+                (
+                    Outcome::Error,
+                    Some(ErrorDetail::new(
+                        ErrorCode::DuplicateKeyIdentifier,
+                        None,
+                        "message control id already used for different results; send it with a new MSH-10",
+                    )),
+                )
+            }
             Err(IngestError::UnknownSpecimen) => (
                 Outcome::Error,
                 Some(ErrorDetail::new(

@@ -39,6 +39,10 @@ pub enum IngestError {
     /// A correction for a specimen the laboratory has no accession for.
     #[error("no accession is stored for the specimen")]
     UnknownSpecimen,
+    /// The sender reused a message control id for different content: refused (AE), so that an
+    /// instrument whose counter was reset never gets AA for results that were not stored.
+    #[error("message control id already used for a message with different results")]
+    ReusedControlId,
     /// The store could not make it durable (the sender gets AE and may retry).
     #[error("not stored durably: {0}")]
     NotDurable(String),
@@ -63,6 +67,8 @@ pub enum ChangeErrorOrUnknown {
     Change(ChangeError),
     #[error("no accession is stored for the specimen")]
     UnknownSpecimen,
+    #[error("message control id reused for different content")]
+    ReusedControlId,
 }
 
 /// A refused input, kept with its reason (never its content in a log).
@@ -135,18 +141,20 @@ impl Custody {
         specimen_id: &str,
         results: Vec<ResultEntry>,
     ) -> Result<Applied, IngestError> {
+        let fingerprint = results_fingerprint(specimen_id, &results);
         let results = Arc::new(results);
         let change: Change = Arc::new(move |rec, profiles, default, now| {
             rec.attach_results((*results).clone(), profiles, default, now)
                 .map_err(ChangeErrorOrUnknown::Change)
         });
-        self.apply(
+        self.apply_with(
             analyzer.to_string(),
             control_id.to_string(),
             format!("analyzer:{analyzer}"),
             "results_received",
             raw,
             vec![(specimen_id.to_string(), change, true)],
+            fingerprint,
         )
         .await
     }
@@ -260,6 +268,25 @@ impl Custody {
         raw: Vec<u8>,
         changes: Vec<(String, Change, bool)>,
     ) -> Result<Applied, IngestError> {
+        // A LIMS document's reference is the hash of its bytes: the content is the key.
+        let fingerprint = reference.clone();
+        self.apply_with(source, reference, actor, action, raw, changes, fingerprint)
+            .await
+    }
+
+    /// Applies changes once per (source, reference). `fingerprint` says what the input meant: a
+    /// second input under the same reference is a duplicate only if its fingerprint matches.
+    #[allow(clippy::too_many_arguments)]
+    async fn apply_with(
+        &self,
+        source: String,
+        reference: String,
+        actor: String,
+        action: &'static str,
+        raw: Vec<u8>,
+        changes: Vec<(String, Change, bool)>,
+        fingerprint: String,
+    ) -> Result<Applied, IngestError> {
         let now = self.clock.now_ms();
         let profiles = self.profiles.clone();
         let default = self.default_profile.clone();
@@ -269,8 +296,11 @@ impl Custody {
             .submit(
                 move |tx: &mut Tx<'_>| -> Result<Applied, Abort<ChangeErrorOrUnknown>> {
                     let dkey = dedupe_key(&source, &reference)?;
-                    if tx.contains_key(Keyspace::Dedupe, &dkey)? {
-                        return Ok(Applied::Duplicate);
+                    if let Some(seen) = tx.get::<DedupeMark>(Keyspace::Dedupe, &dkey)? {
+                        if seen.fingerprint == fingerprint {
+                            return Ok(Applied::Duplicate);
+                        }
+                        return Err(Abort::Domain(ChangeErrorOrUnknown::ReusedControlId));
                     }
                     let mut touched = Vec::new();
                     for (specimen_id, change, may_create) in &changes {
@@ -303,13 +333,56 @@ impl Custody {
                         touched.push((specimen_id.clone(), after));
                     }
                     tx.put_raw_bytes(Keyspace::Raw, &dkey, &raw)?;
-                    tx.put(Keyspace::Dedupe, &dkey, &now)?;
+                    tx.put(
+                        Keyspace::Dedupe,
+                        &dkey,
+                        &DedupeMark {
+                            at_ms: now,
+                            fingerprint: fingerprint.clone(),
+                        },
+                    )?;
                     Ok(Applied::Stored(touched))
                 },
             )
             .await;
         r.map_err(IngestError::from)
     }
+}
+
+/// What the dedupe index remembers of an input: when, and a fingerprint of what it meant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DedupeMark {
+    pub at_ms: u64,
+    pub fingerprint: String,
+}
+
+/// The meaning of an analyzer message: its specimen and every (kind, target, value, bottle),
+/// order-independent. A retransmission with another MSH-7 or segment order is the same message.
+pub fn results_fingerprint(specimen_id: &str, results: &[ResultEntry]) -> String {
+    use sha2::Digest;
+    let mut items: Vec<String> = results
+        .iter()
+        .map(|r| {
+            format!(
+                "{:?}|{}|{}|{}|{:?}",
+                r.kind,
+                r.target,
+                r.value
+                    .map(|v| v.normalize().to_string())
+                    .unwrap_or_default(),
+                r.unit,
+                r.bottle
+            )
+        })
+        .collect();
+    items.sort();
+    let mut h = sha2::Sha256::new();
+    h.update(specimen_id.as_bytes());
+    for i in items {
+        h.update(b"\n");
+        h.update(i.as_bytes());
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A LIMS document is known by the hash of its bytes: the same document dropped again (under

@@ -216,6 +216,9 @@ pub async fn apply(
         Err(IngestError::UnknownSpecimen) => Ok(DocumentOutcome::Rejected(
             "no accession is stored for the specimen this document names".into(),
         )),
+        Err(IngestError::ReusedControlId) => Ok(DocumentOutcome::Rejected(
+            "a document with the same content hash was stored with different meaning".into(),
+        )),
         Err(IngestError::NotDurable(e)) => Err(e),
     }
 }
