@@ -105,7 +105,7 @@ pub fn forbidden_destination(text: &str) -> Option<&'static str> {
         .filter(|w| !w.is_empty())
         .collect();
     for forbidden in FORBIDDEN_DESTINATION_WORDS {
-        if words.iter().any(|w| *w == forbidden) {
+        if words.contains(&forbidden) {
             return Some(forbidden);
         }
     }

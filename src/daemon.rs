@@ -269,7 +269,7 @@ async fn run(
                     })
                     .await;
             });
-        }) as Arc<dyn Fn(Option<&str>, &str, &'static str) + Send + Sync>
+        }) as admin::RefusalAudit
     };
     {
         let token = shutdown.clone();

@@ -262,8 +262,8 @@ fn demo(example: &Path) -> Result<(), String> {
         a["specimen_id"].as_str().cmp(&b["specimen_id"].as_str())
     });
     println!(
-        "\n    {:<14} {:<26} {:<7} {}",
-        "specimen", "results", "dilute", "positive analytes"
+        "\n    {:<14} {:<26} {:<7} positive analytes",
+        "specimen", "results", "dilute"
     );
     for r in &got {
         println!(

@@ -6,8 +6,30 @@ mod common;
 use common::*;
 use std::process::Command;
 
+/// python-hl7's `mllp_send`: on PATH, or in the scripts directory of the `python3` on PATH
+/// (pip may install it where no shim points yet).
+fn mllp_send_program() -> std::path::PathBuf {
+    if let Ok(out) = Command::new("sh")
+        .args(["-c", "command -v mllp_send"])
+        .output()
+    {
+        let p = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if out.status.success() && !p.is_empty() {
+            return p.into();
+        }
+    }
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import sysconfig; print(sysconfig.get_path('scripts'))",
+        ])
+        .output()
+        .expect("python3 is needed for python-hl7");
+    std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("mllp_send")
+}
+
 fn mllp_send(addr: std::net::SocketAddr, file: &std::path::Path) -> String {
-    let out = Command::new("mllp_send")
+    let out = Command::new(mllp_send_program())
         .arg("--loose")
         .arg("-p")
         .arg(addr.port().to_string())

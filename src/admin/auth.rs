@@ -27,12 +27,15 @@ pub enum Permission {
 
 impl Role {
     pub fn may(self, p: Permission) -> bool {
-        match (self, p) {
-            (_, Permission::Read) => true,
-            (Role::CertifyingScientist | Role::Operator, Permission::Operate) => true,
-            (Role::CertifyingScientist, Permission::Release) => true,
-            _ => false,
-        }
+        matches!(
+            (self, p),
+            (_, Permission::Read)
+                | (
+                    Role::CertifyingScientist | Role::Operator,
+                    Permission::Operate
+                )
+                | (Role::CertifyingScientist, Permission::Release)
+        )
     }
     pub fn key(self) -> &'static str {
         match self {

@@ -26,8 +26,11 @@ pub struct AdminState {
     pub api: Option<Arc<dyn Api>>,
     pub review: Option<Arc<dyn ReviewApi>>,
     /// Records a refused request in the audit log (who if known, what path, why).
-    pub on_refusal: Option<Arc<dyn Fn(Option<&str>, &str, &'static str) + Send + Sync>>,
+    pub on_refusal: Option<RefusalAudit>,
 }
+
+/// Records a refusal: the user's name if authenticated, the path, and why.
+pub type RefusalAudit = Arc<dyn Fn(Option<&str>, &str, &'static str) + Send + Sync>;
 
 /// A boxed future of an admin action: `Ok(json)` or `Err((http status, message))`.
 pub type ActionFuture<'a> = std::pin::Pin<

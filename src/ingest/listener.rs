@@ -162,11 +162,11 @@ async fn connection<S, H>(
             metrics::counter!("custodian_mllp_discarded_bytes_total", "analyzer" => peer.analyzer.to_string()).increment(discarded);
         }
         // The frame is settled even if shutdown is requested meanwhile: its ACK must go out.
-        if let Some(reply) = handler.handle(peer, frame).await {
-            if let Err(e) = framed.send(reply).await {
-                warn!(component = "mllp", analyzer = %peer.analyzer, connection = peer.connection, error = %e, "could not write the acknowledgement");
-                break;
-            }
+        if let Some(reply) = handler.handle(peer, frame).await
+            && let Err(e) = framed.send(reply).await
+        {
+            warn!(component = "mllp", analyzer = %peer.analyzer, connection = peer.connection, error = %e, "could not write the acknowledgement");
+            break;
         }
     }
     let _ = futures_util::SinkExt::<Bytes>::close(&mut framed).await;

@@ -62,10 +62,10 @@ pub fn parse(text: &str) -> Result<Decimal, NumberError> {
 /// A JSON-friendly rendering: integers as integers, other values as the nearest `f64`.
 pub fn to_json(d: Decimal) -> serde_json::Value {
     let n = d.normalize();
-    if n.fract().is_zero() {
-        if let Ok(i) = i64::try_from(n) {
-            return serde_json::Value::from(i);
-        }
+    if n.fract().is_zero()
+        && let Ok(i) = i64::try_from(n)
+    {
+        return serde_json::Value::from(i);
     }
     let f: f64 = n.to_string().parse().unwrap_or(f64::NAN);
     serde_json::Number::from_f64(f)

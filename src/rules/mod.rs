@@ -307,21 +307,22 @@ fn check(profile: &Profile, s: &Specimen) -> Result<(), CaseError> {
         }
     }
     for m in profile::Measure::ALL {
-        if let Some(v) = s.validity.get(m) {
-            if v.is_sign_negative() && !v.is_zero() {
-                return Err(CaseError::Negative(format!("validity.{}", m.key())));
-            }
+        if let Some(v) = s.validity.get(m)
+            && v.is_sign_negative()
+            && !v.is_zero()
+        {
+            return Err(CaseError::Negative(format!("validity.{}", m.key())));
         }
     }
-    if let Some(ph) = s.validity.ph {
-        if ph > Decimal::from(14) {
-            return Err(CaseError::PhOutOfRange);
-        }
+    if let Some(ph) = s.validity.ph
+        && ph > Decimal::from(14)
+    {
+        return Err(CaseError::PhOutOfRange);
     }
-    if let Some(sg) = s.validity.specific_gravity {
-        if sg.is_zero() {
-            return Err(CaseError::SpecificGravityNotPositive);
-        }
+    if let Some(sg) = s.validity.specific_gravity
+        && sg.is_zero()
+    {
+        return Err(CaseError::SpecificGravityNotPositive);
     }
     if let Some(i) = s
         .validity

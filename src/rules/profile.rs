@@ -416,13 +416,13 @@ impl RawProfile {
         if self.name.trim().is_empty() {
             p("name".into(), "must not be empty".into());
         }
-        if let Some(stem) = expected_name {
-            if stem != self.name {
-                p(
-                    "name".into(),
-                    format!("is `{}` but the file is named `{stem}.toml`", self.name),
-                );
-            }
+        if let Some(stem) = expected_name
+            && stem != self.name
+        {
+            p(
+                "name".into(),
+                format!("is `{}` but the file is named `{stem}.toml`", self.name),
+            );
         }
         if self.classes.is_empty() {
             p(
@@ -478,13 +478,13 @@ impl RawProfile {
                         "must be greater than zero".into(),
                     );
                 }
-                if let Some(q) = a.always_quantitate_at {
-                    if q <= Decimal::ZERO {
-                        p(
-                            format!("{at}.always_quantitate_at"),
-                            "must be greater than zero".into(),
-                        );
-                    }
+                if let Some(q) = a.always_quantitate_at
+                    && q <= Decimal::ZERO
+                {
+                    p(
+                        format!("{at}.always_quantitate_at"),
+                        "must be greater than zero".into(),
+                    );
                 }
                 if let Some(r) = &a.requires {
                     if r.at_least < Decimal::ZERO {
@@ -510,13 +510,13 @@ impl RawProfile {
         }
         for (i, c) in self.classes.iter().enumerate() {
             for (j, a) in c.analytes.iter().enumerate() {
-                if let Some(r) = &a.requires {
-                    if !analyte_keys.contains(&r.analyte) {
-                        p(
-                            format!("class[{i}].analyte[{j}].requires.analyte"),
-                            format!("`{}` is not an analyte of this profile", r.analyte),
-                        );
-                    }
+                if let Some(r) = &a.requires
+                    && !analyte_keys.contains(&r.analyte)
+                {
+                    p(
+                        format!("class[{i}].analyte[{j}].requires.analyte"),
+                        format!("`{}` is not an analyte of this profile", r.analyte),
+                    );
                 }
             }
         }
