@@ -308,16 +308,21 @@ fn refresh_retention(
         return Ok(());
     };
     let storage = storage_of(rec);
-    let next = r.next_due_ms(&s.retention, now_ms.saturating_sub(1));
+    let index = state_key(DISCARDABLE_INDEX, &rec.specimen_id)?;
+    let listed = tx.contains_key(Keyspace::ByState, &index)?;
     let none_now = r.may_discard(&s.retention, now_ms, &storage).is_empty();
+    // Something became discardable already (a release received earlier than now) and is not
+    // listed: the clock fires at once, through the sweep like any other.
+    let next = if !none_now && !listed {
+        Some(now_ms)
+    } else {
+        r.next_due_ms(&s.retention, now_ms.saturating_sub(1))
+    };
     let old = rec.lifecycle.retention_due_ms;
     set_due(tx, ClockKind::Retention, &rec.specimen_id, old, next)?;
     rec.lifecycle.retention_due_ms = next;
-    if none_now {
-        tx.remove(
-            Keyspace::ByState,
-            &state_key(DISCARDABLE_INDEX, &rec.specimen_id)?,
-        )?;
+    if none_now && listed {
+        tx.remove(Keyspace::ByState, &index)?;
     }
     Ok(())
 }
