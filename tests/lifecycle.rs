@@ -31,7 +31,6 @@ use rust_decimal::Decimal;
 use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
 
 const DAY: u64 = 86_400_000;
 const SSN: &str = "123-45-6789";
@@ -848,5 +847,4 @@ fn negative_discardable_after_the_configured_delay() {
             .len(),
         2
     );
-    let _ = Duration::from_secs(0);
 }

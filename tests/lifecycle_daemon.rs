@@ -12,7 +12,7 @@
 
 mod common;
 use common::*;
-use custodian::store::{Keyspace, Store};
+use custodian::store::Store;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -229,7 +229,6 @@ fn each_clock_fires_exactly_once_across_kill9_restarts() {
             .count(),
         0
     );
-    let _ = store.get::<serde_json::Value>(Keyspace::Specimens, b"NG-1");
 }
 
 #[test]
