@@ -29,6 +29,7 @@ pub struct Config {
     pub admin: Admin,
     pub signing: Signing,
     pub calendar: Calendar,
+    pub lifecycle: Lifecycle,
     pub analyzers: Vec<Analyzer>,
     pub mros: Vec<MroEntry>,
     pub transmit: Transmit,
@@ -123,6 +124,40 @@ pub struct Calendar {
     /// Dates (`YYYY-MM-DD`) the laboratory is closed besides weekends and federal holidays.
     #[serde(default)]
     pub closures: Vec<crate::calendar::Date>,
+    /// The laboratory's offset from UTC in minutes, standard time (e.g. -300 for Eastern): the
+    /// day a specimen was received and the close of a business day are in laboratory time.
+    #[serde(default)]
+    pub utc_offset_minutes: i32,
+}
+
+/// The lifecycle clocks (correction windows, retention) and what may be discarded. The section
+/// is optional.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lifecycle {
+    /// How often the daemon fires the clocks that came due, in seconds (it also does at start).
+    #[serde(default = "default_sweep_interval")]
+    pub sweep_interval_secs: u64,
+    /// A negative or rejected specimen may be discarded this many days after it was reported
+    /// (positive, adulterated, substituted and invalid ones are kept a year, 40.99(a)).
+    #[serde(default = "default_discard_after_days")]
+    pub discard_after_report_days: u64,
+}
+
+fn default_sweep_interval() -> u64 {
+    60
+}
+fn default_discard_after_days() -> u64 {
+    7
+}
+
+impl Default for Lifecycle {
+    fn default() -> Self {
+        Lifecycle {
+            sweep_interval_secs: default_sweep_interval(),
+            discard_after_report_days: default_discard_after_days(),
+        }
+    }
 }
 
 impl Calendar {
@@ -281,7 +316,7 @@ pub struct Log {
 }
 
 /// The top-level sections, each deserialized on its own so one bad section hides no other.
-const SECTIONS: [&str; 12] = [
+const SECTIONS: [&str; 13] = [
     "mro",
     "transmit",
     "laboratory",
@@ -293,6 +328,7 @@ const SECTIONS: [&str; 12] = [
     "admin",
     "signing",
     "calendar",
+    "lifecycle",
     "analyzer",
 ];
 
@@ -306,6 +342,7 @@ struct RawConfig {
     admin: Admin,
     signing: Signing,
     calendar: Calendar,
+    lifecycle: Lifecycle,
     analyzers: Vec<Analyzer>,
     mros: Vec<MroEntry>,
     transmit: Transmit,
@@ -421,6 +458,11 @@ pub fn load_with_env(
     } else {
         Some(Calendar::default())
     };
+    let lifecycle = if top.contains_key("lifecycle") {
+        section::<Lifecycle>(&top, "lifecycle", env, &mut problems)
+    } else {
+        Some(Lifecycle::default())
+    };
     let analyzers = if top.contains_key("analyzer") {
         section::<Vec<Analyzer>>(&top, "analyzer", env, &mut problems)
     } else {
@@ -436,7 +478,7 @@ pub fn load_with_env(
     } else {
         Some(Transmit::default())
     };
-    let (Some(mros), Some(transmit)) = (mros, transmit) else {
+    let (Some(mros), Some(transmit), Some(lifecycle)) = (mros, transmit, lifecycle) else {
         return Err(fail(problems));
     };
     let (
@@ -466,6 +508,7 @@ pub fn load_with_env(
         admin,
         signing,
         calendar,
+        lifecycle,
         analyzers,
         mros,
         transmit,
@@ -503,6 +546,7 @@ pub fn load_with_env(
             keys_dir: resolve(&raw.signing.keys_dir),
         },
         calendar: raw.calendar,
+        lifecycle: raw.lifecycle,
         analyzers: raw
             .analyzers
             .into_iter()
@@ -700,6 +744,24 @@ fn validate(cfg: &Config, problems: &mut Vec<Problem>) {
     }
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&cfg.log.level) {
         problems.push(problem("log.level", format!("not a log filter: {e}")));
+    }
+    if !(-720..=840).contains(&cfg.calendar.utc_offset_minutes) {
+        problems.push(problem(
+            "calendar.utc_offset_minutes",
+            "must be between -720 and 840 (minutes from UTC)",
+        ));
+    }
+    if cfg.lifecycle.sweep_interval_secs == 0 {
+        problems.push(problem(
+            "lifecycle.sweep_interval_secs",
+            "must be at least 1",
+        ));
+    }
+    if cfg.lifecycle.discard_after_report_days > 36_500 {
+        problems.push(problem(
+            "lifecycle.discard_after_report_days",
+            "must be at most 36500",
+        ));
     }
     let mut seen = std::collections::BTreeSet::new();
     for (i, d) in cfg.calendar.closures.iter().enumerate() {

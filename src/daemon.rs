@@ -126,12 +126,28 @@ async fn run(
     )
     .map_err(|e| format!("store: {e}"))?;
     let profiles = Arc::new(profiles);
+    let lifecycle_settings = crate::lifecycle::Settings {
+        calendar: cfg.calendar.business_days(),
+        utc_offset_minutes: cfg.calendar.utc_offset_minutes,
+        retention: crate::retention::RetentionPolicy {
+            after_report_ms: cfg
+                .lifecycle
+                .discard_after_report_days
+                .saturating_mul(86_400_000),
+            utc_offset_minutes: cfg.calendar.utc_offset_minutes,
+        },
+        laboratory: cfg.laboratory.name.clone(),
+        profiles: profiles.clone(),
+        default_profile: cfg.rules.default_profile.clone(),
+    };
     let custody = Custody::new(
         committer.clone(),
         profiles.clone(),
         &cfg.rules.default_profile,
         clock.clone(),
-    );
+    )
+    .with_lifecycle(lifecycle_settings);
+    let lifecycle = custody.lifecycle().clone();
 
     if let Some(parent) = cfg.lims.spool_dir.parent() {
         std::fs::create_dir_all(parent).map_err(|e| format!("lims.spool_dir: {e}"))?;
@@ -238,6 +254,7 @@ async fn run(
         signer,
         clock: clock.clone(),
         wake: Arc::new(wakes),
+        lifecycle: lifecycle.clone(),
     };
     let review: Arc<dyn admin::ReviewApi> = Arc::new(ReviewService {
         releaser,
@@ -287,6 +304,11 @@ async fn run(
         prometheus,
         api: Some(api),
         review: Some(review),
+        lifecycle: Some(Arc::new(LifecycleService {
+            committer: committer.clone(),
+            settings: lifecycle.clone(),
+            clock: clock.clone(),
+        })),
         on_refusal: Some(on_refusal),
     };
     {
@@ -311,6 +333,17 @@ async fn run(
         tasks.spawn(async move { spool::run(spool, custody, settings, token).await });
     }
 
+    {
+        // The lifecycle clocks: the first sweep at once fires what came due while stopped.
+        let token = shutdown.clone();
+        let committer = committer.clone();
+        let settings = lifecycle.clone();
+        let clock = clock.clone();
+        let interval = Duration::from_secs(cfg.lifecycle.sweep_interval_secs);
+        tasks.spawn(async move {
+            crate::lifecycle::run(committer, settings, clock, interval, token).await
+        });
+    }
     {
         let token = shutdown.clone();
         let store = store.clone();
@@ -652,6 +685,122 @@ impl admin::ReviewApi for ReviewService {
                 Err(e) => Err((409, e)),
             }
         })
+    }
+}
+
+/// Written requests, discards, the split and retention for the admin API.
+struct LifecycleService {
+    committer: GroupCommitter,
+    settings: Arc<crate::lifecycle::Settings>,
+    clock: Arc<dyn Clock>,
+}
+
+/// The admin API's body of a written request.
+#[derive(Deserialize)]
+struct RequestBody {
+    document_ref: String,
+    /// When the laboratory received the document (default: now).
+    #[serde(default)]
+    received_at_ms: Option<u64>,
+    #[serde(flatten)]
+    kind: crate::lifecycle::RequestKind,
+}
+
+impl LifecycleService {
+    fn record(&self, specimen_id: &str) -> Result<Option<SpecimenRecord>, String> {
+        self.committer
+            .store()
+            .get(Keyspace::Specimens, specimen_id.as_bytes())
+            .map_err(|e| e.to_string())
+    }
+}
+
+impl admin::LifecycleApi for LifecycleService {
+    fn request<'a>(
+        &'a self,
+        specimen_id: String,
+        body: serde_json::Value,
+        user: &'a admin::auth::User,
+    ) -> admin::ActionFuture<'a> {
+        Box::pin(async move {
+            let body: RequestBody = serde_json::from_value(body)
+                .map_err(|e| (400, format!("not a written request: {e}")))?;
+            let now = self.clock.now_ms();
+            let req = crate::lifecycle::WrittenRequest {
+                specimen_id,
+                document_ref: body.document_ref,
+                received_at_ms: body.received_at_ms.unwrap_or(now),
+                recorded_by: user.name.clone(),
+                kind: body.kind,
+            };
+            let channel = crate::lifecycle::Channel::Admin {
+                user: user.name.clone(),
+            };
+            match crate::lifecycle::apply_request(
+                &self.committer,
+                &self.settings,
+                req,
+                channel,
+                now,
+            )
+            .await
+            {
+                Ok(crate::lifecycle::RequestOutcome::Recorded(v)) => Ok(v),
+                Ok(crate::lifecycle::RequestOutcome::Duplicate) => {
+                    Ok(serde_json::json!({"duplicate": true}))
+                }
+                Err(e) => Err((e.status(), e.to_string())),
+            }
+        })
+    }
+
+    fn discard<'a>(
+        &'a self,
+        specimen_id: String,
+        item: String,
+        user: &'a admin::auth::User,
+    ) -> admin::ActionFuture<'a> {
+        Box::pin(async move {
+            let item = match item.as_str() {
+                "primary" => crate::retention::Item::Primary,
+                "split" => crate::retention::Item::Split,
+                "records" => crate::retention::Item::Records,
+                _ => return Err((400, "item must be primary, split or records".to_string())),
+            };
+            let now = self.clock.now_ms();
+            crate::lifecycle::confirm_discard(
+                &self.committer,
+                &self.settings,
+                &specimen_id,
+                item,
+                &user.name,
+                now,
+            )
+            .await
+            .map_err(|e| (e.status(), e.to_string()))
+        })
+    }
+
+    fn split(&self, specimen_id: &str) -> Result<Option<serde_json::Value>, String> {
+        Ok(self
+            .record(specimen_id)?
+            .and_then(|r| r.lifecycle.split)
+            .map(|s| serde_json::to_value(s).unwrap_or_default()))
+    }
+
+    fn retention(&self, specimen_id: &str) -> Result<Option<serde_json::Value>, String> {
+        Ok(self
+            .record(specimen_id)?
+            .and_then(|r| crate::lifecycle::retention_view(&r, &self.settings)))
+    }
+
+    fn discardable(&self) -> Result<serde_json::Value, String> {
+        let list = crate::lifecycle::discardable(
+            self.committer.store(),
+            &self.settings,
+            self.clock.now_ms(),
+        )?;
+        serde_json::to_value(list).map_err(|e| e.to_string())
     }
 }
 

@@ -121,6 +121,14 @@ enum Command {
         #[arg(long)]
         key: PathBuf,
     },
+    /// Written requests (retention, quantitation, split specimen), retention, what may be
+    /// discarded, and discard confirmations (daemon running).
+    Lifecycle {
+        #[command(subcommand)]
+        command: LifecycleCommand,
+        #[command(flatten)]
+        access: Access,
+    },
     /// Business days (40.83(e)-(g)): weekends, US federal holidays and the lab's closures.
     Calendar {
         #[command(subcommand)]
@@ -208,6 +216,73 @@ enum ReviewCommand {
         id: String,
         #[arg(long)]
         reason: String,
+    },
+}
+
+const REQUESTERS: [&str; 4] = ["mro", "employee", "employer", "dot_agency"];
+
+#[derive(Subcommand)]
+enum LifecycleCommand {
+    /// Record a written request to keep the specimen (40.99(c)) or its records (40.109(c))
+    /// longer; refused once the period in force has ended.
+    Extend {
+        id: String,
+        /// The document that carries the request (letter reference).
+        #[arg(long)]
+        document: String,
+        #[arg(long, value_parser = REQUESTERS)]
+        requester: String,
+        #[arg(long, default_value = "specimen", value_parser = ["specimen", "records"])]
+        subject: String,
+        /// Keep through this date (YYYY-MM-DD, laboratory time).
+        #[arg(
+            long,
+            required_unless_present = "until_released",
+            conflicts_with = "until_released"
+        )]
+        until: Option<String>,
+        /// Keep until the requester releases it in writing.
+        #[arg(long)]
+        until_released: bool,
+    },
+    /// Record the written release of an earlier extension (by the party that asked for it).
+    Release {
+        id: String,
+        #[arg(long)]
+        document: String,
+        #[arg(long, value_parser = REQUESTERS)]
+        requester: String,
+        /// The document reference of the extension it releases.
+        #[arg(long)]
+        request_ref: String,
+    },
+    /// Record the MRO's written request for quantitative values (40.97(e)); before release only.
+    Quantitation {
+        id: String,
+        #[arg(long)]
+        document: String,
+    },
+    /// Record the MRO's written request to test the split (40.171(c)): prints the forwarding
+    /// package for Bottle B (no donor identity) or the unavailable report for the MRO.
+    Split {
+        id: String,
+        #[arg(long)]
+        document: String,
+        /// The HHS-certified laboratory that will test the split.
+        #[arg(long)]
+        second_laboratory: String,
+    },
+    /// The split request of a specimen and what answered it.
+    SplitShow { id: String },
+    /// The retention of a specimen: each item, requests, releases, discards.
+    Retention { id: String },
+    /// What the laboratory may discard now, with freezer locations.
+    Discardable,
+    /// Confirm that the laboratory discarded an item (audited).
+    Discard {
+        id: String,
+        #[arg(long, value_parser = ["primary", "split", "records"])]
+        item: String,
     },
 }
 
@@ -338,6 +413,90 @@ fn main() -> ExitCode {
             )
         }
         Command::Demo { config } => custodian::demo::run(&config),
+        Command::Lifecycle { command, access } => {
+            let request = |id: &str, body: serde_json::Value| {
+                (
+                    "POST",
+                    format!("/api/specimens/{}/requests", url_segment(id)),
+                    Some(body),
+                )
+            };
+            let (method, path, body) = match &command {
+                LifecycleCommand::Extend {
+                    id,
+                    document,
+                    requester,
+                    subject,
+                    until,
+                    until_released: _,
+                } => request(
+                    id,
+                    serde_json::json!({
+                        "kind": "retention_extension",
+                        "document_ref": document,
+                        "requester": requester,
+                        "subject": subject,
+                        "until": match until {
+                            Some(d) => serde_json::json!({ "date": d }),
+                            None => serde_json::json!("released"),
+                        },
+                    }),
+                ),
+                LifecycleCommand::Release {
+                    id,
+                    document,
+                    requester,
+                    request_ref,
+                } => request(
+                    id,
+                    serde_json::json!({
+                        "kind": "retention_release",
+                        "document_ref": document,
+                        "requester": requester,
+                        "request_ref": request_ref,
+                    }),
+                ),
+                LifecycleCommand::Quantitation { id, document } => request(
+                    id,
+                    serde_json::json!({ "kind": "quantitation", "document_ref": document }),
+                ),
+                LifecycleCommand::Split {
+                    id,
+                    document,
+                    second_laboratory,
+                } => request(
+                    id,
+                    serde_json::json!({
+                        "kind": "split_test",
+                        "document_ref": document,
+                        "second_laboratory": second_laboratory,
+                    }),
+                ),
+                LifecycleCommand::SplitShow { id } => (
+                    "GET",
+                    format!("/api/specimens/{}/split", url_segment(id)),
+                    None,
+                ),
+                LifecycleCommand::Retention { id } => (
+                    "GET",
+                    format!("/api/specimens/{}/retention", url_segment(id)),
+                    None,
+                ),
+                LifecycleCommand::Discardable => ("GET", "/api/discardable".to_string(), None),
+                LifecycleCommand::Discard { id, item } => (
+                    "POST",
+                    format!("/api/specimens/{}/discard", url_segment(id)),
+                    Some(serde_json::json!({ "item": item })),
+                ),
+            };
+            operator::action(
+                &access.config,
+                access.token_file.as_deref(),
+                method,
+                &path,
+                body,
+            )
+        }
         Command::HashToken => {
             let mut token = String::new();
             if io::stdin().read_line(&mut token).is_err() || token.trim().is_empty() {

@@ -205,6 +205,18 @@ pub const METRICS: &[(&str, &str, &str, &str)] = &[
         "reports",
         "reports refused permanently by their MRO, waiting for an operator",
     ),
+    (
+        "custodian_clocks_due",
+        "gauge",
+        "clocks",
+        "lifecycle clocks past their due time and not yet applied, by kind (correction: 40.83 correction windows; retention: 40.99/40.109 periods), after each sweep",
+    ),
+    (
+        "custodian_clocks_fired_total",
+        "counter",
+        "clocks",
+        "lifecycle clocks applied by the sweep, by kind (correction, retention)",
+    ),
 ];
 
 /// Registers the help text of every metric with the installed recorder.

@@ -63,6 +63,9 @@ pub struct Releaser {
     pub clock: Arc<dyn crate::clock::Clock>,
     /// Wakes the sender of an MRO after a release to it.
     pub wake: Arc<BTreeMap<String, Arc<Notify>>>,
+    /// Retention starts with the release (40.99(a)): its record and clock are written in the
+    /// release transaction.
+    pub lifecycle: Arc<crate::lifecycle::Settings>,
 }
 
 impl Releaser {
@@ -81,6 +84,7 @@ impl Releaser {
         let mros = self.mros.clone();
         let scientist = scientist.to_string();
         let ids = specimen_ids.clone();
+        let lifecycle = self.lifecycle.clone();
         let r = self
             .committer
             .submit(
@@ -133,6 +137,7 @@ impl Releaser {
                         });
                         rec.state = State::Released;
                         rec.updated_at_ms = now;
+                        crate::lifecycle::on_release(tx, &mut rec, &lifecycle, now)?;
                         tx.remove(
                             Keyspace::ByState,
                             &state_key(State::ReadyForReview.key(), id)?,

@@ -214,6 +214,13 @@ pub struct SpecimenRecord {
     /// Set when a certifying scientist released the result (40.97(b)(1)(ii)).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub release: Option<Release>,
+    /// The clocks, written requests, retention and split of the specimen (see
+    /// [`crate::lifecycle`]).
+    #[serde(
+        default,
+        skip_serializing_if = "crate::lifecycle::LifecycleRecord::is_empty"
+    )]
+    pub lifecycle: crate::lifecycle::LifecycleRecord,
     pub state: State,
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
@@ -236,6 +243,10 @@ pub enum ChangeError {
     Evaluation(#[from] rules::CaseError),
     #[error("the specimen's result was already released; a change needs a corrected report")]
     AlreadyReleased,
+    #[error(
+        "the correction was received after the correction window closed at {0} (40.83(e)-(g)); the expired outcome stands"
+    )]
+    CorrectionWindowClosed(String),
 }
 
 impl SpecimenRecord {
@@ -250,6 +261,7 @@ impl SpecimenRecord {
             evaluation: None,
             retest_requested: None,
             release: None,
+            lifecycle: Default::default(),
             state: State::AwaitingAccession,
             created_at_ms: now_ms,
             updated_at_ms: now_ms,

@@ -28,8 +28,12 @@ fn kind_of(file_name: &str) -> DocumentKind {
         DocumentKind::Correction
     } else if file_name.starts_with("accession") {
         DocumentKind::Accession
+    } else if file_name.starts_with("request") {
+        DocumentKind::Request
     } else {
-        panic!("{file_name}: name must start with accession, confirmation-batch or correction")
+        panic!(
+            "{file_name}: name must start with accession, confirmation-batch, correction or request"
+        )
     }
 }
 
@@ -98,6 +102,7 @@ fn valid_examples_pass_xmllint_and_the_parser() {
         DocumentKind::Accession,
         DocumentKind::ConfirmationBatch,
         DocumentKind::Correction,
+        DocumentKind::Request,
     ] {
         assert!(
             files.iter().any(|f| kind_of(name(f)) == kind),
@@ -123,6 +128,7 @@ fn invalid_examples_fail_xmllint_and_the_parser() {
         DocumentKind::Accession,
         DocumentKind::ConfirmationBatch,
         DocumentKind::Correction,
+        DocumentKind::Request,
     ] {
         assert!(
             files.iter().filter(|f| kind_of(name(f)) == kind).count() >= 3,
@@ -165,9 +171,89 @@ fn v(
 const ACC: &str = "accession-example.xml";
 const BAT: &str = "confirmation-batch-example.xml";
 const COR: &str = "correction-example.xml";
+const REQ: &str = "request-example.xml";
 
 fn variants() -> Vec<Variant> {
     vec![
+        // The request document's choices and tokens.
+        v(
+            "request until released",
+            REQ,
+            "<until>2027-12-31</until>",
+            "<until-released/>",
+        ),
+        v(
+            "request until released text",
+            REQ,
+            "<until>2027-12-31</until>",
+            "<until-released>x</until-released>",
+        ),
+        v(
+            "request until missing",
+            REQ,
+            "    <until>2027-12-31</until>\n",
+            "",
+        ),
+        v(
+            "request requester dot",
+            REQ,
+            "<requester>mro",
+            "<requester>dot-agency",
+        ),
+        v(
+            "request requester unknown",
+            REQ,
+            "<requester>mro",
+            "<requester>donor",
+        ),
+        v(
+            "request subject records",
+            REQ,
+            "<subject>specimen",
+            "<subject>records",
+        ),
+        v(
+            "request subject unknown",
+            REQ,
+            "<subject>specimen",
+            "<subject>bottle",
+        ),
+        v(
+            "request quantitation",
+            REQ,
+            "<retention-extension>\n    <requester>mro</requester>\n    <subject>specimen</subject>\n    <until>2027-12-31</until>\n  </retention-extension>",
+            "<quantitation/>",
+        ),
+        v(
+            "request quantitation text",
+            REQ,
+            "<retention-extension>\n    <requester>mro</requester>\n    <subject>specimen</subject>\n    <until>2027-12-31</until>\n  </retention-extension>",
+            "<quantitation>yes</quantitation>",
+        ),
+        v(
+            "request release",
+            REQ,
+            "<retention-extension>\n    <requester>mro</requester>\n    <subject>specimen</subject>\n    <until>2027-12-31</until>\n  </retention-extension>",
+            "<retention-release><requester>mro</requester><request-ref>MRO-1</request-ref></retention-release>",
+        ),
+        v(
+            "request release bad ref",
+            REQ,
+            "<retention-extension>\n    <requester>mro</requester>\n    <subject>specimen</subject>\n    <until>2027-12-31</until>\n  </retention-extension>",
+            "<retention-release><requester>mro</requester><request-ref>MRO 1</request-ref></retention-release>",
+        ),
+        v(
+            "request no ask",
+            REQ,
+            "<retention-extension>\n    <requester>mro</requester>\n    <subject>specimen</subject>\n    <until>2027-12-31</until>\n  </retention-extension>",
+            "",
+        ),
+        v(
+            "request document ref space",
+            REQ,
+            "MRO-LTR-2026-0007",
+            "MRO LTR",
+        ),
         // Specimen ID: pattern and length.
         v("specimen id 32", ACC, "X0000001-TEST", "A".repeat(32)),
         v("specimen id 33", ACC, "X0000001-TEST", "A".repeat(33)),

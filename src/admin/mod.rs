@@ -25,6 +25,7 @@ pub struct AdminState {
     pub prometheus: Option<PrometheusHandle>,
     pub api: Option<Arc<dyn Api>>,
     pub review: Option<Arc<dyn ReviewApi>>,
+    pub lifecycle: Option<Arc<dyn LifecycleApi>>,
     /// Records a refused request in the audit log (who if known, what path, why).
     pub on_refusal: Option<RefusalAudit>,
 }
@@ -59,6 +60,27 @@ pub trait ReviewApi: Send + Sync {
     fn report(&self, report_id: &str) -> Result<Option<serde_json::Value>, String>;
     /// Puts a dead letter back in its MRO's queue.
     fn retry<'a>(&'a self, report_id: String, operator: &'a User) -> ActionFuture<'a>;
+}
+
+/// Written requests, retention, the split and discards, implemented by the wiring.
+pub trait LifecycleApi: Send + Sync {
+    /// Records a written request (body: `document_ref`, `kind` and its fields, optional
+    /// `received_at_ms`) for a specimen, by `user`.
+    fn request<'a>(
+        &'a self,
+        specimen_id: String,
+        body: serde_json::Value,
+        user: &'a User,
+    ) -> ActionFuture<'a>;
+    /// Records the confirmation that an item (`primary`, `split`, `records`) was discarded.
+    fn discard<'a>(&'a self, specimen_id: String, item: String, user: &'a User)
+    -> ActionFuture<'a>;
+    /// The split request and its disposition (forwarding package or unavailable report).
+    fn split(&self, specimen_id: &str) -> Result<Option<serde_json::Value>, String>;
+    /// The specimen's retention: every item, requests, releases, discards.
+    fn retention(&self, specimen_id: &str) -> Result<Option<serde_json::Value>, String>;
+    /// What the laboratory may discard now, with freezer locations.
+    fn discardable(&self) -> Result<serde_json::Value, String>;
 }
 
 /// What the daemon offers through `/api/`: implemented by the wiring, which knows the stages.
@@ -290,6 +312,89 @@ async fn retry(
     action_response(r.retry(id, &user).await)
 }
 
+fn no_lifecycle() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        "lifecycle is not available\n",
+    )
+        .into_response()
+}
+
+fn found(r: Result<Option<serde_json::Value>, String>, what: &str) -> Response {
+    match r {
+        Ok(Some(v)) => axum::Json(v).into_response(),
+        Ok(None) => (StatusCode::NOT_FOUND, format!("{what}\n")).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
+async fn written_request(
+    State(s): State<AdminState>,
+    Operator(user): Operator,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    axum::Json(body): axum::Json<serde_json::Value>,
+) -> Response {
+    let Some(l) = &s.lifecycle else {
+        return no_lifecycle();
+    };
+    action_response(l.request(id, body, &user).await)
+}
+
+#[derive(serde::Deserialize)]
+struct DiscardBody {
+    item: String,
+}
+
+async fn discard(
+    State(s): State<AdminState>,
+    Operator(user): Operator,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    axum::Json(body): axum::Json<DiscardBody>,
+) -> Response {
+    let Some(l) = &s.lifecycle else {
+        return no_lifecycle();
+    };
+    action_response(l.discard(id, body.item, &user).await)
+}
+
+async fn split_view(
+    State(s): State<AdminState>,
+    Reader(_u): Reader,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    let Some(l) = &s.lifecycle else {
+        return no_lifecycle();
+    };
+    found(
+        l.split(&id),
+        "no split request is recorded for this specimen",
+    )
+}
+
+async fn retention_view(
+    State(s): State<AdminState>,
+    Reader(_u): Reader,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    let Some(l) = &s.lifecycle else {
+        return no_lifecycle();
+    };
+    found(
+        l.retention(&id),
+        "no retention: unknown or not yet reported",
+    )
+}
+
+async fn discardable(State(s): State<AdminState>, Reader(_u): Reader) -> Response {
+    let Some(l) = &s.lifecycle else {
+        return no_lifecycle();
+    };
+    match l.discardable() {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
 async fn healthz() -> &'static str {
     "ok\n"
 }
@@ -394,6 +499,14 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/outbox", get(outbox))
         .route("/api/outbox/{id}/retry", axum::routing::post(retry))
         .route("/api/reports/{id}", get(report_status))
+        .route(
+            "/api/specimens/{id}/requests",
+            axum::routing::post(written_request),
+        )
+        .route("/api/specimens/{id}/discard", axum::routing::post(discard))
+        .route("/api/specimens/{id}/split", get(split_view))
+        .route("/api/specimens/{id}/retention", get(retention_view))
+        .route("/api/discardable", get(discardable))
         .with_state(state)
 }
 

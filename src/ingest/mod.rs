@@ -92,6 +92,7 @@ pub struct Custody {
     profiles: Arc<ProfileSet>,
     default_profile: Arc<str>,
     clock: Arc<dyn Clock>,
+    lifecycle: Arc<crate::lifecycle::Settings>,
 }
 
 /// One specimen's change inside a transaction.
@@ -108,12 +109,33 @@ impl Custody {
         default_profile: &str,
         clock: Arc<dyn Clock>,
     ) -> Custody {
+        let lifecycle = Arc::new(crate::lifecycle::Settings::new(
+            profiles.clone(),
+            default_profile,
+        ));
         Custody {
             committer,
             profiles,
             default_profile: Arc::from(default_profile),
             clock,
+            lifecycle,
         }
+    }
+
+    /// Replaces the lifecycle settings (calendar, UTC offset, retention, laboratory) that
+    /// custody's transactions use to start and stop clocks. [`Custody::new`] starts with
+    /// federal holidays, UTC and no discard delay.
+    pub fn with_lifecycle(mut self, settings: crate::lifecycle::Settings) -> Custody {
+        self.lifecycle = Arc::new(settings);
+        self
+    }
+
+    pub fn lifecycle(&self) -> &Arc<crate::lifecycle::Settings> {
+        &self.lifecycle
+    }
+
+    pub fn committer(&self) -> &GroupCommitter {
+        &self.committer
     }
 
     pub fn store(&self) -> &store::Store {
@@ -195,6 +217,13 @@ impl Custody {
         let change: Change = Arc::new(move |rec, profiles, default, now| {
             if rec.accession.is_none() {
                 return Err(ChangeErrorOrUnknown::UnknownSpecimen);
+            }
+            if let Some(closed) =
+                crate::lifecycle::correction_too_late(rec, correction.received_at_ms)
+            {
+                return Err(ChangeErrorOrUnknown::Change(
+                    ChangeError::CorrectionWindowClosed(closed),
+                ));
             }
             rec.attach_correction((*correction).clone(), profiles, default, now)
                 .map_err(ChangeErrorOrUnknown::Change)
@@ -290,6 +319,7 @@ impl Custody {
         let now = self.clock.now_ms();
         let profiles = self.profiles.clone();
         let default = self.default_profile.clone();
+        let lifecycle = self.lifecycle.clone();
         let raw = Arc::new(raw);
         let r = self
             .committer
@@ -317,6 +347,7 @@ impl Custody {
                             }
                         };
                         change(&mut rec, &profiles, &default, now).map_err(Abort::Domain)?;
+                        crate::lifecycle::after_change(tx, &mut rec, &lifecycle)?;
                         let after = rec.state.key();
                         if let Some(b) = before {
                             tx.remove(Keyspace::ByState, &state_key(b, specimen_id)?)?;

@@ -162,6 +162,7 @@ pub async fn apply(
     };
     let now = custody.now_ms();
     let result = match doc {
+        LimsDocument::Request(r) => return apply_request(custody, name, bytes, r, now).await,
         LimsDocument::Accession(a) => {
             let id = a.specimen_id.as_str().to_string();
             let acc = accession_record(&a, name, now);
@@ -220,6 +221,67 @@ pub async fn apply(
             "a document with the same content hash was stored with different meaning".into(),
         )),
         Err(IngestError::NotDurable(e)) => Err(e),
+    }
+}
+
+/// A written request from the LIMS: recorded by the lifecycle (deduplicated by the document's
+/// hash like every LIMS document).
+async fn apply_request(
+    custody: &Custody,
+    name: &str,
+    bytes: &[u8],
+    r: lims::RequestDoc,
+    now: u64,
+) -> Result<DocumentOutcome, String> {
+    use crate::lifecycle::{self, Channel, LifecycleError, RequestKind, RequestOutcome};
+    use crate::retention::Until;
+    let (secs, _) = r.received_at.unix();
+    let kind = match r.ask {
+        lims::RequestAsk::RetentionExtension {
+            requester,
+            subject,
+            until,
+        } => RequestKind::RetentionExtension {
+            requester,
+            subject,
+            until: match until {
+                lims::RequestUntil::Date(d) => Until::Date(d.into()),
+                lims::RequestUntil::Released => Until::Released,
+            },
+        },
+        lims::RequestAsk::RetentionRelease {
+            requester,
+            request_ref,
+        } => RequestKind::RetentionRelease {
+            requester,
+            request_ref,
+        },
+        lims::RequestAsk::Quantitation => RequestKind::Quantitation,
+        lims::RequestAsk::SplitTest { second_laboratory } => {
+            RequestKind::SplitTest { second_laboratory }
+        }
+    };
+    let req = lifecycle::WrittenRequest {
+        specimen_id: r.specimen_id.as_str().to_string(),
+        document_ref: r.document_ref,
+        received_at_ms: (secs.max(0) as u64) * 1000,
+        recorded_by: r.recorded_by,
+        kind,
+    };
+    let channel = Channel::Lims {
+        document: name.to_string(),
+        raw: Arc::new(bytes.to_vec()),
+    };
+    match lifecycle::apply_request(custody.committer(), custody.lifecycle(), req, channel, now)
+        .await
+    {
+        Ok(RequestOutcome::Recorded(_)) => Ok(DocumentOutcome::Stored),
+        Ok(RequestOutcome::Duplicate) => Ok(DocumentOutcome::Duplicate),
+        Err(LifecycleError::UnknownSpecimen) => Ok(DocumentOutcome::Rejected(
+            "no accession is stored for the specimen this document names".into(),
+        )),
+        Err(LifecycleError::Refused(why)) => Ok(DocumentOutcome::Rejected(why)),
+        Err(LifecycleError::NotDurable(e)) => Err(e),
     }
 }
 

@@ -53,7 +53,7 @@ pub enum Rule {
     ProcessingInstructionRefused,
     /// Elements nested deeper than any schema allows.
     TooDeep { max: usize },
-    /// The root element is not accession, confirmation-batch or correction.
+    /// The root element is not accession, confirmation-batch, correction or request.
     UnknownRoot,
     /// An element outside the namespace `urn:custodian:lims:1` (or in none).
     WrongNamespace,
@@ -117,9 +117,9 @@ impl fmt::Display for Rule {
             }
             Rule::ProcessingInstructionRefused => f.write_str("processing instruction refused"),
             Rule::TooDeep { max } => write!(f, "elements nested deeper than {max}"),
-            Rule::UnknownRoot => {
-                f.write_str("root element must be accession, confirmation-batch or correction")
-            }
+            Rule::UnknownRoot => f.write_str(
+                "root element must be accession, confirmation-batch, correction or request",
+            ),
             Rule::WrongNamespace => {
                 f.write_str("element must be in namespace urn:custodian:lims:1")
             }

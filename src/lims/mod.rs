@@ -1,4 +1,4 @@
-//! LIMS XML documents: `accession`, `confirmation-batch` and `correction`.
+//! LIMS XML documents: `accession`, `confirmation-batch`, `correction` and `request`.
 //!
 //! The parsers are pure: bytes in, a typed document or an [`XmlError`] out; no I/O, no clock.
 //! Each document has a schema in `schemas/` (namespace [`NAMESPACE`]); the parsers enforce in
@@ -24,6 +24,7 @@ mod check;
 mod confirmation;
 mod correction;
 mod error;
+mod request;
 pub mod spool;
 mod tree;
 mod value;
@@ -35,6 +36,7 @@ pub use accession::{
 pub use confirmation::{BottleLabel, ConfirmationBatch, Quantitation, SpecimenResults, Unit};
 pub use correction::CorrectionDoc;
 pub use error::{Rule, XmlError};
+pub use request::{RequestAsk, RequestDoc, RequestUntil};
 pub use tree::{MAX_DEPTH, NAMESPACE};
 pub use value::{
     Confidential, Date, DateTime, QUANTITY_FRACTION_DIGITS, QUANTITY_TOTAL_DIGITS, SpecimenId, Ssn,
@@ -49,6 +51,7 @@ pub enum DocumentKind {
     Accession,
     ConfirmationBatch,
     Correction,
+    Request,
 }
 
 impl DocumentKind {
@@ -58,17 +61,19 @@ impl DocumentKind {
             DocumentKind::Accession => "accession",
             DocumentKind::ConfirmationBatch => "confirmation-batch",
             DocumentKind::Correction => "correction",
+            DocumentKind::Request => "request",
         }
     }
 }
 
-/// Any of the three documents.
+/// Any of the documents.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LimsDocument {
     /// Boxed: much larger than the other two.
     Accession(Box<AccessionDoc>),
     ConfirmationBatch(ConfirmationBatch),
     Correction(CorrectionDoc),
+    Request(RequestDoc),
 }
 
 impl LimsDocument {
@@ -77,6 +82,7 @@ impl LimsDocument {
             LimsDocument::Accession(_) => DocumentKind::Accession,
             LimsDocument::ConfirmationBatch(_) => DocumentKind::ConfirmationBatch,
             LimsDocument::Correction(_) => DocumentKind::Correction,
+            LimsDocument::Request(_) => DocumentKind::Request,
         }
     }
 }
@@ -89,6 +95,7 @@ pub fn parse_document(bytes: &[u8], max_bytes: usize) -> Result<LimsDocument, Xm
         "accession" => accession::from_tree(&root).map(|d| LimsDocument::Accession(Box::new(d))),
         "confirmation-batch" => confirmation::from_tree(&root).map(LimsDocument::ConfirmationBatch),
         "correction" => correction::from_tree(&root).map(LimsDocument::Correction),
+        "request" => request::from_tree(&root).map(LimsDocument::Request),
         other => Err(XmlError::new(
             root.line,
             format!("/{other}"),
@@ -133,6 +140,11 @@ pub fn parse_correction(bytes: &[u8], max_bytes: usize) -> Result<CorrectionDoc,
     correction::from_tree(&parse_kind(bytes, max_bytes, DocumentKind::Correction)?)
 }
 
+/// Parses a `request` document; any other root is refused.
+pub fn parse_request(bytes: &[u8], max_bytes: usize) -> Result<RequestDoc, XmlError> {
+    request::from_tree(&parse_kind(bytes, max_bytes, DocumentKind::Request)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,6 +164,12 @@ mod tests {
         assert_eq!(doc(ACCESSION).unwrap().kind(), DocumentKind::Accession);
         assert_eq!(doc(BATCH).unwrap().kind(), DocumentKind::ConfirmationBatch);
         assert_eq!(doc(CORRECTION).unwrap().kind(), DocumentKind::Correction);
+        assert_eq!(
+            doc(include_str!("../../tests/data/lims/request-example.xml"))
+                .unwrap()
+                .kind(),
+            DocumentKind::Request
+        );
         match doc(CORRECTION).unwrap() {
             LimsDocument::Correction(c) => assert_eq!(c.document_ref, "MEMO-2024-0042"),
             other => panic!("{other:?}"),

@@ -85,6 +85,18 @@ pub(crate) const VOCABULARY: &[&str] = &[
     "document-ref",
     "received-at",
     "recorded-by",
+    // request
+    "request",
+    "retention-extension",
+    "requester",
+    "subject",
+    "until",
+    "until-released",
+    "retention-release",
+    "request-ref",
+    "quantitation",
+    "split-test",
+    "second-laboratory",
 ];
 
 /// A name from [`VOCABULARY`], or `*` for one the schemas do not know.

@@ -1,0 +1,850 @@
+//! The specimen lifecycle at library level, with a ManualClock and direct sweep calls: a real
+//! store and group committer, custody fed with LIMS documents through the spool's own `apply`,
+//! releases through the real `Releaser` (a stand-in signer), requests through
+//! `lifecycle::apply_request` (admin channel) and LIMS `request` documents.
+//!
+//! Covers: a correctable flaw expiring across the Thanksgiving 2026 weekend (rejected) and
+//! exactly at the close of the 5th business day; a correction in time (hold released, no
+//! expiry later) and one too late (refused); a temperature flaw (40.83(f)) reported after
+//! expiry; a one-year retention ending, extended by an MRO letter, then released, discardable
+//! with the freezer location, discard confirmed and audited; a request after the year refused;
+//! quantitation before and after release; a split request forwarding Bottle B with no donor
+//! identity, the second laboratory reconfirming below the primary's cutoff above the LOD; a split
+//! request for an absent Bottle B (unavailable report).
+
+mod common;
+use common::*;
+use custodian::calendar::Date;
+use custodian::clock::{Clock, ManualClock};
+use custodian::config::{Laboratory, MroEntry};
+use custodian::ingest::Custody;
+use custodian::ingest::spool::{DocumentOutcome, apply};
+use custodian::lifecycle::{
+    self, Channel, ClockKind, LifecycleError, RequestKind, RequestOutcome, Settings, WrittenRequest,
+};
+use custodian::release::{Releaser, Signer};
+use custodian::retention::{Requester, RetentionPolicy, Subject, Until};
+use custodian::specimen::{Bottle, ResultEntry, ResultKind, Source, SpecimenRecord};
+use custodian::split::{self, SplitDisposition};
+use custodian::store::{GroupCommitter, GroupConfig, Keyspace, Store};
+use rust_decimal::Decimal;
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::sync::Arc;
+
+const DAY: u64 = 86_400_000;
+const SSN: &str = "123-45-6789";
+const EMPLOYEE_ID: &str = "EMP-778899";
+const DONOR_NAME: &str = "Jordan Q. Testperson";
+
+/// Epoch ms of a UTC date and time `YYYY-MM-DDTHH:MM`.
+fn at(s: &str) -> u64 {
+    let (d, t) = s.split_once('T').unwrap();
+    let (h, m) = t.split_once(':').unwrap();
+    d.parse::<Date>().unwrap().start_ms(0)
+        + (h.parse::<u64>().unwrap() * 60 + m.parse::<u64>().unwrap()) * 60_000
+}
+
+struct FakeSigner;
+impl Signer for FakeSigner {
+    fn sign(&self, payload: &[u8]) -> Result<(String, String), String> {
+        Ok((format!("jws-of-{}-bytes", payload.len()), "kid-test".into()))
+    }
+}
+
+struct Lab {
+    rt: tokio::runtime::Runtime,
+    _tmp: tempfile::TempDir,
+    store: Store,
+    committer: GroupCommitter,
+    custody: Custody,
+    releaser: Releaser,
+    settings: Arc<Settings>,
+    clock: ManualClock,
+}
+
+impl Lab {
+    fn new(start: &str, closures: &[&str]) -> Lab {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(&tmp.path().join("store")).unwrap();
+        let committer = GroupCommitter::start(store.clone(), GroupConfig::default()).unwrap();
+        let mut problems = Vec::new();
+        let profiles = Arc::new(custodian::config::load_profiles(
+            &root().join("config/profiles"),
+            &mut problems,
+        ));
+        assert!(problems.is_empty(), "{problems:?}");
+        let clock = ManualClock::new(at(start));
+        let settings = Settings {
+            calendar: custodian::calendar::Calendar::with_closures(
+                closures.iter().map(|d| d.parse::<Date>().unwrap()),
+            ),
+            utc_offset_minutes: 0,
+            retention: RetentionPolicy {
+                after_report_ms: 7 * DAY,
+                utc_offset_minutes: 0,
+            },
+            laboratory: "Test Laboratory".into(),
+            profiles: profiles.clone(),
+            default_profile: "part40-2001".into(),
+        };
+        let custody = Custody::new(
+            committer.clone(),
+            profiles,
+            "part40-2001",
+            Arc::new(clock.clone()),
+        )
+        .with_lifecycle(settings);
+        let settings = custody.lifecycle().clone();
+        let mro = MroEntry {
+            id: "MRO-0042".into(),
+            name: "Dr. Pat Example, MD".into(),
+            address: "100 Example Way".into(),
+            endpoint: "https://127.0.0.1:9/reports".into(),
+            ca: "unused".into(),
+            client_cert: "unused".into(),
+            client_key: "unused".into(),
+        };
+        let releaser = Releaser {
+            committer: committer.clone(),
+            laboratory: Laboratory {
+                name: "Test Laboratory".into(),
+                address: "1 Test Way, Testville".into(),
+            },
+            mros: Arc::new([(mro.id.clone(), mro)].into_iter().collect()),
+            signer: Some(Arc::new(FakeSigner)),
+            clock: Arc::new(clock.clone()),
+            wake: Arc::new(BTreeMap::new()),
+            lifecycle: settings.clone(),
+        };
+        Lab {
+            rt,
+            _tmp: tmp,
+            store,
+            committer,
+            custody,
+            releaser,
+            settings,
+            clock,
+        }
+    }
+
+    fn set(&self, when: &str) {
+        self.clock.set_ms(at(when));
+    }
+
+    fn lims(&self, name: &str, xml: &[u8]) -> DocumentOutcome {
+        self.rt
+            .block_on(apply(&self.custody, name, xml, 1 << 20))
+            .unwrap()
+    }
+
+    fn record(&self, id: &str) -> SpecimenRecord {
+        self.store
+            .get(Keyspace::Specimens, id.as_bytes())
+            .unwrap()
+            .unwrap()
+    }
+
+    fn sweep(&self) -> lifecycle::SweepReport {
+        self.rt
+            .block_on(lifecycle::sweep(
+                &self.committer,
+                &self.settings,
+                self.clock.now_ms(),
+            ))
+            .unwrap()
+    }
+
+    fn results(&self, id: &str, control: &str, results: &[(ResultKind, &str, &str)]) {
+        let now = self.clock.now_ms();
+        let entries = results
+            .iter()
+            .enumerate()
+            .map(|(i, (kind, target, value))| ResultEntry {
+                kind: *kind,
+                target: target.to_string(),
+                value: Some(Decimal::from_str(value).unwrap()),
+                unit: "ng/mL".into(),
+                bottle: Bottle::A,
+                source: Source::Analyzer {
+                    analyzer: "lab".into(),
+                    control_id: control.into(),
+                    observation: (i + 1).to_string(),
+                },
+                received_at_ms: now,
+            })
+            .collect();
+        self.rt
+            .block_on(self.custody.results(
+                "lab",
+                control,
+                control.as_bytes().to_vec(),
+                id,
+                entries,
+            ))
+            .unwrap();
+    }
+
+    /// A cocaine positive (benzoylecgonine 200 ng/mL), released now.
+    fn released_positive(&self, id: &str, accession: Vec<u8>) {
+        assert_eq!(
+            self.lims(&format!("acc-{id}.xml"), &accession),
+            DocumentOutcome::Stored
+        );
+        use ResultKind::*;
+        self.results(
+            id,
+            &format!("{id}-screen"),
+            &[
+                (Initial, "marijuana", "1"),
+                (Initial, "cocaine", "400"),
+                (Initial, "pcp", "1"),
+                (Initial, "amphetamines", "1"),
+                (Initial, "opiates", "1"),
+                (Validity, "creatinine", "80"),
+                (Validity, "ph", "6.5"),
+            ],
+        );
+        self.results(
+            id,
+            &format!("{id}-conf"),
+            &[(Confirmation, "benzoylecgonine", "200")],
+        );
+        assert_eq!(self.record(id).state.key(), "ready_for_review");
+        self.rt
+            .block_on(
+                self.releaser
+                    .release(vec![id.into()], "Dr. Test Scientist", false),
+            )
+            .unwrap();
+    }
+
+    fn request(
+        &self,
+        id: &str,
+        doc: &str,
+        received: &str,
+        kind: RequestKind,
+    ) -> Result<RequestOutcome, LifecycleError> {
+        self.rt.block_on(lifecycle::apply_request(
+            &self.committer,
+            &self.settings,
+            WrittenRequest {
+                specimen_id: id.into(),
+                document_ref: doc.into(),
+                received_at_ms: at(received),
+                recorded_by: "Client Services".into(),
+                kind,
+            },
+            Channel::Admin {
+                user: "Operator".into(),
+            },
+            self.clock.now_ms(),
+        ))
+    }
+
+    fn audit_actions(&self, action: &str, subject: &str) -> usize {
+        self.store
+            .audit_entries(1)
+            .flatten()
+            .filter(|(_, r)| r.entry.action == action && r.entry.subject == subject)
+            .count()
+    }
+
+    fn due_entries(&self) -> usize {
+        self.store.due_until::<lifecycle::DueItem>(u64::MAX).count()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let c = self.committer.clone();
+        self.rt.block_on(c.shutdown());
+    }
+}
+
+/// The accession example for `id` received on `received` (collected the day before), with a
+/// donor SSN and a remark naming the donor.
+fn accession(id: &str, collected: &str, received: &str) -> String {
+    String::from_utf8(accession_xml(id))
+        .unwrap()
+        .replace(
+            "<collection-date>2024-03-04</collection-date>",
+            &format!("<collection-date>{collected}</collection-date>"),
+        )
+        .replace(
+            "<receipt-date>2024-03-05</receipt-date>",
+            &format!("<receipt-date>{received}</receipt-date>"),
+        )
+        .replace("000-00-0000", SSN)
+        .replace(
+            "Step 4 signature missing; memo requested from collector &amp; site.",
+            &format!("Donor {DONOR_NAME} asked to leave early."),
+        )
+}
+
+fn clean(xml: &str) -> String {
+    xml.replace(
+        "<collector-certification-signed>false</collector-certification-signed>",
+        "<collector-certification-signed>true</collector-certification-signed>",
+    )
+}
+
+fn correction(id: &str, flaw: &str, doc: &str, received_at: &str) -> Vec<u8> {
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<correction xmlns="urn:custodian:lims:1">
+  <specimen-id>{id}</specimen-id>
+  <flaw>{flaw}</flaw>
+  <document-ref>{doc}</document-ref>
+  <received-at>{received_at}</received-at>
+  <recorded-by>J. Example (accessioning)</recorded-by>
+</correction>
+"#
+    )
+    .into_bytes()
+}
+
+#[test]
+fn correction_window_expires_across_the_thanksgiving_weekend() {
+    // Received Monday 2026-11-23 with the Step 4 certification unsigned (40.83(e)). Business
+    // days after it: Tue 24 (1), Wed 25 (2), Thu 26 Thanksgiving, Fri 27 lab closure, Sat, Sun,
+    // Mon 30 (3), Tue Dec 1 (4), Wed Dec 2 (5): the window closes at the end of Dec 2.
+    let lab = Lab::new("2026-11-23T15:00", &["2026-11-27"]);
+    let xml = accession("TG-1", "2026-11-22", "2026-11-23");
+    assert_eq!(
+        lab.lims("acc-TG-1.xml", xml.as_bytes()),
+        DocumentOutcome::Stored
+    );
+    let r = lab.record("TG-1");
+    assert_eq!(r.state.key(), "held");
+    let c = r
+        .lifecycle
+        .correction
+        .clone()
+        .expect("correction clock set");
+    assert_eq!(c.window.last_day.to_string(), "2026-12-02");
+    assert_eq!(c.closes_at_ms, at("2026-12-03T00:00"));
+    assert_eq!(lab.due_entries(), 1);
+
+    // Five calendar days, and even five weekdays without the holiday and closure, are not it.
+    for when in ["2026-11-28T12:00", "2026-12-01T12:00", "2026-12-02T23:59"] {
+        lab.set(when);
+        let rep = lab.sweep();
+        assert!(rep.fired.is_empty(), "{when}: {rep:?}");
+        assert_eq!(lab.record("TG-1").state.key(), "held", "{when}");
+    }
+    lab.set("2026-12-03T00:00");
+    let rep = lab.sweep();
+    assert_eq!(rep.applied(ClockKind::Correction), vec!["TG-1"]);
+    let r = lab.record("TG-1");
+    assert!(r.correction_expired);
+    assert_eq!(r.state.key(), "ready_for_review");
+    let v = &r.evaluation.as_ref().unwrap().verdict;
+    assert_eq!(v.results, [custodian::rules::ResultCategory::Rejected]);
+    assert_eq!(lab.audit_actions("correction_window_expired", "TG-1"), 1);
+    assert_eq!(lab.due_entries(), 0);
+
+    // It fires once: later sweeps find nothing.
+    lab.set("2026-12-20T00:00");
+    assert!(lab.sweep().fired.is_empty());
+    assert_eq!(lab.audit_actions("correction_window_expired", "TG-1"), 1);
+
+    // A correction received after the window is refused with the rule and the closing time.
+    let late = correction(
+        "TG-1",
+        "collector-certification",
+        "MEMO-LATE",
+        "2026-12-03T09:00:00Z",
+    );
+    match lab.lims("memo-late.xml", &late) {
+        DocumentOutcome::Rejected(why) => {
+            assert!(why.contains("after the correction window closed"), "{why}");
+            assert!(why.contains("2026-12-03T00:00:00.000Z"), "{why}");
+        }
+        other => panic!("late correction accepted: {other:?}"),
+    }
+    assert!(lab.record("TG-1").corrections.is_empty());
+}
+
+#[test]
+fn correction_in_time_releases_the_hold_and_nothing_fires_later() {
+    let lab = Lab::new("2026-11-23T15:00", &["2026-11-27"]);
+    let xml = accession("TG-2", "2026-11-22", "2026-11-23");
+    assert_eq!(
+        lab.lims("acc-TG-2.xml", xml.as_bytes()),
+        DocumentOutcome::Stored
+    );
+    assert_eq!(lab.due_entries(), 1);
+    lab.set("2026-12-02T16:00");
+    let memo = correction(
+        "TG-2",
+        "collector-certification",
+        "MEMO-2026-0099",
+        "2026-12-02T15:30:00Z",
+    );
+    assert_eq!(lab.lims("memo.xml", &memo), DocumentOutcome::Stored);
+    let r = lab.record("TG-2");
+    assert_eq!(r.state.key(), "accessioned");
+    assert_eq!(r.lifecycle.correction.as_ref().unwrap().due_at_ms, None);
+    assert_eq!(lab.due_entries(), 0, "the due entry went with the hold");
+    for when in ["2026-12-03T00:00", "2027-01-15T00:00"] {
+        lab.set(when);
+        assert!(lab.sweep().fired.is_empty());
+    }
+    let r = lab.record("TG-2");
+    assert!(!r.correction_expired);
+    assert_eq!(r.state.key(), "accessioned");
+    assert_eq!(lab.audit_actions("correction_window_expired", "TG-2"), 0);
+}
+
+#[test]
+fn july_fourth_on_a_saturday_and_a_temperature_flaw_is_reported() {
+    // 2026-07-04 is a Saturday: observed Friday July 3. Received Wednesday July 1: Thu 2 (1),
+    // Fri 3 observed holiday, Mon 6 (2), Tue 7 (3), Wed 8 (4), Thu 9 (5).
+    let lab = Lab::new("2026-07-01T13:00", &[]);
+    let xml = clean(&accession("J4-1", "2026-06-30", "2026-07-01")).replace(
+        "<temperature-recorded>true</temperature-recorded>",
+        "<temperature-recorded>false</temperature-recorded>",
+    );
+    assert_eq!(
+        lab.lims("acc-J4-1.xml", xml.as_bytes()),
+        DocumentOutcome::Stored
+    );
+    let r = lab.record("J4-1");
+    assert_eq!(r.state.key(), "held");
+    assert_eq!(
+        r.lifecycle
+            .correction
+            .as_ref()
+            .unwrap()
+            .window
+            .last_day
+            .to_string(),
+        "2026-07-09"
+    );
+    lab.set("2026-07-09T23:59");
+    assert!(lab.sweep().fired.is_empty());
+    lab.set("2026-07-10T00:00");
+    assert_eq!(lab.sweep().applied(ClockKind::Correction), vec!["J4-1"]);
+    let r = lab.record("J4-1");
+    // 40.83(f): the specimen is tested and reported, not rejected.
+    assert_eq!(r.state.key(), "accessioned");
+    assert!(r.evaluation.as_ref().unwrap().verdict.hold.is_none());
+}
+
+#[test]
+fn one_year_retention_extended_by_the_mro_then_released() {
+    let lab = Lab::new("2026-03-10T14:00", &[]);
+    let xml = clean(&accession("RT-1", "2026-03-08", "2026-03-09"));
+    lab.released_positive("RT-1", xml.into_bytes());
+    let reported = at("2026-03-10T14:00");
+    let r = lab.record("RT-1");
+    let ret = r.lifecycle.retention.as_ref().expect("retention created");
+    assert_eq!(ret.reported_at_ms, reported);
+    let year = at("2027-03-10T14:00");
+    assert_eq!(r.lifecycle.retention_due_ms, Some(year));
+
+    // The MRO's letter, within the year: keep through 2027-12-31.
+    lab.set("2026-09-01T10:00");
+    let out = lab
+        .request(
+            "RT-1",
+            "MRO-LTR-2026-0007",
+            "2026-09-01T09:00",
+            RequestKind::RetentionExtension {
+                requester: Requester::Mro,
+                subject: Subject::Specimen,
+                until: Until::Date("2027-12-31".parse().unwrap()),
+            },
+        )
+        .unwrap();
+    assert!(matches!(out, RequestOutcome::Recorded(_)));
+    let r = lab.record("RT-1");
+    assert_eq!(r.lifecycle.retention_due_ms, Some(at("2028-01-01T00:00")));
+    assert_eq!(r.lifecycle.requests.len(), 1);
+    assert_eq!(lab.audit_actions("written_request", "RT-1"), 1);
+
+    // The year ends: nothing is discardable (the clock moved with the extension).
+    lab.set("2027-03-10T14:00");
+    assert!(lab.sweep().fired.is_empty());
+    let list = lifecycle::discardable(&lab.store, &lab.settings, lab.clock.now_ms()).unwrap();
+    assert!(list.is_empty(), "{list:?}");
+
+    // A request from the employer after the year passed is refused with a clear error.
+    let e = lab
+        .request(
+            "RT-1",
+            "EMP-LTR-1",
+            "2027-03-11T09:00",
+            RequestKind::RetentionExtension {
+                requester: Requester::Employer,
+                subject: Subject::Records,
+                until: Until::Released,
+            },
+        )
+        .err();
+    assert_eq!(
+        e, None,
+        "records are kept two years: still within their period"
+    );
+    lab.set("2028-03-11T09:00");
+    let e = lab
+        .request(
+            "RT-1",
+            "EMP-LTR-2",
+            "2028-03-11T09:00",
+            RequestKind::RetentionExtension {
+                requester: Requester::Employee,
+                subject: Subject::Specimen,
+                until: Until::Released,
+            },
+        )
+        .unwrap_err();
+    assert_eq!(e.status(), 409);
+    assert!(e.to_string().contains("retention period"), "{e}");
+
+    // The MRO releases its request in writing before 2027-12-31: discardable at once.
+    let lab2 = Lab::new("2026-03-10T14:00", &[]);
+    let xml = clean(&accession("RT-2", "2026-03-08", "2026-03-09"));
+    lab2.released_positive("RT-2", xml.into_bytes());
+    lab2.set("2026-09-01T10:00");
+    lab2.request(
+        "RT-2",
+        "MRO-LTR-2026-0008",
+        "2026-09-01T09:00",
+        RequestKind::RetentionExtension {
+            requester: Requester::Mro,
+            subject: Subject::Specimen,
+            until: Until::Released,
+        },
+    )
+    .unwrap();
+    // Only the records' two years remain on the clock; the specimen waits for the release.
+    assert_eq!(
+        lab2.record("RT-2").lifecycle.retention_due_ms,
+        Some(at("2028-03-10T14:00"))
+    );
+    lab2.set("2027-06-01T10:00");
+    assert!(lab2.sweep().fired.is_empty(), "kept until released");
+    // Only the party that asked may release it.
+    let e = lab2
+        .request(
+            "RT-2",
+            "EMP-REL-1",
+            "2027-06-01T09:00",
+            RequestKind::RetentionRelease {
+                requester: Requester::Employer,
+                request_ref: "MRO-LTR-2026-0008".into(),
+            },
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("only they can release it"), "{e}");
+    lab2.request(
+        "RT-2",
+        "MRO-REL-2027-0001",
+        "2027-06-01T09:00",
+        RequestKind::RetentionRelease {
+            requester: Requester::Mro,
+            request_ref: "MRO-LTR-2026-0008".into(),
+        },
+    )
+    .unwrap();
+    let rep = lab2.sweep();
+    assert_eq!(rep.applied(ClockKind::Retention), vec!["RT-2"]);
+    let list = lifecycle::discardable(&lab2.store, &lab2.settings, lab2.clock.now_ms()).unwrap();
+    let items: Vec<(&str, Option<&str>)> = list
+        .iter()
+        .map(|d| {
+            (
+                match d.item.item {
+                    custodian::retention::Item::Primary => "primary",
+                    custodian::retention::Item::Split => "split",
+                    custodian::retention::Item::Records => "records",
+                },
+                d.item.location.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        items,
+        vec![("primary", None), ("split", Some("FRZ-2/R3/B14"))]
+    );
+    // The records' two years are the next clock.
+    assert_eq!(
+        lab2.record("RT-2").lifecycle.retention_due_ms,
+        Some(at("2028-03-10T14:00"))
+    );
+    // The lab confirms the discard of the split; it leaves the list, audited.
+    lab2.rt
+        .block_on(lifecycle::confirm_discard(
+            &lab2.committer,
+            &lab2.settings,
+            "RT-2",
+            custodian::retention::Item::Split,
+            "Operator",
+            lab2.clock.now_ms(),
+        ))
+        .unwrap();
+    let list = lifecycle::discardable(&lab2.store, &lab2.settings, lab2.clock.now_ms()).unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(lab2.audit_actions("discard_confirmed", "RT-2"), 1);
+    let entry = lab2
+        .store
+        .audit_entries(1)
+        .flatten()
+        .find(|(_, r)| r.entry.action == "discard_confirmed")
+        .unwrap()
+        .1;
+    assert_eq!(entry.entry.actor, "user:Operator");
+    assert_eq!(
+        entry.entry.after.as_deref(),
+        Some("split discarded from FRZ-2/R3/B14")
+    );
+    // Discarding twice is refused.
+    assert!(
+        lab2.rt
+            .block_on(lifecycle::confirm_discard(
+                &lab2.committer,
+                &lab2.settings,
+                "RT-2",
+                custodian::retention::Item::Split,
+                "Operator",
+                lab2.clock.now_ms(),
+            ))
+            .is_err()
+    );
+}
+
+#[test]
+fn quantitation_before_release_only() {
+    let lab = Lab::new("2026-03-10T14:00", &[]);
+    let xml = clean(&accession("QN-1", "2026-03-08", "2026-03-09"));
+    assert_eq!(
+        lab.lims("acc-QN-1.xml", xml.as_bytes()),
+        DocumentOutcome::Stored
+    );
+    lab.request(
+        "QN-1",
+        "MRO-Q-1",
+        "2026-03-10T13:00",
+        RequestKind::Quantitation,
+    )
+    .unwrap();
+    assert!(lab.record("QN-1").mro_requested_quantitation);
+    let lab2 = Lab::new("2026-03-10T14:00", &[]);
+    lab2.released_positive(
+        "QN-2",
+        clean(&accession("QN-2", "2026-03-08", "2026-03-09")).into_bytes(),
+    );
+    let e = lab2
+        .request(
+            "QN-2",
+            "MRO-Q-2",
+            "2026-03-10T15:00",
+            RequestKind::Quantitation,
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("already released"), "{e}");
+    assert!(!lab2.record("QN-2").mro_requested_quantitation);
+}
+
+/// Every string sent for the split (the whole disposition, request and package) must hold none
+/// of the donor's identifiers.
+fn assert_no_donor_identity(text: &str) {
+    let lower = text.to_lowercase();
+    for needle in [
+        SSN,
+        "123456789",
+        "123 45 6789",
+        EMPLOYEE_ID,
+        DONOR_NAME,
+        "Testperson",
+    ] {
+        assert!(
+            !lower.contains(&needle.to_lowercase()),
+            "found `{needle}` in {text}"
+        );
+    }
+}
+
+#[test]
+fn split_request_forwards_bottle_b_without_donor_identity_and_the_second_lab_reconfirms() {
+    let lab = Lab::new("2026-03-10T14:00", &[]);
+    let xml = clean(&accession("SP-1", "2026-03-08", "2026-03-09"));
+    lab.released_positive("SP-1", xml.into_bytes());
+    lab.set("2026-04-02T10:00");
+    // The MRO's request arrives as a LIMS `request` document.
+    let req = std::fs::read_to_string(root().join("tests/data/lims/request-split-example.xml"))
+        .unwrap()
+        .replace("X0000001-TEST", "SP-1");
+    assert_eq!(
+        lab.lims("split-SP-1.xml", req.as_bytes()),
+        DocumentOutcome::Stored
+    );
+    assert_eq!(
+        lab.lims("split-SP-1-again.xml", req.as_bytes()),
+        DocumentOutcome::Duplicate
+    );
+    let r = lab.record("SP-1");
+    let s = r.lifecycle.split.as_ref().expect("split recorded");
+    let SplitDisposition::Forwarded(p) = &s.disposition else {
+        panic!("not forwarded: {:?}", s.disposition)
+    };
+    assert_eq!(p.manifest.bottle, "B");
+    assert_eq!(p.manifest.seal, "intact");
+    assert_eq!(p.manifest.ship_to, "Second Example Laboratory");
+    assert_eq!(p.mro_request.document_ref, "MRO-SPLIT-2026-0003");
+    assert_eq!(p.copy1.first_laboratory, "Test Laboratory");
+    assert_eq!(p.copy1.drugs[0].analyte, "benzoylecgonine");
+    // Everything stored and shown for the split carries no donor identifier; the record itself
+    // does (the CCF), so the check is meaningful.
+    assert!(serde_json::to_string(&r).unwrap().contains(SSN));
+    assert_no_donor_identity(&serde_json::to_string(s).unwrap());
+    // Shipped: the split's retention clock stopped; the primary's runs on.
+    let ret = r.lifecycle.retention.as_ref().unwrap();
+    assert!(matches!(
+        ret.split,
+        custodian::retention::SplitBottle::Shipped { .. }
+    ));
+    lab.set("2027-03-10T14:00");
+    lab.sweep();
+    let list = lifecycle::discardable(&lab.store, &lab.settings, lab.clock.now_ms()).unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].item.item, custodian::retention::Item::Primary);
+    // A second request is answered with the first.
+    let e = lab
+        .request(
+            "SP-1",
+            "MRO-SPLIT-AGAIN",
+            "2026-04-03T09:00",
+            RequestKind::SplitTest {
+                second_laboratory: "Other Lab".into(),
+            },
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("MRO-SPLIT-2026-0003"), "{e}");
+
+    // The second laboratory: benzoylecgonine at 40 ng/mL, below the primary's 150 ng/mL
+    // confirmation cutoff, above its LOD of 5: reconfirmed (40.177(b)).
+    let profile = lab.settings.profiles.get("part40-2001").unwrap();
+    let lods: split::LimitsOfDetection = [("benzoylecgonine".to_string(), Decimal::from(5))]
+        .into_iter()
+        .collect();
+    let tests = split::SplitTests {
+        confirmation: [("benzoylecgonine".to_string(), Decimal::from(40))]
+            .into_iter()
+            .collect(),
+        validity: None,
+    };
+    let e = split::reconfirm(profile, &lods, &p.copy1, &split::Received::Intact, &tests).unwrap();
+    match e {
+        split::SplitEvaluation::Complete(rep) => {
+            assert_eq!(rep.overall(), split::Reconfirmation::Reconfirmed)
+        }
+        other => panic!("{other:?}"),
+    }
+    // Below the LOD it fails to reconfirm, and validity tests are then required (40.177(c)).
+    let tests = split::SplitTests {
+        confirmation: [("benzoylecgonine".to_string(), Decimal::from(4))]
+            .into_iter()
+            .collect(),
+        validity: None,
+    };
+    assert!(matches!(
+        split::reconfirm(profile, &lods, &p.copy1, &split::Received::Intact, &tests).unwrap(),
+        split::SplitEvaluation::Pending { .. }
+    ));
+}
+
+#[test]
+fn split_request_for_an_absent_bottle_b_reports_it_unavailable() {
+    let lab = Lab::new("2026-03-10T14:00", &[]);
+    let xml = clean(&accession("SP-2", "2026-03-08", "2026-03-09"))
+        .replace(
+            "<ssn>123-45-6789</ssn>",
+            &format!("<employee-id>{EMPLOYEE_ID}</employee-id>"),
+        )
+        .replace(
+            "<bottle-b>\n    <seal>intact</seal>",
+            "<bottle-b>\n    <seal>absent</seal>",
+        );
+    assert!(xml.contains("<seal>absent</seal>"));
+    lab.released_positive("SP-2", xml.into_bytes());
+    let out = lab
+        .request(
+            "SP-2",
+            "MRO-SPLIT-2026-0004",
+            "2026-04-02T09:00",
+            RequestKind::SplitTest {
+                second_laboratory: "Second Example Laboratory".into(),
+            },
+        )
+        .unwrap();
+    let RequestOutcome::Recorded(v) = out else {
+        panic!()
+    };
+    assert_eq!(v["disposition"], "unavailable", "{v}");
+    let r = lab.record("SP-2");
+    let SplitDisposition::Unavailable(u) = &r.lifecycle.split.as_ref().unwrap().disposition else {
+        panic!()
+    };
+    assert!(u.statement.contains("did not accompany"), "{}", u.statement);
+    assert_eq!(u.mro_request.document_ref, "MRO-SPLIT-2026-0004");
+    assert_no_donor_identity(&serde_json::to_string(&r.lifecycle.split).unwrap());
+    assert_eq!(
+        r.lifecycle.retention.as_ref().unwrap().split,
+        custodian::retention::SplitBottle::Absent
+    );
+}
+
+#[test]
+fn negative_discardable_after_the_configured_delay() {
+    let lab = Lab::new("2026-05-04T10:00", &[]);
+    let id = "NG-1";
+    let xml = clean(&accession(id, "2026-05-02", "2026-05-03"));
+    assert_eq!(
+        lab.lims("acc-NG-1.xml", xml.as_bytes()),
+        DocumentOutcome::Stored
+    );
+    use ResultKind::*;
+    lab.results(
+        id,
+        "ng-screen",
+        &[
+            (Initial, "marijuana", "1"),
+            (Initial, "cocaine", "1"),
+            (Initial, "pcp", "1"),
+            (Initial, "amphetamines", "1"),
+            (Initial, "opiates", "1"),
+            (Validity, "creatinine", "80"),
+            (Validity, "ph", "6.5"),
+        ],
+    );
+    lab.rt
+        .block_on(
+            lab.releaser
+                .release(vec![id.into()], "Dr. Test Scientist", true),
+        )
+        .unwrap();
+    assert_eq!(
+        lab.record(id).lifecycle.retention_due_ms,
+        Some(at("2026-05-11T10:00"))
+    );
+    lab.set("2026-05-11T09:59");
+    assert!(lab.sweep().fired.is_empty());
+    lab.set("2026-05-11T10:00");
+    assert_eq!(lab.sweep().applied(ClockKind::Retention), vec![id]);
+    assert_eq!(
+        lifecycle::discardable(&lab.store, &lab.settings, lab.clock.now_ms())
+            .unwrap()
+            .len(),
+        2
+    );
+}

@@ -1,0 +1,335 @@
+//! The lifecycle clocks through the real daemon, across SIGKILL restarts, and the split
+//! specimen's forwarding package as the admin API and CLI hand it out.
+//!
+//! How the daemon's clock is made to fire without a test knob: the clocks are created with due
+//! times already past. The correction clock of a held specimen counts from the CCF's receipt
+//! date, and the fixture's receipt date (2024-03-05) is long gone; the retention clock of a
+//! negative runs `lifecycle.discard_after_report_days` after release, set to 0 here. The sweep
+//! interval is an hour, so nothing fires while the first daemon runs (its one sweep ran at
+//! start, before the clocks were set); the daemon is then killed with SIGKILL, and the start-up
+//! sweep of the restarted daemon must fire each clock exactly once, and a further restart must
+//! fire nothing. The audit log (read from the store after a clean stop) counts the firings.
+
+mod common;
+use common::*;
+use custodian::store::Store;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+const SSN: &str = "123-45-6789";
+const DONOR_NAME: &str = "Jordan Q. Testperson";
+
+/// An MRO directory entry whose endpoint does not answer (delivery is not under test): the CA,
+/// client certificate and key only need to load.
+fn mro_section(dir: &Path) -> String {
+    use rcgen::{CertificateParams, KeyPair};
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["lab.example".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let ca = dir.join("mro-ca.pem");
+    std::fs::write(&ca, cert.pem()).unwrap();
+    let client_cert = dir.join("lab-client.pem");
+    std::fs::write(&client_cert, cert.pem()).unwrap();
+    let client_key = dir.join("lab-client.key");
+    std::fs::write(&client_key, key.serialize_pem()).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&client_key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    format!(
+        "[[mro]]\nid = \"MRO-0042\"\nname = \"Dr. Pat Example, MD\"\naddress = \"100 Example Way\"\nendpoint = \"https://127.0.0.1:1/reports\"\nca = \"{}\"\nclient_cert = \"{}\"\nclient_key = \"{}\"\n[transmit]\nbackoff_initial_ms = 1000\nbackoff_max_secs = 60\ntimeout_secs = 2\n",
+        ca.display(),
+        client_cert.display(),
+        client_key.display()
+    )
+}
+
+fn setup(dir: &Path) -> Daemon {
+    let cfg = write_config(
+        dir,
+        &format!(
+            "{}\n{}\n[lifecycle]\nsweep_interval_secs = 3600\ndiscard_after_report_days = 0\n",
+            analyzer("lab"),
+            mro_section(dir)
+        ),
+    );
+    let out = Command::new(bin())
+        .args(["keys", "generate", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let d = Daemon::start(dir);
+    wait_for_first_sweep(&d);
+    d
+}
+
+/// The gauge `custodian_clocks_due` is set at the end of every sweep, the first at start.
+fn wait_for_first_sweep(d: &Daemon) {
+    wait_until("the start-up sweep", Duration::from_secs(20), || {
+        d.get("/metrics", None)
+            .1
+            .contains("custodian_clocks_due{kind=\"correction\"}")
+    });
+}
+
+fn post(d: &Daemon, path: &str, token: &str, body: serde_json::Value) -> (u16, String) {
+    let r = custodian::admin::client::post(d.admin, path, Some(token), &body).unwrap();
+    (r.status, r.body)
+}
+
+/// The accession example with a donor SSN and a remark naming the donor.
+fn accession(id: &str, clean: bool) -> Vec<u8> {
+    let raw = if clean {
+        accession_xml_clean(id)
+    } else {
+        accession_xml(id)
+    };
+    String::from_utf8(raw)
+        .unwrap()
+        .replace("000-00-0000", SSN)
+        .replace(
+            "Step 4 signature missing; memo requested from collector &amp; site.",
+            &format!("Donor {DONOR_NAME} asked to leave early."),
+        )
+        .into_bytes()
+}
+
+fn screen(d: &Daemon, id: &str, cocaine: &str) {
+    let m = oru(
+        &format!("{id}-1"),
+        id,
+        &[
+            ("THC50", "0", "ng/mL"),
+            ("COC300", cocaine, "ng/mL"),
+            ("OPI2000", "0", "ng/mL"),
+            ("AMP1000", "0", "ng/mL"),
+            ("PCP25", "0", "ng/mL"),
+            ("CREA", "90", "mg/dL"),
+            ("PH", "6.2", "pH"),
+        ],
+    );
+    assert_eq!(ack_code(&send(d.addr("lab"), &m).unwrap()), "AA");
+}
+
+fn release(d: &Daemon, id: &str) {
+    assert_eq!(d.specimen(id).unwrap()["state"], "ready_for_review");
+    let (s, body) = post(
+        d,
+        &format!("/api/review/{id}/release"),
+        TOKEN,
+        serde_json::json!({}),
+    );
+    assert_eq!(s, 200, "{body}");
+}
+
+fn discardable(d: &Daemon) -> Vec<(String, String)> {
+    let (s, body) = d.get("/api/discardable", Some(VIEWER_TOKEN));
+    assert_eq!(s, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| {
+            (
+                x["specimen_id"].as_str().unwrap().to_string(),
+                x["item"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn audit_count(dir: &Path, action: &str, subject: &str) -> usize {
+    let store = Store::open(&dir.join("store")).unwrap();
+    store
+        .audit_entries(1)
+        .flatten()
+        .filter(|(_, r)| r.entry.action == action && r.entry.subject == subject)
+        .count()
+}
+
+#[test]
+fn each_clock_fires_exactly_once_across_kill9_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = setup(dir.path());
+
+    // Correction clock: the Step 4 certification is unsigned; received 2024-03-05, so the
+    // window closed 2024-03-12 (the 5th business day after) and the clock is past due.
+    d.drop_lims("acc-CL-1.xml", &accession("CL-1", false))
+        .unwrap();
+    let rec = d.specimen("CL-1").unwrap();
+    assert_eq!(rec["state"], "held");
+    assert_eq!(
+        rec["lifecycle"]["correction"]["window"]["last_day"],
+        "2024-03-12"
+    );
+    // Retention clock: a negative, discardable 0 days after release.
+    d.drop_lims("acc-NG-1.xml", &accession("NG-1", true))
+        .unwrap();
+    screen(&d, "NG-1", "0");
+    release(&d, "NG-1");
+    let rec = d.specimen("NG-1").unwrap();
+    assert_eq!(rec["state"], "released");
+    assert!(rec["lifecycle"]["retention_due_ms"].is_u64(), "{rec}");
+
+    // Set, not fired: the next sweep is an hour away.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(d.specimen("CL-1").unwrap()["state"], "held");
+    assert!(discardable(&d).is_empty());
+
+    // SIGKILL between setting and firing; the restarted daemon fires both at start.
+    d.restart();
+    wait_until(
+        "the correction clock to fire",
+        Duration::from_secs(20),
+        || d.specimen("CL-1").unwrap()["state"] == "ready_for_review",
+    );
+    let rec = d.specimen("CL-1").unwrap();
+    assert_eq!(rec["correction_expired"], true);
+    assert_eq!(
+        rec["evaluation"]["verdict"]["results"],
+        serde_json::json!(["rejected"])
+    );
+    wait_until(
+        "the retention clock to fire",
+        Duration::from_secs(20),
+        || !discardable(&d).is_empty(),
+    );
+    assert_eq!(
+        discardable(&d),
+        vec![
+            ("NG-1".to_string(), "primary".to_string()),
+            ("NG-1".to_string(), "split".to_string())
+        ]
+    );
+    // The location the LIMS gave for Bottle B is in the list.
+    let (_, body) = d.get("/api/discardable", Some(VIEWER_TOKEN));
+    assert!(body.contains("FRZ-2/R3/B14"), "{body}");
+
+    // Once more: a restart fires nothing again.
+    d.restart();
+    wait_for_first_sweep(&d);
+    assert_eq!(d.term(), Some(0));
+    assert_eq!(
+        audit_count(dir.path(), "correction_window_expired", "CL-1"),
+        1
+    );
+    assert_eq!(audit_count(dir.path(), "retention_period_ended", "NG-1"), 1);
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    assert_eq!(
+        store
+            .due_until::<custodian::lifecycle::DueItem>(u64::MAX)
+            .flatten()
+            .filter(|(_, i)| i.kind == custodian::lifecycle::ClockKind::Correction)
+            .count(),
+        0
+    );
+}
+
+#[test]
+fn split_request_as_lims_document_and_admin_command_without_donor_identity() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = setup(dir.path());
+    d.drop_lims("acc-SP-1.xml", &accession("SP-1", true))
+        .unwrap();
+    screen(&d, "SP-1", "900");
+    let confirm = oru("SP-1-3", "SP-1", &[("BZEC", "480", "ng/mL")]);
+    assert_eq!(ack_code(&send(d.addr("lab"), &confirm).unwrap()), "AA");
+    // Before release a split request is refused.
+    let req = std::fs::read_to_string(root().join("tests/data/lims/request-split-example.xml"))
+        .unwrap()
+        .replace("X0000001-TEST", "SP-1");
+    let why = d.drop_lims("split-early.xml", req.as_bytes()).unwrap_err();
+    assert!(why.contains("no reported result"), "{why}");
+    release(&d, "SP-1");
+    let req2 = req.replace("2026-06-02T09:15:00Z", "2026-06-02T09:16:00Z");
+    d.drop_lims("split.xml", req2.as_bytes()).unwrap();
+
+    // Everything sent for the split: the disposition with the package, as the API and the CLI
+    // give it.
+    let (s, body) = d.get("/api/specimens/SP-1/split", Some(VIEWER_TOKEN));
+    assert_eq!(s, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["disposition"]["disposition"], "forwarded", "{v}");
+    assert_eq!(v["disposition"]["manifest"]["bottle"], "B");
+    assert_eq!(
+        v["disposition"]["mro_request"]["document_ref"],
+        "MRO-SPLIT-2026-0003"
+    );
+    let out = d.cli(&["lifecycle", "split-show", "SP-1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cli_text = String::from_utf8(out.stdout).unwrap();
+    assert!(cli_text.contains("Second Example Laboratory"));
+    for text in [&body, &cli_text] {
+        for needle in [SSN, "123456789", DONOR_NAME, "Testperson"] {
+            assert!(!text.contains(needle), "`{needle}` in {text}");
+        }
+    }
+    // The specimen record itself does hold the SSN (so the search above means something).
+    assert!(d.specimen("SP-1").unwrap().to_string().contains(SSN));
+
+    // Retention: the split shipped, so only the primary and records have clocks.
+    let (s, body) = d.get("/api/specimens/SP-1/retention", Some(VIEWER_TOKEN));
+    assert_eq!(s, 200, "{body}");
+    let r: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(r["items"][1]["item"], "split");
+    assert_eq!(r["items"][1]["holding"]["state"], "shipped", "{r}");
+
+    // An MRO letter extending retention, through the CLI (audited, names its document).
+    let out = d.cli(&[
+        "lifecycle",
+        "extend",
+        "SP-1",
+        "--document",
+        "MRO-LTR-77",
+        "--requester",
+        "mro",
+        "--until-released",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rec = d.specimen("SP-1").unwrap();
+    let kinds: Vec<&str> = rec["lifecycle"]["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["split_test", "retention_extension"]);
+    assert_eq!(rec["lifecycle"]["requests"][1]["via"], "admin");
+    assert!(
+        rec["lifecycle"]["requests"][0]["via"]
+            .as_str()
+            .unwrap()
+            .starts_with("lims:")
+    );
+    // A viewer may not record requests.
+    let (s, _) = post(
+        &d,
+        "/api/specimens/SP-1/requests",
+        VIEWER_TOKEN,
+        serde_json::json!({"kind": "quantitation", "document_ref": "X-1"}),
+    );
+    assert_eq!(s, 403);
+    // Quantitation after release is refused with the reason.
+    let (s, body) = post(
+        &d,
+        "/api/specimens/SP-1/requests",
+        OPERATOR_TOKEN,
+        serde_json::json!({"kind": "quantitation", "document_ref": "MRO-Q-9"}),
+    );
+    assert_eq!(s, 409, "{body}");
+    assert!(body.contains("already released"), "{body}");
+}
