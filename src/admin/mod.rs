@@ -198,10 +198,10 @@ fn action_response(r: Result<serde_json::Value, (u16, String)>) -> Response {
 }
 
 /// A read answered as JSON, 404 when absent, 500 on a store error.
-fn found(r: Result<Option<serde_json::Value>, String>, missing: &'static str) -> Response {
+fn found(r: Result<Option<serde_json::Value>, String>, missing: &str) -> Response {
     match r {
         Ok(Some(v)) => axum::Json(v).into_response(),
-        Ok(None) => (StatusCode::NOT_FOUND, missing).into_response(),
+        Ok(None) => (StatusCode::NOT_FOUND, format!("{}\n", missing.trim_end())).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
     }
 }
@@ -318,14 +318,6 @@ fn no_lifecycle() -> Response {
         "lifecycle is not available\n",
     )
         .into_response()
-}
-
-fn found(r: Result<Option<serde_json::Value>, String>, what: &str) -> Response {
-    match r {
-        Ok(Some(v)) => axum::Json(v).into_response(),
-        Ok(None) => (StatusCode::NOT_FOUND, format!("{what}\n")).into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
-    }
 }
 
 async fn written_request(
