@@ -110,6 +110,8 @@ async fn run(
     prometheus: Option<metrics_exporter_prometheus::PrometheusHandle>,
     config_path: PathBuf,
 ) -> Result<(), String> {
+    // First of all: a SIGHUP or SIGTERM that comes once we say ready must find its handler.
+    let mut signals = Signals::install().map_err(|e| format!("signal handlers: {e}"))?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     if let Some(parent) = cfg.store.path.parent() {
         std::fs::create_dir_all(parent)
@@ -341,7 +343,15 @@ async fn run(
     let tick = watchdog_interval
         .map(|d| (d / 2).max(Duration::from_millis(100)))
         .unwrap_or(Duration::from_secs(5));
-    signals_loop(&config_path, &reloadable, watchdog, tick, &committer).await;
+    signals_loop(
+        &mut signals,
+        &config_path,
+        &reloadable,
+        watchdog,
+        tick,
+        &committer,
+    )
+    .await;
 
     info!(
         component = "daemon",
@@ -372,30 +382,42 @@ fn write_runtime(store_path: &Path, info: &RuntimeInfo) -> Result<(), String> {
     Ok(())
 }
 
+/// The signals the daemon answers. Installed before anything is announced (runtime file,
+/// READY=1): until then SIGHUP's default action kills the process, so a reload right after
+/// start would stop the daemon; a signal that comes during start waits in its stream.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+}
+
 /// Waits for SIGTERM/SIGINT, answering SIGHUP with a reload and feeding the watchdog from the
 /// main loop (so a hung loop is noticed by systemd).
 async fn signals_loop(
+    signals: &mut Signals,
     config_path: &Path,
     reloadable: &Reloadable,
     watchdog: bool,
     tick: Duration,
     committer: &GroupCommitter,
 ) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
-        error!(component = "daemon", "cannot install signal handlers");
-        return;
-    };
     let mut ticker = tokio::time::interval(tick);
     loop {
         tokio::select! {
-            _ = term.recv() => return,
-            _ = int.recv() => return,
-            _ = hup.recv() => reload(config_path, reloadable),
+            _ = signals.term.recv() => return,
+            _ = signals.int.recv() => return,
+            _ = signals.hup.recv() => reload(config_path, reloadable),
             _ = ticker.tick() => {
                 // Alive only if the store still answers: a hung writer must not be hidden.
                 let healthy = committer.store().durability_lost().is_none();
@@ -707,4 +729,25 @@ pub fn audit_json(store: &Store) -> Result<serde_json::Value, String> {
         Ok(r) => serde_json::json!({"ok": true, "entries": r.entries}),
         Err(b) => serde_json::json!({"ok": false, "broken_at": b.seq, "reason": b.reason}),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Once installed, a SIGHUP is a message on the stream, not the default action (which
+    /// would end the process). `run` installs them before it announces readiness.
+    #[tokio::test]
+    async fn installed_signals_turn_a_sighup_into_a_message() {
+        let mut signals = Signals::install().unwrap();
+        let sent = std::process::Command::new("kill")
+            .args(["-HUP", &std::process::id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        tokio::time::timeout(Duration::from_secs(10), signals.hup.recv())
+            .await
+            .expect("SIGHUP delivered to the stream")
+            .expect("stream open");
+    }
 }

@@ -355,3 +355,78 @@ fn sigterm_during_a_slow_delivery_exits_promptly_and_delivers_once_after_restart
     assert_eq!(delivered, 1, "one delivered entry in the audit log");
     assert!(store.verify_audit().is_ok());
 }
+
+// ---- Signals at readiness ------------------------------------------------------------------
+
+/// Whether `sig` is caught (has a handler) in `/proc/<pid>/status`.
+fn catches(pid: u32, sig: u32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let mask = status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
+        .unwrap_or(0);
+    mask & (1 << (sig - 1)) != 0
+}
+
+/// Once the daemon says it is ready (runtime file, READY=1), a SIGHUP (systemd's ExecReload) or
+/// SIGTERM must find its handler: SIGHUP's default action would kill the daemon. The runtime
+/// file is polled without pause and the signal sent the moment it appears, several times over.
+#[test]
+fn a_sighup_the_moment_the_daemon_is_ready_reloads_and_does_not_kill() {
+    for round in 0..8 {
+        let dir = tempfile::tempdir().unwrap();
+        let config = write_config(dir.path(), "");
+        let mut child = Command::new(bin())
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .env_remove("CUSTODIAN_CONFIG")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let runtime = dir.path().join("store.runtime.json");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let admin = loop {
+            let info = std::fs::read_to_string(&runtime)
+                .ok()
+                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                .filter(|v| v["pid"].as_u64() == Some(u64::from(pid)));
+            if let Some(v) = info {
+                break v["admin"].as_str().unwrap().parse().unwrap();
+            }
+            assert!(child.try_wait().unwrap().is_none(), "exited during start");
+            assert!(Instant::now() < deadline, "not ready in 30 s");
+            std::hint::spin_loop();
+        };
+        let (hup, term) = (catches(pid, 1), catches(pid, 15));
+        Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(
+            hup && term,
+            "round {round}: ready before SIGHUP/SIGTERM are handled"
+        );
+        let metrics = || {
+            custodian::admin::client::get(admin, "/metrics", None)
+                .map(|r| r.body)
+                .unwrap_or_default()
+        };
+        wait_until("the reload", Duration::from_secs(20), || {
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "round {round}: SIGHUP at readiness killed the daemon"
+            );
+            metrics().contains(&format!("{APPLIED} 1"))
+        });
+        Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert_eq!(child.wait().unwrap().code(), Some(0));
+    }
+}
