@@ -110,6 +110,10 @@ async fn run(
     prometheus: Option<metrics_exporter_prometheus::PrometheusHandle>,
     config_path: PathBuf,
 ) -> Result<(), String> {
+    // First of all: a SIGHUP or SIGTERM that comes once we say ready must find its handler.
+    // A SIGTERM right after readiness must be a clean shutdown, not the default disposition's
+    // kill; a signal that comes during start waits in its stream.
+    let signals = Signals::install().map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     if let Some(parent) = cfg.store.path.parent() {
         std::fs::create_dir_all(parent)
@@ -353,9 +357,6 @@ async fn run(
         });
     }
 
-    // Handlers first: a SIGTERM right after readiness must be a clean shutdown, not the default
-    // disposition's kill.
-    let signals = Signals::install().map_err(|e| format!("cannot install signal handlers: {e}"))?;
     write_runtime(&cfg.store.path, &runtime)?;
     ready.store(true, Ordering::SeqCst);
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
@@ -454,9 +455,9 @@ async fn signals_loop(
     let mut ticker = tokio::time::interval(tick);
     loop {
         tokio::select! {
-            _ = term.recv() => return,
-            _ = int.recv() => return,
-            _ = hup.recv() => reload(config_path, reloadable),
+            _ = signals.term.recv() => return,
+            _ = signals.int.recv() => return,
+            _ = signals.hup.recv() => reload(config_path, reloadable),
             _ = ticker.tick() => {
                 // Alive only if the store still answers: a hung writer must not be hidden.
                 let healthy = committer.store().durability_lost().is_none();
@@ -911,5 +912,22 @@ mod tests {
                 .expect("the SIGTERM reaches the loop")
                 .expect("the signal stream is open");
         });
+        });
+    }
+
+    /// Once installed, a SIGHUP is a message on the stream, not the default action (which
+    /// would end the process). `run` installs them before it announces readiness.
+    #[tokio::test]
+    async fn installed_signals_turn_a_sighup_into_a_message() {
+        let mut signals = Signals::install().unwrap();
+        let sent = std::process::Command::new("kill")
+            .args(["-HUP", &std::process::id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        tokio::time::timeout(Duration::from_secs(10), signals.hup.recv())
+            .await
+            .expect("SIGHUP delivered to the stream")
+            .expect("stream open");
     }
 }

@@ -78,8 +78,9 @@ impl Sender {
             .and_then(|r| r.ok())
     }
 
-    /// Runs until `shutdown`. A POST in flight when shutdown comes is finished or abandoned by
-    /// its timeout; it stays queued unless its answer was recorded, so nothing is lost.
+    /// Runs until `shutdown`. A POST in flight when shutdown comes is abandoned at once, so
+    /// stopping never waits for a slow MRO; the report stays queued unless its answer was
+    /// recorded, and goes again after a restart with the same Idempotency-Key.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut attempt: u32 = 0;
         loop {
