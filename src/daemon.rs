@@ -912,7 +912,6 @@ mod tests {
                 .expect("the SIGTERM reaches the loop")
                 .expect("the signal stream is open");
         });
-        });
     }
 
     /// Once installed, a SIGHUP is a message on the stream, not the default action (which
