@@ -455,9 +455,9 @@ async fn signals_loop(
     let mut ticker = tokio::time::interval(tick);
     loop {
         tokio::select! {
-            _ = signals.term.recv() => return,
-            _ = signals.int.recv() => return,
-            _ = signals.hup.recv() => reload(config_path, reloadable),
+            _ = term.recv() => return,
+            _ = int.recv() => return,
+            _ = hup.recv() => reload(config_path, reloadable),
             _ = ticker.tick() => {
                 // Alive only if the store still answers: a hung writer must not be hidden.
                 let healthy = committer.store().durability_lost().is_none();
