@@ -5,194 +5,18 @@
 //! SIGKILL between release and delivery still delivers once; refusals for non-MRO destinations.
 
 mod common;
+#[path = "common/mro.rs"]
+mod mro;
+
 use common::*;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use std::io::{Read, Write};
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use mro::{Pki, pki, receiver};
+use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-/// A CA and certificates for the MRO's server and the laboratory's client.
-struct Pki {
-    mro_ca: PathBuf,
-    lab_client_cert: PathBuf,
-    lab_client_key: PathBuf,
-    server_chain: Vec<CertificateDer<'static>>,
-    server_key: Vec<u8>,
-    lab_ca_der: CertificateDer<'static>,
-}
-
-fn write_key(path: &Path, pem: &str) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::write(path, pem).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
-}
-
-fn pki(dir: &Path) -> Pki {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "Test MRO CA");
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let ca = Issuer::new(ca_params, ca_key);
-
-    let server_key = KeyPair::generate().unwrap();
-    let server = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-        .unwrap()
-        .signed_by(&server_key, &ca)
-        .unwrap();
-
-    let lab_ca_key = KeyPair::generate().unwrap();
-    let mut lab_ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    lab_ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    lab_ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "Test Lab CA");
-    let lab_ca_cert = lab_ca_params.self_signed(&lab_ca_key).unwrap();
-    let lab_ca = Issuer::new(lab_ca_params, lab_ca_key);
-    let client_key = KeyPair::generate().unwrap();
-    let mut client_params = CertificateParams::new(vec!["lab.example".to_string()]).unwrap();
-    client_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "Test Laboratory");
-    let client = client_params.signed_by(&client_key, &lab_ca).unwrap();
-
-    let mro_ca = dir.join("mro-ca.pem");
-    std::fs::write(&mro_ca, ca_cert.pem()).unwrap();
-    let lab_client_cert = dir.join("lab-client.pem");
-    std::fs::write(&lab_client_cert, client.pem()).unwrap();
-    let lab_client_key = dir.join("lab-client.key");
-    write_key(&lab_client_key, &client_key.serialize_pem());
-    Pki {
-        mro_ca,
-        lab_client_cert,
-        lab_client_key,
-        server_chain: vec![server.der().clone()],
-        server_key: server_key.serialize_der(),
-        lab_ca_der: lab_ca_cert.der().clone(),
-    }
-}
-
-/// What the receiver saw of one request.
-#[derive(Debug, Clone)]
-struct Seen {
-    idempotency_key: String,
-    content_type: String,
-    body: String,
-}
-
-/// A local HTTPS MRO receiver: client certificate required; answers `fail_first` requests with
-/// 503, then 201.
-struct Receiver {
-    port: u16,
-    seen: Arc<Mutex<Vec<Seen>>>,
-    fail_first: Arc<AtomicUsize>,
-}
-
-fn receiver(p: &Pki) -> Receiver {
-    custodian::tls::install_provider();
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(p.lab_ca_der.clone()).unwrap();
-    let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
-        .build()
-        .unwrap();
-    let cfg = rustls::ServerConfig::builder()
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(
-            p.server_chain.clone(),
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(p.server_key.clone())),
-        )
-        .unwrap();
-    let cfg = Arc::new(cfg);
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let fail_first = Arc::new(AtomicUsize::new(0));
-    let (s2, f2) = (seen.clone(), fail_first.clone());
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(stream) = stream else { continue };
-            let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-            let conn = rustls::ServerConnection::new(cfg.clone()).unwrap();
-            let mut tls = rustls::StreamOwned::new(conn, stream);
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 4096];
-            let (head_end, len) = loop {
-                match tls.read(&mut chunk) {
-                    Ok(0) | Err(_) => break (None, 0),
-                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                }
-                if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                    let head = String::from_utf8_lossy(&buf[..pos]).to_lowercase();
-                    let len = head
-                        .lines()
-                        .find_map(|l| {
-                            l.strip_prefix("content-length:")
-                                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
-                        })
-                        .unwrap_or(0);
-                    break (Some(pos + 4), len);
-                }
-            };
-            let Some(start) = head_end else { continue };
-            while buf.len() < start + len {
-                match tls.read(&mut chunk) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                }
-            }
-            let head = String::from_utf8_lossy(&buf[..start]).to_string();
-            let header = |name: &str| {
-                head.lines()
-                    .find_map(|l| {
-                        let (k, v) = l.split_once(':')?;
-                        (k.trim().eq_ignore_ascii_case(name)).then(|| v.trim().to_string())
-                    })
-                    .unwrap_or_default()
-            };
-            s2.lock().unwrap().push(Seen {
-                idempotency_key: header("idempotency-key"),
-                content_type: header("content-type"),
-                body: String::from_utf8_lossy(&buf[start..(start + len).min(buf.len())])
-                    .to_string(),
-            });
-            let status = if f2.load(Ordering::SeqCst) > 0 {
-                f2.fetch_sub(1, Ordering::SeqCst);
-                "503 Service Unavailable"
-            } else {
-                "201 Created"
-            };
-            let body = "{\"received\":true}";
-            let resp = format!(
-                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = tls.write_all(resp.as_bytes());
-            let _ = tls.flush();
-            tls.conn.send_close_notify();
-            let _ = tls.flush();
-        }
-    });
-    Receiver {
-        port,
-        seen,
-        fail_first,
-    }
-}
-
 fn mro_section(p: &Pki, port: u16, id: &str) -> String {
-    format!(
-        "[[mro]]\nid = \"{id}\"\nname = \"Dr. Pat Example, MD\"\naddress = \"100 Example Way\"\nendpoint = \"https://127.0.0.1:{port}/reports\"\nca = \"{}\"\nclient_cert = \"{}\"\nclient_key = \"{}\"\n[transmit]\nbackoff_initial_ms = 50\nbackoff_max_secs = 1\ntimeout_secs = 5\n",
-        p.mro_ca.display(),
-        p.lab_client_cert.display(),
-        p.lab_client_key.display()
-    )
+    mro::mro_section(p, port, id, 5)
 }
 
 fn generate_key(config: &Path) {
@@ -374,7 +198,7 @@ fn release_signs_and_delivers_only_to_the_mro_exactly_once() {
     wait_until("delivery", || {
         delivery_of(&d, &report_id)["status"] == "delivered"
     });
-    let seen = rx.seen.lock().unwrap().clone();
+    let seen = rx.requests();
     assert_eq!(seen.len(), 4, "three 503s then one 201");
     assert!(
         seen.iter()
@@ -384,11 +208,7 @@ fn release_signs_and_delivers_only_to_the_mro_exactly_once() {
     assert_eq!(delivery["http_status"], 201);
     assert!(delivery["receipt"].as_str().unwrap().contains("received"));
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(
-        rx.seen.lock().unwrap().len(),
-        4,
-        "nothing sent after delivery"
-    );
+    assert_eq!(rx.requests().len(), 4, "nothing sent after delivery");
 
     // A third-party JOSE library verifies the JWS with the exported public key.
     let jwks = Command::new(bin())
@@ -518,9 +338,7 @@ fn sigkill_between_release_and_delivery_still_delivers_once() {
         .map(|r| r["report_id"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(ids.len(), 2);
-    wait_until("a first failed attempt", || {
-        !rx.seen.lock().unwrap().is_empty()
-    });
+    wait_until("a first failed attempt", || !rx.requests().is_empty());
     d.kill9();
     rx.fail_first.store(0, Ordering::SeqCst); // the MRO is back
     d.restart();
@@ -529,7 +347,7 @@ fn sigkill_between_release_and_delivery_still_delivers_once() {
             delivery_of(&d, id)["status"] == "delivered"
         });
     }
-    let seen = rx.seen.lock().unwrap().clone();
+    let seen = rx.requests();
     for id in &ids {
         let ok = seen.iter().filter(|s| &s.idempotency_key == id).count();
         assert!(ok >= 1);
@@ -601,10 +419,7 @@ fn batch_release_is_for_negatives_and_unknown_mros_hold_the_report() {
     );
     assert_eq!(s, 200);
     assert_eq!(d.specimen("SPEC-B1").unwrap()["state"], "screened");
-    assert!(
-        rx.seen.lock().unwrap().is_empty(),
-        "nothing was sent anywhere"
-    );
+    assert!(rx.requests().is_empty(), "nothing was sent anywhere");
 }
 
 #[test]
