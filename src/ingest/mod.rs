@@ -349,10 +349,13 @@ impl Custody {
                         change(&mut rec, &profiles, &default, now).map_err(Abort::Domain)?;
                         crate::lifecycle::after_change(tx, &mut rec, &lifecycle)?;
                         let after = rec.state.key();
-                        if let Some(b) = before {
-                            tx.remove(Keyspace::ByState, &state_key(b, specimen_id)?)?;
+                        // The state index changes only when the state does.
+                        if before != Some(after) {
+                            if let Some(b) = before {
+                                tx.remove(Keyspace::ByState, &state_key(b, specimen_id)?)?;
+                            }
+                            tx.put(Keyspace::ByState, &state_key(after, specimen_id)?, &())?;
                         }
-                        tx.put(Keyspace::ByState, &state_key(after, specimen_id)?, &())?;
                         tx.put(Keyspace::Specimens, specimen_id.as_bytes(), &rec)?;
                         let mut entry =
                             AuditEntry::new(now, short(&actor), action, specimen_id.as_str())
