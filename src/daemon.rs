@@ -571,8 +571,10 @@ fn release_status(e: &crate::release::ReleaseError) -> u16 {
     use crate::release::ReleaseError::*;
     match e {
         UnknownSpecimen => 404,
-        NotReady(_) | MroNotInDirectory(_) | NotNegative(_) | NoReason => 409,
-        Report(_) => 422,
+        UnknownReport => 404,
+        NotReady(_) | MroNotInDirectory(_) | NotNegative(_) | NoReason | NoDocument
+        | Superseded(_) | NothingToCorrect => 409,
+        Report(_) | BadCorrection(_) => 422,
         Signing(_) | NotDurable(_) => 503,
     }
 }
@@ -633,6 +635,24 @@ impl admin::ReviewApi for ReviewService {
                 Ok(()) => {
                     Ok(serde_json::json!({"specimen_id": id, "state": State::Screened.key()}))
                 }
+                Err(e) => Err((release_status(&e), e.to_string())),
+            }
+        })
+    }
+
+    fn correct<'a>(
+        &'a self,
+        report_id: String,
+        request: crate::release::CorrectionRequest,
+        scientist: &'a admin::auth::User,
+    ) -> admin::ActionFuture<'a> {
+        Box::pin(async move {
+            match self
+                .releaser
+                .correct(&report_id, &scientist.name, request)
+                .await
+            {
+                Ok(c) => Ok(serde_json::json!({ "corrected": c })),
                 Err(e) => Err((release_status(&e), e.to_string())),
             }
         })
@@ -817,6 +837,8 @@ fn report_status_json(r: &crate::transmit::outbox::StoredReport) -> serde_json::
         "released_by": r.released_by,
         "delivery": r.delivery,
         "attempts": r.attempts,
+        "replaces": r.replaces,
+        "superseded_by": r.superseded_by,
     })
 }
 

@@ -217,6 +217,46 @@ enum ReviewCommand {
         #[arg(long)]
         reason: String,
     },
+    /// Correct CCF data that was wrong on a released report: a new report that names the one it
+    /// replaces goes to the same MRO (your electronic signature: "corrected report reviewed and
+    /// released"). Results cannot be changed this way.
+    Correct(Box<CorrectArgs>),
+}
+
+// What `review correct` takes (boxed: the variant would dwarf the others).
+#[derive(clap::Args)]
+struct CorrectArgs {
+    /// The report to correct (the latest of its specimen).
+    report_id: String,
+    /// Why the report is corrected.
+    #[arg(long)]
+    reason: String,
+    /// The document that justifies the correction (e.g. the MRO's memorandum reference).
+    #[arg(long)]
+    document: String,
+    #[arg(long)]
+    employer_name: Option<String>,
+    #[arg(long)]
+    employer_id: Option<String>,
+    /// The MRO's name as on the CCF (its directory id, the destination, never changes).
+    #[arg(long)]
+    mro_name: Option<String>,
+    /// The donor's SSN or employee ID (empty: remove it).
+    #[arg(long)]
+    donor_id: Option<String>,
+    /// The reason for test (empty: remove it).
+    #[arg(long)]
+    reason_for_test: Option<String>,
+    #[arg(long)]
+    collector_name: Option<String>,
+    #[arg(long)]
+    collector_phone: Option<String>,
+    /// YYYY-MM-DD.
+    #[arg(long)]
+    collected_on: Option<String>,
+    /// YYYY-MM-DD.
+    #[arg(long)]
+    received_on: Option<String>,
 }
 
 const REQUESTERS: [&str; 4] = ["mro", "employee", "employer", "dot_agency"];
@@ -384,6 +424,49 @@ fn main() -> ExitCode {
                     format!("/api/review/{}/retest", url_segment(id)),
                     Some(serde_json::json!({ "reason": reason })),
                 ),
+                ReviewCommand::Correct(args) => {
+                    let CorrectArgs {
+                        report_id,
+                        reason,
+                        document,
+                        employer_name,
+                        employer_id,
+                        mro_name,
+                        donor_id,
+                        reason_for_test,
+                        collector_name,
+                        collector_phone,
+                        collected_on,
+                        received_on,
+                    } = args.as_ref();
+                    let ccf = custodian::specimen::CcfAmendment {
+                        employer_name: employer_name.clone(),
+                        employer_id: employer_id.clone(),
+                        mro_name: mro_name.clone(),
+                        donor_id: donor_id.clone(),
+                        reason_for_test: reason_for_test.clone(),
+                        collector_name: collector_name.clone(),
+                        collector_phone: collector_phone.clone(),
+                        collected_on: collected_on.clone(),
+                        received_on: received_on.clone(),
+                    };
+                    if ccf == custodian::specimen::CcfAmendment::default() {
+                        eprintln!(
+                            "custodian: name at least one CCF field to correct (e.g. --donor-id)"
+                        );
+                        return ExitCode::from(2);
+                    }
+                    let body = custodian::release::CorrectionRequest {
+                        reason: reason.clone(),
+                        document_ref: document.clone(),
+                        ccf,
+                    };
+                    (
+                        "POST",
+                        format!("/api/reports/{}/correct", url_segment(report_id)),
+                        serde_json::to_value(&body).ok(),
+                    )
+                }
             };
             operator::action(
                 &access.config,

@@ -21,6 +21,20 @@ pub trait Signer: Send + Sync {
 /// What a release means, as recorded with the signature.
 pub const MEANING: &str = "reviewed and released";
 
+/// What the release of a corrected report means, as recorded with the signature.
+pub const MEANING_CORRECTED: &str = "corrected report reviewed and released";
+
+/// A certifying scientist's correction of CCF data on a released report: why, the document that
+/// justifies it, and the fields. Nothing else is accepted (results change only through a new
+/// evaluation, and the MRO's directory id never changes).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorrectionRequest {
+    pub reason: String,
+    pub document_ref: String,
+    pub ccf: specimen::CcfAmendment,
+}
+
 /// Why a release or send-back was refused. Names the specimen and the rule, never content.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReleaseError {
@@ -42,6 +56,28 @@ pub enum ReleaseError {
     NotDurable(String),
     #[error("a reason is required")]
     NoReason,
+    #[error("no such report")]
+    UnknownReport,
+    #[error("the report was already replaced by corrected report {0}; correct that one")]
+    Superseded(String),
+    #[error("the document that justifies the correction is required")]
+    NoDocument,
+    #[error("nothing to correct: no CCF field differs from the report")]
+    NothingToCorrect,
+    #[error("the correction is not valid: {0}")]
+    BadCorrection(String),
+}
+
+/// A corrected report that was stored.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Corrected {
+    pub specimen_id: String,
+    pub report_id: String,
+    pub replaces: String,
+    pub mro_id: String,
+    pub content_sha256: String,
+    /// The CCF fields that changed (names only).
+    pub fields: Vec<String>,
 }
 
 /// A release that was stored.
@@ -161,6 +197,7 @@ impl Releaser {
                             attempts: 0,
                             last_error: None,
                             replaces: None,
+                            superseded_by: None,
                         };
                         tx.put(Keyspace::Reports, report_id.as_bytes(), &stored)?;
                         tx.put(
@@ -197,6 +234,181 @@ impl Releaser {
             tracing::info!(component = "release", report_id = %r.report_id, mro = %r.mro_id, "released by a certifying scientist");
         }
         Ok(released)
+    }
+
+    /// Corrects CCF data of a released report: a new report (new id, `replaces` the old one)
+    /// with the amended CCF and the same results, signed, released by `scientist` (meaning
+    /// [`MEANING_CORRECTED`]) and queued to the same MRO in one transaction, audited with both
+    /// report ids and the names of the fields (no values). The old report is marked
+    /// `superseded_by` the new one. Only the latest report of a specimen can be corrected.
+    pub async fn correct(
+        &self,
+        report_id: &str,
+        scientist: &str,
+        request: CorrectionRequest,
+    ) -> Result<Corrected, ReleaseError> {
+        let clean = |t: &str| -> String {
+            t.chars()
+                .filter(|c| !c.is_control())
+                .take(200)
+                .collect::<String>()
+                .trim()
+                .to_string()
+        };
+        let reason = clean(&request.reason);
+        let document = clean(&request.document_ref);
+        if reason.is_empty() {
+            return Err(ReleaseError::NoReason);
+        }
+        if document.is_empty() {
+            return Err(ReleaseError::NoDocument);
+        }
+        let signer = self.signer.clone().ok_or_else(|| {
+            ReleaseError::Signing("no signing key: run `custodian keys generate`".into())
+        })?;
+        let now = self.clock.now_ms();
+        let lab = self.laboratory.clone();
+        let mros = self.mros.clone();
+        let scientist = scientist.to_string();
+        let old_id = report_id.to_string();
+        let amendment = request.ccf;
+        let r = self
+            .committer
+            .submit(
+                move |tx: &mut Tx<'_>| -> Result<Corrected, Abort<ReleaseError>> {
+                    let Some(mut old) =
+                        tx.get::<StoredReport>(Keyspace::Reports, old_id.as_bytes())?
+                    else {
+                        return Err(Abort::Domain(ReleaseError::UnknownReport));
+                    };
+                    if let Some(next) = &old.superseded_by {
+                        return Err(Abort::Domain(ReleaseError::Superseded(next.clone())));
+                    }
+                    let id = old.specimen_id.clone();
+                    let Some(mut rec) =
+                        tx.get::<SpecimenRecord>(Keyspace::Specimens, id.as_bytes())?
+                    else {
+                        return Err(Abort::Domain(ReleaseError::UnknownSpecimen));
+                    };
+                    let Some(previous_release) = rec.release.clone() else {
+                        return Err(Abort::Domain(ReleaseError::NotReady(rec.state.key())));
+                    };
+                    if rec.state != State::Released || previous_release.report_id != old_id {
+                        return Err(Abort::Domain(ReleaseError::NotReady(rec.state.key())));
+                    }
+                    let Some(accession) = rec.accession.as_mut() else {
+                        return Err(Abort::Domain(ReleaseError::NotReady(rec.state.key())));
+                    };
+                    let changed = amendment
+                        .apply(&mut accession.ccf)
+                        .map_err(|e| Abort::Domain(ReleaseError::BadCorrection(e)))?;
+                    if changed.is_empty() {
+                        return Err(Abort::Domain(ReleaseError::NothingToCorrect));
+                    }
+                    // The destination is the one the old report went to, and it never changes.
+                    let mro_id = old.mro_id.clone();
+                    if accession.ccf.mro.id.as_deref() != Some(mro_id.as_str()) {
+                        return Err(Abort::Domain(ReleaseError::BadCorrection(
+                            "the MRO directory id differs from the report's destination".into(),
+                        )));
+                    }
+                    if !mros.contains_key(&mro_id) {
+                        return Err(Abort::Domain(ReleaseError::MroNotInDirectory(mro_id)));
+                    }
+                    let new_id = format!("R-{id}-{now}-c{}", rec.report_corrections.len() + 1);
+                    if tx
+                        .get::<StoredReport>(Keyspace::Reports, new_id.as_bytes())?
+                        .is_some()
+                    {
+                        return Err(Abort::Domain(ReleaseError::NotDurable(
+                            "report id already in use; try again".into(),
+                        )));
+                    }
+                    let rel = report::Release {
+                        report_id: new_id.clone(),
+                        released_at_ms: now,
+                        certifying_scientist: scientist.clone(),
+                        replaces: Some(old_id.clone()),
+                    };
+                    let built = report::build(&lab, &rec, &rel)
+                        .map_err(|e| Abort::Domain(ReleaseError::Report(e.to_string())))?;
+                    let sha = built.content_sha256();
+                    let (jws, kid) = signer
+                        .sign(&built.to_bytes())
+                        .map_err(|e| Abort::Domain(ReleaseError::Signing(e)))?;
+                    let fields: Vec<String> = changed.iter().map(|(k, _)| k.to_string()).collect();
+                    rec.report_corrections.push(specimen::ReportCorrection {
+                        replaces: old_id.clone(),
+                        report_id: new_id.clone(),
+                        reason: reason.clone(),
+                        document: document.clone(),
+                        previous: changed
+                            .into_iter()
+                            .map(|(k, v)| (k.to_string(), v))
+                            .collect(),
+                        superseded_release: previous_release,
+                    });
+                    rec.release = Some(specimen::Release {
+                        report_id: new_id.clone(),
+                        released_at_ms: now,
+                        scientist: scientist.clone(),
+                        meaning: MEANING_CORRECTED.into(),
+                        content_sha256: sha.clone(),
+                    });
+                    rec.updated_at_ms = now;
+                    tx.put(Keyspace::Specimens, id.as_bytes(), &rec)?;
+                    old.superseded_by = Some(new_id.clone());
+                    tx.put(Keyspace::Reports, old_id.as_bytes(), &old)?;
+                    let stored = StoredReport {
+                        report_id: new_id.clone(),
+                        specimen_id: id.clone(),
+                        mro_id: mro_id.clone(),
+                        jws,
+                        kid,
+                        content_sha256: sha.clone(),
+                        released_at_ms: now,
+                        released_by: scientist.clone(),
+                        delivery: Delivery::Pending,
+                        attempts: 0,
+                        last_error: None,
+                        replaces: Some(old_id.clone()),
+                        superseded_by: None,
+                    };
+                    tx.put(Keyspace::Reports, new_id.as_bytes(), &stored)?;
+                    tx.put(
+                        Keyspace::Outbox,
+                        &outbox::queue_key(&mro_id, now, &new_id),
+                        &new_id,
+                    )?;
+                    let who: String = format!("user:{scientist}").chars().take(64).collect();
+                    tx.audit(
+                        AuditEntry::new(now, who, "report_corrected", id.as_str())
+                            .before(format!("report {old_id}; ccf fields {}", fields.join(",")))
+                            .after(format!(
+                                "{MEANING_CORRECTED}; report {new_id}; sha256 {sha}"
+                            )),
+                    )?;
+                    Ok(Corrected {
+                        specimen_id: id,
+                        report_id: new_id,
+                        replaces: old_id.clone(),
+                        mro_id,
+                        content_sha256: sha,
+                        fields,
+                    })
+                },
+            )
+            .await;
+        let corrected = r.map_err(|e| match e {
+            crate::store::CommitError::Aborted(e) => e,
+            other => ReleaseError::NotDurable(other.to_string()),
+        })?;
+        metrics::counter!("custodian_corrected_reports_total").increment(1);
+        if let Some(w) = self.wake.get(&corrected.mro_id) {
+            w.notify_one();
+        }
+        tracing::info!(component = "release", report_id = %corrected.report_id, replaces = %corrected.replaces, mro = %corrected.mro_id, "corrected report released by a certifying scientist");
+        Ok(corrected)
     }
 
     /// Sends a specimen back for retest: it leaves the review queue and waits for new results.

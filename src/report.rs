@@ -142,7 +142,8 @@ pub enum ReportError {
     SplitMentioned(usize),
 }
 
-/// Builds the report for a released specimen.
+/// Builds the report for a released specimen: one ready for review, or, for a corrected report
+/// (`release.replaces` set), one already released.
 pub fn build(
     lab: &Laboratory,
     record: &SpecimenRecord,
@@ -163,7 +164,9 @@ pub fn build(
     if record.state == State::Held {
         return Err(ReportError::Held("specimen state is held".to_string()));
     }
-    if record.state != State::ReadyForReview {
+    // A corrected report is built for a specimen already released; its results are the same.
+    let corrected = release.replaces.is_some() && record.state == State::Released;
+    if record.state != State::ReadyForReview && !corrected {
         return Err(ReportError::NotReady(record.state));
     }
     if verdict.results.is_empty() {

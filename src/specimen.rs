@@ -91,6 +91,130 @@ pub struct Ccf {
     pub storage: BTreeMap<String, String>,
 }
 
+/// A correction of CCF data that was wrong on a released report: only what a report takes from
+/// the CCF, never the MRO's directory id (the destination never changes) and never a result (a
+/// result changes only through a new evaluation). Absent fields stay as they are; an empty
+/// `donor_id` or `reason_for_test` removes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CcfAmendment {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub employer_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub employer_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mro_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub donor_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason_for_test: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collector_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collector_phone: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collected_on: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub received_on: Option<String>,
+}
+
+/// The longest value a CCF correction may set.
+pub const MAX_CCF_VALUE: usize = 200;
+
+impl CcfAmendment {
+    /// Applies the amendment to `ccf`: the names of the fields that changed, with their values
+    /// before. A required field (all but `donor_id` and `reason_for_test`) cannot be emptied;
+    /// control characters and over-long values are refused. Nothing is changed on error.
+    pub fn apply(&self, ccf: &mut Ccf) -> Result<Vec<(&'static str, Option<String>)>, String> {
+        let mut next = ccf.clone();
+        let mut changed = Vec::new();
+        let mut set = |key: &'static str,
+                       slot: &mut Option<String>,
+                       value: &Option<String>,
+                       required: bool|
+         -> Result<(), String> {
+            let Some(v) = value else { return Ok(()) };
+            let v = v.trim();
+            if v.chars().any(char::is_control) || v.chars().count() > MAX_CCF_VALUE {
+                return Err(format!(
+                    "{key}: at most {MAX_CCF_VALUE} characters, no control characters"
+                ));
+            }
+            if v.is_empty() && required {
+                return Err(format!("{key}: cannot be emptied (required on a report)"));
+            }
+            let new = (!v.is_empty()).then(|| v.to_string());
+            if *slot != new {
+                changed.push((key, std::mem::replace(slot, new)));
+            }
+            Ok(())
+        };
+        let mut employer_name = Some(next.employer.name.clone());
+        set(
+            "employer.name",
+            &mut employer_name,
+            &self.employer_name,
+            true,
+        )?;
+        next.employer.name = employer_name.unwrap_or_default();
+        set(
+            "employer.id",
+            &mut next.employer.id,
+            &self.employer_id,
+            true,
+        )?;
+        let mut mro_name = Some(next.mro.name.clone());
+        set("mro.name", &mut mro_name, &self.mro_name, true)?;
+        next.mro.name = mro_name.unwrap_or_default();
+        set("donor_id", &mut next.donor_id, &self.donor_id, false)?;
+        set(
+            "reason_for_test",
+            &mut next.reason_for_test,
+            &self.reason_for_test,
+            false,
+        )?;
+        let mut collector_name = Some(next.collector.name.clone());
+        set(
+            "collector.name",
+            &mut collector_name,
+            &self.collector_name,
+            true,
+        )?;
+        next.collector.name = collector_name.unwrap_or_default();
+        set(
+            "collector.phone",
+            &mut next.collector.phone,
+            &self.collector_phone,
+            true,
+        )?;
+        let mut collected_on = Some(next.collected_on.clone());
+        set("collected_on", &mut collected_on, &self.collected_on, true)?;
+        next.collected_on = collected_on.unwrap_or_default();
+        let mut received_on = Some(next.received_on.clone());
+        set("received_on", &mut received_on, &self.received_on, true)?;
+        next.received_on = received_on.unwrap_or_default();
+        *ccf = next;
+        Ok(changed)
+    }
+}
+
+/// A corrected report: the CCF data amended on a released specimen, why, and by which document.
+/// The previous values are kept here (the specimen record), never in the audit log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportCorrection {
+    /// The report this correction replaces.
+    pub replaces: String,
+    /// The corrected report.
+    pub report_id: String,
+    pub reason: String,
+    /// The document that justifies the correction (e.g. the MRO's memorandum).
+    pub document: String,
+    /// Field → value before the correction (None: it was not provided).
+    pub previous: BTreeMap<String, Option<String>>,
+    /// The release that was superseded.
+    pub superseded_release: Release,
+}
+
 /// The accession: the CCF and the accessioning findings of 40.83.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Accession {
@@ -214,6 +338,9 @@ pub struct SpecimenRecord {
     /// Set when a certifying scientist released the result (40.97(b)(1)(ii)).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub release: Option<Release>,
+    /// Corrected reports, oldest first; `release` is then the latest (corrected) release.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub report_corrections: Vec<ReportCorrection>,
     /// The clocks, written requests, retention and split of the specimen (see
     /// [`crate::lifecycle`]).
     #[serde(
@@ -261,6 +388,7 @@ impl SpecimenRecord {
             evaluation: None,
             retest_requested: None,
             release: None,
+            report_corrections: Vec::new(),
             lifecycle: Default::default(),
             state: State::AwaitingAccession,
             created_at_ms: now_ms,

@@ -54,6 +54,14 @@ pub trait ReviewApi: Send + Sync {
     /// Sends a specimen back for retest with a reason.
     fn send_back<'a>(&'a self, id: String, scientist: &'a User, reason: String)
     -> ActionFuture<'a>;
+    /// Corrects CCF data of a released report: a new report that replaces it, signed by
+    /// `scientist` and queued to the same MRO.
+    fn correct<'a>(
+        &'a self,
+        report_id: String,
+        request: crate::release::CorrectionRequest,
+        scientist: &'a User,
+    ) -> ActionFuture<'a>;
     /// Queued and dead-letter reports per MRO.
     fn outbox(&self) -> Result<serde_json::Value, String>;
     /// A stored report's delivery status (not its content).
@@ -283,6 +291,18 @@ async fn send_back(
     action_response(r.send_back(id, &user, body.reason).await)
 }
 
+async fn correct_report(
+    State(s): State<AdminState>,
+    Scientist(user): Scientist,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    axum::Json(body): axum::Json<crate::release::CorrectionRequest>,
+) -> Response {
+    let Some(r) = &s.review else {
+        return no_review();
+    };
+    action_response(r.correct(id, body, &user).await)
+}
+
 async fn outbox(State(s): State<AdminState>, Reader(_u): Reader) -> Response {
     let Some(r) = &s.review else {
         return no_review();
@@ -491,6 +511,10 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/outbox", get(outbox))
         .route("/api/outbox/{id}/retry", axum::routing::post(retry))
         .route("/api/reports/{id}", get(report_status))
+        .route(
+            "/api/reports/{id}/correct",
+            axum::routing::post(correct_report),
+        )
         .route(
             "/api/specimens/{id}/requests",
             axum::routing::post(written_request),

@@ -714,3 +714,69 @@ fn schema_lists_every_contract_key() {
     }
     assert_eq!(props.len(), 19);
 }
+
+#[test]
+fn a_corrected_report_is_built_for_a_released_specimen_only_with_replaces() {
+    let mut rec = negative_record();
+    rec.state = State::Released;
+    assert_eq!(
+        build(&lab(), &rec, &release("R-20")),
+        Err(ReportError::NotReady(State::Released))
+    );
+    let mut rel = release("R-21");
+    rel.replaces = Some("R-20".into());
+    let r = build(&lab(), &rec, &rel).unwrap();
+    assert_eq!(r.replaces.as_deref(), Some("R-20"));
+    assert_eq!(r.results, negative_record_results());
+}
+
+fn negative_record_results() -> Vec<ResultCategory> {
+    build(&lab(), &negative_record(), &release("R-22"))
+        .unwrap()
+        .results
+}
+
+#[test]
+fn ccf_amendment_changes_only_named_fields_and_keeps_required_ones() {
+    use crate::specimen::CcfAmendment;
+    let mut c = ccf();
+    let a = CcfAmendment {
+        donor_id: Some("E-778821".into()),
+        employer_name: Some("Acme Freight Lines".into()),
+        reason_for_test: Some(" ".into()),
+        ..CcfAmendment::default()
+    };
+    let changed = a.apply(&mut c).unwrap();
+    assert_eq!(
+        changed,
+        vec![
+            ("donor_id", Some("E-778812".to_string())),
+            ("reason_for_test", Some("random".to_string()))
+        ],
+        "an unchanged value is not a change; an empty optional one is removed"
+    );
+    assert_eq!(c.donor_id.as_deref(), Some("E-778821"));
+    assert_eq!(c.reason_for_test, None);
+    assert_eq!(c.mro.id.as_deref(), Some("mro-reviewer"));
+    let before = c.clone();
+    for bad in [
+        CcfAmendment {
+            collector_phone: Some("".into()),
+            ..CcfAmendment::default()
+        },
+        CcfAmendment {
+            donor_id: Some("1\n2".into()),
+            ..CcfAmendment::default()
+        },
+        CcfAmendment {
+            employer_name: Some("x".repeat(201)),
+            ..CcfAmendment::default()
+        },
+    ] {
+        assert!(bad.apply(&mut c).is_err(), "{bad:?}");
+        assert_eq!(c, before, "nothing changes on error");
+    }
+    // The MRO's directory id and results are not fields of an amendment.
+    assert!(serde_json::from_str::<CcfAmendment>(r#"{"mro_id":"x"}"#).is_err());
+    assert!(serde_json::from_str::<CcfAmendment>(r#"{"results":["positive"]}"#).is_err());
+}

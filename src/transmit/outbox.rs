@@ -43,6 +43,9 @@ pub struct StoredReport {
     pub last_error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replaces: Option<String>,
+    /// Set when a corrected report replaced this one: the corrected report's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub superseded_by: Option<String>,
 }
 
 const QUEUE: u8 = b'q';
