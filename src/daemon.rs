@@ -789,6 +789,13 @@ impl admin::LifecycleApi for LifecycleService {
             .map(|s| serde_json::to_value(s).unwrap_or_default()))
     }
 
+    fn adulterant_retest(&self, specimen_id: &str) -> Result<Option<serde_json::Value>, String> {
+        match self.record(specimen_id)? {
+            Some(r) => crate::lifecycle::adulterant_retest_view(&r, &self.settings),
+            None => Ok(None),
+        }
+    }
+
     fn retention(&self, specimen_id: &str) -> Result<Option<serde_json::Value>, String> {
         Ok(self
             .record(specimen_id)?

@@ -274,6 +274,24 @@ enum LifecycleCommand {
     },
     /// The split request of a specimen and what answered it.
     SplitShow { id: String },
+    /// Record the MRO's written request to test the primary for the adulterant the second
+    /// laboratory found in the split (40.187(f)(4)): the 40.95 criterion as reported.
+    AdulterantRetest {
+        id: String,
+        #[arg(long)]
+        document: String,
+        /// The criterion's citation as the split laboratory reported it.
+        #[arg(long)]
+        cite: String,
+        /// The criterion as the split laboratory reported it (e.g. "nitrite 500 mcg/mL or more").
+        #[arg(long)]
+        remark: String,
+        /// For an identified adulterant: the substance.
+        #[arg(long)]
+        substance: Option<String>,
+    },
+    /// The request of 40.187(f)(4) and its outcome on the primary's validity results.
+    AdulterantRetestShow { id: String },
     /// The retention of a specimen: each item, requests, releases, discards.
     Retention { id: String },
     /// What the laboratory may discard now, with freezer locations.
@@ -471,6 +489,27 @@ fn main() -> ExitCode {
                         "document_ref": document,
                         "second_laboratory": second_laboratory,
                     }),
+                ),
+                LifecycleCommand::AdulterantRetest {
+                    id,
+                    document,
+                    cite,
+                    remark,
+                    substance,
+                } => request(
+                    id,
+                    serde_json::json!({
+                        "kind": "adulterant_retest",
+                        "document_ref": document,
+                        "cite": cite,
+                        "remark": remark,
+                        "substances": substance.iter().collect::<Vec<_>>(),
+                    }),
+                ),
+                LifecycleCommand::AdulterantRetestShow { id } => (
+                    "GET",
+                    format!("/api/specimens/{}/adulterant-retest", url_segment(id)),
+                    None,
                 ),
                 LifecycleCommand::SplitShow { id } => (
                     "GET",

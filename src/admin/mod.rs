@@ -77,6 +77,8 @@ pub trait LifecycleApi: Send + Sync {
     -> ActionFuture<'a>;
     /// The split request and its disposition (forwarding package or unavailable report).
     fn split(&self, specimen_id: &str) -> Result<Option<serde_json::Value>, String>;
+    /// The MRO's request of 40.187(f)(4) and its outcome on the primary's validity results.
+    fn adulterant_retest(&self, specimen_id: &str) -> Result<Option<serde_json::Value>, String>;
     /// The specimen's retention: every item, requests, releases, discards.
     fn retention(&self, specimen_id: &str) -> Result<Option<serde_json::Value>, String>;
     /// What the laboratory may discard now, with freezer locations.
@@ -363,6 +365,20 @@ async fn split_view(
     )
 }
 
+async fn adulterant_retest_view(
+    State(s): State<AdminState>,
+    Reader(_u): Reader,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    let Some(l) = &s.lifecycle else {
+        return no_lifecycle();
+    };
+    found(
+        l.adulterant_retest(&id),
+        "no request to test the primary for the split's adulterant is recorded for this specimen",
+    )
+}
+
 async fn retention_view(
     State(s): State<AdminState>,
     Reader(_u): Reader,
@@ -497,6 +513,10 @@ pub fn router(state: AdminState) -> Router {
         )
         .route("/api/specimens/{id}/discard", axum::routing::post(discard))
         .route("/api/specimens/{id}/split", get(split_view))
+        .route(
+            "/api/specimens/{id}/adulterant-retest",
+            get(adulterant_retest_view),
+        )
         .route("/api/specimens/{id}/retention", get(retention_view))
         .route("/api/discardable", get(discardable))
         .with_state(state)
