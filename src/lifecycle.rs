@@ -145,6 +145,9 @@ pub struct LifecycleRecord {
     /// in the split.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adulterant_retest: Option<split::PrimaryRetestRequest>,
+    /// This laboratory as the split laboratory: the Bottle B received for reconfirmation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split_lab: Option<crate::split_lab::Intake>,
 }
 
 impl LifecycleRecord {

@@ -1042,3 +1042,165 @@ fn primary_tested_for_the_split_adulterant_40_187_f() {
         Ok(None)
     );
 }
+
+/// The first laboratory's forwarding package for a released cocaine positive, as JSON.
+fn forwarded_package(lab: &Lab, id: &str) -> serde_json::Value {
+    lab.released_positive(
+        id,
+        clean(&accession(id, "2026-03-08", "2026-03-09")).into_bytes(),
+    );
+    forward_split(lab, id);
+    let d = &lab.record(id).lifecycle.split.unwrap().disposition;
+    assert!(matches!(d, SplitDisposition::Forwarded(_)));
+    serde_json::to_value(d).unwrap()
+}
+
+fn split_lab_of(lab: &Lab, lods: &[(&str, i64)]) -> Arc<custodian::split_lab::SplitLab> {
+    Arc::new(custodian::split_lab::SplitLab {
+        lods: lods
+            .iter()
+            .map(|(k, v)| (k.to_string(), Decimal::from(*v)))
+            .collect(),
+        profiles: lab.settings.profiles.clone(),
+        default_profile: "part40-2001".into(),
+    })
+}
+
+fn receive(
+    lab: &Lab,
+    split_lab: &Arc<custodian::split_lab::SplitLab>,
+    body: serde_json::Value,
+) -> Result<serde_json::Value, custodian::split_lab::IntakeError> {
+    let body: custodian::split_lab::IntakeBody = serde_json::from_value(body).unwrap();
+    lab.rt.block_on(custodian::split_lab::receive(
+        &lab.committer,
+        split_lab,
+        body,
+        "Receiving Tech",
+        lab.clock.now_ms(),
+    ))
+}
+
+fn split_view(
+    lab: &Lab,
+    split_lab: &custodian::split_lab::SplitLab,
+    id: &str,
+) -> serde_json::Value {
+    custodian::split_lab::view(split_lab, &lab.record(id))
+        .unwrap()
+        .expect("received")
+}
+
+#[test]
+fn second_laboratory_reconfirms_a_received_bottle_b() {
+    use ResultKind::*;
+    // The first laboratory forwards Bottle B of three cocaine positives.
+    let first = Lab::new("2026-03-10T14:00", &[]);
+    let pkg1 = forwarded_package(&first, "SL-1");
+    let pkg2 = forwarded_package(&first, "SL-2");
+    let pkg3 = forwarded_package(&first, "SL-3");
+    assert_no_donor_identity(&pkg1.to_string());
+
+    // custodian at the second laboratory.
+    let second = Lab::new("2026-04-06T09:00", &[]);
+    let lab = split_lab_of(&second, &[("benzoylecgonine", 5), ("thca", 2)]);
+    // Without a limit of detection for the analyte, the intake is refused and nothing stored.
+    let no_lod = split_lab_of(&second, &[("thca", 2)]);
+    let e = receive(&second, &no_lod, pkg1.clone()).unwrap_err();
+    assert_eq!(e.status(), 409);
+    assert!(e.to_string().contains("benzoylecgonine"), "{e}");
+    assert!(
+        second
+            .store
+            .get::<SpecimenRecord>(Keyspace::Specimens, b"SL-1")
+            .unwrap()
+            .is_none()
+    );
+    // The first laboratory's own primary cannot be taken in as a received split.
+    let e = receive(
+        &first,
+        &split_lab_of(&first, &[("benzoylecgonine", 5)]),
+        pkg1.clone(),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("accessioned here"), "{e}");
+
+    // The whole forwarding package is posted as is.
+    let out = receive(&second, &lab, pkg1.clone()).unwrap();
+    assert_eq!(out["condition"], "intact");
+    assert_eq!(second.audit_actions("split_received", "SL-1"), 1);
+    let e = receive(&second, &lab, pkg1.clone()).unwrap_err();
+    assert!(e.to_string().contains("already received"), "{e}");
+    assert_eq!(second.audit_actions("split_received", "SL-1"), 1);
+    assert_no_donor_identity(&serde_json::to_string(&second.record("SL-1")).unwrap());
+    // Nothing tested yet.
+    let v = split_view(&second, &lab, "SL-1");
+    assert_eq!(v["result"], "Pending", "{v}");
+    assert_eq!(
+        v["evaluation"]["missing"],
+        serde_json::json!([{"missing": "drug", "key": "benzoylecgonine"}])
+    );
+    assert_eq!(v["mro"]["name"], pkg1["copy1"]["mro"]["name"]);
+    // Benzoylecgonine at 40 ng/mL on this laboratory's instrument: below the primary's
+    // 150 ng/mL confirmation cutoff, above the LOD of 5: reconfirmed (40.177(b)).
+    second.results(
+        "SL-1",
+        "SL-1-conf",
+        &[(Confirmation, "benzoylecgonine", "40")],
+    );
+    let v = split_view(&second, &lab, "SL-1");
+    assert_eq!(v["result"], "Reconfirmed", "{v}");
+    assert_eq!(v["reason"], serde_json::Value::Null);
+    assert_eq!(second.record("SL-1").state.key(), "awaiting_accession");
+
+    // Below the LOD: the validity tests of 40.177(c) are required first.
+    receive(&second, &lab, serde_json::json!({"copy1": pkg2["copy1"]})).unwrap();
+    second.results(
+        "SL-2",
+        "SL-2-conf",
+        &[(Confirmation, "benzoylecgonine", "3")],
+    );
+    let v = split_view(&second, &lab, "SL-2");
+    assert_eq!(v["result"], "Pending", "{v}");
+    assert_eq!(
+        v["evaluation"]["missing"],
+        serde_json::json!([
+            {"missing": "validity_test", "key": "creatinine"},
+            {"missing": "validity_test", "key": "ph"},
+            {"missing": "validity_test", "key": "specific_gravity"},
+        ])
+    );
+    second.results(
+        "SL-2",
+        "SL-2-val",
+        &[(Validity, "creatinine", "80"), (Validity, "ph", "6.5")],
+    );
+    let v = split_view(&second, &lab, "SL-2");
+    assert_eq!(v["result"], "Failed to Reconfirm", "{v}");
+    assert_eq!(v["reason"], "Drug(s)/Drug Metabolite(s) Not Detected.");
+    assert_eq!(
+        v["evaluation"]["validity"]["finding"],
+        "consistent_with_human_urine"
+    );
+
+    // A bottle that arrived leaked: failed to reconfirm, specimen not available (40.183(b)(4)).
+    let mut leaked = pkg3.clone();
+    leaked["received"] =
+        serde_json::json!({"condition": "not_available", "detail": "leaked in transit"});
+    let out = receive(&second, &lab, leaked).unwrap();
+    assert_eq!(out["condition"], "not available: leaked in transit");
+    let v = split_view(&second, &lab, "SL-3");
+    assert_eq!(v["result"], "Failed to Reconfirm", "{v}");
+    assert_eq!(v["reason"], "Specimen not available for testing.");
+
+    // A manifest for another specimen or bottle is refused.
+    let mut wrong = pkg3.clone();
+    wrong["copy1"]["specimen_id"] = "SL-4".into();
+    let e = receive(&second, &lab, wrong).unwrap_err();
+    assert!(e.to_string().contains("manifest names specimen"), "{e}");
+    // A record with no received split has nothing to show.
+    assert_eq!(
+        custodian::split_lab::view(&lab, &first.record("SL-1")),
+        Ok(None)
+    );
+}
