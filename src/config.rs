@@ -1057,6 +1057,37 @@ keys_dir = "keys"
     }
 
     #[test]
+    fn split_laboratory_lods_are_checked_against_the_profiles() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write_config(d.path(), GOOD);
+        let (cfg, _) = load_with_env(&p, &[]).unwrap();
+        assert_eq!(cfg.split_laboratory, SplitLaboratory::default());
+        assert!(!cfg.split_laboratory.enabled);
+        let body = format!(
+            "{GOOD}\n[split_laboratory]\nenabled = true\nlod = {{ thca = 2, benzoylecgonine = 5 }}\n"
+        );
+        let p = write_config(d.path(), &body);
+        let (cfg, _) = load_with_env(&p, &[]).unwrap();
+        assert!(cfg.split_laboratory.enabled);
+        assert_eq!(
+            cfg.split_laboratory.lod.get("benzoylecgonine"),
+            Some(&rust_decimal::Decimal::from(5))
+        );
+        let body = format!(
+            "{GOOD}\n[split_laboratory]\nenabled = true\nlod = {{ thca = 0, unobtainium = 5 }}\n"
+        );
+        let p = write_config(d.path(), &body);
+        let e = load_with_env(&p, &[]).unwrap_err();
+        let keys: Vec<_> = e.problems.iter().map(|p| p.key.as_str()).collect();
+        assert!(keys.contains(&"split_laboratory.lod.thca"), "{e}");
+        assert!(keys.contains(&"split_laboratory.lod.unobtainium"), "{e}");
+        let body = format!("{GOOD}\n[split_laboratory]\nenabled = true\n");
+        let p = write_config(d.path(), &body);
+        let e = load_with_env(&p, &[]).unwrap_err();
+        assert_eq!(e.problems[0].key, "split_laboratory.lod", "{e}");
+    }
+
+    #[test]
     fn good_config_resolves_paths() {
         let d = tempfile::tempdir().unwrap();
         let p = write_config(d.path(), GOOD);
