@@ -33,6 +33,20 @@ pub struct Config {
     pub analyzers: Vec<Analyzer>,
     pub mros: Vec<MroEntry>,
     pub transmit: Transmit,
+    pub split_laboratory: SplitLaboratory,
+}
+
+/// This laboratory as the second laboratory of split specimens it receives (40.177): whether it
+/// takes them in, and its methods' limits of detection per analyte (ng/mL), the threshold of
+/// reconfirmation (40.177(b)). The section is optional; disabled by default.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SplitLaboratory {
+    #[serde(default)]
+    pub enabled: bool,
+    /// Analyte key (as in the rule profiles) → limit of detection, ng/mL.
+    #[serde(default)]
+    pub lod: std::collections::BTreeMap<String, rust_decimal::Decimal>,
 }
 
 /// One MRO of the directory: the only kind of destination a report can have (40.97(b)).
@@ -316,7 +330,8 @@ pub struct Log {
 }
 
 /// The top-level sections, each deserialized on its own so one bad section hides no other.
-const SECTIONS: [&str; 13] = [
+const SECTIONS: [&str; 14] = [
+    "split_laboratory",
     "mro",
     "transmit",
     "laboratory",
@@ -346,6 +361,7 @@ struct RawConfig {
     analyzers: Vec<Analyzer>,
     mros: Vec<MroEntry>,
     transmit: Transmit,
+    split_laboratory: SplitLaboratory,
 }
 
 /// One problem with the configuration: the key and what is wrong with it.
@@ -478,7 +494,14 @@ pub fn load_with_env(
     } else {
         Some(Transmit::default())
     };
-    let (Some(mros), Some(transmit), Some(lifecycle)) = (mros, transmit, lifecycle) else {
+    let split_laboratory = if top.contains_key("split_laboratory") {
+        section::<SplitLaboratory>(&top, "split_laboratory", env, &mut problems)
+    } else {
+        Some(SplitLaboratory::default())
+    };
+    let (Some(mros), Some(transmit), Some(lifecycle), Some(split_laboratory)) =
+        (mros, transmit, lifecycle, split_laboratory)
+    else {
         return Err(fail(problems));
     };
     let (
@@ -512,6 +535,7 @@ pub fn load_with_env(
         analyzers,
         mros,
         transmit,
+        split_laboratory,
     };
     if !problems.is_empty() {
         return Err(fail(problems));
@@ -570,11 +594,13 @@ pub fn load_with_env(
             })
             .collect(),
         transmit: raw.transmit,
+        split_laboratory: raw.split_laboratory,
     };
     validate(&cfg, &mut problems);
     validate_mros(&cfg, &mut problems);
     let profiles = load_profiles(&cfg.rules.profiles_dir, &mut problems);
     validate_analyzers(&cfg, &profiles, &mut problems);
+    validate_split_laboratory(&cfg.split_laboratory, &profiles, &mut problems);
     if !profiles.is_empty() && profiles.get(&cfg.rules.default_profile).is_none() {
         problems.push(problem(
             "rules.default_profile",
@@ -820,6 +846,36 @@ fn validate_mros(cfg: &Config, problems: &mut Vec<Problem>) {
     }
 }
 
+fn validate_split_laboratory(
+    s: &SplitLaboratory,
+    profiles: &ProfileSet,
+    problems: &mut Vec<Problem>,
+) {
+    if s.enabled && s.lod.is_empty() {
+        problems.push(problem(
+            "split_laboratory.lod",
+            "a split laboratory needs a limit of detection for each analyte it reconfirms",
+        ));
+    }
+    for (analyte, lod) in &s.lod {
+        let key = format!("split_laboratory.lod.{analyte}");
+        if *lod <= rust_decimal::Decimal::ZERO {
+            problems.push(problem(&key, "must be greater than 0"));
+        }
+        if !profiles.is_empty()
+            && !profiles
+                .names()
+                .filter_map(|n| profiles.get(n))
+                .any(|p| p.analyte(analyte).is_some())
+        {
+            problems.push(problem(
+                &key,
+                "is not an analyte of any loaded rule profile",
+            ));
+        }
+    }
+}
+
 fn validate_analyzers(cfg: &Config, profiles: &ProfileSet, problems: &mut Vec<Problem>) {
     let i = &cfg.ingest;
     if i.max_frame_bytes < 1024 {
@@ -998,6 +1054,37 @@ keys_dir = "keys"
         assert_eq!(cfg.rules.default_profile, "part40-2001");
         assert!(profiles.get("part40-2001").is_some());
         assert!(profiles.get("part40-2023").is_some());
+    }
+
+    #[test]
+    fn split_laboratory_lods_are_checked_against_the_profiles() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write_config(d.path(), GOOD);
+        let (cfg, _) = load_with_env(&p, &[]).unwrap();
+        assert_eq!(cfg.split_laboratory, SplitLaboratory::default());
+        assert!(!cfg.split_laboratory.enabled);
+        let body = format!(
+            "{GOOD}\n[split_laboratory]\nenabled = true\nlod = {{ thca = 2, benzoylecgonine = 5 }}\n"
+        );
+        let p = write_config(d.path(), &body);
+        let (cfg, _) = load_with_env(&p, &[]).unwrap();
+        assert!(cfg.split_laboratory.enabled);
+        assert_eq!(
+            cfg.split_laboratory.lod.get("benzoylecgonine"),
+            Some(&rust_decimal::Decimal::from(5))
+        );
+        let body = format!(
+            "{GOOD}\n[split_laboratory]\nenabled = true\nlod = {{ thca = 0, unobtainium = 5 }}\n"
+        );
+        let p = write_config(d.path(), &body);
+        let e = load_with_env(&p, &[]).unwrap_err();
+        let keys: Vec<_> = e.problems.iter().map(|p| p.key.as_str()).collect();
+        assert!(keys.contains(&"split_laboratory.lod.thca"), "{e}");
+        assert!(keys.contains(&"split_laboratory.lod.unobtainium"), "{e}");
+        let body = format!("{GOOD}\n[split_laboratory]\nenabled = true\n");
+        let p = write_config(d.path(), &body);
+        let e = load_with_env(&p, &[]).unwrap_err();
+        assert_eq!(e.problems[0].key, "split_laboratory.lod", "{e}");
     }
 
     #[test]

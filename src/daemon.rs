@@ -312,6 +312,13 @@ async fn run(
             committer: committer.clone(),
             settings: lifecycle.clone(),
             clock: clock.clone(),
+            split_lab: cfg.split_laboratory.enabled.then(|| {
+                Arc::new(crate::split_lab::SplitLab {
+                    lods: cfg.split_laboratory.lod.clone(),
+                    profiles: profiles.clone(),
+                    default_profile: cfg.rules.default_profile.clone(),
+                })
+            }),
         })),
         on_refusal: Some(on_refusal),
     };
@@ -714,7 +721,12 @@ struct LifecycleService {
     committer: GroupCommitter,
     settings: Arc<crate::lifecycle::Settings>,
     clock: Arc<dyn Clock>,
+    /// `Some` when `[split_laboratory] enabled = true`.
+    split_lab: Option<Arc<crate::split_lab::SplitLab>>,
 }
+
+const NOT_A_SPLIT_LAB: &str =
+    "this laboratory is not configured as a split laboratory ([split_laboratory] enabled = false)";
 
 /// The admin API's body of a written request.
 #[derive(Deserialize)]
@@ -807,6 +819,42 @@ impl admin::LifecycleApi for LifecycleService {
             .record(specimen_id)?
             .and_then(|r| r.lifecycle.split)
             .map(|s| serde_json::to_value(s).unwrap_or_default()))
+    }
+
+    fn adulterant_retest(&self, specimen_id: &str) -> Result<Option<serde_json::Value>, String> {
+        match self.record(specimen_id)? {
+            Some(r) => crate::lifecycle::adulterant_retest_view(&r, &self.settings),
+            None => Ok(None),
+        }
+    }
+
+    fn split_lab_receive<'a>(
+        &'a self,
+        body: serde_json::Value,
+        user: &'a admin::auth::User,
+    ) -> admin::ActionFuture<'a> {
+        Box::pin(async move {
+            let lab = self
+                .split_lab
+                .as_ref()
+                .ok_or_else(|| (404, NOT_A_SPLIT_LAB.to_string()))?;
+            let body: crate::split_lab::IntakeBody = serde_json::from_value(body)
+                .map_err(|e| (400, format!("not a received split specimen: {e}")))?;
+            crate::split_lab::receive(&self.committer, lab, body, &user.name, self.clock.now_ms())
+                .await
+                .map_err(|e| (e.status(), e.to_string()))
+        })
+    }
+
+    fn split_lab(&self, specimen_id: &str) -> Result<Option<serde_json::Value>, (u16, String)> {
+        let lab = self
+            .split_lab
+            .as_ref()
+            .ok_or_else(|| (404, NOT_A_SPLIT_LAB.to_string()))?;
+        match self.record(specimen_id).map_err(|e| (500, e))? {
+            Some(r) => crate::split_lab::view(lab, &r).map_err(|e| (500, e)),
+            None => Ok(None),
+        }
     }
 
     fn retention(&self, specimen_id: &str) -> Result<Option<serde_json::Value>, String> {

@@ -40,6 +40,7 @@ pub mod rules;
 pub mod signing;
 pub mod specimen;
 pub mod split;
+pub mod split_lab;
 pub mod store;
 pub mod summary;
 pub mod tls;

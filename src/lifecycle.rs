@@ -26,7 +26,8 @@
 //!
 //! # Written requests
 //! [`apply_request`] records a written request (retention extension or release, the MRO's
-//! request for quantitation of 40.97(e), the MRO's split-specimen request of 40.171(c)) in one
+//! request for quantitation of 40.97(e), the MRO's split-specimen request of 40.171(c), the
+//! MRO's request of 40.187(f)(4) to test the primary for the split's adulterant) in one
 //! transaction with its audit entry, whether it came as a LIMS `request` document (deduplicated
 //! by the document's hash, kept verbatim) or through the admin API. [`confirm_discard`] records
 //! the laboratory's confirmation that it discarded an item.
@@ -109,7 +110,8 @@ pub struct CorrectionClock {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecordedRequest {
     pub document_ref: String,
-    /// `retention_extension`, `retention_release`, `quantitation`, `split_test`.
+    /// `retention_extension`, `retention_release`, `quantitation`, `split_test`,
+    /// `adulterant_retest`.
     pub kind: String,
     pub received_at_ms: u64,
     pub recorded_by: String,
@@ -139,6 +141,13 @@ pub struct LifecycleRecord {
     pub split: Option<SplitRecord>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub requests: Vec<RecordedRequest>,
+    /// The MRO's request of 40.187(f)(4) that the primary be tested for the adulterant found
+    /// in the split.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adulterant_retest: Option<split::PrimaryRetestRequest>,
+    /// This laboratory as the split laboratory: the Bottle B received for reconfirmation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split_lab: Option<crate::split_lab::Intake>,
 }
 
 impl LifecycleRecord {
@@ -618,6 +627,32 @@ pub fn retention_view(rec: &SpecimenRecord, s: &Settings) -> Option<serde_json::
     }))
 }
 
+/// The request of 40.187(f)(4) and where it stands: the primary's validity results on the
+/// record (Bottle A) tested for the split's adulterant with [`split::retest_primary`]. `None`
+/// when no such request is recorded.
+pub fn adulterant_retest_view(
+    rec: &SpecimenRecord,
+    s: &Settings,
+) -> Result<Option<serde_json::Value>, String> {
+    let Some(req) = &rec.lifecycle.adulterant_retest else {
+        return Ok(None);
+    };
+    let name = rec.profile_name(&s.default_profile);
+    let profile = s
+        .profiles
+        .get(name)
+        .ok_or_else(|| format!("rule profile `{name}` is not loaded"))?;
+    let validity = rec.engine_input().validity;
+    let tested = (validity != crate::rules::Validity::default()).then_some(&validity);
+    let outcome =
+        split::retest_primary(profile, &rec.specimen_id, req, tested).map_err(|e| e.to_string())?;
+    Ok(Some(serde_json::json!({
+        "specimen_id": rec.specimen_id,
+        "request": req,
+        "outcome": outcome,
+    })))
+}
+
 // ---- Written requests -------------------------------------------------------------------------
 
 /// What a written request asks.
@@ -639,6 +674,16 @@ pub enum RequestKind {
     Quantitation,
     /// The MRO asks for Bottle B to be tested at a second laboratory (40.171(c)).
     SplitTest { second_laboratory: String },
+    /// The MRO asks this laboratory to test the primary for the adulterant the second
+    /// laboratory found in the split (40.187(f)(4)): the 40.95 criterion as the split
+    /// laboratory reported it (`cite`, `remark`) and, for an identified adulterant, the
+    /// substance.
+    AdulterantRetest {
+        cite: String,
+        remark: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        substances: Vec<String>,
+    },
 }
 
 impl RequestKind {
@@ -648,6 +693,7 @@ impl RequestKind {
             RequestKind::RetentionRelease { .. } => "retention_release",
             RequestKind::Quantitation => "quantitation",
             RequestKind::SplitTest { .. } => "split_test",
+            RequestKind::AdulterantRetest { .. } => "adulterant_retest",
         }
     }
 }
@@ -866,6 +912,50 @@ fn request_tx(
             });
             refresh_retention(tx, &mut rec, s, now_ms)?;
             out
+        }
+        RequestKind::AdulterantRetest {
+            cite,
+            remark,
+            substances,
+        } => {
+            if !matches!(
+                rec.lifecycle.split.as_ref().map(|x| &x.disposition),
+                Some(SplitDisposition::Forwarded(_))
+            ) {
+                return Err(refused(
+                    "no Bottle B of this specimen was forwarded to a second laboratory: a request to test the primary for the split's adulterant (40.187(f)) follows a split test",
+                ));
+            }
+            if let Some(prev) = &rec.lifecycle.adulterant_retest {
+                return Err(refused(format!(
+                    "the request to test the primary for the split's adulterant was already recorded under document `{}`",
+                    prev.document_ref
+                )));
+            }
+            let name = rec.profile_name(&s.default_profile).to_string();
+            let profile = s
+                .profiles
+                .get(&name)
+                .ok_or_else(|| refused(format!("rule profile `{name}` is not loaded")))?;
+            let request = split::PrimaryRetestRequest {
+                document_ref: req.document_ref.clone(),
+                received_at_ms: req.received_at_ms,
+                adulterant: split::CriterionToTest {
+                    result: crate::rules::profile::ValidityResult::Adulterated
+                        .key()
+                        .to_string(),
+                    cite: cite.clone(),
+                    remark: remark.clone(),
+                    substances: substances.clone(),
+                },
+            };
+            // Checks the request against the profile (a known 40.95 criterion) before
+            // recording it.
+            split::retest_primary(profile, id, &request, None).map_err(refused)?;
+            rec.lifecycle.adulterant_retest = Some(request);
+            adulterant_retest_view(&rec, s)
+                .map_err(refused)?
+                .unwrap_or_default()
         }
     };
     rec.lifecycle.requests.push(RecordedRequest {

@@ -314,6 +314,36 @@ enum LifecycleCommand {
     },
     /// The split request of a specimen and what answered it.
     SplitShow { id: String },
+    /// Record the MRO's written request to test the primary for the adulterant the second
+    /// laboratory found in the split (40.187(f)(4)): the 40.95 criterion as reported.
+    AdulterantRetest {
+        id: String,
+        #[arg(long)]
+        document: String,
+        /// The criterion's citation as the split laboratory reported it.
+        #[arg(long)]
+        cite: String,
+        /// The criterion as the split laboratory reported it (e.g. "nitrite 500 mcg/mL or more").
+        #[arg(long)]
+        remark: String,
+        /// For an identified adulterant: the substance.
+        #[arg(long)]
+        substance: Option<String>,
+    },
+    /// The request of 40.187(f)(4) and its outcome on the primary's validity results.
+    AdulterantRetestShow { id: String },
+    /// As the split laboratory (`[split_laboratory] enabled`): record a received Bottle B from
+    /// the first laboratory's forwarding package JSON (its `copy1`, optional `manifest`).
+    SplitLabReceive {
+        /// The forwarding package (or `{"copy1": ...}`) as JSON; `-` reads standard input.
+        file: PathBuf,
+        /// The bottle arrived unusable (leaked, seal broken, insufficient): what was found.
+        #[arg(long)]
+        not_available: Option<String>,
+    },
+    /// As the split laboratory: the reconfirmation of a received Bottle B ("Reconfirmed",
+    /// "Failed to Reconfirm" with its reason, or what is still missing).
+    SplitLabShow { id: String },
     /// The retention of a specimen: each item, requests, releases, discards.
     Retention { id: String },
     /// What the laboratory may discard now, with freezer locations.
@@ -555,6 +585,61 @@ fn main() -> ExitCode {
                         "second_laboratory": second_laboratory,
                     }),
                 ),
+                LifecycleCommand::AdulterantRetest {
+                    id,
+                    document,
+                    cite,
+                    remark,
+                    substance,
+                } => request(
+                    id,
+                    serde_json::json!({
+                        "kind": "adulterant_retest",
+                        "document_ref": document,
+                        "cite": cite,
+                        "remark": remark,
+                        "substances": substance.iter().collect::<Vec<_>>(),
+                    }),
+                ),
+                LifecycleCommand::AdulterantRetestShow { id } => (
+                    "GET",
+                    format!("/api/specimens/{}/adulterant-retest", url_segment(id)),
+                    None,
+                ),
+                LifecycleCommand::SplitLabReceive {
+                    file,
+                    not_available,
+                } => {
+                    let text = if file.as_os_str() == "-" {
+                        let mut s = String::new();
+                        io::Read::read_to_string(&mut io::stdin(), &mut s).map(|_| s)
+                    } else {
+                        std::fs::read_to_string(file)
+                    };
+                    let mut body: serde_json::Value = match text
+                        .map_err(|e| e.to_string())
+                        .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
+                    {
+                        Ok(v) => v,
+                        Err(e) => {
+                            eprintln!(
+                                "custodian lifecycle split-lab-receive: {}: {e}",
+                                file.display()
+                            );
+                            return ExitCode::from(2);
+                        }
+                    };
+                    if let (Some(why), Some(o)) = (not_available, body.as_object_mut()) {
+                        o.insert(
+                            "received".into(),
+                            serde_json::json!({"condition": "not_available", "detail": why}),
+                        );
+                    }
+                    ("POST", "/api/split-lab/received".to_string(), Some(body))
+                }
+                LifecycleCommand::SplitLabShow { id } => {
+                    ("GET", format!("/api/split-lab/{}", url_segment(id)), None)
+                }
                 LifecycleCommand::SplitShow { id } => (
                     "GET",
                     format!("/api/specimens/{}/split", url_segment(id)),

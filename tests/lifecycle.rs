@@ -10,7 +10,8 @@
 //! with the freezer location, discard confirmed and audited; a request after the year refused;
 //! quantitation before and after release; a split request forwarding Bottle B with no donor
 //! identity, the second laboratory reconfirming below the primary's cutoff above the LOD; a split
-//! request for an absent Bottle B (unavailable report).
+//! request for an absent Bottle B (unavailable report); the MRO's request of 40.187(f) to test
+//! the primary for the split's adulterant (LIMS and admin, refusals, each outcome).
 
 mod common;
 use common::*;
@@ -193,24 +194,32 @@ impl Lab {
 
     /// A cocaine positive (benzoylecgonine 200 ng/mL), released now.
     fn released_positive(&self, id: &str, accession: Vec<u8>) {
+        self.released_positive_with(id, accession, &[]);
+    }
+
+    /// A cocaine positive with more screening results (`extra`), released now.
+    fn released_positive_with(
+        &self,
+        id: &str,
+        accession: Vec<u8>,
+        extra: &[(ResultKind, &str, &str)],
+    ) {
         assert_eq!(
             self.lims(&format!("acc-{id}.xml"), &accession),
             DocumentOutcome::Stored
         );
         use ResultKind::*;
-        self.results(
-            id,
-            &format!("{id}-screen"),
-            &[
-                (Initial, "marijuana", "1"),
-                (Initial, "cocaine", "400"),
-                (Initial, "pcp", "1"),
-                (Initial, "amphetamines", "1"),
-                (Initial, "opiates", "1"),
-                (Validity, "creatinine", "80"),
-                (Validity, "ph", "6.5"),
-            ],
-        );
+        let mut screen = vec![
+            (Initial, "marijuana", "1"),
+            (Initial, "cocaine", "400"),
+            (Initial, "pcp", "1"),
+            (Initial, "amphetamines", "1"),
+            (Initial, "opiates", "1"),
+            (Validity, "creatinine", "80"),
+            (Validity, "ph", "6.5"),
+        ];
+        screen.extend_from_slice(extra);
+        self.results(id, &format!("{id}-screen"), &screen);
         self.results(
             id,
             &format!("{id}-conf"),
@@ -846,5 +855,352 @@ fn negative_discardable_after_the_configured_delay() {
             .unwrap()
             .len(),
         2
+    );
+}
+
+fn nitrite_retest(doc_cite: &str, remark: &str) -> RequestKind {
+    RequestKind::AdulterantRetest {
+        cite: doc_cite.into(),
+        remark: remark.into(),
+        substances: vec![],
+    }
+}
+
+const NITRITE_CITE: &str = "40.95(a)(2), HHS criteria";
+const NITRITE_REMARK: &str = "nitrite 500 mcg/mL or more";
+
+fn forward_split(lab: &Lab, id: &str) {
+    let out = lab
+        .request(
+            id,
+            &format!("MRO-SPLIT-{id}"),
+            "2026-04-02T09:00",
+            RequestKind::SplitTest {
+                second_laboratory: "Second Example Laboratory".into(),
+            },
+        )
+        .unwrap();
+    let RequestOutcome::Recorded(v) = out else {
+        panic!("duplicate")
+    };
+    assert_eq!(v["disposition"], "forwarded", "{v}");
+}
+
+fn retest_view(lab: &Lab, id: &str) -> serde_json::Value {
+    lifecycle::adulterant_retest_view(&lab.record(id), &lab.settings)
+        .unwrap()
+        .expect("request recorded")
+}
+
+#[test]
+fn primary_tested_for_the_split_adulterant_40_187_f() {
+    use ResultKind::Validity;
+    let lab = Lab::new("2026-03-10T14:00", &[]);
+    // Primary positive for cocaine; nitrite measured at 120 mcg/mL (below every criterion).
+    lab.released_positive_with(
+        "AR-1",
+        clean(&accession("AR-1", "2026-03-08", "2026-03-09")).into_bytes(),
+        &[(Validity, "nitrite", "120")],
+    );
+    lab.set("2026-04-02T10:00");
+    // Before any split test, the request is refused and nothing is recorded.
+    let e = lab
+        .request(
+            "AR-1",
+            "MRO-LTR-EARLY",
+            "2026-04-02T09:00",
+            nitrite_retest(NITRITE_CITE, NITRITE_REMARK),
+        )
+        .unwrap_err();
+    assert_eq!(e.status(), 409);
+    assert!(e.to_string().contains("40.187(f)"), "{e}");
+    assert!(lab.record("AR-1").lifecycle.adulterant_retest.is_none());
+    assert_eq!(lab.audit_actions("written_request", "AR-1"), 0);
+
+    forward_split(&lab, "AR-1");
+    // The split laboratory found nitrite; the MRO's letter arrives as a LIMS document.
+    lab.set("2026-04-20T10:00");
+    let doc = std::fs::read_to_string(
+        root().join("tests/data/lims/request-adulterant-retest-example.xml"),
+    )
+    .unwrap()
+    .replace("X0000001-TEST", "AR-1");
+    assert_eq!(
+        lab.lims("retest-AR-1.xml", doc.as_bytes()),
+        DocumentOutcome::Stored
+    );
+    assert_eq!(
+        lab.lims("retest-AR-1-again.xml", doc.as_bytes()),
+        DocumentOutcome::Duplicate
+    );
+    let r = lab.record("AR-1");
+    let req = r.lifecycle.adulterant_retest.as_ref().unwrap();
+    assert_eq!(req.document_ref, "MRO-LTR-2026-0420");
+    assert_eq!(req.adulterant.result, "adulterated");
+    assert_eq!(req.adulterant.remark, NITRITE_REMARK);
+    let last = r.lifecycle.requests.last().unwrap();
+    assert_eq!(last.kind, "adulterant_retest");
+    assert_eq!(last.via, "lims:retest-AR-1.xml");
+    assert_eq!(lab.audit_actions("written_request", "AR-1"), 2);
+    // The primary's nitrite (120) does not meet the criterion: failed to reconfirm, 40.183(b)(2).
+    let v = retest_view(&lab, "AR-1");
+    assert_eq!(v["outcome"]["state"], "complete", "{v}");
+    assert_eq!(
+        v["outcome"]["result"]["result"], "failed_to_reconfirm",
+        "{v}"
+    );
+    assert_eq!(
+        v["outcome"]["result"]["reason"]["reason"], "adulterant_not_found_within_criteria",
+        "{v}"
+    );
+    assert!(
+        v["outcome"]["statement"]
+            .as_str()
+            .unwrap()
+            .contains("40.187(f)(4)(iii)"),
+        "{v}"
+    );
+    assert_eq!(v["outcome"]["request_ref"], "MRO-LTR-2026-0420");
+    // A second request for the same specimen is refused, naming the first.
+    let e = lab
+        .request(
+            "AR-1",
+            "MRO-LTR-AGAIN",
+            "2026-04-21T09:00",
+            nitrite_retest(NITRITE_CITE, NITRITE_REMARK),
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("MRO-LTR-2026-0420"), "{e}");
+    assert_eq!(lab.audit_actions("written_request", "AR-1"), 2);
+
+    // Primary also adulterated by nitrite (650): the adulterant reconfirms in the primary.
+    lab.set("2026-03-10T14:00");
+    lab.released_positive_with(
+        "AR-2",
+        clean(&accession("AR-2", "2026-03-08", "2026-03-09")).into_bytes(),
+        &[(Validity, "nitrite", "650")],
+    );
+    lab.set("2026-04-02T10:00");
+    forward_split(&lab, "AR-2");
+    // A criterion the profile does not have is refused, nothing recorded.
+    let e = lab
+        .request(
+            "AR-2",
+            "MRO-LTR-BAD",
+            "2026-04-20T09:00",
+            nitrite_retest(NITRITE_CITE, "made up"),
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("made up"), "{e}");
+    assert!(lab.record("AR-2").lifecycle.adulterant_retest.is_none());
+    let out = lab
+        .request(
+            "AR-2",
+            "MRO-LTR-0421",
+            "2026-04-20T09:00",
+            nitrite_retest(NITRITE_CITE, NITRITE_REMARK),
+        )
+        .unwrap();
+    let RequestOutcome::Recorded(v) = out else {
+        panic!("duplicate")
+    };
+    assert_eq!(v["outcome"]["state"], "complete", "{v}");
+    assert_eq!(v["outcome"]["result"]["result"], "reconfirmed", "{v}");
+    assert_eq!(retest_view(&lab, "AR-2"), v);
+
+    // Primary never tested for nitrite: pending, naming the measure.
+    lab.set("2026-03-10T14:00");
+    lab.released_positive(
+        "AR-3",
+        clean(&accession("AR-3", "2026-03-08", "2026-03-09")).into_bytes(),
+    );
+    lab.set("2026-04-02T10:00");
+    forward_split(&lab, "AR-3");
+    lab.request(
+        "AR-3",
+        "MRO-LTR-0422",
+        "2026-04-20T09:00",
+        nitrite_retest(NITRITE_CITE, NITRITE_REMARK),
+    )
+    .unwrap();
+    let v = retest_view(&lab, "AR-3");
+    assert_eq!(v["outcome"]["state"], "pending", "{v}");
+    assert_eq!(
+        v["outcome"]["missing"],
+        serde_json::json!([{"missing": "measure", "key": "nitrite"}]),
+        "{v}"
+    );
+    // A specimen with no such request has nothing to show.
+    assert_eq!(
+        lifecycle::adulterant_retest_view(&lab.record("AR-3"), &lab.settings).map(|v| v.is_some()),
+        Ok(true)
+    );
+    let mut none = lab.record("AR-3");
+    none.lifecycle.adulterant_retest = None;
+    assert_eq!(
+        lifecycle::adulterant_retest_view(&none, &lab.settings),
+        Ok(None)
+    );
+}
+
+/// The first laboratory's forwarding package for a released cocaine positive, as JSON.
+fn forwarded_package(lab: &Lab, id: &str) -> serde_json::Value {
+    lab.released_positive(
+        id,
+        clean(&accession(id, "2026-03-08", "2026-03-09")).into_bytes(),
+    );
+    forward_split(lab, id);
+    let d = &lab.record(id).lifecycle.split.unwrap().disposition;
+    assert!(matches!(d, SplitDisposition::Forwarded(_)));
+    serde_json::to_value(d).unwrap()
+}
+
+fn split_lab_of(lab: &Lab, lods: &[(&str, i64)]) -> Arc<custodian::split_lab::SplitLab> {
+    Arc::new(custodian::split_lab::SplitLab {
+        lods: lods
+            .iter()
+            .map(|(k, v)| (k.to_string(), Decimal::from(*v)))
+            .collect(),
+        profiles: lab.settings.profiles.clone(),
+        default_profile: "part40-2001".into(),
+    })
+}
+
+fn receive(
+    lab: &Lab,
+    split_lab: &Arc<custodian::split_lab::SplitLab>,
+    body: serde_json::Value,
+) -> Result<serde_json::Value, custodian::split_lab::IntakeError> {
+    let body: custodian::split_lab::IntakeBody = serde_json::from_value(body).unwrap();
+    lab.rt.block_on(custodian::split_lab::receive(
+        &lab.committer,
+        split_lab,
+        body,
+        "Receiving Tech",
+        lab.clock.now_ms(),
+    ))
+}
+
+fn split_view(
+    lab: &Lab,
+    split_lab: &custodian::split_lab::SplitLab,
+    id: &str,
+) -> serde_json::Value {
+    custodian::split_lab::view(split_lab, &lab.record(id))
+        .unwrap()
+        .expect("received")
+}
+
+#[test]
+fn second_laboratory_reconfirms_a_received_bottle_b() {
+    use ResultKind::*;
+    // The first laboratory forwards Bottle B of three cocaine positives.
+    let first = Lab::new("2026-03-10T14:00", &[]);
+    let pkg1 = forwarded_package(&first, "SL-1");
+    let pkg2 = forwarded_package(&first, "SL-2");
+    let pkg3 = forwarded_package(&first, "SL-3");
+    assert_no_donor_identity(&pkg1.to_string());
+
+    // custodian at the second laboratory.
+    let second = Lab::new("2026-04-06T09:00", &[]);
+    let lab = split_lab_of(&second, &[("benzoylecgonine", 5), ("thca", 2)]);
+    // Without a limit of detection for the analyte, the intake is refused and nothing stored.
+    let no_lod = split_lab_of(&second, &[("thca", 2)]);
+    let e = receive(&second, &no_lod, pkg1.clone()).unwrap_err();
+    assert_eq!(e.status(), 409);
+    assert!(e.to_string().contains("benzoylecgonine"), "{e}");
+    assert!(
+        second
+            .store
+            .get::<SpecimenRecord>(Keyspace::Specimens, b"SL-1")
+            .unwrap()
+            .is_none()
+    );
+    // The first laboratory's own primary cannot be taken in as a received split.
+    let e = receive(
+        &first,
+        &split_lab_of(&first, &[("benzoylecgonine", 5)]),
+        pkg1.clone(),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("accessioned here"), "{e}");
+
+    // The whole forwarding package is posted as is.
+    let out = receive(&second, &lab, pkg1.clone()).unwrap();
+    assert_eq!(out["condition"], "intact");
+    assert_eq!(second.audit_actions("split_received", "SL-1"), 1);
+    let e = receive(&second, &lab, pkg1.clone()).unwrap_err();
+    assert!(e.to_string().contains("already received"), "{e}");
+    assert_eq!(second.audit_actions("split_received", "SL-1"), 1);
+    assert_no_donor_identity(&serde_json::to_string(&second.record("SL-1")).unwrap());
+    // Nothing tested yet.
+    let v = split_view(&second, &lab, "SL-1");
+    assert_eq!(v["result"], "Pending", "{v}");
+    assert_eq!(
+        v["evaluation"]["missing"],
+        serde_json::json!([{"missing": "drug", "key": "benzoylecgonine"}])
+    );
+    assert_eq!(v["mro"]["name"], pkg1["copy1"]["mro"]["name"]);
+    // Benzoylecgonine at 40 ng/mL on this laboratory's instrument: below the primary's
+    // 150 ng/mL confirmation cutoff, above the LOD of 5: reconfirmed (40.177(b)).
+    second.results(
+        "SL-1",
+        "SL-1-conf",
+        &[(Confirmation, "benzoylecgonine", "40")],
+    );
+    let v = split_view(&second, &lab, "SL-1");
+    assert_eq!(v["result"], "Reconfirmed", "{v}");
+    assert_eq!(v["reason"], serde_json::Value::Null);
+    assert_eq!(second.record("SL-1").state.key(), "awaiting_accession");
+
+    // Below the LOD: the validity tests of 40.177(c) are required first.
+    receive(&second, &lab, serde_json::json!({"copy1": pkg2["copy1"]})).unwrap();
+    second.results(
+        "SL-2",
+        "SL-2-conf",
+        &[(Confirmation, "benzoylecgonine", "3")],
+    );
+    let v = split_view(&second, &lab, "SL-2");
+    assert_eq!(v["result"], "Pending", "{v}");
+    assert_eq!(
+        v["evaluation"]["missing"],
+        serde_json::json!([
+            {"missing": "validity_test", "key": "creatinine"},
+            {"missing": "validity_test", "key": "ph"},
+            {"missing": "validity_test", "key": "specific_gravity"},
+        ])
+    );
+    second.results(
+        "SL-2",
+        "SL-2-val",
+        &[(Validity, "creatinine", "80"), (Validity, "ph", "6.5")],
+    );
+    let v = split_view(&second, &lab, "SL-2");
+    assert_eq!(v["result"], "Failed to Reconfirm", "{v}");
+    assert_eq!(v["reason"], "Drug(s)/Drug Metabolite(s) Not Detected.");
+    assert_eq!(
+        v["evaluation"]["validity"]["finding"],
+        "consistent_with_human_urine"
+    );
+
+    // A bottle that arrived leaked: failed to reconfirm, specimen not available (40.183(b)(4)).
+    let mut leaked = pkg3.clone();
+    leaked["received"] =
+        serde_json::json!({"condition": "not_available", "detail": "leaked in transit"});
+    let out = receive(&second, &lab, leaked).unwrap();
+    assert_eq!(out["condition"], "not available: leaked in transit");
+    let v = split_view(&second, &lab, "SL-3");
+    assert_eq!(v["result"], "Failed to Reconfirm", "{v}");
+    assert_eq!(v["reason"], "Specimen not available for testing.");
+
+    // A manifest for another specimen or bottle is refused.
+    let mut wrong = pkg3.clone();
+    wrong["copy1"]["specimen_id"] = "SL-4".into();
+    let e = receive(&second, &lab, wrong).unwrap_err();
+    assert!(e.to_string().contains("manifest names specimen"), "{e}");
+    // A record with no received split has nothing to show.
+    assert_eq!(
+        custodian::split_lab::view(&lab, &first.record("SL-1")),
+        Ok(None)
     );
 }

@@ -1,5 +1,6 @@
 //! The lifecycle clocks through the real daemon, across SIGKILL restarts, and the split
-//! specimen's forwarding package as the admin API and CLI hand it out.
+//! specimen's forwarding package as the admin API and CLI hand it out; the MRO's request of
+//! 40.187(f) through the CLI; a received Bottle B reconfirmed as the split laboratory.
 //!
 //! How the daemon's clock is made to fire without a test knob: the clocks are created with due
 //! times already past. The correction clock of a held specimen counts from the CCF's receipt
@@ -46,10 +47,14 @@ fn mro_section(dir: &Path) -> String {
 }
 
 fn setup(dir: &Path) -> Daemon {
+    setup_with(dir, "")
+}
+
+fn setup_with(dir: &Path, extra: &str) -> Daemon {
     let cfg = write_config(
         dir,
         &format!(
-            "{}\n{}\n[lifecycle]\nsweep_interval_secs = 3600\ndiscard_after_report_days = 0\n",
+            "{}\n{}\n[lifecycle]\nsweep_interval_secs = 3600\ndiscard_after_report_days = 0\n{extra}",
             analyzer("lab"),
             mro_section(dir)
         ),
@@ -332,4 +337,107 @@ fn split_request_as_lims_document_and_admin_command_without_donor_identity() {
     );
     assert_eq!(s, 409, "{body}");
     assert!(body.contains("already released"), "{body}");
+
+    // 40.187(f): the MRO asks this laboratory to test the primary for the split's adulterant.
+    // The primary was never tested for nitrite, so the outcome names the missing measure.
+    let out = d.cli(&[
+        "lifecycle",
+        "adulterant-retest",
+        "SP-1",
+        "--document",
+        "MRO-LTR-2026-0420",
+        "--cite",
+        "40.95(a)(2), HHS criteria",
+        "--remark",
+        "nitrite 500 mcg/mL or more",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (s, body) = d.get("/api/specimens/SP-1/adulterant-retest", Some(VIEWER_TOKEN));
+    assert_eq!(s, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["outcome"]["state"], "pending", "{v}");
+    assert_eq!(v["outcome"]["missing"][0]["key"], "nitrite", "{v}");
+    assert_eq!(v["request"]["document_ref"], "MRO-LTR-2026-0420");
+    let out = d.cli(&["lifecycle", "adulterant-retest-show", "SP-1"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("nitrite"));
+    let (s, _) = d.get("/api/specimens/NOPE/adulterant-retest", Some(VIEWER_TOKEN));
+    assert_eq!(s, 404);
+    // This daemon is not a split laboratory.
+    let (s, body) = d.get("/api/split-lab/SP-1", Some(VIEWER_TOKEN));
+    assert_eq!(s, 404, "{body}");
+    assert!(
+        body.contains("not configured as a split laboratory"),
+        "{body}"
+    );
+}
+
+#[test]
+fn received_bottle_b_reconfirmed_through_the_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = setup_with(
+        dir.path(),
+        "[split_laboratory]\nenabled = true\nlod = { benzoylecgonine = 5, thca = 2 }\n",
+    );
+    // The first laboratory's forwarding package, as its API gives it out.
+    let package = serde_json::json!({
+        "disposition": "forwarded",
+        "manifest": {
+            "specimen_id": "SB-1", "bottle": "B", "labelled": "B", "seal": "intact",
+            "ship_to": "Test Laboratory"
+        },
+        "mro_request": {"document_ref": "MRO-SPLIT-9", "received_at_ms": 1},
+        "copy1": {
+            "specimen_id": "SB-1",
+            "collected_on": "2026-03-08",
+            "first_laboratory": "First Example Laboratory",
+            "received_at_first_laboratory": "2026-03-09",
+            "mro": {"name": "Dr. Pat Example, MD", "id": "MRO-0042"},
+            "results": ["positive"],
+            "drugs": [{"analyte": "benzoylecgonine", "name": "Benzoylecgonine", "class": "cocaine"}],
+            "adulteration": []
+        },
+        "prepared_at_ms": 2
+    });
+    let file = dir.path().join("package-SB-1.json");
+    std::fs::write(&file, package.to_string()).unwrap();
+    let out = d.cli(&["lifecycle", "split-lab-receive", file.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (s, body) = d.get("/api/split-lab/SB-1", Some(VIEWER_TOKEN));
+    assert_eq!(s, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["result"], "Pending", "{v}");
+    // The bottle's result over MLLP: 40 ng/mL, below the 150 cutoff, above the LOD of 5.
+    let m = oru("SB-1-1", "SB-1", &[("BZEC", "40", "ng/mL")]);
+    assert_eq!(ack_code(&send(d.addr("lab"), &m).unwrap()), "AA");
+    let out = d.cli(&["lifecycle", "split-lab-show", "SB-1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["result"], "Reconfirmed", "{v}");
+    // Received twice: refused. A viewer may not record an intake. Unknown ID: 404.
+    let (s, body) = post(
+        &d,
+        "/api/split-lab/received",
+        OPERATOR_TOKEN,
+        package.clone(),
+    );
+    assert_eq!(s, 409, "{body}");
+    let (s, _) = post(&d, "/api/split-lab/received", VIEWER_TOKEN, package);
+    assert_eq!(s, 403);
+    let (s, _) = d.get("/api/split-lab/SB-2", Some(VIEWER_TOKEN));
+    assert_eq!(s, 404);
+    drop(d);
+    assert_eq!(audit_count(dir.path(), "split_received", "SB-1"), 1);
 }

@@ -85,6 +85,15 @@ pub trait LifecycleApi: Send + Sync {
     -> ActionFuture<'a>;
     /// The split request and its disposition (forwarding package or unavailable report).
     fn split(&self, specimen_id: &str) -> Result<Option<serde_json::Value>, String>;
+    /// The MRO's request of 40.187(f)(4) and its outcome on the primary's validity results.
+    fn adulterant_retest(&self, specimen_id: &str) -> Result<Option<serde_json::Value>, String>;
+    /// This laboratory as the split laboratory: records a received Bottle B (body: `copy1`,
+    /// optional `manifest` and `received`) by `user`.
+    fn split_lab_receive<'a>(&'a self, body: serde_json::Value, user: &'a User)
+    -> ActionFuture<'a>;
+    /// The reconfirmation of a received Bottle B; `Ok(None)` when none was received under
+    /// this ID, `Err` with a status when this laboratory is not a split laboratory.
+    fn split_lab(&self, specimen_id: &str) -> Result<Option<serde_json::Value>, (u16, String)>;
     /// The specimen's retention: every item, requests, releases, discards.
     fn retention(&self, specimen_id: &str) -> Result<Option<serde_json::Value>, String>;
     /// What the laboratory may discard now, with freezer locations.
@@ -383,6 +392,45 @@ async fn split_view(
     )
 }
 
+async fn adulterant_retest_view(
+    State(s): State<AdminState>,
+    Reader(_u): Reader,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    let Some(l) = &s.lifecycle else {
+        return no_lifecycle();
+    };
+    found(
+        l.adulterant_retest(&id),
+        "no request to test the primary for the split's adulterant is recorded for this specimen",
+    )
+}
+
+async fn split_lab_receive(
+    State(s): State<AdminState>,
+    Operator(user): Operator,
+    axum::Json(body): axum::Json<serde_json::Value>,
+) -> Response {
+    let Some(l) = &s.lifecycle else {
+        return no_lifecycle();
+    };
+    action_response(l.split_lab_receive(body, &user).await)
+}
+
+async fn split_lab_view(
+    State(s): State<AdminState>,
+    Reader(_u): Reader,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    let Some(l) = &s.lifecycle else {
+        return no_lifecycle();
+    };
+    match l.split_lab(&id) {
+        Ok(r) => found(Ok(r), "no split specimen was received under this ID"),
+        Err(e) => action_response(Err(e)),
+    }
+}
+
 async fn retention_view(
     State(s): State<AdminState>,
     Reader(_u): Reader,
@@ -521,7 +569,16 @@ pub fn router(state: AdminState) -> Router {
         )
         .route("/api/specimens/{id}/discard", axum::routing::post(discard))
         .route("/api/specimens/{id}/split", get(split_view))
+        .route(
+            "/api/specimens/{id}/adulterant-retest",
+            get(adulterant_retest_view),
+        )
         .route("/api/specimens/{id}/retention", get(retention_view))
+        .route(
+            "/api/split-lab/received",
+            axum::routing::post(split_lab_receive),
+        )
+        .route("/api/split-lab/{id}", get(split_lab_view))
         .route("/api/discardable", get(discardable))
         .with_state(state)
 }

@@ -260,6 +260,15 @@ async fn apply_request(
         lims::RequestAsk::SplitTest { second_laboratory } => {
             RequestKind::SplitTest { second_laboratory }
         }
+        lims::RequestAsk::AdulterantRetest {
+            cite,
+            remark,
+            substance,
+        } => RequestKind::AdulterantRetest {
+            cite,
+            remark,
+            substances: substance.into_iter().collect(),
+        },
     };
     let req = lifecycle::WrittenRequest {
         specimen_id: r.specimen_id.as_str().to_string(),

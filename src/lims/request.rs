@@ -1,7 +1,8 @@
 //! The `request` document (`schemas/request.xsd`): a written request about a specimen that the
 //! laboratory received (a letter, a fax, a form) and recorded in the LIMS: retention extension
 //! or release (40.99(c), 40.109(c)), the MRO's request for quantitation (40.97(e)), the MRO's
-//! request to test the split specimen (40.171(c)).
+//! request to test the split specimen (40.171(c)), the MRO's request to test the primary for the
+//! adulterant found in the split (40.187(f)(4)).
 
 use super::check::{Cursor, Enumerated, pattern, text};
 use super::error::{Rule, XmlError};
@@ -58,6 +59,13 @@ pub enum RequestAsk {
     SplitTest {
         second_laboratory: String,
     },
+    /// 40.187(f)(4): the 40.95 criterion the split laboratory reported, and the substance for
+    /// an identified adulterant.
+    AdulterantRetest {
+        cite: String,
+        remark: String,
+        substance: Option<String>,
+    },
 }
 
 /// A `request` document.
@@ -78,6 +86,7 @@ const ASKS: &[&str] = &[
     "retention-release",
     "quantitation",
     "split-test",
+    "adulterant-retest",
 ];
 
 pub(crate) fn from_tree(root: &Node) -> Result<RequestDoc, XmlError> {
@@ -93,7 +102,7 @@ pub(crate) fn from_tree(root: &Node) -> Result<RequestDoc, XmlError> {
     let recorded_by = c.value("recorded-by", text(100))?;
     let leaf = c.choice(
         ASKS,
-        "retention-extension|retention-release|quantitation|split-test",
+        "retention-extension|retention-release|quantitation|split-test|adulterant-retest",
     )?;
     let mut inner = Cursor::open(leaf.node, leaf.path.clone(), &[])?;
     let ask = match leaf.node.name {
@@ -121,6 +130,11 @@ pub(crate) fn from_tree(root: &Node) -> Result<RequestDoc, XmlError> {
             )?,
         },
         "quantitation" => RequestAsk::Quantitation,
+        "adulterant-retest" => RequestAsk::AdulterantRetest {
+            cite: inner.value("cite", text(100))?,
+            remark: inner.value("remark", text(100))?,
+            substance: inner.opt_value("substance", text(64))?,
+        },
         _ => RequestAsk::SplitTest {
             second_laboratory: inner.value("second-laboratory", text(100))?,
         },
@@ -143,6 +157,8 @@ mod tests {
 
     const EXAMPLE: &str = include_str!("../../tests/data/lims/request-example.xml");
     const SPLIT: &str = include_str!("../../tests/data/lims/request-split-example.xml");
+    const RETEST: &str =
+        include_str!("../../tests/data/lims/request-adulterant-retest-example.xml");
 
     fn parse(s: &str) -> Result<RequestDoc, XmlError> {
         parse_request(s.as_bytes(), DEFAULT_MAX_BYTES)
@@ -183,6 +199,16 @@ mod tests {
                 second_laboratory: "Second Example Laboratory".into()
             }
         );
+        let r = parse(RETEST).unwrap();
+        assert_eq!(r.document_ref, "MRO-LTR-2026-0420");
+        assert_eq!(
+            r.ask,
+            RequestAsk::AdulterantRetest {
+                cite: "40.95(a)(2), HHS criteria".into(),
+                remark: "nitrite 500 mcg/mL or more".into(),
+                substance: None,
+            }
+        );
     }
 
     #[test]
@@ -205,6 +231,14 @@ mod tests {
                 },
             ),
             ("<quantitation/>", RequestAsk::Quantitation),
+            (
+                "<adulterant-retest><cite>40.95(b)</cite><remark>glutaraldehyde identified</remark><substance>glutaraldehyde</substance></adulterant-retest>",
+                RequestAsk::AdulterantRetest {
+                    cite: "40.95(b)".into(),
+                    remark: "glutaraldehyde identified".into(),
+                    substance: Some("glutaraldehyde".into()),
+                },
+            ),
         ];
         for (xml, ask) in cases {
             assert_eq!(parse(&with(open, xml)).unwrap().ask, ask, "{xml}");

@@ -97,6 +97,10 @@ pub(crate) const VOCABULARY: &[&str] = &[
     "quantitation",
     "split-test",
     "second-laboratory",
+    "adulterant-retest",
+    "cite",
+    "remark",
+    "substance",
 ];
 
 /// A name from [`VOCABULARY`], or `*` for one the schemas do not know.
