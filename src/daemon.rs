@@ -261,7 +261,7 @@ async fn run(
         lifecycle: lifecycle.clone(),
     };
     let review: Arc<dyn admin::ReviewApi> = Arc::new(ReviewService {
-        releaser,
+        releaser: releaser.clone(),
         profiles: profiles.clone(),
         default_profile: cfg.rules.default_profile.clone(),
     });
@@ -312,6 +312,7 @@ async fn run(
             committer: committer.clone(),
             settings: lifecycle.clone(),
             clock: clock.clone(),
+            releaser,
             split_lab: cfg.split_laboratory.enabled.then(|| {
                 Arc::new(crate::split_lab::SplitLab {
                     lods: cfg.split_laboratory.lod.clone(),
@@ -721,6 +722,8 @@ struct LifecycleService {
     committer: GroupCommitter,
     settings: Arc<crate::lifecycle::Settings>,
     clock: Arc<dyn Clock>,
+    /// Signs and queues released split results (the same signer and outbox as reports).
+    releaser: crate::release::Releaser,
     /// `Some` when `[split_laboratory] enabled = true`.
     split_lab: Option<Arc<crate::split_lab::SplitLab>>,
 }
@@ -855,6 +858,22 @@ impl admin::LifecycleApi for LifecycleService {
             Some(r) => crate::split_lab::view(lab, &r).map_err(|e| (500, e)),
             None => Ok(None),
         }
+    }
+
+    fn split_lab_release<'a>(
+        &'a self,
+        specimen_id: String,
+        scientist: &'a admin::auth::User,
+    ) -> admin::ActionFuture<'a> {
+        Box::pin(async move {
+            let lab = self
+                .split_lab
+                .as_ref()
+                .ok_or_else(|| (404, NOT_A_SPLIT_LAB.to_string()))?;
+            crate::split_lab::release(&self.releaser, lab, &specimen_id, &scientist.name)
+                .await
+                .map_err(|e| (e.status(), e.to_string()))
+        })
     }
 
     fn retention(&self, specimen_id: &str) -> Result<Option<serde_json::Value>, String> {

@@ -344,6 +344,9 @@ enum LifecycleCommand {
     /// As the split laboratory: the reconfirmation of a received Bottle B ("Reconfirmed",
     /// "Failed to Reconfirm" with its reason, or what is still missing).
     SplitLabShow { id: String },
+    /// As the split laboratory: release the complete split result to the MRO named in Copy 1
+    /// (certifying scientist; signed and queued like a report; refused while pending).
+    SplitLabRelease { id: String },
     /// The retention of a specimen: each item, requests, releases, discards.
     Retention { id: String },
     /// What the laboratory may discard now, with freezer locations.
@@ -640,6 +643,11 @@ fn main() -> ExitCode {
                 LifecycleCommand::SplitLabShow { id } => {
                     ("GET", format!("/api/split-lab/{}", url_segment(id)), None)
                 }
+                LifecycleCommand::SplitLabRelease { id } => (
+                    "POST",
+                    format!("/api/split-lab/{}/release", url_segment(id)),
+                    Some(serde_json::json!({})),
+                ),
                 LifecycleCommand::SplitShow { id } => (
                     "GET",
                     format!("/api/specimens/{}/split", url_segment(id)),

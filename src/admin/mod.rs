@@ -94,6 +94,13 @@ pub trait LifecycleApi: Send + Sync {
     /// The reconfirmation of a received Bottle B; `Ok(None)` when none was received under
     /// this ID, `Err` with a status when this laboratory is not a split laboratory.
     fn split_lab(&self, specimen_id: &str) -> Result<Option<serde_json::Value>, (u16, String)>;
+    /// As the split laboratory: a certifying scientist releases the complete split result to
+    /// the MRO named in Copy 1 (signed, queued, audited).
+    fn split_lab_release<'a>(
+        &'a self,
+        specimen_id: String,
+        scientist: &'a User,
+    ) -> ActionFuture<'a>;
     /// The specimen's retention: every item, requests, releases, discards.
     fn retention(&self, specimen_id: &str) -> Result<Option<serde_json::Value>, String>;
     /// What the laboratory may discard now, with freezer locations.
@@ -431,6 +438,17 @@ async fn split_lab_view(
     }
 }
 
+async fn split_lab_release(
+    State(s): State<AdminState>,
+    Scientist(user): Scientist,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    let Some(l) = &s.lifecycle else {
+        return no_lifecycle();
+    };
+    action_response(l.split_lab_release(id, &user).await)
+}
+
 async fn retention_view(
     State(s): State<AdminState>,
     Reader(_u): Reader,
@@ -579,6 +597,10 @@ pub fn router(state: AdminState) -> Router {
             axum::routing::post(split_lab_receive),
         )
         .route("/api/split-lab/{id}", get(split_lab_view))
+        .route(
+            "/api/split-lab/{id}/release",
+            axum::routing::post(split_lab_release),
+        )
         .route("/api/discardable", get(discardable))
         .with_state(state)
 }
