@@ -605,3 +605,116 @@ pub async fn release(
     tracing::info!(component = "split_lab", report_id = %v["report_id"].as_str().unwrap_or(""), "split result released by a certifying scientist");
     Ok(v)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::specimen::Party;
+    use crate::split::{FailureReason, ItemResult, Reconfirmation};
+
+    fn copy1() -> Copy1 {
+        Copy1 {
+            specimen_id: "SB-1".into(),
+            collected_on: "2026-03-08".into(),
+            first_laboratory: "First Example Laboratory".into(),
+            received_at_first_laboratory: "2026-03-09".into(),
+            mro: Party {
+                name: "Dr. Pat Example, MD".into(),
+                id: Some("MRO-0042".into()),
+                address: None,
+                phone: None,
+            },
+            results: vec![crate::rules::ResultCategory::Positive],
+            drugs: vec![],
+            adulteration: vec![],
+            substitution: None,
+        }
+    }
+
+    fn release() -> SplitRelease {
+        SplitRelease {
+            report_id: "S-SB-1-1".into(),
+            released_at_ms: 0,
+            scientist: "Dr. Test Scientist".into(),
+            meaning: MEANING.into(),
+            content_sha256: String::new(),
+        }
+    }
+
+    fn lab() -> crate::config::Laboratory {
+        crate::config::Laboratory {
+            name: "Second Laboratory".into(),
+            address: "2 Lab Road".into(),
+        }
+    }
+
+    #[test]
+    fn payload_states_each_item_and_carries_no_donor_identity() {
+        let outcome = SplitReport {
+            specimen_id: "SB-1".into(),
+            items: vec![
+                ItemResult {
+                    tested: Tested::Drug("benzoylecgonine".into()),
+                    result: Reconfirmation::Reconfirmed,
+                },
+                ItemResult {
+                    tested: Tested::Drug("thca".into()),
+                    result: Reconfirmation::FailedToReconfirm {
+                        reason: FailureReason::DrugsNotDetected,
+                    },
+                },
+            ],
+            validity: Some(SplitValidity::ConsistentWithHumanUrine),
+        };
+        let r =
+            SplitResultReport::build(&lab(), &copy1(), &outcome, "hhs-2017", &release()).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&r.to_bytes()).unwrap();
+        assert_eq!(v["kind"], KIND);
+        assert_eq!(
+            v["mro"],
+            serde_json::json!({"name": "Dr. Pat Example, MD", "id": "MRO-0042"})
+        );
+        assert_eq!(v["laboratory"]["name"], "Second Laboratory");
+        assert_eq!(v["first_laboratory"], "First Example Laboratory");
+        assert_eq!(v["result"], "Failed to Reconfirm");
+        assert_eq!(v["reason"], "Drug(s)/Drug Metabolite(s) Not Detected.");
+        assert_eq!(v["results"][0]["result"], "Reconfirmed");
+        assert!(v["results"][0].get("reason").is_none());
+        assert_eq!(
+            v["results"][1]["reason"],
+            "Drug(s)/Drug Metabolite(s) Not Detected."
+        );
+        assert_eq!(v["released_at"], "1970-01-01T00:00:00.000Z");
+        assert_eq!(v["certifying_scientist"], "Dr. Test Scientist");
+        assert_eq!(v["profile"], "hhs-2017");
+        assert!(assert_no_donor_identity(&v).is_ok());
+        assert_eq!(r.content_sha256().len(), 64);
+        // Round trip: the signed bytes are the struct.
+        let back: SplitResultReport = serde_json::from_slice(&r.to_bytes()).unwrap();
+        assert_eq!(back, r);
+    }
+
+    #[test]
+    fn donor_identity_anywhere_is_refused() {
+        for bad in [
+            serde_json::json!({"donor_id": "123-45-6789"}),
+            serde_json::json!({"a": [{"b": {"SSN": "x"}}]}),
+            serde_json::json!({"employee_id": "E1"}),
+        ] {
+            assert!(assert_no_donor_identity(&bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_copy1_without_the_mro_directory_id_cannot_be_released() {
+        let mut c = copy1();
+        c.mro.id = None;
+        let outcome = SplitReport {
+            specimen_id: "SB-1".into(),
+            items: vec![],
+            validity: None,
+        };
+        let e = SplitResultReport::build(&lab(), &c, &outcome, "p", &release()).unwrap_err();
+        assert!(e.contains("MRO directory id"), "{e}");
+    }
+}
