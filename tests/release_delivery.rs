@@ -464,3 +464,230 @@ fn destinations_that_are_not_mros_are_refused_by_check_config_and_run() {
         assert_eq!(out.status.code(), Some(2), "{label} accepted by run");
     }
 }
+
+/// Copy 1 of a received Bottle B naming `mro_id` and one drug to reconfirm.
+fn split_package(id: &str, mro_id: &str) -> serde_json::Value {
+    serde_json::json!({
+        "copy1": {
+            "specimen_id": id,
+            "collected_on": "2026-03-08",
+            "first_laboratory": "First Example Laboratory",
+            "received_at_first_laboratory": "2026-03-09",
+            "mro": {"name": "Dr. Pat Example, MD", "id": mro_id},
+            "results": ["positive"],
+            "drugs": [{"analyte": "benzoylecgonine", "name": "Benzoylecgonine", "class": "cocaine"}],
+            "adulteration": []
+        }
+    })
+}
+
+/// The payload of a delivered JWS as `custodian verify` prints it (which also checks it).
+fn verified_payload(dir: &Path, cfg: &Path, name: &str, jws: &str) -> serde_json::Value {
+    let jwks = Command::new(bin())
+        .args(["keys", "export-public", "--config"])
+        .arg(cfg)
+        .output()
+        .unwrap();
+    assert!(jwks.status.success());
+    let jwks_path = dir.join("jwks.json");
+    std::fs::write(&jwks_path, &jwks.stdout).unwrap();
+    let jws_path = dir.join(name);
+    std::fs::write(&jws_path, jws).unwrap();
+    let out = Command::new(bin())
+        .arg("verify")
+        .arg(&jws_path)
+        .arg("--key")
+        .arg(&jwks_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn split_laboratory_releases_the_split_result_only_to_the_mro_in_copy1() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pki(dir.path());
+    let rx = receiver(&p);
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "{}\n{}\n[split_laboratory]\nenabled = true\nlod = {{ benzoylecgonine = 5 }}\n",
+            analyzer("lab"),
+            mro_section(&p, rx.port, "MRO-0042")
+        ),
+    );
+    generate_key(&cfg);
+    let d = Daemon::start(dir.path());
+    for (id, mro) in [
+        ("SB-1", "MRO-0042"),
+        ("SB-2", "MRO-0042"),
+        ("SB-3", "MRO-9999"),
+    ] {
+        let (s, body) = post(
+            &d,
+            "/api/split-lab/received",
+            Some(OPERATOR_TOKEN),
+            split_package(id, mro),
+        );
+        assert_eq!(s, 200, "{body}");
+    }
+    let a = d.addr("lab");
+
+    // Pending (not tested yet): refused.
+    let (s, body) = post(
+        &d,
+        "/api/split-lab/SB-1/release",
+        Some(TOKEN),
+        serde_json::json!({}),
+    );
+    assert_eq!(s, 409, "{body}");
+    assert!(
+        body.contains("pending") && body.contains("benzoylecgonine"),
+        "{body}"
+    );
+    // 40 ng/mL: below the 150 cutoff, above the LOD of 5: reconfirmed.
+    let m = oru("SB-1-1", "SB-1", &[("BZEC", "40", "ng/mL")]);
+    assert_eq!(ack_code(&send(a, &m).unwrap()), "AA");
+    // Only a certifying scientist releases.
+    for token in [VIEWER_TOKEN, OPERATOR_TOKEN] {
+        let (s, _) = post(
+            &d,
+            "/api/split-lab/SB-1/release",
+            Some(token),
+            serde_json::json!({}),
+        );
+        assert_eq!(s, 403);
+    }
+    let out = d.cli(&["lifecycle", "split-lab-release", "SB-1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let released: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(released["result"], "Reconfirmed", "{released}");
+    assert_eq!(released["mro_id"], "MRO-0042");
+    let rid1 = released["report_id"].as_str().unwrap().to_string();
+    // Released once.
+    let (s, body) = post(
+        &d,
+        "/api/split-lab/SB-1/release",
+        Some(TOKEN),
+        serde_json::json!({}),
+    );
+    assert_eq!(s, 409, "{body}");
+    assert!(body.contains("already released"), "{body}");
+
+    // Not detected: the validity tests of 40.177(c) are required before release.
+    let m = oru("SB-2-1", "SB-2", &[("BZEC", "0", "ng/mL")]);
+    assert_eq!(ack_code(&send(a, &m).unwrap()), "AA");
+    let (s, body) = post(
+        &d,
+        "/api/split-lab/SB-2/release",
+        Some(TOKEN),
+        serde_json::json!({}),
+    );
+    assert_eq!(s, 409, "{body}");
+    assert!(body.contains("40.177(c)"), "{body}");
+    let m = oru(
+        "SB-2-2",
+        "SB-2",
+        &[("CREA", "90", "mg/dL"), ("PH", "6.2", "pH")],
+    );
+    assert_eq!(ack_code(&send(a, &m).unwrap()), "AA");
+    let (s, body) = post(
+        &d,
+        "/api/split-lab/SB-2/release",
+        Some(TOKEN),
+        serde_json::json!({}),
+    );
+    assert_eq!(s, 200, "{body}");
+    let released: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(released["result"], "Failed to Reconfirm", "{released}");
+    let rid2 = released["report_id"].as_str().unwrap().to_string();
+
+    // An MRO that is not in the directory: held with the reason.
+    let m = oru("SB-3-1", "SB-3", &[("BZEC", "40", "ng/mL")]);
+    assert_eq!(ack_code(&send(a, &m).unwrap()), "AA");
+    let (s, body) = post(
+        &d,
+        "/api/split-lab/SB-3/release",
+        Some(TOKEN),
+        serde_json::json!({}),
+    );
+    assert_eq!(s, 409, "{body}");
+    assert!(body.contains("not in the MRO directory"), "{body}");
+
+    // The sender delivers both to the MRO; the JWS verifies; no donor identity.
+    for rid in [&rid1, &rid2] {
+        assert!(
+            rx.wait_answered_2xx(rid, Duration::from_secs(30)).is_some(),
+            "{rid} not delivered"
+        );
+        wait_until("delivery recorded", || {
+            delivery_of(&d, rid)["status"] == "delivered"
+        });
+    }
+    let body_of = |rid: &str| rx.with_key(rid)[0].body.clone();
+    let v1 = verified_payload(dir.path(), &cfg, "split1.jws", &body_of(&rid1));
+    assert_eq!(v1["kind"], "split_specimen_result");
+    assert_eq!(v1["report_id"], rid1.as_str());
+    assert_eq!(v1["specimen_id"], "SB-1");
+    assert_eq!(v1["result"], "Reconfirmed");
+    assert_eq!(v1["results"][0]["result"], "Reconfirmed");
+    assert_eq!(
+        v1["mro"],
+        serde_json::json!({"name": "Dr. Pat Example, MD", "id": "MRO-0042"})
+    );
+    assert_eq!(v1["first_laboratory"], "First Example Laboratory");
+    assert_eq!(v1["laboratory"]["name"], "Test Laboratory");
+    assert_eq!(v1["certifying_scientist"], "Dr. Test Scientist");
+    assert_eq!(v1["profile"], "part40-2001");
+    assert!(v1["released_at"].is_string());
+    let v2 = verified_payload(dir.path(), &cfg, "split2.jws", &body_of(&rid2));
+    assert_eq!(v2["result"], "Failed to Reconfirm");
+    assert_eq!(v2["reason"], "Drug(s)/Drug Metabolite(s) Not Detected.");
+    assert_eq!(
+        v2["results"][0]["reason"],
+        "Drug(s)/Drug Metabolite(s) Not Detected."
+    );
+    assert_eq!(v2["validity"]["finding"], "consistent_with_human_urine");
+    for v in [&v1, &v2] {
+        let text = v.to_string().to_lowercase();
+        assert!(!text.contains("donor") && !text.contains("employer"), "{v}");
+    }
+
+    // The release is recorded with its meaning; the audit chain holds.
+    let (s, body) = d.get("/api/split-lab/SB-1", Some(VIEWER_TOKEN));
+    assert_eq!(s, 200, "{body}");
+    let view: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        view["released"]["meaning"],
+        "split result reviewed and released"
+    );
+    assert_eq!(view["released"]["report_id"], rid1.as_str());
+    let (_, v) = d.get("/api/audit/verify", Some(TOKEN));
+    assert!(v.contains("\"ok\":true"), "{v}");
+    drop(d);
+    let store = custodian::store::Store::open(&dir.path().join("store")).unwrap();
+    let released: Vec<String> = store
+        .audit_entries(1)
+        .flatten()
+        .filter(|(_, r)| r.entry.action == "split_released")
+        .map(|(_, r)| {
+            format!(
+                "{} {}",
+                r.entry.subject,
+                r.entry.after.clone().unwrap_or_default()
+            )
+        })
+        .collect();
+    assert_eq!(released.len(), 2, "{released:?}");
+    assert!(released[0].starts_with("SB-1 split result reviewed and released; Reconfirmed"));
+    assert!(released[0].contains("sha256 "));
+}
