@@ -598,7 +598,7 @@ pub async fn release(
         CommitError::Aborted(e) => e,
         other => ReleaseError::NotDurable(other.to_string()),
     })?;
-    metrics::counter!("custodian_split_releases_total").increment(1);
+    metrics::counter!("custodian_releases_total").increment(1);
     if let Some(w) = v["mro_id"].as_str().and_then(|m| releaser.wake.get(m)) {
         w.notify_one();
     }
