@@ -692,6 +692,30 @@ mod tests {
         // Round trip: the signed bytes are the struct.
         let back: SplitResultReport = serde_json::from_slice(&r.to_bytes()).unwrap();
         assert_eq!(back, r);
+        // And it is what schemas/split-result.schema.json describes.
+        let schema: serde_json::Value =
+            serde_json::from_str(include_str!("../schemas/split-result.schema.json")).unwrap();
+        let validator = jsonschema::options()
+            .should_validate_formats(true)
+            .build(&schema)
+            .unwrap();
+        let errors: Vec<String> = validator
+            .iter_errors(&v)
+            .map(|e| format!("{}: {e}", e.instance_path()))
+            .collect();
+        assert!(errors.is_empty(), "{errors:?}");
+        let mut bad = v.clone();
+        bad["donor_id"] = serde_json::json!("123-45-6789");
+        assert!(
+            !validator.is_valid(&bad),
+            "no field outside the schema, donor data least of all"
+        );
+        let mut bad = v.clone();
+        bad.as_object_mut().unwrap().remove("reason");
+        assert!(
+            !validator.is_valid(&bad),
+            "a failure names its 40.183(b) reason"
+        );
     }
 
     #[test]
