@@ -56,6 +56,8 @@ use std::ops::{Bound, RangeBounds};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
 
 /// The on-disk format version this build reads and writes (kept in `meta`).
 pub const FORMAT_VERSION: u32 = 1;
@@ -266,6 +268,9 @@ pub enum StoreError {
     /// promised durable until the process restarts (see the `durable` module notes).
     #[error("durability lost after an earlier flush failure ({0}); restart required")]
     DurabilityLost(String),
+    /// Another process (or another open [`Store`] of this process) holds the store.
+    #[error("the store at {0} is in use by another process")]
+    Locked(PathBuf),
     /// A key or audit field is not acceptable.
     #[error("invalid input: {0}")]
     Invalid(String),
@@ -378,14 +383,13 @@ impl Store {
     /// A new directory is created with mode 0700 and its parent is fsynced; an existing one is
     /// set to 0700. The parent directory must exist. Every file of the store is set to 0600 and
     /// fsynced, the format version is checked (or written, for a new store) and made durable.
+    /// If another holder has the store's lock, it waits up to 3 s, then fails with
+    /// [`StoreError::Locked`].
     /// Files sled creates later (`blobs/*`, `snap.*`) get 0600 at the next durable flush;
     /// until then the 0700 directory keeps other users out.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         let created = prepare_dir(dir)?;
-        let db = sled::Config::new()
-            .path(dir)
-            .open()
-            .map_err(|e| StoreError::engine("opening the database", e))?;
+        let db = open_db(dir)?;
         let trees = Keyspace::ALL
             .iter()
             .map(|ks| {
@@ -570,6 +574,31 @@ impl Store {
             n += 1;
         }
         Ok(n)
+    }
+}
+
+/// How long [`Store::open`] waits for the lock on `db` to be released.
+const LOCK_WAIT: Duration = Duration::from_secs(3);
+
+/// Opens sled, waiting up to [`LOCK_WAIT`] for the `db` file lock: sled's background I/O
+/// threads may hold the previous instance's file for a moment after it is dropped, and a
+/// restarting daemon may briefly overlap its predecessor.
+fn open_db(dir: &Path) -> Result<sled::Db, StoreError> {
+    let started = Instant::now();
+    loop {
+        match sled::Config::new().path(dir).open() {
+            Ok(db) => return Ok(db),
+            Err(sled::Error::Io(e))
+                if e.kind() == io::ErrorKind::Other
+                    && e.to_string().starts_with("could not acquire lock") =>
+            {
+                if started.elapsed() >= LOCK_WAIT {
+                    return Err(StoreError::Locked(dir.to_path_buf()));
+                }
+                thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => return Err(StoreError::engine("opening the database", e)),
+        }
     }
 }
 
@@ -760,6 +789,15 @@ mod tests {
         store.flush_durable().unwrap();
         drop(store);
         assert!(matches!(Store::open(&dir), Err(StoreError::Invalid(_))));
+    }
+
+    #[test]
+    fn a_second_open_of_a_held_store_is_refused() {
+        let (tmp, _store) = temp_store();
+        let started = Instant::now();
+        let err = Store::open(&tmp.path().join("store")).unwrap_err();
+        assert!(matches!(err, StoreError::Locked(_)), "{err}");
+        assert!(started.elapsed() >= LOCK_WAIT);
     }
 
     #[test]
