@@ -184,26 +184,19 @@ impl Releaser {
                             &(),
                         )?;
                         tx.put(Keyspace::Specimens, id.as_bytes(), &rec)?;
-                        let stored = StoredReport {
-                            report_id: report_id.clone(),
-                            specimen_id: id.clone(),
-                            mro_id: mro_id.clone(),
-                            jws,
-                            kid,
-                            content_sha256: sha.clone(),
-                            released_at_ms: now,
-                            released_by: scientist.clone(),
-                            delivery: Delivery::Pending,
-                            attempts: 0,
-                            last_error: None,
-                            replaces: None,
-                            superseded_by: None,
-                        };
-                        tx.put(Keyspace::Reports, report_id.as_bytes(), &stored)?;
-                        tx.put(
-                            Keyspace::Outbox,
-                            &outbox::queue_key(&mro_id, now, &report_id),
-                            &report_id,
+                        outbox::enqueue(
+                            tx,
+                            outbox::Signed {
+                                report_id: report_id.clone(),
+                                specimen_id: id.clone(),
+                                mro_id: mro_id.clone(),
+                                jws,
+                                kid,
+                                content_sha256: sha.clone(),
+                                released_at_ms: now,
+                                released_by: scientist.clone(),
+                                replaces: None,
+                            },
                         )?;
                         let who: String = format!("user:{scientist}").chars().take(64).collect();
                         tx.audit(
@@ -359,26 +352,19 @@ impl Releaser {
                     tx.put(Keyspace::Specimens, id.as_bytes(), &rec)?;
                     old.superseded_by = Some(new_id.clone());
                     tx.put(Keyspace::Reports, old_id.as_bytes(), &old)?;
-                    let stored = StoredReport {
-                        report_id: new_id.clone(),
-                        specimen_id: id.clone(),
-                        mro_id: mro_id.clone(),
-                        jws,
-                        kid,
-                        content_sha256: sha.clone(),
-                        released_at_ms: now,
-                        released_by: scientist.clone(),
-                        delivery: Delivery::Pending,
-                        attempts: 0,
-                        last_error: None,
-                        replaces: Some(old_id.clone()),
-                        superseded_by: None,
-                    };
-                    tx.put(Keyspace::Reports, new_id.as_bytes(), &stored)?;
-                    tx.put(
-                        Keyspace::Outbox,
-                        &outbox::queue_key(&mro_id, now, &new_id),
-                        &new_id,
+                    outbox::enqueue(
+                        tx,
+                        outbox::Signed {
+                            report_id: new_id.clone(),
+                            specimen_id: id.clone(),
+                            mro_id: mro_id.clone(),
+                            jws,
+                            kid,
+                            content_sha256: sha.clone(),
+                            released_at_ms: now,
+                            released_by: scientist.clone(),
+                            replaces: Some(old_id.clone()),
+                        },
                     )?;
                     let who: String = format!("user:{scientist}").chars().take(64).collect();
                     tx.audit(

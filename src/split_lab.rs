@@ -29,7 +29,7 @@ use crate::split::{
     SplitValidity, Tested,
 };
 use crate::store::{self, Abort, AuditEntry, CommitError, GroupCommitter, Keyspace, Tx, state_key};
-use crate::transmit::outbox::{self, Delivery, StoredReport};
+use crate::transmit::outbox::{self, StoredReport};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -553,26 +553,19 @@ pub async fn release(
                 rec.lifecycle.split_lab = Some(intake);
                 rec.updated_at_ms = now;
                 tx.put(Keyspace::Specimens, id.as_bytes(), &rec)?;
-                let stored = StoredReport {
-                    report_id: report_id.clone(),
-                    specimen_id: id.clone(),
-                    mro_id: mro_id.clone(),
-                    jws,
-                    kid,
-                    content_sha256: sha.clone(),
-                    released_at_ms: now,
-                    released_by: scientist.clone(),
-                    delivery: Delivery::Pending,
-                    attempts: 0,
-                    last_error: None,
-                    replaces: None,
-                    superseded_by: None,
-                };
-                tx.put(Keyspace::Reports, report_id.as_bytes(), &stored)?;
-                tx.put(
-                    Keyspace::Outbox,
-                    &outbox::queue_key(&mro_id, now, &report_id),
-                    &report_id,
+                outbox::enqueue(
+                    tx,
+                    outbox::Signed {
+                        report_id: report_id.clone(),
+                        specimen_id: id.clone(),
+                        mro_id: mro_id.clone(),
+                        jws,
+                        kid,
+                        content_sha256: sha.clone(),
+                        released_at_ms: now,
+                        released_by: scientist.clone(),
+                        replaces: None,
+                    },
                 )?;
                 let who: String = format!("user:{scientist}").chars().take(64).collect();
                 let what = format!(

@@ -48,6 +48,45 @@ pub struct StoredReport {
     pub superseded_by: Option<String>,
 }
 
+/// What a release hands to the outbox: a signed report for one MRO.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signed {
+    pub report_id: String,
+    pub specimen_id: String,
+    pub mro_id: String,
+    pub jws: String,
+    pub kid: String,
+    pub content_sha256: String,
+    pub released_at_ms: u64,
+    pub released_by: String,
+    pub replaces: Option<String>,
+}
+
+/// Stores a signed report as pending and queues it to its MRO, inside the caller's
+/// transaction (the release that signed it): both happen, or neither.
+pub fn enqueue(tx: &mut crate::store::Tx<'_>, s: Signed) -> Result<(), crate::store::TxError> {
+    use crate::store::Keyspace;
+    let key = queue_key(&s.mro_id, s.released_at_ms, &s.report_id);
+    let stored = StoredReport {
+        report_id: s.report_id,
+        specimen_id: s.specimen_id,
+        mro_id: s.mro_id,
+        jws: s.jws,
+        kid: s.kid,
+        content_sha256: s.content_sha256,
+        released_at_ms: s.released_at_ms,
+        released_by: s.released_by,
+        delivery: Delivery::Pending,
+        attempts: 0,
+        last_error: None,
+        replaces: s.replaces,
+        superseded_by: None,
+    };
+    tx.put(Keyspace::Reports, stored.report_id.as_bytes(), &stored)?;
+    tx.put(Keyspace::Outbox, &key, &stored.report_id)?;
+    Ok(())
+}
+
 const QUEUE: u8 = b'q';
 const DEAD: u8 = b'd';
 
@@ -110,5 +149,48 @@ mod tests {
         );
         assert!(!dead_key("MRO-1", 5, "R-b").starts_with(&queue_prefix("MRO-1")));
         assert_eq!(released_at(&b, "MRO-1"), Some(10));
+    }
+
+    #[test]
+    fn enqueue_stores_pending_and_queues_in_one_transaction() {
+        use crate::store::{Abort, Keyspace, Store};
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::open(&d.path().join("s")).unwrap();
+        let signed = Signed {
+            report_id: "R-1".into(),
+            specimen_id: "S-1".into(),
+            mro_id: "MRO-1".into(),
+            jws: "a.b.c".into(),
+            kid: "k".into(),
+            content_sha256: "0".repeat(64),
+            released_at_ms: 42,
+            released_by: "Dr. S".into(),
+            replaces: Some("R-0".into()),
+        };
+        // Aborted after enqueue: nothing of it exists.
+        let aborted = store.transact(|tx| -> Result<(), Abort<&str>> {
+            enqueue(tx, signed.clone())?;
+            Err(Abort::Domain("changed my mind"))
+        });
+        assert!(aborted.is_err());
+        assert_eq!(store.count(Keyspace::Reports), 0);
+        assert_eq!(store.count(Keyspace::Outbox), 0);
+        store
+            .transact(|tx| -> Result<(), Abort<&str>> {
+                enqueue(tx, signed.clone())?;
+                Ok(())
+            })
+            .unwrap();
+        let rep: StoredReport = store.get(Keyspace::Reports, b"R-1").unwrap().unwrap();
+        assert_eq!(rep.delivery, Delivery::Pending);
+        assert_eq!(rep.replaces.as_deref(), Some("R-0"));
+        assert_eq!(rep.attempts, 0);
+        let queued: Vec<_> = store
+            .scan_prefix::<String>(Keyspace::Outbox, &queue_prefix("MRO-1"))
+            .flatten()
+            .collect();
+        assert_eq!(queued.len(), 1);
+        assert_eq!(queued[0].1, "R-1");
+        assert_eq!(released_at(&queued[0].0, "MRO-1"), Some(42));
     }
 }
