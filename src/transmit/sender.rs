@@ -114,6 +114,22 @@ impl Sender {
                 continue;
             };
             attempt += 1;
+            // Nothing leaves before it is on disk: the release's commit answered only after its
+            // flush, but the queue scan can see a write whose flush failed. Flush (and fsync)
+            // again; if that fails, the report waits.
+            let store = self.store().clone();
+            let durable = tokio::task::spawn_blocking(move || store.flush_durable()).await;
+            if !matches!(durable, Ok(Ok(_))) {
+                metrics::counter!("custodian_deliveries_total", "mro" => self.mro_id.clone(), "outcome" => "not_durable").increment(1);
+                self.wait_retry(
+                    &report,
+                    attempt,
+                    "the store cannot make the report durable",
+                    &shutdown,
+                )
+                .await;
+                continue;
+            }
             let started = std::time::Instant::now();
             let outcome = tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -248,6 +264,115 @@ impl Sender {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A queued report whose store cannot be flushed to disk is never sent; once the store is
+    /// healthy it is.
+    #[test]
+    fn nothing_is_sent_that_is_not_durable() {
+        use crate::store::{Abort, Store};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        crate::tls::install_provider();
+        let d = tempfile::tempdir().unwrap();
+        // Certificates only so the client can be built; the peer below just counts connections.
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let (ca, cert_path, key_path) = (
+            d.path().join("ca.pem"),
+            d.path().join("c.pem"),
+            d.path().join("c.key"),
+        );
+        std::fs::write(&ca, cert.pem()).unwrap();
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let peer = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = peer.local_addr().unwrap().port();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let seen = connections.clone();
+        std::thread::spawn(move || {
+            for c in peer.incoming().flatten() {
+                seen.fetch_add(1, Ordering::SeqCst);
+                drop(c);
+            }
+        });
+        let client = MroClient::new(
+            &format!("https://127.0.0.1:{port}/r"),
+            &ca,
+            &cert_path,
+            &key_path,
+            Duration::from_secs(2),
+        )
+        .unwrap();
+
+        let run = |store: Store, for_ms: u64| {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let committer =
+                    crate::store::GroupCommitter::start(store, Default::default()).unwrap();
+                let sender = Sender {
+                    mro_id: "MRO-1".into(),
+                    client: client.clone(),
+                    committer: committer.clone(),
+                    clock: Arc::new(crate::clock::SystemClock),
+                    backoff: Backoff {
+                        initial: Duration::from_millis(20),
+                        max: Duration::from_millis(50),
+                    },
+                    wake: Arc::new(Notify::new()),
+                };
+                let stop = CancellationToken::new();
+                let task = tokio::spawn(sender.run(stop.clone()));
+                tokio::time::sleep(Duration::from_millis(for_ms)).await;
+                stop.cancel();
+                let _ = task.await;
+                committer.shutdown().await;
+            });
+        };
+
+        let store = Store::open(&d.path().join("s")).unwrap();
+        store
+            .transact(|tx| -> Result<(), Abort<&str>> {
+                outbox::enqueue(
+                    tx,
+                    outbox::Signed {
+                        report_id: "R-1".into(),
+                        specimen_id: "S-1".into(),
+                        mro_id: "MRO-1".into(),
+                        jws: "a.b.c".into(),
+                        kid: "k".into(),
+                        content_sha256: "0".repeat(64),
+                        released_at_ms: 1,
+                        released_by: "Dr. S".into(),
+                        replaces: None,
+                    },
+                )?;
+                Ok(())
+            })
+            .unwrap();
+        store.fault_injector().fail_next_fsync();
+        run(store.clone(), 400);
+        assert_eq!(
+            connections.load(Ordering::SeqCst),
+            0,
+            "sent while the store could not make it durable"
+        );
+        drop(store);
+
+        // A healthy store (reopened): the report goes out (here the peer hangs up, so it is retried).
+        let store = Store::open(&d.path().join("s")).unwrap();
+        run(store, 400);
+        assert!(
+            connections.load(Ordering::SeqCst) >= 1,
+            "a durable report is sent"
+        );
+    }
 
     #[test]
     fn statuses_follow_the_contract() {
