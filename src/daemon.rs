@@ -225,6 +225,7 @@ async fn run(
     let mros: BTreeMap<String, crate::config::MroEntry> =
         cfg.mros.iter().map(|m| (m.id.clone(), m.clone())).collect();
     let mut wakes = BTreeMap::new();
+    let health = crate::health::Health::new();
     for m in &cfg.mros {
         let client = crate::transmit::client::MroClient::new(
             &m.endpoint,
@@ -248,7 +249,14 @@ async fn run(
             wake,
         };
         let token = shutdown.clone();
-        tasks.spawn(async move { sender.run(token).await });
+        let health = health.clone();
+        let id = m.id.clone();
+        tasks.spawn(async move {
+            crate::health::supervise("mro_sender", id, health, token.clone(), move || {
+                sender.clone().run(token.clone())
+            })
+            .await
+        });
     }
     let mro_ids: Vec<String> = mros.keys().cloned().collect();
     let releaser = crate::release::Releaser {
@@ -305,6 +313,7 @@ async fn run(
     let admin_state = AdminState {
         users: users.clone(),
         ready: ready.clone(),
+        health,
         prometheus,
         api: Some(api),
         review: Some(review),
@@ -904,6 +913,7 @@ fn report_status_json(r: &crate::transmit::outbox::StoredReport) -> serde_json::
         "released_by": r.released_by,
         "delivery": r.delivery,
         "attempts": r.attempts,
+        "last_error": r.last_error,
         "replaces": r.replaces,
         "superseded_by": r.superseded_by,
     })

@@ -26,6 +26,7 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod evaluate;
+pub mod health;
 pub mod hl7;
 pub mod ingest;
 pub mod lifecycle;

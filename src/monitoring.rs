@@ -206,6 +206,18 @@ pub const METRICS: &[(&str, &str, &str, &str)] = &[
         "reports refused permanently by their MRO, waiting for an operator",
     ),
     (
+        "custodian_outbox_read_errors_total",
+        "counter",
+        "reads",
+        "outbox entries that could not be read or decoded, by MRO (the entry is kept; the sender backs off)",
+    ),
+    (
+        "custodian_task_restarts_total",
+        "counter",
+        "restarts",
+        "supervised tasks restarted after a panic, by task kind and id (e.g. mro_sender, MRO id)",
+    ),
+    (
         "custodian_clocks_due",
         "gauge",
         "clocks",

@@ -304,6 +304,76 @@ print(t.payload.decode())
     assert!(v.contains("\"ok\":true"), "{v}");
 }
 
+/// An MRO's answer never stops delivery: a receipt whose byte 4096 falls inside a multi-byte
+/// character (it panicked the sender, and every later report of that MRO waited for a restart),
+/// and 429 / 408 / 425 / 503 with `Retry-After`, which are retried (they were dead letters).
+#[test]
+fn no_answer_of_an_mro_stops_delivery() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pki(dir.path());
+    let rx = receiver(&p);
+    let mut receipt = "a".repeat(4095);
+    receipt.push_str(&"é".repeat(1000));
+    rx.script
+        .lock()
+        .unwrap()
+        .push_back(mro::Scripted::new(201, &receipt));
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "{}\n{}",
+            analyzer("lab"),
+            mro_section(&p, rx.port, "MRO-0042")
+        ),
+    );
+    generate_key(&cfg);
+    let d = Daemon::start(dir.path());
+    prepare_positive(&d, "SPEC-U1");
+    let (s, body) = post(&d, "/api/review/SPEC-U1/release", Some(TOKEN), serde_json::json!({}));
+    assert_eq!(s, 200, "{body}");
+    let first: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let first = first["released"][0]["report_id"].as_str().unwrap().to_string();
+    wait_until("the first report delivered", || {
+        delivery_of(&d, &first)["status"] == "delivered"
+    });
+    let receipt_kept = delivery_of(&d, &first)["receipt"].as_str().unwrap().to_string();
+    assert_eq!(receipt_kept, "a".repeat(4095), "cut before the split character");
+    let (s, health) = d.get("/healthz", None);
+    assert_eq!((s, health.as_str()), (200, "ok\n"));
+
+    // "Not now" answers: retried, honouring Retry-After (within the 1 s backoff maximum).
+    {
+        let mut script = rx.script.lock().unwrap();
+        script.push_back(mro::Scripted::new(429, "slow down").header("Retry-After", "1"));
+        script.push_back(mro::Scripted::new(408, ""));
+        script.push_back(mro::Scripted::new(425, ""));
+        script.push_back(
+            mro::Scripted::new(503, "").header("Retry-After", "Thu, 01 Jan 1970 00:00:00 GMT"),
+        );
+    }
+    prepare_positive(&d, "SPEC-U2");
+    let (s, body) = post(&d, "/api/review/SPEC-U2/release", Some(TOKEN), serde_json::json!({}));
+    assert_eq!(s, 200, "{body}");
+    let second: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let second = second["released"][0]["report_id"].as_str().unwrap().to_string();
+    wait_until("the second report delivered", || {
+        delivery_of(&d, &second)["status"] == "delivered"
+    });
+    let tries = rx.with_key(&second);
+    assert_eq!(tries.len(), 5, "429, 408, 425, 503, then 201");
+    let statuses: Vec<u16> = tries.iter().map(|r| r.answered.unwrap().0).collect();
+    assert_eq!(statuses, vec![429, 408, 425, 503, 201]);
+    // Retry-After: 1 was honoured before the second try.
+    let waited = tries[1].arrived.duration_since(tries[0].answered.unwrap().1);
+    assert!(waited >= Duration::from_millis(900), "{waited:?}");
+    let (s, status) = d.get(&format!("/api/reports/{second}"), Some(VIEWER_TOKEN));
+    assert_eq!(s, 200);
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert!(status["attempts"].as_u64().unwrap() >= 5, "{status}");
+    assert_eq!(status["last_error"], "HTTP 503");
+    assert_eq!(d.get("/api/outbox", Some(VIEWER_TOKEN)).0, 200);
+}
+
 #[test]
 fn sigkill_between_release_and_delivery_still_delivers_once() {
     let dir = tempfile::tempdir().unwrap();

@@ -22,6 +22,8 @@ pub struct AdminState {
     /// Replaced as a whole on reload.
     pub users: Arc<std::sync::RwLock<Arc<Users>>>,
     pub ready: Arc<AtomicBool>,
+    /// The supervised tasks: a dead one makes `/healthz` and `/readyz` answer 503.
+    pub health: Arc<crate::health::Health>,
     pub prometheus: Option<PrometheusHandle>,
     pub api: Option<Arc<dyn Api>>,
     pub review: Option<Arc<dyn ReviewApi>>,
@@ -473,12 +475,33 @@ async fn discardable(State(s): State<AdminState>, Reader(_u): Reader) -> Respons
     }
 }
 
-async fn healthz() -> &'static str {
-    "ok\n"
+/// The supervised tasks that are down, one line each ("task <name> down (restarts N)").
+fn tasks_down(s: &AdminState) -> String {
+    let tasks = s.health.tasks();
+    s.health
+        .down()
+        .iter()
+        .map(|n| {
+            let restarts = tasks.get(n).map(|t| t.restarts).unwrap_or(0);
+            format!("task {n} down (restarts {restarts})\n")
+        })
+        .collect()
+}
+
+async fn healthz(State(s): State<AdminState>) -> Response {
+    let down = tasks_down(&s);
+    if down.is_empty() {
+        (StatusCode::OK, "ok\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, down).into_response()
+    }
 }
 
 async fn readyz(State(s): State<AdminState>) -> Response {
-    if s.ready.load(Ordering::SeqCst) {
+    let down = tasks_down(&s);
+    if !down.is_empty() {
+        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready\n{down}")).into_response()
+    } else if s.ready.load(Ordering::SeqCst) {
         (StatusCode::OK, "ready\n").into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()

@@ -35,12 +35,53 @@ pub struct MroClient {
     timeout: Duration,
 }
 
+/// The most of a response body that is read and kept as the receipt (bytes). The rest is not
+/// read: an MRO's answer is a status, and its body must never stop delivery.
+pub const MAX_RECEIPT_BYTES: usize = 4096;
+
 /// The answer of the MRO's system.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Answer {
     pub status: u16,
-    /// The body (cut to 4 KiB), kept as the receipt.
+    /// The body, read up to [`MAX_RECEIPT_BYTES`] and cut on a character boundary, kept as the
+    /// receipt.
     pub body: String,
+    /// The `Retry-After` header as sent (seconds or an HTTP date), if any.
+    pub retry_after: Option<String>,
+}
+
+/// The receipt text of a body prefix: invalid UTF-8 replaced, cut to at most `max` bytes on a
+/// character boundary (never inside a multi-byte character).
+pub fn receipt_text(bytes: &[u8], max: usize) -> String {
+    let bytes = &bytes[..bytes.len().min(max)];
+    let text = String::from_utf8_lossy(bytes);
+    let cut = text.floor_char_boundary(max);
+    text[..cut].to_string()
+}
+
+/// Reads at most `max` bytes of a body; what follows is left unread.
+async fn read_prefix<B>(mut body: B, max: usize) -> Vec<u8>
+where
+    B: hyper::body::Body + Unpin,
+{
+    let mut out = Vec::new();
+    while out.len() < max {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Ok(mut data) = frame.into_data() {
+                    use bytes::Buf;
+                    while data.has_remaining() && out.len() < max {
+                        let chunk = data.chunk();
+                        let take = chunk.len().min(max - out.len());
+                        out.extend_from_slice(&chunk[..take]);
+                        data.advance(take);
+                    }
+                }
+            }
+            Some(Err(_)) | None => break,
+        }
+    }
+    out
 }
 
 /// Splits an `https://host[:port]/path` endpoint; anything else is refused.
@@ -137,22 +178,42 @@ impl MroClient {
             .await
             .map_err(|e| SendError::Http(e.to_string()))?;
         let status = resp.status().as_u16();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
+        let retry_after = resp
+            .headers()
+            .get(hyper::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.chars().take(64).collect::<String>());
+        let body = read_prefix(resp.into_body(), MAX_RECEIPT_BYTES).await;
         driver.abort();
-        let mut text = String::from_utf8_lossy(&body).into_owned();
-        text.truncate(4096);
-        Ok(Answer { status, body: text })
+        Ok(Answer {
+            status,
+            body: receipt_text(&body, MAX_RECEIPT_BYTES),
+            retry_after,
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An MRO's body whose byte 4096 falls inside a multi-byte character panicked
+    /// `String::truncate` and killed the sender.
+    #[test]
+    fn receipt_is_cut_on_a_character_boundary() {
+        let mut body = "a".repeat(4095).into_bytes();
+        body.extend("é".repeat(100).as_bytes()); // byte 4096 is inside the first 'é'
+        let text = receipt_text(&body, MAX_RECEIPT_BYTES);
+        assert_eq!(text.len(), 4095);
+        assert!(text.chars().all(|c| c == 'a'));
+        let text = receipt_text("€".repeat(5000).as_bytes(), MAX_RECEIPT_BYTES);
+        assert!(text.len() <= MAX_RECEIPT_BYTES && text.len() > 4090);
+        assert!(text.chars().all(|c| c == '€'));
+        // Invalid UTF-8 is replaced, never a panic; short bodies are kept whole.
+        assert_eq!(receipt_text(b"ok \xff", 4096), "ok \u{fffd}");
+        assert_eq!(receipt_text(b"{\"received\":true}", 4096), "{\"received\":true}");
+        assert_eq!(receipt_text(b"", 4096), "");
+    }
 
     #[test]
     fn endpoints_must_be_https() {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 /// Retry timing.
 #[derive(Debug, Clone, Copy)]
@@ -46,15 +46,51 @@ pub enum Verdict {
     Retry,
 }
 
+/// 2xx and 409 are delivered; 408 (request timeout), 425 (too early) and 429 (too many
+/// requests) say "not now", like 5xx, and are retried; every other 4xx is permanent.
 pub fn classify(status: u16) -> Verdict {
     match status {
         200..=299 | 409 => Verdict::Delivered,
+        408 | 425 | 429 => Verdict::Retry,
         400..=499 => Verdict::DeadLetter,
         _ => Verdict::Retry,
     }
 }
 
-/// The sender of one MRO.
+/// The wait a `Retry-After` value asks for (RFC 9110 10.2.3: delay-seconds or an HTTP date),
+/// from `now_ms` (Unix milliseconds); None when it is neither.
+pub fn retry_after(value: &str, now_ms: u64) -> Option<Duration> {
+    let value = value.trim();
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(Duration::from_secs(value.parse::<u64>().unwrap_or(u64::MAX)));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    let at_ms = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_millis()
+        .min(u128::from(u64::MAX)) as u64;
+    Some(Duration::from_millis(at_ms.saturating_sub(now_ms)))
+}
+
+/// The dead letter's reason: the status and the start of the body (control characters
+/// dropped), so an operator sees what the MRO said without opening the receipt.
+pub fn dead_letter_reason(status: u16, body: &str) -> String {
+    let start: String = body
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(200)
+        .collect();
+    let start = start.trim();
+    if start.is_empty() {
+        format!("HTTP {status}")
+    } else {
+        format!("HTTP {status}: {start}")
+    }
+}
+
+/// The sender of one MRO. Cloned to restart it after a panic (see [`crate::health`]).
+#[derive(Clone)]
 pub struct Sender {
     pub mro_id: String,
     pub client: MroClient,
@@ -65,17 +101,39 @@ pub struct Sender {
     pub wake: Arc<Notify>,
 }
 
+/// What the head of an MRO's queue holds.
+enum Head {
+    Empty,
+    Report(Vec<u8>, Box<StoredReport>),
+}
+
 impl Sender {
     fn store(&self) -> &Store {
         self.committer.store()
     }
 
-    /// The oldest queued report of this MRO.
-    fn next(&self) -> Option<(Vec<u8>, String)> {
-        self.store()
+    /// The oldest queued report of this MRO. A read or decode error is an error, never
+    /// "empty": the entry stays queued and the sender backs off.
+    fn head(&self) -> Result<Head, String> {
+        let first = self
+            .store()
             .scan_prefix::<String>(Keyspace::Outbox, &outbox::queue_prefix(&self.mro_id))
-            .next()
-            .and_then(|r| r.ok())
+            .next();
+        let (key, report_id) = match first {
+            None => return Ok(Head::Empty),
+            Some(Ok(entry)) => entry,
+            Some(Err(e)) => return Err(format!("reading the head of the queue: {e}")),
+        };
+        match self
+            .store()
+            .get::<StoredReport>(Keyspace::Reports, report_id.as_bytes())
+        {
+            Ok(Some(report)) => Ok(Head::Report(key, Box::new(report))),
+            Ok(None) => Err(format!(
+                "queued report {report_id} is not in the reports keyspace"
+            )),
+            Err(e) => Err(format!("reading queued report {report_id}: {e}")),
+        }
     }
 
     /// Runs until `shutdown`. A POST in flight when shutdown comes is abandoned at once, so
@@ -83,35 +141,38 @@ impl Sender {
     /// recorded, and goes again after a restart with the same Idempotency-Key.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut attempt: u32 = 0;
+        let mut read_errors: u32 = 0;
         loop {
             if shutdown.is_cancelled() {
                 return;
             }
-            let Some((key, report_id)) = self.next() else {
-                attempt = 0;
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = self.wake.notified() => {}
-                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            let (key, report) = match self.head() {
+                Ok(Head::Empty) => {
+                    attempt = 0;
+                    read_errors = 0;
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = self.wake.notified() => {}
+                        _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                    }
+                    continue;
                 }
-                continue;
-            };
-            let report: Option<StoredReport> = self
-                .store()
-                .get(Keyspace::Reports, report_id.as_bytes())
-                .ok()
-                .flatten();
-            let Some(report) = report else {
-                warn!(component = "transmit", mro = %self.mro_id, report_id = %report_id, "queued report missing; dropping the queue entry");
-                let k = key.clone();
-                let _ = self
-                    .committer
-                    .submit(move |tx: &mut Tx<'_>| -> Result<(), Abort<String>> {
-                        tx.remove(Keyspace::Outbox, &k)?;
-                        Ok(())
-                    })
-                    .await;
-                continue;
+                Ok(Head::Report(key, report)) => {
+                    read_errors = 0;
+                    (key, report)
+                }
+                Err(why) => {
+                    // Never dropped: the entry stays, the sender backs off and lab IT is told.
+                    read_errors += 1;
+                    metrics::counter!("custodian_outbox_read_errors_total", "mro" => self.mro_id.clone()).increment(1);
+                    let delay = self.backoff.delay(read_errors, self.clock.now_ms());
+                    error!(component = "transmit", mro = %self.mro_id, error = %why, attempt = read_errors, delay_ms = delay.as_millis() as u64, "cannot read the head of the outbox; the entry is kept and the sender waits");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    continue;
+                }
             };
             attempt += 1;
             // Nothing leaves before it is on disk: the release's commit answered only after its
@@ -125,6 +186,7 @@ impl Sender {
                     &report,
                     attempt,
                     "the store cannot make the report durable",
+                    None,
                     &shutdown,
                 )
                 .await;
@@ -158,10 +220,15 @@ impl Sender {
                         }
                     }
                     Verdict::Retry => {
+                        let asked = answer
+                            .retry_after
+                            .as_deref()
+                            .and_then(|v| retry_after(v, self.clock.now_ms()));
                         self.wait_retry(
                             &report,
                             attempt,
                             &format!("HTTP {}", answer.status),
+                            asked,
                             &shutdown,
                         )
                         .await
@@ -172,27 +239,58 @@ impl Sender {
                         SendError::Timeout(_) => "timeout".to_string(),
                         other => other.to_string(),
                     };
-                    self.wait_retry(&report, attempt, &why, &shutdown).await
+                    self.wait_retry(&report, attempt, &why, None, &shutdown)
+                        .await
                 }
             }
         }
     }
 
+    /// Waits before the next attempt: the backoff's delay, or longer when the MRO asked for it
+    /// (`Retry-After`), never beyond the backoff's maximum. The attempt and its error are noted
+    /// on the stored report for `outbox list`.
     async fn wait_retry(
         &self,
         report: &StoredReport,
         attempt: u32,
         why: &str,
+        asked: Option<Duration>,
         shutdown: &CancellationToken,
     ) {
         metrics::counter!("custodian_deliveries_total", "mro" => self.mro_id.clone(), "outcome" => "retry").increment(1);
         let seed = report.released_at_ms ^ self.clock.now_ms();
-        let delay = self.backoff.delay(attempt, seed);
+        let delay = self
+            .backoff
+            .delay(attempt, seed)
+            .max(asked.unwrap_or_default())
+            .min(self.backoff.max);
+        self.note_failure(&report.report_id, why).await;
         warn!(component = "transmit", mro = %self.mro_id, report_id = %report.report_id, attempt, error = %why, delay_ms = delay.as_millis() as u64, "delivery failed; will retry");
         tokio::select! {
             _ = shutdown.cancelled() => {}
             _ = tokio::time::sleep(delay) => {}
         }
+    }
+
+    /// Counts a failed attempt and keeps its error on the stored report (not audited: the
+    /// report's state did not change). A store that cannot take it is no reason to stop.
+    async fn note_failure(&self, report_id: &str, why: &str) {
+        let report_id = report_id.to_string();
+        let why: String = why.chars().take(300).collect();
+        let _ = self
+            .committer
+            .submit(move |tx: &mut Tx<'_>| -> Result<(), Abort<String>> {
+                if let Some(mut rep) =
+                    tx.get::<StoredReport>(Keyspace::Reports, report_id.as_bytes())?
+                    && rep.delivery == Delivery::Pending
+                {
+                    rep.attempts += 1;
+                    rep.last_error = Some(why.clone());
+                    tx.put(Keyspace::Reports, report_id.as_bytes(), &rep)?;
+                }
+                Ok(())
+            })
+            .await;
     }
 
     /// Records a delivery or a dead letter; false if the store could not make it durable (the
@@ -232,7 +330,7 @@ impl Sender {
                     rep.delivery = Delivery::DeadLetter {
                         at_ms: now,
                         http_status: status,
-                        reason: format!("HTTP {status}"),
+                        reason: dead_letter_reason(status, &body),
                     };
                     tx.put(
                         Keyspace::Outbox,
@@ -265,25 +363,19 @@ impl Sender {
 mod tests {
     use super::*;
 
-    /// A queued report whose store cannot be flushed to disk is never sent; once the store is
-    /// healthy it is.
-    #[test]
-    fn nothing_is_sent_that_is_not_durable() {
-        use crate::store::{Abort, Store};
-        use std::sync::atomic::{AtomicUsize, Ordering};
+    use crate::store::{Abort, Store};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A peer that counts TCP connections (and hangs up), and a client for it.
+    fn counting_peer(d: &std::path::Path) -> (MroClient, Arc<AtomicUsize>) {
         crate::tls::install_provider();
-        let d = tempfile::tempdir().unwrap();
         // Certificates only so the client can be built; the peer below just counts connections.
         let key = rcgen::KeyPair::generate().unwrap();
         let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
             .unwrap()
             .self_signed(&key)
             .unwrap();
-        let (ca, cert_path, key_path) = (
-            d.path().join("ca.pem"),
-            d.path().join("c.pem"),
-            d.path().join("c.key"),
-        );
+        let (ca, cert_path, key_path) = (d.join("ca.pem"), d.join("c.pem"), d.join("c.key"));
         std::fs::write(&ca, cert.pem()).unwrap();
         std::fs::write(&cert_path, cert.pem()).unwrap();
         std::fs::write(&key_path, key.serialize_pem()).unwrap();
@@ -307,36 +399,38 @@ mod tests {
             Duration::from_secs(2),
         )
         .unwrap();
+        (client, connections)
+    }
 
-        let run = |store: Store, for_ms: u64| {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let committer =
-                    crate::store::GroupCommitter::start(store, Default::default()).unwrap();
-                let sender = Sender {
-                    mro_id: "MRO-1".into(),
-                    client: client.clone(),
-                    committer: committer.clone(),
-                    clock: Arc::new(crate::clock::SystemClock),
-                    backoff: Backoff {
-                        initial: Duration::from_millis(20),
-                        max: Duration::from_millis(50),
-                    },
-                    wake: Arc::new(Notify::new()),
-                };
-                let stop = CancellationToken::new();
-                let task = tokio::spawn(sender.run(stop.clone()));
-                tokio::time::sleep(Duration::from_millis(for_ms)).await;
-                stop.cancel();
-                let _ = task.await;
-                committer.shutdown().await;
-            });
-        };
+    /// Runs one sender for `MRO-1` over `store` for `for_ms`, then stops it.
+    fn run_sender(client: &MroClient, store: Store, for_ms: u64) {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let committer = crate::store::GroupCommitter::start(store, Default::default()).unwrap();
+            let sender = Sender {
+                mro_id: "MRO-1".into(),
+                client: client.clone(),
+                committer: committer.clone(),
+                clock: Arc::new(crate::clock::SystemClock),
+                backoff: Backoff {
+                    initial: Duration::from_millis(20),
+                    max: Duration::from_millis(50),
+                },
+                wake: Arc::new(Notify::new()),
+            };
+            let stop = CancellationToken::new();
+            let task = tokio::spawn(sender.run(stop.clone()));
+            tokio::time::sleep(Duration::from_millis(for_ms)).await;
+            stop.cancel();
+            let _ = task.await;
+            committer.shutdown().await;
+        });
+    }
 
-        let store = Store::open(&d.path().join("s")).unwrap();
+    fn queue_one(store: &Store) {
         store
             .transact(|tx| -> Result<(), Abort<&str>> {
                 outbox::enqueue(
@@ -356,8 +450,24 @@ mod tests {
                 Ok(())
             })
             .unwrap();
+    }
+
+    fn queued(store: &Store) -> usize {
+        store
+            .scan_prefix::<String>(Keyspace::Outbox, &outbox::queue_prefix("MRO-1"))
+            .count()
+    }
+
+    /// A queued report whose store cannot be flushed to disk is never sent; once the store is
+    /// healthy it is.
+    #[test]
+    fn nothing_is_sent_that_is_not_durable() {
+        let d = tempfile::tempdir().unwrap();
+        let (client, connections) = counting_peer(d.path());
+        let store = Store::open(&d.path().join("s")).unwrap();
+        queue_one(&store);
         store.fault_injector().fail_next_fsync();
-        run(store.clone(), 400);
+        run_sender(&client, store.clone(), 400);
         assert_eq!(
             connections.load(Ordering::SeqCst),
             0,
@@ -367,10 +477,108 @@ mod tests {
 
         // A healthy store (reopened): the report goes out (here the peer hangs up, so it is retried).
         let store = Store::open(&d.path().join("s")).unwrap();
-        run(store, 400);
+        run_sender(&client, store.clone(), 400);
         assert!(
             connections.load(Ordering::SeqCst) >= 1,
             "a durable report is sent"
+        );
+        // Each failed attempt is counted on the report, with its error.
+        let rep: StoredReport = store.get(Keyspace::Reports, b"R-1").unwrap().unwrap();
+        assert!(rep.attempts >= 1, "{rep:?}");
+        assert!(rep.last_error.is_some(), "{rep:?}");
+        assert_eq!(rep.delivery, Delivery::Pending);
+    }
+
+    /// A queued report that cannot be read or decoded is never taken for "missing": its queue
+    /// entry stays, nothing is sent, and once it reads again it goes out.
+    #[test]
+    fn an_unreadable_report_keeps_its_queue_entry() {
+        let d = tempfile::tempdir().unwrap();
+        let (client, connections) = counting_peer(d.path());
+        let store = Store::open(&d.path().join("s")).unwrap();
+        queue_one(&store);
+        let good: StoredReport = store.get(Keyspace::Reports, b"R-1").unwrap().unwrap();
+        store
+            .transact(|tx| -> Result<(), Abort<&str>> {
+                tx.put_raw_bytes(Keyspace::Reports, b"R-1", b"not json")?;
+                Ok(())
+            })
+            .unwrap();
+        assert!(store.get::<StoredReport>(Keyspace::Reports, b"R-1").is_err());
+        run_sender(&client, store.clone(), 300);
+        assert_eq!(queued(&store), 1, "the queue entry of an unreadable report was dropped");
+        assert_eq!(connections.load(Ordering::SeqCst), 0);
+
+        // The report missing altogether: still kept (an operator must look), never deleted.
+        store
+            .transact(|tx| -> Result<(), Abort<&str>> {
+                tx.remove(Keyspace::Reports, b"R-1")?;
+                Ok(())
+            })
+            .unwrap();
+        run_sender(&client, store.clone(), 200);
+        assert_eq!(queued(&store), 1, "the queue entry of a missing report was dropped");
+
+        // Readable again: it is sent.
+        store
+            .transact(|tx| -> Result<(), Abort<&str>> {
+                tx.put(Keyspace::Reports, b"R-1", &good)?;
+                Ok(())
+            })
+            .unwrap();
+        run_sender(&client, store.clone(), 300);
+        assert!(connections.load(Ordering::SeqCst) >= 1);
+    }
+
+    /// An undecodable queue entry at the head is not an empty queue either.
+    #[test]
+    fn an_undecodable_head_entry_is_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let (client, connections) = counting_peer(d.path());
+        let store = Store::open(&d.path().join("s")).unwrap();
+        queue_one(&store);
+        let key = outbox::queue_key("MRO-1", 0, "R-0");
+        store
+            .transact(|tx| -> Result<(), Abort<&str>> {
+                tx.put_raw_bytes(Keyspace::Outbox, &key, b"\xff")?;
+                Ok(())
+            })
+            .unwrap();
+        run_sender(&client, store.clone(), 300);
+        assert_eq!(queued(&store), 2);
+        assert!(store.contains_key(Keyspace::Outbox, &key).unwrap());
+        assert_eq!(connections.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn retry_after_is_seconds_or_an_http_date() {
+        let now_ms = 1_445_412_480_000; // Wed, 21 Oct 2015 07:28:00 GMT
+        assert_eq!(retry_after("120", now_ms), Some(Duration::from_secs(120)));
+        assert_eq!(retry_after(" 0 ", now_ms), Some(Duration::ZERO));
+        assert_eq!(
+            retry_after("Wed, 21 Oct 2015 07:28:30 GMT", now_ms),
+            Some(Duration::from_secs(30))
+        );
+        // A date in the past: no wait.
+        assert_eq!(
+            retry_after("Wed, 21 Oct 2015 07:27:00 GMT", now_ms),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(retry_after("soon", now_ms), None);
+        assert_eq!(retry_after("-5", now_ms), None);
+        assert_eq!(retry_after("", now_ms), None);
+    }
+
+    #[test]
+    fn dead_letter_reason_shows_the_start_of_the_body() {
+        assert_eq!(dead_letter_reason(400, ""), "HTTP 400");
+        assert_eq!(
+            dead_letter_reason(422, "{\"error\":\"unknown specimen\"}\r\n"),
+            "HTTP 422: {\"error\":\"unknown specimen\"}"
+        );
+        assert_eq!(
+            dead_letter_reason(400, &"é".repeat(500)).chars().count(),
+            "HTTP 400: ".len() + 200
         );
     }
 
@@ -380,6 +588,10 @@ mod tests {
         assert_eq!(classify(201), Verdict::Delivered);
         assert_eq!(classify(409), Verdict::Delivered);
         assert_eq!(classify(400), Verdict::DeadLetter);
+        assert_eq!(classify(404), Verdict::DeadLetter);
+        assert_eq!(classify(408), Verdict::Retry);
+        assert_eq!(classify(425), Verdict::Retry);
+        assert_eq!(classify(429), Verdict::Retry);
         assert_eq!(classify(403), Verdict::DeadLetter);
         assert_eq!(classify(422), Verdict::DeadLetter);
         assert_eq!(classify(500), Verdict::Retry);

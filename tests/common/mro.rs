@@ -111,10 +111,35 @@ struct Shared {
     changed: Condvar,
 }
 
+/// One scripted answer: status, extra headers, body.
+#[derive(Debug, Clone)]
+pub struct Scripted {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Scripted {
+    pub fn new(status: u16, body: &str) -> Scripted {
+        Scripted {
+            status,
+            headers: Vec::new(),
+            body: body.to_string(),
+        }
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Scripted {
+        self.headers.push((name.to_string(), value.to_string()));
+        self
+    }
+}
+
 /// A running receiver (its accept thread lives as long as the process).
 pub struct Receiver {
     pub port: u16,
     shared: Arc<Shared>,
+    /// Answers to give first, in order (before `fail_first` and the normal answers).
+    pub script: Arc<Mutex<std::collections::VecDeque<Scripted>>>,
     /// Answer this many requests with 503 first.
     pub fail_first: Arc<AtomicUsize>,
     /// Hold each request this long (measured from its arrival, re-read while holding) before
@@ -145,19 +170,27 @@ pub fn receiver(p: &Pki) -> Receiver {
         shared: Arc::new(Shared::default()),
         fail_first: Arc::new(AtomicUsize::new(0)),
         hold_ms: Arc::new(AtomicU64::new(0)),
+        script: Arc::new(Mutex::new(std::collections::VecDeque::new())),
     };
-    let (shared, fail_first, hold_ms) =
-        (rx.shared.clone(), rx.fail_first.clone(), rx.hold_ms.clone());
+    let (shared, fail_first, hold_ms, script) = (
+        rx.shared.clone(),
+        rx.fail_first.clone(),
+        rx.hold_ms.clone(),
+        rx.script.clone(),
+    );
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(stream) = stream else { continue };
-            let (cfg, shared, fail_first, hold_ms) = (
+            let (cfg, shared, fail_first, hold_ms, script) = (
                 cfg.clone(),
                 shared.clone(),
                 fail_first.clone(),
                 hold_ms.clone(),
+                script.clone(),
             );
-            std::thread::spawn(move || serve_one(stream, cfg, &shared, &fail_first, &hold_ms));
+            std::thread::spawn(move || {
+                serve_one(stream, cfg, &shared, &fail_first, &hold_ms, &script)
+            });
         }
     });
     rx
@@ -169,6 +202,7 @@ fn serve_one(
     shared: &Shared,
     fail_first: &AtomicUsize,
     hold_ms: &AtomicU64,
+    script: &Mutex<std::collections::VecDeque<Scripted>>,
 ) {
     let _ = stream.set_nodelay(true);
     let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
@@ -245,7 +279,10 @@ fn serve_one(
         }
     }
 
-    let status = if fail_first
+    let scripted = script.lock().unwrap().pop_front();
+    let status = if let Some(s) = &scripted {
+        s.status
+    } else if fail_first
         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
         .is_ok()
     {
@@ -260,11 +297,21 @@ fn serve_one(
     let reason = match status {
         201 => "Created",
         409 => "Conflict",
-        _ => "Service Unavailable",
+        503 => "Service Unavailable",
+        _ => "Scripted",
     };
-    let body = "{\"received\":true}";
+    let (body, extra) = match &scripted {
+        Some(s) => (
+            s.body.clone(),
+            s.headers
+                .iter()
+                .map(|(k, v)| format!("{k}: {v}\r\n"))
+                .collect::<String>(),
+        ),
+        None => ("{\"received\":true}".to_string(), String::new()),
+    };
     let resp = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status} {reason}\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n{body}",
         body.len()
     );
     if tls.write_all(resp.as_bytes()).is_err() || tls.flush().is_err() {
