@@ -2,13 +2,20 @@
 //!
 //! sled 0.34.7 writes its log to `<dir>/db` and, on Linux, "flushes" it with `sync_file_range`
 //! only (no metadata, no drive cache flush). It also writes files it never fsyncs: `conf` (at
-//! creation), `blobs/<lsn>` (large values, written once) and renames `snap.*` without syncing
-//! the directory. [`Syncer::sync`] therefore:
-//! 1. calls `Db::flush` (all trees share the log);
-//! 2. fsyncs `db` through a handle kept open for the store's lifetime;
-//! 3. lists the store directory and `blobs/`; every regular file that is new, or whose length
-//!    changed, since the last successful sync gets mode 0600 and an fsync;
-//! 4. fsyncs each directory whose set of entries changed (files created, renamed or removed).
+//! creation), `blobs/<lsn>` (each value over about 128 KiB: an MLLP frame of up to 1 MiB, an
+//! image) and renames `snap.*` without syncing the directory. A blob is written when its value
+//! is inserted, and the log holds only a pointer to it: a log that reached the disk before the
+//! blob it points to is a torn value after a power loss. [`Syncer::sync`] therefore goes
+//! bottom-up, what is pointed to before what points to it:
+//! 1. lists `blobs/`; every blob file that is new (or changed length) since the last successful
+//!    sync gets mode 0600 and an fsync, then `blobs/` itself is fsynced if its entries changed;
+//! 2. calls `Db::flush` (all trees share the log);
+//! 3. fsyncs `db` through a handle kept open for the store's lifetime;
+//! 4. the other new or changed files of the store directory (`conf`, snapshots), then the store
+//!    directory if its entries changed (files created, renamed or removed).
+//!
+//! Each sync leaves its steps in order in a trace ([`SyncStep`], `Store::last_sync_trace`), so
+//! a test sees that a blob is fsynced, and before the log; remove an fsync and it fails.
 //!
 //! # A failed fsync is not retried into success
 //! After `fsync` (or sled's `sync_file_range`) reports an I/O error, Linux may already have
@@ -90,6 +97,19 @@ impl FaultInjector {
     }
 }
 
+/// One fsync of a durable flush, in the order they were made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyncStep {
+    /// A file of `blobs/` (a large value).
+    Blob(PathBuf),
+    /// The log file `db` (after sled's own flush).
+    Log,
+    /// Another file of the store directory (`conf`, a snapshot).
+    File(PathBuf),
+    /// A directory whose entries changed.
+    Dir(PathBuf),
+}
+
 /// fsyncs a directory (its entries: creations, renames, removals).
 pub(crate) fn fsync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir)
@@ -106,6 +126,8 @@ pub(crate) struct Syncer {
     synced: HashMap<PathBuf, HashMap<PathBuf, u64>>,
     /// The first real I/O error of the durable path; once set, no flush succeeds any more.
     lost: Option<String>,
+    /// The fsyncs of the last sync, in order.
+    trace: Vec<SyncStep>,
 }
 
 impl Syncer {
@@ -121,7 +143,13 @@ impl Syncer {
             log,
             synced: HashMap::new(),
             lost: None,
+            trace: Vec::new(),
         })
+    }
+
+    /// The fsyncs the last sync made, in order.
+    pub(crate) fn trace(&self) -> &[SyncStep] {
+        &self.trace
     }
 
     /// The reason durability was lost, if it was.
@@ -158,32 +186,46 @@ impl Syncer {
     }
 
     fn sync_files(&mut self, db: &sled::Db) -> Result<DurableFlush, StoreError> {
+        self.trace.clear();
         let t0 = Instant::now();
+        let mut files_synced = 0;
+        let mut dirs_synced = 0;
+        // 1. Blobs first: the log about to be synced points at them.
+        let blobs = self.dir.join("blobs");
+        let (files, blobs_changed, blobs_present) = self.sync_new_files(&blobs)?;
+        files_synced += files;
+        if blobs_changed {
+            fsync_dir(&blobs)?;
+            self.trace.push(SyncStep::Dir(blobs.clone()));
+            dirs_synced += 1;
+        }
+        let t1 = Instant::now();
+        // 2.-3. The log.
         db.flush()
             .map_err(|e| StoreError::engine("flushing the log", e))?;
-        let t1 = Instant::now();
+        let t2 = Instant::now();
         self.log
             .sync_all()
             .map_err(|e| StoreError::io("fsyncing the log file db", e))?;
-        let t2 = Instant::now();
-        let mut files_synced = 0;
-        let mut dirs_synced = 0;
-        let blobs = self.dir.join("blobs");
-        for dir in [self.dir.clone(), blobs] {
-            let (files, dir_changed, present) = self.sync_new_files(&dir)?;
-            files_synced += files;
-            if dir_changed {
-                fsync_dir(&dir)?;
-                dirs_synced += 1;
-            }
-            // Only now is every listed file durable under its name.
-            self.synced.insert(dir, present);
-        }
+        self.trace.push(SyncStep::Log);
         let t3 = Instant::now();
+        // 4. The rest of the store directory, then its entries.
+        let dir = self.dir.clone();
+        let (files, dir_changed, present) = self.sync_new_files(&dir)?;
+        files_synced += files;
+        if dir_changed {
+            fsync_dir(&dir)?;
+            self.trace.push(SyncStep::Dir(dir.clone()));
+            dirs_synced += 1;
+        }
+        // Only now is every listed file durable under its name.
+        self.synced.insert(blobs, blobs_present);
+        self.synced.insert(dir, present);
+        let t4 = Instant::now();
         Ok(DurableFlush {
-            engine_flush: t1 - t0,
-            fsync_log: t2 - t1,
-            fsync_other: t3 - t2,
+            engine_flush: t2 - t1,
+            fsync_log: t3 - t2,
+            fsync_other: (t1 - t0) + (t4 - t3),
             files_synced,
             dirs_synced,
         })
@@ -195,7 +237,7 @@ impl Syncer {
     /// attempt is retried in full next time.
     #[allow(clippy::type_complexity)]
     fn sync_new_files(
-        &self,
+        &mut self,
         dir: &Path,
     ) -> Result<(usize, bool, HashMap<PathBuf, u64>), StoreError> {
         let entries = match fs::read_dir(dir) {
@@ -242,7 +284,14 @@ impl Syncer {
                     changed = true;
                 }
                 match fsync_file(&path) {
-                    Ok(()) => files += 1,
+                    Ok(()) => {
+                        files += 1;
+                        self.trace.push(if dir == self.dir {
+                            SyncStep::File(path.clone())
+                        } else {
+                            SyncStep::Blob(path.clone())
+                        });
+                    }
                     Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                     Err(e) => {
                         return Err(StoreError::io(format!("fsyncing {}", path.display()), e));
@@ -310,6 +359,54 @@ mod tests {
                 .len(),
             2 << 20
         );
+    }
+
+    /// A large value lives in its own blob file, which the log only points to: the durable
+    /// flush must fsync the blob (and `blobs/`) before the log. Fails if either fsync is
+    /// removed or comes after the log's.
+    #[test]
+    fn blobs_are_fsynced_before_the_log() {
+        let (tmp, store) = temp_store();
+        let blobs = tmp.path().join("store").join("blobs");
+        store.flush_durable().unwrap();
+        for round in 0..2u8 {
+            // 1 MiB: an MLLP frame at the limit.
+            store
+                .transact(|tx| {
+                    tx.put_raw_bytes(Keyspace::Raw, &[b'm', round], &vec![round; 1 << 20])?;
+                    Ok::<_, Abort<()>>(())
+                })
+                .unwrap();
+            let new_blobs: Vec<PathBuf> = fs::read_dir(&blobs)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            assert_eq!(new_blobs.len(), usize::from(round) + 1, "a blob per large value");
+            let flush = store.flush_durable().unwrap();
+            let trace = store.last_sync_trace();
+            let log = trace.iter().position(|s| *s == SyncStep::Log).expect("log fsynced");
+            let blob_steps: Vec<usize> = trace
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| matches!(s, SyncStep::Blob(_)))
+                .map(|(i, _)| i)
+                .collect();
+            assert_eq!(blob_steps.len(), 1, "only the new blob is fsynced: {trace:?}");
+            assert!(blob_steps[0] < log, "blob after the log: {trace:?}");
+            let SyncStep::Blob(path) = &trace[blob_steps[0]] else {
+                unreachable!()
+            };
+            assert!(new_blobs.contains(path), "{trace:?}");
+            let dir = trace
+                .iter()
+                .position(|s| *s == SyncStep::Dir(blobs.clone()))
+                .expect("blobs/ fsynced after a new blob");
+            assert!(dir < log, "blobs/ after the log: {trace:?}");
+            assert!(flush.files_synced >= 1 && flush.dirs_synced >= 1, "{flush:?}");
+        }
+        // Nothing new: only the log.
+        store.flush_durable().unwrap();
+        assert_eq!(store.last_sync_trace(), vec![SyncStep::Log]);
     }
 
     #[test]

@@ -42,7 +42,7 @@ pub use audit::{
     AuditBreak, AuditEntry, AuditHead, AuditReceipt, AuditRecord, AuditReport, GENESIS_HASH,
     MAX_NAME_LEN, MAX_SUMMARY_LEN, canonical_bytes,
 };
-pub use durable::{DurableFlush, FaultInjector};
+pub use durable::{DurableFlush, FaultInjector, SyncStep};
 pub use group::{CommitError, GroupCommitter, GroupConfig};
 pub use tx::{Abort, TransactError, Tx, TxError};
 
@@ -469,6 +469,16 @@ impl Store {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         syncer.sync(&self.inner.db, &self.inner.faults)
+    }
+
+    /// The fsyncs the last durable flush made, in order (blobs, then the log, then the rest).
+    pub fn last_sync_trace(&self) -> Vec<SyncStep> {
+        self.inner
+            .syncer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .trace()
+            .to_vec()
     }
 
     /// Why durable flushes are refused, if an earlier one failed with an I/O error (for
