@@ -37,7 +37,7 @@ fn mllp_send(addr: std::net::SocketAddr, file: &std::path::Path) -> String {
         .arg(file)
         .arg("127.0.0.1")
         .output()
-        .expect("python-hl7's mllp_send must be installed (pip install hl7; .ci/run does it)");
+        .expect("python-hl7's mllp_send must be installed (pip install hl7; tests/run.sh does it)");
     assert!(
         out.status.success(),
         "mllp_send failed: {}",

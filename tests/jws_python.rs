@@ -1,5 +1,5 @@
 //! Cross-check with a third-party JOSE library: a report signed by custodian is verified by
-//! python `jwcrypto` (installed by `.ci/run`; `pip install jwcrypto` by hand), and its payload
+//! python `jwcrypto` (installed by `tests/run.sh`; `pip install jwcrypto` by hand), and its payload
 //! carries every element the MRO delivery contract requires. `custodian verify` is checked on
 //! the same files.
 
@@ -39,7 +39,7 @@ fn python() -> String {
     assert!(
         probe.status.success(),
         "python package jwcrypto is missing: run `python3 -m pip install jwcrypto` \
-         (.ci/run installs it); {}",
+         (tests/run.sh installs it); {}",
         String::from_utf8_lossy(&probe.stderr)
     );
     "python3".to_string()

@@ -15,7 +15,7 @@ fn tool(name: &str) -> std::path::PathBuf {
         .unwrap();
     assert!(
         out.status.success(),
-        "{name} is required for this test (.ci/run installs it: apt-get install systemd prometheus)"
+        "{name} is required for this test (tests/run.sh installs it: apt-get install systemd prometheus)"
     );
     std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }

@@ -242,7 +242,7 @@ print(t.payload.decode())
         .unwrap();
     assert!(
         out.status.success(),
-        "jwcrypto (pip install jwcrypto; .ci/run installs it) did not verify: {}",
+        "jwcrypto (pip install jwcrypto; tests/run.sh installs it) did not verify: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     let payload: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
