@@ -2,8 +2,9 @@
 #![forbid(unsafe_code)]
 
 use clap::{Parser, Subcommand};
-use custodian::calendar::{self, Date};
-use custodian::{config, daemon, evaluate::Evaluator, operator, signing};
+use custodian::app::{config, daemon, evaluate::Evaluator, operator};
+use custodian::domain::calendar::{self, Date};
+use custodian::trust::signing;
 use std::io::{self, BufReader};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -472,7 +473,7 @@ fn main() -> ExitCode {
                         collected_on,
                         received_on,
                     } = args.as_ref();
-                    let ccf = custodian::specimen::CcfAmendment {
+                    let ccf = custodian::domain::specimen::CcfAmendment {
                         employer_name: employer_name.clone(),
                         employer_id: employer_id.clone(),
                         mro_name: mro_name.clone(),
@@ -483,13 +484,13 @@ fn main() -> ExitCode {
                         collected_on: collected_on.clone(),
                         received_on: received_on.clone(),
                     };
-                    if ccf == custodian::specimen::CcfAmendment::default() {
+                    if ccf == custodian::domain::specimen::CcfAmendment::default() {
                         eprintln!(
                             "custodian: name at least one CCF field to correct (e.g. --donor-id)"
                         );
                         return ExitCode::from(2);
                     }
-                    let body = custodian::release::CorrectionRequest {
+                    let body = custodian::custody::release::CorrectionRequest {
                         reason: reason.clone(),
                         document_ref: document.clone(),
                         ccf,
@@ -528,7 +529,7 @@ fn main() -> ExitCode {
                 None,
             )
         }
-        Command::Demo { config } => custodian::demo::run(&config),
+        Command::Demo { config } => custodian::app::demo::run(&config),
         Command::Lifecycle { command, access } => {
             let request = |id: &str, body: serde_json::Value| {
                 (

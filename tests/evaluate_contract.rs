@@ -129,8 +129,8 @@ fn conformance_cases_match_through_the_binary() {
 fn conformance_cases_match_through_the_library() {
     // The same code path the binary and the daemon use.
     let (_, profiles) =
-        custodian::config::load_with_env(&root().join("config/custodian.toml"), &[]).unwrap();
-    let ev = custodian::evaluate::Evaluator::new(&profiles, "part40-2001").unwrap();
+        custodian::app::config::load_with_env(&root().join("config/custodian.toml"), &[]).unwrap();
+    let ev = custodian::app::evaluate::Evaluator::new(&profiles, "part40-2001").unwrap();
     let cases = read_jsonl(&root().join("tests/conformance/part40-dev.cases.jsonl"));
     let expected = read_jsonl(&root().join("tests/conformance/part40-dev.expected.jsonl"));
     for (c, w) in cases.iter().zip(&expected) {

@@ -7,12 +7,12 @@
 
 mod common;
 use common::*;
-use custodian::clock::SystemClock;
-use custodian::hl7::Mapping;
-use custodian::ingest::Custody;
+use custodian::codec::hl7::Mapping;
+use custodian::core::clock::SystemClock;
+use custodian::custody::Custody;
+use custodian::domain::specimen::SpecimenRecord;
 use custodian::ingest::analyzer::AnalyzerHandler;
 use custodian::ingest::listener::{self, ListenerSettings};
-use custodian::specimen::SpecimenRecord;
 use custodian::store::{GroupCommitter, GroupConfig, Keyspace, Store};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -49,7 +49,7 @@ impl Pipeline {
         .unwrap();
         let mut problems = Vec::new();
         let profiles =
-            custodian::config::load_profiles(&root().join("config/profiles"), &mut problems);
+            custodian::app::config::load_profiles(&root().join("config/profiles"), &mut problems);
         assert!(problems.is_empty(), "profiles: {problems:?}");
         let custody = Custody::new(
             committer.clone(),

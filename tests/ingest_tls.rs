@@ -118,7 +118,7 @@ fn tls_analyzer(name: &str, p: &Pki) -> String {
 
 /// A rustls client configuration trusting the test CA, with an optional client certificate.
 fn client_config(p: &Pki, client: Option<(&Path, &Path)>) -> Arc<rustls::ClientConfig> {
-    custodian::tls::install_provider();
+    custodian::trust::tls::install_provider();
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_file_iter(&p.ca).unwrap() {
         roots.add(c.unwrap()).unwrap();

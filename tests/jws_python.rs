@@ -3,13 +3,13 @@
 //! carries every element the MRO delivery contract requires. `custodian verify` is checked on
 //! the same files.
 
-use custodian::config::Laboratory;
-use custodian::report::{self, Release, Report};
-use custodian::rules;
-use custodian::signing::{self, KeyStore};
-use custodian::specimen::{
+use custodian::app::config::Laboratory;
+use custodian::domain::report::{self, Release, Report};
+use custodian::domain::rules;
+use custodian::domain::specimen::{
     Accession, Bottle, Ccf, Party, ResultEntry, ResultKind, Source, SpecimenRecord, State,
 };
+use custodian::trust::signing::{self, KeyStore};
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
@@ -63,7 +63,7 @@ fn jwcrypto_verify(jwks: &Path, jws: &Path) -> Result<Value, String> {
 fn profiles() -> rules::ProfileSet {
     let mut problems = Vec::new();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let set = custodian::config::load_profiles(&root.join("config/profiles"), &mut problems);
+    let set = custodian::app::config::load_profiles(&root.join("config/profiles"), &mut problems);
     assert!(problems.is_empty(), "{problems:?}");
     set
 }

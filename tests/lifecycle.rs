@@ -15,18 +15,18 @@
 
 mod common;
 use common::*;
-use custodian::calendar::Date;
-use custodian::clock::{Clock, ManualClock};
-use custodian::config::{Laboratory, MroEntry};
-use custodian::ingest::Custody;
-use custodian::ingest::spool::{DocumentOutcome, apply};
-use custodian::lifecycle::{
+use custodian::app::config::{Laboratory, MroEntry};
+use custodian::core::clock::{Clock, ManualClock};
+use custodian::custody::Custody;
+use custodian::custody::lifecycle::{
     self, Channel, ClockKind, LifecycleError, RequestKind, RequestOutcome, Settings, WrittenRequest,
 };
-use custodian::release::{Releaser, Signer};
-use custodian::retention::{Requester, RetentionPolicy, Subject, Until};
-use custodian::specimen::{Bottle, ResultEntry, ResultKind, Source, SpecimenRecord};
-use custodian::split::{self, SplitDisposition};
+use custodian::custody::release::{Releaser, Signer};
+use custodian::domain::calendar::Date;
+use custodian::domain::retention::{Requester, RetentionPolicy, Subject, Until};
+use custodian::domain::specimen::{Bottle, ResultEntry, ResultKind, Source, SpecimenRecord};
+use custodian::domain::split::{self, SplitDisposition};
+use custodian::ingest::spool::{DocumentOutcome, apply};
 use custodian::store::{GroupCommitter, GroupConfig, Keyspace, Store};
 use rust_decimal::Decimal;
 use std::collections::BTreeMap;
@@ -75,14 +75,14 @@ impl Lab {
         let store = Store::open(&tmp.path().join("store")).unwrap();
         let committer = GroupCommitter::start(store.clone(), GroupConfig::default()).unwrap();
         let mut problems = Vec::new();
-        let profiles = Arc::new(custodian::config::load_profiles(
+        let profiles = Arc::new(custodian::app::config::load_profiles(
             &root().join("config/profiles"),
             &mut problems,
         ));
         assert!(problems.is_empty(), "{problems:?}");
         let clock = ManualClock::new(at(start));
         let settings = Settings {
-            calendar: custodian::calendar::Calendar::with_closures(
+            calendar: custodian::domain::calendar::Calendar::with_closures(
                 closures.iter().map(|d| d.parse::<Date>().unwrap()),
             ),
             utc_offset_minutes: 0,
@@ -356,7 +356,10 @@ fn correction_window_expires_across_the_thanksgiving_weekend() {
     assert!(r.correction_expired);
     assert_eq!(r.state.key(), "ready_for_review");
     let v = &r.evaluation.as_ref().unwrap().verdict;
-    assert_eq!(v.results, [custodian::rules::ResultCategory::Rejected]);
+    assert_eq!(
+        v.results,
+        [custodian::domain::rules::ResultCategory::Rejected]
+    );
     assert_eq!(lab.audit_actions("correction_window_expired", "TG-1"), 1);
     assert_eq!(lab.due_entries(), 0);
 
@@ -573,9 +576,9 @@ fn one_year_retention_extended_by_the_mro_then_released() {
         .map(|d| {
             (
                 match d.item.item {
-                    custodian::retention::Item::Primary => "primary",
-                    custodian::retention::Item::Split => "split",
-                    custodian::retention::Item::Records => "records",
+                    custodian::domain::retention::Item::Primary => "primary",
+                    custodian::domain::retention::Item::Split => "split",
+                    custodian::domain::retention::Item::Records => "records",
                 },
                 d.item.location.as_deref(),
             )
@@ -596,7 +599,7 @@ fn one_year_retention_extended_by_the_mro_then_released() {
             &lab2.committer,
             &lab2.settings,
             "RT-2",
-            custodian::retention::Item::Split,
+            custodian::domain::retention::Item::Split,
             "Operator",
             lab2.clock.now_ms(),
         ))
@@ -623,7 +626,7 @@ fn one_year_retention_extended_by_the_mro_then_released() {
                 &lab2.committer,
                 &lab2.settings,
                 "RT-2",
-                custodian::retention::Item::Split,
+                custodian::domain::retention::Item::Split,
                 "Operator",
                 lab2.clock.now_ms(),
             ))
@@ -720,13 +723,16 @@ fn split_request_forwards_bottle_b_without_donor_identity_and_the_second_lab_rec
     let ret = r.lifecycle.retention.as_ref().unwrap();
     assert!(matches!(
         ret.split,
-        custodian::retention::SplitBottle::Shipped { .. }
+        custodian::domain::retention::SplitBottle::Shipped { .. }
     ));
     lab.set("2027-03-10T14:00");
     lab.sweep();
     let list = lifecycle::discardable(&lab.store, &lab.settings, lab.clock.now_ms()).unwrap();
     assert_eq!(list.len(), 1);
-    assert_eq!(list[0].item.item, custodian::retention::Item::Primary);
+    assert_eq!(
+        list[0].item.item,
+        custodian::domain::retention::Item::Primary
+    );
     // A second request is answered with the first.
     let e = lab
         .request(
@@ -809,7 +815,7 @@ fn split_request_for_an_absent_bottle_b_reports_it_unavailable() {
     assert_no_donor_identity(&serde_json::to_string(&r.lifecycle.split).unwrap());
     assert_eq!(
         r.lifecycle.retention.as_ref().unwrap().split,
-        custodian::retention::SplitBottle::Absent
+        custodian::domain::retention::SplitBottle::Absent
     );
 }
 
@@ -1055,8 +1061,8 @@ fn forwarded_package(lab: &Lab, id: &str) -> serde_json::Value {
     serde_json::to_value(d).unwrap()
 }
 
-fn split_lab_of(lab: &Lab, lods: &[(&str, i64)]) -> Arc<custodian::split_lab::SplitLab> {
-    Arc::new(custodian::split_lab::SplitLab {
+fn split_lab_of(lab: &Lab, lods: &[(&str, i64)]) -> Arc<custodian::custody::split_lab::SplitLab> {
+    Arc::new(custodian::custody::split_lab::SplitLab {
         lods: lods
             .iter()
             .map(|(k, v)| (k.to_string(), Decimal::from(*v)))
@@ -1068,11 +1074,11 @@ fn split_lab_of(lab: &Lab, lods: &[(&str, i64)]) -> Arc<custodian::split_lab::Sp
 
 fn receive(
     lab: &Lab,
-    split_lab: &Arc<custodian::split_lab::SplitLab>,
+    split_lab: &Arc<custodian::custody::split_lab::SplitLab>,
     body: serde_json::Value,
-) -> Result<serde_json::Value, custodian::split_lab::IntakeError> {
-    let body: custodian::split_lab::IntakeBody = serde_json::from_value(body).unwrap();
-    lab.rt.block_on(custodian::split_lab::receive(
+) -> Result<serde_json::Value, custodian::custody::split_lab::IntakeError> {
+    let body: custodian::custody::split_lab::IntakeBody = serde_json::from_value(body).unwrap();
+    lab.rt.block_on(custodian::custody::split_lab::receive(
         &lab.committer,
         split_lab,
         body,
@@ -1083,10 +1089,10 @@ fn receive(
 
 fn split_view(
     lab: &Lab,
-    split_lab: &custodian::split_lab::SplitLab,
+    split_lab: &custodian::custody::split_lab::SplitLab,
     id: &str,
 ) -> serde_json::Value {
-    custodian::split_lab::view(split_lab, &lab.record(id))
+    custodian::custody::split_lab::view(split_lab, &lab.record(id))
         .unwrap()
         .expect("received")
 }
@@ -1200,7 +1206,7 @@ fn second_laboratory_reconfirms_a_received_bottle_b() {
     assert!(e.to_string().contains("manifest names specimen"), "{e}");
     // A record with no received split has nothing to show.
     assert_eq!(
-        custodian::split_lab::view(&lab, &first.record("SL-1")),
+        custodian::custody::split_lab::view(&lab, &first.record("SL-1")),
         Ok(None)
     );
 }

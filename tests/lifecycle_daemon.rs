@@ -228,9 +228,9 @@ fn each_clock_fires_exactly_once_across_kill9_restarts() {
     let store = Store::open(&dir.path().join("store")).unwrap();
     assert_eq!(
         store
-            .due_until::<custodian::lifecycle::DueItem>(u64::MAX)
+            .due_until::<custodian::custody::lifecycle::DueItem>(u64::MAX)
             .flatten()
-            .filter(|(_, i)| i.kind == custodian::lifecycle::ClockKind::Correction)
+            .filter(|(_, i)| i.kind == custodian::custody::lifecycle::ClockKind::Correction)
             .count(),
         0
     );

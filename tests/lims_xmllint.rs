@@ -8,7 +8,7 @@
 //! Needs `xmllint` (Debian/Ubuntu: `apt-get install -y libxml2-utils`); without it these tests
 //! fail rather than pass silently.
 
-use custodian::lims::{DEFAULT_MAX_BYTES, DocumentKind, parse_document};
+use custodian::codec::lims::{DEFAULT_MAX_BYTES, DocumentKind, parse_document};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -23,7 +23,7 @@ pub struct AdminState {
     pub users: Arc<std::sync::RwLock<Arc<Users>>>,
     pub ready: Arc<AtomicBool>,
     /// The supervised tasks: a dead one makes `/healthz` and `/readyz` answer 503.
-    pub health: Arc<crate::health::Health>,
+    pub health: Arc<crate::core::health::Health>,
     pub prometheus: Option<PrometheusHandle>,
     pub api: Option<Arc<dyn Api>>,
     pub review: Option<Arc<dyn ReviewApi>>,
@@ -61,7 +61,7 @@ pub trait ReviewApi: Send + Sync {
     fn correct<'a>(
         &'a self,
         report_id: String,
-        request: crate::release::CorrectionRequest,
+        request: crate::custody::release::CorrectionRequest,
         scientist: &'a User,
     ) -> ActionFuture<'a>;
     /// Queued and dead-letter reports per MRO.
@@ -313,7 +313,7 @@ async fn correct_report(
     State(s): State<AdminState>,
     Scientist(user): Scientist,
     axum::extract::Path(id): axum::extract::Path<String>,
-    axum::Json(body): axum::Json<crate::release::CorrectionRequest>,
+    axum::Json(body): axum::Json<crate::custody::release::CorrectionRequest>,
 ) -> Response {
     let Some(r) = &s.review else {
         return no_review();
@@ -500,7 +500,11 @@ async fn healthz(State(s): State<AdminState>) -> Response {
 async fn readyz(State(s): State<AdminState>) -> Response {
     let down = tasks_down(&s);
     if !down.is_empty() {
-        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready\n{down}")).into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready\n{down}"),
+        )
+            .into_response()
     } else if s.ready.load(Ordering::SeqCst) {
         (StatusCode::OK, "ready\n").into_response()
     } else {

@@ -7,10 +7,10 @@
 //! nothing is answered: the analyzer times out and sends again, so nothing is lost.
 
 use super::listener::{FrameHandler, Peer};
-use super::{Applied, Custody, IngestError, QuarantineRecord};
-use crate::hl7::{self, AckCode, ErrorCode, ErrorDetail, Mapping, Outcome};
-use crate::mllp::MllpError;
-use crate::specimen::{Bottle, ChangeError, ResultEntry, ResultKind, Source};
+use crate::codec::hl7::{self, AckCode, ErrorCode, ErrorDetail, Mapping, Outcome};
+use crate::codec::mllp::MllpError;
+use crate::custody::{Applied, Custody, IngestError, QuarantineRecord};
+use crate::domain::specimen::{Bottle, ChangeError, ResultEntry, ResultKind, Source};
 use bytes::Bytes;
 use std::future::Future;
 use std::pin::Pin;
@@ -305,7 +305,7 @@ fn count(analyzer: &str, code: &str) {
 
 /// HL7 DTM `YYYYMMDDHHMMSS` (UTC) for epoch milliseconds.
 pub fn hl7_timestamp(ms: u64) -> String {
-    let t = crate::clock::rfc3339(ms);
+    let t = crate::core::clock::rfc3339(ms);
     // 2026-11-23T11:54:08.123Z -> 20261123115408
     t.chars().filter(|c| c.is_ascii_digit()).take(14).collect()
 }

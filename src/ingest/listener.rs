@@ -6,7 +6,7 @@
 //! A connection that breaks mid-frame loses nothing that was acknowledged: a frame is handed on
 //! only when complete, and its ACK is written only after the handler returned.
 
-use crate::mllp::{MllpCodec, MllpError};
+use crate::codec::mllp::{MllpCodec, MllpError};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use std::future::Future;

@@ -1,13 +1,16 @@
-//! The LIMS spool: claims each dropped file, parses it (pure parsers in [`crate::lims`]), hands
+//! The LIMS spool: claims each dropped file, parses it (pure parsers in [`crate::codec::lims`]), hands
 //! it to custody, and only then moves it to `done/`. A file that cannot be used goes to
 //! `rejected/` with a `.reason` file naming the line and element. If the store cannot make it
 //! durable, the file stays claimed and is tried again; after a crash, files left in
 //! `processing/` are returned to `incoming/` and replayed (custody's dedupe by document hash
 //! makes the replay harmless).
 
-use super::{Applied, Custody, IngestError};
-use crate::lims::{self, LimsDocument, spool::Spool};
-use crate::specimen::{self, Bottle, Ccf, CorrectionEntry, Party, ResultEntry, ResultKind, Source};
+use crate::codec::lims::{self, LimsDocument};
+use crate::custody::{Applied, Custody, IngestError};
+use crate::domain::specimen::{
+    self, Bottle, Ccf, CorrectionEntry, Party, ResultEntry, ResultKind, Source,
+};
+use crate::ingest::spool_dir::{self, Spool};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -78,7 +81,7 @@ async fn process(
     spool: &Arc<Spool>,
     custody: &Custody,
     settings: &SpoolSettings,
-    claim: lims::spool::Claim,
+    claim: spool_dir::Claim,
     shutdown: &CancellationToken,
 ) {
     let name = claim.name().to_string();
@@ -122,7 +125,7 @@ async fn process(
 
 async fn finish(
     spool: &Arc<Spool>,
-    claim: Arc<lims::spool::Claim>,
+    claim: Arc<spool_dir::Claim>,
     result: Result<(), String>,
     name: &str,
 ) {
@@ -233,8 +236,8 @@ async fn apply_request(
     r: lims::RequestDoc,
     now: u64,
 ) -> Result<DocumentOutcome, String> {
-    use crate::lifecycle::{self, Channel, LifecycleError, RequestKind, RequestOutcome};
-    use crate::retention::Until;
+    use crate::custody::lifecycle::{self, Channel, LifecycleError, RequestKind, RequestOutcome};
+    use crate::domain::retention::Until;
     let (secs, _) = r.received_at.unix();
     let kind = match r.ask {
         lims::RequestAsk::RetentionExtension {

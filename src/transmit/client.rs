@@ -2,7 +2,7 @@
 //! way to turn verification off), the laboratory's client certificate, `POST` of a compact JWS
 //! with `Content-Type: application/jose` and `Idempotency-Key: <report id>`.
 
-use crate::tls::{TlsError, load_certs, load_key};
+use crate::trust::tls::{TlsError, load_certs, load_key};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
@@ -211,7 +211,10 @@ mod tests {
         assert!(text.chars().all(|c| c == '€'));
         // Invalid UTF-8 is replaced, never a panic; short bodies are kept whole.
         assert_eq!(receipt_text(b"ok \xff", 4096), "ok \u{fffd}");
-        assert_eq!(receipt_text(b"{\"received\":true}", 4096), "{\"received\":true}");
+        assert_eq!(
+            receipt_text(b"{\"received\":true}", 4096),
+            "{\"received\":true}"
+        );
         assert_eq!(receipt_text(b"", 4096), "");
     }
 

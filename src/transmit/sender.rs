@@ -5,8 +5,8 @@
 //! retried with exponential backoff and jitter, without limit of time, in order.
 
 use super::client::{Answer, MroClient, SendError};
-use super::outbox::{self, Delivery, StoredReport};
-use crate::clock::Clock;
+use crate::core::clock::Clock;
+use crate::custody::outbox::{self, Delivery, StoredReport};
 use crate::store::{Abort, AuditEntry, GroupCommitter, Keyspace, Store, Tx};
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,7 +62,9 @@ pub fn classify(status: u16) -> Verdict {
 pub fn retry_after(value: &str, now_ms: u64) -> Option<Duration> {
     let value = value.trim();
     if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
-        return Some(Duration::from_secs(value.parse::<u64>().unwrap_or(u64::MAX)));
+        return Some(Duration::from_secs(
+            value.parse::<u64>().unwrap_or(u64::MAX),
+        ));
     }
     let at = httpdate::parse_http_date(value).ok()?;
     let at_ms = at
@@ -89,7 +91,7 @@ pub fn dead_letter_reason(status: u16, body: &str) -> String {
     }
 }
 
-/// The sender of one MRO. Cloned to restart it after a panic (see [`crate::health`]).
+/// The sender of one MRO. Cloned to restart it after a panic (see [`crate::core::health`]).
 #[derive(Clone)]
 pub struct Sender {
     pub mro_id: String,
@@ -368,7 +370,7 @@ mod tests {
 
     /// A peer that counts TCP connections (and hangs up), and a client for it.
     fn counting_peer(d: &std::path::Path) -> (MroClient, Arc<AtomicUsize>) {
-        crate::tls::install_provider();
+        crate::trust::tls::install_provider();
         // Certificates only so the client can be built; the peer below just counts connections.
         let key = rcgen::KeyPair::generate().unwrap();
         let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
@@ -414,7 +416,7 @@ mod tests {
                 mro_id: "MRO-1".into(),
                 client: client.clone(),
                 committer: committer.clone(),
-                clock: Arc::new(crate::clock::SystemClock),
+                clock: Arc::new(crate::core::clock::SystemClock),
                 backoff: Backoff {
                     initial: Duration::from_millis(20),
                     max: Duration::from_millis(50),
@@ -504,9 +506,17 @@ mod tests {
                 Ok(())
             })
             .unwrap();
-        assert!(store.get::<StoredReport>(Keyspace::Reports, b"R-1").is_err());
+        assert!(
+            store
+                .get::<StoredReport>(Keyspace::Reports, b"R-1")
+                .is_err()
+        );
         run_sender(&client, store.clone(), 300);
-        assert_eq!(queued(&store), 1, "the queue entry of an unreadable report was dropped");
+        assert_eq!(
+            queued(&store),
+            1,
+            "the queue entry of an unreadable report was dropped"
+        );
         assert_eq!(connections.load(Ordering::SeqCst), 0);
 
         // The report missing altogether: still kept (an operator must look), never deleted.
@@ -517,7 +527,11 @@ mod tests {
             })
             .unwrap();
         run_sender(&client, store.clone(), 200);
-        assert_eq!(queued(&store), 1, "the queue entry of a missing report was dropped");
+        assert_eq!(
+            queued(&store),
+            1,
+            "the queue entry of a missing report was dropped"
+        );
 
         // Readable again: it is sent.
         store

@@ -12,10 +12,10 @@
 //! and `CUSTODIAN_BENCH_DIR` (where the stores go; default the system temporary directory)
 //! change the run.
 
-use custodian::lifecycle::{self, ClockKind, DueItem, Settings, due_entry_key};
-use custodian::retention::{Basis, Retention, SplitBottle};
-use custodian::rules::ProfileSet;
-use custodian::specimen::{SpecimenRecord, State};
+use custodian::custody::lifecycle::{self, ClockKind, DueItem, Settings, due_entry_key};
+use custodian::domain::retention::{Basis, Retention, SplitBottle};
+use custodian::domain::rules::ProfileSet;
+use custodian::domain::specimen::{SpecimenRecord, State};
 use custodian::store::{Abort, GroupCommitter, GroupConfig, Keyspace, Store, state_key};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

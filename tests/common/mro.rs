@@ -149,7 +149,7 @@ pub struct Receiver {
 
 /// Starts a receiver on a loopback port: client certificate required (signed by the lab's CA).
 pub fn receiver(p: &Pki) -> Receiver {
-    custodian::tls::install_provider();
+    custodian::trust::tls::install_provider();
     let mut roots = rustls::RootCertStore::empty();
     roots.add(p.lab_ca_der.clone()).unwrap();
     let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))

@@ -1,5 +1,5 @@
 #![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| custodian::hl7::fuzz::extract_checked(
+libfuzzer_sys::fuzz_target!(|data: &[u8]| custodian::codec::hl7::fuzz::extract_checked(
     include_str!("../../data/hl7/mapping-example.toml"),
     data
 ));

@@ -1,2 +1,2 @@
 #![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| custodian::hl7::fuzz::parse_checked(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| custodian::codec::hl7::fuzz::parse_checked(data));

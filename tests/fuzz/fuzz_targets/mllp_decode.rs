@@ -1,2 +1,2 @@
 #![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| custodian::mllp::fuzz_check(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| custodian::codec::mllp::fuzz_check(data));

@@ -1,0 +1,1279 @@
+//! The daemon's configuration: `config/custodian.toml`, overridden by environment variables
+//! `CUSTODIAN__SECTION__KEY`, checked whole.
+//!
+//! Loading never stops at the first problem: every unknown key, every bad value and every
+//! broken rule profile is reported with its key, so `custodian check-config` can list them all.
+//! Relative paths are taken relative to the directory of the config file.
+
+use crate::domain::rules::{Profile, ProfileSet};
+use serde::Deserialize;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// The environment prefix: `CUSTODIAN__RULES__DEFAULT_PROFILE=part40-2023`.
+pub const ENV_PREFIX: &str = "CUSTODIAN";
+
+/// The configuration file used when none is named.
+pub const DEFAULT_PATH: &str = "config/custodian.toml";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file this was loaded from.
+    pub source: PathBuf,
+    pub laboratory: Laboratory,
+    pub rules: Rules,
+    pub store: Store,
+    pub log: Log,
+    pub ingest: Ingest,
+    pub lims: Lims,
+    pub admin: Admin,
+    pub signing: Signing,
+    pub calendar: Calendar,
+    pub lifecycle: Lifecycle,
+    pub analyzers: Vec<Analyzer>,
+    pub mros: Vec<MroEntry>,
+    pub transmit: Transmit,
+    pub split_laboratory: SplitLaboratory,
+}
+
+/// This laboratory as the second laboratory of split specimens it receives (40.177): whether it
+/// takes them in, and its methods' limits of detection per analyte (ng/mL), the threshold of
+/// reconfirmation (40.177(b)). The section is optional; disabled by default.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SplitLaboratory {
+    #[serde(default)]
+    pub enabled: bool,
+    /// Analyte key (as in the rule profiles) → limit of detection, ng/mL.
+    #[serde(default)]
+    pub lod: std::collections::BTreeMap<String, rust_decimal::Decimal>,
+}
+
+/// One MRO of the directory: the only kind of destination a report can have (40.97(b)).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MroEntry {
+    /// The MRO directory id written on CCFs (the LIMS sends it with the accession).
+    pub id: String,
+    pub name: String,
+    pub address: String,
+    /// `https://` endpoint of the MRO's system.
+    pub endpoint: String,
+    /// PEM CA that signs the MRO's server certificate (verification cannot be turned off).
+    pub ca: PathBuf,
+    /// The laboratory's client certificate and key presented to this MRO (key mode 0600).
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+/// Delivery tuning.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Transmit {
+    /// One POST may take this long, in seconds.
+    #[serde(default = "default_post_timeout")]
+    pub timeout_secs: u64,
+    /// First retry delay after a 5xx or network error, in milliseconds (doubles, with jitter).
+    #[serde(default = "default_backoff_initial")]
+    pub backoff_initial_ms: u64,
+    /// Longest retry delay, in seconds.
+    #[serde(default = "default_backoff_max")]
+    pub backoff_max_secs: u64,
+}
+
+fn default_post_timeout() -> u64 {
+    30
+}
+fn default_backoff_initial() -> u64 {
+    500
+}
+fn default_backoff_max() -> u64 {
+    300
+}
+
+impl Default for Transmit {
+    fn default() -> Self {
+        Transmit {
+            timeout_secs: default_post_timeout(),
+            backoff_initial_ms: default_backoff_initial(),
+            backoff_max_secs: default_backoff_max(),
+        }
+    }
+}
+
+/// Words that name a destination the law forbids for laboratory results (40.97(b)): the
+/// employer, its DER, or a service agent such as a C/TPA.
+const FORBIDDEN_DESTINATION_WORDS: [&str; 6] = [
+    "der",
+    "employer",
+    "tpa",
+    "ctpa",
+    "consortium",
+    "administrator",
+];
+
+/// Why a directory entry is not an MRO destination, if it is not.
+pub fn forbidden_destination(text: &str) -> Option<&'static str> {
+    let lower = text.to_lowercase();
+    let words: Vec<&str> = lower
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect();
+    for forbidden in FORBIDDEN_DESTINATION_WORDS {
+        if words.contains(&forbidden) {
+            return Some(forbidden);
+        }
+    }
+    if lower.contains("c/tpa") || lower.contains("third party") || lower.contains("third-party") {
+        return Some("third-party administrator");
+    }
+    None
+}
+
+/// Business days (40.83(e)-(g)): federal holidays are computed; the laboratory adds the days it
+/// is closed. The section is optional.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Calendar {
+    /// Dates (`YYYY-MM-DD`) the laboratory is closed besides weekends and federal holidays.
+    #[serde(default)]
+    pub closures: Vec<crate::domain::calendar::Date>,
+    /// The laboratory's offset from UTC in minutes, standard time (e.g. -300 for Eastern): the
+    /// day a specimen was received and the close of a business day are in laboratory time.
+    #[serde(default)]
+    pub utc_offset_minutes: i32,
+}
+
+/// The lifecycle clocks (correction windows, retention) and what may be discarded. The section
+/// is optional.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lifecycle {
+    /// How often the daemon fires the clocks that came due, in seconds (it also does at start).
+    #[serde(default = "default_sweep_interval")]
+    pub sweep_interval_secs: u64,
+    /// A negative or rejected specimen may be discarded this many days after it was reported
+    /// (positive, adulterated, substituted and invalid ones are kept a year, 40.99(a)).
+    #[serde(default = "default_discard_after_days")]
+    pub discard_after_report_days: u64,
+}
+
+fn default_sweep_interval() -> u64 {
+    60
+}
+fn default_discard_after_days() -> u64 {
+    7
+}
+
+impl Default for Lifecycle {
+    fn default() -> Self {
+        Lifecycle {
+            sweep_interval_secs: default_sweep_interval(),
+            discard_after_report_days: default_discard_after_days(),
+        }
+    }
+}
+
+impl Calendar {
+    /// The business-day calendar: federal holidays plus these closures.
+    pub fn business_days(&self) -> crate::domain::calendar::Calendar {
+        crate::domain::calendar::Calendar::with_closures(self.closures.iter().copied())
+    }
+}
+
+/// Tuning of the analyzer listeners and of the group commit.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ingest {
+    /// Largest MLLP frame accepted, in bytes.
+    #[serde(default = "default_max_frame")]
+    pub max_frame_bytes: usize,
+    /// A connection silent this long is closed, in seconds.
+    #[serde(default = "default_read_timeout")]
+    pub read_timeout_secs: u64,
+    /// TLS handshakes must finish within this, in seconds.
+    #[serde(default = "default_handshake_timeout")]
+    pub handshake_timeout_secs: u64,
+    /// Most open connections per analyzer listener.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Most writes made durable by one flush.
+    #[serde(default = "default_commit_max_batch")]
+    pub commit_max_batch: usize,
+    /// Longest a write waits for others to share its flush, in microseconds.
+    #[serde(default = "default_commit_max_wait_us")]
+    pub commit_max_wait_us: u64,
+}
+
+fn default_max_frame() -> usize {
+    1 << 20
+}
+fn default_read_timeout() -> u64 {
+    300
+}
+fn default_handshake_timeout() -> u64 {
+    10
+}
+fn default_max_connections() -> usize {
+    64
+}
+fn default_commit_max_batch() -> usize {
+    256
+}
+fn default_commit_max_wait_us() -> u64 {
+    2000
+}
+
+impl Default for Ingest {
+    fn default() -> Self {
+        Ingest {
+            max_frame_bytes: default_max_frame(),
+            read_timeout_secs: default_read_timeout(),
+            handshake_timeout_secs: default_handshake_timeout(),
+            max_connections: default_max_connections(),
+            commit_max_batch: default_commit_max_batch(),
+            commit_max_wait_us: default_commit_max_wait_us(),
+        }
+    }
+}
+
+/// The LIMS spool directory.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lims {
+    /// The LIMS drops files into `<spool_dir>/incoming`; custodian keeps `processing/`,
+    /// `done/` and `rejected/` beside it.
+    pub spool_dir: PathBuf,
+    /// How often the spool is looked at, in milliseconds.
+    #[serde(default = "default_poll")]
+    pub poll_interval_ms: u64,
+    /// Largest document accepted, in bytes.
+    #[serde(default = "default_max_document")]
+    pub max_document_bytes: usize,
+}
+
+fn default_poll() -> u64 {
+    250
+}
+fn default_max_document() -> usize {
+    1 << 20
+}
+
+/// The admin interface (HTTP on a local address) and its users.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    /// Address to listen on; keep it on loopback or a management network.
+    pub listen: std::net::SocketAddr,
+    #[serde(default, rename = "user")]
+    pub users: Vec<crate::admin::auth::UserConfig>,
+}
+
+/// The keys that sign reports (see [`crate::trust::signing`]).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Signing {
+    /// Directory of private keys `<kid>.pk8` (mode 0600) and the `active` pointer; created
+    /// 0700 by `custodian keys generate`.
+    pub keys_dir: PathBuf,
+}
+
+/// One analyzer: its MLLP listener and how its messages map onto the rule profile.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Analyzer {
+    /// A short name (letters, digits, `-`, `_`): appears in logs, metrics and the audit log.
+    pub name: String,
+    /// Address of its MLLP listener (`127.0.0.1:0` picks a free port).
+    pub listen: std::net::SocketAddr,
+    /// TLS for the listener; with `client_ca`, analyzers must present a certificate.
+    #[serde(default)]
+    pub tls: Option<crate::trust::tls::ServerTls>,
+    /// Where the specimen ID is and what each test code means.
+    pub mapping: crate::codec::hl7::Mapping,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Laboratory {
+    /// 40.97(b)(1)(i)(A): the laboratory's name on every report.
+    pub name: String,
+    /// 40.97(b)(1)(i)(A): the laboratory's address on every report.
+    pub address: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Rules {
+    /// The profile applied when a specimen or case names none.
+    pub default_profile: String,
+    /// Directory of `NAME.toml` rule profiles.
+    pub profiles_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Store {
+    /// Directory of the sled store (created 0700 if missing).
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Log {
+    /// A tracing filter: `info`, `custodian=debug`, ...
+    pub level: String,
+    pub format: LogFormat,
+}
+
+/// The top-level sections, each deserialized on its own so one bad section hides no other.
+const SECTIONS: [&str; 14] = [
+    "split_laboratory",
+    "mro",
+    "transmit",
+    "laboratory",
+    "rules",
+    "store",
+    "log",
+    "ingest",
+    "lims",
+    "admin",
+    "signing",
+    "calendar",
+    "lifecycle",
+    "analyzer",
+];
+
+struct RawConfig {
+    laboratory: Laboratory,
+    rules: Rules,
+    store: Store,
+    log: Log,
+    ingest: Ingest,
+    lims: Lims,
+    admin: Admin,
+    signing: Signing,
+    calendar: Calendar,
+    lifecycle: Lifecycle,
+    analyzers: Vec<Analyzer>,
+    mros: Vec<MroEntry>,
+    transmit: Transmit,
+    split_laboratory: SplitLaboratory,
+}
+
+/// One problem with the configuration: the key and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub problem: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.problem)
+    }
+}
+
+/// Every problem found while loading.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub source: PathBuf,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "configuration {} has {} problem(s):",
+            self.source.display(),
+            self.problems.len()
+        )?;
+        for p in &self.problems {
+            writeln!(f, "  {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn problem(key: impl Into<String>, problem: impl Into<String>) -> Problem {
+    Problem {
+        key: key.into(),
+        problem: problem.into(),
+    }
+}
+
+/// Loads the configuration and its rule profiles, reading the process environment.
+pub fn load(path: &Path) -> Result<(Config, ProfileSet), ConfigError> {
+    let env: Vec<(String, String)> = std::env::vars()
+        .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")))
+        .collect();
+    load_with_env(path, &env)
+}
+
+/// Loads with an explicit environment (tests pass their own).
+pub fn load_with_env(
+    path: &Path,
+    env: &[(String, String)],
+) -> Result<(Config, ProfileSet), ConfigError> {
+    let fail = |problems: Vec<Problem>| ConfigError {
+        source: path.to_path_buf(),
+        problems,
+    };
+    if !path.is_file() {
+        return Err(fail(vec![problem(
+            "(file)",
+            format!("{} does not exist or is not a file", path.display()),
+        )]));
+    }
+    let env_map: std::collections::HashMap<String, String> = env.iter().cloned().collect();
+    let built = config::Config::builder()
+        .add_source(config::File::from(path).format(config::FileFormat::Toml))
+        .add_source(
+            config::Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(env_map)),
+        )
+        .build()
+        .map_err(|e| fail(vec![problem("(file)", e.to_string())]))?;
+    let tree: serde_json::Value = built
+        .try_deserialize()
+        .map_err(|e| fail(vec![problem("(file)", e.to_string())]))?;
+
+    let mut problems = Vec::new();
+    let top = match &tree {
+        serde_json::Value::Object(m) => m.clone(),
+        _ => serde_json::Map::new(),
+    };
+    for key in top.keys() {
+        if !SECTIONS.contains(&key.as_str()) {
+            problems.push(unknown_key(key, env));
+        }
+    }
+    let laboratory = section::<Laboratory>(&top, "laboratory", env, &mut problems);
+    let rules = section::<Rules>(&top, "rules", env, &mut problems);
+    let store = section::<Store>(&top, "store", env, &mut problems);
+    let log = section::<Log>(&top, "log", env, &mut problems);
+    let ingest = if top.contains_key("ingest") {
+        section::<Ingest>(&top, "ingest", env, &mut problems)
+    } else {
+        Some(Ingest::default())
+    };
+    let lims = section::<Lims>(&top, "lims", env, &mut problems);
+    let admin = section::<Admin>(&top, "admin", env, &mut problems);
+    let signing = section::<Signing>(&top, "signing", env, &mut problems);
+    let calendar = if top.contains_key("calendar") {
+        section::<Calendar>(&top, "calendar", env, &mut problems)
+    } else {
+        Some(Calendar::default())
+    };
+    let lifecycle = if top.contains_key("lifecycle") {
+        section::<Lifecycle>(&top, "lifecycle", env, &mut problems)
+    } else {
+        Some(Lifecycle::default())
+    };
+    let analyzers = if top.contains_key("analyzer") {
+        section::<Vec<Analyzer>>(&top, "analyzer", env, &mut problems)
+    } else {
+        Some(Vec::new())
+    };
+    let mros = if top.contains_key("mro") {
+        section::<Vec<MroEntry>>(&top, "mro", env, &mut problems)
+    } else {
+        Some(Vec::new())
+    };
+    let transmit = if top.contains_key("transmit") {
+        section::<Transmit>(&top, "transmit", env, &mut problems)
+    } else {
+        Some(Transmit::default())
+    };
+    let split_laboratory = if top.contains_key("split_laboratory") {
+        section::<SplitLaboratory>(&top, "split_laboratory", env, &mut problems)
+    } else {
+        Some(SplitLaboratory::default())
+    };
+    let (Some(mros), Some(transmit), Some(lifecycle), Some(split_laboratory)) =
+        (mros, transmit, lifecycle, split_laboratory)
+    else {
+        return Err(fail(problems));
+    };
+    let (
+        Some(laboratory),
+        Some(rules),
+        Some(store),
+        Some(log),
+        Some(ingest),
+        Some(lims),
+        Some(admin),
+        Some(signing),
+        Some(calendar),
+        Some(analyzers),
+    ) = (
+        laboratory, rules, store, log, ingest, lims, admin, signing, calendar, analyzers,
+    )
+    else {
+        return Err(fail(problems));
+    };
+    let raw = RawConfig {
+        laboratory,
+        rules,
+        store,
+        log,
+        ingest,
+        lims,
+        admin,
+        signing,
+        calendar,
+        lifecycle,
+        analyzers,
+        mros,
+        transmit,
+        split_laboratory,
+    };
+    if !problems.is_empty() {
+        return Err(fail(problems));
+    }
+
+    let base = path.parent().unwrap_or(Path::new("."));
+    let resolve = |p: &Path| -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            base.join(p)
+        }
+    };
+    let cfg = Config {
+        source: path.to_path_buf(),
+        laboratory: raw.laboratory,
+        rules: Rules {
+            default_profile: raw.rules.default_profile,
+            profiles_dir: resolve(&raw.rules.profiles_dir),
+        },
+        store: Store {
+            path: resolve(&raw.store.path),
+        },
+        log: raw.log,
+        ingest: raw.ingest,
+        lims: Lims {
+            spool_dir: resolve(&raw.lims.spool_dir),
+            ..raw.lims
+        },
+        admin: raw.admin,
+        signing: Signing {
+            keys_dir: resolve(&raw.signing.keys_dir),
+        },
+        calendar: raw.calendar,
+        lifecycle: raw.lifecycle,
+        analyzers: raw
+            .analyzers
+            .into_iter()
+            .map(|mut a| {
+                if let Some(t) = &mut a.tls {
+                    t.cert = resolve(&t.cert);
+                    t.key = resolve(&t.key);
+                    t.client_ca = t.client_ca.as_deref().map(resolve);
+                }
+                a
+            })
+            .collect(),
+        mros: raw
+            .mros
+            .into_iter()
+            .map(|mut m| {
+                m.ca = resolve(&m.ca);
+                m.client_cert = resolve(&m.client_cert);
+                m.client_key = resolve(&m.client_key);
+                m
+            })
+            .collect(),
+        transmit: raw.transmit,
+        split_laboratory: raw.split_laboratory,
+    };
+    validate(&cfg, &mut problems);
+    validate_mros(&cfg, &mut problems);
+    let profiles = load_profiles(&cfg.rules.profiles_dir, &mut problems);
+    validate_analyzers(&cfg, &profiles, &mut problems);
+    validate_split_laboratory(&cfg.split_laboratory, &profiles, &mut problems);
+    if !profiles.is_empty() && profiles.get(&cfg.rules.default_profile).is_none() {
+        problems.push(problem(
+            "rules.default_profile",
+            format!(
+                "`{}` is not among the loaded profiles ({})",
+                cfg.rules.default_profile,
+                profiles.names().collect::<Vec<_>>().join(", ")
+            ),
+        ));
+    }
+    if problems.is_empty() {
+        Ok((cfg, profiles))
+    } else {
+        Err(fail(problems))
+    }
+}
+
+fn unknown_key(key: &str, env: &[(String, String)]) -> Problem {
+    let from_env = env_key(key);
+    let hint = if env.iter().any(|(k, _)| *k == from_env) {
+        format!(" (set by environment variable {from_env}; unset it)")
+    } else {
+        String::new()
+    };
+    problem(key, format!("unknown key{hint}"))
+}
+
+/// Deserializes one section, reporting every unknown key and every bad value in it: after a bad
+/// value the key is set aside and the section read again, so later problems still show.
+fn section<T: serde::de::DeserializeOwned>(
+    top: &serde_json::Map<String, serde_json::Value>,
+    name: &str,
+    env: &[(String, String)],
+    problems: &mut Vec<Problem>,
+) -> Option<T> {
+    let Some(mut tree) = top.get(name).cloned() else {
+        problems.push(problem(name, "missing section"));
+        return None;
+    };
+    let mut unknown = std::collections::BTreeSet::new();
+    let mut removed: Vec<String> = Vec::new();
+    for _ in 0..32 {
+        let mut track = serde_path_to_error::Track::new();
+        let result: Result<T, _> = {
+            let de = serde_path_to_error::Deserializer::new(&tree, &mut track);
+            serde_ignored::deserialize(de, |p| {
+                unknown.insert(format!("{name}.{p}"));
+            })
+        };
+        let rel = track.path().to_string();
+        match result {
+            Ok(v) => {
+                problems.extend(unknown.iter().map(|k| unknown_key(k, env)));
+                return if removed.is_empty() { Some(v) } else { None };
+            }
+            Err(e) => {
+                let key = if rel == "." || rel.is_empty() {
+                    name.to_string()
+                } else {
+                    format!("{name}.{rel}")
+                };
+                let msg = e.to_string();
+                let missing_after_removal = msg.starts_with("missing field")
+                    && removed
+                        .iter()
+                        .any(|r| msg.contains(&format!("`{}`", r.rsplit('.').next().unwrap_or(r))));
+                if !missing_after_removal {
+                    problems.push(problem(&key, msg));
+                }
+                if missing_after_removal || !remove_path(&mut tree, &rel) {
+                    problems.extend(unknown.iter().map(|k| unknown_key(k, env)));
+                    return None;
+                }
+                removed.push(key);
+            }
+        }
+    }
+    problems.extend(unknown.iter().map(|k| unknown_key(k, env)));
+    None
+}
+
+/// Removes the value at a serde_path_to_error path (`a.b`, `list[2].c`); false when not found.
+fn remove_path(tree: &mut serde_json::Value, path: &str) -> bool {
+    if path.is_empty() || path == "." {
+        return false;
+    }
+    let parts: Vec<&str> = path.split('.').collect();
+    let mut cur = tree;
+    for (i, part) in parts.iter().enumerate() {
+        let (name, index) = match part.find('[') {
+            Some(b) => (
+                &part[..b],
+                part[b + 1..].trim_end_matches(']').parse::<usize>().ok(),
+            ),
+            None => (*part, None),
+        };
+        let last = i + 1 == parts.len();
+        let serde_json::Value::Object(m) = cur else {
+            return false;
+        };
+        if last && index.is_none() {
+            return m.remove(name).is_some();
+        }
+        let Some(next) = m.get_mut(name) else {
+            return false;
+        };
+        cur = next;
+        if let Some(ix) = index {
+            let serde_json::Value::Array(a) = cur else {
+                return false;
+            };
+            if ix >= a.len() {
+                return false;
+            }
+            if last {
+                a.remove(ix);
+                return true;
+            }
+            cur = &mut a[ix];
+        }
+    }
+    false
+}
+
+fn env_key(path: &str) -> String {
+    format!(
+        "{ENV_PREFIX}__{}",
+        path.split('.')
+            .map(|s| s.to_uppercase())
+            .collect::<Vec<_>>()
+            .join("__")
+    )
+}
+
+fn validate(cfg: &Config, problems: &mut Vec<Problem>) {
+    if cfg.laboratory.name.trim().is_empty() {
+        problems.push(problem(
+            "laboratory.name",
+            "must not be empty (40.97(b)(1)(i)(A))",
+        ));
+    }
+    if cfg.laboratory.address.trim().is_empty() {
+        problems.push(problem(
+            "laboratory.address",
+            "must not be empty (40.97(b)(1)(i)(A))",
+        ));
+    }
+    if cfg.rules.default_profile.trim().is_empty() {
+        problems.push(problem("rules.default_profile", "must name a profile"));
+    }
+    if cfg.store.path.as_os_str().is_empty() {
+        problems.push(problem("store.path", "must name a directory"));
+    } else if cfg.store.path.exists() && !cfg.store.path.is_dir() {
+        problems.push(problem("store.path", "exists but is not a directory"));
+    }
+    let keys = &cfg.signing.keys_dir;
+    if keys.as_os_str().is_empty() {
+        problems.push(problem("signing.keys_dir", "must name a directory"));
+    } else if keys.exists() && !keys.is_dir() {
+        problems.push(problem("signing.keys_dir", "exists but is not a directory"));
+    } else {
+        // A private key others may read is refused here, so neither `check-config` nor `run`
+        // passes with one.
+        for e in crate::trust::signing::KeyStore::new(keys).check_permissions() {
+            problems.push(problem("signing.keys_dir", e.to_string()));
+        }
+    }
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&cfg.log.level) {
+        problems.push(problem("log.level", format!("not a log filter: {e}")));
+    }
+    if !(-720..=840).contains(&cfg.calendar.utc_offset_minutes) {
+        problems.push(problem(
+            "calendar.utc_offset_minutes",
+            "must be between -720 and 840 (minutes from UTC)",
+        ));
+    }
+    if cfg.lifecycle.sweep_interval_secs == 0 {
+        problems.push(problem(
+            "lifecycle.sweep_interval_secs",
+            "must be at least 1",
+        ));
+    }
+    if cfg.lifecycle.discard_after_report_days > 36_500 {
+        problems.push(problem(
+            "lifecycle.discard_after_report_days",
+            "must be at most 36500",
+        ));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, d) in cfg.calendar.closures.iter().enumerate() {
+        if !seen.insert(*d) {
+            problems.push(problem(
+                format!("calendar.closures[{i}]"),
+                format!("{d} appears twice"),
+            ));
+        }
+    }
+}
+
+fn validate_mros(cfg: &Config, problems: &mut Vec<Problem>) {
+    let mut ids = std::collections::BTreeSet::new();
+    for (i, m) in cfg.mros.iter().enumerate() {
+        let at = format!("mro[{i}]");
+        if m.id.trim().is_empty() {
+            problems.push(problem(format!("{at}.id"), "must not be empty"));
+        }
+        if !ids.insert(m.id.clone()) {
+            problems.push(problem(
+                format!("{at}.id"),
+                format!("MRO `{}` appears twice", m.id),
+            ));
+        }
+        for (key, text) in [("id", &m.id), ("name", &m.name), ("endpoint", &m.endpoint)] {
+            if let Some(word) = forbidden_destination(text) {
+                problems.push(problem(
+                    format!("{at}.{key}"),
+                    format!(
+                        "names a `{word}`: laboratory results go directly and only to the MRO, never to or through the employer, its DER or a C/TPA (40.97(b))"
+                    ),
+                ));
+            }
+        }
+        if let Err(e) = crate::transmit::client::parse_endpoint(&m.endpoint) {
+            problems.push(problem(format!("{at}.endpoint"), e));
+        }
+        for (key, path) in [("ca", &m.ca), ("client_cert", &m.client_cert)] {
+            if let Err(e) = crate::trust::tls::load_certs(path) {
+                problems.push(problem(format!("{at}.{key}"), e.to_string()));
+            }
+        }
+        if let Err(e) = crate::trust::tls::load_key(&m.client_key) {
+            problems.push(problem(format!("{at}.client_key"), e.to_string()));
+        }
+    }
+    if cfg.transmit.timeout_secs == 0 {
+        problems.push(problem("transmit.timeout_secs", "must be at least 1"));
+    }
+    if cfg.transmit.backoff_initial_ms == 0 {
+        problems.push(problem("transmit.backoff_initial_ms", "must be at least 1"));
+    }
+    if cfg.transmit.backoff_max_secs == 0 {
+        problems.push(problem("transmit.backoff_max_secs", "must be at least 1"));
+    }
+}
+
+fn validate_split_laboratory(
+    s: &SplitLaboratory,
+    profiles: &ProfileSet,
+    problems: &mut Vec<Problem>,
+) {
+    if s.enabled && s.lod.is_empty() {
+        problems.push(problem(
+            "split_laboratory.lod",
+            "a split laboratory needs a limit of detection for each analyte it reconfirms",
+        ));
+    }
+    for (analyte, lod) in &s.lod {
+        let key = format!("split_laboratory.lod.{analyte}");
+        if *lod <= rust_decimal::Decimal::ZERO {
+            problems.push(problem(&key, "must be greater than 0"));
+        }
+        if !profiles.is_empty()
+            && !profiles
+                .names()
+                .filter_map(|n| profiles.get(n))
+                .any(|p| p.analyte(analyte).is_some())
+        {
+            problems.push(problem(
+                &key,
+                "is not an analyte of any loaded rule profile",
+            ));
+        }
+    }
+}
+
+fn validate_analyzers(cfg: &Config, profiles: &ProfileSet, problems: &mut Vec<Problem>) {
+    let i = &cfg.ingest;
+    if i.max_frame_bytes < 1024 {
+        problems.push(problem("ingest.max_frame_bytes", "must be at least 1024"));
+    }
+    if i.read_timeout_secs == 0 {
+        problems.push(problem("ingest.read_timeout_secs", "must be at least 1"));
+    }
+    if i.handshake_timeout_secs == 0 {
+        problems.push(problem(
+            "ingest.handshake_timeout_secs",
+            "must be at least 1",
+        ));
+    }
+    if i.max_connections == 0 {
+        problems.push(problem("ingest.max_connections", "must be at least 1"));
+    }
+    if i.commit_max_batch == 0 {
+        problems.push(problem("ingest.commit_max_batch", "must be at least 1"));
+    }
+    if cfg.lims.poll_interval_ms == 0 {
+        problems.push(problem("lims.poll_interval_ms", "must be at least 1"));
+    }
+    if cfg.lims.max_document_bytes < 1024 {
+        problems.push(problem("lims.max_document_bytes", "must be at least 1024"));
+    }
+    if let Err(errs) = crate::admin::auth::Users::from_config(&cfg.admin.users) {
+        for (k, p) in errs {
+            problems.push(problem(k, p));
+        }
+    }
+    let mut names = std::collections::BTreeSet::new();
+    let mut addrs = std::collections::BTreeSet::new();
+    for (n, a) in cfg.analyzers.iter().enumerate() {
+        let at = format!("analyzer[{n}]");
+        let ok_name = !a.name.is_empty()
+            && a.name.len() <= 32
+            && a.name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !ok_name {
+            problems.push(problem(
+                format!("{at}.name"),
+                "1-32 letters, digits, `-` or `_`",
+            ));
+        }
+        if !names.insert(a.name.clone()) {
+            problems.push(problem(
+                format!("{at}.name"),
+                format!("analyzer `{}` appears twice", a.name),
+            ));
+        }
+        if a.listen.port() != 0 && !addrs.insert(a.listen) {
+            problems.push(problem(
+                format!("{at}.listen"),
+                "another analyzer listens there",
+            ));
+        }
+        if let Some(t) = &a.tls {
+            for p in crate::trust::tls::check(t) {
+                problems.push(problem(format!("{at}.tls"), p));
+            }
+        }
+        // Every mapped target must exist in some loaded profile (the panel guard checks each
+        // result against its own specimen's profile at ingest).
+        let mut common: Option<Vec<(String, String)>> = None;
+        for name in profiles.names() {
+            let Some(profile) = profiles.get(name) else {
+                continue;
+            };
+            let found = a.mapping.validate(profile);
+            common = Some(match common {
+                None => found,
+                Some(prev) => prev.into_iter().filter(|p| found.contains(p)).collect(),
+            });
+        }
+        for (k, p) in common.unwrap_or_default() {
+            problems.push(problem(format!("{at}.mapping.{k}"), p));
+        }
+    }
+}
+
+/// Loads every `*.toml` in `dir` as a rule profile named after its file.
+pub fn load_profiles(dir: &Path, problems: &mut Vec<Problem>) -> ProfileSet {
+    let mut set = ProfileSet::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => {
+            problems.push(problem(
+                "rules.profiles_dir",
+                format!("cannot read {}: {e}", dir.display()),
+            ));
+            return set;
+        }
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    for file in files {
+        let stem = file
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let text = match std::fs::read_to_string(&file) {
+            Ok(t) => t,
+            Err(e) => {
+                problems.push(problem(
+                    format!("profile {stem}"),
+                    format!("cannot read: {e}"),
+                ));
+                continue;
+            }
+        };
+        match Profile::parse(&text, Some(&stem)) {
+            Ok(p) => {
+                set.insert(p);
+            }
+            Err(e) => {
+                for p in e.problems {
+                    problems.push(problem(format!("profile {stem}: {}", p.key), p.problem));
+                }
+            }
+        }
+    }
+    if set.is_empty() && problems.is_empty() {
+        problems.push(problem(
+            "rules.profiles_dir",
+            format!("{} holds no *.toml rule profile", dir.display()),
+        ));
+    }
+    set
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_config(dir: &Path, body: &str) -> PathBuf {
+        let profiles = dir.join("profiles");
+        std::fs::create_dir_all(&profiles).unwrap();
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/profiles");
+        for f in ["part40-2001.toml", "part40-2023.toml"] {
+            std::fs::copy(root.join(f), profiles.join(f)).unwrap();
+        }
+        let p = dir.join("custodian.toml");
+        std::fs::write(&p, body).unwrap();
+        p
+    }
+
+    const GOOD: &str = r#"
+[laboratory]
+name = "Lab"
+address = "1 Main St"
+[rules]
+default_profile = "part40-2001"
+profiles_dir = "profiles"
+[store]
+path = "store"
+[log]
+level = "info"
+format = "text"
+[lims]
+spool_dir = "spool"
+[admin]
+listen = "127.0.0.1:0"
+[signing]
+keys_dir = "keys"
+"#;
+
+    #[test]
+    fn example_config_loads() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/custodian.toml");
+        let (cfg, profiles) = load_with_env(&p, &[]).unwrap();
+        assert_eq!(cfg.rules.default_profile, "part40-2001");
+        assert!(profiles.get("part40-2001").is_some());
+        assert!(profiles.get("part40-2023").is_some());
+    }
+
+    #[test]
+    fn split_laboratory_lods_are_checked_against_the_profiles() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write_config(d.path(), GOOD);
+        let (cfg, _) = load_with_env(&p, &[]).unwrap();
+        assert_eq!(cfg.split_laboratory, SplitLaboratory::default());
+        assert!(!cfg.split_laboratory.enabled);
+        let body = format!(
+            "{GOOD}\n[split_laboratory]\nenabled = true\nlod = {{ thca = 2, benzoylecgonine = 5 }}\n"
+        );
+        let p = write_config(d.path(), &body);
+        let (cfg, _) = load_with_env(&p, &[]).unwrap();
+        assert!(cfg.split_laboratory.enabled);
+        assert_eq!(
+            cfg.split_laboratory.lod.get("benzoylecgonine"),
+            Some(&rust_decimal::Decimal::from(5))
+        );
+        let body = format!(
+            "{GOOD}\n[split_laboratory]\nenabled = true\nlod = {{ thca = 0, unobtainium = 5 }}\n"
+        );
+        let p = write_config(d.path(), &body);
+        let e = load_with_env(&p, &[]).unwrap_err();
+        let keys: Vec<_> = e.problems.iter().map(|p| p.key.as_str()).collect();
+        assert!(keys.contains(&"split_laboratory.lod.thca"), "{e}");
+        assert!(keys.contains(&"split_laboratory.lod.unobtainium"), "{e}");
+        let body = format!("{GOOD}\n[split_laboratory]\nenabled = true\n");
+        let p = write_config(d.path(), &body);
+        let e = load_with_env(&p, &[]).unwrap_err();
+        assert_eq!(e.problems[0].key, "split_laboratory.lod", "{e}");
+    }
+
+    #[test]
+    fn good_config_resolves_paths() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write_config(d.path(), GOOD);
+        let (cfg, _) = load_with_env(&p, &[]).unwrap();
+        assert_eq!(cfg.store.path, d.path().join("store"));
+    }
+
+    #[test]
+    fn every_unknown_key_is_named() {
+        let d = tempfile::tempdir().unwrap();
+        let body = GOOD
+            .replace("[store]", "colour = 1\n[store]\nsize = 3")
+            .replace("[log]", "[logs]\nx=1\n[log]");
+        let p = write_config(d.path(), &body);
+        let e = load_with_env(&p, &[]).unwrap_err();
+        let keys: Vec<_> = e.problems.iter().map(|p| p.key.as_str()).collect();
+        assert!(keys.contains(&"rules.colour"), "{keys:?}");
+        assert!(keys.contains(&"store.size"), "{keys:?}");
+        assert!(keys.contains(&"logs"), "{keys:?}");
+    }
+
+    #[test]
+    fn environment_overrides_and_strays_are_named() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write_config(d.path(), GOOD);
+        let env = vec![(
+            "CUSTODIAN__RULES__DEFAULT_PROFILE".to_string(),
+            "part40-2023".to_string(),
+        )];
+        let (cfg, _) = load_with_env(&p, &env).unwrap();
+        assert_eq!(cfg.rules.default_profile, "part40-2023");
+
+        let env = vec![("CUSTODIAN__STORE__PATHS".to_string(), "x".to_string())];
+        let e = load_with_env(&p, &env).unwrap_err();
+        assert_eq!(e.problems[0].key, "store.paths");
+        assert!(
+            e.problems[0].problem.contains("CUSTODIAN__STORE__PATHS"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let d = tempfile::tempdir().unwrap();
+        let body = GOOD.replace("format = \"text\"", "format = \"xml\"");
+        let p = write_config(d.path(), &body);
+        let e = load_with_env(&p, &[]).unwrap_err();
+        assert_eq!(e.problems[0].key, "log.format", "{e}");
+
+        let body = GOOD
+            .replace(
+                "default_profile = \"part40-2001\"",
+                "default_profile = \"part40-1999\"",
+            )
+            .replace("name = \"Lab\"", "name = \"\"");
+        let p = write_config(d.path(), &body);
+        let e = load_with_env(&p, &[]).unwrap_err();
+        let keys: Vec<_> = e.problems.iter().map(|p| p.key.as_str()).collect();
+        assert!(keys.contains(&"rules.default_profile"), "{keys:?}");
+        assert!(keys.contains(&"laboratory.name"), "{keys:?}");
+    }
+
+    #[test]
+    fn missing_section_is_named() {
+        let d = tempfile::tempdir().unwrap();
+        let body = GOOD.replace("[store]\npath = \"store\"\n", "");
+        let p = write_config(d.path(), &body);
+        let e = load_with_env(&p, &[]).unwrap_err();
+        assert!(e.to_string().contains("store"), "{e}");
+    }
+
+    #[test]
+    fn broken_profile_is_named() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write_config(d.path(), GOOD);
+        let prof = d.path().join("profiles/part40-2023.toml");
+        let text = std::fs::read_to_string(&prof).unwrap().replacen(
+            "initial_cutoff = 50",
+            "initial_cutoff = -50",
+            1,
+        );
+        std::fs::write(&prof, text).unwrap();
+        let e = load_with_env(&p, &[]).unwrap_err();
+        assert_eq!(
+            e.problems[0].key, "profile part40-2023: class[0].initial_cutoff",
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn destinations_other_than_an_mro_are_named() {
+        assert_eq!(forbidden_destination("Acme DER office"), Some("der"));
+        assert_eq!(forbidden_destination("employer-portal"), Some("employer"));
+        assert_eq!(forbidden_destination("Example C/TPA Services"), Some("tpa"));
+        assert_eq!(
+            forbidden_destination("https://tpa.example/reports"),
+            Some("tpa")
+        );
+        assert_eq!(forbidden_destination("Dr. Alexander Derwent, MD"), None);
+        assert_eq!(forbidden_destination("MRO-0042"), None);
+    }
+
+    #[test]
+    fn signing_keys_dir_is_resolved_and_checked() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let p = write_config(d.path(), GOOD);
+        let (cfg, _) = load_with_env(&p, &[]).unwrap();
+        assert_eq!(cfg.signing.keys_dir, d.path().join("keys"));
+
+        let store = crate::trust::signing::KeyStore::new(d.path().join("keys"));
+        let kid = store.generate().unwrap();
+        assert!(load_with_env(&p, &[]).is_ok());
+        let file = d.path().join("keys").join(format!("{kid}.pk8"));
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = load_with_env(&p, &[]).unwrap_err();
+        assert_eq!(e.problems.len(), 1, "{e}");
+        assert_eq!(e.problems[0].key, "signing.keys_dir");
+        assert!(
+            e.problems[0].problem.contains(&file.display().to_string()),
+            "{e}"
+        );
+
+        let body = GOOD.replace("[signing]\nkeys_dir = \"keys\"\n", "");
+        let p = write_config(d.path(), &body);
+        let e = load_with_env(&p, &[]).unwrap_err();
+        assert!(e.problems.iter().any(|p| p.key == "signing"), "{e}");
+        let body = GOOD.replace("keys_dir = \"keys\"", "keys_dir = \"keys\"\nkey = \"x\"");
+        let p = write_config(d.path(), &body);
+        let e = load_with_env(&p, &[]).unwrap_err();
+        assert!(e.problems.iter().any(|p| p.key == "signing.key"), "{e}");
+    }
+
+    #[test]
+    fn calendar_section_is_optional() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write_config(d.path(), GOOD);
+        let (cfg, _) = load_with_env(&p, &[]).unwrap();
+        assert!(cfg.calendar.closures.is_empty());
+        assert!(
+            cfg.calendar
+                .business_days()
+                .is_business_day("2026-12-24".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn calendar_closures_are_read() {
+        let d = tempfile::tempdir().unwrap();
+        let body = format!("{GOOD}[calendar]\nclosures = [\"2026-12-24\", \"2026-11-27\"]\n");
+        let p = write_config(d.path(), &body);
+        let (cfg, _) = load_with_env(&p, &[]).unwrap();
+        let cal = cfg.calendar.business_days();
+        assert_eq!(cal.closures().count(), 2);
+        assert!(!cal.is_business_day("2026-12-24".parse().unwrap()));
+        assert!(!cal.is_business_day("2026-11-27".parse().unwrap()));
+        assert!(cal.is_business_day("2026-12-23".parse().unwrap()));
+    }
+
+    #[test]
+    fn calendar_problems_are_named() {
+        let d = tempfile::tempdir().unwrap();
+        let body = format!(
+            "{GOOD}[calendar]\nclosures = [\"2026-12-24\", \"2026-02-30\", \"2026-12-24\", \"soon\"]\nholidays = 1\n"
+        );
+        let p = write_config(d.path(), &body);
+        let e = load_with_env(&p, &[]).unwrap_err();
+        let keys: Vec<_> = e.problems.iter().map(|p| p.key.as_str()).collect();
+        assert!(keys.contains(&"calendar.closures[1]"), "{e}");
+        assert!(keys.contains(&"calendar.holidays"), "{e}");
+        assert!(e.to_string().contains("`2026-02-30` is not a date"), "{e}");
+        assert!(e.to_string().contains("`soon` is not a date"), "{e}");
+
+        let body = format!(
+            "{GOOD}[calendar]\nclosures = [\"2026-12-24\", \"2026-12-31\", \"2026-12-24\"]\n"
+        );
+        let p = write_config(d.path(), &body);
+        let e = load_with_env(&p, &[]).unwrap_err();
+        assert_eq!(e.problems.len(), 1, "{e}");
+        assert_eq!(e.problems[0].key, "calendar.closures[2]", "{e}");
+        assert!(e.problems[0].problem.contains("appears twice"), "{e}");
+    }
+
+    #[test]
+    fn missing_file_is_named() {
+        let e = load_with_env(Path::new("/nonexistent/custodian.toml"), &[]).unwrap_err();
+        assert_eq!(e.problems[0].key, "(file)");
+    }
+}

@@ -1,0 +1,1035 @@
+//! The wiring: the one module that knows every stage. It loads the configuration, opens the
+//! store, starts the group committer, the analyzer listeners, the LIMS spool and the admin API,
+//! reports readiness (systemd notify, `/readyz`, a runtime file), feeds the watchdog, reloads
+//! what can change safely on SIGHUP, and shuts down cleanly on SIGTERM/SIGINT: stop accepting,
+//! settle what is in flight, flush, exit 0.
+
+use crate::admin::{self, AdminState, Api, auth::Users};
+use crate::app::config::{self, Config, LogFormat};
+use crate::core::clock::{Clock, SystemClock};
+use crate::custody::Custody;
+use crate::domain::rules::ProfileSet;
+use crate::domain::specimen::{SpecimenRecord, State};
+use crate::ingest::spool_dir::Spool;
+use crate::ingest::{
+    analyzer::AnalyzerHandler,
+    listener::{self, ListenerSettings},
+    spool::{self, SpoolSettings},
+};
+use crate::store::{GroupCommitter, GroupConfig, Keyspace, Store};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+/// Sets up logging once. Log lines never carry donor data: only components and ids.
+pub fn init_logging(level: &str, format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// Where a running daemon says what it bound (tests and the CLI read it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuntimeInfo {
+    pub pid: u32,
+    pub admin: SocketAddr,
+    pub analyzers: BTreeMap<String, SocketAddr>,
+}
+
+/// The runtime file of a store: `<store path>.runtime.json`, beside the store directory.
+pub fn runtime_file(store_path: &Path) -> PathBuf {
+    let mut p = store_path.as_os_str().to_owned();
+    p.push(".runtime.json");
+    PathBuf::from(p)
+}
+
+/// `custodian run`.
+pub fn main(config_path: &Path) -> ExitCode {
+    let (cfg, profiles) = match config::load(config_path) {
+        Ok(x) => x,
+        Err(e) => {
+            eprint!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&cfg.log.level, cfg.log.format);
+    crate::trust::tls::install_provider();
+    let prometheus = match metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()
+    {
+        Ok(h) => {
+            crate::app::monitoring::describe();
+            Some(h)
+        }
+        Err(e) => {
+            warn!(component = "daemon", error = %e, "metrics recorder not installed");
+            None
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!(component = "daemon", error = %e, "cannot start the runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cfg, profiles, prometheus, config_path.to_path_buf())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!(component = "daemon", error = %e, "custodian stopped");
+            eprintln!("custodian: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// What SIGHUP may change while running.
+struct Reloadable {
+    users: Arc<std::sync::RwLock<Arc<Users>>>,
+    analyzers: BTreeMap<String, Arc<AnalyzerHandler>>,
+}
+
+async fn run(
+    cfg: Config,
+    profiles: ProfileSet,
+    prometheus: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    config_path: PathBuf,
+) -> Result<(), String> {
+    // First of all: a SIGHUP or SIGTERM that comes once we say ready must find its handler.
+    // A SIGTERM right after readiness must be a clean shutdown, not the default disposition's
+    // kill; a signal that comes during start waits in its stream.
+    let signals = Signals::install().map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    if let Some(parent) = cfg.store.path.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| format!("store.path: cannot create {}: {e}", parent.display()))?;
+    }
+    let store = Store::open(&cfg.store.path).map_err(|e| format!("store.path: {e}"))?;
+    let committer = GroupCommitter::start(
+        store.clone(),
+        GroupConfig {
+            max_batch: cfg.ingest.commit_max_batch,
+            max_wait: Duration::from_micros(cfg.ingest.commit_max_wait_us),
+            ..GroupConfig::default()
+        },
+    )
+    .map_err(|e| format!("store: {e}"))?;
+    let profiles = Arc::new(profiles);
+    let lifecycle_settings = crate::custody::lifecycle::Settings {
+        calendar: cfg.calendar.business_days(),
+        utc_offset_minutes: cfg.calendar.utc_offset_minutes,
+        retention: crate::domain::retention::RetentionPolicy {
+            after_report_ms: cfg
+                .lifecycle
+                .discard_after_report_days
+                .saturating_mul(86_400_000),
+            utc_offset_minutes: cfg.calendar.utc_offset_minutes,
+        },
+        laboratory: cfg.laboratory.name.clone(),
+        profiles: profiles.clone(),
+        default_profile: cfg.rules.default_profile.clone(),
+    };
+    let custody = Custody::new(
+        committer.clone(),
+        profiles.clone(),
+        &cfg.rules.default_profile,
+        clock.clone(),
+    )
+    .with_lifecycle(lifecycle_settings);
+    let lifecycle = custody.lifecycle().clone();
+
+    if let Some(parent) = cfg.lims.spool_dir.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| format!("lims.spool_dir: {e}"))?;
+    }
+    let spool =
+        Arc::new(Spool::open(&cfg.lims.spool_dir).map_err(|e| format!("lims.spool_dir: {e}"))?);
+
+    let shutdown = CancellationToken::new();
+    let ready = Arc::new(AtomicBool::new(false));
+    let users = Users::from_config(&cfg.admin.users).map_err(|e| format!("admin.user: {e:?}"))?;
+    let users = Arc::new(std::sync::RwLock::new(Arc::new(users)));
+
+    // Bind everything before saying ready.
+    let admin_listener = tokio::net::TcpListener::bind(cfg.admin.listen)
+        .await
+        .map_err(|e| format!("admin.listen {}: {e}", cfg.admin.listen))?;
+    let admin_addr = admin_listener.local_addr().map_err(|e| e.to_string())?;
+    let mut runtime = RuntimeInfo {
+        pid: std::process::id(),
+        admin: admin_addr,
+        analyzers: BTreeMap::new(),
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut handlers = BTreeMap::new();
+    for (i, a) in cfg.analyzers.iter().enumerate() {
+        let tls = match &a.tls {
+            Some(t) => Some(
+                crate::trust::tls::server_config(t)
+                    .map_err(|e| format!("analyzer[{i}].tls: {e}"))?,
+            ),
+            None => None,
+        };
+        let listener = tokio::net::TcpListener::bind(a.listen)
+            .await
+            .map_err(|e| format!("analyzer[{i}].listen {}: {e}", a.listen))?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        runtime.analyzers.insert(a.name.clone(), addr);
+        let handler = Arc::new(AnalyzerHandler::new(
+            &a.name,
+            a.mapping.clone(),
+            custody.clone(),
+        ));
+        handlers.insert(a.name.clone(), handler.clone());
+        let settings = ListenerSettings {
+            analyzer: Arc::from(a.name.as_str()),
+            max_frame_bytes: cfg.ingest.max_frame_bytes,
+            read_timeout: Duration::from_secs(cfg.ingest.read_timeout_secs),
+            max_connections: cfg.ingest.max_connections,
+            handshake_timeout: Duration::from_secs(cfg.ingest.handshake_timeout_secs),
+            tls,
+        };
+        let token = shutdown.clone();
+        tasks.spawn(async move { listener::serve(listener, settings, handler, token).await });
+        info!(component = "daemon", analyzer = %a.name, listen = %addr, tls = a.tls.is_some(), "analyzer listener bound");
+    }
+
+    // Release and delivery: the signing key, the MRO directory and one sender per MRO.
+    let signer: Option<Arc<dyn crate::custody::release::Signer>> =
+        match crate::trust::signing::KeyStore::new(&cfg.signing.keys_dir).active() {
+            Ok(k) => {
+                info!(component = "daemon", kid = %k.kid(), "report signing key loaded");
+                Some(Arc::new(k))
+            }
+            Err(e) => {
+                warn!(component = "daemon", error = %e, "no active signing key: releases are refused until `custodian keys generate` is run");
+                None
+            }
+        };
+    let mros: BTreeMap<String, crate::app::config::MroEntry> =
+        cfg.mros.iter().map(|m| (m.id.clone(), m.clone())).collect();
+    let mut wakes = BTreeMap::new();
+    let health = crate::core::health::Health::new();
+    for m in &cfg.mros {
+        let client = crate::transmit::client::MroClient::new(
+            &m.endpoint,
+            &m.ca,
+            &m.client_cert,
+            &m.client_key,
+            Duration::from_secs(cfg.transmit.timeout_secs),
+        )
+        .map_err(|e| format!("mro `{}`: {e}", m.id))?;
+        let wake = Arc::new(tokio::sync::Notify::new());
+        wakes.insert(m.id.clone(), wake.clone());
+        let sender = crate::transmit::sender::Sender {
+            mro_id: m.id.clone(),
+            client,
+            committer: committer.clone(),
+            clock: clock.clone(),
+            backoff: crate::transmit::sender::Backoff {
+                initial: Duration::from_millis(cfg.transmit.backoff_initial_ms),
+                max: Duration::from_secs(cfg.transmit.backoff_max_secs),
+            },
+            wake,
+        };
+        let token = shutdown.clone();
+        let health = health.clone();
+        let id = m.id.clone();
+        tasks.spawn(async move {
+            crate::app::supervise::supervise("mro_sender", id, health, token.clone(), move || {
+                sender.clone().run(token.clone())
+            })
+            .await
+        });
+    }
+    let mro_ids: Vec<String> = mros.keys().cloned().collect();
+    let releaser = crate::custody::release::Releaser {
+        committer: committer.clone(),
+        laboratory: cfg.laboratory.clone(),
+        mros: Arc::new(mros),
+        signer,
+        clock: clock.clone(),
+        wake: Arc::new(wakes),
+        lifecycle: lifecycle.clone(),
+    };
+    let review: Arc<dyn admin::ReviewApi> = Arc::new(ReviewService {
+        releaser: releaser.clone(),
+        profiles: profiles.clone(),
+        default_profile: cfg.rules.default_profile.clone(),
+    });
+    let on_refusal = {
+        let committer = committer.clone();
+        let clock = clock.clone();
+        Arc::new(move |user: Option<&str>, path: &str, why: &'static str| {
+            let actor: String = match user {
+                Some(u) => format!("user:{u}"),
+                None => "unauthenticated".into(),
+            }
+            .chars()
+            .take(64)
+            .collect();
+            let subject: String = path.chars().filter(|c| !c.is_control()).take(256).collect();
+            let now = clock.now_ms();
+            let committer = committer.clone();
+            tokio::spawn(async move {
+                let _ = committer
+                    .submit(move |tx: &mut crate::store::Tx<'_>| -> Result<(), crate::store::Abort<String>> {
+                        tx.audit(
+                            crate::store::AuditEntry::new(now, actor.clone(), "refused", subject.clone())
+                                .after(why),
+                        )?;
+                        Ok(())
+                    })
+                    .await;
+            });
+        }) as admin::RefusalAudit
+    };
+    {
+        let token = shutdown.clone();
+        let store = store.clone();
+        let clock = clock.clone();
+        tasks.spawn(async move { outbox_gauges(store, clock, mro_ids, token).await });
+    }
+
+    let api: Arc<dyn Api> = Arc::new(StoreApi {
+        store: store.clone(),
+    });
+    let admin_state = AdminState {
+        users: users.clone(),
+        ready: ready.clone(),
+        health,
+        prometheus,
+        api: Some(api),
+        review: Some(review),
+        lifecycle: Some(Arc::new(LifecycleService {
+            committer: committer.clone(),
+            settings: lifecycle.clone(),
+            clock: clock.clone(),
+            releaser,
+            split_lab: cfg.split_laboratory.enabled.then(|| {
+                Arc::new(crate::custody::split_lab::SplitLab {
+                    lods: cfg.split_laboratory.lod.clone(),
+                    profiles: profiles.clone(),
+                    default_profile: cfg.rules.default_profile.clone(),
+                })
+            }),
+        })),
+        on_refusal: Some(on_refusal),
+    };
+    {
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            if let Err(e) = admin::serve(admin_listener, admin_state, async move {
+                token.cancelled().await
+            })
+            .await
+            {
+                error!(component = "admin", error = %e, "admin API stopped");
+            }
+        });
+    }
+    {
+        let token = shutdown.clone();
+        let settings = SpoolSettings {
+            poll_interval: Duration::from_millis(cfg.lims.poll_interval_ms),
+            max_document_bytes: cfg.lims.max_document_bytes,
+        };
+        let custody = custody.clone();
+        tasks.spawn(async move { spool::run(spool, custody, settings, token).await });
+    }
+
+    {
+        // The lifecycle clocks: the first sweep at once fires what came due while stopped.
+        let token = shutdown.clone();
+        let committer = committer.clone();
+        let settings = lifecycle.clone();
+        let clock = clock.clone();
+        let interval = Duration::from_secs(cfg.lifecycle.sweep_interval_secs);
+        tasks.spawn(async move {
+            crate::custody::lifecycle::run(committer, settings, clock, interval, token).await
+        });
+    }
+    {
+        let token = shutdown.clone();
+        let store = store.clone();
+        let clock = clock.clone();
+        tasks.spawn(async move {
+            crate::app::monitoring::run(store, clock, Duration::from_secs(10), token).await
+        });
+    }
+
+    write_runtime(&cfg.store.path, &runtime)?;
+    ready.store(true, Ordering::SeqCst);
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    info!(
+        component = "daemon",
+        admin = %admin_addr,
+        analyzers = runtime.analyzers.len(),
+        profiles = profiles.len(),
+        default_profile = %cfg.rules.default_profile,
+        "ready"
+    );
+
+    let reloadable = Reloadable {
+        users,
+        analyzers: handlers,
+    };
+    let watchdog_interval = sd_notify::watchdog_enabled();
+    let watchdog = watchdog_interval.is_some();
+    let tick = watchdog_interval
+        .map(|d| (d / 2).max(Duration::from_millis(100)))
+        .unwrap_or(Duration::from_secs(5));
+    signals_loop(
+        signals,
+        &config_path,
+        &reloadable,
+        watchdog,
+        tick,
+        &committer,
+    )
+    .await;
+
+    info!(
+        component = "daemon",
+        "shutdown requested: no new connections; settling what is in flight"
+    );
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    ready.store(false, Ordering::SeqCst);
+    shutdown.cancel();
+    let drain = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(Duration::from_secs(20), drain)
+        .await
+        .is_err()
+    {
+        warn!(component = "daemon", "some tasks did not finish in 20 s");
+    }
+    committer.shutdown().await;
+    let _ = std::fs::remove_file(runtime_file(&cfg.store.path));
+    info!(component = "daemon", "stopped cleanly");
+    Ok(())
+}
+
+fn write_runtime(store_path: &Path, info: &RuntimeInfo) -> Result<(), String> {
+    let path = runtime_file(store_path);
+    let tmp = path.with_extension("tmp");
+    let text = serde_json::to_string_pretty(info).map_err(|e| e.to_string())?;
+    std::fs::write(&tmp, text).map_err(|e| format!("runtime file: {e}"))?;
+    std::fs::rename(&tmp, &path).map_err(|e| format!("runtime file: {e}"))?;
+    Ok(())
+}
+
+/// The signals the daemon answers. Installing them replaces the default dispositions (which
+/// kill the process), so it must happen before readiness is announced; a signal arriving
+/// between installation and the first `recv` is kept for it.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+}
+
+/// Waits for SIGTERM/SIGINT, answering SIGHUP with a reload and feeding the watchdog from the
+/// main loop (so a hung loop is noticed by systemd).
+async fn signals_loop(
+    signals: Signals,
+    config_path: &Path,
+    reloadable: &Reloadable,
+    watchdog: bool,
+    tick: Duration,
+    committer: &GroupCommitter,
+) {
+    let Signals {
+        mut term,
+        mut int,
+        mut hup,
+    } = signals;
+    let mut ticker = tokio::time::interval(tick);
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = int.recv() => return,
+            _ = hup.recv() => reload(config_path, reloadable),
+            _ = ticker.tick() => {
+                // Alive only if the store still answers: a hung writer must not be hidden.
+                let healthy = committer.store().durability_lost().is_none();
+                if watchdog && healthy {
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                }
+                if !healthy {
+                    warn!(component = "daemon", "store reports lost durability; watchdog not fed");
+                }
+            }
+        }
+    }
+}
+
+/// SIGHUP: re-reads the configuration; a valid one replaces the users and the analyzer
+/// mappings (listeners, store and profiles need a restart); an invalid one is refused and the
+/// running configuration kept.
+fn reload(config_path: &Path, r: &Reloadable) {
+    let (cfg, _) = match config::load(config_path) {
+        Ok(x) => x,
+        Err(e) => {
+            metrics::counter!("custodian_config_reloads_total", "outcome" => "refused")
+                .increment(1);
+            warn!(
+                component = "daemon",
+                problems = e.problems.len(),
+                "reload refused; keeping the running configuration: {}",
+                e.to_string().replace('\n', " ")
+            );
+            return;
+        }
+    };
+    let users = match Users::from_config(&cfg.admin.users) {
+        Ok(u) => u,
+        Err(_) => {
+            warn!(component = "daemon", "reload refused: admin users");
+            return;
+        }
+    };
+    for a in &cfg.analyzers {
+        if let Some(h) = r.analyzers.get(&a.name) {
+            h.replace_mapping(a.mapping.clone());
+        } else {
+            warn!(component = "daemon", analyzer = %a.name, "new analyzer in the configuration: needs a restart to listen");
+        }
+    }
+    if let Ok(mut u) = r.users.write() {
+        *u = Arc::new(users);
+    }
+    metrics::counter!("custodian_config_reloads_total", "outcome" => "applied").increment(1);
+    info!(
+        component = "daemon",
+        "configuration reloaded (users, analyzer mappings)"
+    );
+}
+
+/// Outbox depth, oldest age and dead letters per MRO, sampled every 10 s.
+async fn outbox_gauges(
+    store: Store,
+    clock: Arc<dyn Clock>,
+    mros: Vec<String>,
+    shutdown: CancellationToken,
+) {
+    use crate::custody::outbox;
+    loop {
+        let now = clock.now_ms();
+        for m in &mros {
+            let mut depth = 0u64;
+            let mut oldest = None;
+            for (k, _) in store
+                .scan_prefix::<String>(Keyspace::Outbox, &outbox::queue_prefix(m))
+                .flatten()
+            {
+                depth += 1;
+                if oldest.is_none() {
+                    oldest = outbox::released_at(&k, m);
+                }
+            }
+            let dead = store
+                .count_prefix(Keyspace::Outbox, &outbox::dead_prefix(m))
+                .unwrap_or(0);
+            metrics::gauge!("custodian_outbox_depth", "mro" => m.clone()).set(depth as f64);
+            metrics::gauge!("custodian_outbox_oldest_age_seconds", "mro" => m.clone()).set(
+                oldest
+                    .map(|t| now.saturating_sub(t) as f64 / 1000.0)
+                    .unwrap_or(0.0),
+            );
+            metrics::gauge!("custodian_outbox_dead_letters", "mro" => m.clone()).set(dead as f64);
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+        }
+    }
+}
+
+/// Review, release and delivery for the admin API.
+struct ReviewService {
+    releaser: crate::custody::release::Releaser,
+    profiles: Arc<ProfileSet>,
+    default_profile: String,
+}
+
+impl ReviewService {
+    fn store(&self) -> &Store {
+        self.releaser.committer.store()
+    }
+}
+
+fn release_status(e: &crate::custody::release::ReleaseError) -> u16 {
+    use crate::custody::release::ReleaseError::*;
+    match e {
+        UnknownSpecimen => 404,
+        UnknownReport => 404,
+        NotReady(_) | MroNotInDirectory(_) | NotNegative(_) | NoReason | NoDocument
+        | Superseded(_) | NothingToCorrect => 409,
+        Report(_) | BadCorrection(_) => 422,
+        Signing(_) | NotDurable(_) => 503,
+    }
+}
+
+impl admin::ReviewApi for ReviewService {
+    fn queue(&self) -> Result<serde_json::Value, String> {
+        let ids = self
+            .store()
+            .ids_in_state(State::ReadyForReview.key())
+            .map_err(|e| e.to_string())?;
+        let mut items = Vec::new();
+        for id in ids {
+            if let Some(v) = self.item(&id)? {
+                items.push(v);
+            }
+        }
+        Ok(serde_json::Value::Array(items))
+    }
+
+    fn item(&self, specimen_id: &str) -> Result<Option<serde_json::Value>, String> {
+        let rec: Option<SpecimenRecord> = self
+            .store()
+            .get(Keyspace::Specimens, specimen_id.as_bytes())
+            .map_err(|e| e.to_string())?;
+        Ok(rec.map(|r| {
+            crate::custody::release::review_item(
+                &r,
+                &self.profiles,
+                &self.default_profile,
+                &self.releaser.laboratory,
+                &self.releaser.mros,
+            )
+        }))
+    }
+
+    fn release<'a>(
+        &'a self,
+        ids: Vec<String>,
+        scientist: &'a admin::auth::User,
+        batch: bool,
+    ) -> admin::ActionFuture<'a> {
+        Box::pin(async move {
+            match self.releaser.release(ids, &scientist.name, batch).await {
+                Ok(r) => Ok(serde_json::json!({"released": r})),
+                Err(e) => Err((release_status(&e), e.to_string())),
+            }
+        })
+    }
+
+    fn send_back<'a>(
+        &'a self,
+        id: String,
+        scientist: &'a admin::auth::User,
+        reason: String,
+    ) -> admin::ActionFuture<'a> {
+        Box::pin(async move {
+            match self.releaser.send_back(&id, &scientist.name, &reason).await {
+                Ok(()) => {
+                    Ok(serde_json::json!({"specimen_id": id, "state": State::Screened.key()}))
+                }
+                Err(e) => Err((release_status(&e), e.to_string())),
+            }
+        })
+    }
+
+    fn correct<'a>(
+        &'a self,
+        report_id: String,
+        request: crate::custody::release::CorrectionRequest,
+        scientist: &'a admin::auth::User,
+    ) -> admin::ActionFuture<'a> {
+        Box::pin(async move {
+            match self
+                .releaser
+                .correct(&report_id, &scientist.name, request)
+                .await
+            {
+                Ok(c) => Ok(serde_json::json!({ "corrected": c })),
+                Err(e) => Err((release_status(&e), e.to_string())),
+            }
+        })
+    }
+
+    fn outbox(&self) -> Result<serde_json::Value, String> {
+        use crate::custody::outbox::{self, StoredReport};
+        let mut out = serde_json::Map::new();
+        for m in self.releaser.mros.keys() {
+            let list = |prefix: Vec<u8>| -> Vec<serde_json::Value> {
+                self.store()
+                    .scan_prefix::<String>(Keyspace::Outbox, &prefix)
+                    .flatten()
+                    .filter_map(|(_, rid)| {
+                        self.store()
+                            .get::<StoredReport>(Keyspace::Reports, rid.as_bytes())
+                            .ok()
+                            .flatten()
+                    })
+                    .map(|r| report_status_json(&r))
+                    .collect()
+            };
+            out.insert(
+                m.clone(),
+                serde_json::json!({"queued": list(outbox::queue_prefix(m)), "dead_letters": list(outbox::dead_prefix(m))}),
+            );
+        }
+        Ok(serde_json::Value::Object(out))
+    }
+
+    fn report(&self, report_id: &str) -> Result<Option<serde_json::Value>, String> {
+        let r: Option<crate::custody::outbox::StoredReport> = self
+            .store()
+            .get(Keyspace::Reports, report_id.as_bytes())
+            .map_err(|e| e.to_string())?;
+        Ok(r.map(|r| report_status_json(&r)))
+    }
+
+    fn retry<'a>(
+        &'a self,
+        report_id: String,
+        operator: &'a admin::auth::User,
+    ) -> admin::ActionFuture<'a> {
+        Box::pin(async move {
+            match self
+                .releaser
+                .retry_dead_letter(&report_id, &operator.name)
+                .await
+            {
+                Ok(()) => Ok(serde_json::json!({"report_id": report_id, "delivery": "pending"})),
+                Err(e) => Err((409, e)),
+            }
+        })
+    }
+}
+
+/// Written requests, discards, the split and retention for the admin API.
+struct LifecycleService {
+    committer: GroupCommitter,
+    settings: Arc<crate::custody::lifecycle::Settings>,
+    clock: Arc<dyn Clock>,
+    /// Signs and queues released split results (the same signer and outbox as reports).
+    releaser: crate::custody::release::Releaser,
+    /// `Some` when `[split_laboratory] enabled = true`.
+    split_lab: Option<Arc<crate::custody::split_lab::SplitLab>>,
+}
+
+const NOT_A_SPLIT_LAB: &str =
+    "this laboratory is not configured as a split laboratory ([split_laboratory] enabled = false)";
+
+/// The admin API's body of a written request.
+#[derive(Deserialize)]
+struct RequestBody {
+    document_ref: String,
+    /// When the laboratory received the document (default: now).
+    #[serde(default)]
+    received_at_ms: Option<u64>,
+    #[serde(flatten)]
+    kind: crate::custody::lifecycle::RequestKind,
+}
+
+impl LifecycleService {
+    fn record(&self, specimen_id: &str) -> Result<Option<SpecimenRecord>, String> {
+        self.committer
+            .store()
+            .get(Keyspace::Specimens, specimen_id.as_bytes())
+            .map_err(|e| e.to_string())
+    }
+}
+
+impl admin::LifecycleApi for LifecycleService {
+    fn request<'a>(
+        &'a self,
+        specimen_id: String,
+        body: serde_json::Value,
+        user: &'a admin::auth::User,
+    ) -> admin::ActionFuture<'a> {
+        Box::pin(async move {
+            let body: RequestBody = serde_json::from_value(body)
+                .map_err(|e| (400, format!("not a written request: {e}")))?;
+            let now = self.clock.now_ms();
+            let req = crate::custody::lifecycle::WrittenRequest {
+                specimen_id,
+                document_ref: body.document_ref,
+                received_at_ms: body.received_at_ms.unwrap_or(now),
+                recorded_by: user.name.clone(),
+                kind: body.kind,
+            };
+            let channel = crate::custody::lifecycle::Channel::Admin {
+                user: user.name.clone(),
+            };
+            match crate::custody::lifecycle::apply_request(
+                &self.committer,
+                &self.settings,
+                req,
+                channel,
+                now,
+            )
+            .await
+            {
+                Ok(crate::custody::lifecycle::RequestOutcome::Recorded(v)) => Ok(v),
+                Ok(crate::custody::lifecycle::RequestOutcome::Duplicate) => {
+                    Ok(serde_json::json!({"duplicate": true}))
+                }
+                Err(e) => Err((e.status(), e.to_string())),
+            }
+        })
+    }
+
+    fn discard<'a>(
+        &'a self,
+        specimen_id: String,
+        item: String,
+        user: &'a admin::auth::User,
+    ) -> admin::ActionFuture<'a> {
+        Box::pin(async move {
+            let item = match item.as_str() {
+                "primary" => crate::domain::retention::Item::Primary,
+                "split" => crate::domain::retention::Item::Split,
+                "records" => crate::domain::retention::Item::Records,
+                _ => return Err((400, "item must be primary, split or records".to_string())),
+            };
+            let now = self.clock.now_ms();
+            crate::custody::lifecycle::confirm_discard(
+                &self.committer,
+                &self.settings,
+                &specimen_id,
+                item,
+                &user.name,
+                now,
+            )
+            .await
+            .map_err(|e| (e.status(), e.to_string()))
+        })
+    }
+
+    fn split(&self, specimen_id: &str) -> Result<Option<serde_json::Value>, String> {
+        Ok(self
+            .record(specimen_id)?
+            .and_then(|r| r.lifecycle.split)
+            .map(|s| serde_json::to_value(s).unwrap_or_default()))
+    }
+
+    fn adulterant_retest(&self, specimen_id: &str) -> Result<Option<serde_json::Value>, String> {
+        match self.record(specimen_id)? {
+            Some(r) => crate::custody::lifecycle::adulterant_retest_view(&r, &self.settings),
+            None => Ok(None),
+        }
+    }
+
+    fn split_lab_receive<'a>(
+        &'a self,
+        body: serde_json::Value,
+        user: &'a admin::auth::User,
+    ) -> admin::ActionFuture<'a> {
+        Box::pin(async move {
+            let lab = self
+                .split_lab
+                .as_ref()
+                .ok_or_else(|| (404, NOT_A_SPLIT_LAB.to_string()))?;
+            let body: crate::custody::split_lab::IntakeBody = serde_json::from_value(body)
+                .map_err(|e| (400, format!("not a received split specimen: {e}")))?;
+            crate::custody::split_lab::receive(
+                &self.committer,
+                lab,
+                body,
+                &user.name,
+                self.clock.now_ms(),
+            )
+            .await
+            .map_err(|e| (e.status(), e.to_string()))
+        })
+    }
+
+    fn split_lab(&self, specimen_id: &str) -> Result<Option<serde_json::Value>, (u16, String)> {
+        let lab = self
+            .split_lab
+            .as_ref()
+            .ok_or_else(|| (404, NOT_A_SPLIT_LAB.to_string()))?;
+        match self.record(specimen_id).map_err(|e| (500, e))? {
+            Some(r) => crate::custody::split_lab::view(lab, &r).map_err(|e| (500, e)),
+            None => Ok(None),
+        }
+    }
+
+    fn split_lab_release<'a>(
+        &'a self,
+        specimen_id: String,
+        scientist: &'a admin::auth::User,
+    ) -> admin::ActionFuture<'a> {
+        Box::pin(async move {
+            let lab = self
+                .split_lab
+                .as_ref()
+                .ok_or_else(|| (404, NOT_A_SPLIT_LAB.to_string()))?;
+            crate::custody::split_lab::release(&self.releaser, lab, &specimen_id, &scientist.name)
+                .await
+                .map_err(|e| (e.status(), e.to_string()))
+        })
+    }
+
+    fn retention(&self, specimen_id: &str) -> Result<Option<serde_json::Value>, String> {
+        Ok(self
+            .record(specimen_id)?
+            .and_then(|r| crate::custody::lifecycle::retention_view(&r, &self.settings)))
+    }
+
+    fn discardable(&self) -> Result<serde_json::Value, String> {
+        let list = crate::custody::lifecycle::discardable(
+            self.committer.store(),
+            &self.settings,
+            self.clock.now_ms(),
+        )?;
+        serde_json::to_value(list).map_err(|e| e.to_string())
+    }
+}
+
+/// A report's delivery status as operators see it: never the content.
+fn report_status_json(r: &crate::custody::outbox::StoredReport) -> serde_json::Value {
+    serde_json::json!({
+        "report_id": r.report_id,
+        "specimen_id": r.specimen_id,
+        "mro_id": r.mro_id,
+        "kid": r.kid,
+        "content_sha256": r.content_sha256,
+        "released_at_ms": r.released_at_ms,
+        "released_by": r.released_by,
+        "delivery": r.delivery,
+        "attempts": r.attempts,
+        "last_error": r.last_error,
+        "replaces": r.replaces,
+        "superseded_by": r.superseded_by,
+    })
+}
+
+/// The admin API's read access to the store.
+struct StoreApi {
+    store: Store,
+}
+
+impl Api for StoreApi {
+    fn specimen(&self, id: &str) -> Result<Option<serde_json::Value>, String> {
+        let rec: Option<SpecimenRecord> = self
+            .store
+            .get(Keyspace::Specimens, id.as_bytes())
+            .map_err(|e| e.to_string())?;
+        Ok(rec.map(|r| specimen_json(&r)))
+    }
+
+    fn specimens_in_state(&self, state: &str) -> Result<Vec<String>, String> {
+        let s = State::from_key(state).ok_or_else(|| {
+            format!(
+                "unknown state `{state}` (one of: {})",
+                State::ALL.map(|s| s.key()).join(", ")
+            )
+        })?;
+        self.store.ids_in_state(s.key()).map_err(|e| e.to_string())
+    }
+
+    fn verify_audit(&self) -> Result<serde_json::Value, String> {
+        audit_json(&self.store)
+    }
+
+    fn summary(&self, employer: &str, from: &str, to: &str) -> Result<serde_json::Value, String> {
+        summary_json(&self.store, employer, from, to)
+    }
+}
+
+/// The 40.111 disclosure for an employer and period, from every stored record.
+pub fn summary_json(
+    store: &Store,
+    employer: &str,
+    from: &str,
+    to: &str,
+) -> Result<serde_json::Value, String> {
+    let from_d = crate::domain::summary::parse_date(from).ok_or("from: not a YYYY-MM-DD date")?;
+    let to_d = crate::domain::summary::parse_date(to).ok_or("to: not a YYYY-MM-DD date")?;
+    if to_d < from_d {
+        return Err("to is before from".into());
+    }
+    let mut records = Vec::new();
+    for item in store.iter::<SpecimenRecord>(Keyspace::Specimens) {
+        let (_, r) = item.map_err(|e| e.to_string())?;
+        records.push(r);
+    }
+    let d = crate::domain::summary::summarize(&records, employer, from_d, to_d);
+    serde_json::to_value(d).map_err(|e| e.to_string())
+}
+
+/// A specimen record as operators see it.
+pub fn specimen_json(r: &SpecimenRecord) -> serde_json::Value {
+    serde_json::to_value(r).unwrap_or(serde_json::Value::Null)
+}
+
+/// The audit chain check as JSON: `{"ok":true,"entries":N}` or the first broken link.
+pub fn audit_json(store: &Store) -> Result<serde_json::Value, String> {
+    Ok(match store.verify_audit() {
+        Ok(r) => serde_json::json!({"ok": true, "entries": r.entries}),
+        Err(b) => serde_json::json!({"ok": false, "broken_at": b.seq, "reason": b.reason}),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A SIGTERM that arrives after the handlers are installed but before the main loop waits
+    /// for it (the moment readiness is announced) is delivered to the loop, not fatal.
+    #[test]
+    fn sigterm_after_install_before_the_loop_waits_is_kept() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut signals = Signals::install().unwrap();
+            let sent = std::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(std::process::id().to_string())
+                .status()
+                .unwrap();
+            assert!(sent.success());
+            tokio::time::timeout(Duration::from_secs(10), signals.term.recv())
+                .await
+                .expect("the SIGTERM reaches the loop")
+                .expect("the signal stream is open");
+        });
+    }
+
+    /// Once installed, a SIGHUP is a message on the stream, not the default action (which
+    /// would end the process). `run` installs them before it announces readiness.
+    #[tokio::test]
+    async fn installed_signals_turn_a_sighup_into_a_message() {
+        let mut signals = Signals::install().unwrap();
+        let sent = std::process::Command::new("kill")
+            .args(["-HUP", &std::process::id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        tokio::time::timeout(Duration::from_secs(10), signals.hup.recv())
+            .await
+            .expect("SIGHUP delivered to the stream")
+            .expect("stream open");
+    }
+}

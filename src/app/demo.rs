@@ -1,0 +1,617 @@
+//! `custodian demo`: a newcomer watches a whole day of the laboratory in a minute. It starts the
+//! daemon on a temporary store with the example configuration, plays a simulated LIMS and three
+//! simulated analyzers for five specimens (a negative, a positive, a dilute, an adulterated and
+//! a rejected one), releases them as the demo certifying scientist, and receives the signed
+//! reports at a local MRO receiver (HTTPS, client certificate required), printing each step and
+//! the final verdicts. Everything it creates lives in a temporary directory.
+
+use crate::admin::client;
+use crate::app::daemon::{RuntimeInfo, runtime_file};
+use crate::trust::signing::{self, KeyStore};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "demo-token-change-me";
+
+fn step(n: u32, text: &str) {
+    println!("\n[{n}] {text}");
+}
+
+/// Runs the demo with the example configuration at `config`.
+pub fn run(config: &Path) -> ExitCode {
+    match demo(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("\ndemo failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+struct ChildGuard(Option<Child>);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn demo(example: &Path) -> Result<(), String> {
+    crate::trust::tls::install_provider();
+    let dir = std::env::temp_dir().join(format!("custodian-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    println!("custodian demo — everything lives in {}", dir.display());
+
+    step(
+        1,
+        "Certificates for a demo MRO (its server) and the laboratory (its client)",
+    );
+    let pki = Pki::create(&dir)?;
+    println!("    MRO CA, MRO server certificate for 127.0.0.1, laboratory client certificate");
+
+    step(2, "A report-signing key (Ed25519) for the laboratory");
+    let keys = KeyStore::new(dir.join("keys"));
+    let kid = keys.generate().map_err(|e| e.to_string())?;
+    println!("    key id {kid}");
+
+    step(
+        3,
+        "A local MRO receiver (HTTPS; refuses clients without the lab's certificate)",
+    );
+    let jwks = keys.public_set().map_err(|e| e.to_string())?;
+    let (port, reports) = receiver(&pki, jwks)?;
+    println!("    listening on https://127.0.0.1:{port}/reports");
+
+    step(
+        4,
+        "The daemon, on the example configuration with a temporary store",
+    );
+    let cfg = write_config(example, &dir, &pki, port)?;
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let log = std::fs::File::create(dir.join("daemon.log")).map_err(|e| e.to_string())?;
+    let child = Command::new(exe)
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .env_remove("CUSTODIAN_CONFIG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .map_err(|e| format!("cannot start the daemon: {e}"))?;
+    let pid = child.id();
+    let mut guard = ChildGuard(Some(child));
+    let rt = wait_ready(&dir.join("store"), pid)?;
+    println!("    admin API {} ; analyzers:", rt.admin);
+    for (name, addr) in &rt.analyzers {
+        println!("      {name:<14} MLLP {addr}");
+    }
+
+    let specimens = [
+        ("DEMO-NEG-001", "a negative", true),
+        ("DEMO-POS-002", "a cocaine positive", true),
+        ("DEMO-DIL-003", "a dilute negative", true),
+        ("DEMO-ADU-004", "an adulterated specimen (nitrite)", true),
+        (
+            "DEMO-REJ-005",
+            "a specimen whose bottle ID does not match the CCF",
+            false,
+        ),
+    ];
+    step(
+        5,
+        "The LIMS drops five accession documents (CCF Copy 1) into the spool",
+    );
+    let incoming = dir.join("spool/incoming");
+    for (id, what, matches) in &specimens {
+        let tmp = incoming.join(format!(".{id}.tmp"));
+        std::fs::write(&tmp, accession_xml(id, *matches)).map_err(|e| e.to_string())?;
+        std::fs::rename(&tmp, incoming.join(format!("{id}.xml"))).map_err(|e| e.to_string())?;
+        println!("    {id}: {what}");
+    }
+    wait_for(Duration::from_secs(20), "the accessions", || {
+        specimens
+            .iter()
+            .all(|(id, _, _)| dir.join("spool/done").join(format!("{id}.xml")).exists())
+    })?;
+
+    step(
+        6,
+        "The analyzers send their results over MLLP; every ACK comes after the durable commit",
+    );
+    let screen_zero = [
+        ("THC50", "2"),
+        ("COC300", "0"),
+        ("OPI2000", "0"),
+        ("AMP1000", "0"),
+        ("PCP25", "0"),
+    ];
+    let mut n = 0;
+    let mut send = |analyzer: &str, id: &str, obx: &[(&str, &str, &str)]| -> Result<(), String> {
+        n += 1;
+        let addr = rt
+            .analyzers
+            .get(analyzer)
+            .ok_or(format!("no analyzer {analyzer}"))?;
+        let ack = send_oru(*addr, &format!("DEMO{n:04}"), id, obx)?;
+        let code = ack
+            .split('\r')
+            .find(|s| s.starts_with("MSA|"))
+            .and_then(|s| s.split('|').nth(1))
+            .unwrap_or("?")
+            .to_string();
+        println!(
+            "    {analyzer:<14} {id}  {} result(s)  → ACK {code}",
+            obx.len()
+        );
+        if code != "AA" {
+            return Err(format!("expected AA, got {code}"));
+        }
+        Ok(())
+    };
+    let ng = |c: &'static str, v: &'static str| (c, v, "ng/mL");
+    for id in ["DEMO-NEG-001", "DEMO-DIL-003", "DEMO-ADU-004"] {
+        let obx: Vec<_> = screen_zero.iter().map(|(c, v)| ng(c, v)).collect();
+        send("immunoassay-1", id, &obx)?;
+    }
+    send(
+        "immunoassay-1",
+        "DEMO-POS-002",
+        &[
+            ng("THC50", "2"),
+            ng("COC300", "870"),
+            ng("OPI2000", "0"),
+            ng("AMP1000", "0"),
+            ng("PCP25", "0"),
+        ],
+    )?;
+    let chem = |creat: &'static str, sg: &'static str, ph: &'static str, nit: &'static str| {
+        vec![
+            ("CREA", creat, "mg/dL"),
+            ("SG", sg, ""),
+            ("PH", ph, "pH"),
+            ("NIT", nit, "mcg/mL"),
+        ]
+    };
+    send(
+        "chemistry-1",
+        "DEMO-NEG-001",
+        &chem("118", "1.0180", "6.1", "0"),
+    )?;
+    send(
+        "chemistry-1",
+        "DEMO-POS-002",
+        &chem("95", "1.0160", "5.8", "0"),
+    )?;
+    send(
+        "chemistry-1",
+        "DEMO-DIL-003",
+        &chem("12.5", "1.0021", "6.4", "0"),
+    )?;
+    send(
+        "chemistry-1",
+        "DEMO-ADU-004",
+        &chem("88", "1.0150", "6.0", "760"),
+    )?;
+    send("gcms-1", "DEMO-POS-002", &[ng("BZEC", "412")])?;
+
+    step(7, "The review queue, as a certifying scientist sees it");
+    let queue = get_json(rt.admin, "/api/review")?;
+    let items = queue.as_array().cloned().unwrap_or_default();
+    for it in &items {
+        let v = &it["verdict"];
+        println!(
+            "    {}  results {}  dilute {}  positives {}",
+            it["specimen_id"].as_str().unwrap_or("?"),
+            v["results"],
+            v["dilute"],
+            v["positive_analytes"]
+        );
+    }
+    if items.len() != specimens.len() {
+        return Err(format!(
+            "{} of {} specimens are ready for review (see {}/daemon.log)",
+            items.len(),
+            specimens.len(),
+            dir.display()
+        ));
+    }
+
+    step(
+        8,
+        "Released by \"Demo Certifying Scientist\" (negatives as one batch signature)",
+    );
+    let batch = serde_json::json!({"specimens": ["DEMO-NEG-001", "DEMO-DIL-003"]});
+    post_json(rt.admin, "/api/release-batch", &batch)?;
+    println!("    DEMO-NEG-001, DEMO-DIL-003: released as a batch of negatives");
+    for id in ["DEMO-POS-002", "DEMO-ADU-004", "DEMO-REJ-005"] {
+        post_json(
+            rt.admin,
+            &format!("/api/review/{id}/release"),
+            &serde_json::json!({}),
+        )?;
+        println!("    {id}: released");
+    }
+
+    step(
+        9,
+        "The MRO receives the signed reports (JWS verified with the lab's public key)",
+    );
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while got.len() < specimens.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match reports.recv_timeout(left) {
+            Ok(r) => got.push(r),
+            Err(_) => {
+                return Err(format!(
+                    "only {} of {} reports arrived",
+                    got.len(),
+                    specimens.len()
+                ));
+            }
+        }
+    }
+    got.sort_by(|a: &serde_json::Value, b| {
+        a["specimen_id"].as_str().cmp(&b["specimen_id"].as_str())
+    });
+    println!(
+        "\n    {:<14} {:<26} {:<7} positive analytes",
+        "specimen", "results", "dilute"
+    );
+    for r in &got {
+        println!(
+            "    {:<14} {:<26} {:<7} {}",
+            r["specimen_id"].as_str().unwrap_or("?"),
+            r["results"].to_string(),
+            r["dilute"].to_string(),
+            r["positive_analytes"]
+        );
+    }
+
+    step(10, "Stopping the daemon (SIGTERM: settle, flush, exit 0)");
+    if let Some(mut c) = guard.0.take() {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status();
+        let status = c.wait().map_err(|e| e.to_string())?;
+        println!("    daemon exited with {status}");
+    }
+    println!(
+        "\nDone. The store, the spool and the daemon's log are in {}",
+        dir.display()
+    );
+    Ok(())
+}
+
+fn wait_for(limit: Duration, what: &str, mut f: impl FnMut() -> bool) -> Result<(), String> {
+    let deadline = Instant::now() + limit;
+    while !f() {
+        if Instant::now() > deadline {
+            return Err(format!("timed out waiting for {what}"));
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    Ok(())
+}
+
+fn wait_ready(store: &Path, pid: u32) -> Result<RuntimeInfo, String> {
+    let file = runtime_file(store);
+    let mut found = None;
+    wait_for(Duration::from_secs(30), "the daemon to be ready", || {
+        found = std::fs::read_to_string(&file)
+            .ok()
+            .and_then(|t| serde_json::from_str::<RuntimeInfo>(&t).ok())
+            .filter(|rt| rt.pid == pid);
+        found.is_some()
+    })?;
+    found.ok_or_else(|| "no runtime file".into())
+}
+
+fn get_json(admin: SocketAddr, path: &str) -> Result<serde_json::Value, String> {
+    let r = client::get(admin, path, Some(TOKEN)).map_err(|e| e.to_string())?;
+    if r.status != 200 {
+        return Err(format!("GET {path}: {} {}", r.status, r.body.trim()));
+    }
+    serde_json::from_str(&r.body).map_err(|e| e.to_string())
+}
+
+fn post_json(
+    admin: SocketAddr,
+    path: &str,
+    body: &serde_json::Value,
+) -> Result<serde_json::Value, String> {
+    let r = client::post(admin, path, Some(TOKEN), body).map_err(|e| e.to_string())?;
+    if r.status != 200 {
+        return Err(format!("POST {path}: {} {}", r.status, r.body.trim()));
+    }
+    serde_json::from_str(&r.body).map_err(|e| e.to_string())
+}
+
+fn send_oru(
+    addr: SocketAddr,
+    control_id: &str,
+    specimen: &str,
+    obx: &[(&str, &str, &str)],
+) -> Result<String, String> {
+    let mut m = format!(
+        "MSH|^~\\&|DEMO|LAB|CUSTODIAN|LAB|20261123101500||ORU^R01^ORU_R01|{control_id}|P|2.5.1\rPID|1\rOBR|1||{specimen}^LAB|DAT||||||||||||||||A\r"
+    );
+    for (i, (code, value, unit)) in obx.iter().enumerate() {
+        m.push_str(&format!(
+            "OBX|{}|NM|{code}^{code}^L||{value}|{unit}|||||F\r",
+            i + 1
+        ));
+    }
+    let mut s = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(|e| e.to_string())?;
+    let mut frame = vec![0x0b];
+    frame.extend_from_slice(m.as_bytes());
+    frame.extend_from_slice(&[0x1c, 0x0d]);
+    s.write_all(&frame).map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = s.read(&mut chunk).map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("connection closed without an ACK".into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = buf.windows(2).position(|w| w == [0x1c, 0x0d]) {
+            return Ok(String::from_utf8_lossy(&buf[1.min(end)..end]).into_owned());
+        }
+    }
+}
+
+fn accession_xml(id: &str, bottle_matches: bool) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<accession xmlns="urn:custodian:lims:1">
+  <specimen-id>{id}</specimen-id>
+  <employer><name>Demo Freight Lines</name><id>EMP-DEMO</id></employer>
+  <mro><name>Dr. Demo Reviewer, MD</name><address>1 Demo Plaza, Springfield, ZZ 00000</address><directory-id>MRO-0042</directory-id></mro>
+  <donor><employee-id>E-DEMO-{id}</employee-id></donor>
+  <reason>random</reason>
+  <collector><name>Casey Collector</name><phone>(555) 010-0000</phone></collector>
+  <collection-date>2026-11-20</collection-date>
+  <receipt-date>2026-11-21</receipt-date>
+  <tests-requested><panel>dot</panel></tests-requested>
+  <split-collected>true</split-collected>
+  <observed>false</observed>
+  <bottle-a><seal>intact</seal><volume-sufficient>true</volume-sufficient><leaked>false</leaked></bottle-a>
+  <bottle-b><seal>intact</seal><volume-sufficient>true</volume-sufficient><leaked>false</leaked></bottle-b>
+  <bottle-id-matches-ccf>{bottle_matches}</bottle-id-matches-ccf>
+  <labels-swapped>false</labels-swapped>
+  <split-opened-instead>false</split-opened-instead>
+  <collector-name-and-signature>true</collector-name-and-signature>
+  <collector-certification-signed>true</collector-certification-signed>
+  <form>federal</form>
+  <temperature-recorded>true</temperature-recorded>
+</accession>
+"#
+    )
+}
+
+/// Rewrites the example configuration for the demo's temporary directory: every listener on a
+/// free port, the store, spool and keys inside `dir`, and the demo MRO in the directory.
+fn write_config(example: &Path, dir: &Path, pki: &Pki, port: u16) -> Result<PathBuf, String> {
+    let text =
+        std::fs::read_to_string(example).map_err(|e| format!("{}: {e}", example.display()))?;
+    let mut v: toml::Table =
+        toml::from_str(&text).map_err(|e| format!("{}: {e}", example.display()))?;
+    let base = example.parent().unwrap_or(Path::new("."));
+    let profiles = v
+        .get("rules")
+        .and_then(|r| r.get("profiles_dir"))
+        .and_then(|p| p.as_str())
+        .unwrap_or("profiles")
+        .to_string();
+    let profiles =
+        std::fs::canonicalize(base.join(profiles)).map_err(|e| format!("profiles: {e}"))?;
+    let set = |v: &mut toml::Table, section: &str, key: &str, value: toml::Value| {
+        if let Some(t) = v.get_mut(section).and_then(|s| s.as_table_mut()) {
+            t.insert(key.into(), value);
+        }
+    };
+    let s = |p: PathBuf| toml::Value::String(p.display().to_string());
+    set(&mut v, "rules", "profiles_dir", s(profiles));
+    set(&mut v, "store", "path", s(dir.join("store")));
+    set(&mut v, "lims", "spool_dir", s(dir.join("spool")));
+    set(&mut v, "lims", "poll_interval_ms", toml::Value::Integer(50));
+    set(&mut v, "signing", "keys_dir", s(dir.join("keys")));
+    set(
+        &mut v,
+        "admin",
+        "listen",
+        toml::Value::String("127.0.0.1:0".into()),
+    );
+    if let Some(list) = v.get_mut("analyzer").and_then(|a| a.as_array_mut()) {
+        for a in list {
+            if let Some(t) = a.as_table_mut() {
+                t.insert("listen".into(), toml::Value::String("127.0.0.1:0".into()));
+            }
+        }
+    }
+    let mut mro = toml::Table::new();
+    mro.insert("id".into(), "MRO-0042".into());
+    mro.insert("name".into(), "Dr. Demo Reviewer, MD".into());
+    mro.insert(
+        "address".into(),
+        "1 Demo Plaza, Springfield, ZZ 00000".into(),
+    );
+    mro.insert(
+        "endpoint".into(),
+        format!("https://127.0.0.1:{port}/reports").into(),
+    );
+    mro.insert("ca".into(), s(pki.mro_ca.clone()));
+    mro.insert("client_cert".into(), s(pki.lab_cert.clone()));
+    mro.insert("client_key".into(), s(pki.lab_key.clone()));
+    v.insert(
+        "mro".into(),
+        toml::Value::Array(vec![toml::Value::Table(mro)]),
+    );
+    let out = dir.join("custodian.toml");
+    std::fs::write(&out, toml::to_string(&v).map_err(|e| e.to_string())?)
+        .map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+struct Pki {
+    mro_ca: PathBuf,
+    lab_cert: PathBuf,
+    lab_key: PathBuf,
+    server_chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    server_key: Vec<u8>,
+    lab_ca: rustls::pki_types::CertificateDer<'static>,
+}
+
+impl Pki {
+    fn create(dir: &Path) -> Result<Pki, String> {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+        let e = |e: rcgen::Error| e.to_string();
+        let ca = |cn: &str| -> Result<(rcgen::Certificate, Issuer<'static, KeyPair>), String> {
+            let key = KeyPair::generate().map_err(e)?;
+            let mut p = CertificateParams::new(Vec::<String>::new()).map_err(e)?;
+            p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            p.distinguished_name.push(DnType::CommonName, cn);
+            let cert = p.self_signed(&key).map_err(e)?;
+            Ok((cert, Issuer::new(p, key)))
+        };
+        let (mro_ca_cert, mro_ca) = ca("custodian demo MRO CA")?;
+        let (lab_ca_cert, lab_ca) = ca("custodian demo laboratory CA")?;
+        let server_key = KeyPair::generate().map_err(e)?;
+        let server = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+            .map_err(e)?
+            .signed_by(&server_key, &mro_ca)
+            .map_err(e)?;
+        let lab_key = KeyPair::generate().map_err(e)?;
+        let lab = CertificateParams::new(vec!["laboratory.demo".to_string()])
+            .map_err(e)?
+            .signed_by(&lab_key, &lab_ca)
+            .map_err(e)?;
+        let pki_dir = dir.join("pki");
+        std::fs::create_dir_all(&pki_dir).map_err(|e| e.to_string())?;
+        let write = |name: &str, text: &str, private: bool| -> Result<PathBuf, String> {
+            use std::os::unix::fs::PermissionsExt;
+            let p = pki_dir.join(name);
+            std::fs::write(&p, text).map_err(|e| e.to_string())?;
+            if private {
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok(p)
+        };
+        Ok(Pki {
+            mro_ca: write("mro-ca.pem", &mro_ca_cert.pem(), false)?,
+            lab_cert: write("lab-client.pem", &lab.pem(), false)?,
+            lab_key: write("lab-client.key", &lab_key.serialize_pem(), true)?,
+            server_chain: vec![server.der().clone()],
+            server_key: server_key.serialize_der(),
+            lab_ca: lab_ca_cert.der().clone(),
+        })
+    }
+}
+
+/// The demo MRO: HTTPS with a required client certificate; verifies each JWS against the
+/// laboratory's public keys and hands the payload to the demo.
+fn receiver(
+    pki: &Pki,
+    jwks: signing::JwkSet,
+) -> Result<(u16, mpsc::Receiver<serde_json::Value>), String> {
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pki.lab_ca.clone()).map_err(|e| e.to_string())?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .map_err(|e| e.to_string())?;
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(
+            pki.server_chain.clone(),
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pki.server_key.clone())),
+        )
+        .map_err(|e| e.to_string())?;
+    let cfg = Arc::new(cfg);
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+            let Ok(conn) = rustls::ServerConnection::new(cfg.clone()) else {
+                continue;
+            };
+            let mut tls = rustls::StreamOwned::new(conn, stream);
+            let Some(body) = read_request(&mut tls) else {
+                continue;
+            };
+            let (status, answer) = match signing::verify(body.trim(), &jwks) {
+                Ok(payload) => match serde_json::from_slice::<serde_json::Value>(&payload) {
+                    Ok(v) => {
+                        let _ = tx.send(v);
+                        ("201 Created", "{\"received\":true}")
+                    }
+                    Err(_) => ("400 Bad Request", "{\"error\":\"payload is not JSON\"}"),
+                },
+                Err(_) => (
+                    "400 Bad Request",
+                    "{\"error\":\"signature does not verify\"}",
+                ),
+            };
+            let resp = format!(
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+                answer.len()
+            );
+            let _ = tls.write_all(resp.as_bytes());
+            let _ = tls.flush();
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
+        }
+    });
+    Ok((port, rx))
+}
+
+fn read_request(tls: &mut impl Read) -> Option<String> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let (start, len) = loop {
+        let n = tls.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..pos]).to_lowercase();
+            let len = head
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix("content-length:")
+                        .and_then(|v| v.trim().parse::<usize>().ok())
+                })
+                .unwrap_or(0);
+            break (pos + 4, len);
+        }
+    };
+    while buf.len() < start + len {
+        let n = tls.read(&mut chunk).ok()?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    Some(String::from_utf8_lossy(&buf[start..(start + len).min(buf.len())]).into_owned())
+}

@@ -1,0 +1,11 @@
+//! The application: configuration loading and checking, the daemon's wiring (the only module
+//! that knows every stage), the operator CLI, `custodian evaluate`, the demo, monitoring and
+//! task supervision. May import everything below it.
+
+pub mod config;
+pub mod daemon;
+pub mod demo;
+pub mod evaluate;
+pub mod monitoring;
+pub mod operator;
+pub mod supervise;

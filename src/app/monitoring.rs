@@ -1,0 +1,357 @@
+//! Periodic gauges for lab IT: queue depths and ages, store size, free disk. Sampled from the
+//! store every interval (cheap reads), so Prometheus alerts see one series per condition.
+//! Labels never carry donor data: only analyzer names, states and MRO directory ids.
+
+use crate::core::clock::Clock;
+use crate::domain::specimen::{SpecimenRecord, State};
+use crate::store::{Keyspace, Store};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Every metric custodian exports: name, kind, unit and help text. The README's metrics table
+/// is this list; `describe` registers the help text with the exporter.
+pub const METRICS: &[(&str, &str, &str, &str)] = &[
+    (
+        "custodian_messages_total",
+        "counter",
+        "messages",
+        "HL7 messages answered, by analyzer and ACK code (AA, AE, AR, CA, CE, CR)",
+    ),
+    (
+        "custodian_messages_duplicate_total",
+        "counter",
+        "messages",
+        "messages already stored from the same analyzer and MSH-10, acknowledged again",
+    ),
+    (
+        "custodian_messages_not_durable_total",
+        "counter",
+        "messages",
+        "messages answered AE because the store could not make them durable",
+    ),
+    (
+        "custodian_analyzer_connections",
+        "gauge",
+        "connections",
+        "open MLLP connections per analyzer",
+    ),
+    (
+        "custodian_analyzer_last_message_timestamp_seconds",
+        "gauge",
+        "seconds",
+        "Unix time of the last message from each analyzer",
+    ),
+    (
+        "custodian_analyzer_connections_refused_total",
+        "counter",
+        "connections",
+        "connections refused because the per-analyzer cap was reached",
+    ),
+    (
+        "custodian_analyzer_tls_refused_total",
+        "counter",
+        "connections",
+        "TLS handshakes refused (e.g. no or untrusted client certificate)",
+    ),
+    (
+        "custodian_mllp_framing_errors_total",
+        "counter",
+        "frames",
+        "frames that could not be read (too large, broken framing)",
+    ),
+    (
+        "custodian_mllp_discarded_bytes_total",
+        "counter",
+        "bytes",
+        "bytes received outside an MLLP frame and discarded",
+    ),
+    (
+        "custodian_quarantined_total",
+        "counter",
+        "messages",
+        "refused inputs kept in quarantine with their reason, by source",
+    ),
+    (
+        "custodian_quarantine_records",
+        "gauge",
+        "records",
+        "records in the quarantine keyspace",
+    ),
+    (
+        "custodian_panel_guard_refusals_total",
+        "counter",
+        "messages",
+        "results refused because the analyte is outside the specimen's DOT panel (40.13(c), 40.85)",
+    ),
+    (
+        "custodian_split_results_refused_total",
+        "counter",
+        "messages",
+        "results for bottle B refused by the first laboratory (40.175(c))",
+    ),
+    (
+        "custodian_lims_documents_total",
+        "counter",
+        "documents",
+        "LIMS documents settled, by outcome (stored, rejected, not_durable)",
+    ),
+    (
+        "custodian_store_commit_batch_size",
+        "summary",
+        "writes",
+        "writes made durable by one flush",
+    ),
+    (
+        "custodian_store_flush_seconds",
+        "summary",
+        "seconds",
+        "time of one durable flush (sled flush + fsync)",
+    ),
+    (
+        "custodian_store_flush_failures_total",
+        "counter",
+        "flushes",
+        "durable flushes that failed (writes answered AE)",
+    ),
+    (
+        "custodian_store_size_bytes",
+        "gauge",
+        "bytes",
+        "size of the store's files",
+    ),
+    (
+        "custodian_store_disk_free_bytes",
+        "gauge",
+        "bytes",
+        "free space on the store's filesystem",
+    ),
+    (
+        "custodian_specimens",
+        "gauge",
+        "specimens",
+        "specimens by state",
+    ),
+    (
+        "custodian_review_queue_depth",
+        "gauge",
+        "specimens",
+        "specimens ready for certifying-scientist review",
+    ),
+    (
+        "custodian_review_queue_oldest_age_seconds",
+        "gauge",
+        "seconds",
+        "age of the oldest specimen waiting for review",
+    ),
+    (
+        "custodian_admin_refusals_total",
+        "counter",
+        "requests",
+        "admin API requests refused, by reason (unauthenticated, forbidden)",
+    ),
+    (
+        "custodian_config_reloads_total",
+        "counter",
+        "reloads",
+        "SIGHUP reloads, by outcome (applied, refused)",
+    ),
+    (
+        "custodian_statistics_due_in_seconds",
+        "gauge",
+        "seconds",
+        "time until the next semi-annual statistical summaries are due (40.111: Jan 20, Jul 20)",
+    ),
+    (
+        "custodian_releases_total",
+        "counter",
+        "reports",
+        "results released by a certifying scientist",
+    ),
+    (
+        "custodian_deliveries_total",
+        "counter",
+        "attempts",
+        "delivery attempts to MROs, by MRO and outcome (delivered, dead_letter, retry)",
+    ),
+    (
+        "custodian_delivery_latency_seconds",
+        "summary",
+        "seconds",
+        "time from release to the MRO's receipt",
+    ),
+    (
+        "custodian_delivery_request_seconds",
+        "summary",
+        "seconds",
+        "duration of the successful HTTPS POST to the MRO",
+    ),
+    (
+        "custodian_outbox_depth",
+        "gauge",
+        "reports",
+        "released reports waiting for their MRO",
+    ),
+    (
+        "custodian_outbox_oldest_age_seconds",
+        "gauge",
+        "seconds",
+        "age of the oldest report waiting for its MRO",
+    ),
+    (
+        "custodian_outbox_dead_letters",
+        "gauge",
+        "reports",
+        "reports refused permanently by their MRO, waiting for an operator",
+    ),
+    (
+        "custodian_outbox_read_errors_total",
+        "counter",
+        "reads",
+        "outbox entries that could not be read or decoded, by MRO (the entry is kept; the sender backs off)",
+    ),
+    (
+        "custodian_task_restarts_total",
+        "counter",
+        "restarts",
+        "supervised tasks restarted after a panic, by task kind and id (e.g. mro_sender, MRO id)",
+    ),
+    (
+        "custodian_clocks_due",
+        "gauge",
+        "clocks",
+        "lifecycle clocks past their due time and not yet applied, by kind (correction: 40.83 correction windows; retention: 40.99/40.109 periods), after each sweep",
+    ),
+    (
+        "custodian_clocks_fired_total",
+        "counter",
+        "clocks",
+        "lifecycle clocks applied by the sweep, by kind (correction, retention)",
+    ),
+];
+
+/// Registers the help text of every metric with the installed recorder.
+pub fn describe() {
+    for (name, kind, _unit, help) in METRICS {
+        match *kind {
+            "counter" => metrics::describe_counter!(*name, *help),
+            "gauge" => metrics::describe_gauge!(*name, *help),
+            _ => metrics::describe_histogram!(*name, *help),
+        }
+    }
+}
+
+/// What one sample found.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Sample {
+    pub by_state: Vec<(&'static str, usize)>,
+    pub review_oldest_age_s: f64,
+    pub store_bytes: u64,
+    pub disk_free_bytes: Option<u64>,
+    pub quarantined: usize,
+    /// Days until the next 40.111 summary is due (Jan 20 / Jul 20).
+    pub summary_due_days: i64,
+}
+
+/// Reads the store and the filesystem once.
+pub fn sample(store: &Store, now_ms: u64) -> Sample {
+    let mut s = Sample::default();
+    for st in State::ALL {
+        let ids = store.ids_in_state(st.key()).unwrap_or_default();
+        if st == State::ReadyForReview {
+            let oldest = ids
+                .iter()
+                .filter_map(|id| {
+                    store
+                        .get::<SpecimenRecord>(Keyspace::Specimens, id.as_bytes())
+                        .ok()
+                        .flatten()
+                })
+                .map(|r| r.updated_at_ms)
+                .min();
+            s.review_oldest_age_s = oldest
+                .map(|t| now_ms.saturating_sub(t) as f64 / 1000.0)
+                .unwrap_or(0.0);
+        }
+        s.by_state.push((st.key(), ids.len()));
+    }
+    s.store_bytes = dir_size(store.dir());
+    s.disk_free_bytes = fs2::available_space(store.dir()).ok();
+    s.quarantined = store.count(Keyspace::Quarantine);
+    s.summary_due_days = crate::domain::summary::next_due((now_ms / 86_400_000) as i64).0;
+    s
+}
+
+fn dir_size(p: &Path) -> u64 {
+    let mut total = 0;
+    if let Ok(entries) = std::fs::read_dir(p) {
+        for e in entries.flatten() {
+            match e.metadata() {
+                Ok(m) if m.is_dir() => total += dir_size(&e.path()),
+                Ok(m) => total += m.len(),
+                Err(_) => {}
+            }
+        }
+    }
+    total
+}
+
+/// Publishes a sample as gauges.
+pub fn publish(s: &Sample) {
+    for (state, n) in &s.by_state {
+        metrics::gauge!("custodian_specimens", "state" => *state).set(*n as f64);
+    }
+    let review = s
+        .by_state
+        .iter()
+        .find(|(k, _)| *k == State::ReadyForReview.key())
+        .map(|(_, n)| *n)
+        .unwrap_or(0);
+    metrics::gauge!("custodian_review_queue_depth").set(review as f64);
+    metrics::gauge!("custodian_review_queue_oldest_age_seconds").set(s.review_oldest_age_s);
+    metrics::gauge!("custodian_store_size_bytes").set(s.store_bytes as f64);
+    if let Some(free) = s.disk_free_bytes {
+        metrics::gauge!("custodian_store_disk_free_bytes").set(free as f64);
+    }
+    metrics::gauge!("custodian_quarantine_records").set(s.quarantined as f64);
+    metrics::gauge!("custodian_statistics_due_in_seconds")
+        .set((s.summary_due_days * 86_400) as f64);
+}
+
+/// Samples every `interval` until `shutdown`.
+pub async fn run(
+    store: Store,
+    clock: Arc<dyn Clock>,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let st = store.clone();
+        let now = clock.now_ms();
+        if let Ok(s) = tokio::task::spawn_blocking(move || sample(&st, now)).await {
+            publish(&s);
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samples_an_empty_store() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::open(&d.path().join("s")).unwrap();
+        let s = sample(&store, 1000);
+        assert_eq!(s.by_state.len(), State::ALL.len());
+        assert!(s.by_state.iter().all(|(_, n)| *n == 0));
+        assert_eq!(s.review_oldest_age_s, 0.0);
+        assert!(s.store_bytes > 0, "sled files exist");
+        assert!(s.disk_free_bytes.unwrap() > 0);
+    }
+}

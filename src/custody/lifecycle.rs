@@ -1,0 +1,1038 @@
+//! The specimen lifecycle wired to the store: the clocks of Part 40 kept as data, the written
+//! requests that change them, and the discard confirmations.
+//!
+//! # Clocks
+//! A clock is an entry of the store's `due` index, keyed by its due time
+//! ([`due_entry_key`]: big-endian millis, the kind, NUL, the specimen ID) with a [`DueItem`] as
+//! value; the specimen record remembers the due time it scheduled (in its
+//! [`LifecycleRecord`]), so a reschedule removes the old entry in the same transaction that
+//! writes the new one. [`sweep`] reads only what is due ([`Store::due_until`]) and fires each
+//! entry in its own transaction that also removes the entry: a crash before the commit leaves
+//! the entry (it fires after the restart), a crash after it leaves nothing to fire again. A sweep
+//! therefore costs in proportion to what is due, never to what is stored. Time comes in as
+//! `now_ms` (the daemon passes its [`crate::core::clock::Clock`]; tests pass whatever they like).
+//!
+//! Kinds:
+//! - [`ClockKind::Correction`] (40.83(e)–(g)): when a specimen becomes `held`, its window ends at
+//!   the close of the Nth business day (the profile's `correction_window`, 5) after the day the
+//!   laboratory received it (the accession's receipt date, laboratory time). On expiry the
+//!   specimen is marked `correction_expired` and re-evaluated: rejected for (e) and (g),
+//!   reported for (f). A correction in time releases the hold and removes the entry; a firing
+//!   that finds the specimen no longer held changes nothing.
+//! - [`ClockKind::Retention`] (40.99, 40.109): when a result is released the [`Retention`] of
+//!   the specimen is created and the clock set to the next instant an item becomes
+//!   discardable. On expiry the specimen joins the discardable index ([`discardable`]) and the
+//!   clock moves to the next such instant (the records' two years, an extension's end).
+//!
+//! # Written requests
+//! [`apply_request`] records a written request (retention extension or release, the MRO's
+//! request for quantitation of 40.97(e), the MRO's split-specimen request of 40.171(c), the
+//! MRO's request of 40.187(f)(4) to test the primary for the split's adulterant) in one
+//! transaction with its audit entry, whether it came as a LIMS `request` document (deduplicated
+//! by the document's hash, kept verbatim) or through the admin API. [`confirm_discard`] records
+//! the laboratory's confirmation that it discarded an item.
+
+use crate::core::clock::rfc3339;
+use crate::domain::calendar::{Calendar, CorrectionWindow, Date};
+use crate::domain::retention::{
+    Basis, Discardable, Item, ItemRetention, Requester, Retention, RetentionPolicy,
+    RetentionRelease, RetentionRequest, SplitBottle, Subject, Until,
+};
+use crate::domain::rules::ProfileSet;
+use crate::domain::specimen::{SpecimenRecord, State};
+use crate::domain::split::{self, SplitDisposition, SplitRequest};
+use crate::store::{
+    self, Abort, AuditEntry, CommitError, GroupCommitter, Keyspace, Store, Tx, TxError, due_key,
+    split_due_key, state_key,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// The pseudo-state under which the `by_state` index lists specimens with something the
+/// laboratory may discard (kept apart from the real states, which never contain `:`).
+pub const DISCARDABLE_INDEX: &str = "lifecycle:discardable";
+
+/// Most due entries one sweep fires; the rest wait for the next sweep.
+pub const SWEEP_LIMIT: usize = 10_000;
+
+/// What a clock is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClockKind {
+    /// The correction window of a correctable flaw (40.83(e)-(g)).
+    Correction,
+    /// The end of a retention period (40.99, 40.109).
+    Retention,
+}
+
+impl ClockKind {
+    pub const ALL: [ClockKind; 2] = [ClockKind::Correction, ClockKind::Retention];
+    pub fn key(self) -> &'static str {
+        match self {
+            ClockKind::Correction => "correction",
+            ClockKind::Retention => "retention",
+        }
+    }
+}
+
+/// The value of a `due` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DueItem {
+    pub kind: ClockKind,
+    pub specimen_id: String,
+}
+
+/// The `due` key of a clock.
+pub fn due_entry_key(at_ms: u64, kind: ClockKind, specimen_id: &str) -> Vec<u8> {
+    let mut id = Vec::with_capacity(kind.key().len() + 1 + specimen_id.len());
+    id.extend_from_slice(kind.key().as_bytes());
+    id.push(0);
+    id.extend_from_slice(specimen_id.as_bytes());
+    due_key(at_ms, &id)
+}
+
+/// The correction clock of a held specimen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CorrectionClock {
+    pub window: CorrectionWindow,
+    /// The instant the window closes (a correction received at or after it is late).
+    pub closes_at_ms: u64,
+    /// The due entry in force; `None` once it fired or the hold was released.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due_at_ms: Option<u64>,
+    /// When the expiry was applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expired_at_ms: Option<u64>,
+}
+
+/// A written request as recorded with the specimen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordedRequest {
+    pub document_ref: String,
+    /// `retention_extension`, `retention_release`, `quantitation`, `split_test`,
+    /// `adulterant_retest`.
+    pub kind: String,
+    pub received_at_ms: u64,
+    pub recorded_by: String,
+    /// `lims` (with the LIMS document's name) or `admin`.
+    pub via: String,
+}
+
+/// The split request and what answered it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SplitRecord {
+    pub request: SplitRequest,
+    pub disposition: SplitDisposition,
+}
+
+/// Everything the lifecycle keeps on a specimen record.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct LifecycleRecord {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correction: Option<CorrectionClock>,
+    /// Created when the result is released.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<Retention>,
+    /// The retention clock's due entry in force.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_due_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<SplitRecord>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub requests: Vec<RecordedRequest>,
+    /// The MRO's request of 40.187(f)(4) that the primary be tested for the adulterant found
+    /// in the split.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adulterant_retest: Option<split::PrimaryRetestRequest>,
+    /// This laboratory as the split laboratory: the Bottle B received for reconfirmation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split_lab: Option<crate::custody::split_lab::Intake>,
+}
+
+impl LifecycleRecord {
+    pub fn is_empty(&self) -> bool {
+        self == &LifecycleRecord::default()
+    }
+}
+
+/// What the lifecycle needs to know of the laboratory.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Business days: federal holidays and the laboratory's closures.
+    pub calendar: Calendar,
+    /// The laboratory's UTC offset (standard time), for dates.
+    pub utc_offset_minutes: i32,
+    pub retention: RetentionPolicy,
+    /// The laboratory's name, as the first laboratory of a split package.
+    pub laboratory: String,
+    pub profiles: Arc<ProfileSet>,
+    pub default_profile: String,
+}
+
+impl Settings {
+    /// Federal holidays only, UTC, negatives discardable once reported.
+    pub fn new(profiles: Arc<ProfileSet>, default_profile: &str) -> Settings {
+        Settings {
+            calendar: Calendar::federal(),
+            utc_offset_minutes: 0,
+            retention: RetentionPolicy {
+                after_report_ms: 0,
+                utc_offset_minutes: 0,
+            },
+            laboratory: String::new(),
+            profiles,
+            default_profile: default_profile.to_string(),
+        }
+    }
+}
+
+fn set_due(
+    tx: &mut Tx<'_>,
+    kind: ClockKind,
+    specimen_id: &str,
+    old: Option<u64>,
+    new: Option<u64>,
+) -> Result<(), TxError> {
+    if old == new {
+        return Ok(());
+    }
+    if let Some(o) = old {
+        tx.remove(Keyspace::Due, &due_entry_key(o, kind, specimen_id))?;
+    }
+    if let Some(n) = new {
+        tx.put(
+            Keyspace::Due,
+            &due_entry_key(n, kind, specimen_id),
+            &DueItem {
+                kind,
+                specimen_id: specimen_id.to_string(),
+            },
+        )?;
+    }
+    Ok(())
+}
+
+/// The correction window of a held record: from the day the laboratory received the specimen
+/// (the CCF's receipt date; the day custody recorded the accession if that is unreadable).
+pub fn correction_window(rec: &SpecimenRecord, s: &Settings) -> Option<CorrectionWindow> {
+    let acc = rec.accession.as_ref()?;
+    let days = rec
+        .evaluation
+        .as_ref()
+        .and_then(|e| e.verdict.hold.as_ref())
+        .map(|h| h.business_days)?;
+    let started = acc
+        .ccf
+        .received_on
+        .parse::<Date>()
+        .unwrap_or_else(|_| Date::at_instant(acc.received_at_ms, s.utc_offset_minutes));
+    s.calendar.correction_window(started, days)
+}
+
+/// Called in every custody transaction after a record changed: starts the correction clock
+/// when the specimen is held and has none, stops it when the hold was released.
+pub fn after_change(
+    tx: &mut Tx<'_>,
+    rec: &mut SpecimenRecord,
+    s: &Settings,
+) -> Result<(), TxError> {
+    let held = rec.state == State::Held;
+    if held && rec.lifecycle.correction.is_none() {
+        if let Some(window) = correction_window(rec, s) {
+            let closes = window.closes_at_ms(s.utc_offset_minutes);
+            set_due(
+                tx,
+                ClockKind::Correction,
+                &rec.specimen_id,
+                None,
+                Some(closes),
+            )?;
+            rec.lifecycle.correction = Some(CorrectionClock {
+                window,
+                closes_at_ms: closes,
+                due_at_ms: Some(closes),
+                expired_at_ms: None,
+            });
+        }
+    } else if !held && let Some(c) = rec.lifecycle.correction.as_mut() {
+        let old = c.due_at_ms.take();
+        set_due(tx, ClockKind::Correction, &rec.specimen_id, old, None)?;
+    }
+    Ok(())
+}
+
+/// Whether a correction received at `received_at_ms` is too late for the record's window.
+pub fn correction_too_late(rec: &SpecimenRecord, received_at_ms: u64) -> Option<String> {
+    let c = rec.lifecycle.correction.as_ref()?;
+    (received_at_ms >= c.closes_at_ms).then(|| rfc3339(c.closes_at_ms))
+}
+
+/// Where Bottle B is for retention, from the accession.
+fn split_bottle(rec: &SpecimenRecord) -> SplitBottle {
+    match &rec.accession {
+        Some(a)
+            if a.ccf.split_collected
+                && a.findings.split_seal != crate::domain::rules::SplitSeal::Absent =>
+        {
+            SplitBottle::Held
+        }
+        _ => SplitBottle::Absent,
+    }
+}
+
+/// Called in the release transaction: creates the specimen's retention and sets its clock to
+/// the first instant (at or after the release) something becomes discardable.
+pub fn on_release(
+    tx: &mut Tx<'_>,
+    rec: &mut SpecimenRecord,
+    s: &Settings,
+    released_at_ms: u64,
+) -> Result<(), TxError> {
+    let Some(basis) = rec.evaluation.as_ref().and_then(|e| Basis::of(&e.verdict)) else {
+        return Ok(());
+    };
+    if rec.lifecycle.retention.is_some() {
+        return Ok(());
+    }
+    let r = Retention::new(basis, released_at_ms, split_bottle(rec));
+    let next = r.next_due_ms(&s.retention, released_at_ms.saturating_sub(1));
+    let old = rec.lifecycle.retention_due_ms;
+    set_due(tx, ClockKind::Retention, &rec.specimen_id, old, next)?;
+    rec.lifecycle.retention = Some(r);
+    rec.lifecycle.retention_due_ms = next;
+    Ok(())
+}
+
+/// After a request, release, shipment or discard changed the retention: reschedule the clock
+/// (at or after `now`, so an item that became discardable right now fires through the sweep)
+/// and drop the specimen from the discardable index when nothing may be discarded any more.
+fn refresh_retention(
+    tx: &mut Tx<'_>,
+    rec: &mut SpecimenRecord,
+    s: &Settings,
+    now_ms: u64,
+) -> Result<(), TxError> {
+    let Some(r) = &rec.lifecycle.retention else {
+        return Ok(());
+    };
+    let storage = storage_of(rec);
+    let index = state_key(DISCARDABLE_INDEX, &rec.specimen_id)?;
+    let listed = tx.contains_key(Keyspace::ByState, &index)?;
+    let none_now = r.may_discard(&s.retention, now_ms, &storage).is_empty();
+    // Something became discardable already (a release received earlier than now) and is not
+    // listed: the clock fires at once, through the sweep like any other.
+    let next = if !none_now && !listed {
+        Some(now_ms)
+    } else {
+        r.next_due_ms(&s.retention, now_ms.saturating_sub(1))
+    };
+    let old = rec.lifecycle.retention_due_ms;
+    set_due(tx, ClockKind::Retention, &rec.specimen_id, old, next)?;
+    rec.lifecycle.retention_due_ms = next;
+    if none_now && listed {
+        tx.remove(Keyspace::ByState, &index)?;
+    }
+    Ok(())
+}
+
+fn storage_of(rec: &SpecimenRecord) -> BTreeMap<String, String> {
+    rec.accession
+        .as_ref()
+        .map(|a| a.ccf.storage.clone())
+        .unwrap_or_default()
+}
+
+fn put_state(
+    tx: &mut Tx<'_>,
+    id: &str,
+    before: State,
+    rec: &SpecimenRecord,
+) -> Result<(), TxError> {
+    if before != rec.state {
+        tx.remove(Keyspace::ByState, &state_key(before.key(), id)?)?;
+        tx.put(Keyspace::ByState, &state_key(rec.state.key(), id)?, &())?;
+    }
+    tx.put(Keyspace::Specimens, id.as_bytes(), rec)?;
+    Ok(())
+}
+
+fn short(s: &str, max: usize) -> String {
+    let mut out: String = s.chars().filter(|c| !c.is_control()).collect();
+    if out.len() > max {
+        let mut cut = max;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+    }
+    out
+}
+
+// ---- The sweep --------------------------------------------------------------------------------
+
+/// One clock that fired.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Fired {
+    pub kind: ClockKind,
+    pub specimen_id: String,
+    pub due_at_ms: u64,
+    /// Whether it changed the specimen (false: the clock was no longer in force).
+    pub applied: bool,
+}
+
+/// What a sweep did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SweepReport {
+    pub fired: Vec<Fired>,
+    /// Due entries that could not be applied (they stay and are tried again), by kind.
+    pub failed: BTreeMap<ClockKind, usize>,
+}
+
+impl SweepReport {
+    pub fn applied(&self, kind: ClockKind) -> Vec<&str> {
+        self.fired
+            .iter()
+            .filter(|f| f.kind == kind && f.applied)
+            .map(|f| f.specimen_id.as_str())
+            .collect()
+    }
+}
+
+/// Fires every clock due at or before `now_ms` (at most [`SWEEP_LIMIT`]), each in its own
+/// transaction that also removes its due entry; the transactions share durable flushes. Sets
+/// the gauge `custodian_clocks_due{kind}` to the due entries still waiting afterwards.
+pub async fn sweep(
+    committer: &GroupCommitter,
+    s: &Arc<Settings>,
+    now_ms: u64,
+) -> Result<SweepReport, String> {
+    let store = committer.store();
+    let mut due = Vec::new();
+    for item in store.due_until::<DueItem>(now_ms).take(SWEEP_LIMIT) {
+        let (key, value) = item.map_err(|e| e.to_string())?;
+        due.push((key, value));
+    }
+    let jobs = due.into_iter().map(|(key, item)| {
+        let s = s.clone();
+        let kind = item.kind;
+        async move {
+            let r = committer
+                .submit(move |tx: &mut Tx<'_>| fire(tx, &s, &key, &item, now_ms))
+                .await;
+            (kind, r)
+        }
+    });
+    let mut report = SweepReport::default();
+    for (kind, r) in futures_util::future::join_all(jobs).await {
+        match r {
+            Ok(Some(f)) => {
+                if f.applied {
+                    metrics::counter!("custodian_clocks_fired_total", "kind" => kind.key())
+                        .increment(1);
+                }
+                report.fired.push(f);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(component = "lifecycle", kind = kind.key(), error = %e, "a due clock could not be applied; it stays due");
+                *report.failed.entry(kind).or_default() += 1;
+            }
+        }
+    }
+    let mut waiting: BTreeMap<ClockKind, usize> = BTreeMap::new();
+    for (_, item) in store.due_until::<DueItem>(now_ms).flatten() {
+        *waiting.entry(item.kind).or_default() += 1;
+    }
+    for k in ClockKind::ALL {
+        metrics::gauge!("custodian_clocks_due", "kind" => k.key())
+            .set(waiting.get(&k).copied().unwrap_or(0) as f64);
+    }
+    Ok(report)
+}
+
+/// Fires one due entry (inside its transaction). `None` when the entry is already gone.
+fn fire(
+    tx: &mut Tx<'_>,
+    s: &Settings,
+    key: &[u8],
+    item: &DueItem,
+    now_ms: u64,
+) -> Result<Option<Fired>, Abort<String>> {
+    if !tx.contains_key(Keyspace::Due, key)? {
+        return Ok(None);
+    }
+    tx.remove(Keyspace::Due, key)?;
+    let due_at = split_due_key(key).map(|(t, _)| t).unwrap_or(0);
+    let id = item.specimen_id.as_str();
+    let mut fired = Fired {
+        kind: item.kind,
+        specimen_id: id.to_string(),
+        due_at_ms: due_at,
+        applied: false,
+    };
+    let Some(mut rec) = tx.get::<SpecimenRecord>(Keyspace::Specimens, id.as_bytes())? else {
+        return Ok(Some(fired));
+    };
+    let before = rec.state;
+    let (action, after) = match item.kind {
+        ClockKind::Correction => {
+            let Some(c) = rec.lifecycle.correction.as_mut() else {
+                return Ok(Some(fired));
+            };
+            if c.due_at_ms != Some(due_at) {
+                return Ok(Some(fired));
+            }
+            c.due_at_ms = None;
+            if rec.state != State::Held {
+                tx.put(Keyspace::Specimens, id.as_bytes(), &rec)?;
+                return Ok(Some(fired));
+            }
+            c.expired_at_ms = Some(now_ms);
+            let closed = rfc3339(c.closes_at_ms);
+            rec.correction_expired = true;
+            rec.reevaluate(&s.profiles, &s.default_profile)
+                .map_err(|e| Abort::Domain(e.to_string()))?;
+            (
+                "correction_window_expired",
+                format!("{}; window closed {closed}", rec.state.key()),
+            )
+        }
+        ClockKind::Retention => {
+            if rec.lifecycle.retention_due_ms != Some(due_at) {
+                return Ok(Some(fired));
+            }
+            let storage = storage_of(&rec);
+            let Some(r) = &rec.lifecycle.retention else {
+                return Ok(Some(fired));
+            };
+            let list = r.may_discard(&s.retention, now_ms, &storage);
+            let next = r.next_due_ms(&s.retention, now_ms);
+            // The entry fired was removed above; only the next one is written.
+            set_due(tx, ClockKind::Retention, id, None, next)?;
+            rec.lifecycle.retention_due_ms = next;
+            let index = state_key(DISCARDABLE_INDEX, id)?;
+            if list.is_empty() {
+                tx.remove(Keyspace::ByState, &index)?;
+            } else {
+                tx.put(Keyspace::ByState, &index, &())?;
+            }
+            let items: Vec<&str> = list.iter().map(|d| item_key(d.item)).collect();
+            (
+                "retention_period_ended",
+                format!("may discard: {}", items.join(", ")),
+            )
+        }
+    };
+    rec.updated_at_ms = now_ms;
+    put_state(tx, id, before, &rec)?;
+    tx.audit(
+        AuditEntry::new(now_ms, "system:lifecycle", action, id)
+            .before(before.key())
+            .after(short(&after, store::MAX_SUMMARY_LEN)),
+    )?;
+    fired.applied = true;
+    Ok(Some(fired))
+}
+
+fn item_key(i: Item) -> &'static str {
+    match i {
+        Item::Primary => "primary",
+        Item::Split => "split",
+        Item::Records => "records",
+    }
+}
+
+/// Runs the sweep every `interval` until `shutdown` (the first at once, so what came due while
+/// the daemon was stopped fires at start).
+pub async fn run(
+    committer: GroupCommitter,
+    settings: Arc<Settings>,
+    clock: Arc<dyn crate::core::clock::Clock>,
+    interval: std::time::Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        match sweep(&committer, &settings, clock.now_ms()).await {
+            Ok(r) if !r.fired.is_empty() => {
+                tracing::info!(
+                    component = "lifecycle",
+                    fired = r.fired.len(),
+                    "clocks fired"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(component = "lifecycle", error = %e, "sweep failed"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
+}
+
+// ---- What may be discarded ---------------------------------------------------------------------
+
+/// An item the laboratory may discard, with its specimen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DiscardableItem {
+    pub specimen_id: String,
+    #[serde(flatten)]
+    pub item: Discardable,
+}
+
+/// What the laboratory may discard at `now_ms`: the specimens of the discardable index (set by
+/// the retention clock), each re-checked against its retention now.
+pub fn discardable(
+    store: &Store,
+    s: &Settings,
+    now_ms: u64,
+) -> Result<Vec<DiscardableItem>, String> {
+    let mut out = Vec::new();
+    for id in store
+        .ids_in_state(DISCARDABLE_INDEX)
+        .map_err(|e| e.to_string())?
+    {
+        let Some(rec) = store
+            .get::<SpecimenRecord>(Keyspace::Specimens, id.as_bytes())
+            .map_err(|e| e.to_string())?
+        else {
+            continue;
+        };
+        if let Some(r) = &rec.lifecycle.retention {
+            for item in r.may_discard(&s.retention, now_ms, &storage_of(&rec)) {
+                out.push(DiscardableItem {
+                    specimen_id: id.clone(),
+                    item,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The retention of one specimen as operators see it.
+pub fn retention_view(rec: &SpecimenRecord, s: &Settings) -> Option<serde_json::Value> {
+    let r = rec.lifecycle.retention.as_ref()?;
+    let schedule: Vec<ItemRetention> = r.schedule(&s.retention);
+    Some(serde_json::json!({
+        "specimen_id": rec.specimen_id,
+        "basis": r.basis,
+        "reported_at_ms": r.reported_at_ms,
+        "items": schedule,
+        "requests": r.requests,
+        "releases": r.releases,
+        "discards": r.discards,
+        "next_due_ms": rec.lifecycle.retention_due_ms,
+    }))
+}
+
+/// The request of 40.187(f)(4) and where it stands: the primary's validity results on the
+/// record (Bottle A) tested for the split's adulterant with [`split::retest_primary`]. `None`
+/// when no such request is recorded.
+pub fn adulterant_retest_view(
+    rec: &SpecimenRecord,
+    s: &Settings,
+) -> Result<Option<serde_json::Value>, String> {
+    let Some(req) = &rec.lifecycle.adulterant_retest else {
+        return Ok(None);
+    };
+    let name = rec.profile_name(&s.default_profile);
+    let profile = s
+        .profiles
+        .get(name)
+        .ok_or_else(|| format!("rule profile `{name}` is not loaded"))?;
+    let validity = rec.engine_input().validity;
+    let tested = (validity != crate::domain::rules::Validity::default()).then_some(&validity);
+    let outcome =
+        split::retest_primary(profile, &rec.specimen_id, req, tested).map_err(|e| e.to_string())?;
+    Ok(Some(serde_json::json!({
+        "specimen_id": rec.specimen_id,
+        "request": req,
+        "outcome": outcome,
+    })))
+}
+
+// ---- Written requests -------------------------------------------------------------------------
+
+/// What a written request asks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum RequestKind {
+    /// Keep the specimen or its records longer (40.99(c), 40.109(c)).
+    RetentionExtension {
+        requester: Requester,
+        subject: Subject,
+        until: Until,
+    },
+    /// Release an earlier extension.
+    RetentionRelease {
+        requester: Requester,
+        request_ref: String,
+    },
+    /// The MRO asks for quantitative values (40.97(e)); only before the result is released.
+    Quantitation,
+    /// The MRO asks for Bottle B to be tested at a second laboratory (40.171(c)).
+    SplitTest { second_laboratory: String },
+    /// The MRO asks this laboratory to test the primary for the adulterant the second
+    /// laboratory found in the split (40.187(f)(4)): the 40.95 criterion as the split
+    /// laboratory reported it (`cite`, `remark`) and, for an identified adulterant, the
+    /// substance.
+    AdulterantRetest {
+        cite: String,
+        remark: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        substances: Vec<String>,
+    },
+}
+
+impl RequestKind {
+    pub fn key(&self) -> &'static str {
+        match self {
+            RequestKind::RetentionExtension { .. } => "retention_extension",
+            RequestKind::RetentionRelease { .. } => "retention_release",
+            RequestKind::Quantitation => "quantitation",
+            RequestKind::SplitTest { .. } => "split_test",
+            RequestKind::AdulterantRetest { .. } => "adulterant_retest",
+        }
+    }
+}
+
+/// A written request, from whichever channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WrittenRequest {
+    pub specimen_id: String,
+    /// The document that carries it (letter reference).
+    pub document_ref: String,
+    pub received_at_ms: u64,
+    pub recorded_by: String,
+    #[serde(flatten)]
+    pub kind: RequestKind,
+}
+
+/// How a request reached custody.
+#[derive(Debug, Clone)]
+pub enum Channel {
+    /// A LIMS document: its name and bytes (kept verbatim; the same bytes again are a
+    /// duplicate).
+    Lims { document: String, raw: Arc<Vec<u8>> },
+    /// The admin API, by this user.
+    Admin { user: String },
+}
+
+/// Why a request or discard was not recorded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LifecycleError {
+    #[error("no accession is stored for the specimen")]
+    UnknownSpecimen,
+    /// Refused with the rule; nothing recorded.
+    #[error("{0}")]
+    Refused(String),
+    #[error("not stored durably: {0}")]
+    NotDurable(String),
+}
+
+impl LifecycleError {
+    /// The admin API's status for it.
+    pub fn status(&self) -> u16 {
+        match self {
+            LifecycleError::UnknownSpecimen => 404,
+            LifecycleError::Refused(_) => 409,
+            LifecycleError::NotDurable(_) => 503,
+        }
+    }
+}
+
+fn map_commit<T>(r: Result<T, CommitError<LifecycleError>>) -> Result<T, LifecycleError> {
+    r.map_err(|e| match e {
+        CommitError::Aborted(e) => e,
+        other => LifecycleError::NotDurable(other.to_string()),
+    })
+}
+
+/// What recording a request produced.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RequestOutcome {
+    /// Recorded; what it changed, as JSON (the split disposition for a split request).
+    Recorded(serde_json::Value),
+    /// The same LIMS document was already recorded.
+    Duplicate,
+}
+
+fn refused(e: impl ToString) -> Abort<LifecycleError> {
+    Abort::Domain(LifecycleError::Refused(e.to_string()))
+}
+
+/// Records a written request in one transaction with its audit entry (and, from the LIMS, the
+/// document verbatim and its dedupe mark).
+pub async fn apply_request(
+    committer: &GroupCommitter,
+    s: &Arc<Settings>,
+    req: WrittenRequest,
+    channel: Channel,
+    now_ms: u64,
+) -> Result<RequestOutcome, LifecycleError> {
+    if req.document_ref.trim().is_empty() {
+        return Err(LifecycleError::Refused(
+            "a written request must name the document that carries it".into(),
+        ));
+    }
+    let s = s.clone();
+    let r = committer
+        .submit(
+            move |tx: &mut Tx<'_>| -> Result<RequestOutcome, Abort<LifecycleError>> {
+                request_tx(tx, &s, &req, &channel, now_ms)
+            },
+        )
+        .await;
+    map_commit(r)
+}
+
+fn request_tx(
+    tx: &mut Tx<'_>,
+    s: &Settings,
+    req: &WrittenRequest,
+    channel: &Channel,
+    now_ms: u64,
+) -> Result<RequestOutcome, Abort<LifecycleError>> {
+    let (actor, via, dedupe) = match channel {
+        Channel::Lims { document, raw } => {
+            let dkey = store::dedupe_key("lims", &crate::custody::document_key(document, raw))?;
+            if tx.contains_key(Keyspace::Dedupe, &dkey)? {
+                return Ok(RequestOutcome::Duplicate);
+            }
+            (
+                "lims".to_string(),
+                short(&format!("lims:{document}"), 200),
+                Some((dkey, raw)),
+            )
+        }
+        Channel::Admin { user } => (
+            short(&format!("user:{user}"), 64),
+            "admin".to_string(),
+            None,
+        ),
+    };
+    let id = req.specimen_id.as_str();
+    let Some(mut rec) = tx.get::<SpecimenRecord>(Keyspace::Specimens, id.as_bytes())? else {
+        return Err(Abort::Domain(LifecycleError::UnknownSpecimen));
+    };
+    if rec.accession.is_none() {
+        return Err(Abort::Domain(LifecycleError::UnknownSpecimen));
+    }
+    let before = rec.state;
+    let not_reported = || {
+        refused(
+            "the specimen's result has not been released: its retention starts when it is reported (40.99(a))",
+        )
+    };
+    let result = match &req.kind {
+        RequestKind::RetentionExtension {
+            requester,
+            subject,
+            until,
+        } => {
+            let r = rec.lifecycle.retention.as_mut().ok_or_else(not_reported)?;
+            r.request(
+                RetentionRequest {
+                    requester: *requester,
+                    subject: *subject,
+                    document_ref: req.document_ref.clone(),
+                    received_at_ms: req.received_at_ms,
+                    until: *until,
+                },
+                &s.retention,
+            )
+            .map_err(refused)?;
+            refresh_retention(tx, &mut rec, s, now_ms)?;
+            retention_view(&rec, s).unwrap_or_default()
+        }
+        RequestKind::RetentionRelease {
+            requester,
+            request_ref,
+        } => {
+            let r = rec.lifecycle.retention.as_mut().ok_or_else(not_reported)?;
+            r.release(RetentionRelease {
+                requester: *requester,
+                document_ref: req.document_ref.clone(),
+                request_ref: request_ref.clone(),
+                received_at_ms: req.received_at_ms,
+            })
+            .map_err(refused)?;
+            refresh_retention(tx, &mut rec, s, now_ms)?;
+            retention_view(&rec, s).unwrap_or_default()
+        }
+        RequestKind::Quantitation => {
+            if rec.release.is_some() {
+                return Err(refused(
+                    "the result was already released: a request for quantitation (40.97(e)) applies before the report; a corrected report would be needed",
+                ));
+            }
+            rec.mro_requested_quantitation = true;
+            rec.reevaluate(&s.profiles, &s.default_profile)
+                .map_err(refused)?;
+            serde_json::json!({
+                "specimen_id": id,
+                "mro_requested_quantitation": true,
+                "state": rec.state.key(),
+            })
+        }
+        RequestKind::SplitTest { second_laboratory } => {
+            if rec.release.is_none() {
+                return Err(refused(split::SplitError::NotReported));
+            }
+            let name = rec.profile_name(&s.default_profile).to_string();
+            let profile = s
+                .profiles
+                .get(&name)
+                .ok_or_else(|| refused(format!("rule profile `{name}` is not loaded")))?;
+            let request = SplitRequest {
+                document_ref: req.document_ref.clone(),
+                received_at_ms: req.received_at_ms,
+                second_laboratory: second_laboratory.clone(),
+            };
+            let previous = rec.lifecycle.split.as_ref().map(|x| &x.disposition);
+            let d = split::handle_request(
+                &rec,
+                profile,
+                &s.laboratory,
+                &request,
+                &[],
+                previous,
+                now_ms,
+            )
+            .map_err(refused)?;
+            if let (Some(at), Some(r)) = (d.shipped_at_ms(), rec.lifecycle.retention.as_mut()) {
+                r.split_shipped(at).map_err(refused)?;
+            }
+            let out = serde_json::to_value(&d).unwrap_or_default();
+            rec.lifecycle.split = Some(SplitRecord {
+                request,
+                disposition: d,
+            });
+            refresh_retention(tx, &mut rec, s, now_ms)?;
+            out
+        }
+        RequestKind::AdulterantRetest {
+            cite,
+            remark,
+            substances,
+        } => {
+            if !matches!(
+                rec.lifecycle.split.as_ref().map(|x| &x.disposition),
+                Some(SplitDisposition::Forwarded(_))
+            ) {
+                return Err(refused(
+                    "no Bottle B of this specimen was forwarded to a second laboratory: a request to test the primary for the split's adulterant (40.187(f)) follows a split test",
+                ));
+            }
+            if let Some(prev) = &rec.lifecycle.adulterant_retest {
+                return Err(refused(format!(
+                    "the request to test the primary for the split's adulterant was already recorded under document `{}`",
+                    prev.document_ref
+                )));
+            }
+            let name = rec.profile_name(&s.default_profile).to_string();
+            let profile = s
+                .profiles
+                .get(&name)
+                .ok_or_else(|| refused(format!("rule profile `{name}` is not loaded")))?;
+            let request = split::PrimaryRetestRequest {
+                document_ref: req.document_ref.clone(),
+                received_at_ms: req.received_at_ms,
+                adulterant: split::CriterionToTest {
+                    result: crate::domain::rules::profile::ValidityResult::Adulterated
+                        .key()
+                        .to_string(),
+                    cite: cite.clone(),
+                    remark: remark.clone(),
+                    substances: substances.clone(),
+                },
+            };
+            // Checks the request against the profile (a known 40.95 criterion) before
+            // recording it.
+            split::retest_primary(profile, id, &request, None).map_err(refused)?;
+            rec.lifecycle.adulterant_retest = Some(request);
+            adulterant_retest_view(&rec, s)
+                .map_err(refused)?
+                .unwrap_or_default()
+        }
+    };
+    rec.lifecycle.requests.push(RecordedRequest {
+        document_ref: req.document_ref.clone(),
+        kind: req.kind.key().to_string(),
+        received_at_ms: req.received_at_ms,
+        recorded_by: req.recorded_by.clone(),
+        via,
+    });
+    rec.updated_at_ms = now_ms;
+    put_state(tx, id, before, &rec)?;
+    let mut what = format!("{} {}", req.kind.key(), req.document_ref);
+    if let Some(SplitRecord { disposition, .. }) = &rec.lifecycle.split
+        && matches!(req.kind, RequestKind::SplitTest { .. })
+    {
+        what.push_str(match disposition {
+            SplitDisposition::Forwarded(_) => "; bottle B forwarded",
+            SplitDisposition::Unavailable(_) => "; bottle B unavailable, reported",
+        });
+    }
+    tx.audit(
+        AuditEntry::new(now_ms, actor, "written_request", id)
+            .before(before.key())
+            .after(short(&what, store::MAX_SUMMARY_LEN)),
+    )?;
+    if let Some((dkey, raw)) = dedupe {
+        tx.put_raw_bytes(Keyspace::Raw, &dkey, raw)?;
+        tx.put(Keyspace::Dedupe, &dkey, &now_ms)?;
+    }
+    Ok(RequestOutcome::Recorded(result))
+}
+
+/// The laboratory confirms it discarded an item (refused unless it may be discarded now).
+pub async fn confirm_discard(
+    committer: &GroupCommitter,
+    s: &Arc<Settings>,
+    specimen_id: &str,
+    item: Item,
+    confirmed_by: &str,
+    now_ms: u64,
+) -> Result<serde_json::Value, LifecycleError> {
+    let s = s.clone();
+    let id = specimen_id.to_string();
+    let who = short(&format!("user:{confirmed_by}"), 64);
+    let r = committer
+        .submit(
+            move |tx: &mut Tx<'_>| -> Result<serde_json::Value, Abort<LifecycleError>> {
+                let Some(mut rec) = tx.get::<SpecimenRecord>(Keyspace::Specimens, id.as_bytes())?
+                else {
+                    return Err(Abort::Domain(LifecycleError::UnknownSpecimen));
+                };
+                let location = item.bottle().and_then(|b| storage_of(&rec).get(b).cloned());
+                let r = rec.lifecycle.retention.as_mut().ok_or_else(|| {
+                    refused("the specimen's result has not been released; nothing may be discarded")
+                })?;
+                r.confirm_discard(item, &who, now_ms, &s.retention)
+                    .map_err(refused)?;
+                refresh_retention(tx, &mut rec, &s, now_ms)?;
+                rec.updated_at_ms = now_ms;
+                tx.put(Keyspace::Specimens, id.as_bytes(), &rec)?;
+                let mut what = format!("{} discarded", item_key(item));
+                if let Some(l) = &location {
+                    what.push_str(&format!(" from {l}"));
+                }
+                tx.audit(
+                    AuditEntry::new(now_ms, who.clone(), "discard_confirmed", id.as_str())
+                        .after(short(&what, store::MAX_SUMMARY_LEN)),
+                )?;
+                Ok(serde_json::json!({
+                    "specimen_id": id,
+                    "item": item,
+                    "location": location,
+                    "confirmed_by": who,
+                    "at_ms": now_ms,
+                }))
+            },
+        )
+        .await;
+    map_commit(r)
+}

@@ -1,0 +1,14 @@
+//! Custody: every change to what the laboratory holds, as one store transaction with its audit
+//! entry: intake of analyzer and LIMS data, the lifecycle clocks and written requests, review
+//! and release, the split laboratory, the outbox. May import: core, domain, codec, trust, store.
+
+pub mod intake;
+pub mod lifecycle;
+pub mod outbox;
+pub mod release;
+pub mod split_lab;
+
+pub use intake::{
+    Applied, ChangeErrorOrUnknown, Custody, DedupeMark, IngestError, QuarantineRecord,
+    document_key, results_fingerprint,
+};

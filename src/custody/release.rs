@@ -1,0 +1,571 @@
+//! Review and release by a certifying scientist (40.97(b)(1)(ii)): the review queue, release
+//! (one specimen, or a listed batch of negatives under one signature), and send-back for
+//! retest. A release is an electronic signature: who, when, what it means ("reviewed and
+//! released"), bound to the exact report content by its SHA-256, in the audit chain. The
+//! signed report goes into the durable outbox in the same transaction.
+
+use crate::app::config::{Laboratory, MroEntry};
+use crate::custody::outbox::{self, Delivery, StoredReport};
+use crate::domain::report;
+use crate::domain::specimen::{self, SpecimenRecord, State};
+use crate::store::{Abort, AuditEntry, GroupCommitter, Keyspace, Tx, state_key};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tokio::sync::Notify;
+
+/// Signs a report payload as a compact JWS; returns (jws, key id).
+pub trait Signer: Send + Sync {
+    fn sign(&self, payload: &[u8]) -> Result<(String, String), String>;
+}
+
+/// What a release means, as recorded with the signature.
+pub const MEANING: &str = "reviewed and released";
+
+/// What the release of a corrected report means, as recorded with the signature.
+pub const MEANING_CORRECTED: &str = "corrected report reviewed and released";
+
+/// A certifying scientist's correction of CCF data on a released report: why, the document that
+/// justifies it, and the fields. Nothing else is accepted (results change only through a new
+/// evaluation, and the MRO's directory id never changes).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorrectionRequest {
+    pub reason: String,
+    pub document_ref: String,
+    pub ccf: specimen::CcfAmendment,
+}
+
+/// Why a release or send-back was refused. Names the specimen and the rule, never content.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReleaseError {
+    #[error("no such specimen")]
+    UnknownSpecimen,
+    #[error("the specimen is `{0}`, not ready for review")]
+    NotReady(&'static str),
+    #[error(
+        "the MRO named on the CCF (directory id `{0}`) is not in the MRO directory: the report is held until the directory lists it"
+    )]
+    MroNotInDirectory(String),
+    #[error("batch release is for negative results only; specimen {0} is not negative")]
+    NotNegative(String),
+    #[error("the report cannot be built: {0}")]
+    Report(String),
+    #[error("the report cannot be signed: {0}")]
+    Signing(String),
+    #[error("not stored durably: {0}")]
+    NotDurable(String),
+    #[error("a reason is required")]
+    NoReason,
+    #[error("no such report")]
+    UnknownReport,
+    #[error("the report was already replaced by corrected report {0}; correct that one")]
+    Superseded(String),
+    #[error("the document that justifies the correction is required")]
+    NoDocument,
+    #[error("nothing to correct: no CCF field differs from the report")]
+    NothingToCorrect,
+    #[error("the correction is not valid: {0}")]
+    BadCorrection(String),
+}
+
+/// A corrected report that was stored.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Corrected {
+    pub specimen_id: String,
+    pub report_id: String,
+    pub replaces: String,
+    pub mro_id: String,
+    pub content_sha256: String,
+    /// The CCF fields that changed (names only).
+    pub fields: Vec<String>,
+}
+
+/// A release that was stored.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Released {
+    pub specimen_id: String,
+    pub report_id: String,
+    pub mro_id: String,
+    pub content_sha256: String,
+}
+
+/// Releases and sends back; shared by the admin API handlers.
+#[derive(Clone)]
+pub struct Releaser {
+    pub committer: GroupCommitter,
+    pub laboratory: Laboratory,
+    pub mros: Arc<BTreeMap<String, MroEntry>>,
+    pub signer: Option<Arc<dyn Signer>>,
+    pub clock: Arc<dyn crate::core::clock::Clock>,
+    /// Wakes the sender of an MRO after a release to it.
+    pub wake: Arc<BTreeMap<String, Arc<Notify>>>,
+    /// Retention starts with the release (40.99(a)): its record and clock are written in the
+    /// release transaction.
+    pub lifecycle: Arc<crate::custody::lifecycle::Settings>,
+}
+
+impl Releaser {
+    /// Releases specimens as one signature act; all or nothing. `negatives_only` for batches.
+    pub async fn release(
+        &self,
+        specimen_ids: Vec<String>,
+        scientist: &str,
+        negatives_only: bool,
+    ) -> Result<Vec<Released>, ReleaseError> {
+        let signer = self.signer.clone().ok_or_else(|| {
+            ReleaseError::Signing("no signing key: run `custodian keys generate`".into())
+        })?;
+        let now = self.clock.now_ms();
+        let lab = self.laboratory.clone();
+        let mros = self.mros.clone();
+        let scientist = scientist.to_string();
+        let ids = specimen_ids.clone();
+        let lifecycle = self.lifecycle.clone();
+        let r = self
+            .committer
+            .submit(
+                move |tx: &mut Tx<'_>| -> Result<Vec<Released>, Abort<ReleaseError>> {
+                    let mut out = Vec::new();
+                    for (n, id) in ids.iter().enumerate() {
+                        let Some(mut rec) =
+                            tx.get::<SpecimenRecord>(Keyspace::Specimens, id.as_bytes())?
+                        else {
+                            return Err(Abort::Domain(ReleaseError::UnknownSpecimen));
+                        };
+                        if rec.state != State::ReadyForReview {
+                            return Err(Abort::Domain(ReleaseError::NotReady(rec.state.key())));
+                        }
+                        if negatives_only {
+                            let negative = rec.evaluation.as_ref().is_some_and(|e| {
+                                e.verdict.results
+                                    == [crate::domain::rules::ResultCategory::Negative]
+                            });
+                            if !negative {
+                                return Err(Abort::Domain(ReleaseError::NotNegative(id.clone())));
+                            }
+                        }
+                        let mro_id = rec
+                            .accession
+                            .as_ref()
+                            .and_then(|a| a.ccf.mro.id.clone())
+                            .unwrap_or_default();
+                        if !mros.contains_key(&mro_id) {
+                            return Err(Abort::Domain(ReleaseError::MroNotInDirectory(mro_id)));
+                        }
+                        let report_id = format!("R-{id}-{now}-{n}");
+                        let rel = report::Release {
+                            report_id: report_id.clone(),
+                            released_at_ms: now,
+                            certifying_scientist: scientist.clone(),
+                            replaces: None,
+                        };
+                        let built = report::build(&lab, &rec, &rel)
+                            .map_err(|e| Abort::Domain(ReleaseError::Report(e.to_string())))?;
+                        let sha = built.content_sha256();
+                        let (jws, kid) = signer
+                            .sign(&built.to_bytes())
+                            .map_err(|e| Abort::Domain(ReleaseError::Signing(e)))?;
+                        rec.release = Some(specimen::Release {
+                            report_id: report_id.clone(),
+                            released_at_ms: now,
+                            scientist: scientist.clone(),
+                            meaning: MEANING.into(),
+                            content_sha256: sha.clone(),
+                        });
+                        rec.state = State::Released;
+                        rec.updated_at_ms = now;
+                        crate::custody::lifecycle::on_release(tx, &mut rec, &lifecycle, now)?;
+                        tx.remove(
+                            Keyspace::ByState,
+                            &state_key(State::ReadyForReview.key(), id)?,
+                        )?;
+                        tx.put(
+                            Keyspace::ByState,
+                            &state_key(State::Released.key(), id)?,
+                            &(),
+                        )?;
+                        tx.put(Keyspace::Specimens, id.as_bytes(), &rec)?;
+                        outbox::enqueue(
+                            tx,
+                            outbox::Signed {
+                                report_id: report_id.clone(),
+                                specimen_id: id.clone(),
+                                mro_id: mro_id.clone(),
+                                jws,
+                                kid,
+                                content_sha256: sha.clone(),
+                                released_at_ms: now,
+                                released_by: scientist.clone(),
+                                replaces: None,
+                            },
+                        )?;
+                        let who: String = format!("user:{scientist}").chars().take(64).collect();
+                        tx.audit(
+                            AuditEntry::new(now, who, "released", id.as_str())
+                                .before(State::ReadyForReview.key())
+                                .after(format!("{MEANING}; report {report_id}; sha256 {sha}")),
+                        )?;
+                        out.push(Released {
+                            specimen_id: id.clone(),
+                            report_id,
+                            mro_id,
+                            content_sha256: sha,
+                        });
+                    }
+                    Ok(out)
+                },
+            )
+            .await;
+        let released = r.map_err(|e| match e {
+            crate::store::CommitError::Aborted(e) => e,
+            other => ReleaseError::NotDurable(other.to_string()),
+        })?;
+        for r in &released {
+            metrics::counter!("custodian_releases_total").increment(1);
+            if let Some(w) = self.wake.get(&r.mro_id) {
+                w.notify_one();
+            }
+            tracing::info!(component = "release", report_id = %r.report_id, mro = %r.mro_id, "released by a certifying scientist");
+        }
+        Ok(released)
+    }
+
+    /// Corrects CCF data of a released report: a new report (new id, `replaces` the old one)
+    /// with the amended CCF and the same results, signed, released by `scientist` (meaning
+    /// [`MEANING_CORRECTED`]) and queued to the same MRO in one transaction, audited with both
+    /// report ids and the names of the fields (no values). The old report is marked
+    /// `superseded_by` the new one. Only the latest report of a specimen can be corrected.
+    pub async fn correct(
+        &self,
+        report_id: &str,
+        scientist: &str,
+        request: CorrectionRequest,
+    ) -> Result<Corrected, ReleaseError> {
+        let clean = |t: &str| -> String {
+            t.chars()
+                .filter(|c| !c.is_control())
+                .take(200)
+                .collect::<String>()
+                .trim()
+                .to_string()
+        };
+        let reason = clean(&request.reason);
+        let document = clean(&request.document_ref);
+        if reason.is_empty() {
+            return Err(ReleaseError::NoReason);
+        }
+        if document.is_empty() {
+            return Err(ReleaseError::NoDocument);
+        }
+        let signer = self.signer.clone().ok_or_else(|| {
+            ReleaseError::Signing("no signing key: run `custodian keys generate`".into())
+        })?;
+        let now = self.clock.now_ms();
+        let lab = self.laboratory.clone();
+        let mros = self.mros.clone();
+        let scientist = scientist.to_string();
+        let old_id = report_id.to_string();
+        let amendment = request.ccf;
+        let r = self
+            .committer
+            .submit(
+                move |tx: &mut Tx<'_>| -> Result<Corrected, Abort<ReleaseError>> {
+                    let Some(mut old) =
+                        tx.get::<StoredReport>(Keyspace::Reports, old_id.as_bytes())?
+                    else {
+                        return Err(Abort::Domain(ReleaseError::UnknownReport));
+                    };
+                    if let Some(next) = &old.superseded_by {
+                        return Err(Abort::Domain(ReleaseError::Superseded(next.clone())));
+                    }
+                    let id = old.specimen_id.clone();
+                    let Some(mut rec) =
+                        tx.get::<SpecimenRecord>(Keyspace::Specimens, id.as_bytes())?
+                    else {
+                        return Err(Abort::Domain(ReleaseError::UnknownSpecimen));
+                    };
+                    let Some(previous_release) = rec.release.clone() else {
+                        return Err(Abort::Domain(ReleaseError::NotReady(rec.state.key())));
+                    };
+                    if rec.state != State::Released || previous_release.report_id != old_id {
+                        return Err(Abort::Domain(ReleaseError::NotReady(rec.state.key())));
+                    }
+                    let Some(accession) = rec.accession.as_mut() else {
+                        return Err(Abort::Domain(ReleaseError::NotReady(rec.state.key())));
+                    };
+                    let changed = amendment
+                        .apply(&mut accession.ccf)
+                        .map_err(|e| Abort::Domain(ReleaseError::BadCorrection(e)))?;
+                    if changed.is_empty() {
+                        return Err(Abort::Domain(ReleaseError::NothingToCorrect));
+                    }
+                    // The destination is the one the old report went to, and it never changes.
+                    let mro_id = old.mro_id.clone();
+                    if accession.ccf.mro.id.as_deref() != Some(mro_id.as_str()) {
+                        return Err(Abort::Domain(ReleaseError::BadCorrection(
+                            "the MRO directory id differs from the report's destination".into(),
+                        )));
+                    }
+                    if !mros.contains_key(&mro_id) {
+                        return Err(Abort::Domain(ReleaseError::MroNotInDirectory(mro_id)));
+                    }
+                    let new_id = format!("R-{id}-{now}-c{}", rec.report_corrections.len() + 1);
+                    if tx
+                        .get::<StoredReport>(Keyspace::Reports, new_id.as_bytes())?
+                        .is_some()
+                    {
+                        return Err(Abort::Domain(ReleaseError::NotDurable(
+                            "report id already in use; try again".into(),
+                        )));
+                    }
+                    let rel = report::Release {
+                        report_id: new_id.clone(),
+                        released_at_ms: now,
+                        certifying_scientist: scientist.clone(),
+                        replaces: Some(old_id.clone()),
+                    };
+                    let built = report::build(&lab, &rec, &rel)
+                        .map_err(|e| Abort::Domain(ReleaseError::Report(e.to_string())))?;
+                    let sha = built.content_sha256();
+                    let (jws, kid) = signer
+                        .sign(&built.to_bytes())
+                        .map_err(|e| Abort::Domain(ReleaseError::Signing(e)))?;
+                    let fields: Vec<String> = changed.iter().map(|(k, _)| k.to_string()).collect();
+                    rec.report_corrections.push(specimen::ReportCorrection {
+                        replaces: old_id.clone(),
+                        report_id: new_id.clone(),
+                        reason: reason.clone(),
+                        document: document.clone(),
+                        previous: changed
+                            .into_iter()
+                            .map(|(k, v)| (k.to_string(), v))
+                            .collect(),
+                        superseded_release: previous_release,
+                    });
+                    rec.release = Some(specimen::Release {
+                        report_id: new_id.clone(),
+                        released_at_ms: now,
+                        scientist: scientist.clone(),
+                        meaning: MEANING_CORRECTED.into(),
+                        content_sha256: sha.clone(),
+                    });
+                    rec.updated_at_ms = now;
+                    tx.put(Keyspace::Specimens, id.as_bytes(), &rec)?;
+                    old.superseded_by = Some(new_id.clone());
+                    tx.put(Keyspace::Reports, old_id.as_bytes(), &old)?;
+                    outbox::enqueue(
+                        tx,
+                        outbox::Signed {
+                            report_id: new_id.clone(),
+                            specimen_id: id.clone(),
+                            mro_id: mro_id.clone(),
+                            jws,
+                            kid,
+                            content_sha256: sha.clone(),
+                            released_at_ms: now,
+                            released_by: scientist.clone(),
+                            replaces: Some(old_id.clone()),
+                        },
+                    )?;
+                    let who: String = format!("user:{scientist}").chars().take(64).collect();
+                    tx.audit(
+                        AuditEntry::new(now, who, "report_corrected", id.as_str())
+                            .before(format!("report {old_id}; ccf fields {}", fields.join(",")))
+                            .after(format!(
+                                "{MEANING_CORRECTED}; report {new_id}; sha256 {sha}"
+                            )),
+                    )?;
+                    Ok(Corrected {
+                        specimen_id: id,
+                        report_id: new_id,
+                        replaces: old_id.clone(),
+                        mro_id,
+                        content_sha256: sha,
+                        fields,
+                    })
+                },
+            )
+            .await;
+        let corrected = r.map_err(|e| match e {
+            crate::store::CommitError::Aborted(e) => e,
+            other => ReleaseError::NotDurable(other.to_string()),
+        })?;
+        metrics::counter!("custodian_corrected_reports_total").increment(1);
+        if let Some(w) = self.wake.get(&corrected.mro_id) {
+            w.notify_one();
+        }
+        tracing::info!(component = "release", report_id = %corrected.report_id, replaces = %corrected.replaces, mro = %corrected.mro_id, "corrected report released by a certifying scientist");
+        Ok(corrected)
+    }
+
+    /// Sends a specimen back for retest: it leaves the review queue and waits for new results.
+    pub async fn send_back(
+        &self,
+        specimen_id: &str,
+        scientist: &str,
+        reason: &str,
+    ) -> Result<(), ReleaseError> {
+        if reason.trim().is_empty() {
+            return Err(ReleaseError::NoReason);
+        }
+        let now = self.clock.now_ms();
+        let id = specimen_id.to_string();
+        let who: String = format!("user:{scientist}").chars().take(64).collect();
+        let reason: String = reason
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(200)
+            .collect();
+        let r = self
+            .committer
+            .submit(move |tx: &mut Tx<'_>| -> Result<(), Abort<ReleaseError>> {
+                let Some(mut rec) = tx.get::<SpecimenRecord>(Keyspace::Specimens, id.as_bytes())?
+                else {
+                    return Err(Abort::Domain(ReleaseError::UnknownSpecimen));
+                };
+                if rec.state != State::ReadyForReview {
+                    return Err(Abort::Domain(ReleaseError::NotReady(rec.state.key())));
+                }
+                rec.state = State::Screened;
+                rec.retest_requested = Some(reason.clone());
+                rec.updated_at_ms = now;
+                tx.remove(
+                    Keyspace::ByState,
+                    &state_key(State::ReadyForReview.key(), &id)?,
+                )?;
+                tx.put(
+                    Keyspace::ByState,
+                    &state_key(State::Screened.key(), &id)?,
+                    &(),
+                )?;
+                tx.put(Keyspace::Specimens, id.as_bytes(), &rec)?;
+                tx.audit(
+                    AuditEntry::new(now, who.clone(), "sent_back_for_retest", id.as_str())
+                        .before(State::ReadyForReview.key())
+                        .after(format!("screened; reason: {reason}")),
+                )?;
+                Ok(())
+            })
+            .await;
+        r.map_err(|e| match e {
+            crate::store::CommitError::Aborted(e) => e,
+            other => ReleaseError::NotDurable(other.to_string()),
+        })
+    }
+
+    /// Puts a dead letter back in its MRO's queue after the cause was fixed (operator action).
+    pub async fn retry_dead_letter(&self, report_id: &str, operator: &str) -> Result<(), String> {
+        let now = self.clock.now_ms();
+        let rid = report_id.to_string();
+        let who: String = format!("user:{operator}").chars().take(64).collect();
+        let r = self
+            .committer
+            .submit(move |tx: &mut Tx<'_>| -> Result<String, Abort<String>> {
+                let Some(mut rep) = tx.get::<StoredReport>(Keyspace::Reports, rid.as_bytes())?
+                else {
+                    return Err(Abort::Domain("no such report".into()));
+                };
+                if !matches!(rep.delivery, Delivery::DeadLetter { .. }) {
+                    return Err(Abort::Domain("the report is not a dead letter".into()));
+                }
+                tx.remove(
+                    Keyspace::Outbox,
+                    &outbox::dead_key(&rep.mro_id, rep.released_at_ms, &rid),
+                )?;
+                tx.put(
+                    Keyspace::Outbox,
+                    &outbox::queue_key(&rep.mro_id, rep.released_at_ms, &rid),
+                    &rid,
+                )?;
+                rep.delivery = Delivery::Pending;
+                tx.put(Keyspace::Reports, rid.as_bytes(), &rep)?;
+                tx.audit(
+                    AuditEntry::new(now, who.clone(), "dead_letter_retried", rid.as_str())
+                        .before("dead_letter")
+                        .after("pending"),
+                )?;
+                Ok(rep.mro_id.clone())
+            })
+            .await;
+        match r {
+            Ok(mro) => {
+                if let Some(w) = self.wake.get(&mro) {
+                    w.notify_one();
+                }
+                Ok(())
+            }
+            Err(crate::store::CommitError::Aborted(e)) => Err(e),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+/// What a certifying scientist sees for one specimen in the queue.
+pub fn review_item(
+    rec: &SpecimenRecord,
+    profiles: &crate::domain::rules::ProfileSet,
+    default_profile: &str,
+    lab: &Laboratory,
+    mros: &BTreeMap<String, MroEntry>,
+) -> serde_json::Value {
+    let profile_name = rec.profile_name(default_profile).to_string();
+    let input = rec.engine_input();
+    let mut analytes = Vec::new();
+    if let Some(p) = profiles.get(&profile_name) {
+        for c in &p.classes {
+            let screen = input.initial.get(&c.key);
+            for a in &c.analytes {
+                analytes.push(serde_json::json!({
+                    "class": c.key,
+                    "initial": screen.map(|v| v.to_string()),
+                    "initial_cutoff": c.initial_cutoff.to_string(),
+                    "analyte": a.key,
+                    "confirmation": input.confirmation.get(&a.key).map(|v| v.to_string()),
+                    "confirmation_cutoff": a.confirmation_cutoff.to_string(),
+                }));
+            }
+        }
+    }
+    let mro_id = rec
+        .accession
+        .as_ref()
+        .and_then(|a| a.ccf.mro.id.clone())
+        .unwrap_or_default();
+    let hold_reason = (!mros.contains_key(&mro_id))
+        .then(|| ReleaseError::MroNotInDirectory(mro_id.clone()).to_string());
+    let draft = report::build(
+        lab,
+        rec,
+        &report::Release {
+            report_id: "DRAFT".into(),
+            released_at_ms: rec.updated_at_ms,
+            certifying_scientist: "(not yet released)".into(),
+            replaces: None,
+        },
+    )
+    .ok()
+    .and_then(|r| serde_json::to_value(&r).ok());
+    serde_json::json!({
+        "specimen_id": rec.specimen_id,
+        "profile": profile_name,
+        "state": rec.state.key(),
+        "verdict": rec.evaluation.as_ref().map(|e| &e.verdict),
+        "analytes": analytes,
+        "validity": input.validity,
+        "accession_findings": rec.accession.as_ref().map(|a| &a.findings),
+        "corrections": rec.corrections,
+        "mro_id": mro_id,
+        "held_because": hold_reason,
+        "draft_report": draft,
+        "waiting_since_ms": rec.updated_at_ms,
+    })
+}
+
+impl Signer for crate::trust::signing::SigningKey {
+    fn sign(&self, payload: &[u8]) -> Result<(String, String), String> {
+        Ok((
+            crate::trust::signing::SigningKey::sign(self, payload),
+            self.kid().to_string(),
+        ))
+    }
+}

@@ -1,0 +1,854 @@
+//! The specimen record: what custody of one specimen has gathered (the CCF, every result with
+//! where it came from, corrections), its current verdict and its state. Pure: the store keeps
+//! records, this module decides how they change.
+//!
+//! State follows what has arrived:
+//! `awaiting_accession` (results came before the CCF: kept, never dropped) → `accessioned` →
+//! `screened` (some screening or validity results) → `confirming` (a class screened at or above
+//! its cutoff still lacks confirmation) → `ready_for_review`; `held` while a correctable flaw
+//! is open. A rejected specimen is ready for review at once (a certifying scientist signs it).
+
+use crate::domain::rules::{self, Correction, ProfileSet, Verdict};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Where a specimen stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    AwaitingAccession,
+    Accessioned,
+    Screened,
+    Confirming,
+    Held,
+    ReadyForReview,
+    /// A certifying scientist released it; the report is in the outbox or delivered.
+    Released,
+}
+
+impl State {
+    pub const ALL: [State; 7] = [
+        State::AwaitingAccession,
+        State::Accessioned,
+        State::Screened,
+        State::Confirming,
+        State::Held,
+        State::ReadyForReview,
+        State::Released,
+    ];
+    pub fn key(self) -> &'static str {
+        match self {
+            State::AwaitingAccession => "awaiting_accession",
+            State::Accessioned => "accessioned",
+            State::Screened => "screened",
+            State::Confirming => "confirming",
+            State::Held => "held",
+            State::ReadyForReview => "ready_for_review",
+            State::Released => "released",
+        }
+    }
+    pub fn from_key(k: &str) -> Option<State> {
+        State::ALL.into_iter().find(|s| s.key() == k)
+    }
+}
+
+/// A party named on the CCF.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Party {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+}
+
+/// The CCF (Copy 1) as the laboratory received it: what a report may contain (40.97(b)(1)(ii)).
+/// Donor identifiers live here and nowhere else; they never reach a log or a metric.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Ccf {
+    pub employer: Party,
+    /// The MRO as named on the CCF, with the MRO directory id.
+    pub mro: Party,
+    /// SSN or employee ID, if provided (40.97(b)(1)(i)(E)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub donor_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason_for_test: Option<String>,
+    pub collector: Party,
+    /// ISO date of collection.
+    pub collected_on: String,
+    /// ISO date received at the laboratory.
+    pub received_on: String,
+    pub split_collected: bool,
+    pub observed: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remarks: Option<String>,
+    /// Freezer location per bottle, if the LIMS gave one.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub storage: BTreeMap<String, String>,
+}
+
+/// A correction of CCF data that was wrong on a released report: only what a report takes from
+/// the CCF, never the MRO's directory id (the destination never changes) and never a result (a
+/// result changes only through a new evaluation). Absent fields stay as they are; an empty
+/// `donor_id` or `reason_for_test` removes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CcfAmendment {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub employer_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub employer_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mro_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub donor_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason_for_test: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collector_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collector_phone: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collected_on: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub received_on: Option<String>,
+}
+
+/// The longest value a CCF correction may set.
+pub const MAX_CCF_VALUE: usize = 200;
+
+impl CcfAmendment {
+    /// Applies the amendment to `ccf`: the names of the fields that changed, with their values
+    /// before. A required field (all but `donor_id` and `reason_for_test`) cannot be emptied;
+    /// control characters and over-long values are refused. Nothing is changed on error.
+    pub fn apply(&self, ccf: &mut Ccf) -> Result<Vec<(&'static str, Option<String>)>, String> {
+        let mut next = ccf.clone();
+        let mut changed = Vec::new();
+        let mut set = |key: &'static str,
+                       slot: &mut Option<String>,
+                       value: &Option<String>,
+                       required: bool|
+         -> Result<(), String> {
+            let Some(v) = value else { return Ok(()) };
+            let v = v.trim();
+            if v.chars().any(char::is_control) || v.chars().count() > MAX_CCF_VALUE {
+                return Err(format!(
+                    "{key}: at most {MAX_CCF_VALUE} characters, no control characters"
+                ));
+            }
+            if v.is_empty() && required {
+                return Err(format!("{key}: cannot be emptied (required on a report)"));
+            }
+            let new = (!v.is_empty()).then(|| v.to_string());
+            if *slot != new {
+                changed.push((key, std::mem::replace(slot, new)));
+            }
+            Ok(())
+        };
+        let mut employer_name = Some(next.employer.name.clone());
+        set(
+            "employer.name",
+            &mut employer_name,
+            &self.employer_name,
+            true,
+        )?;
+        next.employer.name = employer_name.unwrap_or_default();
+        set(
+            "employer.id",
+            &mut next.employer.id,
+            &self.employer_id,
+            true,
+        )?;
+        let mut mro_name = Some(next.mro.name.clone());
+        set("mro.name", &mut mro_name, &self.mro_name, true)?;
+        next.mro.name = mro_name.unwrap_or_default();
+        set("donor_id", &mut next.donor_id, &self.donor_id, false)?;
+        set(
+            "reason_for_test",
+            &mut next.reason_for_test,
+            &self.reason_for_test,
+            false,
+        )?;
+        let mut collector_name = Some(next.collector.name.clone());
+        set(
+            "collector.name",
+            &mut collector_name,
+            &self.collector_name,
+            true,
+        )?;
+        next.collector.name = collector_name.unwrap_or_default();
+        set(
+            "collector.phone",
+            &mut next.collector.phone,
+            &self.collector_phone,
+            true,
+        )?;
+        let mut collected_on = Some(next.collected_on.clone());
+        set("collected_on", &mut collected_on, &self.collected_on, true)?;
+        next.collected_on = collected_on.unwrap_or_default();
+        let mut received_on = Some(next.received_on.clone());
+        set("received_on", &mut received_on, &self.received_on, true)?;
+        next.received_on = received_on.unwrap_or_default();
+        *ccf = next;
+        Ok(changed)
+    }
+}
+
+/// A corrected report: the CCF data amended on a released specimen, why, and by which document.
+/// The previous values are kept here (the specimen record), never in the audit log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportCorrection {
+    /// The report this correction replaces.
+    pub replaces: String,
+    /// The corrected report.
+    pub report_id: String,
+    pub reason: String,
+    /// The document that justifies the correction (e.g. the MRO's memorandum).
+    pub document: String,
+    /// Field → value before the correction (None: it was not provided).
+    pub previous: BTreeMap<String, Option<String>>,
+    /// The release that was superseded.
+    pub superseded_release: Release,
+}
+
+/// The accession: the CCF and the accessioning findings of 40.83.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Accession {
+    pub ccf: Ccf,
+    pub findings: rules::Accession,
+    /// The rule profile the tests were requested under; the default profile if none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    /// The LIMS document it came from.
+    pub document: String,
+    pub received_at_ms: u64,
+}
+
+/// What a result measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResultKind {
+    /// An initial (screening) test of a drug class, ng/mL.
+    Initial,
+    /// A confirmation test of an analyte, ng/mL.
+    Confirmation,
+    /// A validity measure (creatinine, specific gravity, pH, nitrite).
+    Validity,
+    /// An adulterant identified (target names the substance).
+    Adulterant,
+    /// An interfering substance, or a test that could not be completed.
+    Interference,
+}
+
+/// Which physical bottle a result was measured on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Bottle {
+    #[default]
+    A,
+    B,
+}
+
+/// Where a result came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "via", rename_all = "snake_case")]
+pub enum Source {
+    /// An HL7 message from an analyzer: its name, MSH-10 and the OBX set id.
+    Analyzer {
+        analyzer: String,
+        control_id: String,
+        observation: String,
+    },
+    /// A LIMS document (e.g. a confirmation batch file).
+    Lims { document: String },
+}
+
+/// One result, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResultEntry {
+    pub kind: ResultKind,
+    /// Class key, analyte key, measure key or substance, by kind.
+    pub target: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<Decimal>,
+    #[serde(default)]
+    pub unit: String,
+    #[serde(default)]
+    pub bottle: Bottle,
+    pub source: Source,
+    pub received_at_ms: u64,
+}
+
+/// A correctable flaw corrected (40.83(e)–(g)).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CorrectionEntry {
+    /// `collector_certification`, `temperature` or `form`.
+    pub flaw: String,
+    /// The document that carries the correction (e.g. the memorandum's reference).
+    pub document: String,
+    pub recorded_by: String,
+    pub received_at_ms: u64,
+}
+
+/// The verdict as last evaluated, with the profile that decided it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Evaluation {
+    pub profile: String,
+    pub verdict: Verdict,
+}
+
+/// A certifying scientist's release of the result: an electronic signature (who, when, what it
+/// means) bound to the exact report content by its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Release {
+    pub report_id: String,
+    pub released_at_ms: u64,
+    /// The certifying scientist's name (40.97(b)(1)(i)(K)).
+    pub scientist: String,
+    /// "reviewed and released".
+    pub meaning: String,
+    /// SHA-256 (hex) of the exact report payload approved.
+    pub content_sha256: String,
+}
+
+/// Everything custody holds for one specimen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpecimenRecord {
+    pub specimen_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accession: Option<Accession>,
+    #[serde(default)]
+    pub results: Vec<ResultEntry>,
+    #[serde(default)]
+    pub corrections: Vec<CorrectionEntry>,
+    /// The correction window ran out (set by the lifecycle clock).
+    #[serde(default)]
+    pub correction_expired: bool,
+    /// 40.97(e): the MRO's written request for quantitative values is on file.
+    #[serde(default)]
+    pub mro_requested_quantitation: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evaluation: Option<Evaluation>,
+    /// Set when a certifying scientist sent the result back for retest (the reason).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retest_requested: Option<String>,
+    /// Set when a certifying scientist released the result (40.97(b)(1)(ii)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<Release>,
+    /// Corrected reports, oldest first; `release` is then the latest (corrected) release.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub report_corrections: Vec<ReportCorrection>,
+    /// The clocks, written requests, retention and split of the specimen (see
+    /// [`crate::custody::lifecycle`]).
+    #[serde(
+        default,
+        skip_serializing_if = "crate::custody::lifecycle::LifecycleRecord::is_empty"
+    )]
+    pub lifecycle: crate::custody::lifecycle::LifecycleRecord,
+    pub state: State,
+    pub created_at_ms: u64,
+    pub updated_at_ms: u64,
+}
+
+/// Why a change could not be applied to a record.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChangeError {
+    #[error("the specimen already has an accession from document {0}")]
+    AlreadyAccessioned(String),
+    #[error("rule profile `{0}` is not loaded")]
+    UnknownProfile(String),
+    #[error("{kind:?} `{target}` is not part of the DOT panel of profile {profile}")]
+    OutsidePanel {
+        kind: ResultKind,
+        target: String,
+        profile: String,
+    },
+    #[error("evaluation failed: {0}")]
+    Evaluation(#[from] rules::CaseError),
+    #[error("the specimen's result was already released; a change needs a corrected report")]
+    AlreadyReleased,
+    #[error(
+        "the correction was received after the correction window closed at {0} (40.83(e)-(g)); the expired outcome stands"
+    )]
+    CorrectionWindowClosed(String),
+}
+
+impl SpecimenRecord {
+    pub fn new(specimen_id: &str, now_ms: u64) -> SpecimenRecord {
+        SpecimenRecord {
+            specimen_id: specimen_id.to_string(),
+            accession: None,
+            results: Vec::new(),
+            corrections: Vec::new(),
+            correction_expired: false,
+            mro_requested_quantitation: false,
+            evaluation: None,
+            retest_requested: None,
+            release: None,
+            report_corrections: Vec::new(),
+            lifecycle: Default::default(),
+            state: State::AwaitingAccession,
+            created_at_ms: now_ms,
+            updated_at_ms: now_ms,
+        }
+    }
+
+    /// The profile that applies to this specimen.
+    pub fn profile_name<'a>(&'a self, default_profile: &'a str) -> &'a str {
+        self.accession
+            .as_ref()
+            .and_then(|a| a.profile.as_deref())
+            .unwrap_or(default_profile)
+    }
+
+    /// The DOT panel guard (40.13(c), 40.85): may this result be attached to this specimen?
+    pub fn check_panel(
+        &self,
+        r: &ResultEntry,
+        profiles: &ProfileSet,
+        default_profile: &str,
+    ) -> Result<(), ChangeError> {
+        let name = self.profile_name(default_profile);
+        let profile = profiles
+            .get(name)
+            .ok_or_else(|| ChangeError::UnknownProfile(name.to_string()))?;
+        let ok = match r.kind {
+            ResultKind::Initial => profile.class(&r.target).is_some(),
+            ResultKind::Confirmation => profile.analyte(&r.target).is_some(),
+            ResultKind::Validity => rules::profile::Measure::from_key(&r.target).is_some(),
+            ResultKind::Adulterant | ResultKind::Interference => true,
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(ChangeError::OutsidePanel {
+                kind: r.kind,
+                target: r.target.clone(),
+                profile: profile.name.clone(),
+            })
+        }
+    }
+
+    /// Attaches results (after the panel guard) and re-evaluates.
+    pub fn attach_results(
+        &mut self,
+        results: Vec<ResultEntry>,
+        profiles: &ProfileSet,
+        default_profile: &str,
+        now_ms: u64,
+    ) -> Result<(), ChangeError> {
+        if self.release.is_some() {
+            return Err(ChangeError::AlreadyReleased);
+        }
+        for r in &results {
+            self.check_panel(r, profiles, default_profile)?;
+        }
+        // New results answer a send-back for retest.
+        self.retest_requested = None;
+        self.results.extend(results);
+        self.updated_at_ms = now_ms;
+        self.reevaluate(profiles, default_profile)
+    }
+
+    /// Attaches the accession (once) and re-evaluates. Results that came first are checked
+    /// against the specimen's panel now that its profile is known.
+    pub fn attach_accession(
+        &mut self,
+        accession: Accession,
+        profiles: &ProfileSet,
+        default_profile: &str,
+        now_ms: u64,
+    ) -> Result<(), ChangeError> {
+        if let Some(a) = &self.accession {
+            return Err(ChangeError::AlreadyAccessioned(a.document.clone()));
+        }
+        let name = accession.profile.as_deref().unwrap_or(default_profile);
+        if profiles.get(name).is_none() {
+            return Err(ChangeError::UnknownProfile(name.to_string()));
+        }
+        self.accession = Some(accession);
+        for r in &self.results {
+            if let Err(e) = self.check_panel(r, profiles, default_profile) {
+                self.accession = None;
+                return Err(e);
+            }
+        }
+        self.updated_at_ms = now_ms;
+        self.reevaluate(profiles, default_profile)
+    }
+
+    /// Records a correction of a correctable flaw and re-evaluates.
+    pub fn attach_correction(
+        &mut self,
+        c: CorrectionEntry,
+        profiles: &ProfileSet,
+        default_profile: &str,
+        now_ms: u64,
+    ) -> Result<(), ChangeError> {
+        if self.release.is_some() {
+            return Err(ChangeError::AlreadyReleased);
+        }
+        self.corrections.push(c);
+        self.updated_at_ms = now_ms;
+        self.reevaluate(profiles, default_profile)
+    }
+
+    /// The rules engine's input for this record: the latest value per target wins (a re-run
+    /// or a corrected result replaces the earlier one); only bottle A results count here.
+    pub fn engine_input(&self) -> rules::Specimen {
+        let mut s = rules::Specimen::default();
+        if let Some(a) = &self.accession {
+            s.accession = a.findings.clone();
+        }
+        let mut latest: BTreeMap<(ResultKind, &str), &ResultEntry> = BTreeMap::new();
+        for r in self.results.iter().filter(|r| r.bottle == Bottle::A) {
+            let key = (r.kind, r.target.as_str());
+            match latest.get(&key) {
+                Some(prev) if prev.received_at_ms > r.received_at_ms => {}
+                _ => {
+                    latest.insert(key, r);
+                }
+            }
+        }
+        for ((kind, target), r) in latest {
+            match (kind, r.value) {
+                (ResultKind::Initial, Some(v)) => {
+                    s.initial.insert(target.to_string(), v);
+                }
+                (ResultKind::Confirmation, Some(v)) => {
+                    s.confirmation.insert(target.to_string(), v);
+                }
+                (ResultKind::Validity, Some(v)) => match target {
+                    "creatinine" => s.validity.creatinine = Some(v),
+                    "specific_gravity" => s.validity.specific_gravity = Some(v),
+                    "ph" => s.validity.ph = Some(v),
+                    "nitrite" => s.validity.nitrite = Some(v),
+                    _ => {}
+                },
+                (ResultKind::Adulterant, _) => s.validity.adulterants.push(target.to_string()),
+                (ResultKind::Interference, _) => s.validity.interference = true,
+                _ => {}
+            }
+        }
+        let open = rules::accessioning::open_flaws(&s.accession);
+        if !open.is_empty() {
+            let corrected = |flaw: &rules::accessioning::Flaw| {
+                self.corrections.iter().any(|c| c.flaw == flaw.key())
+            };
+            s.accession.correction = if open.iter().all(corrected) {
+                Correction::Corrected
+            } else if self.correction_expired {
+                Correction::Expired
+            } else {
+                Correction::None
+            };
+        }
+        s.mro_requested_quantitation = self.mro_requested_quantitation;
+        s
+    }
+
+    /// Re-runs the rules engine and moves the state.
+    pub fn reevaluate(
+        &mut self,
+        profiles: &ProfileSet,
+        default_profile: &str,
+    ) -> Result<(), ChangeError> {
+        let name = self.profile_name(default_profile).to_string();
+        let profile = profiles
+            .get(&name)
+            .ok_or_else(|| ChangeError::UnknownProfile(name.clone()))?;
+        let input = self.engine_input();
+        let verdict = rules::evaluate(profile, &input)?;
+        self.state = self.derive_state(profile, &input, &verdict);
+        self.evaluation = Some(Evaluation {
+            profile: name,
+            verdict,
+        });
+        Ok(())
+    }
+
+    fn derive_state(
+        &self,
+        profile: &rules::Profile,
+        input: &rules::Specimen,
+        v: &Verdict,
+    ) -> State {
+        if self.accession.is_none() {
+            return State::AwaitingAccession;
+        }
+        if v.hold.is_some() {
+            return State::Held;
+        }
+        if self.retest_requested.is_some() {
+            return State::Screened;
+        }
+        if v.results == [rules::ResultCategory::Rejected] {
+            return State::ReadyForReview;
+        }
+        let any_screen = !input.initial.is_empty()
+            || self.results.iter().any(|r| r.kind == ResultKind::Validity);
+        if !any_screen {
+            return State::Accessioned;
+        }
+        let panel_screened = profile
+            .classes
+            .iter()
+            .all(|c| input.initial.contains_key(&c.key));
+        // 40.91(a),(b): creatinine and pH on every specimen; specific gravity when creatinine < 20.
+        let validity_done = input.validity.creatinine.is_some()
+            && input.validity.ph.is_some()
+            && (input.validity.creatinine >= Some(Decimal::from(20))
+                || input.validity.specific_gravity.is_some());
+        if !panel_screened || !validity_done {
+            return State::Screened;
+        }
+        for c in &profile.classes {
+            let screened_positive = input
+                .initial
+                .get(&c.key)
+                .is_some_and(|v| *v >= c.initial_cutoff);
+            if !screened_positive {
+                continue;
+            }
+            for a in &c.analytes {
+                if input.confirmation.contains_key(&a.key) {
+                    continue;
+                }
+                // An analyte tested only when another is high enough (6-AM) is not awaited
+                // when that other analyte is below the level.
+                if let Some(req) = &a.requires {
+                    let needed = input
+                        .confirmation
+                        .get(&req.analyte)
+                        .is_some_and(|v| *v >= req.at_least);
+                    if !needed && input.confirmation.contains_key(&req.analyte) {
+                        continue;
+                    }
+                }
+                return State::Confirming;
+            }
+        }
+        State::ReadyForReview
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    fn profiles() -> ProfileSet {
+        let mut set = ProfileSet::new();
+        for (n, t) in [
+            (
+                "part40-2001",
+                include_str!("../../config/profiles/part40-2001.toml"),
+            ),
+            (
+                "part40-2023",
+                include_str!("../../config/profiles/part40-2023.toml"),
+            ),
+        ] {
+            set.insert(rules::Profile::parse(t, Some(n)).unwrap());
+        }
+        set
+    }
+
+    fn result(kind: ResultKind, target: &str, value: &str, at: u64) -> ResultEntry {
+        ResultEntry {
+            kind,
+            target: target.into(),
+            value: Some(Decimal::from_str(value).unwrap()),
+            unit: String::new(),
+            bottle: Bottle::A,
+            source: Source::Analyzer {
+                analyzer: "ia1".into(),
+                control_id: format!("m{at}"),
+                observation: "1".into(),
+            },
+            received_at_ms: at,
+        }
+    }
+
+    fn accession() -> Accession {
+        Accession {
+            ccf: Ccf::default(),
+            findings: rules::Accession::default(),
+            profile: None,
+            document: "acc-1.xml".into(),
+            received_at_ms: 1,
+        }
+    }
+
+    fn screen_negative(at: u64) -> Vec<ResultEntry> {
+        let mut v: Vec<ResultEntry> = ["marijuana", "cocaine", "pcp", "amphetamines", "opiates"]
+            .iter()
+            .map(|c| result(ResultKind::Initial, c, "1", at))
+            .collect();
+        v.push(result(ResultKind::Validity, "creatinine", "80", at));
+        v.push(result(ResultKind::Validity, "ph", "6.5", at));
+        v
+    }
+
+    #[test]
+    fn results_before_accession_are_kept_and_attached() {
+        let p = profiles();
+        let mut r = SpecimenRecord::new("S1", 0);
+        r.attach_results(screen_negative(5), &p, "part40-2001", 5)
+            .unwrap();
+        assert_eq!(r.state, State::AwaitingAccession);
+        assert_eq!(r.results.len(), 7);
+        r.attach_accession(accession(), &p, "part40-2001", 6)
+            .unwrap();
+        assert_eq!(r.state, State::ReadyForReview);
+        assert_eq!(
+            r.evaluation.as_ref().unwrap().verdict.results,
+            [rules::ResultCategory::Negative]
+        );
+    }
+
+    #[test]
+    fn state_moves_with_what_arrives() {
+        let p = profiles();
+        let mut r = SpecimenRecord::new("S2", 0);
+        r.attach_accession(accession(), &p, "part40-2001", 1)
+            .unwrap();
+        assert_eq!(r.state, State::Accessioned);
+        r.attach_results(
+            vec![result(ResultKind::Initial, "cocaine", "400", 2)],
+            &p,
+            "part40-2001",
+            2,
+        )
+        .unwrap();
+        assert_eq!(r.state, State::Screened);
+        let mut rest = screen_negative(3);
+        rest.retain(|e| e.target != "cocaine");
+        r.attach_results(rest, &p, "part40-2001", 3).unwrap();
+        assert_eq!(r.state, State::Confirming);
+        r.attach_results(
+            vec![result(
+                ResultKind::Confirmation,
+                "benzoylecgonine",
+                "200",
+                4,
+            )],
+            &p,
+            "part40-2001",
+            4,
+        )
+        .unwrap();
+        assert_eq!(r.state, State::ReadyForReview);
+        let v = &r.evaluation.as_ref().unwrap().verdict;
+        assert_eq!(v.positive_analytes, ["benzoylecgonine"]);
+    }
+
+    #[test]
+    fn latest_result_wins_and_bottle_b_is_ignored() {
+        let p = profiles();
+        let mut r = SpecimenRecord::new("S3", 0);
+        r.attach_accession(accession(), &p, "part40-2001", 1)
+            .unwrap();
+        r.attach_results(
+            vec![result(ResultKind::Validity, "ph", "2", 2)],
+            &p,
+            "part40-2001",
+            2,
+        )
+        .unwrap();
+        r.attach_results(
+            vec![result(ResultKind::Validity, "ph", "6", 3)],
+            &p,
+            "part40-2001",
+            3,
+        )
+        .unwrap();
+        let mut b = result(ResultKind::Validity, "nitrite", "900", 4);
+        b.bottle = Bottle::B;
+        r.attach_results(vec![b], &p, "part40-2001", 4).unwrap();
+        let input = r.engine_input();
+        assert_eq!(input.validity.ph, Some(Decimal::from(6)));
+        assert_eq!(input.validity.nitrite, None);
+    }
+
+    #[test]
+    fn panel_guard_refuses_outside_analytes() {
+        let p = profiles();
+        let mut r = SpecimenRecord::new("S4", 0);
+        r.attach_accession(accession(), &p, "part40-2001", 1)
+            .unwrap();
+        let e = r
+            .attach_results(
+                vec![result(ResultKind::Confirmation, "oxycodone", "300", 2)],
+                &p,
+                "part40-2001",
+                2,
+            )
+            .unwrap_err();
+        assert!(matches!(e, ChangeError::OutsidePanel { .. }));
+        assert!(r.results.is_empty(), "nothing attached");
+        let mut a = accession();
+        a.profile = Some("part40-2023".into());
+        let mut r = SpecimenRecord::new("S5", 0);
+        r.attach_accession(a, &p, "part40-2001", 1).unwrap();
+        r.attach_results(
+            vec![result(ResultKind::Confirmation, "oxycodone", "300", 2)],
+            &p,
+            "part40-2001",
+            2,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn corrections_release_a_hold() {
+        let p = profiles();
+        let mut a = accession();
+        a.findings.collector_certification_signed = false;
+        let mut r = SpecimenRecord::new("S6", 0);
+        r.attach_accession(a, &p, "part40-2001", 1).unwrap();
+        assert_eq!(r.state, State::Held);
+        r.attach_correction(
+            CorrectionEntry {
+                flaw: "collector_certification".into(),
+                document: "memo-1".into(),
+                recorded_by: "lims".into(),
+                received_at_ms: 2,
+            },
+            &p,
+            "part40-2001",
+            2,
+        )
+        .unwrap();
+        assert_eq!(r.state, State::Accessioned);
+        r.attach_results(screen_negative(3), &p, "part40-2001", 3)
+            .unwrap();
+        assert_eq!(r.state, State::ReadyForReview);
+        assert!(
+            r.evaluation
+                .as_ref()
+                .unwrap()
+                .verdict
+                .remarks
+                .iter()
+                .any(|x| x.contains("corrected"))
+        );
+    }
+
+    #[test]
+    fn rejected_goes_to_review_and_accession_is_once() {
+        let p = profiles();
+        let mut a = accession();
+        a.findings.id_matches = false;
+        let mut r = SpecimenRecord::new("S7", 0);
+        r.attach_accession(a.clone(), &p, "part40-2001", 1).unwrap();
+        assert_eq!(r.state, State::ReadyForReview);
+        assert!(matches!(
+            r.attach_accession(a, &p, "part40-2001", 2),
+            Err(ChangeError::AlreadyAccessioned(_))
+        ));
+    }
+}
