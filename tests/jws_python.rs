@@ -3,7 +3,7 @@
 //! carries every element the MRO delivery contract requires. `custodian verify` is checked on
 //! the same files.
 
-use custodian::app::config::Laboratory;
+use custodian::domain::parties::Laboratory;
 use custodian::domain::report::{self, Release, Report};
 use custodian::domain::rules;
 use custodian::domain::specimen::{

@@ -116,8 +116,9 @@ impl Lab {
             laboratory: Laboratory {
                 name: "Test Laboratory".into(),
                 address: "1 Test Way, Testville".into(),
-            },
-            mros: Arc::new([(mro.id.clone(), mro)].into_iter().collect()),
+            }
+            .identity(),
+            mros: Arc::new([(mro.id.clone(), mro.party())].into_iter().collect()),
             signer: Some(Arc::new(FakeSigner)),
             clock: Arc::new(clock.clone()),
             wake: Arc::new(BTreeMap::new()),

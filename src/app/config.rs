@@ -66,6 +66,17 @@ pub struct MroEntry {
     pub client_key: PathBuf,
 }
 
+impl MroEntry {
+    /// The MRO as the domain names it (no endpoint, no certificates).
+    pub fn party(&self) -> crate::domain::parties::Mro {
+        crate::domain::parties::Mro {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            address: self.address.clone(),
+        }
+    }
+}
+
 /// Delivery tuning.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -299,6 +310,16 @@ pub struct Laboratory {
     pub name: String,
     /// 40.97(b)(1)(i)(A): the laboratory's address on every report.
     pub address: String,
+}
+
+impl Laboratory {
+    /// The laboratory as the domain names it.
+    pub fn identity(&self) -> crate::domain::parties::Laboratory {
+        crate::domain::parties::Laboratory {
+            name: self.name.clone(),
+            address: self.address.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -259,8 +259,8 @@ async fn run(
     let mro_ids: Vec<String> = mros.keys().cloned().collect();
     let releaser = crate::custody::release::Releaser {
         committer: committer.clone(),
-        laboratory: cfg.laboratory.clone(),
-        mros: Arc::new(mros),
+        laboratory: cfg.laboratory.identity(),
+        mros: Arc::new(mros.values().map(|m| (m.id.clone(), m.party())).collect()),
         signer,
         clock: clock.clone(),
         wake: Arc::new(wakes),

@@ -34,6 +34,9 @@
 
 use crate::core::clock::rfc3339;
 use crate::domain::calendar::{Calendar, CorrectionWindow, Date};
+pub use crate::domain::lifecycle::{
+    ClockKind, CorrectionClock, LifecycleRecord, RecordedRequest, SplitRecord,
+};
 use crate::domain::retention::{
     Basis, Discardable, Item, ItemRetention, Requester, Retention, RetentionPolicy,
     RetentionRelease, RetentionRequest, SplitBottle, Subject, Until,
@@ -56,26 +59,6 @@ pub const DISCARDABLE_INDEX: &str = "lifecycle:discardable";
 /// Most due entries one sweep fires; the rest wait for the next sweep.
 pub const SWEEP_LIMIT: usize = 10_000;
 
-/// What a clock is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ClockKind {
-    /// The correction window of a correctable flaw (40.83(e)-(g)).
-    Correction,
-    /// The end of a retention period (40.99, 40.109).
-    Retention,
-}
-
-impl ClockKind {
-    pub const ALL: [ClockKind; 2] = [ClockKind::Correction, ClockKind::Retention];
-    pub fn key(self) -> &'static str {
-        match self {
-            ClockKind::Correction => "correction",
-            ClockKind::Retention => "retention",
-        }
-    }
-}
-
 /// The value of a `due` entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DueItem {
@@ -90,70 +73,6 @@ pub fn due_entry_key(at_ms: u64, kind: ClockKind, specimen_id: &str) -> Vec<u8> 
     id.push(0);
     id.extend_from_slice(specimen_id.as_bytes());
     due_key(at_ms, &id)
-}
-
-/// The correction clock of a held specimen.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CorrectionClock {
-    pub window: CorrectionWindow,
-    /// The instant the window closes (a correction received at or after it is late).
-    pub closes_at_ms: u64,
-    /// The due entry in force; `None` once it fired or the hold was released.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub due_at_ms: Option<u64>,
-    /// When the expiry was applied.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expired_at_ms: Option<u64>,
-}
-
-/// A written request as recorded with the specimen.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RecordedRequest {
-    pub document_ref: String,
-    /// `retention_extension`, `retention_release`, `quantitation`, `split_test`,
-    /// `adulterant_retest`.
-    pub kind: String,
-    pub received_at_ms: u64,
-    pub recorded_by: String,
-    /// `lims` (with the LIMS document's name) or `admin`.
-    pub via: String,
-}
-
-/// The split request and what answered it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SplitRecord {
-    pub request: SplitRequest,
-    pub disposition: SplitDisposition,
-}
-
-/// Everything the lifecycle keeps on a specimen record.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct LifecycleRecord {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub correction: Option<CorrectionClock>,
-    /// Created when the result is released.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retention: Option<Retention>,
-    /// The retention clock's due entry in force.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retention_due_ms: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub split: Option<SplitRecord>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub requests: Vec<RecordedRequest>,
-    /// The MRO's request of 40.187(f)(4) that the primary be tested for the adulterant found
-    /// in the split.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub adulterant_retest: Option<split::PrimaryRetestRequest>,
-    /// This laboratory as the split laboratory: the Bottle B received for reconfirmation.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub split_lab: Option<crate::custody::split_lab::Intake>,
-}
-
-impl LifecycleRecord {
-    pub fn is_empty(&self) -> bool {
-        self == &LifecycleRecord::default()
-    }
 }
 
 /// What the lifecycle needs to know of the laboratory.
@@ -892,7 +811,7 @@ fn request_tx(
                 second_laboratory: second_laboratory.clone(),
             };
             let previous = rec.lifecycle.split.as_ref().map(|x| &x.disposition);
-            let d = split::handle_request(
+            let d = crate::domain::split_request::handle_request(
                 &rec,
                 profile,
                 &s.laboratory,

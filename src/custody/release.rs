@@ -4,8 +4,8 @@
 //! released"), bound to the exact report content by its SHA-256, in the audit chain. The
 //! signed report goes into the durable outbox in the same transaction.
 
-use crate::app::config::{Laboratory, MroEntry};
 use crate::custody::outbox::{self, Delivery, StoredReport};
+use crate::domain::parties::{Laboratory, Mro};
 use crate::domain::report;
 use crate::domain::specimen::{self, SpecimenRecord, State};
 use crate::store::{Abort, AuditEntry, GroupCommitter, Keyspace, Tx, state_key};
@@ -94,7 +94,7 @@ pub struct Released {
 pub struct Releaser {
     pub committer: GroupCommitter,
     pub laboratory: Laboratory,
-    pub mros: Arc<BTreeMap<String, MroEntry>>,
+    pub mros: Arc<BTreeMap<String, Mro>>,
     pub signer: Option<Arc<dyn Signer>>,
     pub clock: Arc<dyn crate::core::clock::Clock>,
     /// Wakes the sender of an MRO after a release to it.
@@ -506,7 +506,7 @@ pub fn review_item(
     profiles: &crate::domain::rules::ProfileSet,
     default_profile: &str,
     lab: &Laboratory,
-    mros: &BTreeMap<String, MroEntry>,
+    mros: &BTreeMap<String, Mro>,
 ) -> serde_json::Value {
     let profile_name = rec.profile_name(default_profile).to_string();
     let input = rec.engine_input();

@@ -22,6 +22,7 @@
 
 use crate::custody::outbox::{self, StoredReport};
 use crate::custody::release::Releaser;
+pub use crate::domain::lifecycle::{Intake, SplitRelease};
 use crate::domain::report::{LabParty, NamedParty};
 use crate::domain::rules::{ProfileSet, Validity};
 use crate::domain::specimen::SpecimenRecord;
@@ -55,20 +56,6 @@ pub struct IntakeBody {
 
 fn intact() -> Received {
     Received::Intact
-}
-
-/// A received Bottle B as recorded with its specimen.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Intake {
-    pub copy1: Copy1,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub manifest: Option<Manifest>,
-    pub received: Received,
-    pub received_at_ms: u64,
-    pub recorded_by: String,
-    /// Set when a certifying scientist released the split result to the MRO (40.183(c)).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub released: Option<SplitRelease>,
 }
 
 /// Why an intake was not recorded.
@@ -261,16 +248,6 @@ pub const MEANING: &str = "split result reviewed and released";
 /// The `kind` of a split-result report.
 pub const KIND: &str = "split_specimen_result";
 
-/// The certifying scientist's release of a split result, kept with the intake.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SplitRelease {
-    pub report_id: String,
-    pub released_at_ms: u64,
-    pub scientist: String,
-    pub meaning: String,
-    pub content_sha256: String,
-}
-
 /// One requested item and its outcome, as the split-result report states it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ItemLine {
@@ -351,7 +328,7 @@ impl SplitResultReport {
     /// Builds the payload from the intake and the complete outcome; refuses a Copy 1 without
     /// the MRO's directory id, and any payload that would carry donor identity.
     pub fn build(
-        laboratory: &crate::app::config::Laboratory,
+        laboratory: &crate::domain::parties::Laboratory,
         copy1: &Copy1,
         outcome: &SplitReport,
         profile: &str,
@@ -634,8 +611,8 @@ mod tests {
         }
     }
 
-    fn lab() -> crate::app::config::Laboratory {
-        crate::app::config::Laboratory {
+    fn lab() -> crate::domain::parties::Laboratory {
+        crate::domain::parties::Laboratory {
             name: "Second Laboratory".into(),
             address: "2 Lab Road".into(),
         }

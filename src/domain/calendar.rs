@@ -205,14 +205,6 @@ impl<'de> Deserialize<'de> for Date {
     }
 }
 
-impl From<crate::codec::lims::Date> for Date {
-    fn from(d: crate::codec::lims::Date) -> Date {
-        Date {
-            days: d.days_since_epoch(),
-        }
-    }
-}
-
 /// A federal holiday of 5 U.S.C. 6103(a).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -561,12 +553,6 @@ mod tests {
         assert_eq!(back, d("2026-11-26"));
         let e = serde_json::from_str::<Date>("\"2026-11-31\"").unwrap_err();
         assert!(e.to_string().contains("is not a date"), "{e}");
-    }
-
-    #[test]
-    fn lims_dates_convert() {
-        let l = crate::codec::lims::Date::new(2026, 7, 4).unwrap();
-        assert_eq!(Date::from(l), d("2026-07-04"));
     }
 
     #[test]

@@ -3,9 +3,12 @@
 //! clock reads, no store, no network, no tokio. May import: core.
 
 pub mod calendar;
+pub mod lifecycle;
+pub mod parties;
 pub mod report;
 pub mod retention;
 pub mod rules;
 pub mod specimen;
 pub mod split;
+pub mod split_request;
 pub mod summary;

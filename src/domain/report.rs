@@ -8,7 +8,7 @@
 //! observed-collection box are never copied, and a report whose remarks would mention the split
 //! is refused (40.175(b)(1)). The JSON Schema is `schemas/report.schema.json`.
 
-use crate::app::config::Laboratory;
+use crate::domain::parties::Laboratory;
 use crate::domain::rules::profile::Measure;
 use crate::domain::rules::{ResultCategory, measure};
 use crate::domain::specimen::{Party, SpecimenRecord, State};

@@ -53,17 +53,7 @@ impl State {
     }
 }
 
-/// A party named on the CCF.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub struct Party {
-    pub name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub address: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phone: Option<String>,
-}
+pub use crate::domain::parties::Party;
 
 /// The CCF (Copy 1) as the laboratory received it: what a report may contain (40.97(b)(1)(ii)).
 /// Donor identifiers live here and nowhere else; they never reach a log or a metric.
@@ -342,12 +332,12 @@ pub struct SpecimenRecord {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub report_corrections: Vec<ReportCorrection>,
     /// The clocks, written requests, retention and split of the specimen (see
-    /// [`crate::custody::lifecycle`]).
+    /// custody's lifecycle).
     #[serde(
         default,
-        skip_serializing_if = "crate::custody::lifecycle::LifecycleRecord::is_empty"
+        skip_serializing_if = "crate::domain::lifecycle::LifecycleRecord::is_empty"
     )]
-    pub lifecycle: crate::custody::lifecycle::LifecycleRecord,
+    pub lifecycle: crate::domain::lifecycle::LifecycleRecord,
     pub state: State,
     pub created_at_ms: u64,
     pub updated_at_ms: u64,

@@ -10,7 +10,6 @@
 //! someone able to rewrite the whole store can rebuild a consistent chain, so the head should
 //! also be anchored outside the store (e.g. in signed exports).
 
-use super::tx::{Tx, TxError};
 use super::{Entries, Keyspace, Store, StoreError, codec, hex_lower};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -78,7 +77,7 @@ impl AuditEntry {
         self
     }
 
-    fn validate(&self) -> Result<(), StoreError> {
+    pub(crate) fn validate(&self) -> Result<(), StoreError> {
         let fields = [
             ("actor", Some(&self.actor), MAX_NAME_LEN),
             ("action", Some(&self.action), MAX_NAME_LEN),
@@ -144,7 +143,7 @@ pub struct AuditHead {
 }
 
 impl AuditHead {
-    fn genesis() -> AuditHead {
+    pub(crate) fn genesis() -> AuditHead {
         AuditHead {
             seq: 0,
             hash: GENESIS_HASH.to_string(),
@@ -211,34 +210,6 @@ pub fn canonical_bytes(seq: u64, entry: &AuditEntry, prev_hash: &str) -> Vec<u8>
     optional(&mut out, entry.after.as_ref());
     field(&mut out, prev_hash);
     out
-}
-
-pub(crate) fn append(tx: &mut Tx<'_>, entry: AuditEntry) -> Result<AuditReceipt, TxError> {
-    entry.validate()?;
-    let head: AuditHead = tx
-        .get(Keyspace::Meta, META_AUDIT_HEAD)?
-        .unwrap_or_else(AuditHead::genesis);
-    let seq = head
-        .seq
-        .checked_add(1)
-        .ok_or_else(|| StoreError::Invalid("audit sequence exhausted".into()))?;
-    let mut record = AuditRecord {
-        seq,
-        entry,
-        prev_hash: head.hash,
-        hash: String::new(),
-    };
-    record.hash = record.computed_hash();
-    tx.put_internal(Keyspace::Audit, &seq.to_be_bytes(), &record)?;
-    let new_head = AuditHead {
-        seq,
-        hash: record.hash.clone(),
-    };
-    tx.put_internal(Keyspace::Meta, META_AUDIT_HEAD, &new_head)?;
-    Ok(AuditReceipt {
-        seq,
-        hash: record.hash,
-    })
 }
 
 impl Store {

@@ -18,7 +18,7 @@
 //! transaction and move them in. Propagate every [`TxError`] with `?` (never swallow one): it
 //! may be the engine's request to retry.
 
-use super::audit::{self, AuditEntry, AuditReceipt};
+use super::audit::{AuditEntry, AuditHead, AuditReceipt, AuditRecord, META_AUDIT_HEAD};
 use super::{Keyspace, Store, StoreError, codec};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -225,7 +225,31 @@ impl Tx<'_> {
     /// Appends `entry` to the audit log in this transaction: it commits or aborts with the
     /// rest. See [`AuditEntry`] for what must never go into an entry.
     pub fn audit(&mut self, entry: AuditEntry) -> Result<AuditReceipt, TxError> {
-        audit::append(self, entry)
+        entry.validate()?;
+        let head: AuditHead = self
+            .get(Keyspace::Meta, META_AUDIT_HEAD)?
+            .unwrap_or_else(AuditHead::genesis);
+        let seq = head
+            .seq
+            .checked_add(1)
+            .ok_or_else(|| StoreError::Invalid("audit sequence exhausted".into()))?;
+        let mut record = AuditRecord {
+            seq,
+            entry,
+            prev_hash: head.hash,
+            hash: String::new(),
+        };
+        record.hash = record.computed_hash();
+        self.put_internal(Keyspace::Audit, &seq.to_be_bytes(), &record)?;
+        let new_head = AuditHead {
+            seq,
+            hash: record.hash.clone(),
+        };
+        self.put_internal(Keyspace::Meta, META_AUDIT_HEAD, &new_head)?;
+        Ok(AuditReceipt {
+            seq,
+            hash: record.hash,
+        })
     }
 
     pub(crate) fn put_internal<T: Serialize + ?Sized>(

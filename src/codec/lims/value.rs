@@ -410,9 +410,26 @@ pub(crate) fn parse_quantity(s: &str) -> Result<Decimal, Rule> {
     crate::domain::rules::measure::parse(&canonical).map_err(|_| Rule::InvalidDecimal)
 }
 
+/// A date of a LIMS document as the calendar's civil date.
+impl From<Date> for crate::domain::calendar::Date {
+    fn from(d: Date) -> crate::domain::calendar::Date {
+        crate::domain::calendar::Date::from_days_since_epoch(d.days_since_epoch())
+            .expect("a LIMS date (years 1-9999) is within the calendar's range")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lims_dates_convert_to_calendar_dates() {
+        let l = Date::new(2026, 7, 4).unwrap();
+        assert_eq!(
+            crate::domain::calendar::Date::from(l),
+            crate::domain::calendar::Date::new(2026, 7, 4).unwrap()
+        );
+    }
     use std::str::FromStr;
 
     #[test]
