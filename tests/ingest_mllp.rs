@@ -310,9 +310,49 @@ fn a_reused_control_id_with_other_results_is_refused_not_acknowledged() {
     let ack = send(a, &other).unwrap();
     assert_eq!(ack_code(&ack), "AE", "{ack}");
     assert!(ack.contains("ERR|"), "{ack}");
+    // A precise refusal (HL7 table 0357 code 205, duplicate key), never "not stored durably;
+    // send again" (207), which would make the analyzer resend it forever.
+    assert!(
+        ack.contains(
+            "message control id already used for different results; not stored; do not resend"
+        ),
+        "{ack}"
+    );
+    assert!(
+        ack.contains("|205^Duplicate key identifier^HL70357|"),
+        "{ack}"
+    );
+    assert!(!ack.contains("send again"), "{ack}");
     assert!(
         d.specimen("SPR-B").is_none(),
         "nothing stored for the reused id"
+    );
+    let (_, metrics) = d.get("/metrics", None);
+    let value = |name: &str, label: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name) && l.contains(label))
+            .and_then(|l| l.rsplit(' ').next())
+            .map(|v| v.to_string())
+    };
+    assert_eq!(
+        value(
+            "custodian_messages_reused_control_id_total",
+            "analyzer=\"lab\""
+        )
+        .as_deref(),
+        Some("1"),
+        "{metrics}"
+    );
+    assert_eq!(
+        value("custodian_quarantined_total", "source=\"lab\"").as_deref(),
+        Some("1"),
+        "{metrics}"
+    );
+    assert_eq!(
+        value("custodian_messages_not_durable_total", "analyzer=\"lab\""),
+        None,
+        "{metrics}"
     );
     assert_eq!(
         d.specimen("SPR-A").unwrap()["results"]

@@ -32,6 +32,12 @@ pub const METRICS: &[(&str, &str, &str, &str)] = &[
         "messages answered AE because the store could not make them durable",
     ),
     (
+        "custodian_messages_reused_control_id_total",
+        "counter",
+        "messages",
+        "messages refused (AE, quarantined) because the analyzer reused an MSH-10 for different results; not a storage failure",
+    ),
+    (
         "custodian_analyzer_connections",
         "gauge",
         "connections",

@@ -53,6 +53,10 @@ impl From<CommitError<ChangeErrorOrUnknown>> for IngestError {
             CommitError::Aborted(ChangeErrorOrUnknown::UnknownSpecimen) => {
                 IngestError::UnknownSpecimen
             }
+            // A refusal, not a storage failure: never "not durable; send again".
+            CommitError::Aborted(ChangeErrorOrUnknown::ReusedControlId) => {
+                IngestError::ReusedControlId
+            }
             other => IngestError::NotDurable(other.to_string()),
         }
     }
@@ -440,4 +444,19 @@ fn quarantine_key(now: u64, r: &QuarantineRecord) -> Vec<u8> {
 
 fn short(s: &str) -> String {
     s.chars().take(64).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reused control id aborts the transaction as a refusal; it must never be reported as a
+    /// storage failure (the analyzer would resend it forever and IT would look at the disk).
+    #[test]
+    fn a_reused_control_id_is_a_refusal_not_a_storage_failure() {
+        let e = IngestError::from(CommitError::Aborted(ChangeErrorOrUnknown::ReusedControlId));
+        assert!(matches!(e, IngestError::ReusedControlId), "{e:?}");
+        let e = IngestError::from(CommitError::Aborted(ChangeErrorOrUnknown::UnknownSpecimen));
+        assert!(matches!(e, IngestError::UnknownSpecimen), "{e:?}");
+    }
 }

@@ -249,7 +249,7 @@ impl AnalyzerHandler {
                     Some(ErrorDetail::new(
                         ErrorCode::DuplicateKeyIdentifier,
                         None,
-                        "message control id already used for different results; send it with a new MSH-10",
+                        "message control id already used for different results; not stored; do not resend",
                     )),
                 )
             }
