@@ -228,7 +228,8 @@ impl ParseError {
             | ParseError::WrongSegmentSeparator { .. }
             | ParseError::EmptySegment { .. }
             | ParseError::BadSegmentId { .. }
-            | ParseError::UnexpectedMsh { .. } => ErrorCode::SegmentSequenceError,
+            | ParseError::UnexpectedMsh { .. }
+            | ParseError::Truncated { .. } => ErrorCode::SegmentSequenceError,
             ParseError::BadFieldSeparator
             | ParseError::BadEncodingCharacters
             | ParseError::TruncationCharacter
