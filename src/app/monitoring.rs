@@ -349,6 +349,32 @@ pub async fn run(
 mod tests {
     use super::*;
 
+    /// The README's metrics table is this list: every metric exported is documented there with
+    /// its kind and unit, and the table names nothing that is not exported.
+    #[test]
+    fn readme_metrics_table_is_the_metrics_list() {
+        let readme = include_str!("../../README.md");
+        let rows: Vec<Vec<&str>> = readme
+            .lines()
+            .filter(|l| l.starts_with("| `custodian_"))
+            .map(|l| l.split('|').map(str::trim).collect())
+            .collect();
+        for (name, kind, unit, _) in METRICS {
+            let row = rows
+                .iter()
+                .find(|r| r[1] == format!("`{name}`"))
+                .unwrap_or_else(|| panic!("{name} is not in the README's metrics table"));
+            assert_eq!((row[2], row[3]), (*kind, *unit), "{name}");
+        }
+        for r in &rows {
+            let name = r[1].trim_matches('`');
+            assert!(
+                METRICS.iter().any(|(n, ..)| *n == name),
+                "the README documents {name}, which is not exported"
+            );
+        }
+    }
+
     #[test]
     fn samples_an_empty_store() {
         let d = tempfile::tempdir().unwrap();
