@@ -707,6 +707,41 @@ pub async fn apply_request(
     map_commit(r)
 }
 
+/// Who recorded a request, how it came, and (from the LIMS) its dedupe key and raw bytes.
+struct Provenance<'r> {
+    actor: String,
+    via: String,
+    dedupe: Option<(Vec<u8>, &'r [u8])>,
+}
+
+/// The provenance of a request; `None` when the LIMS document was already recorded.
+fn provenance<'r>(
+    tx: &mut Tx<'_>,
+    channel: &'r Channel,
+) -> Result<Option<Provenance<'r>>, Abort<LifecycleError>> {
+    Ok(Some(match channel {
+        Channel::Lims { document, raw } => {
+            let dkey = store::dedupe_key("lims", &crate::custody::document_key(document, raw))?;
+            if tx.contains_key(Keyspace::Dedupe, &dkey)? {
+                return Ok(None);
+            }
+            Provenance {
+                actor: "lims".to_string(),
+                via: short(&format!("lims:{document}"), 200),
+                dedupe: Some((dkey, raw)),
+            }
+        }
+        Channel::Admin { user } => Provenance {
+            actor: short(&format!("user:{user}"), 64),
+            via: "admin".to_string(),
+            dedupe: None,
+        },
+    }))
+}
+
+/// Records one written request: applies it to the specimen record (one function per kind),
+/// notes it in the record's request list, and writes the audit entry and (from the LIMS) the
+/// dedupe mark, all in the caller's transaction.
 fn request_tx(
     tx: &mut Tx<'_>,
     s: &Settings,
@@ -714,23 +749,8 @@ fn request_tx(
     channel: &Channel,
     now_ms: u64,
 ) -> Result<RequestOutcome, Abort<LifecycleError>> {
-    let (actor, via, dedupe) = match channel {
-        Channel::Lims { document, raw } => {
-            let dkey = store::dedupe_key("lims", &crate::custody::document_key(document, raw))?;
-            if tx.contains_key(Keyspace::Dedupe, &dkey)? {
-                return Ok(RequestOutcome::Duplicate);
-            }
-            (
-                "lims".to_string(),
-                short(&format!("lims:{document}"), 200),
-                Some((dkey, raw)),
-            )
-        }
-        Channel::Admin { user } => (
-            short(&format!("user:{user}"), 64),
-            "admin".to_string(),
-            None,
-        ),
+    let Some(from) = provenance(tx, channel)? else {
+        return Ok(RequestOutcome::Duplicate);
     };
     let id = req.specimen_id.as_str();
     let Some(mut rec) = tx.get::<SpecimenRecord>(Keyspace::Specimens, id.as_bytes())? else {
@@ -740,122 +760,47 @@ fn request_tx(
         return Err(Abort::Domain(LifecycleError::UnknownSpecimen));
     }
     let before = rec.state;
-    let not_reported = || {
-        refused(
-            "the specimen's result has not been released: its retention starts when it is reported (40.99(a))",
-        )
-    };
     let result = match &req.kind {
         RequestKind::RetentionExtension {
             requester,
             subject,
             until,
         } => {
-            let r = rec.lifecycle.retention.as_mut().ok_or_else(not_reported)?;
-            r.request(
-                RetentionRequest {
-                    requester: *requester,
-                    subject: *subject,
-                    document_ref: req.document_ref.clone(),
-                    received_at_ms: req.received_at_ms,
-                    until: *until,
-                },
-                &s.retention,
-            )
-            .map_err(refused)?;
-            refresh_retention(tx, &mut rec, s, now_ms)?;
-            retention_view(&rec, s).unwrap_or_default()
+            let ask = RetentionRequest {
+                requester: *requester,
+                subject: *subject,
+                document_ref: req.document_ref.clone(),
+                received_at_ms: req.received_at_ms,
+                until: *until,
+            };
+            retention_extension(tx, &mut rec, s, ask, now_ms)?
         }
         RequestKind::RetentionRelease {
             requester,
             request_ref,
         } => {
-            let r = rec.lifecycle.retention.as_mut().ok_or_else(not_reported)?;
-            r.release(RetentionRelease {
+            let release = RetentionRelease {
                 requester: *requester,
                 document_ref: req.document_ref.clone(),
                 request_ref: request_ref.clone(),
                 received_at_ms: req.received_at_ms,
-            })
-            .map_err(refused)?;
-            refresh_retention(tx, &mut rec, s, now_ms)?;
-            retention_view(&rec, s).unwrap_or_default()
+            };
+            retention_release(tx, &mut rec, s, release, now_ms)?
         }
-        RequestKind::Quantitation => {
-            if rec.release.is_some() {
-                return Err(refused(
-                    "the result was already released: a request for quantitation (40.97(e)) applies before the report; a corrected report would be needed",
-                ));
-            }
-            rec.mro_requested_quantitation = true;
-            rec.reevaluate(&s.profiles, &s.default_profile)
-                .map_err(refused)?;
-            serde_json::json!({
-                "specimen_id": id,
-                "mro_requested_quantitation": true,
-                "state": rec.state.key(),
-            })
-        }
+        RequestKind::Quantitation => quantitation(&mut rec, s)?,
         RequestKind::SplitTest { second_laboratory } => {
-            if rec.release.is_none() {
-                return Err(refused(split::SplitError::NotReported));
-            }
-            let name = rec.profile_name(&s.default_profile).to_string();
-            let profile = s
-                .profiles
-                .get(&name)
-                .ok_or_else(|| refused(format!("rule profile `{name}` is not loaded")))?;
             let request = SplitRequest {
                 document_ref: req.document_ref.clone(),
                 received_at_ms: req.received_at_ms,
                 second_laboratory: second_laboratory.clone(),
             };
-            let previous = rec.lifecycle.split.as_ref().map(|x| &x.disposition);
-            let d = crate::domain::split_request::handle_request(
-                &rec,
-                profile,
-                &s.laboratory,
-                &request,
-                &[],
-                previous,
-                now_ms,
-            )
-            .map_err(refused)?;
-            if let (Some(at), Some(r)) = (d.shipped_at_ms(), rec.lifecycle.retention.as_mut()) {
-                r.split_shipped(at).map_err(refused)?;
-            }
-            let out = serde_json::to_value(&d).unwrap_or_default();
-            rec.lifecycle.split = Some(SplitRecord {
-                request,
-                disposition: d,
-            });
-            refresh_retention(tx, &mut rec, s, now_ms)?;
-            out
+            split_test(tx, &mut rec, s, request, now_ms)?
         }
         RequestKind::AdulterantRetest {
             cite,
             remark,
             substances,
         } => {
-            if !matches!(
-                rec.lifecycle.split.as_ref().map(|x| &x.disposition),
-                Some(SplitDisposition::Forwarded(_))
-            ) {
-                return Err(refused(
-                    "no Bottle B of this specimen was forwarded to a second laboratory: a request to test the primary for the split's adulterant (40.187(f)) follows a split test",
-                ));
-            }
-            if let Some(prev) = &rec.lifecycle.adulterant_retest {
-                return Err(refused(format!(
-                    "the request to test the primary for the split's adulterant was already recorded under document `{}`",
-                    prev.document_ref
-                )));
-            }
-            let name = rec.profile_name(&s.default_profile).to_string();
-            let profile = s
-                .profiles
-                .get(&name)
-                .ok_or_else(|| refused(format!("rule profile `{name}` is not loaded")))?;
             let request = split::PrimaryRetestRequest {
                 document_ref: req.document_ref.clone(),
                 received_at_ms: req.received_at_ms,
@@ -868,13 +813,7 @@ fn request_tx(
                     substances: substances.clone(),
                 },
             };
-            // Checks the request against the profile (a known 40.95 criterion) before
-            // recording it.
-            split::retest_primary(profile, id, &request, None).map_err(refused)?;
-            rec.lifecycle.adulterant_retest = Some(request);
-            adulterant_retest_view(&rec, s)
-                .map_err(refused)?
-                .unwrap_or_default()
+            adulterant_retest(&mut rec, s, request)?
         }
     };
     rec.lifecycle.requests.push(RecordedRequest {
@@ -882,7 +821,7 @@ fn request_tx(
         kind: req.kind.key().to_string(),
         received_at_ms: req.received_at_ms,
         recorded_by: req.recorded_by.clone(),
-        via,
+        via: from.via,
     });
     rec.updated_at_ms = now_ms;
     put_state(tx, id, before, &rec)?;
@@ -896,15 +835,145 @@ fn request_tx(
         });
     }
     tx.audit(
-        AuditEntry::new(now_ms, actor, "written_request", id)
+        AuditEntry::new(now_ms, from.actor, "written_request", id)
             .before(before.key())
             .after(short(&what, store::MAX_SUMMARY_LEN)),
     )?;
-    if let Some((dkey, raw)) = dedupe {
+    if let Some((dkey, raw)) = from.dedupe {
         tx.put_raw_bytes(Keyspace::Raw, &dkey, raw)?;
         tx.put(Keyspace::Dedupe, &dkey, &now_ms)?;
     }
     Ok(RequestOutcome::Recorded(result))
+}
+
+fn not_reported() -> Abort<LifecycleError> {
+    refused(
+        "the specimen's result has not been released: its retention starts when it is reported (40.99(a))",
+    )
+}
+
+/// A written request to keep a specimen or records longer (40.99(c), 40.109(b)).
+fn retention_extension(
+    tx: &mut Tx<'_>,
+    rec: &mut SpecimenRecord,
+    s: &Settings,
+    ask: RetentionRequest,
+    now_ms: u64,
+) -> Result<serde_json::Value, Abort<LifecycleError>> {
+    let r = rec.lifecycle.retention.as_mut().ok_or_else(not_reported)?;
+    r.request(ask, &s.retention).map_err(refused)?;
+    refresh_retention(tx, rec, s, now_ms)?;
+    Ok(retention_view(rec, s).unwrap_or_default())
+}
+
+/// A written release of an earlier extension.
+fn retention_release(
+    tx: &mut Tx<'_>,
+    rec: &mut SpecimenRecord,
+    s: &Settings,
+    release: RetentionRelease,
+    now_ms: u64,
+) -> Result<serde_json::Value, Abort<LifecycleError>> {
+    let r = rec.lifecycle.retention.as_mut().ok_or_else(not_reported)?;
+    r.release(release).map_err(refused)?;
+    refresh_retention(tx, rec, s, now_ms)?;
+    Ok(retention_view(rec, s).unwrap_or_default())
+}
+
+/// The MRO's request for quantitative values (40.97(e)), before the report.
+fn quantitation(
+    rec: &mut SpecimenRecord,
+    s: &Settings,
+) -> Result<serde_json::Value, Abort<LifecycleError>> {
+    if rec.release.is_some() {
+        return Err(refused(
+            "the result was already released: a request for quantitation (40.97(e)) applies before the report; a corrected report would be needed",
+        ));
+    }
+    rec.mro_requested_quantitation = true;
+    rec.reevaluate(&s.profiles, &s.default_profile)
+        .map_err(refused)?;
+    Ok(serde_json::json!({
+        "specimen_id": rec.specimen_id,
+        "mro_requested_quantitation": true,
+        "state": rec.state.key(),
+    }))
+}
+
+/// The rule profile the specimen was judged by.
+fn profile_of<'s>(
+    rec: &SpecimenRecord,
+    s: &'s Settings,
+) -> Result<&'s crate::domain::rules::Profile, Abort<LifecycleError>> {
+    let name = rec.profile_name(&s.default_profile).to_string();
+    s.profiles
+        .get(&name)
+        .ok_or_else(|| refused(format!("rule profile `{name}` is not loaded")))
+}
+
+/// The MRO's split-specimen request (40.171(c)): the forwarding package, or the report that
+/// Bottle B is unavailable; shipping stops the split's retention (40.99(d)).
+fn split_test(
+    tx: &mut Tx<'_>,
+    rec: &mut SpecimenRecord,
+    s: &Settings,
+    request: SplitRequest,
+    now_ms: u64,
+) -> Result<serde_json::Value, Abort<LifecycleError>> {
+    if rec.release.is_none() {
+        return Err(refused(split::SplitError::NotReported));
+    }
+    let profile = profile_of(rec, s)?;
+    let previous = rec.lifecycle.split.as_ref().map(|x| &x.disposition);
+    let d = crate::domain::split_request::handle_request(
+        rec,
+        profile,
+        &s.laboratory,
+        &request,
+        &[],
+        previous,
+        now_ms,
+    )
+    .map_err(refused)?;
+    if let (Some(at), Some(r)) = (d.shipped_at_ms(), rec.lifecycle.retention.as_mut()) {
+        r.split_shipped(at).map_err(refused)?;
+    }
+    let out = serde_json::to_value(&d).unwrap_or_default();
+    rec.lifecycle.split = Some(SplitRecord {
+        request,
+        disposition: d,
+    });
+    refresh_retention(tx, rec, s, now_ms)?;
+    Ok(out)
+}
+
+/// The MRO's request that the primary be tested for the split's adulterant (40.187(f)(4)).
+fn adulterant_retest(
+    rec: &mut SpecimenRecord,
+    s: &Settings,
+    request: split::PrimaryRetestRequest,
+) -> Result<serde_json::Value, Abort<LifecycleError>> {
+    if !matches!(
+        rec.lifecycle.split.as_ref().map(|x| &x.disposition),
+        Some(SplitDisposition::Forwarded(_))
+    ) {
+        return Err(refused(
+            "no Bottle B of this specimen was forwarded to a second laboratory: a request to test the primary for the split's adulterant (40.187(f)) follows a split test",
+        ));
+    }
+    if let Some(prev) = &rec.lifecycle.adulterant_retest {
+        return Err(refused(format!(
+            "the request to test the primary for the split's adulterant was already recorded under document `{}`",
+            prev.document_ref
+        )));
+    }
+    let profile = profile_of(rec, s)?;
+    // Checks the request against the profile (a known 40.95 criterion) before recording it.
+    split::retest_primary(profile, &rec.specimen_id, &request, None).map_err(refused)?;
+    rec.lifecycle.adulterant_retest = Some(request);
+    Ok(adulterant_retest_view(rec, s)
+        .map_err(refused)?
+        .unwrap_or_default())
 }
 
 /// The laboratory confirms it discarded an item (refused unless it may be discarded now).
