@@ -588,7 +588,7 @@ fn release_status(e: &crate::custody::release::ReleaseError) -> u16 {
         UnknownSpecimen => 404,
         UnknownReport => 404,
         NotReady(_) | MroNotInDirectory(_) | NotNegative(_) | NoReason | NoDocument
-        | Superseded(_) | NothingToCorrect => 409,
+        | Superseded(_) | NothingToCorrect | ReportIdInUse(_) => 409,
         Report(_) | BadCorrection(_) => 422,
         Signing(_) | NotDurable(_) => 503,
     }

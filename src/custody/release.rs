@@ -54,6 +54,10 @@ pub enum ReleaseError {
     Signing(String),
     #[error("not stored durably: {0}")]
     NotDurable(String),
+    /// The new report's id is already taken (two releases in the same millisecond): nothing
+    /// was stored; the release may be tried again. Not a storage failure.
+    #[error("report id {0} is already in use; nothing was stored; try the release again")]
+    ReportIdInUse(String),
     #[error("a reason is required")]
     NoReason,
     #[error("no such report")]
@@ -314,9 +318,7 @@ impl Releaser {
                         .get::<StoredReport>(Keyspace::Reports, new_id.as_bytes())?
                         .is_some()
                     {
-                        return Err(Abort::Domain(ReleaseError::NotDurable(
-                            "report id already in use; try again".into(),
-                        )));
+                        return Err(Abort::Domain(ReleaseError::ReportIdInUse(new_id)));
                     }
                     let rel = report::Release {
                         report_id: new_id.clone(),

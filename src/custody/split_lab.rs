@@ -412,6 +412,10 @@ pub enum ReleaseError {
     Signing(String),
     #[error("not stored durably: {0}")]
     NotDurable(String),
+    /// The new report's id is already taken (two releases in the same millisecond): nothing
+    /// was stored; the release may be tried again. Not a storage failure.
+    #[error("report id {0} is already in use; nothing was stored; try the release again")]
+    ReportIdInUse(String),
 }
 
 impl ReleaseError {
@@ -420,7 +424,8 @@ impl ReleaseError {
             ReleaseError::Unknown => 404,
             ReleaseError::Pending(_)
             | ReleaseError::AlreadyReleased(_)
-            | ReleaseError::MroNotInDirectory(_) => 409,
+            | ReleaseError::MroNotInDirectory(_)
+            | ReleaseError::ReportIdInUse(_) => 409,
             ReleaseError::Report(_) => 422,
             ReleaseError::Signing(_) | ReleaseError::NotDurable(_) => 503,
         }
@@ -502,9 +507,7 @@ pub async fn release(
                     .get::<StoredReport>(Keyspace::Reports, report_id.as_bytes())?
                     .is_some()
                 {
-                    return Err(refuse(ReleaseError::NotDurable(
-                        "report id already in use; try again".into(),
-                    )));
+                    return Err(refuse(ReleaseError::ReportIdInUse(report_id)));
                 }
                 let mut rel = SplitRelease {
                     report_id: report_id.clone(),
