@@ -143,7 +143,11 @@ mod tests {
         // Let the first run panic: the task is down, restart pending.
         for _ in 0..50 {
             tokio::task::yield_now().await;
-            if health.tasks().get("mro_sender MRO-1").is_some_and(|t| !t.up) {
+            if health
+                .tasks()
+                .get("mro_sender MRO-1")
+                .is_some_and(|t| !t.up)
+            {
                 break;
             }
         }

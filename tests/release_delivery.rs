@@ -329,15 +329,30 @@ fn no_answer_of_an_mro_stops_delivery() {
     generate_key(&cfg);
     let d = Daemon::start(dir.path());
     prepare_positive(&d, "SPEC-U1");
-    let (s, body) = post(&d, "/api/review/SPEC-U1/release", Some(TOKEN), serde_json::json!({}));
+    let (s, body) = post(
+        &d,
+        "/api/review/SPEC-U1/release",
+        Some(TOKEN),
+        serde_json::json!({}),
+    );
     assert_eq!(s, 200, "{body}");
     let first: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let first = first["released"][0]["report_id"].as_str().unwrap().to_string();
+    let first = first["released"][0]["report_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     wait_until("the first report delivered", || {
         delivery_of(&d, &first)["status"] == "delivered"
     });
-    let receipt_kept = delivery_of(&d, &first)["receipt"].as_str().unwrap().to_string();
-    assert_eq!(receipt_kept, "a".repeat(4095), "cut before the split character");
+    let receipt_kept = delivery_of(&d, &first)["receipt"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        receipt_kept,
+        "a".repeat(4095),
+        "cut before the split character"
+    );
     let (s, health) = d.get("/healthz", None);
     assert_eq!((s, health.as_str()), (200, "ok\n"));
 
@@ -352,10 +367,18 @@ fn no_answer_of_an_mro_stops_delivery() {
         );
     }
     prepare_positive(&d, "SPEC-U2");
-    let (s, body) = post(&d, "/api/review/SPEC-U2/release", Some(TOKEN), serde_json::json!({}));
+    let (s, body) = post(
+        &d,
+        "/api/review/SPEC-U2/release",
+        Some(TOKEN),
+        serde_json::json!({}),
+    );
     assert_eq!(s, 200, "{body}");
     let second: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let second = second["released"][0]["report_id"].as_str().unwrap().to_string();
+    let second = second["released"][0]["report_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     wait_until("the second report delivered", || {
         delivery_of(&d, &second)["status"] == "delivered"
     });
@@ -364,7 +387,9 @@ fn no_answer_of_an_mro_stops_delivery() {
     let statuses: Vec<u16> = tries.iter().map(|r| r.answered.unwrap().0).collect();
     assert_eq!(statuses, vec![429, 408, 425, 503, 201]);
     // Retry-After: 1 was honoured before the second try.
-    let waited = tries[1].arrived.duration_since(tries[0].answered.unwrap().1);
+    let waited = tries[1]
+        .arrived
+        .duration_since(tries[0].answered.unwrap().1);
     assert!(waited >= Duration::from_millis(900), "{waited:?}");
     let (s, status) = d.get(&format!("/api/reports/{second}"), Some(VIEWER_TOKEN));
     assert_eq!(s, 200);

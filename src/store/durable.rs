@@ -381,17 +381,28 @@ mod tests {
                 .unwrap()
                 .map(|e| e.unwrap().path())
                 .collect();
-            assert_eq!(new_blobs.len(), usize::from(round) + 1, "a blob per large value");
+            assert_eq!(
+                new_blobs.len(),
+                usize::from(round) + 1,
+                "a blob per large value"
+            );
             let flush = store.flush_durable().unwrap();
             let trace = store.last_sync_trace();
-            let log = trace.iter().position(|s| *s == SyncStep::Log).expect("log fsynced");
+            let log = trace
+                .iter()
+                .position(|s| *s == SyncStep::Log)
+                .expect("log fsynced");
             let blob_steps: Vec<usize> = trace
                 .iter()
                 .enumerate()
                 .filter(|(_, s)| matches!(s, SyncStep::Blob(_)))
                 .map(|(i, _)| i)
                 .collect();
-            assert_eq!(blob_steps.len(), 1, "only the new blob is fsynced: {trace:?}");
+            assert_eq!(
+                blob_steps.len(),
+                1,
+                "only the new blob is fsynced: {trace:?}"
+            );
             assert!(blob_steps[0] < log, "blob after the log: {trace:?}");
             let SyncStep::Blob(path) = &trace[blob_steps[0]] else {
                 unreachable!()
@@ -402,7 +413,10 @@ mod tests {
                 .position(|s| *s == SyncStep::Dir(blobs.clone()))
                 .expect("blobs/ fsynced after a new blob");
             assert!(dir < log, "blobs/ after the log: {trace:?}");
-            assert!(flush.files_synced >= 1 && flush.dirs_synced >= 1, "{flush:?}");
+            assert!(
+                flush.files_synced >= 1 && flush.dirs_synced >= 1,
+                "{flush:?}"
+            );
         }
         // Nothing new: only the log.
         store.flush_durable().unwrap();

@@ -211,7 +211,10 @@ mod tests {
         assert!(text.chars().all(|c| c == '€'));
         // Invalid UTF-8 is replaced, never a panic; short bodies are kept whole.
         assert_eq!(receipt_text(b"ok \xff", 4096), "ok \u{fffd}");
-        assert_eq!(receipt_text(b"{\"received\":true}", 4096), "{\"received\":true}");
+        assert_eq!(
+            receipt_text(b"{\"received\":true}", 4096),
+            "{\"received\":true}"
+        );
         assert_eq!(receipt_text(b"", 4096), "");
     }
 

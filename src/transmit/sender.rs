@@ -62,7 +62,9 @@ pub fn classify(status: u16) -> Verdict {
 pub fn retry_after(value: &str, now_ms: u64) -> Option<Duration> {
     let value = value.trim();
     if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
-        return Some(Duration::from_secs(value.parse::<u64>().unwrap_or(u64::MAX)));
+        return Some(Duration::from_secs(
+            value.parse::<u64>().unwrap_or(u64::MAX),
+        ));
     }
     let at = httpdate::parse_http_date(value).ok()?;
     let at_ms = at
@@ -504,9 +506,17 @@ mod tests {
                 Ok(())
             })
             .unwrap();
-        assert!(store.get::<StoredReport>(Keyspace::Reports, b"R-1").is_err());
+        assert!(
+            store
+                .get::<StoredReport>(Keyspace::Reports, b"R-1")
+                .is_err()
+        );
         run_sender(&client, store.clone(), 300);
-        assert_eq!(queued(&store), 1, "the queue entry of an unreadable report was dropped");
+        assert_eq!(
+            queued(&store),
+            1,
+            "the queue entry of an unreadable report was dropped"
+        );
         assert_eq!(connections.load(Ordering::SeqCst), 0);
 
         // The report missing altogether: still kept (an operator must look), never deleted.
@@ -517,7 +527,11 @@ mod tests {
             })
             .unwrap();
         run_sender(&client, store.clone(), 200);
-        assert_eq!(queued(&store), 1, "the queue entry of a missing report was dropped");
+        assert_eq!(
+            queued(&store),
+            1,
+            "the queue entry of a missing report was dropped"
+        );
 
         // Readable again: it is sent.
         store
