@@ -265,8 +265,41 @@ fn default_max_document() -> usize {
 pub struct Admin {
     /// Address to listen on; keep it on loopback or a management network.
     pub listen: std::net::SocketAddr,
+    /// Most open admin connections; beyond it the longest-waiting idle one is closed, or the
+    /// new one refused when every one is busy answering.
+    #[serde(default = "default_admin_max_connections")]
+    pub max_connections: usize,
+    /// A request head (line and headers) must arrive within this, in seconds, from the
+    /// connection's start or from its first byte after a keep-alive pause.
+    #[serde(default = "default_admin_header_timeout")]
+    pub header_timeout_secs: u64,
+    /// A keep-alive connection with no request, or one with no I/O, is closed after this, in
+    /// seconds.
+    #[serde(default = "default_admin_idle_timeout")]
+    pub idle_timeout_secs: u64,
     #[serde(default, rename = "user")]
     pub users: Vec<crate::admin::auth::UserConfig>,
+}
+
+fn default_admin_max_connections() -> usize {
+    64
+}
+fn default_admin_header_timeout() -> u64 {
+    10
+}
+fn default_admin_idle_timeout() -> u64 {
+    60
+}
+
+impl Admin {
+    /// The connection limits of the admin listener.
+    pub fn limits(&self) -> crate::admin::server::Limits {
+        crate::admin::server::Limits {
+            max_connections: self.max_connections,
+            header_timeout: std::time::Duration::from_secs(self.header_timeout_secs),
+            idle_timeout: std::time::Duration::from_secs(self.idle_timeout_secs),
+        }
+    }
 }
 
 /// The keys that sign reports (see [`crate::signing`]).
@@ -902,6 +935,18 @@ fn validate_analyzers(cfg: &Config, profiles: &ProfileSet, problems: &mut Vec<Pr
     if cfg.lims.max_document_bytes < 1024 {
         problems.push(problem("lims.max_document_bytes", "must be at least 1024"));
     }
+    let a = &cfg.admin;
+    if a.max_connections == 0 {
+        problems.push(problem("admin.max_connections", "must be at least 1"));
+    } else if a.max_connections > 10_000 {
+        problems.push(problem("admin.max_connections", "must be at most 10000"));
+    }
+    if a.header_timeout_secs == 0 {
+        problems.push(problem("admin.header_timeout_secs", "must be at least 1"));
+    }
+    if a.idle_timeout_secs == 0 {
+        problems.push(problem("admin.idle_timeout_secs", "must be at least 1"));
+    }
     if let Err(errs) = crate::admin::auth::Users::from_config(&cfg.admin.users) {
         for (k, p) in errs {
             problems.push(problem(k, p));
@@ -1148,6 +1193,37 @@ keys_dir = "keys"
         let keys: Vec<_> = e.problems.iter().map(|p| p.key.as_str()).collect();
         assert!(keys.contains(&"rules.default_profile"), "{keys:?}");
         assert!(keys.contains(&"laboratory.name"), "{keys:?}");
+    }
+
+    #[test]
+    fn admin_connection_limits_have_defaults_and_are_checked() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write_config(d.path(), GOOD);
+        let (cfg, _) = load_with_env(&p, &[]).unwrap();
+        assert_eq!(cfg.admin.max_connections, 64);
+        assert_eq!(cfg.admin.header_timeout_secs, 10);
+        assert_eq!(cfg.admin.idle_timeout_secs, 60);
+        let body = GOOD.replace(
+            "listen = \"127.0.0.1:0\"",
+            "listen = \"127.0.0.1:0\"\nmax_connections = 0\nheader_timeout_secs = 0\nidle_timeout_secs = 0",
+        );
+        let p = write_config(d.path(), &body);
+        let e = load_with_env(&p, &[]).unwrap_err();
+        let keys: Vec<_> = e.problems.iter().map(|p| p.key.as_str()).collect();
+        for k in [
+            "admin.max_connections",
+            "admin.header_timeout_secs",
+            "admin.idle_timeout_secs",
+        ] {
+            assert!(keys.contains(&k), "{k} not named: {e}");
+        }
+        let body = GOOD.replace(
+            "listen = \"127.0.0.1:0\"",
+            "listen = \"127.0.0.1:0\"\nmax_conns = 3",
+        );
+        let p = write_config(d.path(), &body);
+        let e = load_with_env(&p, &[]).unwrap_err();
+        assert_eq!(e.problems[0].key, "admin.max_conns", "{e}");
     }
 
     #[test]

@@ -334,8 +334,9 @@ async fn run(
     };
     {
         let token = shutdown.clone();
+        let admin_limits = cfg.admin.limits();
         tasks.spawn(async move {
-            if let Err(e) = admin::serve(admin_listener, admin_state, async move {
+            if let Err(e) = admin::serve(admin_listener, admin_state, admin_limits, async move {
                 token.cancelled().await
             })
             .await

@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod server;
 
 use auth::{Permission, User, Users};
 use axum::Router;
@@ -500,7 +501,11 @@ async fn healthz(State(s): State<AdminState>) -> Response {
 async fn readyz(State(s): State<AdminState>) -> Response {
     let down = tasks_down(&s);
     if !down.is_empty() {
-        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready\n{down}")).into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready\n{down}"),
+        )
+            .into_response()
     } else if s.ready.load(Ordering::SeqCst) {
         (StatusCode::OK, "ready\n").into_response()
     } else {
@@ -628,13 +633,13 @@ pub fn router(state: AdminState) -> Router {
         .with_state(state)
 }
 
-/// Serves the admin API until `shutdown` resolves.
+/// Serves the admin API within `limits` (connection cap, header and idle timeouts) until
+/// `shutdown` resolves; requests in progress then finish.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AdminState,
+    limits: server::Limits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    server::serve(listener, router(state), limits, shutdown).await
 }
