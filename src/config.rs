@@ -801,8 +801,8 @@ fn validate(cfg: &Config, problems: &mut Vec<Problem>) {
             problems.push(problem("signing.keys_dir", e.to_string()));
         }
     }
-    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&cfg.log.level) {
-        problems.push(problem("log.level", format!("not a log filter: {e}")));
+    if let Err(e) = check_log_filter(&cfg.log.level) {
+        problems.push(problem("log.level", e));
     }
     if !(-720..=840).contains(&cfg.calendar.utc_offset_minutes) {
         problems.push(problem(
@@ -831,6 +831,43 @@ fn validate(cfg: &Config, problems: &mut Vec<Problem>) {
             ));
         }
     }
+}
+
+/// A `log.level` is a tracing filter (`info`, `warn,custodian=debug`, `custodian::admin=trace`)
+/// that names a level in every directive. tracing's parser takes a bare word that is not a level
+/// (`verbose`, `inf`) as a target to log at `trace` — for a typo that means no log at all — so
+/// such a word is refused here: a target is written `target=level`.
+pub fn check_log_filter(level: &str) -> Result<(), String> {
+    use std::str::FromStr;
+    const LEVELS: &str = "trace, debug, info, warn, error or off";
+    if level.trim().is_empty() {
+        return Err(format!("must name a level ({LEVELS})"));
+    }
+    if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(level) {
+        return Err(format!("not a log filter: {e}"));
+    }
+    let is_level = |w: &str| {
+        !w.is_empty() && tracing_subscriber::filter::LevelFilter::from_str(w.trim()).is_ok()
+    };
+    for d in level.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        // The level is what follows the last `=` outside a span's `[...]`.
+        let outside = d.rfind(']').map(|i| i + 1).unwrap_or(0);
+        match d[outside..].rfind('=') {
+            Some(eq) => {
+                let l = &d[outside + eq + 1..];
+                if !is_level(l) {
+                    return Err(format!("`{d}`: `{l}` is not a level ({LEVELS})"));
+                }
+            }
+            None if is_level(d) => {}
+            None => {
+                return Err(format!(
+                    "`{d}` is not a level ({LEVELS}); to name a target write `{d}=LEVEL`"
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn validate_mros(cfg: &Config, problems: &mut Vec<Problem>) {
@@ -1224,6 +1261,38 @@ keys_dir = "keys"
         let p = write_config(d.path(), &body);
         let e = load_with_env(&p, &[]).unwrap_err();
         assert_eq!(e.problems[0].key, "admin.max_conns", "{e}");
+    }
+
+    #[test]
+    fn log_levels_that_tracing_would_take_as_targets_are_refused() {
+        for ok in [
+            "info",
+            "WARN",
+            "off",
+            "warn,custodian=debug",
+            "custodian::admin=trace,info",
+            "custodian[admin]=debug",
+            "3",
+        ] {
+            assert_eq!(check_log_filter(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            "verbose",
+            "inf",
+            "info,custodian",
+            "custodian=verbose",
+            "custodian=",
+        ] {
+            assert!(check_log_filter(bad).is_err(), "{bad} accepted");
+        }
+        let d = tempfile::tempdir().unwrap();
+        let body = GOOD.replace("level = \"info\"", "level = \"verbose\"");
+        let p = write_config(d.path(), &body);
+        let e = load_with_env(&p, &[]).unwrap_err();
+        assert_eq!(e.problems.len(), 1, "{e}");
+        assert_eq!(e.problems[0].key, "log.level", "{e}");
+        assert!(e.problems[0].problem.contains("verbose"), "{e}");
     }
 
     #[test]

@@ -34,6 +34,7 @@ pub mod lims;
 pub mod mllp;
 pub mod monitoring;
 pub mod operator;
+pub mod output;
 pub mod release;
 pub mod report;
 pub mod retention;
