@@ -378,6 +378,15 @@ enum AuditCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let code = command(cli);
+    if custodian::app::output::failed() {
+        ExitCode::FAILURE
+    } else {
+        code
+    }
+}
+
+fn command(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Run { config } => daemon::main(&config),
         Command::CheckConfig { config } => check_config(&config),
@@ -680,7 +689,7 @@ fn main() -> ExitCode {
                 eprintln!("custodian hash-token: give the token on standard input");
                 return ExitCode::from(2);
             }
-            println!(
+            custodian::outln!(
                 "{}",
                 custodian::admin::auth::hash_token(token.trim_end_matches(['\n', '\r']))
             );
@@ -712,7 +721,7 @@ fn add_business_days(date: Date, n: u32, closures: Option<&std::path::Path>) -> 
     };
     match calendar::Calendar::with_closures(closed).add_business_days(date, n) {
         Some(d) => {
-            println!("{d}");
+            custodian::outln!("{d}");
             ExitCode::SUCCESS
         }
         None => fail(format!(
@@ -736,21 +745,21 @@ fn url_segment(s: &str) -> String {
 fn check_config(path: &std::path::Path) -> ExitCode {
     match config::load(path) {
         Ok((cfg, profiles)) => {
-            println!("configuration {} is valid", path.display());
-            println!("  laboratory: {}", cfg.laboratory.name);
-            println!(
+            custodian::outln!("configuration {} is valid", path.display());
+            custodian::outln!("  laboratory: {}", cfg.laboratory.name);
+            custodian::outln!(
                 "  rule profiles: {} (default {})",
                 profiles.names().collect::<Vec<_>>().join(", "),
                 cfg.rules.default_profile
             );
-            println!("  store: {}", cfg.store.path.display());
+            custodian::outln!("  store: {}", cfg.store.path.display());
             let keys = signing::KeyStore::new(&cfg.signing.keys_dir);
             match keys.active_kid() {
-                Ok(kid) => println!(
+                Ok(kid) => custodian::outln!(
                     "  signing keys: {} (active {kid})",
                     cfg.signing.keys_dir.display()
                 ),
-                Err(e) => println!("  signing keys: {e}"),
+                Err(e) => custodian::outln!("  signing keys: {e}"),
             }
             ExitCode::SUCCESS
         }
@@ -796,6 +805,8 @@ fn evaluate(
     match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(2),
+        // The reader went away (`| head -1`): stop quietly.
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("custodian evaluate: {e}");
             ExitCode::from(2)
@@ -826,7 +837,7 @@ fn keys(command: &KeysCommand, dir: Option<PathBuf>, config_path: &std::path::Pa
     };
     match printed {
         Ok(text) => {
-            print!("{text}");
+            custodian::out!("{text}");
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -866,7 +877,7 @@ fn verify(file: &std::path::Path, key: &std::path::Path) -> ExitCode {
     };
     match serde_json::from_slice::<serde_json::Value>(&payload) {
         Ok(v) if v.is_object() => {
-            println!("{}", String::from_utf8_lossy(&payload));
+            custodian::outln!("{}", String::from_utf8_lossy(&payload));
             ExitCode::SUCCESS
         }
         _ => fail(format!(

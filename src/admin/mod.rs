@@ -5,6 +5,8 @@
 
 pub mod auth;
 pub mod client;
+pub mod refusals;
+pub mod server;
 
 use auth::{Permission, User, Users};
 use axum::Router;
@@ -30,6 +32,16 @@ pub struct AdminState {
     pub lifecycle: Option<Arc<dyn LifecycleApi>>,
     /// Records a refused request in the audit log (who if known, what path, why).
     pub on_refusal: Option<RefusalAudit>,
+    /// Refusals of unknown callers, counted per source and minute: only the first of each and
+    /// a summary reach the audit log. `None`: each goes through `on_refusal`.
+    pub unknown_callers: Option<UnknownCallers>,
+}
+
+/// The counter of unknown callers' refusals and where its entries are audited.
+#[derive(Clone)]
+pub struct UnknownCallers {
+    pub aggregator: Arc<refusals::Aggregator>,
+    pub audit: Arc<dyn Fn(Vec<refusals::Entry>) + Send + Sync>,
 }
 
 /// Records a refusal: the user's name if authenticated, the path, and why.
@@ -165,10 +177,30 @@ pub fn authorize(state: &AdminState, parts: &Parts, need: Permission) -> Result<
     let Some(user) = token.and_then(|t| users.authenticate(t)) else {
         metrics::counter!("custodian_admin_refusals_total", "reason" => "unauthenticated")
             .increment(1);
-        if let Some(audit) = &state.on_refusal {
-            audit(None, parts.uri.path(), "unauthenticated");
+        match &state.unknown_callers {
+            Some(u) => {
+                let peer = parts
+                    .extensions
+                    .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                    .map(|c| c.0.ip());
+                let entries = u.aggregator.refused(peer, parts.uri.path());
+                if entries
+                    .iter()
+                    .any(|e| matches!(e, refusals::Entry::First { .. }))
+                {
+                    tracing::warn!(component = "admin", path = %parts.uri.path(), source = %refusals::source_text(&peer), "request without valid credentials refused (more from this source this minute are counted, not logged)");
+                }
+                if !entries.is_empty() {
+                    (u.audit)(entries);
+                }
+            }
+            None => {
+                if let Some(audit) = &state.on_refusal {
+                    audit(None, parts.uri.path(), "unauthenticated");
+                }
+                tracing::warn!(component = "admin", path = %parts.uri.path(), "request without valid credentials refused");
+            }
         }
-        tracing::warn!(component = "admin", path = %parts.uri.path(), "request without valid credentials refused");
         return Err(Refusal::Unauthenticated);
     };
     if !user.role.may(need) {
@@ -632,13 +664,13 @@ pub fn router(state: AdminState) -> Router {
         .with_state(state)
 }
 
-/// Serves the admin API until `shutdown` resolves.
+/// Serves the admin API within `limits` (connection cap, header and idle timeouts) until
+/// `shutdown` resolves; requests in progress then finish.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AdminState,
+    limits: server::Limits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    server::serve(listener, router(state), limits, shutdown).await
 }

@@ -276,8 +276,41 @@ fn default_max_document() -> usize {
 pub struct Admin {
     /// Address to listen on; keep it on loopback or a management network.
     pub listen: std::net::SocketAddr,
+    /// Most open admin connections; beyond it the longest-waiting idle one is closed, or the
+    /// new one refused when every one is busy answering.
+    #[serde(default = "default_admin_max_connections")]
+    pub max_connections: usize,
+    /// A request head (line and headers) must arrive within this, in seconds, from the
+    /// connection's start or from its first byte after a keep-alive pause.
+    #[serde(default = "default_admin_header_timeout")]
+    pub header_timeout_secs: u64,
+    /// A keep-alive connection with no request, or one with no I/O, is closed after this, in
+    /// seconds.
+    #[serde(default = "default_admin_idle_timeout")]
+    pub idle_timeout_secs: u64,
     #[serde(default, rename = "user")]
     pub users: Vec<crate::admin::auth::UserConfig>,
+}
+
+fn default_admin_max_connections() -> usize {
+    64
+}
+fn default_admin_header_timeout() -> u64 {
+    10
+}
+fn default_admin_idle_timeout() -> u64 {
+    60
+}
+
+impl Admin {
+    /// The connection limits of the admin listener.
+    pub fn limits(&self) -> crate::admin::server::Limits {
+        crate::admin::server::Limits {
+            max_connections: self.max_connections,
+            header_timeout: std::time::Duration::from_secs(self.header_timeout_secs),
+            idle_timeout: std::time::Duration::from_secs(self.idle_timeout_secs),
+        }
+    }
 }
 
 /// The keys that sign reports (see [`crate::trust::signing`]).
@@ -789,8 +822,8 @@ fn validate(cfg: &Config, problems: &mut Vec<Problem>) {
             problems.push(problem("signing.keys_dir", e.to_string()));
         }
     }
-    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&cfg.log.level) {
-        problems.push(problem("log.level", format!("not a log filter: {e}")));
+    if let Err(e) = check_log_filter(&cfg.log.level) {
+        problems.push(problem("log.level", e));
     }
     if !(-720..=840).contains(&cfg.calendar.utc_offset_minutes) {
         problems.push(problem(
@@ -819,6 +852,43 @@ fn validate(cfg: &Config, problems: &mut Vec<Problem>) {
             ));
         }
     }
+}
+
+/// A `log.level` is a tracing filter (`info`, `warn,custodian=debug`, `custodian::admin=trace`)
+/// that names a level in every directive. tracing's parser takes a bare word that is not a level
+/// (`verbose`, `inf`) as a target to log at `trace` — for a typo that means no log at all — so
+/// such a word is refused here: a target is written `target=level`.
+pub fn check_log_filter(level: &str) -> Result<(), String> {
+    use std::str::FromStr;
+    const LEVELS: &str = "trace, debug, info, warn, error or off";
+    if level.trim().is_empty() {
+        return Err(format!("must name a level ({LEVELS})"));
+    }
+    if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(level) {
+        return Err(format!("not a log filter: {e}"));
+    }
+    let is_level = |w: &str| {
+        !w.is_empty() && tracing_subscriber::filter::LevelFilter::from_str(w.trim()).is_ok()
+    };
+    for d in level.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        // The level is what follows the last `=` outside a span's `[...]`.
+        let outside = d.rfind(']').map(|i| i + 1).unwrap_or(0);
+        match d[outside..].rfind('=') {
+            Some(eq) => {
+                let l = &d[outside + eq + 1..];
+                if !is_level(l) {
+                    return Err(format!("`{d}`: `{l}` is not a level ({LEVELS})"));
+                }
+            }
+            None if is_level(d) => {}
+            None => {
+                return Err(format!(
+                    "`{d}` is not a level ({LEVELS}); to name a target write `{d}=LEVEL`"
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn validate_mros(cfg: &Config, problems: &mut Vec<Problem>) {
@@ -922,6 +992,18 @@ fn validate_analyzers(cfg: &Config, profiles: &ProfileSet, problems: &mut Vec<Pr
     }
     if cfg.lims.max_document_bytes < 1024 {
         problems.push(problem("lims.max_document_bytes", "must be at least 1024"));
+    }
+    let a = &cfg.admin;
+    if a.max_connections == 0 {
+        problems.push(problem("admin.max_connections", "must be at least 1"));
+    } else if a.max_connections > 10_000 {
+        problems.push(problem("admin.max_connections", "must be at most 10000"));
+    }
+    if a.header_timeout_secs == 0 {
+        problems.push(problem("admin.header_timeout_secs", "must be at least 1"));
+    }
+    if a.idle_timeout_secs == 0 {
+        problems.push(problem("admin.idle_timeout_secs", "must be at least 1"));
     }
     if let Err(errs) = crate::admin::auth::Users::from_config(&cfg.admin.users) {
         for (k, p) in errs {
@@ -1169,6 +1251,69 @@ keys_dir = "keys"
         let keys: Vec<_> = e.problems.iter().map(|p| p.key.as_str()).collect();
         assert!(keys.contains(&"rules.default_profile"), "{keys:?}");
         assert!(keys.contains(&"laboratory.name"), "{keys:?}");
+    }
+
+    #[test]
+    fn admin_connection_limits_have_defaults_and_are_checked() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write_config(d.path(), GOOD);
+        let (cfg, _) = load_with_env(&p, &[]).unwrap();
+        assert_eq!(cfg.admin.max_connections, 64);
+        assert_eq!(cfg.admin.header_timeout_secs, 10);
+        assert_eq!(cfg.admin.idle_timeout_secs, 60);
+        let body = GOOD.replace(
+            "listen = \"127.0.0.1:0\"",
+            "listen = \"127.0.0.1:0\"\nmax_connections = 0\nheader_timeout_secs = 0\nidle_timeout_secs = 0",
+        );
+        let p = write_config(d.path(), &body);
+        let e = load_with_env(&p, &[]).unwrap_err();
+        let keys: Vec<_> = e.problems.iter().map(|p| p.key.as_str()).collect();
+        for k in [
+            "admin.max_connections",
+            "admin.header_timeout_secs",
+            "admin.idle_timeout_secs",
+        ] {
+            assert!(keys.contains(&k), "{k} not named: {e}");
+        }
+        let body = GOOD.replace(
+            "listen = \"127.0.0.1:0\"",
+            "listen = \"127.0.0.1:0\"\nmax_conns = 3",
+        );
+        let p = write_config(d.path(), &body);
+        let e = load_with_env(&p, &[]).unwrap_err();
+        assert_eq!(e.problems[0].key, "admin.max_conns", "{e}");
+    }
+
+    #[test]
+    fn log_levels_that_tracing_would_take_as_targets_are_refused() {
+        for ok in [
+            "info",
+            "WARN",
+            "off",
+            "warn,custodian=debug",
+            "custodian::admin=trace,info",
+            "custodian[admin]=debug",
+            "3",
+        ] {
+            assert_eq!(check_log_filter(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            "verbose",
+            "inf",
+            "info,custodian",
+            "custodian=verbose",
+            "custodian=",
+        ] {
+            assert!(check_log_filter(bad).is_err(), "{bad} accepted");
+        }
+        let d = tempfile::tempdir().unwrap();
+        let body = GOOD.replace("level = \"info\"", "level = \"verbose\"");
+        let p = write_config(d.path(), &body);
+        let e = load_with_env(&p, &[]).unwrap_err();
+        assert_eq!(e.problems.len(), 1, "{e}");
+        assert_eq!(e.problems[0].key, "log.level", "{e}");
+        assert!(e.problems[0].problem.contains("verbose"), "{e}");
     }
 
     #[test]

@@ -32,8 +32,11 @@ use tracing::{error, info, warn};
 pub fn init_logging(level: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_new(level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    // Colours only for a person at a terminal: journald and log files get plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
@@ -304,6 +307,41 @@ async fn run(
         let clock = clock.clone();
         tasks.spawn(async move { outbox_gauges(store, clock, mro_ids, token).await });
     }
+    // Unknown callers' refusals: counted per source and minute, audited as a first entry and a
+    // summary; the closed windows are written every few seconds, the open one at shutdown.
+    let unknown_callers = {
+        let aggregator = Arc::new(admin::refusals::Aggregator::new(
+            clock.clone(),
+            admin::refusals::WINDOW_MS,
+            admin::refusals::MAX_SOURCES,
+        ));
+        {
+            let token = shutdown.clone();
+            let committer = committer.clone();
+            let aggregator = aggregator.clone();
+            tasks.spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = token.cancelled() => {
+                            audit_unknown_callers(&committer, aggregator.drain()).await;
+                            return;
+                        }
+                        _ = tokio::time::sleep(Duration::from_secs(5)) => {
+                            audit_unknown_callers(&committer, aggregator.closed()).await;
+                        }
+                    }
+                }
+            });
+        }
+        let committer = committer.clone();
+        admin::UnknownCallers {
+            aggregator,
+            audit: Arc::new(move |entries| {
+                let committer = committer.clone();
+                tokio::spawn(async move { audit_unknown_callers(&committer, entries).await });
+            }),
+        }
+    };
 
     let api: Arc<dyn Api> = Arc::new(StoreApi {
         store: store.clone(),
@@ -329,11 +367,13 @@ async fn run(
             }),
         })),
         on_refusal: Some(on_refusal),
+        unknown_callers: Some(unknown_callers),
     };
     {
         let token = shutdown.clone();
+        let admin_limits = cfg.admin.limits();
         tasks.spawn(async move {
-            if let Err(e) = admin::serve(admin_listener, admin_state, async move {
+            if let Err(e) = admin::serve(admin_listener, admin_state, admin_limits, async move {
                 token.cancelled().await
             })
             .await
@@ -421,6 +461,82 @@ async fn run(
     let _ = std::fs::remove_file(runtime_file(&cfg.store.path));
     info!(component = "daemon", "stopped cleanly");
     Ok(())
+}
+
+/// Writes the audit entries of unknown callers' refusals (firsts of a source and minute, the
+/// summaries of the rest) in one transaction.
+async fn audit_unknown_callers(committer: &GroupCommitter, entries: Vec<admin::refusals::Entry>) {
+    use crate::store::AuditEntry;
+    use admin::refusals::{Entry, source_text};
+    if entries.is_empty() {
+        return;
+    }
+    let audit: Vec<AuditEntry> = entries
+        .into_iter()
+        .map(|e| match e {
+            Entry::First { at_ms, source, path } => {
+                let subject: String = path.chars().filter(|c| !c.is_control()).take(256).collect();
+                AuditEntry::new(at_ms, "unauthenticated", "refused", subject)
+                    .after(format!("unauthenticated from {}", source_text(&source)))
+            }
+            Entry::Summary {
+                window_start_ms,
+                at_ms,
+                source,
+                more,
+            } => {
+                info!(component = "admin", source = %source_text(&source), refused = more + 1, "unauthenticated requests refused from one source in a minute");
+                AuditEntry::new(
+                    at_ms,
+                    "unauthenticated",
+                    "refused_summary",
+                    format!("source {}", source_text(&source)),
+                )
+                .before(format!(
+                    "minute from {}",
+                    crate::core::clock::rfc3339(window_start_ms)
+                ))
+                .after(format!("{more} more refused (unauthenticated)"))
+            }
+            Entry::Overflow {
+                window_start_ms,
+                at_ms,
+                count,
+            } => {
+                warn!(component = "admin", refused = count, "unauthenticated requests refused from sources beyond the tracked ones in a minute");
+                AuditEntry::new(
+                    at_ms,
+                    "unauthenticated",
+                    "refused_summary",
+                    format!(
+                        "sources beyond the {} tracked",
+                        admin::refusals::MAX_SOURCES
+                    ),
+                )
+                .before(format!(
+                    "minute from {}",
+                    crate::core::clock::rfc3339(window_start_ms)
+                ))
+                .after(format!("{count} more refused (unauthenticated)"))
+            }
+        })
+        .collect();
+    let r = committer
+        .submit(
+            move |tx: &mut crate::store::Tx<'_>| -> Result<(), crate::store::Abort<String>> {
+                for e in &audit {
+                    tx.audit(e.clone())?;
+                }
+                Ok(())
+            },
+        )
+        .await;
+    if r.is_err() {
+        warn!(
+            component = "admin",
+            "refusals of unknown callers could not be audited"
+        );
+    }
 }
 
 fn write_runtime(store_path: &Path, info: &RuntimeInfo) -> Result<(), String> {

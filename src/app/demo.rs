@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 const TOKEN: &str = "demo-token-change-me";
 
 fn step(n: u32, text: &str) {
-    println!("\n[{n}] {text}");
+    crate::outln!("\n[{n}] {text}");
 }
 
 /// Runs the demo with the example configuration at `config`.
@@ -48,19 +48,21 @@ fn demo(example: &Path) -> Result<(), String> {
     crate::trust::tls::install_provider();
     let dir = std::env::temp_dir().join(format!("custodian-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    println!("custodian demo — everything lives in {}", dir.display());
+    crate::outln!("custodian demo — everything lives in {}", dir.display());
 
     step(
         1,
         "Certificates for a demo MRO (its server) and the laboratory (its client)",
     );
     let pki = Pki::create(&dir)?;
-    println!("    MRO CA, MRO server certificate for 127.0.0.1, laboratory client certificate");
+    crate::outln!(
+        "    MRO CA, MRO server certificate for 127.0.0.1, laboratory client certificate"
+    );
 
     step(2, "A report-signing key (Ed25519) for the laboratory");
     let keys = KeyStore::new(dir.join("keys"));
     let kid = keys.generate().map_err(|e| e.to_string())?;
-    println!("    key id {kid}");
+    crate::outln!("    key id {kid}");
 
     step(
         3,
@@ -68,7 +70,7 @@ fn demo(example: &Path) -> Result<(), String> {
     );
     let jwks = keys.public_set().map_err(|e| e.to_string())?;
     let (port, reports) = receiver(&pki, jwks)?;
-    println!("    listening on https://127.0.0.1:{port}/reports");
+    crate::outln!("    listening on https://127.0.0.1:{port}/reports");
 
     step(
         4,
@@ -88,9 +90,9 @@ fn demo(example: &Path) -> Result<(), String> {
     let pid = child.id();
     let mut guard = ChildGuard(Some(child));
     let rt = wait_ready(&dir.join("store"), pid)?;
-    println!("    admin API {} ; analyzers:", rt.admin);
+    crate::outln!("    admin API {} ; analyzers:", rt.admin);
     for (name, addr) in &rt.analyzers {
-        println!("      {name:<14} MLLP {addr}");
+        crate::outln!("      {name:<14} MLLP {addr}");
     }
 
     let specimens = [
@@ -113,7 +115,7 @@ fn demo(example: &Path) -> Result<(), String> {
         let tmp = incoming.join(format!(".{id}.tmp"));
         std::fs::write(&tmp, accession_xml(id, *matches)).map_err(|e| e.to_string())?;
         std::fs::rename(&tmp, incoming.join(format!("{id}.xml"))).map_err(|e| e.to_string())?;
-        println!("    {id}: {what}");
+        crate::outln!("    {id}: {what}");
     }
     wait_for(Duration::from_secs(20), "the accessions", || {
         specimens
@@ -146,7 +148,7 @@ fn demo(example: &Path) -> Result<(), String> {
             .and_then(|s| s.split('|').nth(1))
             .unwrap_or("?")
             .to_string();
-        println!(
+        crate::outln!(
             "    {analyzer:<14} {id}  {} result(s)  → ACK {code}",
             obx.len()
         );
@@ -206,7 +208,7 @@ fn demo(example: &Path) -> Result<(), String> {
     let items = queue.as_array().cloned().unwrap_or_default();
     for it in &items {
         let v = &it["verdict"];
-        println!(
+        crate::outln!(
             "    {}  results {}  dilute {}  positives {}",
             it["specimen_id"].as_str().unwrap_or("?"),
             v["results"],
@@ -229,14 +231,14 @@ fn demo(example: &Path) -> Result<(), String> {
     );
     let batch = serde_json::json!({"specimens": ["DEMO-NEG-001", "DEMO-DIL-003"]});
     post_json(rt.admin, "/api/release-batch", &batch)?;
-    println!("    DEMO-NEG-001, DEMO-DIL-003: released as a batch of negatives");
+    crate::outln!("    DEMO-NEG-001, DEMO-DIL-003: released as a batch of negatives");
     for id in ["DEMO-POS-002", "DEMO-ADU-004", "DEMO-REJ-005"] {
         post_json(
             rt.admin,
             &format!("/api/review/{id}/release"),
             &serde_json::json!({}),
         )?;
-        println!("    {id}: released");
+        crate::outln!("    {id}: released");
     }
 
     step(
@@ -261,12 +263,14 @@ fn demo(example: &Path) -> Result<(), String> {
     got.sort_by(|a: &serde_json::Value, b| {
         a["specimen_id"].as_str().cmp(&b["specimen_id"].as_str())
     });
-    println!(
+    crate::outln!(
         "\n    {:<14} {:<26} {:<7} positive analytes",
-        "specimen", "results", "dilute"
+        "specimen",
+        "results",
+        "dilute"
     );
     for r in &got {
-        println!(
+        crate::outln!(
             "    {:<14} {:<26} {:<7} {}",
             r["specimen_id"].as_str().unwrap_or("?"),
             r["results"].to_string(),
@@ -282,9 +286,9 @@ fn demo(example: &Path) -> Result<(), String> {
             .arg(c.id().to_string())
             .status();
         let status = c.wait().map_err(|e| e.to_string())?;
-        println!("    daemon exited with {status}");
+        crate::outln!("    daemon exited with {status}");
     }
-    println!(
+    crate::outln!(
         "\nDone. The store, the spool and the daemon's log are in {}",
         dir.display()
     );

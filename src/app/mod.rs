@@ -8,4 +8,5 @@ pub mod demo;
 pub mod evaluate;
 pub mod monitoring;
 pub mod operator;
+pub mod output;
 pub mod supervise;

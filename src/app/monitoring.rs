@@ -152,6 +152,12 @@ pub const METRICS: &[(&str, &str, &str, &str)] = &[
         "age of the oldest specimen waiting for review",
     ),
     (
+        "custodian_admin_connections_refused_total",
+        "counter",
+        "connections",
+        "admin connections over the cap, by reason (idle_closed: the longest-waiting idle one was closed to make room; busy: every one was answering, the new one got 503)",
+    ),
+    (
         "custodian_admin_refusals_total",
         "counter",
         "requests",

@@ -32,7 +32,7 @@ pub fn query(
             let token = token(token_file);
             return match client::get(rt.admin, api_path, token.as_deref()) {
                 Ok(r) if r.status == 200 => {
-                    println!("{}", r.body.trim_end());
+                    crate::outln!("{}", r.body.trim_end());
                     let v = serde_json::from_str::<serde_json::Value>(&r.body).ok();
                     let failed = v
                         .as_ref()
@@ -74,7 +74,7 @@ pub fn query(
     };
     match local(&store) {
         Ok(a) => {
-            println!(
+            crate::outln!(
                 "{}",
                 serde_json::to_string_pretty(&a.json).unwrap_or_default()
             );
@@ -182,7 +182,7 @@ pub fn action(
     };
     match r {
         Ok(r) if r.status == 200 => {
-            println!("{}", r.body.trim_end());
+            crate::outln!("{}", r.body.trim_end());
             ExitCode::SUCCESS
         }
         Ok(r) => {

@@ -157,6 +157,8 @@ pub struct Daemon {
     pub admin: SocketAddr,
     pub analyzers: BTreeMap<String, SocketAddr>,
     starts: u32,
+    /// The daemon's limit of open files (`ulimit -n`), if set.
+    nofile: Option<u64>,
 }
 
 impl Daemon {
@@ -169,6 +171,22 @@ impl Daemon {
             admin: "127.0.0.1:1".parse().unwrap(),
             analyzers: BTreeMap::new(),
             starts: 0,
+            nofile: None,
+        };
+        d.spawn();
+        d
+    }
+
+    /// Starts the daemon with at most `nofile` open file descriptors (`ulimit -n`).
+    pub fn start_with_nofile(dir: &Path, nofile: u64) -> Daemon {
+        let mut d = Daemon {
+            dir: dir.to_path_buf(),
+            config: dir.join("custodian.toml"),
+            child: None,
+            admin: "127.0.0.1:1".parse().unwrap(),
+            analyzers: BTreeMap::new(),
+            starts: 0,
+            nofile: Some(nofile),
         };
         d.spawn();
         d
@@ -181,7 +199,20 @@ impl Daemon {
             .append(true)
             .open(self.dir.join("daemon.log"))
             .unwrap();
-        let child = Command::new(bin())
+        let mut command = match self.nofile {
+            None => Command::new(bin()),
+            Some(n) => {
+                // exec keeps the pid, so the runtime file names the daemon itself.
+                let mut c = Command::new("sh");
+                c.arg("-c")
+                    .arg("ulimit -n \"$1\" && shift && exec \"$@\"")
+                    .arg("sh")
+                    .arg(n.to_string())
+                    .arg(bin());
+                c
+            }
+        };
+        let child = command
             .arg("run")
             .arg("--config")
             .arg(&self.config)
