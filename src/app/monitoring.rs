@@ -3,6 +3,7 @@
 //! Labels never carry donor data: only analyzer names, states and MRO directory ids.
 
 use crate::core::clock::Clock;
+use crate::core::telemetry::Metric;
 use crate::domain::specimen::{SpecimenRecord, State};
 use crate::store::{Keyspace, Store};
 use std::path::Path;
@@ -10,247 +11,176 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// Every metric custodian exports: name, kind, unit and help text. The README's metrics table
-/// is this list; `describe` registers the help text with the exporter.
-pub const METRICS: &[(&str, &str, &str, &str)] = &[
-    (
+/// The metrics not yet declared with an event of their own layer: name, type, unit, help.
+const OTHERS: &[Metric] = &[
+    Metric::counter(
         "custodian_messages_total",
-        "counter",
         "messages",
         "HL7 messages answered, by analyzer and ACK code (AA, AE, AR, CA, CE, CR)",
     ),
-    (
+    Metric::counter(
         "custodian_messages_duplicate_total",
-        "counter",
         "messages",
         "messages already stored from the same analyzer and MSH-10, acknowledged again",
     ),
-    (
+    Metric::counter(
         "custodian_messages_not_durable_total",
-        "counter",
         "messages",
         "messages answered AE because the store could not make them durable",
     ),
-    (
+    Metric::counter(
         "custodian_messages_reused_control_id_total",
-        "counter",
         "messages",
         "messages refused (AE, quarantined) because the analyzer reused an MSH-10 for different results; not a storage failure",
     ),
-    (
+    Metric::gauge(
         "custodian_analyzer_connections",
-        "gauge",
         "connections",
         "open MLLP connections per analyzer",
     ),
-    (
+    Metric::gauge(
         "custodian_analyzer_last_message_timestamp_seconds",
-        "gauge",
         "seconds",
         "Unix time of the last message from each analyzer",
     ),
-    (
+    Metric::counter(
         "custodian_analyzer_connections_refused_total",
-        "counter",
         "connections",
         "connections refused because the per-analyzer cap was reached",
     ),
-    (
+    Metric::counter(
         "custodian_analyzer_tls_refused_total",
-        "counter",
         "connections",
         "TLS handshakes refused (e.g. no or untrusted client certificate)",
     ),
-    (
+    Metric::counter(
         "custodian_mllp_framing_errors_total",
-        "counter",
         "frames",
         "frames that could not be read (too large, broken framing)",
     ),
-    (
+    Metric::counter(
         "custodian_mllp_discarded_bytes_total",
-        "counter",
         "bytes",
         "bytes received outside an MLLP frame and discarded",
     ),
-    (
+    Metric::counter(
         "custodian_quarantined_total",
-        "counter",
         "messages",
         "refused inputs kept in quarantine with their reason, by source",
     ),
-    (
+    Metric::gauge(
         "custodian_quarantine_records",
-        "gauge",
         "records",
         "records in the quarantine keyspace",
     ),
-    (
+    Metric::counter(
         "custodian_panel_guard_refusals_total",
-        "counter",
         "messages",
         "results refused because the analyte is outside the specimen's DOT panel (40.13(c), 40.85)",
     ),
-    (
+    Metric::counter(
         "custodian_split_results_refused_total",
-        "counter",
         "messages",
         "results for bottle B refused by the first laboratory (40.175(c))",
     ),
-    (
+    Metric::counter(
         "custodian_lims_documents_total",
-        "counter",
         "documents",
         "LIMS documents settled, by outcome (stored, rejected, not_durable)",
     ),
-    (
+    Metric::summary(
         "custodian_store_commit_batch_size",
-        "summary",
         "writes",
         "writes made durable by one flush",
     ),
-    (
+    Metric::summary(
         "custodian_store_flush_seconds",
-        "summary",
         "seconds",
         "time of one durable flush (sled flush + fsync)",
     ),
-    (
+    Metric::counter(
         "custodian_store_flush_failures_total",
-        "counter",
         "flushes",
         "durable flushes that failed (writes answered AE)",
     ),
-    (
+    Metric::gauge(
         "custodian_store_size_bytes",
-        "gauge",
         "bytes",
         "size of the store's files",
     ),
-    (
+    Metric::gauge(
         "custodian_store_disk_free_bytes",
-        "gauge",
         "bytes",
         "free space on the store's filesystem",
     ),
-    (
-        "custodian_specimens",
-        "gauge",
-        "specimens",
-        "specimens by state",
-    ),
-    (
+    Metric::gauge("custodian_specimens", "specimens", "specimens by state"),
+    Metric::gauge(
         "custodian_review_queue_depth",
-        "gauge",
         "specimens",
         "specimens ready for certifying-scientist review",
     ),
-    (
+    Metric::gauge(
         "custodian_review_queue_oldest_age_seconds",
-        "gauge",
         "seconds",
         "age of the oldest specimen waiting for review",
     ),
-    (
+    Metric::counter(
         "custodian_admin_connections_refused_total",
-        "counter",
         "connections",
         "admin connections over the cap, by reason (idle_closed: the longest-waiting idle one was closed to make room; busy: every one was answering, the new one got 503)",
     ),
-    (
+    Metric::counter(
         "custodian_admin_refusals_total",
-        "counter",
         "requests",
         "admin API requests refused, by reason (unauthenticated, forbidden)",
     ),
-    (
+    Metric::counter(
         "custodian_config_reloads_total",
-        "counter",
         "reloads",
         "SIGHUP reloads, by outcome (applied, refused)",
     ),
-    (
+    Metric::gauge(
         "custodian_statistics_due_in_seconds",
-        "gauge",
         "seconds",
         "time until the next semi-annual statistical summaries are due (40.111: Jan 20, Jul 20)",
     ),
-    (
-        "custodian_releases_total",
-        "counter",
-        "reports",
-        "results released by a certifying scientist",
-    ),
-    (
-        "custodian_deliveries_total",
-        "counter",
-        "attempts",
-        "delivery attempts to MROs, by MRO and outcome (delivered, dead_letter, retry)",
-    ),
-    (
-        "custodian_delivery_latency_seconds",
-        "summary",
-        "seconds",
-        "time from release to the MRO's receipt",
-    ),
-    (
-        "custodian_delivery_request_seconds",
-        "summary",
-        "seconds",
-        "duration of the successful HTTPS POST to the MRO",
-    ),
-    (
+    Metric::gauge(
         "custodian_outbox_depth",
-        "gauge",
         "reports",
         "released reports waiting for their MRO",
     ),
-    (
+    Metric::gauge(
         "custodian_outbox_oldest_age_seconds",
-        "gauge",
         "seconds",
         "age of the oldest report waiting for its MRO",
     ),
-    (
+    Metric::gauge(
         "custodian_outbox_dead_letters",
-        "gauge",
         "reports",
         "reports refused permanently by their MRO, waiting for an operator",
     ),
-    (
-        "custodian_outbox_read_errors_total",
-        "counter",
-        "reads",
-        "outbox entries that could not be read or decoded, by MRO (the entry is kept; the sender backs off)",
-    ),
-    (
+    Metric::counter(
         "custodian_task_restarts_total",
-        "counter",
         "restarts",
         "supervised tasks restarted after a panic, by task kind and id (e.g. mro_sender, MRO id)",
     ),
-    (
-        "custodian_clocks_due",
-        "gauge",
-        "clocks",
-        "lifecycle clocks past their due time and not yet applied, by kind (correction: 40.83 correction windows; retention: 40.99/40.109 periods), after each sweep",
-    ),
-    (
-        "custodian_clocks_fired_total",
-        "counter",
-        "clocks",
-        "lifecycle clocks applied by the sweep, by kind (correction, retention)",
-    ),
 ];
+
+/// Every metric custodian exports, joined from each layer's event declarations. The README's
+/// metrics table is this list; `describe` registers the help text with the exporter.
+pub fn metrics() -> Vec<Metric> {
+    [
+        crate::custody::events::METRICS,
+        crate::transmit::events::METRICS,
+        OTHERS,
+    ]
+    .concat()
+}
 
 /// Registers the help text of every metric with the installed recorder.
 pub fn describe() {
-    for (name, kind, _unit, help) in METRICS {
-        match *kind {
-            "counter" => metrics::describe_counter!(*name, *help),
-            "gauge" => metrics::describe_gauge!(*name, *help),
-            _ => metrics::describe_histogram!(*name, *help),
-        }
+    for m in metrics() {
+        m.describe();
     }
 }
 
@@ -356,6 +286,50 @@ mod tests {
     use super::*;
 
     /// The README's metrics table is this list: every metric exported is documented there with
+    /// Every metric name the code records is declared (so it is described and documented):
+    /// reads the sources for `"custodian_..."` literals outside test modules.
+    #[test]
+    fn every_metric_recorded_is_declared() {
+        fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+            for e in std::fs::read_dir(dir).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    walk(&p, out);
+                } else if p.extension().is_some_and(|x| x == "rs") {
+                    out.push(p);
+                }
+            }
+        }
+        let mut files = Vec::new();
+        walk(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+            &mut files,
+        );
+        let declared: Vec<&str> = metrics().iter().map(|m| m.name).collect();
+        let mut used = 0;
+        for f in files {
+            let text = std::fs::read_to_string(&f).unwrap();
+            let body = text.split("#[cfg(test)]").next().unwrap();
+            for part in body.split("\"custodian_").skip(1) {
+                let name: String = part
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                    .collect();
+                if !part[name.len()..].starts_with('"') {
+                    continue;
+                }
+                used += 1;
+                let full = format!("custodian_{name}");
+                assert!(
+                    declared.contains(&full.as_str()),
+                    "{} records {full}, which no METRICS list declares",
+                    f.display()
+                );
+            }
+        }
+        assert!(used > 20, "found only {used} metric names");
+    }
+
     /// its kind and unit, and the table names nothing that is not exported.
     #[test]
     fn readme_metrics_table_is_the_metrics_list() {
@@ -365,17 +339,18 @@ mod tests {
             .filter(|l| l.starts_with("| `custodian_"))
             .map(|l| l.split('|').map(str::trim).collect())
             .collect();
-        for (name, kind, unit, _) in METRICS {
+        let all = metrics();
+        for m in &all {
             let row = rows
                 .iter()
-                .find(|r| r[1] == format!("`{name}`"))
-                .unwrap_or_else(|| panic!("{name} is not in the README's metrics table"));
-            assert_eq!((row[2], row[3]), (*kind, *unit), "{name}");
+                .find(|r| r[1] == format!("`{}`", m.name))
+                .unwrap_or_else(|| panic!("{} is not in the README's metrics table", m.name));
+            assert_eq!((row[2], row[3]), (m.kind.as_str(), m.unit), "{}", m.name);
         }
         for r in &rows {
             let name = r[1].trim_matches('`');
             assert!(
-                METRICS.iter().any(|(n, ..)| *n == name),
+                all.iter().any(|m| m.name == name),
                 "the README documents {name}, which is not exported"
             );
         }

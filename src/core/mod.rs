@@ -1,5 +1,7 @@
-//! Below everything: the clock and civil time, and the health registry of supervised tasks.
+//! Below everything: the clock and civil time, the health registry of supervised tasks, and
+//! the internal-event declarations every layer's telemetry uses.
 //! Imports nothing of ours; no tokio, no store.
 
 pub mod clock;
 pub mod health;
+pub mod telemetry;

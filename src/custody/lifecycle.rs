@@ -33,6 +33,8 @@
 //! the laboratory's confirmation that it discarded an item.
 
 use crate::core::clock::rfc3339;
+use crate::core::telemetry::emit;
+use crate::custody::events::{ClockFired, ClocksWaiting};
 use crate::domain::calendar::{Calendar, CorrectionWindow, Date};
 pub use crate::domain::lifecycle::{
     ClockKind, CorrectionClock, LifecycleRecord, RecordedRequest, SplitRecord,
@@ -347,8 +349,7 @@ pub async fn sweep(
         match r {
             Ok(Some(f)) => {
                 if f.applied {
-                    metrics::counter!("custodian_clocks_fired_total", "kind" => kind.key())
-                        .increment(1);
+                    emit(ClockFired { kind: kind.key() });
                 }
                 report.fired.push(f);
             }
@@ -364,8 +365,10 @@ pub async fn sweep(
         *waiting.entry(item.kind).or_default() += 1;
     }
     for k in ClockKind::ALL {
-        metrics::gauge!("custodian_clocks_due", "kind" => k.key())
-            .set(waiting.get(&k).copied().unwrap_or(0) as f64);
+        emit(ClocksWaiting {
+            kind: k.key(),
+            count: waiting.get(&k).copied().unwrap_or(0),
+        });
     }
     Ok(report)
 }

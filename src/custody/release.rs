@@ -4,6 +4,8 @@
 //! released"), bound to the exact report content by its SHA-256, in the audit chain. The
 //! signed report goes into the durable outbox in the same transaction.
 
+use crate::core::telemetry::emit;
+use crate::custody::events::{CorrectedReportReleased, ReportReleased};
 use crate::custody::outbox::{self, Delivery, StoredReport};
 use crate::domain::parties::{Laboratory, Mro};
 use crate::domain::report;
@@ -225,11 +227,13 @@ impl Releaser {
             other => ReleaseError::NotDurable(other.to_string()),
         })?;
         for r in &released {
-            metrics::counter!("custodian_releases_total").increment(1);
             if let Some(w) = self.wake.get(&r.mro_id) {
                 w.notify_one();
             }
-            tracing::info!(component = "release", report_id = %r.report_id, mro = %r.mro_id, "released by a certifying scientist");
+            emit(ReportReleased {
+                report_id: &r.report_id,
+                mro: &r.mro_id,
+            });
         }
         Ok(released)
     }
@@ -392,11 +396,14 @@ impl Releaser {
             crate::store::CommitError::Aborted(e) => e,
             other => ReleaseError::NotDurable(other.to_string()),
         })?;
-        metrics::counter!("custodian_corrected_reports_total").increment(1);
         if let Some(w) = self.wake.get(&corrected.mro_id) {
             w.notify_one();
         }
-        tracing::info!(component = "release", report_id = %corrected.report_id, replaces = %corrected.replaces, mro = %corrected.mro_id, "corrected report released by a certifying scientist");
+        emit(CorrectedReportReleased {
+            report_id: &corrected.report_id,
+            replaces: &corrected.replaces,
+            mro: &corrected.mro_id,
+        });
         Ok(corrected)
     }
 

@@ -571,11 +571,14 @@ pub async fn release(
         CommitError::Aborted(e) => e,
         other => ReleaseError::NotDurable(other.to_string()),
     })?;
-    metrics::counter!("custodian_releases_total").increment(1);
-    if let Some(w) = v["mro_id"].as_str().and_then(|m| releaser.wake.get(m)) {
+    let mro = v["mro_id"].as_str().unwrap_or("");
+    if let Some(w) = releaser.wake.get(mro) {
         w.notify_one();
     }
-    tracing::info!(component = "split_lab", report_id = %v["report_id"].as_str().unwrap_or(""), "split result released by a certifying scientist");
+    crate::core::telemetry::emit(crate::custody::events::ReportReleased {
+        report_id: v["report_id"].as_str().unwrap_or(""),
+        mro,
+    });
     Ok(v)
 }
 

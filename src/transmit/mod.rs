@@ -3,4 +3,5 @@
 //! they read is custody's (`custody::outbox`). May import: core, trust, store, custody.
 
 pub mod client;
+pub mod events;
 pub mod sender;

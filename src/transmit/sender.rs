@@ -5,14 +5,18 @@
 //! retried with exponential backoff and jitter, without limit of time, in order.
 
 use super::client::{Answer, MroClient, SendError};
+use super::events::{
+    DeadLettered, Delivered, NotDurableBeforeSend, OutboxReadFailed, OutcomeNotRecorded,
+    RetryScheduled,
+};
 use crate::core::clock::Clock;
+use crate::core::telemetry::emit;
 use crate::custody::outbox::{self, Delivery, StoredReport};
 use crate::store::{Abort, AuditEntry, GroupCommitter, Keyspace, Store, Tx};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
 
 /// Retry timing.
 #[derive(Debug, Clone, Copy)]
@@ -166,9 +170,13 @@ impl Sender {
                 Err(why) => {
                     // Never dropped: the entry stays, the sender backs off and lab IT is told.
                     read_errors += 1;
-                    metrics::counter!("custodian_outbox_read_errors_total", "mro" => self.mro_id.clone()).increment(1);
                     let delay = self.backoff.delay(read_errors, self.clock.now_ms());
-                    error!(component = "transmit", mro = %self.mro_id, error = %why, attempt = read_errors, delay_ms = delay.as_millis() as u64, "cannot read the head of the outbox; the entry is kept and the sender waits");
+                    emit(OutboxReadFailed {
+                        mro: &self.mro_id,
+                        error: &why,
+                        attempt: read_errors,
+                        delay,
+                    });
                     tokio::select! {
                         _ = shutdown.cancelled() => return,
                         _ = tokio::time::sleep(delay) => {}
@@ -183,7 +191,7 @@ impl Sender {
             let store = self.store().clone();
             let durable = tokio::task::spawn_blocking(move || store.flush_durable()).await;
             if !matches!(durable, Ok(Ok(_))) {
-                metrics::counter!("custodian_deliveries_total", "mro" => self.mro_id.clone(), "outcome" => "not_durable").increment(1);
+                emit(NotDurableBeforeSend { mro: &self.mro_id });
                 self.wait_retry(
                     &report,
                     attempt,
@@ -204,20 +212,26 @@ impl Sender {
                 Ok(answer) => match classify(answer.status) {
                     Verdict::Delivered => {
                         if self.record(&key, &report, &answer, true).await {
-                            let latency = self.clock.now_ms().saturating_sub(report.released_at_ms)
-                                as f64
-                                / 1000.0;
-                            metrics::histogram!("custodian_delivery_latency_seconds", "mro" => self.mro_id.clone()).record(latency);
-                            metrics::histogram!("custodian_delivery_request_seconds", "mro" => self.mro_id.clone()).record(elapsed.as_secs_f64());
-                            metrics::counter!("custodian_deliveries_total", "mro" => self.mro_id.clone(), "outcome" => "delivered").increment(1);
-                            info!(component = "transmit", mro = %self.mro_id, report_id = %report.report_id, status = answer.status, attempts = attempt, "report delivered to the MRO");
+                            emit(Delivered {
+                                mro: &self.mro_id,
+                                report_id: &report.report_id,
+                                status: answer.status,
+                                attempts: attempt,
+                                since_release: Duration::from_millis(
+                                    self.clock.now_ms().saturating_sub(report.released_at_ms),
+                                ),
+                                request: elapsed,
+                            });
                             attempt = 0;
                         }
                     }
                     Verdict::DeadLetter => {
                         if self.record(&key, &report, &answer, false).await {
-                            metrics::counter!("custodian_deliveries_total", "mro" => self.mro_id.clone(), "outcome" => "dead_letter").increment(1);
-                            warn!(component = "transmit", mro = %self.mro_id, report_id = %report.report_id, status = answer.status, "MRO refused the report permanently: dead letter, waiting for an operator");
+                            emit(DeadLettered {
+                                mro: &self.mro_id,
+                                report_id: &report.report_id,
+                                status: answer.status,
+                            });
                             attempt = 0;
                         }
                     }
@@ -259,7 +273,6 @@ impl Sender {
         asked: Option<Duration>,
         shutdown: &CancellationToken,
     ) {
-        metrics::counter!("custodian_deliveries_total", "mro" => self.mro_id.clone(), "outcome" => "retry").increment(1);
         let seed = report.released_at_ms ^ self.clock.now_ms();
         let delay = self
             .backoff
@@ -267,7 +280,13 @@ impl Sender {
             .max(asked.unwrap_or_default())
             .min(self.backoff.max);
         self.note_failure(&report.report_id, why).await;
-        warn!(component = "transmit", mro = %self.mro_id, report_id = %report.report_id, attempt, error = %why, delay_ms = delay.as_millis() as u64, "delivery failed; will retry");
+        emit(RetryScheduled {
+            mro: &self.mro_id,
+            report_id: &report.report_id,
+            attempt,
+            error: why,
+            delay,
+        });
         tokio::select! {
             _ = shutdown.cancelled() => {}
             _ = tokio::time::sleep(delay) => {}
@@ -354,7 +373,11 @@ impl Sender {
         match r {
             Ok(()) => true,
             Err(e) => {
-                warn!(component = "transmit", mro = %self.mro_id, report_id = %report.report_id, error = %e, "could not record the delivery outcome; the report stays queued");
+                emit(OutcomeNotRecorded {
+                    mro: &self.mro_id,
+                    report_id: &report.report_id,
+                    error: &e.to_string(),
+                });
                 false
             }
         }

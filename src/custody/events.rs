@@ -1,0 +1,79 @@
+//! What custody reports: releases, corrected reports, lifecycle clocks. Each struct writes its
+//! metrics (and log line, where it has one). Labels: clock kinds only.
+
+use crate::core::telemetry::{InternalEvent, Metric};
+use tracing::info;
+
+pub const RELEASES: Metric = Metric::counter(
+    "custodian_releases_total",
+    "reports",
+    "results released by a certifying scientist",
+);
+pub const CORRECTED_REPORTS: Metric = Metric::counter(
+    "custodian_corrected_reports_total",
+    "reports",
+    "corrected reports released (a new signed report replacing one with wrong CCF data)",
+);
+pub const CLOCKS_DUE: Metric = Metric::gauge(
+    "custodian_clocks_due",
+    "clocks",
+    "lifecycle clocks past their due time and not yet applied, by kind (correction: 40.83 correction windows; retention: 40.99/40.109 periods), after each sweep",
+);
+pub const CLOCKS_FIRED: Metric = Metric::counter(
+    "custodian_clocks_fired_total",
+    "clocks",
+    "lifecycle clocks applied by the sweep, by kind (correction, retention)",
+);
+
+/// Every metric of this layer.
+pub const METRICS: &[Metric] = &[RELEASES, CORRECTED_REPORTS, CLOCKS_DUE, CLOCKS_FIRED];
+
+/// A signed report (a result, or a split result) was stored and queued to its MRO.
+pub struct ReportReleased<'a> {
+    pub report_id: &'a str,
+    pub mro: &'a str,
+}
+
+impl InternalEvent for ReportReleased<'_> {
+    fn emit(self) {
+        metrics::counter!(RELEASES.name).increment(1);
+        info!(component = "release", report_id = %self.report_id, mro = %self.mro, "report released and queued to its MRO");
+    }
+}
+
+/// A corrected report replacing an earlier one was stored and queued.
+pub struct CorrectedReportReleased<'a> {
+    pub report_id: &'a str,
+    pub replaces: &'a str,
+    pub mro: &'a str,
+}
+
+impl InternalEvent for CorrectedReportReleased<'_> {
+    fn emit(self) {
+        metrics::counter!(CORRECTED_REPORTS.name).increment(1);
+        info!(component = "release", report_id = %self.report_id, replaces = %self.replaces, mro = %self.mro, "corrected report released and queued to its MRO");
+    }
+}
+
+/// A lifecycle clock of `kind` (`correction`, `retention`) was applied by the sweep.
+pub struct ClockFired {
+    pub kind: &'static str,
+}
+
+impl InternalEvent for ClockFired {
+    fn emit(self) {
+        metrics::counter!(CLOCKS_FIRED.name, "kind" => self.kind).increment(1);
+    }
+}
+
+/// After a sweep: the clocks of `kind` still past due.
+pub struct ClocksWaiting {
+    pub kind: &'static str,
+    pub count: usize,
+}
+
+impl InternalEvent for ClocksWaiting {
+    fn emit(self) {
+        metrics::gauge!(CLOCKS_DUE.name, "kind" => self.kind).set(self.count as f64);
+    }
+}
