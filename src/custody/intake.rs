@@ -9,12 +9,13 @@
 //! accepted again and never stored twice.
 
 use crate::core::clock::Clock;
+use crate::custody::records::{Indexed, put_specimen};
 use crate::domain::rules::ProfileSet;
 use crate::domain::specimen::{
     Accession, ChangeError, CorrectionEntry, ResultEntry, SpecimenRecord,
 };
 use crate::store::{
-    self, Abort, AuditEntry, CommitError, GroupCommitter, Keyspace, Tx, dedupe_key, state_key,
+    self, Abort, AuditEntry, CommitError, GroupCommitter, Keyspace, Tx, dedupe_key,
 };
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -340,8 +341,8 @@ impl Custody {
                             tx.get(Keyspace::Specimens, specimen_id.as_bytes())?;
                         let (mut rec, before) = match existing {
                             Some(r) => {
-                                let s = r.state.key();
-                                (r, Some(s))
+                                let b = Indexed::of(&r);
+                                (r, Some(b))
                             }
                             None if *may_create => (SpecimenRecord::new(specimen_id, now), None),
                             None => {
@@ -349,21 +350,14 @@ impl Custody {
                             }
                         };
                         change(&mut rec, &profiles, &default, now).map_err(Abort::Domain)?;
-                        crate::custody::lifecycle::after_change(tx, &mut rec, &lifecycle)?;
+                        crate::custody::lifecycle::after_change(&mut rec, &lifecycle);
                         let after = rec.state.key();
-                        // The state index changes only when the state does.
-                        if before != Some(after) {
-                            if let Some(b) = before {
-                                tx.remove(Keyspace::ByState, &state_key(b, specimen_id)?)?;
-                            }
-                            tx.put(Keyspace::ByState, &state_key(after, specimen_id)?, &())?;
-                        }
-                        tx.put(Keyspace::Specimens, specimen_id.as_bytes(), &rec)?;
+                        put_specimen(tx, before, &rec)?;
                         let mut entry =
                             AuditEntry::new(now, short(&actor), action, specimen_id.as_str())
                                 .after(after);
                         if let Some(b) = before {
-                            entry = entry.before(b);
+                            entry = entry.before(b.state().key());
                         }
                         tx.audit(entry)?;
                         touched.push((specimen_id.clone(), after));

@@ -35,6 +35,8 @@
 use crate::core::clock::rfc3339;
 use crate::core::telemetry::emit;
 use crate::custody::events::{ClockFired, ClocksWaiting};
+pub use crate::custody::records::{DISCARDABLE_INDEX, DueItem, due_entry_key};
+use crate::custody::records::{Indexed, put_specimen};
 use crate::domain::calendar::{Calendar, CorrectionWindow, Date};
 pub use crate::domain::lifecycle::{
     ClockKind, CorrectionClock, LifecycleRecord, RecordedRequest, SplitRecord,
@@ -47,35 +49,15 @@ use crate::domain::rules::ProfileSet;
 use crate::domain::specimen::{SpecimenRecord, State};
 use crate::domain::split::{self, SplitDisposition, SplitRequest};
 use crate::store::{
-    self, Abort, AuditEntry, CommitError, GroupCommitter, Keyspace, Store, Tx, TxError, due_key,
+    self, Abort, AuditEntry, CommitError, GroupCommitter, Keyspace, Store, Tx, TxError,
     split_due_key, state_key,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-/// The pseudo-state under which the `by_state` index lists specimens with something the
-/// laboratory may discard (kept apart from the real states, which never contain `:`).
-pub const DISCARDABLE_INDEX: &str = "lifecycle:discardable";
-
 /// Most due entries one sweep fires; the rest wait for the next sweep.
 pub const SWEEP_LIMIT: usize = 10_000;
-
-/// The value of a `due` entry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DueItem {
-    pub kind: ClockKind,
-    pub specimen_id: String,
-}
-
-/// The `due` key of a clock.
-pub fn due_entry_key(at_ms: u64, kind: ClockKind, specimen_id: &str) -> Vec<u8> {
-    let mut id = Vec::with_capacity(kind.key().len() + 1 + specimen_id.len());
-    id.extend_from_slice(kind.key().as_bytes());
-    id.push(0);
-    id.extend_from_slice(specimen_id.as_bytes());
-    due_key(at_ms, &id)
-}
 
 /// What the lifecycle needs to know of the laboratory.
 #[derive(Debug, Clone)]
@@ -108,32 +90,6 @@ impl Settings {
     }
 }
 
-fn set_due(
-    tx: &mut Tx<'_>,
-    kind: ClockKind,
-    specimen_id: &str,
-    old: Option<u64>,
-    new: Option<u64>,
-) -> Result<(), TxError> {
-    if old == new {
-        return Ok(());
-    }
-    if let Some(o) = old {
-        tx.remove(Keyspace::Due, &due_entry_key(o, kind, specimen_id))?;
-    }
-    if let Some(n) = new {
-        tx.put(
-            Keyspace::Due,
-            &due_entry_key(n, kind, specimen_id),
-            &DueItem {
-                kind,
-                specimen_id: specimen_id.to_string(),
-            },
-        )?;
-    }
-    Ok(())
-}
-
 /// The correction window of a held record: from the day the laboratory received the specimen
 /// (the CCF's receipt date; the day custody recorded the accession if that is unreadable).
 pub fn correction_window(rec: &SpecimenRecord, s: &Settings) -> Option<CorrectionWindow> {
@@ -152,23 +108,13 @@ pub fn correction_window(rec: &SpecimenRecord, s: &Settings) -> Option<Correctio
 }
 
 /// Called in every custody transaction after a record changed: starts the correction clock
-/// when the specimen is held and has none, stops it when the hold was released.
-pub fn after_change(
-    tx: &mut Tx<'_>,
-    rec: &mut SpecimenRecord,
-    s: &Settings,
-) -> Result<(), TxError> {
+/// when the specimen is held and has none, stops it when the hold was released (the due index
+/// follows when the record is written, `records::put_specimen`).
+pub fn after_change(rec: &mut SpecimenRecord, s: &Settings) {
     let held = rec.state == State::Held;
     if held && rec.lifecycle.correction.is_none() {
         if let Some(window) = correction_window(rec, s) {
             let closes = window.closes_at_ms(s.utc_offset_minutes);
-            set_due(
-                tx,
-                ClockKind::Correction,
-                &rec.specimen_id,
-                None,
-                Some(closes),
-            )?;
             rec.lifecycle.correction = Some(CorrectionClock {
                 window,
                 closes_at_ms: closes,
@@ -177,10 +123,8 @@ pub fn after_change(
             });
         }
     } else if !held && let Some(c) = rec.lifecycle.correction.as_mut() {
-        let old = c.due_at_ms.take();
-        set_due(tx, ClockKind::Correction, &rec.specimen_id, old, None)?;
+        c.due_at_ms = None;
     }
-    Ok(())
 }
 
 /// Whether a correction received at `received_at_ms` is too late for the record's window.
@@ -204,25 +148,17 @@ fn split_bottle(rec: &SpecimenRecord) -> SplitBottle {
 
 /// Called in the release transaction: creates the specimen's retention and sets its clock to
 /// the first instant (at or after the release) something becomes discardable.
-pub fn on_release(
-    tx: &mut Tx<'_>,
-    rec: &mut SpecimenRecord,
-    s: &Settings,
-    released_at_ms: u64,
-) -> Result<(), TxError> {
+pub fn on_release(rec: &mut SpecimenRecord, s: &Settings, released_at_ms: u64) {
     let Some(basis) = rec.evaluation.as_ref().and_then(|e| Basis::of(&e.verdict)) else {
-        return Ok(());
+        return;
     };
     if rec.lifecycle.retention.is_some() {
-        return Ok(());
+        return;
     }
     let r = Retention::new(basis, released_at_ms, split_bottle(rec));
     let next = r.next_due_ms(&s.retention, released_at_ms.saturating_sub(1));
-    let old = rec.lifecycle.retention_due_ms;
-    set_due(tx, ClockKind::Retention, &rec.specimen_id, old, next)?;
     rec.lifecycle.retention = Some(r);
     rec.lifecycle.retention_due_ms = next;
-    Ok(())
 }
 
 /// After a request, release, shipment or discard changed the retention: reschedule the clock
@@ -248,12 +184,9 @@ fn refresh_retention(
     } else {
         r.next_due_ms(&s.retention, now_ms.saturating_sub(1))
     };
-    let old = rec.lifecycle.retention_due_ms;
-    set_due(tx, ClockKind::Retention, &rec.specimen_id, old, next)?;
     rec.lifecycle.retention_due_ms = next;
-    if none_now && listed {
-        tx.remove(Keyspace::ByState, &index)?;
-    }
+    // Listed until the sweep lists it (a due clock) or nothing may be discarded any more.
+    rec.lifecycle.discardable = listed && !none_now;
     Ok(())
 }
 
@@ -262,20 +195,6 @@ fn storage_of(rec: &SpecimenRecord) -> BTreeMap<String, String> {
         .as_ref()
         .map(|a| a.ccf.storage.clone())
         .unwrap_or_default()
-}
-
-fn put_state(
-    tx: &mut Tx<'_>,
-    id: &str,
-    before: State,
-    rec: &SpecimenRecord,
-) -> Result<(), TxError> {
-    if before != rec.state {
-        tx.remove(Keyspace::ByState, &state_key(before.key(), id)?)?;
-        tx.put(Keyspace::ByState, &state_key(rec.state.key(), id)?, &())?;
-    }
-    tx.put(Keyspace::Specimens, id.as_bytes(), rec)?;
-    Ok(())
 }
 
 fn short(s: &str, max: usize) -> String {
@@ -396,7 +315,7 @@ fn fire(
     let Some(mut rec) = tx.get::<SpecimenRecord>(Keyspace::Specimens, id.as_bytes())? else {
         return Ok(Some(fired));
     };
-    let before = rec.state;
+    let before = Indexed::of(&rec);
     let (action, after) = match item.kind {
         ClockKind::Correction => {
             let Some(c) = rec.lifecycle.correction.as_mut() else {
@@ -407,7 +326,7 @@ fn fire(
             }
             c.due_at_ms = None;
             if rec.state != State::Held {
-                tx.put(Keyspace::Specimens, id.as_bytes(), &rec)?;
+                put_specimen(tx, Some(before), &rec)?;
                 return Ok(Some(fired));
             }
             c.expired_at_ms = Some(now_ms);
@@ -430,15 +349,8 @@ fn fire(
             };
             let list = r.may_discard(&s.retention, now_ms, &storage);
             let next = r.next_due_ms(&s.retention, now_ms);
-            // The entry fired was removed above; only the next one is written.
-            set_due(tx, ClockKind::Retention, id, None, next)?;
             rec.lifecycle.retention_due_ms = next;
-            let index = state_key(DISCARDABLE_INDEX, id)?;
-            if list.is_empty() {
-                tx.remove(Keyspace::ByState, &index)?;
-            } else {
-                tx.put(Keyspace::ByState, &index, &())?;
-            }
+            rec.lifecycle.discardable = !list.is_empty();
             let items: Vec<&str> = list.iter().map(|d| item_key(d.item)).collect();
             (
                 "retention_period_ended",
@@ -447,10 +359,10 @@ fn fire(
         }
     };
     rec.updated_at_ms = now_ms;
-    put_state(tx, id, before, &rec)?;
+    put_specimen(tx, Some(before), &rec)?;
     tx.audit(
         AuditEntry::new(now_ms, "system:lifecycle", action, id)
-            .before(before.key())
+            .before(before.state().key())
             .after(short(&after, store::MAX_SUMMARY_LEN)),
     )?;
     fired.applied = true;
@@ -762,7 +674,7 @@ fn request_tx(
     if rec.accession.is_none() {
         return Err(Abort::Domain(LifecycleError::UnknownSpecimen));
     }
-    let before = rec.state;
+    let before = Indexed::of(&rec);
     let result = match &req.kind {
         RequestKind::RetentionExtension {
             requester,
@@ -827,7 +739,7 @@ fn request_tx(
         via: from.via,
     });
     rec.updated_at_ms = now_ms;
-    put_state(tx, id, before, &rec)?;
+    put_specimen(tx, Some(before), &rec)?;
     let mut what = format!("{} {}", req.kind.key(), req.document_ref);
     if let Some(SplitRecord { disposition, .. }) = &rec.lifecycle.split
         && matches!(req.kind, RequestKind::SplitTest { .. })
@@ -839,7 +751,7 @@ fn request_tx(
     }
     tx.audit(
         AuditEntry::new(now_ms, from.actor, "written_request", id)
-            .before(before.key())
+            .before(before.state().key())
             .after(short(&what, store::MAX_SUMMARY_LEN)),
     )?;
     if let Some((dkey, raw)) = from.dedupe {
@@ -998,6 +910,7 @@ pub async fn confirm_discard(
                 else {
                     return Err(Abort::Domain(LifecycleError::UnknownSpecimen));
                 };
+                let before = Indexed::of(&rec);
                 let location = item.bottle().and_then(|b| storage_of(&rec).get(b).cloned());
                 let r = rec.lifecycle.retention.as_mut().ok_or_else(|| {
                     refused("the specimen's result has not been released; nothing may be discarded")
@@ -1006,7 +919,7 @@ pub async fn confirm_discard(
                     .map_err(refused)?;
                 refresh_retention(tx, &mut rec, &s, now_ms)?;
                 rec.updated_at_ms = now_ms;
-                tx.put(Keyspace::Specimens, id.as_bytes(), &rec)?;
+                put_specimen(tx, Some(before), &rec)?;
                 let mut what = format!("{} discarded", item_key(item));
                 if let Some(l) = &location {
                     what.push_str(&format!(" from {l}"));

@@ -6,6 +6,7 @@ pub mod events;
 pub mod intake;
 pub mod lifecycle;
 pub mod outbox;
+pub mod records;
 pub mod release;
 pub mod split_lab;
 

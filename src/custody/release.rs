@@ -7,10 +7,11 @@
 use crate::core::telemetry::emit;
 use crate::custody::events::{CorrectedReportReleased, ReportReleased};
 use crate::custody::outbox::{self, Delivery, StoredReport};
+use crate::custody::records::{Indexed, put_specimen};
 use crate::domain::parties::{Laboratory, Mro};
 use crate::domain::report;
 use crate::domain::specimen::{self, SpecimenRecord, State};
-use crate::store::{Abort, AuditEntry, GroupCommitter, Keyspace, Tx, state_key};
+use crate::store::{Abort, AuditEntry, GroupCommitter, Keyspace, Tx};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::Notify;
@@ -138,6 +139,7 @@ impl Releaser {
                         else {
                             return Err(Abort::Domain(ReleaseError::UnknownSpecimen));
                         };
+                        let before = Indexed::of(&rec);
                         if rec.state != State::ReadyForReview {
                             return Err(Abort::Domain(ReleaseError::NotReady(rec.state.key())));
                         }
@@ -180,17 +182,8 @@ impl Releaser {
                         });
                         rec.state = State::Released;
                         rec.updated_at_ms = now;
-                        crate::custody::lifecycle::on_release(tx, &mut rec, &lifecycle, now)?;
-                        tx.remove(
-                            Keyspace::ByState,
-                            &state_key(State::ReadyForReview.key(), id)?,
-                        )?;
-                        tx.put(
-                            Keyspace::ByState,
-                            &state_key(State::Released.key(), id)?,
-                            &(),
-                        )?;
-                        tx.put(Keyspace::Specimens, id.as_bytes(), &rec)?;
+                        crate::custody::lifecycle::on_release(&mut rec, &lifecycle, now);
+                        put_specimen(tx, Some(before), &rec)?;
                         outbox::enqueue(
                             tx,
                             outbox::Signed {
@@ -292,6 +285,7 @@ impl Releaser {
                     else {
                         return Err(Abort::Domain(ReleaseError::UnknownSpecimen));
                     };
+                    let before = Indexed::of(&rec);
                     let Some(previous_release) = rec.release.clone() else {
                         return Err(Abort::Domain(ReleaseError::NotReady(rec.state.key())));
                     };
@@ -356,7 +350,7 @@ impl Releaser {
                         content_sha256: sha.clone(),
                     });
                     rec.updated_at_ms = now;
-                    tx.put(Keyspace::Specimens, id.as_bytes(), &rec)?;
+                    put_specimen(tx, Some(before), &rec)?;
                     old.superseded_by = Some(new_id.clone());
                     tx.put(Keyspace::Reports, old_id.as_bytes(), &old)?;
                     outbox::enqueue(
@@ -435,19 +429,11 @@ impl Releaser {
                 if rec.state != State::ReadyForReview {
                     return Err(Abort::Domain(ReleaseError::NotReady(rec.state.key())));
                 }
+                let before = Indexed::of(&rec);
                 rec.state = State::Screened;
                 rec.retest_requested = Some(reason.clone());
                 rec.updated_at_ms = now;
-                tx.remove(
-                    Keyspace::ByState,
-                    &state_key(State::ReadyForReview.key(), &id)?,
-                )?;
-                tx.put(
-                    Keyspace::ByState,
-                    &state_key(State::Screened.key(), &id)?,
-                    &(),
-                )?;
-                tx.put(Keyspace::Specimens, id.as_bytes(), &rec)?;
+                put_specimen(tx, Some(before), &rec)?;
                 tx.audit(
                     AuditEntry::new(now, who.clone(), "sent_back_for_retest", id.as_str())
                         .before(State::ReadyForReview.key())

@@ -21,6 +21,7 @@
 //! delivers it like any report.
 
 use crate::custody::outbox::{self, StoredReport};
+use crate::custody::records::{Indexed, put_specimen};
 use crate::custody::release::Releaser;
 pub use crate::domain::lifecycle::{Intake, SplitRelease};
 use crate::domain::report::{LabParty, NamedParty};
@@ -30,7 +31,7 @@ use crate::domain::split::{
     self, Copy1, LimitsOfDetection, Manifest, Received, SplitEvaluation, SplitReport,
     SplitValidity, Tested,
 };
-use crate::store::{self, Abort, AuditEntry, CommitError, GroupCommitter, Keyspace, Tx, state_key};
+use crate::store::{self, Abort, AuditEntry, CommitError, GroupCommitter, Keyspace, Tx};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -135,6 +136,7 @@ pub async fn receive(
                 let existing: Option<SpecimenRecord> =
                     tx.get(Keyspace::Specimens, id.as_bytes())?;
                 let refuse = |m: String| Abort::Domain(IntakeError::Refused(m));
+                let before = existing.as_ref().map(Indexed::of);
                 let mut rec = match existing {
                     Some(r) if r.accession.is_some() => {
                         return Err(refuse(format!(
@@ -147,11 +149,7 @@ pub async fn receive(
                         )));
                     }
                     Some(r) => r,
-                    None => {
-                        let r = SpecimenRecord::new(&id, now_ms);
-                        tx.put(Keyspace::ByState, &state_key(r.state.key(), &id)?, &())?;
-                        r
-                    }
+                    None => SpecimenRecord::new(&id, now_ms),
                 };
                 let condition = match &body.received {
                     Received::Intact => "intact".to_string(),
@@ -166,7 +164,7 @@ pub async fn receive(
                     released: None,
                 });
                 rec.updated_at_ms = now_ms;
-                tx.put(Keyspace::Specimens, id.as_bytes(), &rec)?;
+                put_specimen(tx, before, &rec)?;
                 let what = format!("bottle B received for reconfirmation; {condition}");
                 tx.audit(
                     AuditEntry::new(now_ms, who.clone(), "split_received", id.as_str())
@@ -470,6 +468,7 @@ pub async fn release(
                 else {
                     return Err(refuse(ReleaseError::Unknown));
                 };
+                let before = Indexed::of(&rec);
                 let Some(mut intake) = rec.lifecycle.split_lab.clone() else {
                     return Err(refuse(ReleaseError::Unknown));
                 };
@@ -532,7 +531,7 @@ pub async fn release(
                 intake.released = Some(rel);
                 rec.lifecycle.split_lab = Some(intake);
                 rec.updated_at_ms = now;
-                tx.put(Keyspace::Specimens, id.as_bytes(), &rec)?;
+                put_specimen(tx, Some(before), &rec)?;
                 outbox::enqueue(
                     tx,
                     outbox::Signed {

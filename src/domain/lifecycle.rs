@@ -73,6 +73,9 @@ pub struct LifecycleRecord {
     /// The retention clock's due entry in force.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention_due_ms: Option<u64>,
+    /// Something of the specimen may be discarded now: it is in the discardable list.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub discardable: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub split: Option<SplitRecord>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
