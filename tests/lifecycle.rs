@@ -93,6 +93,27 @@ impl Lab {
             laboratory: "Test Laboratory".into(),
             profiles: profiles.clone(),
             default_profile: "part40-2001".into(),
+            notices: Some(custodian::custody::notices::NoticeDesk {
+                signer: Some(Arc::new(FakeSigner)),
+                laboratory: Laboratory {
+                    name: "Test Laboratory".into(),
+                    address: "1 Test Way, Testville".into(),
+                }
+                .identity(),
+                mros: Arc::new(
+                    [(
+                        "MRO-0042".to_string(),
+                        custodian::domain::parties::Mro {
+                            id: "MRO-0042".into(),
+                            name: "Dr. Pat Example, MD".into(),
+                            address: "100 Example Way".into(),
+                        },
+                    )]
+                    .into_iter()
+                    .collect(),
+                ),
+                wake: Arc::new(BTreeMap::new()),
+            }),
         };
         let custody = Custody::new(
             committer.clone(),
@@ -818,6 +839,33 @@ fn split_request_for_an_absent_bottle_b_reports_it_unavailable() {
         r.lifecycle.retention.as_ref().unwrap().split,
         custodian::domain::retention::SplitBottle::Absent
     );
+    // 40.175(b)(2): the report that Bottle B is unavailable goes to the MRO, signed, queued in
+    // the same transaction as the answer.
+    let queued = &v["reported_to_mro"];
+    assert_eq!(queued["mro_id"], "MRO-0042", "{v}");
+    let report_id = queued["report_id"].as_str().unwrap();
+    assert!(report_id.starts_with("U-SP-2-"), "{report_id}");
+    let stored: custodian::custody::outbox::StoredReport = lab
+        .store
+        .get(Keyspace::Reports, report_id.as_bytes())
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.mro_id, "MRO-0042");
+    assert_eq!(
+        stored.delivery,
+        custodian::custody::outbox::Delivery::Pending
+    );
+    assert_eq!(stored.kid, "kid-test");
+    let queue: Vec<_> = lab
+        .store
+        .scan_prefix::<String>(
+            Keyspace::Outbox,
+            &custodian::custody::outbox::queue_prefix("MRO-0042"),
+        )
+        .flatten()
+        .map(|(_, id)| id)
+        .collect();
+    assert!(queue.iter().any(|q| q == report_id), "{queue:?}");
 }
 
 #[test]

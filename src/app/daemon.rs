@@ -133,6 +133,23 @@ async fn run(
     )
     .map_err(|e| format!("store: {e}"))?;
     let profiles = Arc::new(profiles);
+    // The signing key, the MRO directory and each MRO sender's wake-up, shared by releases and
+    // by the reports that answer written requests.
+    let signer = load_signer(&cfg);
+    let wakes: Arc<BTreeMap<String, Arc<tokio::sync::Notify>>> = Arc::new(
+        cfg.mros
+            .iter()
+            .map(|m| (m.id.clone(), Arc::new(tokio::sync::Notify::new())))
+            .collect(),
+    );
+    let mro_parties: Arc<BTreeMap<String, crate::domain::parties::Mro>> =
+        Arc::new(cfg.mros.iter().map(|m| (m.id.clone(), m.party())).collect());
+    let notices = crate::custody::notices::NoticeDesk {
+        signer: signer.clone(),
+        laboratory: cfg.laboratory.identity(),
+        mros: mro_parties.clone(),
+        wake: wakes.clone(),
+    };
     let lifecycle_settings = crate::custody::lifecycle::Settings {
         calendar: cfg.calendar.business_days(),
         utc_offset_minutes: cfg.calendar.utc_offset_minutes,
@@ -146,6 +163,7 @@ async fn run(
         laboratory: cfg.laboratory.name.clone(),
         profiles: profiles.clone(),
         default_profile: cfg.rules.default_profile.clone(),
+        notices: Some(notices),
     };
     let custody = Custody::new(
         committer.clone(),
@@ -211,21 +229,9 @@ async fn run(
         info!(component = "daemon", analyzer = %a.name, listen = %addr, tls = a.tls.is_some(), "analyzer listener bound");
     }
 
-    // Release and delivery: the signing key, the MRO directory and one sender per MRO.
-    let signer: Option<Arc<dyn crate::custody::release::Signer>> =
-        match crate::trust::signing::KeyStore::new(&cfg.signing.keys_dir).active() {
-            Ok(k) => {
-                info!(component = "daemon", kid = %k.kid(), "report signing key loaded");
-                Some(Arc::new(k))
-            }
-            Err(e) => {
-                warn!(component = "daemon", error = %e, "no active signing key: releases are refused until `custodian keys generate` is run");
-                None
-            }
-        };
+    // Delivery: one supervised sender per MRO.
     let mros: BTreeMap<String, crate::app::config::MroEntry> =
         cfg.mros.iter().map(|m| (m.id.clone(), m.clone())).collect();
-    let mut wakes = BTreeMap::new();
     let health = crate::core::health::Health::new();
     for m in &cfg.mros {
         let client = crate::transmit::client::MroClient::new(
@@ -236,8 +242,7 @@ async fn run(
             Duration::from_secs(cfg.transmit.timeout_secs),
         )
         .map_err(|e| format!("mro `{}`: {e}", m.id))?;
-        let wake = Arc::new(tokio::sync::Notify::new());
-        wakes.insert(m.id.clone(), wake.clone());
+        let wake = wakes[&m.id].clone();
         let sender = crate::transmit::sender::Sender {
             mro_id: m.id.clone(),
             client,
@@ -263,10 +268,10 @@ async fn run(
     let releaser = crate::custody::release::Releaser {
         committer: committer.clone(),
         laboratory: cfg.laboratory.identity(),
-        mros: Arc::new(mros.values().map(|m| (m.id.clone(), m.party())).collect()),
+        mros: mro_parties,
         signer,
         clock: clock.clone(),
-        wake: Arc::new(wakes),
+        wake: wakes,
         lifecycle: lifecycle.clone(),
     };
     let review: Arc<dyn admin::ReviewApi> = Arc::new(ReviewService {
@@ -536,6 +541,20 @@ async fn audit_unknown_callers(committer: &GroupCommitter, entries: Vec<admin::r
             component = "admin",
             "refusals of unknown callers could not be audited"
         );
+    }
+}
+
+/// The active report-signing key, if there is one (releases are refused without it).
+fn load_signer(cfg: &Config) -> Option<Arc<dyn crate::trust::signing::Signer>> {
+    match crate::trust::signing::KeyStore::new(&cfg.signing.keys_dir).active() {
+        Ok(k) => {
+            info!(component = "daemon", kid = %k.kid(), "report signing key loaded");
+            Some(Arc::new(k))
+        }
+        Err(e) => {
+            warn!(component = "daemon", error = %e, "no active signing key: releases are refused until `custodian keys generate` is run");
+            None
+        }
     }
 }
 

@@ -35,6 +35,7 @@
 use crate::core::clock::rfc3339;
 use crate::core::telemetry::emit;
 use crate::custody::events::{ClockFired, ClocksWaiting};
+use crate::custody::notices::{NoticeDesk, NoticeError};
 pub use crate::custody::records::{DISCARDABLE_INDEX, DueItem, due_entry_key};
 use crate::custody::records::{Indexed, put_specimen};
 use crate::domain::calendar::{Calendar, CorrectionWindow, Date};
@@ -71,6 +72,10 @@ pub struct Settings {
     pub laboratory: String,
     pub profiles: Arc<ProfileSet>,
     pub default_profile: String,
+    /// Signs and queues the reports to the MRO that answer written requests (the
+    /// split-unavailable report, the primary-retest result); `None` where nothing is sent
+    /// (tests of the lifecycle alone).
+    pub notices: Option<NoticeDesk>,
 }
 
 impl Settings {
@@ -86,6 +91,7 @@ impl Settings {
             laboratory: String::new(),
             profiles,
             default_profile: default_profile.to_string(),
+            notices: None,
         }
     }
 }
@@ -611,15 +617,20 @@ pub async fn apply_request(
             "a written request must name the document that carries it".into(),
         ));
     }
-    let s = s.clone();
+    let settings = s.clone();
     let r = committer
         .submit(
-            move |tx: &mut Tx<'_>| -> Result<RequestOutcome, Abort<LifecycleError>> {
-                request_tx(tx, &s, &req, &channel, now_ms)
+            move |tx: &mut Tx<'_>| -> Result<(RequestOutcome, Option<String>), Abort<LifecycleError>> {
+                request_tx(tx, &settings, &req, &channel, now_ms)
             },
         )
         .await;
-    map_commit(r)
+    let (outcome, notify) = map_commit(r)?;
+    // A report to the MRO was queued with the answer: its sender goes now.
+    if let (Some(mro), Some(desk)) = (notify, &s.notices) {
+        desk.wake(&mro);
+    }
+    Ok(outcome)
 }
 
 /// Who recorded a request, how it came, and (from the LIMS) its dedupe key and raw bytes.
@@ -663,10 +674,11 @@ fn request_tx(
     req: &WrittenRequest,
     channel: &Channel,
     now_ms: u64,
-) -> Result<RequestOutcome, Abort<LifecycleError>> {
+) -> Result<(RequestOutcome, Option<String>), Abort<LifecycleError>> {
     let Some(from) = provenance(tx, channel)? else {
-        return Ok(RequestOutcome::Duplicate);
+        return Ok((RequestOutcome::Duplicate, None));
     };
+    let mut notify = None;
     let id = req.specimen_id.as_str();
     let Some(mut rec) = tx.get::<SpecimenRecord>(Keyspace::Specimens, id.as_bytes())? else {
         return Err(Abort::Domain(LifecycleError::UnknownSpecimen));
@@ -709,7 +721,15 @@ fn request_tx(
                 received_at_ms: req.received_at_ms,
                 second_laboratory: second_laboratory.clone(),
             };
-            split_test(tx, &mut rec, s, request, now_ms)?
+            split_test(
+                tx,
+                &mut rec,
+                s,
+                request,
+                &req.recorded_by,
+                now_ms,
+                &mut notify,
+            )?
         }
         RequestKind::AdulterantRetest {
             cite,
@@ -758,7 +778,7 @@ fn request_tx(
         tx.put_raw_bytes(Keyspace::Raw, &dkey, raw)?;
         tx.put(Keyspace::Dedupe, &dkey, &now_ms)?;
     }
-    Ok(RequestOutcome::Recorded(result))
+    Ok((RequestOutcome::Recorded(result), notify))
 }
 
 fn not_reported() -> Abort<LifecycleError> {
@@ -828,12 +848,17 @@ fn profile_of<'s>(
 
 /// The MRO's split-specimen request (40.171(c)): the forwarding package, or the report that
 /// Bottle B is unavailable; shipping stops the split's retention (40.99(d)).
+/// When Bottle B is unavailable, the report of 40.175(b)(2) is signed and queued to the MRO in
+/// the same transaction (`notify` names the MRO whose sender to wake); a report that cannot be
+/// sent refuses the request, so the answer is never recorded without reaching the MRO.
 fn split_test(
     tx: &mut Tx<'_>,
     rec: &mut SpecimenRecord,
     s: &Settings,
     request: SplitRequest,
+    recorded_by: &str,
     now_ms: u64,
+    notify: &mut Option<String>,
 ) -> Result<serde_json::Value, Abort<LifecycleError>> {
     if rec.release.is_none() {
         return Err(refused(split::SplitError::NotReported));
@@ -853,7 +878,24 @@ fn split_test(
     if let (Some(at), Some(r)) = (d.shipped_at_ms(), rec.lifecycle.retention.as_mut()) {
         r.split_shipped(at).map_err(refused)?;
     }
-    let out = serde_json::to_value(&d).unwrap_or_default();
+    let mut out = serde_json::to_value(&d).unwrap_or_default();
+    if let (SplitDisposition::Unavailable(report), Some(desk)) = (&d, &s.notices) {
+        let profile = rec.profile_name(&s.default_profile).to_string();
+        let queued = crate::custody::notices::queue_split_unavailable(
+            tx,
+            desk,
+            report,
+            &profile,
+            recorded_by,
+        )?
+        .map_err(|e: NoticeError| {
+            refused(format!(
+                "the split-unavailable report to the MRO (40.175(b)(2)) cannot be sent: {e}"
+            ))
+        })?;
+        *notify = Some(queued.mro_id.clone());
+        out["reported_to_mro"] = serde_json::to_value(&queued).unwrap_or_default();
+    }
     rec.lifecycle.split = Some(SplitRecord {
         request,
         disposition: d,

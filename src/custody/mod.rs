@@ -5,6 +5,7 @@
 pub mod events;
 pub mod intake;
 pub mod lifecycle;
+pub mod notices;
 pub mod outbox;
 pub mod records;
 pub mod release;

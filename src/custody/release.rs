@@ -17,9 +17,7 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 
 /// Signs a report payload as a compact JWS; returns (jws, key id).
-pub trait Signer: Send + Sync {
-    fn sign(&self, payload: &[u8]) -> Result<(String, String), String>;
-}
+pub use crate::trust::signing::Signer;
 
 /// What a release means, as recorded with the signature.
 pub const MEANING: &str = "reviewed and released";
@@ -554,13 +552,4 @@ pub fn review_item(
         "draft_report": draft,
         "waiting_since_ms": rec.updated_at_ms,
     })
-}
-
-impl Signer for crate::trust::signing::SigningKey {
-    fn sign(&self, payload: &[u8]) -> Result<(String, String), String> {
-        Ok((
-            crate::trust::signing::SigningKey::sign(self, payload),
-            self.kid().to_string(),
-        ))
-    }
 }

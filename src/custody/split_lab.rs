@@ -298,29 +298,7 @@ fn outcome_text(r: &split::Reconfirmation) -> (String, Option<String>) {
     }
 }
 
-/// Keys that would carry donor (or employer) identity; none may appear anywhere in a
-/// split-result payload.
-const DONOR_KEYS: [&str; 4] = ["donor", "ssn", "employee", "employer"];
-
-/// Refuses a payload with any key naming donor identity (at any depth).
-pub fn assert_no_donor_identity(v: &serde_json::Value) -> Result<(), String> {
-    match v {
-        serde_json::Value::Object(m) => {
-            for (k, x) in m {
-                let lower = k.to_ascii_lowercase();
-                if DONOR_KEYS.iter().any(|d| lower.contains(d)) {
-                    return Err(format!(
-                        "the payload carries `{k}`: no donor or employer identity may be sent"
-                    ));
-                }
-                assert_no_donor_identity(x)?;
-            }
-            Ok(())
-        }
-        serde_json::Value::Array(a) => a.iter().try_for_each(assert_no_donor_identity),
-        _ => Ok(()),
-    }
-}
+pub use crate::custody::notices::assert_no_donor_identity;
 
 impl SplitResultReport {
     /// Builds the payload from the intake and the complete outcome; refuses a Copy 1 without

@@ -132,6 +132,12 @@ impl fmt::Debug for Pkcs8 {
     }
 }
 
+/// What signs a report: the compact JWS of `payload` and the key id that signed it. The
+/// daemon uses the active [`SigningKey`]; tests may use a fake.
+pub trait Signer: Send + Sync {
+    fn sign(&self, payload: &[u8]) -> Result<(String, String), String>;
+}
+
 /// An Ed25519 private key and its kid.
 pub struct SigningKey {
     kid: String,
@@ -143,6 +149,12 @@ impl fmt::Debug for SigningKey {
         f.debug_struct("SigningKey")
             .field("kid", &self.kid)
             .finish_non_exhaustive()
+    }
+}
+
+impl Signer for SigningKey {
+    fn sign(&self, payload: &[u8]) -> Result<(String, String), String> {
+        Ok((SigningKey::sign(self, payload), self.kid().to_string()))
     }
 }
 
