@@ -348,6 +348,10 @@ enum LifecycleCommand {
     /// As the split laboratory: release the complete split result to the MRO named in Copy 1
     /// (certifying scientist; signed and queued like a report; refused while pending).
     SplitLabRelease { id: String },
+    /// Release the complete result of testing the primary for the split's adulterant
+    /// (40.187(f)) to the MRO named on the CCF (certifying scientist; signed and queued like a
+    /// report; refused while pending).
+    AdulterantRetestRelease { id: String },
     /// The retention of a specimen: each item, requests, releases, discards.
     Retention { id: String },
     /// What the laboratory may discard now, with freezer locations.
@@ -656,6 +660,14 @@ fn command(cli: Cli) -> ExitCode {
                 LifecycleCommand::SplitLabRelease { id } => (
                     "POST",
                     format!("/api/split-lab/{}/release", url_segment(id)),
+                    Some(serde_json::json!({})),
+                ),
+                LifecycleCommand::AdulterantRetestRelease { id } => (
+                    "POST",
+                    format!(
+                        "/api/specimens/{}/adulterant-retest/release",
+                        url_segment(id)
+                    ),
                     Some(serde_json::json!({})),
                 ),
                 LifecycleCommand::SplitShow { id } => (

@@ -786,3 +786,166 @@ fn split_laboratory_releases_the_split_result_only_to_the_mro_in_copy1() {
     assert!(released[0].starts_with("SB-1 split result reviewed and released; Reconfirmed"));
     assert!(released[0].contains("sha256 "));
 }
+
+/// Reports to the MRO that answer its letters reach the MRO like any report, signed and
+/// verifiable: 40.175(b)(2) "the split specimen is unavailable" when Bottle B cannot be
+/// forwarded, and 40.187(f) the result of testing the primary for the split's adulterant,
+/// released by a certifying scientist (refused for other roles). Neither names the donor.
+#[test]
+fn split_unavailable_and_primary_retest_reports_reach_the_mro() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pki(dir.path());
+    let rx = receiver(&p);
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "{}\n{}",
+            analyzer("lab"),
+            mro_section(&p, rx.port, "MRO-0042")
+        ),
+    );
+    generate_key(&cfg);
+    let d = Daemon::start(dir.path());
+
+    // Bottle B absent at accessioning; the MRO's letter asks for it to be forwarded.
+    let xml = String::from_utf8(accession_xml_clean("SPEC-U9"))
+        .unwrap()
+        .replace(
+            "<bottle-b>\n    <seal>intact</seal>",
+            "<bottle-b>\n    <seal>absent</seal>",
+        );
+    assert!(xml.contains("<seal>absent</seal>"), "fixture changed");
+    d.drop_lims("acc-SPEC-U9.xml", xml.as_bytes()).unwrap();
+    let a = d.addr("lab");
+    let screen = oru(
+        "SPEC-U9-1",
+        "SPEC-U9",
+        &[
+            ("THC50", "0", "ng/mL"),
+            ("COC300", "900", "ng/mL"),
+            ("OPI2000", "0", "ng/mL"),
+            ("AMP1000", "0", "ng/mL"),
+            ("PCP25", "0", "ng/mL"),
+            ("CREA", "90", "mg/dL"),
+            ("PH", "6.2", "pH"),
+            ("NIT", "100", "mcg/mL"),
+        ],
+    );
+    assert_eq!(ack_code(&send(a, &screen).unwrap()), "AA");
+    let confirm = oru("SPEC-U9-3", "SPEC-U9", &[("BZEC", "480", "ng/mL")]);
+    assert_eq!(ack_code(&send(a, &confirm).unwrap()), "AA");
+    let (s, body) = post(
+        &d,
+        "/api/review/SPEC-U9/release",
+        Some(TOKEN),
+        serde_json::json!({}),
+    );
+    assert_eq!(s, 200, "{body}");
+    let (s, body) = post(
+        &d,
+        "/api/specimens/SPEC-U9/requests",
+        Some(OPERATOR_TOKEN),
+        serde_json::json!({"kind": "split_test", "document_ref": "MRO-SPLIT-9",
+                           "second_laboratory": "Second Example Laboratory"}),
+    );
+    assert_eq!(s, 200, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let unavailable = answer["reported_to_mro"]["report_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no report to the MRO: {answer}"))
+        .to_string();
+    rx.wait_answered_2xx(&unavailable, Duration::from_secs(30))
+        .expect("the split-unavailable report reaches the MRO");
+    let jws = rx.with_key(&unavailable)[0].body.clone();
+    let v = verified_payload(dir.path(), &cfg, "unavailable.jws", &jws);
+    assert_eq!(v["kind"], "split_specimen_unavailable", "{v}");
+    assert_eq!(v["specimen_id"], "SPEC-U9");
+    assert_eq!(v["mro"]["id"], "MRO-0042");
+    assert_eq!(v["request_document"], "MRO-SPLIT-9");
+    assert!(
+        v["statement"].as_str().unwrap().contains("unavailable"),
+        "{v}"
+    );
+    assert!(!jws.is_empty());
+    wait_until("the unavailable report recorded as delivered", || {
+        delivery_of(&d, &unavailable)["status"] == "delivered"
+    });
+
+    // The primary of another specimen, retested for the split's adulterant (nitrite), was
+    // measured before release: the outcome is complete and a certifying scientist releases it.
+    d.drop_lims("acc-SPEC-U8.xml", &accession_xml_clean("SPEC-U8"))
+        .unwrap();
+    let screen = String::from_utf8(screen.clone())
+        .unwrap()
+        .replace("SPEC-U9", "SPEC-U8");
+    assert_eq!(ack_code(&send(a, screen.as_bytes()).unwrap()), "AA");
+    let confirm = oru("SPEC-U8-3", "SPEC-U8", &[("BZEC", "480", "ng/mL")]);
+    assert_eq!(ack_code(&send(a, &confirm).unwrap()), "AA");
+    let (s, body) = post(
+        &d,
+        "/api/review/SPEC-U8/release",
+        Some(TOKEN),
+        serde_json::json!({}),
+    );
+    assert_eq!(s, 200, "{body}");
+    let (s, body) = post(
+        &d,
+        "/api/specimens/SPEC-U8/requests",
+        Some(OPERATOR_TOKEN),
+        serde_json::json!({"kind": "split_test", "document_ref": "MRO-SPLIT-8",
+                           "second_laboratory": "Second Example Laboratory"}),
+    );
+    assert_eq!(s, 200, "{body}");
+    let (s, body) = post(
+        &d,
+        "/api/specimens/SPEC-U8/requests",
+        Some(OPERATOR_TOKEN),
+        serde_json::json!({"kind": "adulterant_retest", "document_ref": "MRO-LTR-8",
+                           "cite": "40.95(a)(2), HHS criteria",
+                           "remark": "nitrite 500 mcg/mL or more"}),
+    );
+    assert_eq!(s, 200, "{body}");
+    let path = "/api/specimens/SPEC-U8/adulterant-retest/release";
+    assert_eq!(
+        post(&d, path, Some(OPERATOR_TOKEN), serde_json::json!({})).0,
+        403
+    );
+    assert_eq!(
+        post(&d, path, Some(VIEWER_TOKEN), serde_json::json!({})).0,
+        403
+    );
+    let out = d.cli(&["lifecycle", "adulterant-retest-release", "SPEC-U8"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let queued: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let retest = queued["report_id"].as_str().unwrap().to_string();
+    rx.wait_answered_2xx(&retest, Duration::from_secs(30))
+        .expect("the primary-retest result reaches the MRO");
+    let jws = rx.with_key(&retest)[0].body.clone();
+    let v = verified_payload(dir.path(), &cfg, "retest.jws", &jws);
+    assert_eq!(v["kind"], "primary_retest_result", "{v}");
+    assert_eq!(v["result"], "Failed to Reconfirm", "{v}");
+    assert_eq!(v["request_document"], "MRO-LTR-8");
+    assert_eq!(v["certifying_scientist"], "Dr. Test Scientist");
+    // Released once.
+    let (s, body) = post(&d, path, Some(TOKEN), serde_json::json!({}));
+    assert_eq!(s, 409, "{body}");
+    assert!(body.contains("already released"), "{body}");
+    // No donor identity in either payload.
+    for r in rx.requests() {
+        for needle in ["000-00-0000", "donor"] {
+            let payload = r.body.split('.').nth(1).unwrap_or("");
+            use base64::Engine;
+            let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(payload)
+                .unwrap_or_default();
+            let text = String::from_utf8_lossy(&bytes);
+            if text.contains("split_specimen_unavailable") || text.contains("primary_retest") {
+                assert!(!text.contains(needle), "`{needle}` in {text}");
+            }
+        }
+    }
+}

@@ -115,6 +115,13 @@ pub trait LifecycleApi: Send + Sync {
         specimen_id: String,
         scientist: &'a User,
     ) -> ActionFuture<'a>;
+    /// A certifying scientist releases the complete primary-retest result (40.187(f)) to the
+    /// MRO named on the CCF (signed, queued, audited).
+    fn adulterant_retest_release<'a>(
+        &'a self,
+        specimen_id: String,
+        scientist: &'a User,
+    ) -> ActionFuture<'a>;
     /// The specimen's retention: every item, requests, releases, discards.
     fn retention(&self, specimen_id: &str) -> Result<Option<serde_json::Value>, String>;
     /// What the laboratory may discard now, with freezer locations.
@@ -472,6 +479,17 @@ async fn split_lab_view(
     }
 }
 
+async fn adulterant_retest_release(
+    State(s): State<AdminState>,
+    Scientist(user): Scientist,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    let Some(l) = &s.lifecycle else {
+        return no_lifecycle();
+    };
+    action_response(l.adulterant_retest_release(id, &user).await)
+}
+
 async fn split_lab_release(
     State(s): State<AdminState>,
     Scientist(user): Scientist,
@@ -649,6 +667,10 @@ pub fn router(state: AdminState) -> Router {
         .route(
             "/api/specimens/{id}/adulterant-retest",
             get(adulterant_retest_view),
+        )
+        .route(
+            "/api/specimens/{id}/adulterant-retest/release",
+            axum::routing::post(adulterant_retest_release),
         )
         .route("/api/specimens/{id}/retention", get(retention_view))
         .route(

@@ -1024,6 +1024,24 @@ impl admin::LifecycleApi for LifecycleService {
         })
     }
 
+    fn adulterant_retest_release<'a>(
+        &'a self,
+        specimen_id: String,
+        scientist: &'a admin::auth::User,
+    ) -> admin::ActionFuture<'a> {
+        Box::pin(async move {
+            crate::custody::lifecycle::release_primary_retest(
+                &self.committer,
+                &self.settings,
+                &specimen_id,
+                &scientist.name,
+                self.clock.now_ms(),
+            )
+            .await
+            .map_err(|e| (e.status(), e.to_string()))
+        })
+    }
+
     fn retention(&self, specimen_id: &str) -> Result<Option<serde_json::Value>, String> {
         Ok(self
             .record(specimen_id)?

@@ -40,7 +40,7 @@ pub use crate::custody::records::{DISCARDABLE_INDEX, DueItem, due_entry_key};
 use crate::custody::records::{Indexed, put_specimen};
 use crate::domain::calendar::{Calendar, CorrectionWindow, Date};
 pub use crate::domain::lifecycle::{
-    ClockKind, CorrectionClock, LifecycleRecord, RecordedRequest, SplitRecord,
+    ClockKind, CorrectionClock, LifecycleRecord, RecordedRequest, SplitRecord, SplitRelease,
 };
 use crate::domain::retention::{
     Basis, Discardable, Item, ItemRetention, Requester, Retention, RetentionPolicy,
@@ -161,8 +161,21 @@ pub fn on_release(rec: &mut SpecimenRecord, s: &Settings, released_at_ms: u64) {
     if rec.lifecycle.retention.is_some() {
         return;
     }
-    let r = Retention::new(basis, released_at_ms, split_bottle(rec));
-    let next = r.next_due_ms(&s.retention, released_at_ms.saturating_sub(1));
+    let split = split_bottle(rec);
+    start_retention(rec, s, basis, split, released_at_ms);
+}
+
+/// Creates the record's retention from `reported_at_ms` and schedules its clock at the first
+/// instant something becomes discardable (the due index follows when the record is written).
+pub fn start_retention(
+    rec: &mut SpecimenRecord,
+    s: &Settings,
+    basis: Basis,
+    split: SplitBottle,
+    reported_at_ms: u64,
+) {
+    let r = Retention::new(basis, reported_at_ms, split);
+    let next = r.next_due_ms(&s.retention, reported_at_ms.saturating_sub(1));
     rec.lifecycle.retention = Some(r);
     rec.lifecycle.retention_due_ms = next;
 }
@@ -491,6 +504,112 @@ pub fn adulterant_retest_view(
         "request": req,
         "outcome": outcome,
     })))
+}
+
+/// What the release of the primary-retest result means, as recorded with the signature.
+pub const MEANING_PRIMARY_RETEST: &str = "primary retest result reviewed and released";
+
+/// A certifying scientist releases the complete result of testing the primary for the split's
+/// adulterant (40.187(f)) to the MRO named on the CCF: signed, stored as a report and queued in
+/// one transaction with the audit entry. Refused while the result is pending, once released, or
+/// when the report cannot be addressed or signed.
+pub async fn release_primary_retest(
+    committer: &GroupCommitter,
+    s: &Arc<Settings>,
+    specimen_id: &str,
+    scientist: &str,
+    now_ms: u64,
+) -> Result<serde_json::Value, LifecycleError> {
+    let settings = s.clone();
+    let id = specimen_id.to_string();
+    let scientist = scientist.to_string();
+    let r = committer
+        .submit(
+            move |tx: &mut Tx<'_>| -> Result<(serde_json::Value, String), Abort<LifecycleError>> {
+                let s = &settings;
+                let Some(desk) = &s.notices else {
+                    return Err(refused("this daemon sends no reports to MROs"));
+                };
+                let Some(mut rec) = tx.get::<SpecimenRecord>(Keyspace::Specimens, id.as_bytes())?
+                else {
+                    return Err(Abort::Domain(LifecycleError::UnknownSpecimen));
+                };
+                let before = Indexed::of(&rec);
+                let Some(req) = rec.lifecycle.adulterant_retest.clone() else {
+                    return Err(refused(
+                        "no request of the MRO to test the primary for the split's adulterant (40.187(f)) is recorded",
+                    ));
+                };
+                if let Some(done) = &rec.lifecycle.adulterant_retest_released {
+                    return Err(refused(format!(
+                        "the primary-retest result was already released as report {}",
+                        done.report_id
+                    )));
+                }
+                let profile_name = rec.profile_name(&s.default_profile).to_string();
+                let profile = profile_of(&rec, s)?;
+                let validity = rec.engine_input().validity;
+                let tested =
+                    (validity != crate::domain::rules::Validity::default()).then_some(&validity);
+                let outcome = match split::retest_primary(profile, &id, &req, tested)
+                    .map_err(refused)?
+                {
+                    split::PrimaryRetest::Pending { missing } => {
+                        let what: Vec<String> = missing
+                            .iter()
+                            .map(|m| serde_json::to_string(m).unwrap_or_default())
+                            .collect();
+                        return Err(refused(format!(
+                            "the primary-retest result is pending, not releasable: still missing {}",
+                            what.join(", ")
+                        )));
+                    }
+                    split::PrimaryRetest::Complete(r) => r,
+                };
+                let Some(acc) = &rec.accession else {
+                    return Err(Abort::Domain(LifecycleError::UnknownSpecimen));
+                };
+                let queued = crate::custody::notices::queue_primary_retest(
+                    tx,
+                    desk,
+                    crate::custody::notices::RetestRelease {
+                        outcome: &outcome,
+                        mro_name: &acc.ccf.mro.name,
+                        mro_id: acc.ccf.mro.id.as_deref(),
+                        profile: &profile_name,
+                        scientist: &scientist,
+                        released_at_ms: now_ms,
+                    },
+                )?
+                .map_err(|e| refused(format!("the primary-retest result cannot be sent: {e}")))?;
+                rec.lifecycle.adulterant_retest_released = Some(SplitRelease {
+                    report_id: queued.report_id.clone(),
+                    released_at_ms: now_ms,
+                    scientist: scientist.clone(),
+                    meaning: MEANING_PRIMARY_RETEST.into(),
+                    content_sha256: queued.content_sha256.clone(),
+                });
+                rec.updated_at_ms = now_ms;
+                put_specimen(tx, Some(before), &rec)?;
+                let who = short(&format!("user:{scientist}"), 64);
+                let what = format!(
+                    "{MEANING_PRIMARY_RETEST}; report {}; sha256 {}",
+                    queued.report_id, queued.content_sha256
+                );
+                tx.audit(
+                    AuditEntry::new(now_ms, who, "primary_retest_released", id.as_str())
+                        .after(short(&what, store::MAX_SUMMARY_LEN)),
+                )?;
+                let mro = queued.mro_id.clone();
+                Ok((serde_json::to_value(&queued).unwrap_or_default(), mro))
+            },
+        )
+        .await;
+    let (v, mro) = map_commit(r)?;
+    if let Some(desk) = &s.notices {
+        desk.wake(&mro);
+    }
+    Ok(v)
 }
 
 // ---- Written requests -------------------------------------------------------------------------

@@ -434,6 +434,7 @@ pub async fn release(
     let now = releaser.clock.now_ms();
     let laboratory = releaser.laboratory.clone();
     let mros = releaser.mros.clone();
+    let releaser_lifecycle = releaser.lifecycle.clone();
     let lab = lab.clone();
     let id = specimen_id.to_string();
     let scientist = scientist.to_string();
@@ -509,6 +510,17 @@ pub async fn release(
                 intake.released = Some(rel);
                 rec.lifecycle.split_lab = Some(intake);
                 rec.updated_at_ms = now;
+                // The bottle this laboratory reconfirmed is kept a year (40.99(a)) and the
+                // records two (40.109(a)), from the release of the split result.
+                if rec.lifecycle.retention.is_none() {
+                    crate::custody::lifecycle::start_retention(
+                        &mut rec,
+                        &releaser_lifecycle,
+                        crate::domain::retention::Basis::OneYear,
+                        crate::domain::retention::SplitBottle::Absent,
+                        now,
+                    );
+                }
                 put_specimen(tx, Some(before), &rec)?;
                 outbox::enqueue(
                     tx,

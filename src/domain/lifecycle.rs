@@ -84,6 +84,10 @@ pub struct LifecycleRecord {
     /// in the split.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adulterant_retest: Option<split::PrimaryRetestRequest>,
+    /// The certifying scientist's release of the primary-retest result to the MRO
+    /// (40.187(f)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adulterant_retest_released: Option<SplitRelease>,
     /// This laboratory as the split laboratory: the Bottle B received for reconfirmation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub split_lab: Option<Intake>,
