@@ -10,13 +10,15 @@
 //! 4. [`reporting`] — 40.97 and 40.99(a): the categories, quantitative values, retention, remarks.
 
 pub mod accessioning;
+pub mod edition;
 pub mod measure;
 pub mod profile;
 pub mod reporting;
 pub mod testing;
 pub mod validity;
 
-pub use profile::{Profile, ProfileError, ProfileSet};
+pub use edition::{NoEdition, select};
+pub use profile::{Profile, ProfileError, ProfileSet, Program, SelectingDate, SpecimenType};
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};

@@ -6,6 +6,7 @@
 //! out); reading the file is the caller's business.
 
 use super::measure;
+use crate::domain::calendar::Date;
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -204,11 +205,104 @@ pub struct Reporting {
     pub retain_one_year: BTreeSet<Reportable>,
 }
 
+/// The testing program a specimen is collected under (the CCF says which).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Program {
+    /// DOT, 49 CFR Part 40.
+    #[default]
+    Dot,
+    /// The HHS Mandatory Guidelines (federal agencies).
+    Hhs,
+}
+
+impl Program {
+    pub fn key(self) -> &'static str {
+        match self {
+            Program::Dot => "dot",
+            Program::Hhs => "hhs",
+        }
+    }
+}
+
+/// The specimen an edition's rules are written for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SpecimenType {
+    #[default]
+    Urine,
+    OralFluid,
+}
+
+impl SpecimenType {
+    pub fn key(self) -> &'static str {
+        match self {
+            SpecimenType::Urine => "urine",
+            SpecimenType::OralFluid => "oral_fluid",
+        }
+    }
+}
+
+/// Which date of a specimen decides whether an edition applies to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SelectingDate {
+    /// The CCF collection date (the DOT editions).
+    CollectedOn,
+    /// The date the laboratory received (accessioned) the specimen (the HHS 2025 panels).
+    ReceivedOn,
+}
+
+impl SelectingDate {
+    pub fn key(self) -> &'static str {
+        match self {
+            SelectingDate::CollectedOn => "collected_on",
+            SelectingDate::ReceivedOn => "received_on",
+        }
+    }
+}
+
+/// The specimens an edition covers: those whose selecting date is in `from..=to`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Period {
+    pub selected_by: SelectingDate,
+    pub from: Date,
+    /// Last day covered (inclusive); `None`: still in force.
+    pub to: Option<Date>,
+    /// Where the dates come from.
+    pub cite: String,
+}
+
+impl Period {
+    pub fn covers(&self, d: Date) -> bool {
+        d >= self.from && self.to.is_none_or(|t| d <= t)
+    }
+
+    /// True when the two periods share a day.
+    pub fn overlaps(&self, other: &Period) -> bool {
+        let starts_before_other_ends = other.to.is_none_or(|t| self.from <= t);
+        let other_starts_before_end = self.to.is_none_or(|t| other.from <= t);
+        starts_before_other_ends && other_starts_before_end
+    }
+}
+
+impl fmt::Display for Period {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.to {
+            Some(t) => write!(f, "{} {} to {}", self.selected_by.key(), self.from, t),
+            None => write!(f, "{} from {}", self.selected_by.key(), self.from),
+        }
+    }
+}
+
 /// One edition of the rules, validated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Profile {
     pub name: String,
     pub title: String,
+    pub program: Program,
+    pub specimen_type: SpecimenType,
+    pub period: Period,
     pub classes: Vec<DrugClass>,
     pub validity: Vec<Criterion>,
     pub correctable: Correctable,
@@ -297,12 +391,25 @@ impl std::error::Error for ProfileError {}
 struct RawProfile {
     name: String,
     title: String,
+    program: Program,
+    specimen_type: SpecimenType,
+    period: RawPeriod,
     #[serde(rename = "class")]
     classes: Vec<RawClass>,
     #[serde(rename = "validity")]
     validity: Vec<RawCriterion>,
     correctable: RawCorrectable,
     reporting: RawReporting,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPeriod {
+    selected_by: SelectingDate,
+    from: Date,
+    #[serde(default)]
+    to: Option<Date>,
+    cite: String,
 }
 
 #[derive(Deserialize)]
@@ -422,6 +529,20 @@ impl RawProfile {
             p(
                 "name".into(),
                 format!("is `{}` but the file is named `{stem}.toml`", self.name),
+            );
+        }
+        if let Some(to) = self.period.to
+            && to < self.period.from
+        {
+            p(
+                "period.to".into(),
+                format!("{to} is before period.from {}", self.period.from),
+            );
+        }
+        if self.period.cite.trim().is_empty() {
+            p(
+                "period.cite".into(),
+                "must name where the dates come from".into(),
             );
         }
         if self.classes.is_empty() {
@@ -598,6 +719,14 @@ impl RawProfile {
         Ok(Profile {
             name: self.name,
             title: self.title,
+            program: self.program,
+            specimen_type: self.specimen_type,
+            period: Period {
+                selected_by: self.period.selected_by,
+                from: self.period.from,
+                to: self.period.to,
+                cite: self.period.cite,
+            },
             classes,
             validity,
             correctable: Correctable {
@@ -645,6 +774,9 @@ impl ProfileSet {
     pub fn is_empty(&self) -> bool {
         self.profiles.is_empty()
     }
+    pub fn iter(&self) -> impl Iterator<Item = &Profile> {
+        self.profiles.values()
+    }
 }
 
 #[cfg(test)]
@@ -654,6 +786,13 @@ mod tests {
     const MINIMAL: &str = r#"
 name = "t"
 title = "test"
+program = "dot"
+specimen_type = "urine"
+[period]
+selected_by = "collected_on"
+from = "2001-08-01"
+to = "2010-09-30"
+cite = "test"
 [[class]]
 key = "pcp"
 name = "PCP"
