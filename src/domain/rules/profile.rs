@@ -157,8 +157,10 @@ pub struct Analyte {
     pub name: String,
     pub confirmation_cutoff: Decimal,
     pub requires: Option<Requirement>,
-    /// Quantitative value always reported at or above this (40.97(f)).
+    /// Quantitative value always reported at or above this (40.97(f) in 2001, 40.85(d) today),
+    /// with the section that says so.
     pub always_quantitate_at: Option<Decimal>,
+    pub always_quantitate_cite: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -197,10 +199,30 @@ pub enum Reportable {
     Invalid,
 }
 
+/// Numerical values an edition requires in every report of a result (40.97(a) today).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequiredValue {
+    /// Each positive analyte's value (40.97(a)(2)(i), from 2010).
+    Positive,
+    /// Creatinine and specific gravity of a dilute result (40.97(a), 40.88(a)).
+    Dilute,
+    /// Creatinine and specific gravity of a substituted result (40.97(a), 40.88(b)).
+    Substituted,
+    /// The value supporting an adulterated result (40.89(b)).
+    Adulterated,
+    /// The pH of a result invalid because of its pH.
+    InvalidPh,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reporting {
     /// Results whose quantitative values go to the MRO on written request (40.97(e)).
     pub quantitate_on_request: BTreeSet<Reportable>,
+    /// Values every report carries whatever the MRO asked (empty in 2001).
+    pub values_required: BTreeSet<RequiredValue>,
+    /// The sections requiring them (set when `values_required` is not empty).
+    pub values_cite: String,
     /// Results whose specimen is kept at least one year (40.99(a)).
     pub retain_one_year: BTreeSet<Reportable>,
 }
@@ -396,7 +418,7 @@ struct RawProfile {
     period: RawPeriod,
     #[serde(rename = "class")]
     classes: Vec<RawClass>,
-    #[serde(rename = "validity")]
+    #[serde(rename = "validity", default)]
     validity: Vec<RawCriterion>,
     correctable: RawCorrectable,
     reporting: RawReporting,
@@ -434,6 +456,8 @@ struct RawAnalyte {
     requires: Option<RawRequirement>,
     #[serde(default, deserialize_with = "measure::deserialize_opt")]
     always_quantitate_at: Option<Decimal>,
+    #[serde(default)]
+    always_quantitate_cite: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -467,6 +491,9 @@ struct RawCorrectable {
 #[serde(deny_unknown_fields)]
 struct RawReporting {
     quantitate_on_request: Vec<Reportable>,
+    values_required: Vec<RequiredValue>,
+    #[serde(default)]
+    values_cite: String,
     retain_one_year: Vec<Reportable>,
 }
 
@@ -607,6 +634,16 @@ impl RawProfile {
                         "must be greater than zero".into(),
                     );
                 }
+                let cited = a
+                    .always_quantitate_cite
+                    .as_deref()
+                    .is_some_and(|c| !c.trim().is_empty());
+                if a.always_quantitate_at.is_some() != cited {
+                    p(
+                        format!("{at}.always_quantitate_cite"),
+                        "must name the section exactly when always_quantitate_at is set".into(),
+                    );
+                }
                 if let Some(r) = &a.requires {
                     if r.at_least < Decimal::ZERO {
                         p(
@@ -642,10 +679,12 @@ impl RawProfile {
             }
         }
         let mut validity = Vec::new();
-        if self.validity.is_empty() {
+        // Oral fluid has no validity test in practice (no HHS-approved biomarker); a urine
+        // edition without validity criteria is a mistake.
+        if self.validity.is_empty() && self.specimen_type == SpecimenType::Urine {
             p(
                 "validity".into(),
-                "a profile needs its validity criteria".into(),
+                "a urine profile needs its validity criteria".into(),
             );
         }
         for (i, v) in self.validity.iter().enumerate() {
@@ -681,6 +720,14 @@ impl RawProfile {
                 "must be between 1 and 30".into(),
             );
         }
+        if !self.reporting.values_required.is_empty()
+            && self.reporting.values_cite.trim().is_empty()
+        {
+            p(
+                "reporting.values_cite".into(),
+                "must name the sections requiring the values".into(),
+            );
+        }
         if self.reporting.retain_one_year.is_empty() {
             p(
                 "reporting.retain_one_year".into(),
@@ -712,6 +759,7 @@ impl RawProfile {
                             cite: r.cite,
                         }),
                         always_quantitate_at: a.always_quantitate_at,
+                        always_quantitate_cite: a.always_quantitate_cite,
                     })
                     .collect(),
             })
@@ -737,6 +785,8 @@ impl RawProfile {
             },
             reporting: Reporting {
                 quantitate_on_request: self.reporting.quantitate_on_request.into_iter().collect(),
+                values_required: self.reporting.values_required.into_iter().collect(),
+                values_cite: self.reporting.values_cite,
                 retain_one_year: self.reporting.retain_one_year.into_iter().collect(),
             },
         })
@@ -813,6 +863,7 @@ temperature = "report"
 form = "reject"
 [reporting]
 quantitate_on_request = ["positive"]
+values_required = []
 retain_one_year = ["positive"]
 "#;
 
