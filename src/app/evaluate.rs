@@ -128,10 +128,14 @@ impl<'a> Evaluator<'a> {
                 case.received_on,
             ) {
                 Ok(p) => p,
-                Err(NoEdition::NoDate { .. }) => self
-                    .profiles
-                    .get(&self.default_profile)
-                    .expect("checked in with_profile"),
+                Err(NoEdition::NoDate { .. }) => {
+                    self.profiles.get(&self.default_profile).ok_or_else(|| {
+                        format!(
+                            "rules.default_profile: `{}` is not loaded",
+                            self.default_profile
+                        )
+                    })?
+                }
                 Err(e) => return Err(e.to_string()),
             },
         };
