@@ -794,8 +794,7 @@ fn evaluate(
             return ExitCode::from(2);
         }
     };
-    let default = profile.unwrap_or(&cfg.rules.default_profile);
-    let ev = match Evaluator::new(&profiles, default) {
+    let ev = match Evaluator::with_profile(&profiles, profile, &cfg.rules.default_profile) {
         Ok(ev) => ev,
         Err(e) => {
             eprintln!("custodian evaluate: {e}");

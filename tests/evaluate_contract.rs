@@ -100,29 +100,53 @@ fn matches(got: &Value, want: &Value) -> Result<(), String> {
     Ok(())
 }
 
+/// The case files and how many cases each holds: the shared dev cases (copied from
+/// shared/conformance, amended contract) and this project's own cases at the editions' edges.
+const SUITES: [(&str, usize); 2] = [("part40-dev", 54), ("editions", 21)];
+
+fn suite(name: &str) -> (String, Vec<Value>) {
+    let dir = root().join("tests/conformance");
+    (
+        std::fs::read_to_string(dir.join(format!("{name}.cases.jsonl"))).unwrap(),
+        read_jsonl(&dir.join(format!("{name}.expected.jsonl"))),
+    )
+}
+
+/// `matches`, and the profile where the expected verdict names one.
+fn matches_with_profile(got: &Value, want: &Value) -> Result<(), String> {
+    matches(got, want)?;
+    if want.get("profile").is_some() && got["profile"] != want["profile"] {
+        return Err(format!(
+            "profile: got {} want {}",
+            got["profile"], want["profile"]
+        ));
+    }
+    Ok(())
+}
+
 #[test]
 fn conformance_cases_match_through_the_binary() {
-    let cases =
-        std::fs::read_to_string(root().join("tests/conformance/part40-dev.cases.jsonl")).unwrap();
-    let expected = read_jsonl(&root().join("tests/conformance/part40-dev.expected.jsonl"));
-    let (code, got) = evaluate(&["-"], &cases);
-    assert_eq!(code, 0);
-    assert_eq!(got.len(), expected.len());
-    assert_eq!(got.len(), 48);
-    let mut failures = Vec::new();
-    for g in &got {
-        let w = expected
-            .iter()
-            .find(|e| e["id"] == g["id"])
-            .expect("id echoed");
-        if let Err(e) = matches(g, w) {
-            failures.push(format!("{}: {e}", g["id"]));
+    for (name, count) in SUITES {
+        let (cases, expected) = suite(name);
+        let (code, got) = evaluate(&["-"], &cases);
+        assert_eq!(code, 0, "{name}: {got:?}");
+        assert_eq!(got.len(), expected.len(), "{name}");
+        assert_eq!(got.len(), count, "{name}");
+        let mut failures = Vec::new();
+        for g in &got {
+            let w = expected
+                .iter()
+                .find(|e| e["id"] == g["id"])
+                .expect("id echoed");
+            if let Err(e) = matches_with_profile(g, w) {
+                failures.push(format!("{name} {}: {e}", g["id"]));
+            }
+            // Shape of every verdict.
+            assert!(g["profile"].is_string());
+            assert!(g["remarks"].is_array());
         }
-        // Shape of every verdict.
-        assert!(g["profile"].is_string());
-        assert!(g["remarks"].is_array());
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
     }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 #[test]
@@ -131,13 +155,102 @@ fn conformance_cases_match_through_the_library() {
     let (_, profiles) =
         custodian::app::config::load_with_env(&root().join("config/custodian.toml"), &[]).unwrap();
     let ev = custodian::app::evaluate::Evaluator::new(&profiles, "part40-2001").unwrap();
-    let cases = read_jsonl(&root().join("tests/conformance/part40-dev.cases.jsonl"));
-    let expected = read_jsonl(&root().join("tests/conformance/part40-dev.expected.jsonl"));
-    for (c, w) in cases.iter().zip(&expected) {
-        let out = ev.line(&c.to_string());
-        assert!(out.evaluated, "{}", out.output);
-        matches(&out.output, w).unwrap_or_else(|e| panic!("{}: {e}", c["id"]));
+    for (name, count) in SUITES {
+        let (cases, expected) = suite(name);
+        let cases: Vec<Value> = cases
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(cases.len(), count, "{name}");
+        for c in &cases {
+            let w = expected
+                .iter()
+                .find(|e| e["id"] == c["id"])
+                .expect("an expected verdict for every case");
+            let out = ev.line(&c.to_string());
+            assert!(out.evaluated, "{}", out.output);
+            matches_with_profile(&out.output, w).unwrap_or_else(|e| panic!("{}: {e}", c["id"]));
+        }
     }
+}
+
+#[test]
+fn a_date_no_edition_covers_is_an_error_never_a_neighbouring_edition() {
+    let no_edition = "no edition shipped for this date";
+    let input = concat!(
+        // DOT urine: the day before 2001, the 2010 edition's period (not shipped), both edges.
+        "{\"id\":\"before-2001\",\"collected_on\":\"2001-07-31\",\"initial\":{\"cocaine\":400}}\n",
+        "{\"id\":\"gap-first\",\"collected_on\":\"2010-10-01\",\"initial\":{\"cocaine\":400}}\n",
+        "{\"id\":\"gap-mid\",\"collected_on\":\"2014-05-05\"}\n",
+        "{\"id\":\"gap-last\",\"collected_on\":\"2017-12-31\",\"received_on\":\"2018-01-02\"}\n",
+        // Oral fluid the day before the 2023 rule took effect.
+        "{\"id\":\"of-before\",\"collected_on\":\"2023-05-31\",\"specimen_type\":\"oral_fluid\"}\n",
+        // HHS 2025 panel: received the day before 2025-07-07 (collected date irrelevant).
+        "{\"id\":\"hhs-before\",\"program\":\"hhs\",\"collected_on\":\"2025-07-01\",\"received_on\":\"2025-07-06\"}\n",
+        // An edition, then the good line after it, to show the run goes on.
+        "{\"id\":\"ok\",\"collected_on\":\"2018-01-01\"}\n",
+    );
+    let (code, out) = evaluate(&["-"], input);
+    assert_eq!(code, 2);
+    assert_eq!(out.len(), 7);
+    for o in &out[..6] {
+        let e = o["error"].as_str().unwrap_or_else(|| panic!("{o}"));
+        assert!(e.contains(no_edition), "{o}");
+        assert!(o.get("results").is_none(), "{o}");
+    }
+    assert!(out[1]["error"].as_str().unwrap().contains("2010-10-01"));
+    assert!(
+        out[5]["error"]
+            .as_str()
+            .unwrap()
+            .contains("received_on 2025-07-06")
+    );
+    assert_eq!(out[6]["profile"], "part40-2023");
+}
+
+#[test]
+fn program_and_specimen_type_are_never_crossed() {
+    let input = concat!(
+        // Fentanyl is not a DOT analyte (40.13(c)).
+        "{\"id\":\"dot-fentanyl\",\"collected_on\":\"2026-10-15\",\"initial\":{\"fentanyl\":5}}\n",
+        // No HHS oral-fluid panel is shipped.
+        "{\"id\":\"hhs-of\",\"program\":\"hhs\",\"specimen_type\":\"oral_fluid\",\"received_on\":\"2026-10-15\"}\n",
+        // Oral fluid without a date: the default (DOT urine) does not judge it.
+        "{\"id\":\"of-no-date\",\"specimen_type\":\"oral_fluid\",\"initial\":{\"thc\":5}}\n",
+        // A named profile of another specimen type or program.
+        "{\"id\":\"of-named-urine\",\"profile\":\"part40-2023\",\"specimen_type\":\"oral_fluid\"}\n",
+        "{\"id\":\"dot-named-hhs\",\"profile\":\"hhs-urine-2025\"}\n",
+        // Received before it was collected.
+        "{\"id\":\"backwards\",\"collected_on\":\"2026-10-15\",\"received_on\":\"2026-10-14\"}\n",
+        // Not a date, not a program.
+        "{\"id\":\"bad-date\",\"collected_on\":\"2026-02-30\"}\n",
+        "{\"id\":\"bad-program\",\"program\":\"faa\"}\n",
+        // HHS without the received date: the default (DOT) does not judge it.
+        "{\"id\":\"hhs-no-received\",\"program\":\"hhs\",\"collected_on\":\"2026-10-15\"}\n",
+    );
+    let (code, out) = evaluate(&["-"], input);
+    assert_eq!(code, 2);
+    assert_eq!(out.len(), 9);
+    let err = |i: usize| {
+        out[i]["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{}", out[i]))
+            .to_string()
+    };
+    assert!(err(0).contains("initial.fentanyl"), "{}", err(0));
+    assert!(
+        err(1).contains("no edition shipped for hhs oral_fluid"),
+        "{}",
+        err(1)
+    );
+    assert!(err(2).contains("dot oral_fluid"), "{}", err(2));
+    assert!(err(3).contains("part40-2023"), "{}", err(3));
+    assert!(err(4).contains("hhs-urine-2025"), "{}", err(4));
+    assert!(err(5).contains("received_on"), "{}", err(5));
+    assert!(err(6).contains("collected_on"), "{}", err(6));
+    assert!(err(7).contains("program"), "{}", err(7));
+    assert!(err(8).contains("hhs urine"), "{}", err(8));
 }
 
 #[test]
@@ -209,7 +322,7 @@ fn evaluate_reads_a_file() {
         "",
     );
     assert_eq!(code, 0);
-    assert_eq!(out.len(), 48);
+    assert_eq!(out.len(), 54);
 }
 
 #[test]

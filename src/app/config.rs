@@ -1105,6 +1105,17 @@ pub fn load_profiles(dir: &Path, problems: &mut Vec<Problem>) -> ProfileSet {
             }
         }
     }
+    // Two editions that could both claim a specimen make the choice ambiguous: refused,
+    // naming both files.
+    for c in crate::domain::rules::edition::conflicts(&set) {
+        problems.push(problem(
+            format!("profile {}: period", c.profiles.0),
+            format!(
+                "{}.toml and {}.toml: {}",
+                c.profiles.0, c.profiles.1, c.problem
+            ),
+        ));
+    }
     if set.is_empty() && problems.is_empty() {
         problems.push(problem(
             "rules.profiles_dir",
@@ -1341,6 +1352,26 @@ keys_dir = "keys"
             e.problems[0].key, "profile part40-2023: class[0].initial_cutoff",
             "{e}"
         );
+    }
+
+    #[test]
+    fn overlapping_editions_are_refused_naming_both_files() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write_config(d.path(), GOOD);
+        let src = d.path().join("profiles/part40-2023.toml");
+        // A copy of today's table that claims collections from 2010 on as well.
+        let text = std::fs::read_to_string(&src)
+            .unwrap()
+            .replace("name = \"part40-2023\"", "name = \"part40-2010\"")
+            .replacen("from = \"2018-01-01\"", "from = \"2010-10-01\"", 1);
+        std::fs::write(d.path().join("profiles/part40-2010.toml"), text).unwrap();
+        let e = load_with_env(&p, &[]).unwrap_err();
+        let all = e.to_string();
+        assert!(
+            all.contains("part40-2010.toml and part40-2023.toml"),
+            "{all}"
+        );
+        assert!(all.contains("overlap"), "{all}");
     }
 
     #[test]

@@ -5,8 +5,10 @@
 //! This module is pure apart from the reader and writer it is handed; the verdicts come from
 //! [`crate::domain::rules::evaluate`], the function the daemon calls.
 
+use crate::domain::calendar::Date;
 use crate::domain::rules::{
-    self, Accession, Profile, ProfileSet, Specimen, Validity, Verdict, measure,
+    self, Accession, NoEdition, Profile, ProfileSet, Program, Specimen, SpecimenType, Validity,
+    Verdict, measure,
 };
 use rust_decimal::Decimal;
 use serde::Deserialize;
@@ -21,6 +23,18 @@ struct Case {
     id: String,
     #[serde(default)]
     profile: Option<String>,
+    /// CCF collection date: chooses the DOT edition in force that day.
+    #[serde(default)]
+    collected_on: Option<Date>,
+    /// Date the laboratory received (accessioned) the specimen: chooses the HHS 2025 panels.
+    #[serde(default)]
+    received_on: Option<Date>,
+    /// `dot` when absent.
+    #[serde(default)]
+    program: Option<Program>,
+    /// `urine` when absent.
+    #[serde(default)]
+    specimen_type: Option<SpecimenType>,
     #[serde(default)]
     accession: Accession,
     #[serde(default)]
@@ -36,6 +50,9 @@ struct Case {
 /// Chooses profiles and evaluates lines.
 pub struct Evaluator<'a> {
     profiles: &'a ProfileSet,
+    /// `--profile`: applies to every case that names none (before any date).
+    forced_profile: Option<String>,
+    /// The configured default: applies when a case has no selecting date.
     default_profile: String,
 }
 
@@ -54,18 +71,92 @@ pub enum SetupError {
 }
 
 impl<'a> Evaluator<'a> {
-    /// `default_profile` is `--profile` if given, else the configured default.
+    /// `default_profile` is the configured default (`rules.default_profile`): it judges cases
+    /// that name no profile and carry no selecting date.
     pub fn new(profiles: &'a ProfileSet, default_profile: &str) -> Result<Self, SetupError> {
-        if profiles.get(default_profile).is_none() {
-            return Err(SetupError::UnknownProfile(
-                default_profile.to_string(),
-                profiles.names().collect::<Vec<_>>().join(", "),
-            ));
+        Self::with_profile(profiles, None, default_profile)
+    }
+
+    /// As [`Evaluator::new`], with `evaluate --profile NAME`: the named profile judges every
+    /// case that names none, whatever its dates (a case's own `profile` still wins).
+    pub fn with_profile(
+        profiles: &'a ProfileSet,
+        forced_profile: Option<&str>,
+        default_profile: &str,
+    ) -> Result<Self, SetupError> {
+        for name in forced_profile.into_iter().chain([default_profile]) {
+            if profiles.get(name).is_none() {
+                return Err(SetupError::UnknownProfile(
+                    name.to_string(),
+                    profiles.names().collect::<Vec<_>>().join(", "),
+                ));
+            }
         }
         Ok(Evaluator {
             profiles,
+            forced_profile: forced_profile.map(str::to_string),
             default_profile: default_profile.to_string(),
         })
+    }
+
+    /// The edition that judges `case`, as the contract orders it: the case's `profile`, else
+    /// `--profile`, else the one profile of its program and specimen type covering its
+    /// selecting date, else (no selecting date) the configured default. A date no profile
+    /// covers is an error, never a neighbouring edition.
+    fn choose(&self, case: &Case) -> Result<&'a Profile, String> {
+        let program = case.program.unwrap_or_default();
+        let specimen_type = case.specimen_type.unwrap_or_default();
+        if let (Some(c), Some(r)) = (case.collected_on, case.received_on)
+            && r < c
+        {
+            return Err(format!("received_on: {r} is before collected_on {c}"));
+        }
+        let named = case
+            .profile
+            .as_deref()
+            .map(|n| ("profile", n))
+            .or(self.forced_profile.as_deref().map(|n| ("--profile", n)));
+        let profile = match named {
+            Some((key, name)) => self.profiles.get(name).ok_or_else(|| {
+                format!("{key}: `{name}` is not loaded (loaded: {})", self.loaded())
+            })?,
+            None => match rules::select(
+                self.profiles,
+                program,
+                specimen_type,
+                case.collected_on,
+                case.received_on,
+            ) {
+                Ok(p) => p,
+                Err(NoEdition::NoDate { .. }) => {
+                    self.profiles.get(&self.default_profile).ok_or_else(|| {
+                        format!(
+                            "rules.default_profile: `{}` is not loaded",
+                            self.default_profile
+                        )
+                    })?
+                }
+                Err(e) => return Err(e.to_string()),
+            },
+        };
+        // A profile of another program or specimen type never judges a case (an absent
+        // `program` is dot, an absent `specimen_type` urine): an HHS panel is not applied to a
+        // DOT specimen (40.13(c)), urine cutoffs not to oral fluid.
+        if profile.program != program || profile.specimen_type != specimen_type {
+            return Err(format!(
+                "profile: `{}` is for {} {} specimens, this case is {} {}",
+                profile.name,
+                profile.program.key(),
+                profile.specimen_type.key(),
+                program.key(),
+                specimen_type.key()
+            ));
+        }
+        Ok(profile)
+    }
+
+    fn loaded(&self) -> String {
+        self.profiles.names().collect::<Vec<_>>().join(", ")
     }
 
     /// Evaluates one line of input (without its newline).
@@ -99,15 +190,9 @@ impl<'a> Evaluator<'a> {
                 return error(id, format!("{at}{msg}"));
             }
         };
-        let profile_name = case.profile.as_deref().unwrap_or(&self.default_profile);
-        let Some(profile) = self.profiles.get(profile_name) else {
-            return error(
-                id,
-                format!(
-                    "profile: `{profile_name}` is not loaded (loaded: {})",
-                    self.profiles.names().collect::<Vec<_>>().join(", ")
-                ),
-            );
+        let profile = match self.choose(&case) {
+            Ok(p) => p,
+            Err(e) => return error(id, e),
         };
         let specimen = Specimen {
             accession: case.accession,

@@ -229,6 +229,9 @@ impl AccessionDoc {
             temperature_recorded: self.temperature_recorded,
             form: self.form,
             correction: Correction::None,
+            // The accession document carries no oral-fluid device findings (urine only).
+            collection_device_expired: false,
+            device_expiration_date_recorded: true,
         }
     }
 }

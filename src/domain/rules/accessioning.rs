@@ -4,7 +4,7 @@
 //! bottle is unavailable before the MRO asks for it, so no remark names that bottle: a
 //! redesignation is reported only as a relabelling of the bottles.
 
-use super::profile::{OnExpiry, Profile};
+use super::profile::{OnExpiry, Profile, SpecimenType};
 use super::{Accession, Correction, Form, Hold, Seal, SplitSeal};
 
 /// What accessioning decided.
@@ -165,9 +165,27 @@ pub fn fatal_flaws(a: &Accession) -> Vec<&'static str> {
 }
 
 /// Applies 40.83 to what accessioning found.
+/// The oral-fluid fatal flaws of 40.199(b)(8), (9): an expired collection device.
+pub fn oral_fluid_fatal_flaws(a: &Accession) -> Vec<&'static str> {
+    let mut fatal = Vec::new();
+    if a.collection_device_expired {
+        if a.device_expiration_date_recorded {
+            fatal.push("the oral-fluid collection device had expired (40.199(b)(8))");
+        } else {
+            fatal.push(
+                "the collection device's expiration date was not recorded and the laboratory confirmed it had expired (40.199(b)(9))",
+            );
+        }
+    }
+    fatal
+}
+
 pub fn accession(profile: &Profile, a: &Accession) -> Accessioned {
     let redesig = redesignations(a);
-    let fatal = fatal_flaws(a);
+    let mut fatal = fatal_flaws(a);
+    if profile.specimen_type == SpecimenType::OralFluid {
+        fatal.extend(oral_fluid_fatal_flaws(a));
+    }
     if !fatal.is_empty() {
         let remarks = fatal
             .into_iter()

@@ -10,13 +10,15 @@
 //! 4. [`reporting`] — 40.97 and 40.99(a): the categories, quantitative values, retention, remarks.
 
 pub mod accessioning;
+pub mod edition;
 pub mod measure;
 pub mod profile;
 pub mod reporting;
 pub mod testing;
 pub mod validity;
 
-pub use profile::{Profile, ProfileError, ProfileSet};
+pub use edition::{NoEdition, select};
+pub use profile::{Profile, ProfileError, ProfileSet, Program, SelectingDate, SpecimenType};
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -108,6 +110,13 @@ pub struct Accession {
     pub form: Form,
     #[serde(default)]
     pub correction: Correction,
+    /// Oral fluid, 40.199(b)(8): the collection device had expired (for (b)(9): the
+    /// laboratory confirmed it had, when Step 4 gave no expiration date).
+    #[serde(default)]
+    pub collection_device_expired: bool,
+    /// Oral fluid, 40.199(b)(9): the device's expiration date is recorded in Step 4.
+    #[serde(default = "yes")]
+    pub device_expiration_date_recorded: bool,
 }
 
 impl Default for Accession {
@@ -126,6 +135,8 @@ impl Default for Accession {
             temperature_recorded: true,
             form: Form::Federal,
             correction: Correction::None,
+            collection_device_expired: false,
+            device_expiration_date_recorded: true,
         }
     }
 }
@@ -246,6 +257,8 @@ pub enum CaseError {
     SpecificGravityNotPositive,
     #[error("validity.adulterants[{0}]: must name the substance")]
     EmptyAdulterant(usize),
+    #[error("{0}: does not apply to {1} specimens (profile {2})")]
+    NotForSpecimenType(String, &'static str, String),
 }
 
 /// Decides the verdict for one specimen under one profile.
@@ -290,6 +303,33 @@ pub fn evaluate(profile: &Profile, specimen: &Specimen) -> Result<Verdict, CaseE
 }
 
 fn check(profile: &Profile, s: &Specimen) -> Result<(), CaseError> {
+    let not_for = |key: &str| {
+        CaseError::NotForSpecimenType(
+            key.to_string(),
+            profile.specimen_type.key(),
+            profile.name.clone(),
+        )
+    };
+    match profile.specimen_type {
+        SpecimenType::Urine => {
+            if s.accession.collection_device_expired {
+                return Err(not_for("accession.collection_device_expired"));
+            }
+            if !s.accession.device_expiration_date_recorded {
+                return Err(not_for("accession.device_expiration_date_recorded"));
+            }
+        }
+        SpecimenType::OralFluid => {
+            // No temperature is taken and no validity test is done on oral fluid (40.92-40.93):
+            // a finding of either is a mistake in the input, never "normal".
+            if !s.accession.temperature_recorded {
+                return Err(not_for("accession.temperature_recorded"));
+            }
+            if s.validity != Validity::default() && profile.validity.is_empty() {
+                return Err(not_for("validity"));
+            }
+        }
+    }
     for (k, v) in &s.initial {
         if profile.class(k).is_none() {
             return Err(CaseError::UnknownClass(k.clone(), profile.name.clone()));

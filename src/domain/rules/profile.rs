@@ -6,6 +6,7 @@
 //! out); reading the file is the caller's business.
 
 use super::measure;
+use crate::domain::calendar::Date;
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -156,8 +157,10 @@ pub struct Analyte {
     pub name: String,
     pub confirmation_cutoff: Decimal,
     pub requires: Option<Requirement>,
-    /// Quantitative value always reported at or above this (40.97(f)).
+    /// Quantitative value always reported at or above this (40.97(f) in 2001, 40.85(d) today),
+    /// with the section that says so.
     pub always_quantitate_at: Option<Decimal>,
+    pub always_quantitate_cite: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -196,12 +199,122 @@ pub enum Reportable {
     Invalid,
 }
 
+/// Numerical values an edition requires in every report of a result (40.97(a) today).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequiredValue {
+    /// Each positive analyte's value (40.97(a)(2)(i), from 2010).
+    Positive,
+    /// Creatinine and specific gravity of a dilute result (40.97(a), 40.88(a)).
+    Dilute,
+    /// Creatinine and specific gravity of a substituted result (40.97(a), 40.88(b)).
+    Substituted,
+    /// The value supporting an adulterated result (40.89(b)).
+    Adulterated,
+    /// The pH of a result invalid because of its pH.
+    InvalidPh,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reporting {
     /// Results whose quantitative values go to the MRO on written request (40.97(e)).
     pub quantitate_on_request: BTreeSet<Reportable>,
+    /// Values every report carries whatever the MRO asked (empty in 2001).
+    pub values_required: BTreeSet<RequiredValue>,
+    /// The sections requiring them (set when `values_required` is not empty).
+    pub values_cite: String,
     /// Results whose specimen is kept at least one year (40.99(a)).
     pub retain_one_year: BTreeSet<Reportable>,
+}
+
+/// The testing program a specimen is collected under (the CCF says which).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Program {
+    /// DOT, 49 CFR Part 40.
+    #[default]
+    Dot,
+    /// The HHS Mandatory Guidelines (federal agencies).
+    Hhs,
+}
+
+impl Program {
+    pub fn key(self) -> &'static str {
+        match self {
+            Program::Dot => "dot",
+            Program::Hhs => "hhs",
+        }
+    }
+}
+
+/// The specimen an edition's rules are written for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SpecimenType {
+    #[default]
+    Urine,
+    OralFluid,
+}
+
+impl SpecimenType {
+    pub fn key(self) -> &'static str {
+        match self {
+            SpecimenType::Urine => "urine",
+            SpecimenType::OralFluid => "oral_fluid",
+        }
+    }
+}
+
+/// Which date of a specimen decides whether an edition applies to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SelectingDate {
+    /// The CCF collection date (the DOT editions).
+    CollectedOn,
+    /// The date the laboratory received (accessioned) the specimen (the HHS 2025 panels).
+    ReceivedOn,
+}
+
+impl SelectingDate {
+    pub fn key(self) -> &'static str {
+        match self {
+            SelectingDate::CollectedOn => "collected_on",
+            SelectingDate::ReceivedOn => "received_on",
+        }
+    }
+}
+
+/// The specimens an edition covers: those whose selecting date is in `from..=to`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Period {
+    pub selected_by: SelectingDate,
+    pub from: Date,
+    /// Last day covered (inclusive); `None`: still in force.
+    pub to: Option<Date>,
+    /// Where the dates come from.
+    pub cite: String,
+}
+
+impl Period {
+    pub fn covers(&self, d: Date) -> bool {
+        d >= self.from && self.to.is_none_or(|t| d <= t)
+    }
+
+    /// True when the two periods share a day.
+    pub fn overlaps(&self, other: &Period) -> bool {
+        let starts_before_other_ends = other.to.is_none_or(|t| self.from <= t);
+        let other_starts_before_end = self.to.is_none_or(|t| other.from <= t);
+        starts_before_other_ends && other_starts_before_end
+    }
+}
+
+impl fmt::Display for Period {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.to {
+            Some(t) => write!(f, "{} {} to {}", self.selected_by.key(), self.from, t),
+            None => write!(f, "{} from {}", self.selected_by.key(), self.from),
+        }
+    }
 }
 
 /// One edition of the rules, validated.
@@ -209,6 +322,9 @@ pub struct Reporting {
 pub struct Profile {
     pub name: String,
     pub title: String,
+    pub program: Program,
+    pub specimen_type: SpecimenType,
+    pub period: Period,
     pub classes: Vec<DrugClass>,
     pub validity: Vec<Criterion>,
     pub correctable: Correctable,
@@ -297,12 +413,25 @@ impl std::error::Error for ProfileError {}
 struct RawProfile {
     name: String,
     title: String,
+    program: Program,
+    specimen_type: SpecimenType,
+    period: RawPeriod,
     #[serde(rename = "class")]
     classes: Vec<RawClass>,
-    #[serde(rename = "validity")]
+    #[serde(rename = "validity", default)]
     validity: Vec<RawCriterion>,
     correctable: RawCorrectable,
     reporting: RawReporting,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPeriod {
+    selected_by: SelectingDate,
+    from: Date,
+    #[serde(default)]
+    to: Option<Date>,
+    cite: String,
 }
 
 #[derive(Deserialize)]
@@ -327,6 +456,8 @@ struct RawAnalyte {
     requires: Option<RawRequirement>,
     #[serde(default, deserialize_with = "measure::deserialize_opt")]
     always_quantitate_at: Option<Decimal>,
+    #[serde(default)]
+    always_quantitate_cite: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -360,6 +491,9 @@ struct RawCorrectable {
 #[serde(deny_unknown_fields)]
 struct RawReporting {
     quantitate_on_request: Vec<Reportable>,
+    values_required: Vec<RequiredValue>,
+    #[serde(default)]
+    values_cite: String,
     retain_one_year: Vec<Reportable>,
 }
 
@@ -424,6 +558,20 @@ impl RawProfile {
                 format!("is `{}` but the file is named `{stem}.toml`", self.name),
             );
         }
+        if let Some(to) = self.period.to
+            && to < self.period.from
+        {
+            p(
+                "period.to".into(),
+                format!("{to} is before period.from {}", self.period.from),
+            );
+        }
+        if self.period.cite.trim().is_empty() {
+            p(
+                "period.cite".into(),
+                "must name where the dates come from".into(),
+            );
+        }
         if self.classes.is_empty() {
             p(
                 "class".into(),
@@ -486,6 +634,16 @@ impl RawProfile {
                         "must be greater than zero".into(),
                     );
                 }
+                let cited = a
+                    .always_quantitate_cite
+                    .as_deref()
+                    .is_some_and(|c| !c.trim().is_empty());
+                if a.always_quantitate_at.is_some() != cited {
+                    p(
+                        format!("{at}.always_quantitate_cite"),
+                        "must name the section exactly when always_quantitate_at is set".into(),
+                    );
+                }
                 if let Some(r) = &a.requires {
                     if r.at_least < Decimal::ZERO {
                         p(
@@ -521,10 +679,12 @@ impl RawProfile {
             }
         }
         let mut validity = Vec::new();
-        if self.validity.is_empty() {
+        // Oral fluid has no validity test in practice (no HHS-approved biomarker); a urine
+        // edition without validity criteria is a mistake.
+        if self.validity.is_empty() && self.specimen_type == SpecimenType::Urine {
             p(
                 "validity".into(),
-                "a profile needs its validity criteria".into(),
+                "a urine profile needs its validity criteria".into(),
             );
         }
         for (i, v) in self.validity.iter().enumerate() {
@@ -560,6 +720,14 @@ impl RawProfile {
                 "must be between 1 and 30".into(),
             );
         }
+        if !self.reporting.values_required.is_empty()
+            && self.reporting.values_cite.trim().is_empty()
+        {
+            p(
+                "reporting.values_cite".into(),
+                "must name the sections requiring the values".into(),
+            );
+        }
         if self.reporting.retain_one_year.is_empty() {
             p(
                 "reporting.retain_one_year".into(),
@@ -591,6 +759,7 @@ impl RawProfile {
                             cite: r.cite,
                         }),
                         always_quantitate_at: a.always_quantitate_at,
+                        always_quantitate_cite: a.always_quantitate_cite,
                     })
                     .collect(),
             })
@@ -598,6 +767,14 @@ impl RawProfile {
         Ok(Profile {
             name: self.name,
             title: self.title,
+            program: self.program,
+            specimen_type: self.specimen_type,
+            period: Period {
+                selected_by: self.period.selected_by,
+                from: self.period.from,
+                to: self.period.to,
+                cite: self.period.cite,
+            },
             classes,
             validity,
             correctable: Correctable {
@@ -608,6 +785,8 @@ impl RawProfile {
             },
             reporting: Reporting {
                 quantitate_on_request: self.reporting.quantitate_on_request.into_iter().collect(),
+                values_required: self.reporting.values_required.into_iter().collect(),
+                values_cite: self.reporting.values_cite,
                 retain_one_year: self.reporting.retain_one_year.into_iter().collect(),
             },
         })
@@ -645,6 +824,9 @@ impl ProfileSet {
     pub fn is_empty(&self) -> bool {
         self.profiles.is_empty()
     }
+    pub fn iter(&self) -> impl Iterator<Item = &Profile> {
+        self.profiles.values()
+    }
 }
 
 #[cfg(test)]
@@ -654,6 +836,13 @@ mod tests {
     const MINIMAL: &str = r#"
 name = "t"
 title = "test"
+program = "dot"
+specimen_type = "urine"
+[period]
+selected_by = "collected_on"
+from = "2001-08-01"
+to = "2010-09-30"
+cite = "test"
 [[class]]
 key = "pcp"
 name = "PCP"
@@ -674,6 +863,7 @@ temperature = "report"
 form = "reject"
 [reporting]
 quantitate_on_request = ["positive"]
+values_required = []
 retain_one_year = ["positive"]
 "#;
 

@@ -1,6 +1,6 @@
 //! Reporting (40.97(a), (e), (f)) and retention (40.99(a)).
 
-use super::profile::{Profile, Reportable, ValidityResult};
+use super::profile::{Measure, Profile, Reportable, RequiredValue, ValidityResult};
 use super::testing::DrugFindings;
 use super::validity::{self, Finding};
 use super::{ResultCategory, Specimen, Verdict};
@@ -61,16 +61,57 @@ pub fn report(
     let mut quantitations = BTreeMap::new();
     let requested = specimen.mro_requested_quantitation;
     let on_request = &profile.reporting.quantitate_on_request;
+    let required = &profile.reporting.values_required;
     for p in &drugs.positives {
         if p.always_quantitate {
             quantitations.insert(p.analyte.clone(), p.value);
+            let cite = profile
+                .analyte(&p.analyte)
+                .and_then(|(_, a)| a.always_quantitate_cite.as_deref())
+                .unwrap_or("40.97(f)");
             remarks.push(format!(
-                "Quantitative value reported for {} at or above the level that must always be reported (40.97(f)).",
+                "Quantitative value reported for {} at or above the level that must always be reported ({cite}).",
                 analyte_name(profile, &p.analyte)
             ));
-        } else if requested && on_request.contains(&Reportable::Positive) {
+        } else if required.contains(&RequiredValue::Positive)
+            || (requested && on_request.contains(&Reportable::Positive))
+        {
             quantitations.insert(p.analyte.clone(), p.value);
         }
+    }
+    // The values the edition requires in the report itself (40.97(a) today; none in 2001).
+    let value = |m: Measure, q: &mut BTreeMap<String, rust_decimal::Decimal>| {
+        if let Some(v) = specimen.validity.get(m) {
+            q.insert(m.key().to_string(), v);
+        }
+    };
+    if dilute && required.contains(&RequiredValue::Dilute)
+        || substituted && required.contains(&RequiredValue::Substituted)
+    {
+        value(Measure::Creatinine, &mut quantitations);
+        value(Measure::SpecificGravity, &mut quantitations);
+    }
+    for f in findings {
+        let supporting = match f.criterion.result {
+            ValidityResult::Adulterated => required.contains(&RequiredValue::Adulterated),
+            ValidityResult::Invalid => {
+                required.contains(&RequiredValue::InvalidPh) && f.measures.contains(&Measure::Ph)
+            }
+            _ => false,
+        };
+        if supporting {
+            for m in &f.measures {
+                if f.criterion.result == ValidityResult::Adulterated || *m == Measure::Ph {
+                    value(*m, &mut quantitations);
+                }
+            }
+        }
+    }
+    if !required.is_empty() && !quantitations.is_empty() {
+        remarks.push(format!(
+            "Numerical values reported as the edition requires ({}).",
+            profile.reporting.values_cite
+        ));
     }
     if requested {
         for f in findings {

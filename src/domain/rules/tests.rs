@@ -13,6 +13,22 @@ fn p2001() -> Profile {
     .unwrap()
 }
 
+fn p_oral_fluid() -> Profile {
+    Profile::parse(
+        include_str!("../../../config/profiles/part40-2023-oral-fluid.toml"),
+        Some("part40-2023-oral-fluid"),
+    )
+    .unwrap()
+}
+
+fn p_hhs_urine() -> Profile {
+    Profile::parse(
+        include_str!("../../../config/profiles/hhs-urine-2025.toml"),
+        Some("hhs-urine-2025"),
+    )
+    .unwrap()
+}
+
 fn p2023() -> Profile {
     Profile::parse(
         include_str!("../../../config/profiles/part40-2023.toml"),
@@ -242,7 +258,9 @@ fn six_am_stands_alone_in_2023() {
 
 #[test]
 fn morphine_codeine_quantitation_at_15000() {
-    for p in [p2001(), p2023()] {
+    // Under the 2001 edition only 40.97(f) quantitates without a request. (Today every positive
+    // carries its value, 40.97(a)(2): see positives_carry_their_values_today.)
+    for p in [p2001()] {
         let class = if p.name == "part40-2001" {
             "opiates"
         } else {
@@ -855,5 +873,273 @@ proptest! {
         let ev = crate::app::evaluate::Evaluator::new(&set, "part40-2001").unwrap();
         let out = ev.line(&text);
         prop_assert!(out.output.get("id").is_some());
+    }
+}
+
+// ---- Today's edition: the fixes of the editions work ------------------------------------------
+
+#[test]
+fn methamphetamine_alone_is_positive_today() {
+    // Today's 40.85 table has no amphetamine requirement: methamphetamine at or above 250 is
+    // positive with no amphetamine at all.
+    let p = p2023();
+    for (meth, positive) in [
+        ("249.9", false),
+        ("250", true),
+        ("250.1", true),
+        ("800", true),
+    ] {
+        let v = eval(
+            &p,
+            &drug_case("amphetamines", d("700"), &[("methamphetamine", d(meth))]),
+        );
+        assert_eq!(
+            v.positive_analytes.contains(&"methamphetamine".to_string()),
+            positive,
+            "meth {meth}"
+        );
+        assert_eq!(
+            v.quantitations.get("methamphetamine").copied(),
+            positive.then(|| d(meth))
+        );
+    }
+    assert!(
+        p.classes
+            .iter()
+            .all(|c| c.analytes.iter().all(|a| a.requires.is_none()))
+    );
+}
+
+#[test]
+fn positives_carry_their_values_today() {
+    let p = p2023();
+    for (value, quantitated) in [("14999.9", true), ("15000", true), ("1999.9", false)] {
+        let v = eval(
+            &p,
+            &drug_case("codeine_morphine", d("9000"), &[("morphine", d(value))]),
+        );
+        assert_eq!(
+            v.quantitations.get("morphine").copied(),
+            quantitated.then(|| d(value)),
+            "{value}"
+        );
+    }
+    // The 15,000 rule is 40.85(d) today.
+    let v = eval(
+        &p,
+        &drug_case("codeine_morphine", d("9000"), &[("codeine", d("15000"))]),
+    );
+    assert!(
+        v.remarks.iter().any(|r| r.contains("40.85(d)")),
+        "{:?}",
+        v.remarks
+    );
+    assert!(
+        !v.remarks.iter().any(|r| r.contains("40.97(f)")),
+        "{:?}",
+        v.remarks
+    );
+}
+
+#[test]
+fn validity_values_required_today() {
+    let p = p2023();
+    let with = |f: &dyn Fn(&mut Validity)| {
+        let mut s = Specimen::default();
+        f(&mut s.validity);
+        eval(&p, &s)
+    };
+    // Negative-dilute: creatinine and SG.
+    let v = with(&|v| {
+        v.creatinine = Some(d("12"));
+        v.specific_gravity = Some(d("1.0025"));
+        v.ph = Some(d("6"));
+    });
+    assert!(v.dilute);
+    assert_eq!(
+        v.quantitations.keys().collect::<Vec<_>>(),
+        ["creatinine", "specific_gravity"]
+    );
+    // Substituted: creatinine and SG.
+    let v = with(&|v| {
+        v.creatinine = Some(d("1.9"));
+        v.specific_gravity = Some(d("1.0200"));
+    });
+    assert_eq!(results(&v), ["substituted"]);
+    assert_eq!(v.quantitations.get("creatinine"), Some(&d("1.9")));
+    assert_eq!(v.quantitations.get("specific_gravity"), Some(&d("1.0200")));
+    // Adulterated by nitrite: the nitrite value only.
+    let v = with(&|v| {
+        v.nitrite = Some(d("500"));
+        v.creatinine = Some(d("80"));
+        v.specific_gravity = Some(d("1.015"));
+    });
+    assert_eq!(results(&v), ["adulterated"]);
+    assert_eq!(v.quantitations.keys().collect::<Vec<_>>(), ["nitrite"]);
+    // Adulterated by pH at both edges.
+    for ph in ["3.9", "11"] {
+        let v = with(&|v| v.ph = Some(d(ph)));
+        assert_eq!(results(&v), ["adulterated"]);
+        assert_eq!(v.quantitations.get("ph"), Some(&d(ph)));
+    }
+    // Invalid because of pH: the pH; invalid for creatinine/SG or nitrite: no value.
+    for ph in ["4", "4.4", "9", "10.9"] {
+        let v = with(&|v| v.ph = Some(d(ph)));
+        assert_eq!(results(&v), ["invalid"], "{ph}");
+        assert_eq!(v.quantitations.keys().collect::<Vec<_>>(), ["ph"], "{ph}");
+    }
+    let v = with(&|v| {
+        v.creatinine = Some(d("1.5"));
+        v.specific_gravity = Some(d("1.01"));
+    });
+    assert_eq!(results(&v), ["invalid"]);
+    assert!(v.quantitations.is_empty());
+    let v = with(&|v| v.nitrite = Some(d("300")));
+    assert_eq!(results(&v), ["invalid"]);
+    assert!(v.quantitations.is_empty());
+    // A plain negative carries nothing.
+    let v = with(&|v| {
+        v.creatinine = Some(d("80"));
+        v.specific_gravity = Some(d("1.015"));
+        v.ph = Some(d("6"));
+    });
+    assert_eq!(results(&v), ["negative"]);
+    assert!(v.quantitations.is_empty());
+    // Positive-dilute: the drug's value and creatinine and SG.
+    let mut s = drug_case("cocaine", d("800"), &[("benzoylecgonine", d("400"))]);
+    s.validity.creatinine = Some(d("15"));
+    s.validity.specific_gravity = Some(d("1.002"));
+    let v = eval(&p, &s);
+    assert!(v.dilute);
+    assert_eq!(
+        v.quantitations.keys().collect::<Vec<_>>(),
+        ["benzoylecgonine", "creatinine", "specific_gravity"]
+    );
+}
+
+#[test]
+fn the_2001_edition_requires_no_values() {
+    let p = p2001();
+    let mut s = drug_case("cocaine", d("800"), &[("benzoylecgonine", d("400"))]);
+    s.validity.creatinine = Some(d("15"));
+    s.validity.specific_gravity = Some(d("1.002"));
+    let v = eval(&p, &s);
+    assert!(v.dilute);
+    assert!(v.quantitations.is_empty());
+}
+
+#[test]
+fn oral_fluid_cutoffs_at_below_above() {
+    let p = p_oral_fluid();
+    check_all_cutoffs(&p);
+    let ic = |k: &str| p.class(k).unwrap().initial_cutoff;
+    let cc = |k: &str| p.analyte(k).unwrap().1.confirmation_cutoff;
+    for (k, v) in [
+        ("thc", "4"),
+        ("cocaine", "15"),
+        ("codeine_morphine", "30"),
+        ("hydrocodone_hydromorphone", "30"),
+        ("oxycodone_oxymorphone", "30"),
+        ("6am", "4"),
+        ("pcp", "10"),
+        ("amphetamines", "50"),
+        ("mdma_mda", "50"),
+    ] {
+        assert_eq!(ic(k), d(v), "{k}");
+    }
+    for (k, v) in [
+        ("thc", "2"),
+        ("cocaine", "8"),
+        ("benzoylecgonine", "8"),
+        ("codeine", "15"),
+        ("morphine", "15"),
+        ("hydrocodone", "15"),
+        ("hydromorphone", "15"),
+        ("oxycodone", "15"),
+        ("oxymorphone", "15"),
+        ("6am", "2"),
+        ("pcp", "10"),
+        ("amphetamine", "25"),
+        ("methamphetamine", "25"),
+        ("mdma", "25"),
+        ("mda", "25"),
+    ] {
+        assert_eq!(cc(k), d(v), "{k}");
+    }
+    assert!(p.validity.is_empty());
+}
+
+#[test]
+fn oral_fluid_fatal_flaws_and_inputs() {
+    let p = p_oral_fluid();
+    let mut s = drug_case("6am", d("5"), &[("6am", d("2.5"))]);
+    assert_eq!(results(&eval(&p, &s)), ["positive"]);
+    s.accession.collection_device_expired = true;
+    let v = eval(&p, &s);
+    assert_eq!(results(&v), ["rejected"]);
+    assert!(
+        v.remarks.iter().any(|r| r.contains("40.199(b)(8)")),
+        "{:?}",
+        v.remarks
+    );
+    s.accession.device_expiration_date_recorded = false;
+    let v = eval(&p, &s);
+    assert_eq!(results(&v), ["rejected"]);
+    assert!(
+        v.remarks.iter().any(|r| r.contains("40.199(b)(9)")),
+        "{:?}",
+        v.remarks
+    );
+    // Missing expiration date, but the laboratory found the device in date: tested.
+    s.accession.collection_device_expired = false;
+    assert_eq!(results(&eval(&p, &s)), ["positive"]);
+    // A validity result or a missing temperature on oral fluid is an input error.
+    let mut s = Specimen::default();
+    s.validity.creatinine = Some(d("5"));
+    assert!(matches!(
+        evaluate(&p, &s),
+        Err(CaseError::NotForSpecimenType(..))
+    ));
+    let mut s = Specimen::default();
+    s.accession.temperature_recorded = false;
+    assert!(matches!(
+        evaluate(&p, &s),
+        Err(CaseError::NotForSpecimenType(..))
+    ));
+    // And the device findings on urine.
+    let mut s = Specimen::default();
+    s.accession.collection_device_expired = true;
+    assert!(matches!(
+        evaluate(&p2023(), &s),
+        Err(CaseError::NotForSpecimenType(..))
+    ));
+}
+
+#[test]
+fn hhs_2025_urine_panel() {
+    let p = p_hhs_urine();
+    check_all_cutoffs(&p);
+    assert_eq!(p.class("fentanyl").unwrap().initial_cutoff, d("1"));
+    assert_eq!(p.analyte("fentanyl").unwrap().1.confirmation_cutoff, d("1"));
+    assert_eq!(
+        p.analyte("norfentanyl").unwrap().1.confirmation_cutoff,
+        d("1")
+    );
+    assert_eq!(
+        p.analyte("morphine").unwrap().1.confirmation_cutoff,
+        d("4000")
+    );
+    assert_eq!(
+        p.analyte("codeine").unwrap().1.confirmation_cutoff,
+        d("2000")
+    );
+    // Morphine 3999.9 is negative under HHS 2025, positive under DOT today.
+    let s = drug_case("codeine_morphine", d("5000"), &[("morphine", d("3999.9"))]);
+    assert_eq!(results(&eval(&p, &s)), ["negative"]);
+    assert_eq!(results(&eval(&p2023(), &s)), ["positive"]);
+    // Fentanyl is never a DOT analyte.
+    for dot in [p2001(), p2023(), p_oral_fluid()] {
+        assert!(dot.class("fentanyl").is_none() && dot.analyte("fentanyl").is_none());
+        assert!(dot.analyte("norfentanyl").is_none());
     }
 }
