@@ -677,6 +677,16 @@ fn split_laboratory_releases_the_split_result_only_to_the_mro_in_copy1() {
     );
     assert_eq!(s, 409, "{body}");
     assert!(body.contains("already released"), "{body}");
+    // The bottle this laboratory reconfirmed keeps its clocks from the release: a year for the
+    // specimen (40.99(a)), two for the records (40.109(a)).
+    let (s, body) = d.get("/api/specimens/SB-1/retention", Some(VIEWER_TOKEN));
+    assert_eq!(s, 200, "{body}");
+    let r: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(r["basis"], "one_year", "{r}");
+    assert!(
+        d.specimen("SB-1").unwrap()["lifecycle"]["retention_due_ms"].is_u64(),
+        "the retention clock is scheduled"
+    );
 
     // Not detected: the validity tests of 40.177(c) are required before release.
     let m = oru("SB-2-1", "SB-2", &[("BZEC", "0", "ng/mL")]);
