@@ -93,6 +93,14 @@ enum Command {
         #[command(flatten)]
         access: Access,
     },
+    /// Refused inputs kept with their reason: the list (never the bytes) and one record (raw
+    /// bytes, base64, for the operator role only; every read is audited). Daemon running.
+    Quarantine {
+        #[command(subcommand)]
+        command: QuarantineCommand,
+        #[command(flatten)]
+        access: Access,
+    },
     /// Watch custodian work: a simulated LIMS, analyzers and MRO around the real daemon, with
     /// five specimens from accession to the MRO's signed reports.
     Demo {
@@ -371,6 +379,18 @@ enum OutboxCommand {
 }
 
 #[derive(Subcommand)]
+enum QuarantineCommand {
+    /// Every record: id, source, time, reason, size (oldest first).
+    List {
+        /// Only this source (`lims`, an analyzer name or `analyzer:NAME`).
+        #[arg(long)]
+        source: Option<String>,
+    },
+    /// One record (audited); with the operator's token it includes the raw bytes (base64).
+    Show { id: String },
+}
+
+#[derive(Subcommand)]
 enum AuditCommand {
     /// Walk the audit hash chain and report the first broken link (exit 1 if broken).
     Verify,
@@ -534,6 +554,24 @@ fn command(cli: Cli) -> ExitCode {
                 &access.config,
                 access.token_file.as_deref(),
                 method,
+                &path,
+                None,
+            )
+        }
+        Command::Quarantine { command, access } => {
+            let path = match &command {
+                QuarantineCommand::List { source: None } => "/api/quarantine".to_string(),
+                QuarantineCommand::List { source: Some(s) } => {
+                    format!("/api/quarantine?source={}", url_segment(s))
+                }
+                QuarantineCommand::Show { id } => {
+                    format!("/api/quarantine/{}", url_segment(id))
+                }
+            };
+            operator::action(
+                &access.config,
+                access.token_file.as_deref(),
+                "GET",
                 &path,
                 None,
             )

@@ -24,12 +24,16 @@ pub struct AdminState {
     /// Replaced as a whole on reload.
     pub users: Arc<std::sync::RwLock<Arc<Users>>>,
     pub ready: Arc<AtomicBool>,
+    /// Why the daemon cannot do its work although it is up (e.g. the store can no longer make
+    /// writes durable): `Some(reason)` makes `/readyz` answer 503 with it.
+    pub not_ready: Option<NotReady>,
     /// The supervised tasks: a dead one makes `/healthz` and `/readyz` answer 503.
     pub health: Arc<crate::core::health::Health>,
     pub prometheus: Option<PrometheusHandle>,
     pub api: Option<Arc<dyn Api>>,
     pub review: Option<Arc<dyn ReviewApi>>,
     pub lifecycle: Option<Arc<dyn LifecycleApi>>,
+    pub quarantine: Option<Arc<dyn QuarantineApi>>,
     /// Records a refused request in the audit log (who if known, what path, why).
     pub on_refusal: Option<RefusalAudit>,
     /// Refusals of unknown callers, counted per source and minute: only the first of each and
@@ -43,6 +47,9 @@ pub struct UnknownCallers {
     pub aggregator: Arc<refusals::Aggregator>,
     pub audit: Arc<dyn Fn(Vec<refusals::Entry>) + Send + Sync>,
 }
+
+/// Tells `/readyz` why the daemon is not ready, if it is not (never donor data).
+pub type NotReady = Arc<dyn Fn() -> Option<String> + Send + Sync>;
 
 /// Records a refusal: the user's name if authenticated, the path, and why.
 pub type RefusalAudit = Arc<dyn Fn(Option<&str>, &str, &'static str) + Send + Sync>;
@@ -119,6 +126,14 @@ pub trait LifecycleApi: Send + Sync {
     fn retention(&self, specimen_id: &str) -> Result<Option<serde_json::Value>, String>;
     /// What the laboratory may discard now, with freezer locations.
     fn discardable(&self) -> Result<serde_json::Value, String>;
+}
+
+/// The quarantine of refused inputs, implemented by the wiring.
+pub trait QuarantineApi: Send + Sync {
+    /// The records (id, source, time, reason, size; never the bytes), optionally of a source.
+    fn list(&self, source: Option<&str>) -> Result<serde_json::Value, String>;
+    /// One record, audited as read by `user`; the raw bytes (base64) only when `with_raw`.
+    fn show<'a>(&'a self, id: String, user: &'a User, with_raw: bool) -> ActionFuture<'a>;
 }
 
 /// What the daemon offers through `/api/`: implemented by the wiring, which knows the stages.
@@ -382,6 +397,47 @@ async fn retry(
     action_response(r.retry(id, &user).await)
 }
 
+fn no_quarantine() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        "quarantine is not available\n",
+    )
+        .into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct QuarantineQuery {
+    source: Option<String>,
+}
+
+async fn quarantine_list(
+    State(s): State<AdminState>,
+    Reader(_u): Reader,
+    axum::extract::Query(q): axum::extract::Query<QuarantineQuery>,
+) -> Response {
+    let Some(qa) = &s.quarantine else {
+        return no_quarantine();
+    };
+    listed(
+        qa.list(q.source.as_deref()),
+        StatusCode::INTERNAL_SERVER_ERROR,
+    )
+}
+
+/// One quarantined record: the raw bytes, which carry donor data, only to the operator role
+/// (not a certifying scientist's "operate" permission); every read is audited.
+async fn quarantine_show(
+    State(s): State<AdminState>,
+    Reader(user): Reader,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    let Some(qa) = &s.quarantine else {
+        return no_quarantine();
+    };
+    let with_raw = user.role == auth::Role::Operator;
+    action_response(qa.show(id, &user, with_raw).await)
+}
+
 fn no_lifecycle() -> Response {
     (
         StatusCode::SERVICE_UNAVAILABLE,
@@ -537,6 +593,12 @@ async fn readyz(State(s): State<AdminState>) -> Response {
             format!("not ready\n{down}"),
         )
             .into_response()
+    } else if let Some(why) = s.not_ready.as_ref().and_then(|f| f()) {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready\n{why}\n"),
+        )
+            .into_response()
     } else if s.ready.load(Ordering::SeqCst) {
         (StatusCode::OK, "ready\n").into_response()
     } else {
@@ -661,6 +723,8 @@ pub fn router(state: AdminState) -> Router {
             axum::routing::post(split_lab_release),
         )
         .route("/api/discardable", get(discardable))
+        .route("/api/quarantine", get(quarantine_list))
+        .route("/api/quarantine/{id}", get(quarantine_show))
         .with_state(state)
 }
 

@@ -86,6 +86,12 @@ pub const METRICS: &[(&str, &str, &str, &str)] = &[
         "records in the quarantine keyspace",
     ),
     (
+        "custodian_quarantine_dropped_total",
+        "counter",
+        "records",
+        "quarantined records dropped by the sweep, by reason (age, records, bytes: the bound exceeded)",
+    ),
+    (
         "custodian_panel_guard_refusals_total",
         "counter",
         "messages",
@@ -289,7 +295,7 @@ pub fn sample(store: &Store, now_ms: u64) -> Sample {
         s.by_state.push((st.key(), ids.len()));
     }
     s.store_bytes = dir_size(store.dir());
-    s.disk_free_bytes = fs2::available_space(store.dir()).ok();
+    s.disk_free_bytes = store.disk_free_bytes();
     s.quarantined = store.count(Keyspace::Quarantine);
     s.summary_due_days = crate::domain::summary::next_due((now_ms / 86_400_000) as i64).0;
     s

@@ -5,6 +5,7 @@
 pub mod intake;
 pub mod lifecycle;
 pub mod outbox;
+pub mod quarantine;
 pub mod release;
 pub mod split_lab;
 
