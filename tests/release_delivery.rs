@@ -786,3 +786,40 @@ fn split_laboratory_releases_the_split_result_only_to_the_mro_in_copy1() {
     assert!(released[0].starts_with("SB-1 split result reviewed and released; Reconfirmed"));
     assert!(released[0].contains("sha256 "));
 }
+
+/// A mistyped MRO id on the CCF points at another real MRO of the directory: the CCF's MRO
+/// name is not that entry's name, so the report is held in review with that reason and release
+/// is refused; nothing is sent anywhere.
+#[test]
+fn a_ccf_mro_name_that_is_not_the_directory_entrys_holds_the_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pki(dir.path());
+    let rx = receiver(&p);
+    let section = mro_section(&p, rx.port, "MRO-0042").replace(
+        "name = \"Dr. Pat Example, MD\"",
+        "name = \"Dr. Lee Other, MD\"",
+    );
+    assert!(section.contains("Lee Other"));
+    let cfg = write_config(dir.path(), &format!("{}\n{section}", analyzer("lab")));
+    generate_key(&cfg);
+    let d = Daemon::start(dir.path());
+    prepare_positive(&d, "SPEC-N1");
+    let (_, item) = d.get("/api/review/SPEC-N1", Some(TOKEN));
+    let v: serde_json::Value = serde_json::from_str(&item).unwrap();
+    let why = v["held_because"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("CCF names MRO Dr. Pat Example, MD")
+            && why.contains("directory id MRO-0042 is Dr. Lee Other, MD"),
+        "{item}"
+    );
+    let (s, body) = post(
+        &d,
+        "/api/review/SPEC-N1/release",
+        Some(TOKEN),
+        serde_json::json!({}),
+    );
+    assert_eq!(s, 409, "{body}");
+    assert!(body.contains("CCF names MRO"), "{body}");
+    assert_eq!(d.specimen("SPEC-N1").unwrap()["state"], "ready_for_review");
+    assert!(rx.requests().is_empty(), "nothing was sent anywhere");
+}

@@ -386,6 +386,10 @@ pub struct Analyzer {
     /// TLS for the listener; with `client_ca`, analyzers must present a certificate.
     #[serde(default)]
     pub tls: Option<crate::trust::tls::ServerTls>,
+    /// Plain MLLP (no TLS) on an address other than loopback carries donor data in clear:
+    /// refused unless this says so explicitly.
+    #[serde(default)]
+    pub allow_plaintext: bool,
     /// Where the specimen ID is and what each test code means.
     pub mapping: crate::codec::hl7::Mapping,
 }
@@ -914,7 +918,12 @@ fn validate(cfg: &Config, problems: &mut Vec<Problem>) {
     } else {
         // A private key others may read is refused here, so neither `check-config` nor `run`
         // passes with one.
-        for e in crate::trust::signing::KeyStore::new(keys).check_permissions() {
+        let store = crate::trust::signing::KeyStore::new(keys);
+        for e in store
+            .check_dir_permissions()
+            .into_iter()
+            .chain(store.check_permissions())
+        {
             problems.push(problem("signing.keys_dir", e.to_string()));
         }
     }
@@ -1137,6 +1146,29 @@ fn validate_analyzers(cfg: &Config, profiles: &ProfileSet, problems: &mut Vec<Pr
             for p in crate::trust::tls::check(t) {
                 problems.push(problem(format!("{at}.tls"), p));
             }
+            if t.client_name.is_some() && t.client_ca.is_none() {
+                problems.push(problem(
+                    format!("{at}.tls.client_name"),
+                    "needs tls.client_ca: a name is checked on a verified client certificate",
+                ));
+            }
+            if let Some(n) = &t.client_name
+                && rustls::pki_types::ServerName::try_from(n.as_str()).is_err()
+            {
+                problems.push(problem(
+                    format!("{at}.tls.client_name"),
+                    "must be a DNS name or an IP address (matched against the certificate's SAN)",
+                ));
+            }
+        } else if !a.listen.ip().is_loopback() && !a.allow_plaintext {
+            problems.push(problem(
+                format!("{at}.allow_plaintext"),
+                format!(
+                    "plain MLLP on {} (not loopback) sends donor data in clear: configure \
+                     [analyzer.tls], or set allow_plaintext = true for a trusted segment",
+                    a.listen
+                ),
+            ));
         }
         // Every mapped target must exist in some loaded profile (the panel guard checks each
         // result against its own specimen's profile at ingest).
@@ -1493,6 +1525,21 @@ keys_dir = "keys"
             e.problems[0].problem.contains(&file.display().to_string()),
             "{e}"
         );
+
+        // The directory itself: group or others may not enter or list it.
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(load_with_env(&p, &[]).is_ok());
+        let dir = d.path().join("keys");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o750)).unwrap();
+        let e = load_with_env(&p, &[]).unwrap_err();
+        assert_eq!(e.problems.len(), 1, "{e}");
+        assert_eq!(e.problems[0].key, "signing.keys_dir");
+        assert!(
+            e.problems[0].problem.contains(&dir.display().to_string())
+                && e.problems[0].problem.contains("directory"),
+            "{e}"
+        );
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
 
         let body = GOOD.replace("[signing]\nkeys_dir = \"keys\"\n", "");
         let p = write_config(d.path(), &body);

@@ -818,8 +818,15 @@ fn release_status(e: &crate::custody::release::ReleaseError) -> u16 {
     match e {
         UnknownSpecimen => 404,
         UnknownReport => 404,
-        NotReady(_) | MroNotInDirectory(_) | NotNegative(_) | NoReason | NoDocument
-        | Superseded(_) | NothingToCorrect | ReportIdInUse(_) => 409,
+        NotReady(_)
+        | MroNotInDirectory(_)
+        | MroNameMismatch { .. }
+        | NotNegative(_)
+        | NoReason
+        | NoDocument
+        | Superseded(_)
+        | NothingToCorrect
+        | ReportIdInUse(_) => 409,
         Report(_) | BadCorrection(_) => 422,
         Signing(_) | NotDurable(_) => 503,
     }
