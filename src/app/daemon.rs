@@ -202,6 +202,17 @@ async fn run(
     )
     .with_lifecycle(lifecycle_settings);
     let lifecycle = custody.lifecycle().clone();
+    {
+        // Every analyzer's series exists from the start (a silent analyzer alerts after a
+        // restart too), published before any listener can set them: the last message the store knows, or now.
+        let store = store.clone();
+        let names: Vec<String> = cfg.analyzers.iter().map(|a| a.name.clone()).collect();
+        let now = clock.now_ms();
+        let _ = tokio::task::spawn_blocking(move || {
+            crate::app::monitoring::publish_analyzers(&store, &names, now)
+        })
+        .await;
+    }
 
     if let Some(parent) = cfg.lims.spool_dir.parent() {
         std::fs::create_dir_all(parent).map_err(|e| format!("lims.spool_dir: {e}"))?;
