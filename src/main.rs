@@ -93,6 +93,13 @@ enum Command {
         #[command(flatten)]
         access: Access,
     },
+    /// Signed reports: export one as the compact JWS sent to the MRO (daemon running; audited).
+    Reports {
+        #[command(subcommand)]
+        command: ReportsCommand,
+        #[command(flatten)]
+        access: Access,
+    },
     /// Refused inputs kept with their reason: the list (never the bytes) and one record (raw
     /// bytes, base64, for the operator role only; every read is audited). Daemon running.
     Quarantine {
@@ -379,6 +386,17 @@ enum OutboxCommand {
 }
 
 #[derive(Subcommand)]
+enum ReportsCommand {
+    /// Write a report's signed compact JWS (for `custodian verify` and the MRO's tools).
+    Export {
+        report_id: String,
+        /// Write it to this file (mode 0600) instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
 enum QuarantineCommand {
     /// Every record: id, source, time, reason, size (oldest first).
     List {
@@ -394,6 +412,8 @@ enum QuarantineCommand {
 enum AuditCommand {
     /// Walk the audit hash chain and report the first broken link (exit 1 if broken).
     Verify,
+    /// The audit entries of one specimen, oldest first.
+    Show { specimen_id: String },
 }
 
 fn main() -> ExitCode {
@@ -441,6 +461,24 @@ fn command(cli: Cli) -> ExitCode {
             "/api/audit/verify",
             operator::verify_audit,
         ),
+        Command::Audit {
+            command: AuditCommand::Show { specimen_id },
+            access,
+        } => operator::query(
+            &access.config,
+            access.token_file.as_deref(),
+            &format!("/api/specimens/{}/audit", url_segment(&specimen_id)),
+            |store| operator::specimen_audit(store, &specimen_id),
+        ),
+        Command::Reports { command, access } => match &command {
+            ReportsCommand::Export { report_id, out } => operator::export_report(
+                &access.config,
+                access.token_file.as_deref(),
+                report_id,
+                &format!("/api/reports/{}/jws", url_segment(report_id)),
+                out.as_deref(),
+            ),
+        },
         Command::Summary {
             employer,
             from,

@@ -89,6 +89,9 @@ pub trait ReviewApi: Send + Sync {
     fn report(&self, report_id: &str) -> Result<Option<serde_json::Value>, String>;
     /// Puts a dead letter back in its MRO's queue.
     fn retry<'a>(&'a self, report_id: String, operator: &'a User) -> ActionFuture<'a>;
+    /// The signed compact JWS of a report as `{"report_id", "jws"}`, audited as exported by
+    /// `reader`.
+    fn report_jws<'a>(&'a self, report_id: String, reader: &'a User) -> ActionFuture<'a>;
 }
 
 /// Written requests, retention, the split and discards, implemented by the wiring.
@@ -146,6 +149,8 @@ pub trait Api: Send + Sync {
     fn verify_audit(&self) -> Result<serde_json::Value, String>;
     /// The 40.111 summary for an employer and period (ISO dates, inclusive).
     fn summary(&self, employer: &str, from: &str, to: &str) -> Result<serde_json::Value, String>;
+    /// The audit entries whose subject is this specimen, oldest first.
+    fn specimen_audit(&self, specimen_id: &str) -> Result<serde_json::Value, String>;
 }
 
 /// An authenticated caller with the permission the route asked for.
@@ -384,6 +389,40 @@ async fn report_status(
         return no_review();
     };
     found(r.report(&id), "no such report\n")
+}
+
+/// The signed report as sent to the MRO: `application/jose` (RFC 7515 compact serialization).
+async fn report_jws(
+    State(s): State<AdminState>,
+    Reader(user): Reader,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    let Some(r) = &s.review else {
+        return no_review();
+    };
+    match r.report_jws(id, &user).await {
+        Ok(v) => match v.get("jws").and_then(|j| j.as_str()) {
+            Some(jws) => (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/jose")],
+                jws.to_string(),
+            )
+                .into_response(),
+            None => (StatusCode::INTERNAL_SERVER_ERROR, "no JWS\n").into_response(),
+        },
+        Err(e) => action_response(Err(e)),
+    }
+}
+
+async fn specimen_audit(
+    State(s): State<AdminState>,
+    Reader(_u): Reader,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    let Some(api) = &s.api else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not available\n").into_response();
+    };
+    listed(api.specimen_audit(&id), StatusCode::INTERNAL_SERVER_ERROR)
 }
 
 async fn retry(
@@ -698,6 +737,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/outbox", get(outbox))
         .route("/api/outbox/{id}/retry", axum::routing::post(retry))
         .route("/api/reports/{id}", get(report_status))
+        .route("/api/reports/{id}/jws", get(report_jws))
+        .route("/api/specimens/{id}/audit", get(specimen_audit))
         .route(
             "/api/reports/{id}/correct",
             axum::routing::post(correct_report),

@@ -844,6 +844,25 @@ fn release_status(e: &crate::custody::release::ReleaseError) -> u16 {
 }
 
 impl admin::ReviewApi for ReviewService {
+    fn report_jws<'a>(
+        &'a self,
+        report_id: String,
+        reader: &'a admin::auth::User,
+    ) -> admin::ActionFuture<'a> {
+        Box::pin(async move {
+            let now = self.releaser.clock.now_ms();
+            crate::custody::outbox::export_jws(
+                &self.releaser.committer,
+                &report_id,
+                &reader.name,
+                now,
+            )
+            .await
+            .map(|jws| serde_json::json!({"report_id": report_id, "jws": jws}))
+            .map_err(|e| (e.status(), e.to_string()))
+        })
+    }
+
     fn queue(&self) -> Result<serde_json::Value, String> {
         let ids = self
             .store()
@@ -1235,6 +1254,31 @@ impl Api for StoreApi {
     fn summary(&self, employer: &str, from: &str, to: &str) -> Result<serde_json::Value, String> {
         summary_json(&self.store, employer, from, to)
     }
+
+    fn specimen_audit(&self, specimen_id: &str) -> Result<serde_json::Value, String> {
+        specimen_audit_json(&self.store, specimen_id)
+    }
+}
+
+/// The audit entries whose subject is `specimen_id`, oldest first (what happened to it, by
+/// whom; the entries hold no result values or donor data).
+pub fn specimen_audit_json(store: &Store, specimen_id: &str) -> Result<serde_json::Value, String> {
+    let mut out = Vec::new();
+    for item in store.audit_entries(1) {
+        let (_, r) = item.map_err(|e| e.to_string())?;
+        if r.entry.subject == specimen_id {
+            out.push(serde_json::json!({
+                "seq": r.seq,
+                "at": crate::core::clock::rfc3339(r.entry.at_millis),
+                "actor": r.entry.actor,
+                "action": r.entry.action,
+                "subject": r.entry.subject,
+                "before": r.entry.before,
+                "after": r.entry.after,
+            }));
+        }
+    }
+    Ok(serde_json::json!({"specimen_id": specimen_id, "entries": out}))
 }
 
 /// The 40.111 disclosure for an employer and period, from every stored record.
