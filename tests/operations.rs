@@ -344,3 +344,34 @@ fn every_analyzers_series_is_published_at_start() {
     assert_eq!(value("custodian_analyzer_connections", "idle"), 0.0);
     assert_eq!(d.term(), Some(0));
 }
+
+/// Egress is an allow-list: the shipped unit allows only localhost and the private ranges and
+/// says where the laboratory adds its MROs' addresses; the README documents that drop-in and
+/// how the LIMS writes into the spool.
+#[test]
+fn egress_allow_list_and_spool_handover_are_documented() {
+    let unit = std::fs::read_to_string(root().join("systemd/custodian.service")).unwrap();
+    let allowed: Vec<&str> = unit
+        .lines()
+        .filter_map(|l| l.strip_prefix("IPAddressAllow="))
+        .flat_map(str::split_whitespace)
+        .collect();
+    assert_eq!(
+        allowed,
+        vec!["localhost", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]
+    );
+    assert!(unit.contains("IPAddressDeny=any"));
+    assert!(
+        unit.contains("custodian.service.d/"),
+        "the unit names the drop-in"
+    );
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    assert!(readme.contains("### Network egress"));
+    assert!(readme.contains("IPAddressAllow="));
+    assert!(readme.contains("### How the LIMS writes into the spool"));
+    for word in ["usermod -aG custodian", "2770", "0640", "rename"] {
+        assert!(readme.contains(word), "README: {word}");
+    }
+    let tmpfiles = std::fs::read_to_string(root().join("systemd/custodian.tmpfiles.conf")).unwrap();
+    assert!(tmpfiles.contains("d /var/lib/custodian/spool/incoming 2770 custodian custodian"));
+}
