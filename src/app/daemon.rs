@@ -107,11 +107,14 @@ pub fn main(config_path: &Path) -> ExitCode {
     }
 }
 
+/// Called once with the freshly opened store.
+pub type OnStoreOpen = Box<dyn FnOnce(&Store) + Send>;
+
 /// What a test running the daemon in process may reach into. Production passes the default.
 #[derive(Default)]
 pub struct Hooks {
     /// Called once with the store, right after it is opened (a test arms its fault injector).
-    pub on_store_open: Option<Box<dyn FnOnce(&Store) + Send>>,
+    pub on_store_open: Option<OnStoreOpen>,
 }
 
 /// Runs the daemon in this process until SIGTERM/SIGINT (`Ok`) or until it stops because the
@@ -687,10 +690,10 @@ async fn signals_loop(
     durability.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut lost: Option<(String, tokio::time::Instant)> = None;
     loop {
-        if let Some((why, at)) = &lost {
-            if tokio::time::Instant::now() >= *at {
-                return Stop::DurabilityLost(why.clone());
-            }
+        if let Some((why, at)) = &lost
+            && tokio::time::Instant::now() >= *at
+        {
+            return Stop::DurabilityLost(why.clone());
         }
         let stop = || match &lost {
             Some((why, _)) => Stop::DurabilityLost(why.clone()),
@@ -701,18 +704,18 @@ async fn signals_loop(
             _ = int.recv() => return stop(),
             _ = hup.recv() => reload(config_path, reloadable),
             _ = durability.tick() => {
-                if lost.is_none() {
-                    if let Some(why) = committer.store().durability_lost() {
-                        error!(
-                            component = "daemon",
-                            exit_in_secs = exit_after.as_secs(),
-                            "store lost durability: not ready, answering AE; exiting for a restart"
-                        );
-                        let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(
-                            "store lost durability; exiting for a restart",
-                        )]);
-                        lost = Some((why, tokio::time::Instant::now() + exit_after));
-                    }
+                if lost.is_none()
+                    && let Some(why) = committer.store().durability_lost()
+                {
+                    error!(
+                        component = "daemon",
+                        exit_in_secs = exit_after.as_secs(),
+                        "store lost durability: not ready, answering AE; exiting for a restart"
+                    );
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(
+                        "store lost durability; exiting for a restart",
+                    )]);
+                    lost = Some((why, tokio::time::Instant::now() + exit_after));
                 }
             }
             _ = ticker.tick() => {
