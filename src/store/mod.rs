@@ -506,6 +506,16 @@ impl Store {
             .map(str::to_string)
     }
 
+    /// Marks durability lost (an I/O error outside the durable flush, e.g. in a transaction):
+    /// every later durable flush fails with [`StoreError::DurabilityLost`] until reopened.
+    pub(crate) fn lose_durability(&self, reason: String) {
+        self.inner
+            .syncer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .mark_lost(reason);
+    }
+
     /// Reads and decodes a JSON value.
     pub fn get<T: DeserializeOwned>(
         &self,
