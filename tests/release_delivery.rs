@@ -929,6 +929,10 @@ fn reports_export_verifies_and_audit_show_lists_the_specimen() {
             .map(|e| e["action"].as_str().unwrap().to_string())
             .collect()
     };
+    // The delivery's entry (subject: the report id) is there once the MRO's answer is stored.
+    wait_until("delivered", || {
+        delivery_of(&d, &report_id)["status"] == "delivered"
+    });
     let out = cli(VIEWER_TOKEN, &["audit", "show", "SPEC-E1"]);
     assert!(
         out.status.success(),
@@ -937,18 +941,15 @@ fn reports_export_verifies_and_audit_show_lists_the_specimen() {
     );
     let running: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let seen = actions(&running);
-    assert!(seen.iter().any(|a| a == "released"), "{seen:?}");
-    assert_eq!(
-        seen.last().map(String::as_str),
-        Some("report_exported"),
-        "{seen:?}"
-    );
+    for action in ["accessioned", "released", "report_exported", "delivered"] {
+        assert!(seen.iter().any(|a| a == action), "{action}: {seen:?}");
+    }
     assert!(
         running["entries"]
             .as_array()
             .unwrap()
             .iter()
-            .all(|e| e["subject"] == "SPEC-E1")
+            .all(|e| e["subject"] == "SPEC-E1" || e["subject"] == report_id.as_str())
     );
 
     assert_eq!(d.term(), Some(0));

@@ -1263,13 +1263,21 @@ impl Api for StoreApi {
     }
 }
 
-/// The audit entries whose subject is `specimen_id`, oldest first (what happened to it, by
-/// whom; the entries hold no result values or donor data).
+/// The audit entries of a specimen, oldest first: those whose subject is `specimen_id` or one
+/// of its reports (delivery), i.e. what happened to it and by whom; the entries hold no result
+/// values or donor data.
 pub fn specimen_audit_json(store: &Store, specimen_id: &str) -> Result<serde_json::Value, String> {
+    let mut subjects = std::collections::BTreeSet::from([specimen_id.to_string()]);
+    for item in store.iter::<crate::custody::outbox::StoredReport>(Keyspace::Reports) {
+        let (_, r) = item.map_err(|e| e.to_string())?;
+        if r.specimen_id == specimen_id {
+            subjects.insert(r.report_id);
+        }
+    }
     let mut out = Vec::new();
     for item in store.audit_entries(1) {
         let (_, r) = item.map_err(|e| e.to_string())?;
-        if r.entry.subject == specimen_id {
+        if subjects.contains(&r.entry.subject) {
             out.push(serde_json::json!({
                 "seq": r.seq,
                 "at": crate::core::clock::rfc3339(r.entry.at_millis),
