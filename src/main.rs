@@ -93,6 +93,21 @@ enum Command {
         #[command(flatten)]
         access: Access,
     },
+    /// Signed reports: export one as the compact JWS sent to the MRO (daemon running; audited).
+    Reports {
+        #[command(subcommand)]
+        command: ReportsCommand,
+        #[command(flatten)]
+        access: Access,
+    },
+    /// Refused inputs kept with their reason: the list (never the bytes) and one record (raw
+    /// bytes, base64, for the operator role only; every read is audited). Daemon running.
+    Quarantine {
+        #[command(subcommand)]
+        command: QuarantineCommand,
+        #[command(flatten)]
+        access: Access,
+    },
     /// Watch custodian work: a simulated LIMS, analyzers and MRO around the real daemon, with
     /// five specimens from accession to the MRO's signed reports.
     Demo {
@@ -375,9 +390,34 @@ enum OutboxCommand {
 }
 
 #[derive(Subcommand)]
+enum ReportsCommand {
+    /// Write a report's signed compact JWS (for `custodian verify` and the MRO's tools).
+    Export {
+        report_id: String,
+        /// Write it to this file (mode 0600) instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum QuarantineCommand {
+    /// Every record: id, source, time, reason, size (oldest first).
+    List {
+        /// Only this source (`lims`, an analyzer name or `analyzer:NAME`).
+        #[arg(long)]
+        source: Option<String>,
+    },
+    /// One record (audited); with the operator's token it includes the raw bytes (base64).
+    Show { id: String },
+}
+
+#[derive(Subcommand)]
 enum AuditCommand {
     /// Walk the audit hash chain and report the first broken link (exit 1 if broken).
     Verify,
+    /// The audit entries of one specimen, oldest first.
+    Show { specimen_id: String },
 }
 
 fn main() -> ExitCode {
@@ -425,6 +465,24 @@ fn command(cli: Cli) -> ExitCode {
             "/api/audit/verify",
             operator::verify_audit,
         ),
+        Command::Audit {
+            command: AuditCommand::Show { specimen_id },
+            access,
+        } => operator::query(
+            &access.config,
+            access.token_file.as_deref(),
+            &format!("/api/specimens/{}/audit", url_segment(&specimen_id)),
+            |store| operator::specimen_audit(store, &specimen_id),
+        ),
+        Command::Reports { command, access } => match &command {
+            ReportsCommand::Export { report_id, out } => operator::export_report(
+                &access.config,
+                access.token_file.as_deref(),
+                report_id,
+                &format!("/api/reports/{}/jws", url_segment(report_id)),
+                out.as_deref(),
+            ),
+        },
         Command::Summary {
             employer,
             from,
@@ -538,6 +596,24 @@ fn command(cli: Cli) -> ExitCode {
                 &access.config,
                 access.token_file.as_deref(),
                 method,
+                &path,
+                None,
+            )
+        }
+        Command::Quarantine { command, access } => {
+            let path = match &command {
+                QuarantineCommand::List { source: None } => "/api/quarantine".to_string(),
+                QuarantineCommand::List { source: Some(s) } => {
+                    format!("/api/quarantine?source={}", url_segment(s))
+                }
+                QuarantineCommand::Show { id } => {
+                    format!("/api/quarantine/{}", url_segment(id))
+                }
+            };
+            operator::action(
+                &access.config,
+                access.token_file.as_deref(),
+                "GET",
                 &path,
                 None,
             )

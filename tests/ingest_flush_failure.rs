@@ -390,3 +390,78 @@ fn full_file_system(size: &str, pad: usize) {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("\"ok\": true"), "{stdout}");
 }
+
+/// The real binary on a file system that fills up: once the store lost durability `/readyz`
+/// answers 503 with the reason (while `/healthz` stays 200), and after
+/// `exit_after_durability_lost_secs` the daemon exits non-zero by itself (systemd's
+/// Restart=on-failure starts it again). After the file system is grown and the daemon started
+/// again, everything it acknowledged is there.
+#[test]
+fn a_full_file_system_makes_the_daemon_unready_and_exit_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &analyzer("lab"));
+    let text = std::fs::read_to_string(&config).unwrap().replacen(
+        "path = \"store\"\n",
+        "path = \"store\"\nexit_after_durability_lost_secs = 2\n",
+        1,
+    );
+    std::fs::write(&config, text).unwrap();
+    let _mount = TmpfsMount::mount(&dir.path().join("store"), "1m");
+    let mut d = Daemon::start(dir.path());
+    assert_eq!(d.get("/readyz", None).0, 200);
+    let a = d.addr("lab");
+    let started = Instant::now();
+    let mut acked = Vec::new();
+    loop {
+        let id = format!("FX-{:05}", acked.len());
+        let ack = send(a, &bulky(&id, "SPFX-1", 200))
+            .unwrap_or_else(|| panic!("{id}: no answer; log:\n{}", d.log()));
+        match ack_code(&ack).as_str() {
+            "AA" => acked.push(id),
+            "AE" => break,
+            other => panic!("{id}: unexpected {other}: {ack}"),
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "never filled");
+    }
+    assert!(!acked.is_empty());
+    let (status, body) = d.get("/readyz", None);
+    assert_eq!(status, 503, "not ready once durability is lost: {body}");
+    assert!(body.contains("cannot be made durable"), "{body}");
+    assert_eq!(d.get("/healthz", None).0, 200);
+
+    // It exits by itself, non-zero.
+    let mut child = d.child.take().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running; log:\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success(), "exit status {status}; log:\n{}", d.log());
+    assert!(d.log().contains("lost durability"), "{}", d.log());
+
+    // The operator (or systemd, once the disk has room) starts it again: all AA'd are there.
+    let out = Command::new("mount")
+        .args(["-o", "remount,size=32m"])
+        .arg(dir.path().join("store"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    d.restart();
+    assert_eq!(d.get("/readyz", None).0, 200);
+    let rec = d.specimen("SPFX-1").expect("the AA'd specimen");
+    for id in &acked {
+        assert_eq!(
+            results_from(&rec, id),
+            vec![("creatinine".to_string(), "85".to_string())],
+            "{id} was AA"
+        );
+    }
+    assert_eq!(d.term(), Some(0));
+}

@@ -403,3 +403,126 @@ fn the_daemon_refuses_to_start_with_a_readable_tls_key() {
     let d = Daemon::start(dir.path());
     assert_eq!(d.get("/healthz", None).0, 200);
 }
+
+/// An analyzer's client certificate is bound to that analyzer (`tls.client_name`, matched
+/// against the certificate's SAN): a certificate of the same CA issued to another analyzer is
+/// refused on that listener and counted; the right one still gets AA.
+#[test]
+fn a_certificate_of_the_same_ca_for_another_analyzer_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab_ca = ca("custodian test laboratory CA");
+    let (server_cert, server_key) = leaf(
+        &lab_ca,
+        "custodian",
+        &["127.0.0.1", "localhost"],
+        ExtendedKeyUsagePurpose::ServerAuth,
+    );
+    let files = |name: &str, (cert, key): (String, String)| -> (PathBuf, PathBuf) {
+        let c = dir.path().join(format!("{name}.pem"));
+        let k = dir.path().join(format!("{name}.key"));
+        std::fs::write(&c, cert).unwrap();
+        write_key(&k, &key);
+        (c, k)
+    };
+    let (sc, sk) = files("server", (server_cert, server_key));
+    let chem1 = files(
+        "chem-1",
+        leaf(
+            &lab_ca,
+            "chem-1",
+            &["chem-1.lab.example"],
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ),
+    );
+    let chem2 = files(
+        "chem-2",
+        leaf(
+            &lab_ca,
+            "chem-2",
+            &["chem-2.lab.example"],
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ),
+    );
+    let ca_path = dir.path().join("ca.pem");
+    std::fs::write(&ca_path, lab_ca.pem()).unwrap();
+    let p = Pki {
+        ca: ca_path.clone(),
+        server_cert: sc.clone(),
+        server_key: sk.clone(),
+        client_cert: chem1.0.clone(),
+        client_key: chem1.1.clone(),
+        rogue_cert: chem2.0.clone(),
+        rogue_key: chem2.1.clone(),
+    };
+    let analyzer = tls_analyzer("chem1", &p).replacen(
+        &format!("client_ca = \"{}\"\n", ca_path.display()),
+        &format!(
+            "client_ca = \"{}\"\nclient_name = \"chem-1.lab.example\"\n",
+            ca_path.display()
+        ),
+        1,
+    );
+    assert!(analyzer.contains("client_name"));
+    write_config(dir.path(), &analyzer);
+    let d = Daemon::start(dir.path());
+    let a = d.addr("chem1");
+
+    let good = client_config(&p, Some((&chem1.0, &chem1.1)));
+    let ack = tls_exchange(
+        a,
+        good.clone(),
+        &oru("N-1", "SPN-1", &[("THC50", "3", "ng/mL")]),
+    )
+    .expect("chem-1's own certificate");
+    assert_eq!(ack_code(&ack), "AA", "{ack}");
+
+    let before = tls_refusals(&d, "chem1");
+    let other = client_config(&p, Some((&chem2.0, &chem2.1)));
+    let err = tls_exchange(a, other, &oru("N-2", "SPN-2", &[("THC50", "4", "ng/mL")]))
+        .expect_err("chem-2's certificate must be refused on chem-1's listener");
+    eprintln!("refused: {err}");
+    wait_until("the refusal counted", Duration::from_secs(10), || {
+        tls_refusals(&d, "chem1") > before
+    });
+    assert!(d.specimen("SPN-2").is_none(), "nothing of it is stored");
+    let ack = tls_exchange(a, good, &oru("N-3", "SPN-1", &[("COC300", "5", "ng/mL")])).unwrap();
+    assert_eq!(ack_code(&ack), "AA", "{ack}");
+}
+
+/// Plain MLLP on an address other than loopback is refused by check-config (and so by run)
+/// unless `allow_plaintext = true` says so.
+#[test]
+fn plain_mllp_off_loopback_needs_allow_plaintext() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = analyzer("lab").replace("listen = \"127.0.0.1:0\"", "listen = \"0.0.0.0:0\"");
+    write_config(dir.path(), &open);
+    let out = Command::new(bin())
+        .args(["check-config", "--config"])
+        .arg(dir.path().join("custodian.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("analyzer[0].allow_plaintext"), "{text}");
+    let (code, err) = run_expecting_refusal(dir.path());
+    assert_ne!(code, Some(0));
+    assert!(err.contains("allow_plaintext"), "{err}");
+
+    let allowed = open.replacen(
+        "listen = \"0.0.0.0:0\"\n",
+        "listen = \"0.0.0.0:0\"\nallow_plaintext = true\n",
+        1,
+    );
+    write_config(dir.path(), &allowed);
+    let out = Command::new(bin())
+        .args(["check-config", "--config"])
+        .arg(dir.path().join("custodian.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

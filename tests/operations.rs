@@ -256,3 +256,122 @@ fn logs_never_carry_donor_data() {
         "reason files name positions, not content"
     );
 }
+
+/// The alert rules cover refusals (AE/AR rate), quarantine growth and panel-guard refusals,
+/// each on metrics the daemon exports.
+#[test]
+fn alert_rules_cover_refusals_quarantine_and_the_panel_guard() {
+    let rules = std::fs::read_to_string(root().join("config/alerts.yml")).unwrap();
+    for (alert, metric) in [
+        (
+            "CustodianAnalyzerRefusals",
+            "custodian_messages_total{ack=~\"AE|AR\"}",
+        ),
+        ("CustodianQuarantineGrowing", "custodian_quarantined_total"),
+        (
+            "CustodianQuarantineOverBound",
+            "custodian_quarantine_dropped_total",
+        ),
+        (
+            "CustodianPanelGuardRefusals",
+            "custodian_panel_guard_refusals_total",
+        ),
+    ] {
+        assert!(
+            rules.contains(&format!("alert: {alert}")),
+            "{alert} missing"
+        );
+        assert!(rules.contains(metric), "{alert}: {metric} missing");
+        let name = metric.split('{').next().unwrap();
+        assert!(
+            custodian::app::monitoring::metrics()
+                .iter()
+                .any(|m| m.name == name),
+            "{name} is not exported"
+        );
+    }
+}
+
+/// After a restart every configured analyzer has its series at once: the last message time the
+/// store knows (or the start time for one never heard from) and 0 connections, so the
+/// silent-analyzer alert can fire for an analyzer that stays silent after a restart.
+#[test]
+fn every_analyzers_series_is_published_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(
+        dir.path(),
+        &format!("{}{}", analyzer("lab"), analyzer("idle")),
+    );
+    let mut d = Daemon::start(dir.path());
+    let sent_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let ack = send(
+        d.addr("lab"),
+        &oru("S-1", "SPEC-S", &[("THC50", "5", "ng/mL")]),
+    )
+    .unwrap();
+    assert_eq!(ack_code(&ack), "AA", "{ack}");
+    assert_eq!(d.term(), Some(0));
+    let restarted_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    d.restart();
+    let (_, metrics) = d.get("/metrics", None);
+    let value = |name: &str, analyzer: &str| -> f64 {
+        let prefix = format!("{name}{{analyzer=\"{analyzer}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("{name} for {analyzer} missing:\n{metrics}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let lab = value("custodian_analyzer_last_message_timestamp_seconds", "lab");
+    assert!(
+        lab >= sent_at - 1.0 && lab < restarted_at,
+        "lab: the stored message's time, not the restart's: {lab} (sent {sent_at}, restarted {restarted_at})"
+    );
+    let idle = value("custodian_analyzer_last_message_timestamp_seconds", "idle");
+    assert!(
+        idle >= restarted_at - 1.0,
+        "idle: the start time: {idle} vs {restarted_at}"
+    );
+    assert_eq!(value("custodian_analyzer_connections", "lab"), 0.0);
+    assert_eq!(value("custodian_analyzer_connections", "idle"), 0.0);
+    assert_eq!(d.term(), Some(0));
+}
+
+/// Egress is an allow-list: the shipped unit allows only localhost and the private ranges and
+/// says where the laboratory adds its MROs' addresses; the README documents that drop-in and
+/// how the LIMS writes into the spool.
+#[test]
+fn egress_allow_list_and_spool_handover_are_documented() {
+    let unit = std::fs::read_to_string(root().join("systemd/custodian.service")).unwrap();
+    let allowed: Vec<&str> = unit
+        .lines()
+        .filter_map(|l| l.strip_prefix("IPAddressAllow="))
+        .flat_map(str::split_whitespace)
+        .collect();
+    assert_eq!(
+        allowed,
+        vec!["localhost", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]
+    );
+    assert!(unit.contains("IPAddressDeny=any"));
+    assert!(
+        unit.contains("custodian.service.d/"),
+        "the unit names the drop-in"
+    );
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    assert!(readme.contains("### Network egress"));
+    assert!(readme.contains("IPAddressAllow="));
+    assert!(readme.contains("### How the LIMS writes into the spool"));
+    for word in ["usermod -aG custodian", "2770", "0640", "rename"] {
+        assert!(readme.contains(word), "README: {word}");
+    }
+    let tmpfiles = std::fs::read_to_string(root().join("systemd/custodian.tmpfiles.conf")).unwrap();
+    assert!(tmpfiles.contains("d /var/lib/custodian/spool/incoming 2770 custodian custodian"));
+}

@@ -677,6 +677,7 @@ fn split_laboratory_releases_the_split_result_only_to_the_mro_in_copy1() {
     );
     assert_eq!(s, 409, "{body}");
     assert!(body.contains("already released"), "{body}");
+
     // The bottle this laboratory reconfirmed keeps its clocks from the release: a year for the
     // specimen (40.99(a)), two for the records (40.109(a)).
     let (s, body) = d.get("/api/specimens/SB-1/retention", Some(VIEWER_TOKEN));
@@ -795,6 +796,182 @@ fn split_laboratory_releases_the_split_result_only_to_the_mro_in_copy1() {
     assert_eq!(released.len(), 2, "{released:?}");
     assert!(released[0].starts_with("SB-1 split result reviewed and released; Reconfirmed"));
     assert!(released[0].contains("sha256 "));
+}
+
+/// A mistyped MRO id on the CCF points at another real MRO of the directory: the CCF's MRO
+/// name is not that entry's name, so the report is held in review with that reason and release
+/// is refused; nothing is sent anywhere.
+#[test]
+fn a_ccf_mro_name_that_is_not_the_directory_entrys_holds_the_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pki(dir.path());
+    let rx = receiver(&p);
+    let section = mro_section(&p, rx.port, "MRO-0042").replace(
+        "name = \"Dr. Pat Example, MD\"",
+        "name = \"Dr. Lee Other, MD\"",
+    );
+    assert!(section.contains("Lee Other"));
+    let cfg = write_config(dir.path(), &format!("{}\n{section}", analyzer("lab")));
+    generate_key(&cfg);
+    let d = Daemon::start(dir.path());
+    prepare_positive(&d, "SPEC-N1");
+    let (_, item) = d.get("/api/review/SPEC-N1", Some(TOKEN));
+    let v: serde_json::Value = serde_json::from_str(&item).unwrap();
+    let why = v["held_because"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("CCF names MRO Dr. Pat Example, MD")
+            && why.contains("directory id MRO-0042 is Dr. Lee Other, MD"),
+        "{item}"
+    );
+    let (s, body) = post(
+        &d,
+        "/api/review/SPEC-N1/release",
+        Some(TOKEN),
+        serde_json::json!({}),
+    );
+    assert_eq!(s, 409, "{body}");
+    assert!(body.contains("CCF names MRO"), "{body}");
+    assert_eq!(d.specimen("SPEC-N1").unwrap()["state"], "ready_for_review");
+    assert!(rx.requests().is_empty(), "nothing was sent anywhere");
+}
+
+/// `custodian reports export` writes the signed compact JWS that `custodian verify` checks
+/// with the exported public keys (any reader; audited); `custodian audit show` lists the
+/// specimen's audit entries through the daemon and, once it is stopped, from the store.
+#[test]
+fn reports_export_verifies_and_audit_show_lists_the_specimen() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pki(dir.path());
+    let rx = receiver(&p);
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "{}\n{}",
+            analyzer("lab"),
+            mro_section(&p, rx.port, "MRO-0042")
+        ),
+    );
+    generate_key(&cfg);
+    let mut d = Daemon::start(dir.path());
+    prepare_positive(&d, "SPEC-E1");
+    let (s, body) = post(
+        &d,
+        "/api/review/SPEC-E1/release",
+        Some(TOKEN),
+        serde_json::json!({}),
+    );
+    assert_eq!(s, 200, "{body}");
+    let released: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let report_id = released["released"][0]["report_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let cli = |token: &str, args: &[&str]| {
+        Command::new(bin())
+            .args(args)
+            .arg("--config")
+            .arg(&cfg)
+            .env("CUSTODIAN_TOKEN", token)
+            .output()
+            .unwrap()
+    };
+    let out_file = dir.path().join("report.jws");
+    let out = cli(
+        VIEWER_TOKEN,
+        &[
+            "reports",
+            "export",
+            &report_id,
+            "--out",
+            out_file.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let jws = std::fs::read_to_string(&out_file).unwrap();
+    assert_eq!(jws.trim().split('.').count(), 3, "compact JWS: {jws}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&out_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // The same JWS the MRO received.
+    wait_until("delivery", || !rx.requests().is_empty());
+    assert_eq!(rx.requests()[0].body.trim(), jws.trim());
+    let keys = Command::new(bin())
+        .args(["keys", "export-public", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(keys.status.success());
+    let key_file = dir.path().join("lab-keys.json");
+    std::fs::write(&key_file, &keys.stdout).unwrap();
+    let verified = Command::new(bin())
+        .arg("verify")
+        .arg(&out_file)
+        .arg("--key")
+        .arg(&key_file)
+        .output()
+        .unwrap();
+    assert!(
+        verified.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verified.stderr)
+    );
+    assert!(String::from_utf8_lossy(&verified.stdout).contains("SPEC-E1"));
+    // Unknown report: 404, exit 1; no token: refused.
+    assert_eq!(
+        cli(VIEWER_TOKEN, &["reports", "export", "R-nope"])
+            .status
+            .code(),
+        Some(1)
+    );
+    assert_eq!(d.get(&format!("/api/reports/{report_id}/jws"), None).0, 401);
+
+    let actions = |v: &serde_json::Value| -> Vec<String> {
+        v["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["action"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // The delivery's entry (subject: the report id) is there once the MRO's answer is stored.
+    wait_until("delivered", || {
+        delivery_of(&d, &report_id)["status"] == "delivered"
+    });
+    let out = cli(VIEWER_TOKEN, &["audit", "show", "SPEC-E1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let running: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let seen = actions(&running);
+    for action in ["accessioned", "released", "report_exported", "delivered"] {
+        assert!(seen.iter().any(|a| a == action), "{action}: {seen:?}");
+    }
+    assert!(
+        running["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["subject"] == "SPEC-E1" || e["subject"] == report_id.as_str())
+    );
+
+    assert_eq!(d.term(), Some(0));
+    let out = cli(VIEWER_TOKEN, &["audit", "show", "SPEC-E1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stopped: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(actions(&stopped), seen, "the store has the same entries");
 }
 
 /// Reports to the MRO that answer its letters reach the MRO like any report, signed and

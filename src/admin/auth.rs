@@ -46,6 +46,18 @@ impl Role {
     }
 }
 
+/// Whether two configured names are the same person's: compared without case and with runs of
+/// whitespace as one space.
+fn same_name(a: &str, b: &str) -> bool {
+    let norm = |s: &str| {
+        s.split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .to_lowercase()
+    };
+    norm(a) == norm(b)
+}
+
 /// A user as configured.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -96,6 +108,13 @@ impl Users {
         for (i, u) in users.iter().enumerate() {
             if u.name.trim().is_empty() {
                 problems.push((format!("admin.user[{i}].name"), "must not be empty".into()));
+            } else if let Some(j) = users[..i].iter().position(|o| same_name(&o.name, &u.name)) {
+                // A signature must name one person: two entries with one name (even with
+                // different tokens or roles) would make a release ambiguous.
+                problems.push((
+                    format!("admin.user[{i}].name"),
+                    format!("the same name as admin.user[{j}]: a signature must name one person"),
+                ));
             }
             match parse_hex32(&u.token_sha256.to_ascii_lowercase()) {
                 Some(h) => {
@@ -194,6 +213,25 @@ mod tests {
         let dup = Users::from_config(&[cfg("a", Role::Viewer, "t"), cfg("b", Role::Operator, "t")])
             .unwrap_err();
         assert!(dup[0].1.contains("twice"));
+    }
+
+    /// A release is signed with the user's name: two entries with one name (whatever their
+    /// tokens and roles) are refused, naming the later entry.
+    #[test]
+    fn duplicate_names_are_refused() {
+        let e = Users::from_config(&[
+            cfg("Dr. A Smith", Role::CertifyingScientist, "t1"),
+            cfg("B", Role::Viewer, "t2"),
+            cfg("dr.  a smith", Role::Operator, "t3"),
+        ])
+        .unwrap_err();
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].0, "admin.user[2].name");
+        assert!(e[0].1.contains("admin.user[0]"), "{e:?}");
+        assert!(
+            Users::from_config(&[cfg("A", Role::Viewer, "t1"), cfg("B", Role::Viewer, "t2")])
+                .is_ok()
+        );
     }
 
     #[test]

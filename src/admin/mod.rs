@@ -24,12 +24,16 @@ pub struct AdminState {
     /// Replaced as a whole on reload.
     pub users: Arc<std::sync::RwLock<Arc<Users>>>,
     pub ready: Arc<AtomicBool>,
+    /// Why the daemon cannot do its work although it is up (e.g. the store can no longer make
+    /// writes durable): `Some(reason)` makes `/readyz` answer 503 with it.
+    pub not_ready: Option<NotReady>,
     /// The supervised tasks: a dead one makes `/healthz` and `/readyz` answer 503.
     pub health: Arc<crate::core::health::Health>,
     pub prometheus: Option<PrometheusHandle>,
     pub api: Option<Arc<dyn Api>>,
     pub review: Option<Arc<dyn ReviewApi>>,
     pub lifecycle: Option<Arc<dyn LifecycleApi>>,
+    pub quarantine: Option<Arc<dyn QuarantineApi>>,
     /// Records a refused request in the audit log (who if known, what path, why).
     pub on_refusal: Option<RefusalAudit>,
     /// Refusals of unknown callers, counted per source and minute: only the first of each and
@@ -43,6 +47,9 @@ pub struct UnknownCallers {
     pub aggregator: Arc<refusals::Aggregator>,
     pub audit: Arc<dyn Fn(Vec<refusals::Entry>) + Send + Sync>,
 }
+
+/// Tells `/readyz` why the daemon is not ready, if it is not (never donor data).
+pub type NotReady = Arc<dyn Fn() -> Option<String> + Send + Sync>;
 
 /// Records a refusal: the user's name if authenticated, the path, and why.
 pub type RefusalAudit = Arc<dyn Fn(Option<&str>, &str, &'static str) + Send + Sync>;
@@ -82,6 +89,9 @@ pub trait ReviewApi: Send + Sync {
     fn report(&self, report_id: &str) -> Result<Option<serde_json::Value>, String>;
     /// Puts a dead letter back in its MRO's queue.
     fn retry<'a>(&'a self, report_id: String, operator: &'a User) -> ActionFuture<'a>;
+    /// The signed compact JWS of a report as `{"report_id", "jws"}`, audited as exported by
+    /// `reader`.
+    fn report_jws<'a>(&'a self, report_id: String, reader: &'a User) -> ActionFuture<'a>;
 }
 
 /// Written requests, retention, the split and discards, implemented by the wiring.
@@ -128,6 +138,14 @@ pub trait LifecycleApi: Send + Sync {
     fn discardable(&self) -> Result<serde_json::Value, String>;
 }
 
+/// The quarantine of refused inputs, implemented by the wiring.
+pub trait QuarantineApi: Send + Sync {
+    /// The records (id, source, time, reason, size; never the bytes), optionally of a source.
+    fn list(&self, source: Option<&str>) -> Result<serde_json::Value, String>;
+    /// One record, audited as read by `user`; the raw bytes (base64) only when `with_raw`.
+    fn show<'a>(&'a self, id: String, user: &'a User, with_raw: bool) -> ActionFuture<'a>;
+}
+
 /// What the daemon offers through `/api/`: implemented by the wiring, which knows the stages.
 pub trait Api: Send + Sync {
     /// One specimen as JSON, or `None` if unknown.
@@ -138,6 +156,8 @@ pub trait Api: Send + Sync {
     fn verify_audit(&self) -> Result<serde_json::Value, String>;
     /// The 40.111 summary for an employer and period (ISO dates, inclusive).
     fn summary(&self, employer: &str, from: &str, to: &str) -> Result<serde_json::Value, String>;
+    /// The audit entries whose subject is this specimen, oldest first.
+    fn specimen_audit(&self, specimen_id: &str) -> Result<serde_json::Value, String>;
 }
 
 /// An authenticated caller with the permission the route asked for.
@@ -378,6 +398,40 @@ async fn report_status(
     found(r.report(&id), "no such report\n")
 }
 
+/// The signed report as sent to the MRO: `application/jose` (RFC 7515 compact serialization).
+async fn report_jws(
+    State(s): State<AdminState>,
+    Reader(user): Reader,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    let Some(r) = &s.review else {
+        return no_review();
+    };
+    match r.report_jws(id, &user).await {
+        Ok(v) => match v.get("jws").and_then(|j| j.as_str()) {
+            Some(jws) => (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/jose")],
+                jws.to_string(),
+            )
+                .into_response(),
+            None => (StatusCode::INTERNAL_SERVER_ERROR, "no JWS\n").into_response(),
+        },
+        Err(e) => action_response(Err(e)),
+    }
+}
+
+async fn specimen_audit(
+    State(s): State<AdminState>,
+    Reader(_u): Reader,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    let Some(api) = &s.api else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not available\n").into_response();
+    };
+    listed(api.specimen_audit(&id), StatusCode::INTERNAL_SERVER_ERROR)
+}
+
 async fn retry(
     State(s): State<AdminState>,
     Operator(user): Operator,
@@ -387,6 +441,47 @@ async fn retry(
         return no_review();
     };
     action_response(r.retry(id, &user).await)
+}
+
+fn no_quarantine() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        "quarantine is not available\n",
+    )
+        .into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct QuarantineQuery {
+    source: Option<String>,
+}
+
+async fn quarantine_list(
+    State(s): State<AdminState>,
+    Reader(_u): Reader,
+    axum::extract::Query(q): axum::extract::Query<QuarantineQuery>,
+) -> Response {
+    let Some(qa) = &s.quarantine else {
+        return no_quarantine();
+    };
+    listed(
+        qa.list(q.source.as_deref()),
+        StatusCode::INTERNAL_SERVER_ERROR,
+    )
+}
+
+/// One quarantined record: the raw bytes, which carry donor data, only to the operator role
+/// (not a certifying scientist's "operate" permission); every read is audited.
+async fn quarantine_show(
+    State(s): State<AdminState>,
+    Reader(user): Reader,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    let Some(qa) = &s.quarantine else {
+        return no_quarantine();
+    };
+    let with_raw = user.role == auth::Role::Operator;
+    action_response(qa.show(id, &user, with_raw).await)
 }
 
 fn no_lifecycle() -> Response {
@@ -555,6 +650,12 @@ async fn readyz(State(s): State<AdminState>) -> Response {
             format!("not ready\n{down}"),
         )
             .into_response()
+    } else if let Some(why) = s.not_ready.as_ref().and_then(|f| f()) {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready\n{why}\n"),
+        )
+            .into_response()
     } else if s.ready.load(Ordering::SeqCst) {
         (StatusCode::OK, "ready\n").into_response()
     } else {
@@ -654,6 +755,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/outbox", get(outbox))
         .route("/api/outbox/{id}/retry", axum::routing::post(retry))
         .route("/api/reports/{id}", get(report_status))
+        .route("/api/reports/{id}/jws", get(report_jws))
+        .route("/api/specimens/{id}/audit", get(specimen_audit))
         .route(
             "/api/reports/{id}/correct",
             axum::routing::post(correct_report),
@@ -683,6 +786,8 @@ pub fn router(state: AdminState) -> Router {
             axum::routing::post(split_lab_release),
         )
         .route("/api/discardable", get(discardable))
+        .route("/api/quarantine", get(quarantine_list))
+        .route("/api/quarantine/{id}", get(quarantine_show))
         .with_state(state)
 }
 

@@ -30,6 +30,7 @@ pub struct Config {
     pub signing: Signing,
     pub calendar: Calendar,
     pub lifecycle: Lifecycle,
+    pub quarantine: Quarantine,
     pub analyzers: Vec<Analyzer>,
     pub mros: Vec<MroEntry>,
     pub transmit: Transmit,
@@ -185,6 +186,58 @@ impl Default for Lifecycle {
     }
 }
 
+/// The bounds of the quarantine of refused inputs (see `custody::quarantine`). Optional.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Quarantine {
+    /// Most records kept; the oldest beyond it are dropped at the next sweep.
+    #[serde(default = "default_quarantine_max_records")]
+    pub max_records: u64,
+    /// Records older than this many days are dropped.
+    #[serde(default = "default_quarantine_max_age_days")]
+    pub max_age_days: u64,
+    /// Most raw bytes kept; the oldest records beyond it are dropped.
+    #[serde(default = "default_quarantine_max_bytes")]
+    pub max_bytes: u64,
+    /// How often the bounds are enforced, in seconds (also once at start).
+    #[serde(default = "default_quarantine_sweep")]
+    pub sweep_interval_secs: u64,
+}
+
+fn default_quarantine_max_records() -> u64 {
+    100_000
+}
+fn default_quarantine_max_age_days() -> u64 {
+    90
+}
+fn default_quarantine_max_bytes() -> u64 {
+    1 << 30
+}
+fn default_quarantine_sweep() -> u64 {
+    60
+}
+
+impl Default for Quarantine {
+    fn default() -> Self {
+        Quarantine {
+            max_records: default_quarantine_max_records(),
+            max_age_days: default_quarantine_max_age_days(),
+            max_bytes: default_quarantine_max_bytes(),
+            sweep_interval_secs: default_quarantine_sweep(),
+        }
+    }
+}
+
+impl Quarantine {
+    pub fn limits(&self) -> crate::custody::quarantine::Limits {
+        crate::custody::quarantine::Limits {
+            max_records: self.max_records,
+            max_age_ms: self.max_age_days.saturating_mul(86_400_000),
+            max_bytes: self.max_bytes,
+        }
+    }
+}
+
 impl Calendar {
     /// The business-day calendar: federal holidays plus these closures.
     pub fn business_days(&self) -> crate::domain::calendar::Calendar {
@@ -333,6 +386,10 @@ pub struct Analyzer {
     /// TLS for the listener; with `client_ca`, analyzers must present a certificate.
     #[serde(default)]
     pub tls: Option<crate::trust::tls::ServerTls>,
+    /// Plain MLLP (no TLS) on an address other than loopback carries donor data in clear:
+    /// refused unless this says so explicitly.
+    #[serde(default)]
+    pub allow_plaintext: bool,
     /// Where the specimen ID is and what each test code means.
     pub mapping: crate::codec::hl7::Mapping,
 }
@@ -367,7 +424,19 @@ pub struct Rules {
 pub struct Store {
     /// Directory of the sled store (created 0700 if missing).
     pub path: PathBuf,
+    /// After a failed fsync the store refuses durability until it is reopened: the daemon
+    /// answers AE and `/readyz` 503 for this many seconds (so monitoring sees why), then exits
+    /// non-zero for systemd to restart it. At most 25 (the unit's watchdog is 30 s).
+    #[serde(default = "default_exit_after_durability_lost")]
+    pub exit_after_durability_lost_secs: u64,
 }
+
+fn default_exit_after_durability_lost() -> u64 {
+    10
+}
+
+/// Longest `store.exit_after_durability_lost_secs`: below the unit's `WatchdogSec=30s`.
+pub const MAX_EXIT_AFTER_DURABILITY_LOST_SECS: u64 = 25;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -384,8 +453,9 @@ pub struct Log {
 }
 
 /// The top-level sections, each deserialized on its own so one bad section hides no other.
-const SECTIONS: [&str; 14] = [
+const SECTIONS: [&str; 15] = [
     "split_laboratory",
+    "quarantine",
     "mro",
     "transmit",
     "laboratory",
@@ -412,6 +482,7 @@ struct RawConfig {
     signing: Signing,
     calendar: Calendar,
     lifecycle: Lifecycle,
+    quarantine: Quarantine,
     analyzers: Vec<Analyzer>,
     mros: Vec<MroEntry>,
     transmit: Transmit,
@@ -533,6 +604,11 @@ pub fn load_with_env(
     } else {
         Some(Lifecycle::default())
     };
+    let quarantine = if top.contains_key("quarantine") {
+        section::<Quarantine>(&top, "quarantine", env, &mut problems)
+    } else {
+        Some(Quarantine::default())
+    };
     let analyzers = if top.contains_key("analyzer") {
         section::<Vec<Analyzer>>(&top, "analyzer", env, &mut problems)
     } else {
@@ -553,8 +629,8 @@ pub fn load_with_env(
     } else {
         Some(SplitLaboratory::default())
     };
-    let (Some(mros), Some(transmit), Some(lifecycle), Some(split_laboratory)) =
-        (mros, transmit, lifecycle, split_laboratory)
+    let (Some(mros), Some(transmit), Some(lifecycle), Some(split_laboratory), Some(quarantine)) =
+        (mros, transmit, lifecycle, split_laboratory, quarantine)
     else {
         return Err(fail(problems));
     };
@@ -586,6 +662,7 @@ pub fn load_with_env(
         signing,
         calendar,
         lifecycle,
+        quarantine,
         analyzers,
         mros,
         transmit,
@@ -612,6 +689,7 @@ pub fn load_with_env(
         },
         store: Store {
             path: resolve(&raw.store.path),
+            ..raw.store
         },
         log: raw.log,
         ingest: raw.ingest,
@@ -625,6 +703,7 @@ pub fn load_with_env(
         },
         calendar: raw.calendar,
         lifecycle: raw.lifecycle,
+        quarantine: raw.quarantine,
         analyzers: raw
             .analyzers
             .into_iter()
@@ -805,6 +884,27 @@ fn validate(cfg: &Config, problems: &mut Vec<Problem>) {
     if cfg.rules.default_profile.trim().is_empty() {
         problems.push(problem("rules.default_profile", "must name a profile"));
     }
+    for (key, v) in [
+        ("quarantine.max_records", cfg.quarantine.max_records),
+        ("quarantine.max_age_days", cfg.quarantine.max_age_days),
+        ("quarantine.max_bytes", cfg.quarantine.max_bytes),
+        (
+            "quarantine.sweep_interval_secs",
+            cfg.quarantine.sweep_interval_secs,
+        ),
+    ] {
+        if v == 0 {
+            problems.push(problem(key, "must be at least 1"));
+        }
+    }
+    if cfg.store.exit_after_durability_lost_secs > MAX_EXIT_AFTER_DURABILITY_LOST_SECS {
+        problems.push(problem(
+            "store.exit_after_durability_lost_secs",
+            format!(
+                "must be at most {MAX_EXIT_AFTER_DURABILITY_LOST_SECS} (below the unit's 30 s watchdog)"
+            ),
+        ));
+    }
     if cfg.store.path.as_os_str().is_empty() {
         problems.push(problem("store.path", "must name a directory"));
     } else if cfg.store.path.exists() && !cfg.store.path.is_dir() {
@@ -818,7 +918,12 @@ fn validate(cfg: &Config, problems: &mut Vec<Problem>) {
     } else {
         // A private key others may read is refused here, so neither `check-config` nor `run`
         // passes with one.
-        for e in crate::trust::signing::KeyStore::new(keys).check_permissions() {
+        let store = crate::trust::signing::KeyStore::new(keys);
+        for e in store
+            .check_dir_permissions()
+            .into_iter()
+            .chain(store.check_permissions())
+        {
             problems.push(problem("signing.keys_dir", e.to_string()));
         }
     }
@@ -1041,6 +1146,29 @@ fn validate_analyzers(cfg: &Config, profiles: &ProfileSet, problems: &mut Vec<Pr
             for p in crate::trust::tls::check(t) {
                 problems.push(problem(format!("{at}.tls"), p));
             }
+            if t.client_name.is_some() && t.client_ca.is_none() {
+                problems.push(problem(
+                    format!("{at}.tls.client_name"),
+                    "needs tls.client_ca: a name is checked on a verified client certificate",
+                ));
+            }
+            if let Some(n) = &t.client_name
+                && rustls::pki_types::ServerName::try_from(n.as_str()).is_err()
+            {
+                problems.push(problem(
+                    format!("{at}.tls.client_name"),
+                    "must be a DNS name or an IP address (matched against the certificate's SAN)",
+                ));
+            }
+        } else if !a.listen.ip().is_loopback() && !a.allow_plaintext {
+            problems.push(problem(
+                format!("{at}.allow_plaintext"),
+                format!(
+                    "plain MLLP on {} (not loopback) sends donor data in clear: configure \
+                     [analyzer.tls], or set allow_plaintext = true for a trusted segment",
+                    a.listen
+                ),
+            ));
         }
         // Every mapped target must exist in some loaded profile (the panel guard checks each
         // result against its own specimen's profile at ingest).
@@ -1244,6 +1372,27 @@ keys_dir = "keys"
     }
 
     #[test]
+    fn exit_after_durability_lost_has_a_default_and_a_bound() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write_config(d.path(), GOOD);
+        let (cfg, _) = load(&p).unwrap();
+        assert_eq!(cfg.store.exit_after_durability_lost_secs, 10);
+        let body = GOOD.replace(
+            "[store]\npath = \"store\"\n",
+            "[store]\npath = \"store\"\nexit_after_durability_lost_secs = 26\n",
+        );
+        assert_ne!(body, GOOD);
+        let p = write_config(d.path(), &body);
+        let e = load(&p).unwrap_err();
+        assert!(
+            e.problems
+                .iter()
+                .any(|p| p.key == "store.exit_after_durability_lost_secs"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn bad_values_are_named() {
         let d = tempfile::tempdir().unwrap();
         let body = GOOD.replace("format = \"text\"", "format = \"xml\"");
@@ -1407,6 +1556,21 @@ keys_dir = "keys"
             e.problems[0].problem.contains(&file.display().to_string()),
             "{e}"
         );
+
+        // The directory itself: group or others may not enter or list it.
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(load_with_env(&p, &[]).is_ok());
+        let dir = d.path().join("keys");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o750)).unwrap();
+        let e = load_with_env(&p, &[]).unwrap_err();
+        assert_eq!(e.problems.len(), 1, "{e}");
+        assert_eq!(e.problems[0].key, "signing.keys_dir");
+        assert!(
+            e.problems[0].problem.contains(&dir.display().to_string())
+                && e.problems[0].problem.contains("directory"),
+            "{e}"
+        );
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
 
         let body = GOOD.replace("[signing]\nkeys_dir = \"keys\"\n", "");
         let p = write_config(d.path(), &body);

@@ -91,7 +91,13 @@ pub fn main(config_path: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(cfg, profiles, prometheus, config_path.to_path_buf())) {
+    match rt.block_on(run(
+        cfg,
+        profiles,
+        prometheus,
+        config_path.to_path_buf(),
+        Hooks::default(),
+    )) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!(component = "daemon", error = %e, "custodian stopped");
@@ -99,6 +105,46 @@ pub fn main(config_path: &Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Called once with the freshly opened store.
+pub type OnStoreOpen = Box<dyn FnOnce(&Store) + Send>;
+
+/// What a test running the daemon in process may reach into. Production passes the default.
+#[derive(Default)]
+pub struct Hooks {
+    /// Called once with the store, right after it is opened (a test arms its fault injector).
+    pub on_store_open: Option<OnStoreOpen>,
+}
+
+/// Runs the daemon in this process until SIGTERM/SIGINT (`Ok`) or until it stops because the
+/// store lost durability (`Err`, as `custodian run` then exits non-zero). For tests: no metrics
+/// recorder is installed and logging is left as the caller set it up.
+pub async fn run_in_process(
+    cfg: Config,
+    profiles: ProfileSet,
+    config_path: PathBuf,
+    hooks: Hooks,
+) -> Result<(), String> {
+    crate::trust::tls::install_provider();
+    run(cfg, profiles, None, config_path, hooks).await
+}
+
+/// Why the main loop ended.
+enum Stop {
+    /// SIGTERM or SIGINT: a clean shutdown, exit 0.
+    Signal,
+    /// The store refuses durability (a failed fsync): shut down and exit non-zero so the
+    /// service manager restarts the daemon and sled recovers the log from what reached disk.
+    DurabilityLost(String),
+}
+
+/// `/readyz`'s reason while the store cannot make writes durable.
+fn durability_reason(lost: &str) -> String {
+    format!(
+        "store: writes cannot be made durable ({lost}); every message is answered AE until the \
+         daemon exits and is restarted"
+    )
 }
 
 /// What SIGHUP may change while running.
@@ -112,6 +158,7 @@ async fn run(
     profiles: ProfileSet,
     prometheus: Option<metrics_exporter_prometheus::PrometheusHandle>,
     config_path: PathBuf,
+    hooks: Hooks,
 ) -> Result<(), String> {
     // First of all: a SIGHUP or SIGTERM that comes once we say ready must find its handler.
     // A SIGTERM right after readiness must be a clean shutdown, not the default disposition's
@@ -123,6 +170,9 @@ async fn run(
             .map_err(|e| format!("store.path: cannot create {}: {e}", parent.display()))?;
     }
     let store = Store::open(&cfg.store.path).map_err(|e| format!("store.path: {e}"))?;
+    if let Some(f) = hooks.on_store_open {
+        f(&store);
+    }
     let committer = GroupCommitter::start(
         store.clone(),
         GroupConfig {
@@ -173,6 +223,17 @@ async fn run(
     )
     .with_lifecycle(lifecycle_settings);
     let lifecycle = custody.lifecycle().clone();
+    {
+        // Every analyzer's series exists from the start (a silent analyzer alerts after a
+        // restart too), published before any listener can set them: the last message the store knows, or now.
+        let store = store.clone();
+        let names: Vec<String> = cfg.analyzers.iter().map(|a| a.name.clone()).collect();
+        let now = clock.now_ms();
+        let _ = tokio::task::spawn_blocking(move || {
+            crate::app::monitoring::publish_analyzers(&store, &names, now)
+        })
+        .await;
+    }
 
     if let Some(parent) = cfg.lims.spool_dir.parent() {
         std::fs::create_dir_all(parent).map_err(|e| format!("lims.spool_dir: {e}"))?;
@@ -351,9 +412,14 @@ async fn run(
     let api: Arc<dyn Api> = Arc::new(StoreApi {
         store: store.clone(),
     });
+    let not_ready: admin::NotReady = {
+        let store = store.clone();
+        Arc::new(move || store.durability_lost().map(|lost| durability_reason(&lost)))
+    };
     let admin_state = AdminState {
         users: users.clone(),
         ready: ready.clone(),
+        not_ready: Some(not_ready),
         health,
         prometheus,
         api: Some(api),
@@ -370,6 +436,10 @@ async fn run(
                     default_profile: cfg.rules.default_profile.clone(),
                 })
             }),
+        })),
+        quarantine: Some(Arc::new(QuarantineService {
+            committer: committer.clone(),
+            clock: clock.clone(),
         })),
         on_refusal: Some(on_refusal),
         unknown_callers: Some(unknown_callers),
@@ -409,6 +479,17 @@ async fn run(
         });
     }
     {
+        // The quarantine's bounds: enforced at once and every sweep interval.
+        let token = shutdown.clone();
+        let committer = committer.clone();
+        let clock = clock.clone();
+        let limits = cfg.quarantine.limits();
+        let interval = Duration::from_secs(cfg.quarantine.sweep_interval_secs);
+        tasks.spawn(async move {
+            crate::custody::quarantine::run(committer, limits, clock, interval, token).await
+        });
+    }
+    {
         let token = shutdown.clone();
         let store = store.clone();
         let clock = clock.clone();
@@ -438,20 +519,28 @@ async fn run(
     let tick = watchdog_interval
         .map(|d| (d / 2).max(Duration::from_millis(100)))
         .unwrap_or(Duration::from_secs(5));
-    signals_loop(
+    let stop = signals_loop(
         signals,
         &config_path,
         &reloadable,
         watchdog,
         tick,
         &committer,
+        Duration::from_secs(cfg.store.exit_after_durability_lost_secs),
     )
     .await;
 
-    info!(
-        component = "daemon",
-        "shutdown requested: no new connections; settling what is in flight"
-    );
+    match &stop {
+        Stop::Signal => info!(
+            component = "daemon",
+            "shutdown requested: no new connections; settling what is in flight"
+        ),
+        Stop::DurabilityLost(_) => error!(
+            component = "daemon",
+            "stopping because the store cannot make writes durable: no new connections; \
+             settling what is in flight (answered AE); exiting non-zero for a restart"
+        ),
+    }
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     ready.store(false, Ordering::SeqCst);
     shutdown.cancel();
@@ -464,8 +553,18 @@ async fn run(
     }
     committer.shutdown().await;
     let _ = std::fs::remove_file(runtime_file(&cfg.store.path));
-    info!(component = "daemon", "stopped cleanly");
-    Ok(())
+    match stop {
+        Stop::Signal => {
+            info!(component = "daemon", "stopped cleanly");
+            Ok(())
+        }
+        // Nothing was acknowledged since the failure (every flush was refused), and what was
+        // acknowledged before it was fsynced: a restart recovers the log from the disk.
+        Stop::DurabilityLost(lost) => Err(format!(
+            "the store lost durability ({lost}); exiting so that the service manager restarts \
+             custodian and the store recovers from what reached the disk"
+        )),
+    }
 }
 
 /// Writes the audit entries of unknown callers' refusals (firsts of a source and minute, the
@@ -588,7 +687,9 @@ impl Signals {
 }
 
 /// Waits for SIGTERM/SIGINT, answering SIGHUP with a reload and feeding the watchdog from the
-/// main loop (so a hung loop is noticed by systemd).
+/// main loop (so a hung loop is noticed by systemd). Checks the store's durability every
+/// 250 ms: once lost, `/readyz` already says 503 with the reason; the loop keeps answering
+/// signals for `exit_after` (monitoring sees why) and then ends with [`Stop::DurabilityLost`].
 async fn signals_loop(
     signals: Signals,
     config_path: &Path,
@@ -596,18 +697,46 @@ async fn signals_loop(
     watchdog: bool,
     tick: Duration,
     committer: &GroupCommitter,
-) {
+    exit_after: Duration,
+) -> Stop {
     let Signals {
         mut term,
         mut int,
         mut hup,
     } = signals;
     let mut ticker = tokio::time::interval(tick);
+    let mut durability = tokio::time::interval(Duration::from_millis(250));
+    durability.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut lost: Option<(String, tokio::time::Instant)> = None;
     loop {
+        if let Some((why, at)) = &lost
+            && tokio::time::Instant::now() >= *at
+        {
+            return Stop::DurabilityLost(why.clone());
+        }
+        let stop = || match &lost {
+            Some((why, _)) => Stop::DurabilityLost(why.clone()),
+            None => Stop::Signal,
+        };
         tokio::select! {
-            _ = term.recv() => return,
-            _ = int.recv() => return,
+            _ = term.recv() => return stop(),
+            _ = int.recv() => return stop(),
             _ = hup.recv() => reload(config_path, reloadable),
+            _ = durability.tick() => {
+                if lost.is_none()
+                    && let Some(why) = committer.store().durability_lost()
+                {
+                    error!(
+                        component = "daemon",
+                        exit_in_secs = exit_after.as_secs(),
+                        "store lost durability: not ready, answering AE; exiting for a restart"
+                    );
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(
+                        "store lost durability; exiting for a restart",
+                    )]);
+                    lost = Some((why, tokio::time::Instant::now() + exit_after));
+                }
+            }
             _ = ticker.tick() => {
                 // Alive only if the store still answers: a hung writer must not be hidden.
                 let healthy = committer.store().durability_lost().is_none();
@@ -722,14 +851,40 @@ fn release_status(e: &crate::custody::release::ReleaseError) -> u16 {
     match e {
         UnknownSpecimen => 404,
         UnknownReport => 404,
-        NotReady(_) | MroNotInDirectory(_) | NotNegative(_) | NoReason | NoDocument
-        | Superseded(_) | NothingToCorrect | ReportIdInUse(_) => 409,
+        NotReady(_)
+        | MroNotInDirectory(_)
+        | MroNameMismatch { .. }
+        | NotNegative(_)
+        | NoReason
+        | NoDocument
+        | Superseded(_)
+        | NothingToCorrect
+        | ReportIdInUse(_) => 409,
         Report(_) | BadCorrection(_) => 422,
         Signing(_) | NotDurable(_) => 503,
     }
 }
 
 impl admin::ReviewApi for ReviewService {
+    fn report_jws<'a>(
+        &'a self,
+        report_id: String,
+        reader: &'a admin::auth::User,
+    ) -> admin::ActionFuture<'a> {
+        Box::pin(async move {
+            let now = self.releaser.clock.now_ms();
+            crate::custody::outbox::export_jws(
+                &self.releaser.committer,
+                &report_id,
+                &reader.name,
+                now,
+            )
+            .await
+            .map(|jws| serde_json::json!({"report_id": report_id, "jws": jws}))
+            .map_err(|e| (e.status(), e.to_string()))
+        })
+    }
+
     fn queue(&self) -> Result<serde_json::Value, String> {
         let ids = self
             .store()
@@ -1058,6 +1213,38 @@ impl admin::LifecycleApi for LifecycleService {
     }
 }
 
+/// The quarantine for the admin API.
+struct QuarantineService {
+    committer: GroupCommitter,
+    clock: Arc<dyn Clock>,
+}
+
+impl admin::QuarantineApi for QuarantineService {
+    fn list(&self, source: Option<&str>) -> Result<serde_json::Value, String> {
+        let list = crate::custody::quarantine::list(self.committer.store(), source)?;
+        serde_json::to_value(list).map_err(|e| e.to_string())
+    }
+
+    fn show<'a>(
+        &'a self,
+        id: String,
+        user: &'a admin::auth::User,
+        with_raw: bool,
+    ) -> admin::ActionFuture<'a> {
+        Box::pin(async move {
+            crate::custody::quarantine::show(
+                &self.committer,
+                &id,
+                &user.name,
+                with_raw,
+                self.clock.now_ms(),
+            )
+            .await
+            .map_err(|e| (e.status(), e.to_string()))
+        })
+    }
+}
+
 /// A report's delivery status as operators see it: never the content.
 fn report_status_json(r: &crate::custody::outbox::StoredReport) -> serde_json::Value {
     serde_json::json!({
@@ -1107,6 +1294,39 @@ impl Api for StoreApi {
     fn summary(&self, employer: &str, from: &str, to: &str) -> Result<serde_json::Value, String> {
         summary_json(&self.store, employer, from, to)
     }
+
+    fn specimen_audit(&self, specimen_id: &str) -> Result<serde_json::Value, String> {
+        specimen_audit_json(&self.store, specimen_id)
+    }
+}
+
+/// The audit entries of a specimen, oldest first: those whose subject is `specimen_id` or one
+/// of its reports (delivery), i.e. what happened to it and by whom; the entries hold no result
+/// values or donor data.
+pub fn specimen_audit_json(store: &Store, specimen_id: &str) -> Result<serde_json::Value, String> {
+    let mut subjects = std::collections::BTreeSet::from([specimen_id.to_string()]);
+    for item in store.iter::<crate::custody::outbox::StoredReport>(Keyspace::Reports) {
+        let (_, r) = item.map_err(|e| e.to_string())?;
+        if r.specimen_id == specimen_id {
+            subjects.insert(r.report_id);
+        }
+    }
+    let mut out = Vec::new();
+    for item in store.audit_entries(1) {
+        let (_, r) = item.map_err(|e| e.to_string())?;
+        if subjects.contains(&r.entry.subject) {
+            out.push(serde_json::json!({
+                "seq": r.seq,
+                "at": crate::core::clock::rfc3339(r.entry.at_millis),
+                "actor": r.entry.actor,
+                "action": r.entry.action,
+                "subject": r.entry.subject,
+                "before": r.entry.before,
+                "after": r.entry.after,
+            }));
+        }
+    }
+    Ok(serde_json::json!({"specimen_id": specimen_id, "entries": out}))
 }
 
 /// The 40.111 disclosure for an employer and period, from every stored record.

@@ -74,6 +74,11 @@ const OTHERS: &[Metric] = &[
         "records in the quarantine keyspace",
     ),
     Metric::counter(
+        "custodian_quarantine_dropped_total",
+        "records",
+        "quarantined records dropped by the sweep, by reason (age, records, bytes: the bound exceeded)",
+    ),
+    Metric::counter(
         "custodian_panel_guard_refusals_total",
         "messages",
         "results refused because the analyte is outside the specimen's DOT panel (40.13(c), 40.85)",
@@ -219,7 +224,7 @@ pub fn sample(store: &Store, now_ms: u64) -> Sample {
         s.by_state.push((st.key(), ids.len()));
     }
     s.store_bytes = dir_size(store.dir());
-    s.disk_free_bytes = fs2::available_space(store.dir()).ok();
+    s.disk_free_bytes = store.disk_free_bytes();
     s.quarantined = store.count(Keyspace::Quarantine);
     s.summary_due_days = crate::domain::summary::next_due((now_ms / 86_400_000) as i64).0;
     s
@@ -259,6 +264,41 @@ pub fn publish(s: &Sample) {
     metrics::gauge!("custodian_quarantine_records").set(s.quarantined as f64);
     metrics::gauge!("custodian_statistics_due_in_seconds")
         .set((s.summary_due_days * 86_400) as f64);
+}
+
+/// When the store last heard from `analyzer`: the latest of its stored messages (dedupe marks)
+/// and its quarantined ones, in Unix milliseconds.
+pub fn last_message_ms(store: &Store, analyzer: &str) -> Option<u64> {
+    let mut prefix = analyzer.as_bytes().to_vec();
+    prefix.push(0);
+    let stored = store
+        .scan_prefix::<crate::custody::DedupeMark>(Keyspace::Dedupe, &prefix)
+        .flatten()
+        .map(|(_, m)| m.at_ms)
+        .max();
+    let source = format!("analyzer:{analyzer}");
+    let refused = store
+        .iter::<crate::custody::QuarantineRecord>(Keyspace::Quarantine)
+        .flatten()
+        .filter(|(_, r)| r.source == source)
+        .map(|(_, r)| r.received_at_ms)
+        .max();
+    stored.max(refused)
+}
+
+/// Publishes every configured analyzer's series at start, so an analyzer that stays silent
+/// after a restart is noticed: `custodian_analyzer_last_message_timestamp_seconds` is the last
+/// message time the store knows, or the start time if none; `custodian_analyzer_connections` 0.
+pub fn publish_analyzers(store: &Store, analyzers: &[String], start_ms: u64) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    for a in analyzers {
+        let at = last_message_ms(store, a).unwrap_or(start_ms);
+        metrics::gauge!("custodian_analyzer_last_message_timestamp_seconds", "analyzer" => a.clone())
+            .set(at as f64 / 1000.0);
+        metrics::gauge!("custodian_analyzer_connections", "analyzer" => a.clone()).set(0.0);
+        out.push((a.clone(), at));
+    }
+    out
 }
 
 /// Samples every `interval` until `shutdown`.

@@ -156,6 +156,85 @@ pub fn verify_audit(store: &Store) -> Result<Answer, String> {
     Ok(Answer { json: v, failed })
 }
 
+/// `audit show SPECIMEN_ID` on a stopped daemon's store.
+pub fn specimen_audit(store: &Store, id: &str) -> Result<Answer, String> {
+    Ok(Answer {
+        json: crate::app::daemon::specimen_audit_json(store, id)?,
+        failed: false,
+    })
+}
+
+/// `reports export REPORT_ID [--out FILE]`: the signed compact JWS through the admin API
+/// (audited there), to `out` (mode 0600, written then renamed) or standard output.
+pub fn export_report(
+    config_path: &Path,
+    token_file: Option<&Path>,
+    report_id: &str,
+    api_path: &str,
+    out: Option<&Path>,
+) -> ExitCode {
+    let (_, runtime) = match running(config_path) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let Some(rt) = runtime else {
+        eprintln!("custodian: the daemon is not running; start it first (custodian run)");
+        return ExitCode::from(2);
+    };
+    let token = token(token_file);
+    match client::get(rt.admin, api_path, token.as_deref()) {
+        Ok(r) if r.status == 200 => {
+            let jws = r.body.trim();
+            match out {
+                None => {
+                    crate::outln!("{jws}");
+                    ExitCode::SUCCESS
+                }
+                Some(path) => {
+                    use std::io::Write;
+                    use std::os::unix::fs::OpenOptionsExt;
+                    let tmp = path.with_extension("tmp");
+                    let written = std::fs::OpenOptions::new()
+                        .write(true)
+                        .create(true)
+                        .truncate(true)
+                        .mode(0o600)
+                        .open(&tmp)
+                        .and_then(|mut f| {
+                            f.write_all(jws.as_bytes())?;
+                            f.write_all(b"\n")?;
+                            f.sync_all()
+                        })
+                        .and_then(|()| std::fs::rename(&tmp, path));
+                    match written {
+                        Ok(()) => ExitCode::SUCCESS,
+                        Err(e) => {
+                            let _ = std::fs::remove_file(&tmp);
+                            eprintln!("custodian: {}: {e}", path.display());
+                            ExitCode::from(2)
+                        }
+                    }
+                }
+            }
+        }
+        Ok(r) => {
+            eprintln!(
+                "custodian: the daemon answered {} for report {report_id}: {}",
+                r.status,
+                r.body.trim_end()
+            );
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!(
+                "custodian: cannot reach the daemon's admin API at {}: {e}",
+                rt.admin
+            );
+            ExitCode::from(2)
+        }
+    }
+}
+
 /// Runs an admin API action (the daemon must be running: releases go through its committer).
 pub fn action(
     config_path: &Path,

@@ -7,6 +7,7 @@ pub mod intake;
 pub mod lifecycle;
 pub mod notices;
 pub mod outbox;
+pub mod quarantine;
 pub mod records;
 pub mod release;
 pub mod split_lab;

@@ -64,6 +64,58 @@ pub struct Signed {
 
 /// Stores a signed report as pending and queues it to its MRO, inside the caller's
 /// transaction (the release that signed it): both happen, or neither.
+/// Why a signed report could not be exported.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExportError {
+    #[error("no such report")]
+    NotFound,
+    #[error("the export could not be audited durably; not given: {0}")]
+    NotDurable(String),
+    #[error("{0}")]
+    Store(String),
+}
+
+impl ExportError {
+    pub fn status(&self) -> u16 {
+        match self {
+            ExportError::NotFound => 404,
+            ExportError::NotDurable(_) => 503,
+            ExportError::Store(_) => 500,
+        }
+    }
+}
+
+/// The signed compact JWS of a stored report, exactly as sent to the MRO (so `custodian verify`
+/// and the MRO's tools can check it). The report carries donor data: the export is audited
+/// (`report_exported`, the reader, the specimen, the report id) and durable before it is given.
+pub async fn export_jws(
+    committer: &crate::store::GroupCommitter,
+    report_id: &str,
+    reader: &str,
+    now_ms: u64,
+) -> Result<String, ExportError> {
+    use crate::store::{Abort, AuditEntry, Keyspace, Tx};
+    let r: StoredReport = committer
+        .store()
+        .get(Keyspace::Reports, report_id.as_bytes())
+        .map_err(|e| ExportError::Store(e.to_string()))?
+        .ok_or(ExportError::NotFound)?;
+    let actor: String = format!("user:{reader}").chars().take(64).collect();
+    let subject = r.specimen_id.clone();
+    let after = format!("report {} exported (signed JWS)", r.report_id);
+    committer
+        .submit(move |tx: &mut Tx<'_>| -> Result<(), Abort<String>> {
+            tx.audit(
+                AuditEntry::new(now_ms, actor.clone(), "report_exported", subject.clone())
+                    .after(after.clone()),
+            )?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| ExportError::NotDurable(e.to_string()))?;
+    Ok(r.jws)
+}
+
 pub fn enqueue(tx: &mut crate::store::Tx<'_>, s: Signed) -> Result<(), crate::store::TxError> {
     use crate::store::Keyspace;
     let key = queue_key(&s.mro_id, s.released_at_ms, &s.report_id);

@@ -47,6 +47,14 @@ pub enum ReleaseError {
         "the MRO named on the CCF (directory id `{0}`) is not in the MRO directory: the report is held until the directory lists it"
     )]
     MroNotInDirectory(String),
+    #[error(
+        "CCF names MRO {ccf} but directory id {id} is {directory}: the report is held until the CCF is corrected"
+    )]
+    MroNameMismatch {
+        ccf: String,
+        id: String,
+        directory: String,
+    },
     #[error("batch release is for negative results only; specimen {0} is not negative")]
     NotNegative(String),
     #[error("the report cannot be built: {0}")]
@@ -155,8 +163,8 @@ impl Releaser {
                             .as_ref()
                             .and_then(|a| a.ccf.mro.id.clone())
                             .unwrap_or_default();
-                        if !mros.contains_key(&mro_id) {
-                            return Err(Abort::Domain(ReleaseError::MroNotInDirectory(mro_id)));
+                        if let Some(problem) = destination_problem(&rec, &mros) {
+                            return Err(Abort::Domain(problem));
                         }
                         let report_id = format!("R-{id}-{now}-{n}");
                         let rel = report::Release {
@@ -306,8 +314,19 @@ impl Releaser {
                             "the MRO directory id differs from the report's destination".into(),
                         )));
                     }
-                    if !mros.contains_key(&mro_id) {
+                    let Some(entry) = mros.get(&mro_id) else {
                         return Err(Abort::Domain(ReleaseError::MroNotInDirectory(mro_id)));
+                    };
+                    // A corrected MRO name must still be the name of the destination's entry.
+                    if !crate::domain::parties::mro_names_match(
+                        &accession.ccf.mro.name,
+                        &entry.name,
+                    ) {
+                        return Err(Abort::Domain(ReleaseError::MroNameMismatch {
+                            ccf: accession.ccf.mro.name.chars().take(100).collect(),
+                            id: mro_id,
+                            directory: entry.name.clone(),
+                        }));
                     }
                     let new_id = format!("R-{id}-{now}-c{}", rec.report_corrections.len() + 1);
                     if tx
@@ -493,6 +512,28 @@ impl Releaser {
     }
 }
 
+/// Why a specimen's report cannot go to its MRO: the CCF's directory id is not in the
+/// directory, or the CCF's MRO name is not that entry's name (a mistyped id).
+pub fn destination_problem(
+    rec: &SpecimenRecord,
+    mros: &BTreeMap<String, Mro>,
+) -> Option<ReleaseError> {
+    let ccf = rec.accession.as_ref().map(|a| &a.ccf.mro);
+    let mro_id = ccf.and_then(|m| m.id.clone()).unwrap_or_default();
+    let Some(entry) = mros.get(&mro_id) else {
+        return Some(ReleaseError::MroNotInDirectory(mro_id));
+    };
+    let ccf_name = ccf.map(|m| m.name.as_str()).unwrap_or_default();
+    if !crate::domain::parties::mro_names_match(ccf_name, &entry.name) {
+        return Some(ReleaseError::MroNameMismatch {
+            ccf: ccf_name.chars().take(100).collect(),
+            id: mro_id,
+            directory: entry.name.clone(),
+        });
+    }
+    None
+}
+
 /// What a certifying scientist sees for one specimen in the queue.
 pub fn review_item(
     rec: &SpecimenRecord,
@@ -524,8 +565,7 @@ pub fn review_item(
         .as_ref()
         .and_then(|a| a.ccf.mro.id.clone())
         .unwrap_or_default();
-    let hold_reason = (!mros.contains_key(&mro_id))
-        .then(|| ReleaseError::MroNotInDirectory(mro_id.clone()).to_string());
+    let hold_reason = destination_problem(rec, mros).map(|e| e.to_string());
     let draft = report::build(
         lab,
         rec,

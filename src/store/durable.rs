@@ -22,7 +22,8 @@
 //! dropped the dirty pages and marked them clean, so a second `fsync` can succeed although data
 //! never reached the disk. sled's log would then hold a hole, and recovery after a crash stops
 //! at the hole, taking later (acknowledged!) commits with it. So the first real I/O error of
-//! the durable path makes the store refuse every later durable flush with
+//! the durable path — or of a transaction's write (`Store::transact`: a full disk usually shows
+//! there first) — makes the store refuse every later durable flush with
 //! [`StoreError::DurabilityLost`] until the process restarts and sled recovers the log. Only a
 //! *transient* injected fault ([`FaultInjector::fail_next_flush`]) lets the next flush succeed.
 
@@ -150,6 +151,13 @@ impl Syncer {
     /// The fsyncs the last sync made, in order.
     pub(crate) fn trace(&self) -> &[SyncStep] {
         &self.trace
+    }
+
+    /// Records the first real I/O error seen outside [`Syncer::sync`] (a transaction's).
+    pub(crate) fn mark_lost(&mut self, reason: String) {
+        if self.lost.is_none() {
+            self.lost = Some(reason);
+        }
     }
 
     /// The reason durability was lost, if it was.

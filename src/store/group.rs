@@ -298,6 +298,7 @@ fn writer_loop(store: &Store, jobs: &mpsc::Receiver<Job>, config: &GroupConfig) 
         // Best effort: earlier NotDurable commits may still reach the disk.
         if let Err(e) = store.flush_durable() {
             metrics::counter!("custodian_store_flush_failures_total").increment(1);
+            store.publish_disk_free();
             tracing::error!(error = %e, "final durable flush of the store writer failed");
         }
     }
@@ -326,6 +327,8 @@ fn run_batch(store: &Store, batch: Vec<Job>, dirty: &mut bool) {
             Err(e) => {
                 *dirty = true;
                 metrics::counter!("custodian_store_flush_failures_total").increment(1);
+                // A full disk is the usual cause: the gauge must not wait for the next sample.
+                store.publish_disk_free();
                 tracing::error!(error = %e, batch = size, "durable flush failed; batch not acknowledged");
                 Err(e.to_string())
             }
@@ -562,6 +565,25 @@ mod tests {
         assert!(recorder.histogram_count("custodian_store_flush_seconds") >= 2);
     }
 
+    /// A failed flush (a full disk, usually) samples the free-disk gauge at once: no 10 s lag
+    /// behind the periodic sampler, which does not run here.
+    #[test]
+    fn a_failed_flush_samples_the_free_disk_gauge() {
+        let recorder = test_recorder::install();
+        let (_tmp, store) = temp_store();
+        let gc = GroupCommitter::start(store.clone(), GroupConfig::default()).unwrap();
+        let rt = runtime();
+        rt.block_on(gc.submit(put_job("S-1".into()))).unwrap();
+        let before = recorder.gauge_sets("custodian_store_disk_free_bytes");
+        store.fault_injector().fail_next_flush();
+        assert!(rt.block_on(gc.submit(put_job("S-2".into()))).is_err());
+        assert!(
+            recorder.gauge_sets("custodian_store_disk_free_bytes") > before,
+            "the free-disk gauge was not sampled on the failed flush"
+        );
+        rt.block_on(gc.shutdown());
+    }
+
     /// A minimal global `metrics` recorder that counts what the committer reports.
     mod test_recorder {
         use metrics::{
@@ -576,6 +598,7 @@ mod tests {
         pub struct TestRecorder {
             counters: Mutex<HashMap<String, Arc<Cell>>>,
             histograms: Mutex<HashMap<String, Arc<Cell>>>,
+            gauges: Mutex<HashMap<String, Arc<Cell>>>,
         }
 
         #[derive(Default)]
@@ -587,6 +610,19 @@ mod tests {
             }
             fn absolute(&self, value: u64) {
                 self.0.fetch_max(value, Ordering::SeqCst);
+            }
+        }
+
+        /// A gauge cell counts how often it was set (the value is the count, not the gauge).
+        impl metrics::GaugeFn for Cell {
+            fn increment(&self, _value: f64) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+            fn decrement(&self, _value: f64) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+            fn set(&self, _value: f64) {
+                self.0.fetch_add(1, Ordering::SeqCst);
             }
         }
 
@@ -604,6 +640,9 @@ mod tests {
             pub fn counter(&self, name: &str) -> u64 {
                 cell(&self.counters, name).0.load(Ordering::SeqCst)
             }
+            pub fn gauge_sets(&self, name: &str) -> u64 {
+                cell(&self.gauges, name).0.load(Ordering::SeqCst)
+            }
             pub fn histogram_count(&self, name: &str) -> u64 {
                 cell(&self.histograms, name).0.load(Ordering::SeqCst)
             }
@@ -616,8 +655,8 @@ mod tests {
             fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
                 Counter::from_arc(cell(&self.counters, key.name()))
             }
-            fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
-                Gauge::noop()
+            fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+                Gauge::from_arc(cell(&self.gauges, key.name()))
             }
             fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
                 Histogram::from_arc(cell(&self.histograms, key.name()))

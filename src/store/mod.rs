@@ -445,6 +445,20 @@ impl Store {
         &self.inner.dir
     }
 
+    /// Free space on the store's file system, in bytes (None if it cannot be read).
+    pub fn disk_free_bytes(&self) -> Option<u64> {
+        fs2::available_space(&self.inner.dir).ok()
+    }
+
+    /// Publishes [`Store::disk_free_bytes`] on `custodian_store_disk_free_bytes`: the periodic
+    /// sampler calls it, and so does the write path when a flush fails (a full disk shows at
+    /// once, not at the next sample).
+    pub fn publish_disk_free(&self) {
+        if let Some(free) = self.disk_free_bytes() {
+            metrics::gauge!("custodian_store_disk_free_bytes").set(free as f64);
+        }
+    }
+
     /// The fault injector consulted by [`Store::flush_durable`] (for tests only; see
     /// [`FaultInjector`]).
     pub fn fault_injector(&self) -> &FaultInjector {
@@ -490,6 +504,16 @@ impl Store {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .lost()
             .map(str::to_string)
+    }
+
+    /// Marks durability lost (an I/O error outside the durable flush, e.g. in a transaction):
+    /// every later durable flush fails with [`StoreError::DurabilityLost`] until reopened.
+    pub(crate) fn lose_durability(&self, reason: String) {
+        self.inner
+            .syncer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .mark_lost(reason);
     }
 
     /// Reads and decodes a JSON value.

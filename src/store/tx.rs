@@ -153,10 +153,23 @@ impl Store {
             Ok(r) => Ok(r),
             Err(TransactionError::Abort(Internal::Domain(e))) => Err(TransactError::Aborted(e)),
             Err(TransactionError::Abort(Internal::Store(e))) => Err(TransactError::Store(e)),
-            Err(TransactionError::Storage(e)) => Err(TransactError::Store(StoreError::engine(
-                "committing a transaction",
-                e,
-            ))),
+            Err(TransactionError::Storage(e)) => {
+                // An I/O error (a full disk, usually) or corruption in the engine's write path
+                // may leave a hole in the log that recovery stops at, taking later commits with
+                // it: like a failed fsync, nothing after it can be promised durable until the
+                // store is reopened.
+                let lost = matches!(
+                    e,
+                    sled::Error::Io(_)
+                        | sled::Error::Corruption { .. }
+                        | sled::Error::ReportableBug(_)
+                );
+                let err = StoreError::engine("committing a transaction", e);
+                if lost {
+                    self.lose_durability(err.to_string());
+                }
+                Err(TransactError::Store(err))
+            }
         }
     }
 }

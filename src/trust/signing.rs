@@ -40,6 +40,10 @@ pub enum KeyError {
         "{path}: private key file is accessible to group or others (mode {mode:04o}); run chmod 600 on it"
     )]
     Permissions { path: PathBuf, mode: u32 },
+    #[error(
+        "{path}: keys directory is accessible to group or others (mode {mode:04o}); run chmod 700 on it"
+    )]
+    DirPermissions { path: PathBuf, mode: u32 },
     #[error("{0}: not a regular file")]
     NotAFile(PathBuf),
     #[error("{0}: not an Ed25519 PKCS#8 private key")]
@@ -399,6 +403,19 @@ impl KeyStore {
             keys.push(self.load(&kid)?.public_jwk());
         }
         Ok(JwkSet { keys })
+    }
+
+    /// Problem that must stop the daemon: the directory itself must be private (one others may
+    /// enter or list exposes the key files' names, and a group with write access could replace
+    /// `active` or a key). `None` when it is private or does not exist yet.
+    pub fn check_dir_permissions(&self) -> Option<KeyError> {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(&self.dir).ok().filter(|m| m.is_dir())?;
+        let mode = meta.permissions().mode() & 0o7777;
+        (mode & 0o077 != 0).then(|| KeyError::DirPermissions {
+            path: self.dir.clone(),
+            mode,
+        })
     }
 
     /// Problems that must stop the daemon: every `*.pk8` file present must be private.

@@ -23,6 +23,11 @@ pub struct ServerTls {
     /// required.
     #[serde(default)]
     pub client_ca: Option<PathBuf>,
+    /// The analyzer's own name (DNS name or IP address) that its client certificate must carry
+    /// in its subject alternative names: a certificate of the same CA issued to another
+    /// analyzer is refused on this listener. Needs `client_ca`.
+    #[serde(default)]
+    pub client_name: Option<String>,
 }
 
 /// Why TLS could not be set up. Names the file, never key material.
@@ -101,7 +106,18 @@ pub fn server_config(t: &ServerTls) -> Result<Arc<rustls::ServerConfig>, TlsErro
             )
             .build()
             .map_err(|e| TlsError::BadCa(ca.clone(), e.to_string()))?;
-            builder.with_client_cert_verifier(verifier)
+            match &t.client_name {
+                Some(name) => {
+                    let name = rustls::pki_types::ServerName::try_from(name.as_str())
+                        .map_err(|e| TlsError::Rustls(format!("tls.client_name: {e}")))?
+                        .to_owned();
+                    builder.with_client_cert_verifier(Arc::new(NamedClient {
+                        inner: verifier,
+                        name,
+                    }))
+                }
+                None => builder.with_client_cert_verifier(verifier),
+            }
         }
         None => builder.with_no_client_auth(),
     };
@@ -109,6 +125,61 @@ pub fn server_config(t: &ServerTls) -> Result<Arc<rustls::ServerConfig>, TlsErro
         .with_single_cert(certs, key)
         .map_err(|e| TlsError::Rustls(e.to_string()))?;
     Ok(Arc::new(cfg))
+}
+
+/// A client certificate verifier that, after the CA's chain check, requires the end-entity
+/// certificate to be issued to one name (its SAN, as webpki matches a server's): the
+/// certificate of another analyzer of the same CA is refused.
+#[derive(Debug)]
+struct NamedClient {
+    inner: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    name: rustls::pki_types::ServerName<'static>,
+}
+
+impl rustls::server::danger::ClientCertVerifier for NamedClient {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+    fn client_auth_mandatory(&self) -> bool {
+        true
+    }
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+    fn verify_client_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        let ok = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
+        rustls::client::verify_server_name(&cert, &self.name).map_err(|_| {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName)
+        })?;
+        Ok(ok)
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }
 
 /// Checks a TLS section without starting anything (for `check-config`).
