@@ -164,85 +164,11 @@ async fn run(
     // A SIGTERM right after readiness must be a clean shutdown, not the default disposition's
     // kill; a signal that comes during start waits in its stream.
     let signals = Signals::install().map_err(|e| format!("cannot install signal handlers: {e}"))?;
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    if let Some(parent) = cfg.store.path.parent() {
-        std::fs::create_dir_all(parent)
-            .map_err(|e| format!("store.path: cannot create {}: {e}", parent.display()))?;
-    }
-    let store = Store::open(&cfg.store.path).map_err(|e| format!("store.path: {e}"))?;
-    if let Some(f) = hooks.on_store_open {
-        f(&store);
-    }
-    let committer = GroupCommitter::start(
-        store.clone(),
-        GroupConfig {
-            max_batch: cfg.ingest.commit_max_batch,
-            max_wait: Duration::from_micros(cfg.ingest.commit_max_wait_us),
-            ..GroupConfig::default()
-        },
-    )
-    .map_err(|e| format!("store: {e}"))?;
-    let profiles = Arc::new(profiles);
-    // The signing key, the MRO directory and each MRO sender's wake-up, shared by releases and
-    // by the reports that answer written requests.
-    let signer = load_signer(&cfg);
-    let wakes: Arc<BTreeMap<String, Arc<tokio::sync::Notify>>> = Arc::new(
-        cfg.mros
-            .iter()
-            .map(|m| (m.id.clone(), Arc::new(tokio::sync::Notify::new())))
-            .collect(),
-    );
-    let mro_parties: Arc<BTreeMap<String, crate::domain::parties::Mro>> =
-        Arc::new(cfg.mros.iter().map(|m| (m.id.clone(), m.party())).collect());
-    let notices = crate::custody::notices::NoticeDesk {
-        signer: signer.clone(),
-        laboratory: cfg.laboratory.identity(),
-        mros: mro_parties.clone(),
-        wake: wakes.clone(),
-    };
-    let lifecycle_settings = crate::custody::lifecycle::Settings {
-        calendar: cfg.calendar.business_days(),
-        utc_offset_minutes: cfg.calendar.utc_offset_minutes,
-        retention: crate::domain::retention::RetentionPolicy {
-            after_report_ms: cfg
-                .lifecycle
-                .discard_after_report_days
-                .saturating_mul(86_400_000),
-            utc_offset_minutes: cfg.calendar.utc_offset_minutes,
-        },
-        laboratory: cfg.laboratory.name.clone(),
-        profiles: profiles.clone(),
-        default_profile: cfg.rules.default_profile.clone(),
-        notices: Some(notices),
-    };
-    let custody = Custody::new(
-        committer.clone(),
-        profiles.clone(),
-        &cfg.rules.default_profile,
-        clock.clone(),
-    )
-    .with_lifecycle(lifecycle_settings);
-    let lifecycle = custody.lifecycle().clone();
-    {
-        // Every analyzer's series exists from the start (a silent analyzer alerts after a
-        // restart too), published before any listener can set them: the last message the store knows, or now.
-        let store = store.clone();
-        let names: Vec<String> = cfg.analyzers.iter().map(|a| a.name.clone()).collect();
-        let now = clock.now_ms();
-        let _ = tokio::task::spawn_blocking(move || {
-            crate::app::monitoring::publish_analyzers(&store, &names, now)
-        })
-        .await;
-    }
-
-    if let Some(parent) = cfg.lims.spool_dir.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| format!("lims.spool_dir: {e}"))?;
-    }
-    let spool =
-        Arc::new(Spool::open(&cfg.lims.spool_dir).map_err(|e| format!("lims.spool_dir: {e}"))?);
-
-    let shutdown = CancellationToken::new();
-    let ready = Arc::new(AtomicBool::new(false));
+    let mut w = Wiring::open(&cfg, profiles, hooks)?;
+    let desk = Desk::of(&cfg);
+    let custody = w.custody(&cfg, &desk);
+    w.publish_analyzer_series(&cfg).await;
+    let spool = open_spool(&cfg)?;
     let users = Users::from_config(&cfg.admin.users).map_err(|e| format!("admin.user: {e:?}"))?;
     let users = Arc::new(std::sync::RwLock::new(Arc::new(users)));
 
@@ -251,98 +177,268 @@ async fn run(
         .await
         .map_err(|e| format!("admin.listen {}: {e}", cfg.admin.listen))?;
     let admin_addr = admin_listener.local_addr().map_err(|e| e.to_string())?;
-    let mut runtime = RuntimeInfo {
+    let (analyzers, handlers) = w.bind_analyzers(&cfg, &custody).await?;
+    let runtime = RuntimeInfo {
         pid: std::process::id(),
         admin: admin_addr,
-        analyzers: BTreeMap::new(),
+        analyzers,
     };
-    let mut tasks = tokio::task::JoinSet::new();
-    let mut handlers = BTreeMap::new();
-    for (i, a) in cfg.analyzers.iter().enumerate() {
-        let tls = match &a.tls {
-            Some(t) => Some(
-                crate::trust::tls::server_config(t)
-                    .map_err(|e| format!("analyzer[{i}].tls: {e}"))?,
+    let health = w.start_senders(&cfg, &desk)?;
+    let admin_state = w.admin_state(&cfg, &desk, &custody, users.clone(), health, prometheus);
+    w.serve_admin(&cfg, admin_listener, admin_state);
+    w.spawn_background(&cfg, spool, custody);
+
+    write_runtime(&cfg.store.path, &runtime)?;
+    w.ready.store(true, Ordering::SeqCst);
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    info!(
+        component = "daemon",
+        admin = %admin_addr,
+        analyzers = runtime.analyzers.len(),
+        profiles = w.profiles.len(),
+        default_profile = %cfg.rules.default_profile,
+        "ready"
+    );
+    let reloadable = Reloadable {
+        users,
+        analyzers: handlers,
+    };
+    let stop = w
+        .until_stopped(&cfg, signals, &config_path, &reloadable)
+        .await;
+    w.shut_down(&cfg, stop).await
+}
+
+/// The signing key, the MRO directory and each MRO sender's wake-up: shared by releases and by
+/// the reports that answer written requests.
+struct Desk {
+    signer: Option<Arc<dyn crate::trust::signing::Signer>>,
+    wakes: Arc<BTreeMap<String, Arc<tokio::sync::Notify>>>,
+    mros: Arc<BTreeMap<String, crate::domain::parties::Mro>>,
+}
+
+impl Desk {
+    fn of(cfg: &Config) -> Desk {
+        Desk {
+            signer: load_signer(cfg),
+            wakes: Arc::new(
+                cfg.mros
+                    .iter()
+                    .map(|m| (m.id.clone(), Arc::new(tokio::sync::Notify::new())))
+                    .collect(),
             ),
-            None => None,
-        };
-        let listener = tokio::net::TcpListener::bind(a.listen)
-            .await
-            .map_err(|e| format!("analyzer[{i}].listen {}: {e}", a.listen))?;
-        let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        runtime.analyzers.insert(a.name.clone(), addr);
-        let handler = Arc::new(AnalyzerHandler::new(
-            &a.name,
-            a.mapping.clone(),
-            custody.clone(),
-        ));
-        handlers.insert(a.name.clone(), handler.clone());
-        let settings = ListenerSettings {
-            analyzer: Arc::from(a.name.as_str()),
-            max_frame_bytes: cfg.ingest.max_frame_bytes,
-            read_timeout: Duration::from_secs(cfg.ingest.read_timeout_secs),
-            max_connections: cfg.ingest.max_connections,
-            handshake_timeout: Duration::from_secs(cfg.ingest.handshake_timeout_secs),
-            tls,
-        };
-        let token = shutdown.clone();
-        tasks.spawn(async move { listener::serve(listener, settings, handler, token).await });
-        info!(component = "daemon", analyzer = %a.name, listen = %addr, tls = a.tls.is_some(), "analyzer listener bound");
+            mros: Arc::new(cfg.mros.iter().map(|m| (m.id.clone(), m.party())).collect()),
+        }
     }
 
-    // Delivery: one supervised sender per MRO.
-    let mros: BTreeMap<String, crate::app::config::MroEntry> =
-        cfg.mros.iter().map(|m| (m.id.clone(), m.clone())).collect();
-    let health = crate::core::health::Health::new();
-    for m in &cfg.mros {
-        let client = crate::transmit::client::MroClient::new(
-            &m.endpoint,
-            &m.ca,
-            &m.client_cert,
-            &m.client_key,
-            Duration::from_secs(cfg.transmit.timeout_secs),
-        )
-        .map_err(|e| format!("mro `{}`: {e}", m.id))?;
-        let wake = wakes[&m.id].clone();
-        let sender = crate::transmit::sender::Sender {
-            mro_id: m.id.clone(),
-            client,
-            committer: committer.clone(),
-            clock: clock.clone(),
-            backoff: crate::transmit::sender::Backoff {
-                initial: Duration::from_millis(cfg.transmit.backoff_initial_ms),
-                max: Duration::from_secs(cfg.transmit.backoff_max_secs),
-            },
-            wake,
-        };
-        let token = shutdown.clone();
-        let health = health.clone();
-        let id = m.id.clone();
-        tasks.spawn(async move {
-            crate::app::supervise::supervise("mro_sender", id, health, token.clone(), move || {
-                sender.clone().run(token.clone())
-            })
-            .await
-        });
+    fn notices(&self, cfg: &Config) -> crate::custody::notices::NoticeDesk {
+        crate::custody::notices::NoticeDesk {
+            signer: self.signer.clone(),
+            laboratory: cfg.laboratory.identity(),
+            mros: self.mros.clone(),
+            wake: self.wakes.clone(),
+        }
     }
-    let mro_ids: Vec<String> = mros.keys().cloned().collect();
-    let releaser = crate::custody::release::Releaser {
-        committer: committer.clone(),
-        laboratory: cfg.laboratory.identity(),
-        mros: mro_parties,
-        signer,
-        clock: clock.clone(),
-        wake: wakes,
-        lifecycle: lifecycle.clone(),
-    };
-    let review: Arc<dyn admin::ReviewApi> = Arc::new(ReviewService {
-        releaser: releaser.clone(),
-        profiles: profiles.clone(),
-        default_profile: cfg.rules.default_profile.clone(),
-    });
-    let on_refusal = {
-        let committer = committer.clone();
-        let clock = clock.clone();
+}
+
+/// What every stage of the daemon shares while it is wired: the clock, the store and its
+/// group committer, the rule profiles, the shutdown token, readiness and the running tasks.
+struct Wiring {
+    clock: Arc<dyn Clock>,
+    store: Store,
+    committer: GroupCommitter,
+    profiles: Arc<ProfileSet>,
+    lifecycle: Option<Arc<crate::custody::lifecycle::Settings>>,
+    shutdown: CancellationToken,
+    ready: Arc<AtomicBool>,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl Wiring {
+    /// Opens the store (creating its parent) and starts the group committer.
+    fn open(cfg: &Config, profiles: ProfileSet, hooks: Hooks) -> Result<Wiring, String> {
+        if let Some(parent) = cfg.store.path.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| format!("store.path: cannot create {}: {e}", parent.display()))?;
+        }
+        let store = Store::open(&cfg.store.path).map_err(|e| format!("store.path: {e}"))?;
+        if let Some(f) = hooks.on_store_open {
+            f(&store);
+        }
+        let committer = GroupCommitter::start(
+            store.clone(),
+            GroupConfig {
+                max_batch: cfg.ingest.commit_max_batch,
+                max_wait: Duration::from_micros(cfg.ingest.commit_max_wait_us),
+                ..GroupConfig::default()
+            },
+        )
+        .map_err(|e| format!("store: {e}"))?;
+        Ok(Wiring {
+            clock: Arc::new(SystemClock),
+            store,
+            committer,
+            profiles: Arc::new(profiles),
+            lifecycle: None,
+            shutdown: CancellationToken::new(),
+            ready: Arc::new(AtomicBool::new(false)),
+            tasks: tokio::task::JoinSet::new(),
+        })
+    }
+
+    /// Custody with the lifecycle's settings (calendar, retention, the notice desk).
+    fn custody(&mut self, cfg: &Config, desk: &Desk) -> Custody {
+        let settings = crate::custody::lifecycle::Settings {
+            calendar: cfg.calendar.business_days(),
+            utc_offset_minutes: cfg.calendar.utc_offset_minutes,
+            retention: crate::domain::retention::RetentionPolicy {
+                after_report_ms: cfg
+                    .lifecycle
+                    .discard_after_report_days
+                    .saturating_mul(86_400_000),
+                utc_offset_minutes: cfg.calendar.utc_offset_minutes,
+            },
+            laboratory: cfg.laboratory.name.clone(),
+            profiles: self.profiles.clone(),
+            default_profile: cfg.rules.default_profile.clone(),
+            notices: Some(desk.notices(cfg)),
+        };
+        let custody = Custody::new(
+            self.committer.clone(),
+            self.profiles.clone(),
+            &cfg.rules.default_profile,
+            self.clock.clone(),
+        )
+        .with_lifecycle(settings);
+        self.lifecycle = Some(custody.lifecycle().clone());
+        custody
+    }
+
+    fn lifecycle(&self) -> Arc<crate::custody::lifecycle::Settings> {
+        self.lifecycle
+            .clone()
+            .expect("custody is wired before what uses its lifecycle")
+    }
+
+    /// Every analyzer's series exists from the start (a silent analyzer alerts after a restart
+    /// too), published before any listener can set them: the last message the store knows, or
+    /// now.
+    async fn publish_analyzer_series(&self, cfg: &Config) {
+        let store = self.store.clone();
+        let names: Vec<String> = cfg.analyzers.iter().map(|a| a.name.clone()).collect();
+        let now = self.clock.now_ms();
+        let _ = tokio::task::spawn_blocking(move || {
+            crate::app::monitoring::publish_analyzers(&store, &names, now)
+        })
+        .await;
+    }
+
+    /// Binds each analyzer's MLLP listener (with TLS when configured) and starts serving it.
+    #[allow(clippy::type_complexity)]
+    async fn bind_analyzers(
+        &mut self,
+        cfg: &Config,
+        custody: &Custody,
+    ) -> Result<
+        (
+            BTreeMap<String, SocketAddr>,
+            BTreeMap<String, Arc<AnalyzerHandler>>,
+        ),
+        String,
+    > {
+        let mut bound = BTreeMap::new();
+        let mut handlers = BTreeMap::new();
+        for (i, a) in cfg.analyzers.iter().enumerate() {
+            let tls = match &a.tls {
+                Some(t) => Some(
+                    crate::trust::tls::server_config(t)
+                        .map_err(|e| format!("analyzer[{i}].tls: {e}"))?,
+                ),
+                None => None,
+            };
+            let listener = tokio::net::TcpListener::bind(a.listen)
+                .await
+                .map_err(|e| format!("analyzer[{i}].listen {}: {e}", a.listen))?;
+            let addr = listener.local_addr().map_err(|e| e.to_string())?;
+            bound.insert(a.name.clone(), addr);
+            let handler = Arc::new(AnalyzerHandler::new(
+                &a.name,
+                a.mapping.clone(),
+                custody.clone(),
+            ));
+            handlers.insert(a.name.clone(), handler.clone());
+            let settings = ListenerSettings {
+                analyzer: Arc::from(a.name.as_str()),
+                max_frame_bytes: cfg.ingest.max_frame_bytes,
+                read_timeout: Duration::from_secs(cfg.ingest.read_timeout_secs),
+                max_connections: cfg.ingest.max_connections,
+                handshake_timeout: Duration::from_secs(cfg.ingest.handshake_timeout_secs),
+                tls,
+            };
+            let token = self.shutdown.clone();
+            self.tasks
+                .spawn(async move { listener::serve(listener, settings, handler, token).await });
+            info!(component = "daemon", analyzer = %a.name, listen = %addr, tls = a.tls.is_some(), "analyzer listener bound");
+        }
+        Ok((bound, handlers))
+    }
+
+    /// One supervised sender per MRO of the directory; the outbox gauges.
+    fn start_senders(
+        &mut self,
+        cfg: &Config,
+        desk: &Desk,
+    ) -> Result<Arc<crate::core::health::Health>, String> {
+        let health = crate::core::health::Health::new();
+        for m in &cfg.mros {
+            let client = crate::transmit::client::MroClient::new(
+                &m.endpoint,
+                &m.ca,
+                &m.client_cert,
+                &m.client_key,
+                Duration::from_secs(cfg.transmit.timeout_secs),
+            )
+            .map_err(|e| format!("mro `{}`: {e}", m.id))?;
+            let sender = crate::transmit::sender::Sender {
+                mro_id: m.id.clone(),
+                client,
+                committer: self.committer.clone(),
+                clock: self.clock.clone(),
+                backoff: crate::transmit::sender::Backoff {
+                    initial: Duration::from_millis(cfg.transmit.backoff_initial_ms),
+                    max: Duration::from_secs(cfg.transmit.backoff_max_secs),
+                },
+                wake: desk.wakes[&m.id].clone(),
+            };
+            let token = self.shutdown.clone();
+            let health = health.clone();
+            let id = m.id.clone();
+            self.tasks.spawn(async move {
+                crate::app::supervise::supervise(
+                    "mro_sender",
+                    id,
+                    health,
+                    token.clone(),
+                    move || sender.clone().run(token.clone()),
+                )
+                .await
+            });
+        }
+        let mro_ids: Vec<String> = cfg.mros.iter().map(|m| m.id.clone()).collect();
+        let (token, store, clock) = (
+            self.shutdown.clone(),
+            self.store.clone(),
+            self.clock.clone(),
+        );
+        self.tasks
+            .spawn(async move { outbox_gauges(store, clock, mro_ids, token).await });
+        Ok(health)
+    }
+
+    /// The refusal audit of authenticated callers (one entry each).
+    fn refusal_audit(&self) -> admin::RefusalAudit {
+        let committer = self.committer.clone();
+        let clock = self.clock.clone();
         Arc::new(move |user: Option<&str>, path: &str, why: &'static str| {
             let actor: String = match user {
                 Some(u) => format!("user:{u}"),
@@ -365,27 +461,22 @@ async fn run(
                     })
                     .await;
             });
-        }) as admin::RefusalAudit
-    };
-    {
-        let token = shutdown.clone();
-        let store = store.clone();
-        let clock = clock.clone();
-        tasks.spawn(async move { outbox_gauges(store, clock, mro_ids, token).await });
+        })
     }
-    // Unknown callers' refusals: counted per source and minute, audited as a first entry and a
-    // summary; the closed windows are written every few seconds, the open one at shutdown.
-    let unknown_callers = {
+
+    /// Unknown callers' refusals: counted per source and minute, audited as a first entry and a
+    /// summary; the closed windows are written every few seconds, the open one at shutdown.
+    fn unknown_callers(&mut self) -> admin::UnknownCallers {
         let aggregator = Arc::new(admin::refusals::Aggregator::new(
-            clock.clone(),
+            self.clock.clone(),
             admin::refusals::WINDOW_MS,
             admin::refusals::MAX_SOURCES,
         ));
         {
-            let token = shutdown.clone();
-            let committer = committer.clone();
+            let token = self.shutdown.clone();
+            let committer = self.committer.clone();
             let aggregator = aggregator.clone();
-            tasks.spawn(async move {
+            self.tasks.spawn(async move {
                 loop {
                     tokio::select! {
                         _ = token.cancelled() => {
@@ -399,7 +490,7 @@ async fn run(
                 }
             });
         }
-        let committer = committer.clone();
+        let committer = self.committer.clone();
         admin::UnknownCallers {
             aggregator,
             audit: Arc::new(move |entries| {
@@ -407,164 +498,204 @@ async fn run(
                 tokio::spawn(async move { audit_unknown_callers(&committer, entries).await });
             }),
         }
-    };
+    }
 
-    let api: Arc<dyn Api> = Arc::new(StoreApi {
-        store: store.clone(),
-    });
-    let not_ready: admin::NotReady = {
-        let store = store.clone();
-        Arc::new(move || store.durability_lost().map(|lost| durability_reason(&lost)))
-    };
-    let admin_state = AdminState {
-        users: users.clone(),
-        ready: ready.clone(),
-        not_ready: Some(not_ready),
-        health,
-        prometheus,
-        api: Some(api),
-        review: Some(review),
-        lifecycle: Some(Arc::new(LifecycleService {
-            committer: committer.clone(),
-            settings: lifecycle.clone(),
-            clock: clock.clone(),
-            releaser,
-            split_lab: cfg.split_laboratory.enabled.then(|| {
-                Arc::new(crate::custody::split_lab::SplitLab {
-                    lods: cfg.split_laboratory.lod.clone(),
-                    profiles: profiles.clone(),
-                    default_profile: cfg.rules.default_profile.clone(),
-                })
-            }),
-        })),
-        quarantine: Some(Arc::new(QuarantineService {
-            committer: committer.clone(),
-            clock: clock.clone(),
-        })),
-        on_refusal: Some(on_refusal),
-        unknown_callers: Some(unknown_callers),
-    };
-    {
-        let token = shutdown.clone();
-        let admin_limits = cfg.admin.limits();
-        tasks.spawn(async move {
-            if let Err(e) = admin::serve(admin_listener, admin_state, admin_limits, async move {
-                token.cancelled().await
-            })
+    /// What the admin API serves: the store's views, review and release, the lifecycle, the
+    /// quarantine, health and readiness.
+    fn admin_state(
+        &mut self,
+        cfg: &Config,
+        desk: &Desk,
+        custody: &Custody,
+        users: Arc<std::sync::RwLock<Arc<Users>>>,
+        health: Arc<crate::core::health::Health>,
+        prometheus: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    ) -> AdminState {
+        let lifecycle = custody.lifecycle().clone();
+        let releaser = crate::custody::release::Releaser {
+            committer: self.committer.clone(),
+            laboratory: cfg.laboratory.identity(),
+            mros: desk.mros.clone(),
+            signer: desk.signer.clone(),
+            clock: self.clock.clone(),
+            wake: desk.wakes.clone(),
+            lifecycle: lifecycle.clone(),
+        };
+        let review: Arc<dyn admin::ReviewApi> = Arc::new(ReviewService {
+            releaser: releaser.clone(),
+            profiles: self.profiles.clone(),
+            default_profile: cfg.rules.default_profile.clone(),
+        });
+        let not_ready: admin::NotReady = {
+            let store = self.store.clone();
+            Arc::new(move || store.durability_lost().map(|lost| durability_reason(&lost)))
+        };
+        let unknown_callers = self.unknown_callers();
+        AdminState {
+            users,
+            ready: self.ready.clone(),
+            not_ready: Some(not_ready),
+            health,
+            prometheus,
+            api: Some(Arc::new(StoreApi {
+                store: self.store.clone(),
+            })),
+            review: Some(review),
+            lifecycle: Some(Arc::new(LifecycleService {
+                committer: self.committer.clone(),
+                settings: lifecycle,
+                clock: self.clock.clone(),
+                releaser,
+                split_lab: cfg.split_laboratory.enabled.then(|| {
+                    Arc::new(crate::custody::split_lab::SplitLab {
+                        lods: cfg.split_laboratory.lod.clone(),
+                        profiles: self.profiles.clone(),
+                        default_profile: cfg.rules.default_profile.clone(),
+                    })
+                }),
+            })),
+            quarantine: Some(Arc::new(QuarantineService {
+                committer: self.committer.clone(),
+                clock: self.clock.clone(),
+            })),
+            on_refusal: Some(self.refusal_audit()),
+            unknown_callers: Some(unknown_callers),
+        }
+    }
+
+    /// Serves the admin API until shutdown, within the configured connection limits.
+    fn serve_admin(&mut self, cfg: &Config, listener: tokio::net::TcpListener, state: AdminState) {
+        let token = self.shutdown.clone();
+        let limits = cfg.admin.limits();
+        self.tasks.spawn(async move {
+            if let Err(e) = admin::serve(
+                listener,
+                state,
+                limits,
+                async move { token.cancelled().await },
+            )
             .await
             {
                 error!(component = "admin", error = %e, "admin API stopped");
             }
         });
     }
-    {
-        let token = shutdown.clone();
+
+    /// The LIMS spool loop, the lifecycle clocks, the quarantine's bounds and the gauges.
+    fn spawn_background(&mut self, cfg: &Config, spool: Arc<Spool>, custody: Custody) {
+        let token = self.shutdown.clone();
         let settings = SpoolSettings {
             poll_interval: Duration::from_millis(cfg.lims.poll_interval_ms),
             max_document_bytes: cfg.lims.max_document_bytes,
         };
-        let custody = custody.clone();
-        tasks.spawn(async move { spool::run(spool, custody, settings, token).await });
-    }
-
-    {
+        self.tasks
+            .spawn(async move { spool::run(spool, custody, settings, token).await });
         // The lifecycle clocks: the first sweep at once fires what came due while stopped.
-        let token = shutdown.clone();
-        let committer = committer.clone();
-        let settings = lifecycle.clone();
-        let clock = clock.clone();
+        let (token, committer, clock) = (
+            self.shutdown.clone(),
+            self.committer.clone(),
+            self.clock.clone(),
+        );
+        let settings = self.lifecycle();
         let interval = Duration::from_secs(cfg.lifecycle.sweep_interval_secs);
-        tasks.spawn(async move {
+        self.tasks.spawn(async move {
             crate::custody::lifecycle::run(committer, settings, clock, interval, token).await
         });
-    }
-    {
         // The quarantine's bounds: enforced at once and every sweep interval.
-        let token = shutdown.clone();
-        let committer = committer.clone();
-        let clock = clock.clone();
+        let (token, committer, clock) = (
+            self.shutdown.clone(),
+            self.committer.clone(),
+            self.clock.clone(),
+        );
         let limits = cfg.quarantine.limits();
         let interval = Duration::from_secs(cfg.quarantine.sweep_interval_secs);
-        tasks.spawn(async move {
+        self.tasks.spawn(async move {
             crate::custody::quarantine::run(committer, limits, clock, interval, token).await
         });
-    }
-    {
-        let token = shutdown.clone();
-        let store = store.clone();
-        let clock = clock.clone();
-        tasks.spawn(async move {
+        let (token, store, clock) = (
+            self.shutdown.clone(),
+            self.store.clone(),
+            self.clock.clone(),
+        );
+        self.tasks.spawn(async move {
             crate::app::monitoring::run(store, clock, Duration::from_secs(10), token).await
         });
     }
 
-    write_runtime(&cfg.store.path, &runtime)?;
-    ready.store(true, Ordering::SeqCst);
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-    info!(
-        component = "daemon",
-        admin = %admin_addr,
-        analyzers = runtime.analyzers.len(),
-        profiles = profiles.len(),
-        default_profile = %cfg.rules.default_profile,
-        "ready"
-    );
-
-    let reloadable = Reloadable {
-        users,
-        analyzers: handlers,
-    };
-    let watchdog_interval = sd_notify::watchdog_enabled();
-    let watchdog = watchdog_interval.is_some();
-    let tick = watchdog_interval
-        .map(|d| (d / 2).max(Duration::from_millis(100)))
-        .unwrap_or(Duration::from_secs(5));
-    let stop = signals_loop(
-        signals,
-        &config_path,
-        &reloadable,
-        watchdog,
-        tick,
-        &committer,
-        Duration::from_secs(cfg.store.exit_after_durability_lost_secs),
-    )
-    .await;
-
-    match &stop {
-        Stop::Signal => info!(
-            component = "daemon",
-            "shutdown requested: no new connections; settling what is in flight"
-        ),
-        Stop::DurabilityLost(_) => error!(
-            component = "daemon",
-            "stopping because the store cannot make writes durable: no new connections; \
-             settling what is in flight (answered AE); exiting non-zero for a restart"
-        ),
-    }
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-    ready.store(false, Ordering::SeqCst);
-    shutdown.cancel();
-    let drain = async { while tasks.join_next().await.is_some() {} };
-    if tokio::time::timeout(Duration::from_secs(20), drain)
+    /// Runs the signal loop (reload, watchdog, durability watch) until it says stop.
+    async fn until_stopped(
+        &self,
+        cfg: &Config,
+        signals: Signals,
+        config_path: &Path,
+        reloadable: &Reloadable,
+    ) -> Stop {
+        let watchdog_interval = sd_notify::watchdog_enabled();
+        let watchdog = watchdog_interval.is_some();
+        let tick = watchdog_interval
+            .map(|d| (d / 2).max(Duration::from_millis(100)))
+            .unwrap_or(Duration::from_secs(5));
+        signals_loop(
+            signals,
+            config_path,
+            reloadable,
+            watchdog,
+            tick,
+            &self.committer,
+            Duration::from_secs(cfg.store.exit_after_durability_lost_secs),
+        )
         .await
-        .is_err()
-    {
-        warn!(component = "daemon", "some tasks did not finish in 20 s");
     }
-    committer.shutdown().await;
-    let _ = std::fs::remove_file(runtime_file(&cfg.store.path));
-    match stop {
-        Stop::Signal => {
-            info!(component = "daemon", "stopped cleanly");
-            Ok(())
+
+    /// Stops accepting, settles what is in flight, flushes and removes the runtime file.
+    async fn shut_down(mut self, cfg: &Config, stop: Stop) -> Result<(), String> {
+        match &stop {
+            Stop::Signal => info!(
+                component = "daemon",
+                "shutdown requested: no new connections; settling what is in flight"
+            ),
+            Stop::DurabilityLost(_) => error!(
+                component = "daemon",
+                "stopping because the store cannot make writes durable: no new connections; \
+                 settling what is in flight (answered AE); exiting non-zero for a restart"
+            ),
         }
-        // Nothing was acknowledged since the failure (every flush was refused), and what was
-        // acknowledged before it was fsynced: a restart recovers the log from the disk.
-        Stop::DurabilityLost(lost) => Err(format!(
-            "the store lost durability ({lost}); exiting so that the service manager restarts \
-             custodian and the store recovers from what reached the disk"
-        )),
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+        self.ready.store(false, Ordering::SeqCst);
+        self.shutdown.cancel();
+        let tasks = &mut self.tasks;
+        let drain = async { while tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(Duration::from_secs(20), drain)
+            .await
+            .is_err()
+        {
+            warn!(component = "daemon", "some tasks did not finish in 20 s");
+        }
+        self.committer.shutdown().await;
+        let _ = std::fs::remove_file(runtime_file(&cfg.store.path));
+        match stop {
+            Stop::Signal => {
+                info!(component = "daemon", "stopped cleanly");
+                Ok(())
+            }
+            // Nothing was acknowledged since the failure (every flush was refused), and what
+            // was acknowledged before it was fsynced: a restart recovers the log from the disk.
+            Stop::DurabilityLost(lost) => Err(format!(
+                "the store lost durability ({lost}); exiting so that the service manager \
+                 restarts custodian and the store recovers from what reached the disk"
+            )),
+        }
     }
+}
+
+/// The LIMS spool directory (its parent created).
+fn open_spool(cfg: &Config) -> Result<Arc<Spool>, String> {
+    if let Some(parent) = cfg.lims.spool_dir.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| format!("lims.spool_dir: {e}"))?;
+    }
+    Ok(Arc::new(
+        Spool::open(&cfg.lims.spool_dir).map_err(|e| format!("lims.spool_dir: {e}"))?,
+    ))
 }
 
 /// Writes the audit entries of unknown callers' refusals (firsts of a source and minute, the
