@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod events;
 pub mod refusals;
 pub mod server;
 
@@ -202,8 +203,7 @@ pub fn authorize(state: &AdminState, parts: &Parts, need: Permission) -> Result<
         .map(|u| u.clone())
         .unwrap_or_else(|p| p.into_inner().clone());
     let Some(user) = token.and_then(|t| users.authenticate(t)) else {
-        metrics::counter!("custodian_admin_refusals_total", "reason" => "unauthenticated")
-            .increment(1);
+        crate::core::telemetry::emit(events::Unauthenticated);
         match &state.unknown_callers {
             Some(u) => {
                 let peer = parts
@@ -231,11 +231,14 @@ pub fn authorize(state: &AdminState, parts: &Parts, need: Permission) -> Result<
         return Err(Refusal::Unauthenticated);
     };
     if !user.role.may(need) {
-        metrics::counter!("custodian_admin_refusals_total", "reason" => "forbidden").increment(1);
+        crate::core::telemetry::emit(events::Forbidden {
+            user: &user.name,
+            role: user.role.key(),
+            path: parts.uri.path(),
+        });
         if let Some(audit) = &state.on_refusal {
             audit(Some(&user.name), parts.uri.path(), "forbidden");
         }
-        tracing::warn!(component = "admin", user = %user.name, role = user.role.key(), path = %parts.uri.path(), "request refused: role lacks permission");
         return Err(Refusal::Forbidden);
     }
     Ok(user)

@@ -255,17 +255,13 @@ fn admit(registry: &Registry, limits: &Limits) -> bool {
             if let Some(c) = open.remove(&id) {
                 c.evict.cancel();
             }
-            metrics::counter!("custodian_admin_connections_refused_total", "reason" => "idle_closed")
-                .increment(1);
-            tracing::debug!(
-                component = "admin",
-                "connection cap reached: the longest-waiting idle connection closed"
-            );
+            crate::core::telemetry::emit(super::events::ConnectionOverCap {
+                reason: "idle_closed",
+            });
             true
         }
         None => {
-            metrics::counter!("custodian_admin_connections_refused_total", "reason" => "busy")
-                .increment(1);
+            crate::core::telemetry::emit(super::events::ConnectionOverCap { reason: "busy" });
             false
         }
     }

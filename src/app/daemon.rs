@@ -889,14 +889,11 @@ fn reload(config_path: &Path, r: &Reloadable) {
     let (cfg, _) = match config::load(config_path) {
         Ok(x) => x,
         Err(e) => {
-            metrics::counter!("custodian_config_reloads_total", "outcome" => "refused")
-                .increment(1);
-            warn!(
-                component = "daemon",
-                problems = e.problems.len(),
-                "reload refused; keeping the running configuration: {}",
-                e.to_string().replace('\n', " ")
-            );
+            crate::core::telemetry::emit(crate::app::events::ConfigReloaded {
+                applied: false,
+                problems: e.problems.len(),
+                why: &e.to_string().replace('\n', " "),
+            });
             return;
         }
     };
@@ -917,11 +914,11 @@ fn reload(config_path: &Path, r: &Reloadable) {
     if let Ok(mut u) = r.users.write() {
         *u = Arc::new(users);
     }
-    metrics::counter!("custodian_config_reloads_total", "outcome" => "applied").increment(1);
-    info!(
-        component = "daemon",
-        "configuration reloaded (users, analyzer mappings)"
-    );
+    crate::core::telemetry::emit(crate::app::events::ConfigReloaded {
+        applied: true,
+        problems: 0,
+        why: "",
+    });
 }
 
 /// Outbox depth, oldest age and dead letters per MRO, sampled every 10 s.
@@ -949,13 +946,14 @@ async fn outbox_gauges(
             let dead = store
                 .count_prefix(Keyspace::Outbox, &outbox::dead_prefix(m))
                 .unwrap_or(0);
-            metrics::gauge!("custodian_outbox_depth", "mro" => m.clone()).set(depth as f64);
-            metrics::gauge!("custodian_outbox_oldest_age_seconds", "mro" => m.clone()).set(
-                oldest
+            crate::core::telemetry::emit(crate::app::events::OutboxSampled {
+                mro: m,
+                depth,
+                oldest_age_s: oldest
                     .map(|t| now.saturating_sub(t) as f64 / 1000.0)
                     .unwrap_or(0.0),
-            );
-            metrics::gauge!("custodian_outbox_dead_letters", "mro" => m.clone()).set(dead as f64);
+                dead_letters: dead,
+            });
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,

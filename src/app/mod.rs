@@ -6,6 +6,7 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod evaluate;
+pub mod events;
 pub mod monitoring;
 pub mod operator;
 pub mod output;

@@ -11,102 +11,13 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// The metrics not yet declared with an event of their own layer: name, type, unit, help.
-const OTHERS: &[Metric] = &[
-    Metric::counter(
-        "custodian_messages_total",
-        "messages",
-        "HL7 messages answered, by analyzer and ACK code (AA, AE, AR, CA, CE, CR)",
-    ),
-    Metric::counter(
-        "custodian_messages_duplicate_total",
-        "messages",
-        "messages already stored from the same analyzer and MSH-10, acknowledged again",
-    ),
-    Metric::counter(
-        "custodian_messages_not_durable_total",
-        "messages",
-        "messages answered AE because the store could not make them durable",
-    ),
-    Metric::counter(
-        "custodian_messages_reused_control_id_total",
-        "messages",
-        "messages refused (AE, quarantined) because the analyzer reused an MSH-10 for different results; not a storage failure",
-    ),
-    Metric::gauge(
-        "custodian_analyzer_connections",
-        "connections",
-        "open MLLP connections per analyzer",
-    ),
-    Metric::gauge(
-        "custodian_analyzer_last_message_timestamp_seconds",
-        "seconds",
-        "Unix time of the last message from each analyzer",
-    ),
-    Metric::counter(
-        "custodian_analyzer_connections_refused_total",
-        "connections",
-        "connections refused because the per-analyzer cap was reached",
-    ),
-    Metric::counter(
-        "custodian_analyzer_tls_refused_total",
-        "connections",
-        "TLS handshakes refused (e.g. no or untrusted client certificate)",
-    ),
-    Metric::counter(
-        "custodian_mllp_framing_errors_total",
-        "frames",
-        "frames that could not be read (too large, broken framing)",
-    ),
-    Metric::counter(
-        "custodian_mllp_discarded_bytes_total",
-        "bytes",
-        "bytes received outside an MLLP frame and discarded",
-    ),
-    Metric::counter(
-        "custodian_quarantined_total",
-        "messages",
-        "refused inputs kept in quarantine with their reason, by source",
-    ),
+/// The gauges this module samples from the store and the file system every interval (the
+/// free-disk gauge also on a failed flush): name, type, unit, help.
+const SAMPLED: &[Metric] = &[
     Metric::gauge(
         "custodian_quarantine_records",
         "records",
         "records in the quarantine keyspace",
-    ),
-    Metric::counter(
-        "custodian_quarantine_dropped_total",
-        "records",
-        "quarantined records dropped by the sweep, by reason (age, records, bytes: the bound exceeded)",
-    ),
-    Metric::counter(
-        "custodian_panel_guard_refusals_total",
-        "messages",
-        "results refused because the analyte is outside the specimen's DOT panel (40.13(c), 40.85)",
-    ),
-    Metric::counter(
-        "custodian_split_results_refused_total",
-        "messages",
-        "results for bottle B refused by the first laboratory (40.175(c))",
-    ),
-    Metric::counter(
-        "custodian_lims_documents_total",
-        "documents",
-        "LIMS documents settled, by outcome (stored, rejected, not_durable)",
-    ),
-    Metric::summary(
-        "custodian_store_commit_batch_size",
-        "writes",
-        "writes made durable by one flush",
-    ),
-    Metric::summary(
-        "custodian_store_flush_seconds",
-        "seconds",
-        "time of one durable flush (sled flush + fsync)",
-    ),
-    Metric::counter(
-        "custodian_store_flush_failures_total",
-        "flushes",
-        "durable flushes that failed (writes answered AE)",
     ),
     Metric::gauge(
         "custodian_store_size_bytes",
@@ -129,45 +40,10 @@ const OTHERS: &[Metric] = &[
         "seconds",
         "age of the oldest specimen waiting for review",
     ),
-    Metric::counter(
-        "custodian_admin_connections_refused_total",
-        "connections",
-        "admin connections over the cap, by reason (idle_closed: the longest-waiting idle one was closed to make room; busy: every one was answering, the new one got 503)",
-    ),
-    Metric::counter(
-        "custodian_admin_refusals_total",
-        "requests",
-        "admin API requests refused, by reason (unauthenticated, forbidden)",
-    ),
-    Metric::counter(
-        "custodian_config_reloads_total",
-        "reloads",
-        "SIGHUP reloads, by outcome (applied, refused)",
-    ),
     Metric::gauge(
         "custodian_statistics_due_in_seconds",
         "seconds",
         "time until the next semi-annual statistical summaries are due (40.111: Jan 20, Jul 20)",
-    ),
-    Metric::gauge(
-        "custodian_outbox_depth",
-        "reports",
-        "released reports waiting for their MRO",
-    ),
-    Metric::gauge(
-        "custodian_outbox_oldest_age_seconds",
-        "seconds",
-        "age of the oldest report waiting for its MRO",
-    ),
-    Metric::gauge(
-        "custodian_outbox_dead_letters",
-        "reports",
-        "reports refused permanently by their MRO, waiting for an operator",
-    ),
-    Metric::counter(
-        "custodian_task_restarts_total",
-        "restarts",
-        "supervised tasks restarted after a panic, by task kind and id (e.g. mro_sender, MRO id)",
     ),
 ];
 
@@ -175,9 +51,13 @@ const OTHERS: &[Metric] = &[
 /// metrics table is this list; `describe` registers the help text with the exporter.
 pub fn metrics() -> Vec<Metric> {
     [
+        crate::store::events::METRICS,
+        crate::ingest::events::METRICS,
         crate::custody::events::METRICS,
         crate::transmit::events::METRICS,
-        OTHERS,
+        crate::admin::events::METRICS,
+        crate::app::events::METRICS,
+        SAMPLED,
     ]
     .concat()
 }

@@ -7,7 +7,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::info;
 
 /// The pause before restart number `n` (1-based): 100 ms doubling, at most 30 s.
 pub fn restart_delay(n: u64) -> Duration {
@@ -42,10 +42,14 @@ pub async fn supervise<F, Fut>(
                     t.up = false;
                     t.restarts += 1;
                 });
-                metrics::counter!("custodian_task_restarts_total", "task" => kind, "id" => id.clone())
-                    .increment(1);
                 let delay = restart_delay(restarts);
-                error!(component = "health", task = %name, restarts, delay_ms = delay.as_millis() as u64, "task panicked; restarting it");
+                crate::core::telemetry::emit(crate::app::events::TaskRestarted {
+                    kind,
+                    id: &id,
+                    name: &name,
+                    restarts,
+                    delay,
+                });
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = tokio::time::sleep(delay) => {}

@@ -25,8 +25,20 @@ pub const CLOCKS_FIRED: Metric = Metric::counter(
     "lifecycle clocks applied by the sweep, by kind (correction, retention)",
 );
 
+pub const QUARANTINE_DROPPED: Metric = Metric::counter(
+    "custodian_quarantine_dropped_total",
+    "records",
+    "quarantined records dropped by the sweep, by reason (age, records, bytes: the bound exceeded)",
+);
+
 /// Every metric of this layer.
-pub const METRICS: &[Metric] = &[RELEASES, CORRECTED_REPORTS, CLOCKS_DUE, CLOCKS_FIRED];
+pub const METRICS: &[Metric] = &[
+    RELEASES,
+    CORRECTED_REPORTS,
+    CLOCKS_DUE,
+    CLOCKS_FIRED,
+    QUARANTINE_DROPPED,
+];
 
 /// A signed report (a result, or a split result) was stored and queued to its MRO.
 pub struct ReportReleased<'a> {
@@ -75,5 +87,17 @@ pub struct ClocksWaiting {
 impl InternalEvent for ClocksWaiting {
     fn emit(self) {
         metrics::gauge!(CLOCKS_DUE.name, "kind" => self.kind).set(self.count as f64);
+    }
+}
+
+/// The quarantine sweep dropped `count` records for `reason` (age, records, bytes).
+pub struct QuarantineDropped {
+    pub reason: &'static str,
+    pub count: u64,
+}
+
+impl InternalEvent for QuarantineDropped {
+    fn emit(self) {
+        metrics::counter!(QUARANTINE_DROPPED.name, "reason" => self.reason).increment(self.count);
     }
 }

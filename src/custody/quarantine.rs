@@ -174,8 +174,10 @@ pub async fn prune(
         ("bytes", pruned.by_bytes),
     ] {
         if n > 0 {
-            metrics::counter!("custodian_quarantine_dropped_total", "reason" => reason)
-                .increment(n);
+            crate::core::telemetry::emit(crate::custody::events::QuarantineDropped {
+                reason,
+                count: n,
+            });
         }
     }
     Ok(pruned)

@@ -7,6 +7,10 @@
 //! only when complete, and its ACK is written only after the handler returned.
 
 use crate::codec::mllp::{MllpCodec, MllpError};
+use crate::core::telemetry::emit;
+use crate::ingest::events::{
+    BytesDiscarded, ConnectionChanged, ConnectionRefusedAtCap, ListenerStarted, TlsRefused,
+};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use std::future::Future;
@@ -68,7 +72,9 @@ pub async fn serve<H: FrameHandler>(
     let acceptor = settings.tls.clone().map(tokio_rustls::TlsAcceptor::from);
     let mut seq: u64 = 0;
     let analyzer = settings.analyzer.clone();
-    metrics::gauge!("custodian_analyzer_connections", "analyzer" => analyzer.to_string()).set(0.0);
+    emit(ListenerStarted {
+        analyzer: &analyzer,
+    });
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -84,8 +90,10 @@ pub async fn serve<H: FrameHandler>(
         };
         seq += 1;
         let Ok(permit) = limit.clone().try_acquire_owned() else {
-            metrics::counter!("custodian_analyzer_connections_refused_total", "analyzer" => analyzer.to_string()).increment(1);
-            warn!(component = "mllp", analyzer = %analyzer, connection = seq, "connection refused: connection cap reached");
+            emit(ConnectionRefusedAtCap {
+                analyzer: &analyzer,
+                connection: seq,
+            });
             drop(stream);
             continue;
         };
@@ -101,16 +109,21 @@ pub async fn serve<H: FrameHandler>(
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
             let _permit = permit;
-            let gauge = metrics::gauge!("custodian_analyzer_connections", "analyzer" => peer.analyzer.to_string());
-            gauge.increment(1.0);
-            debug!(component = "mllp", analyzer = %peer.analyzer, connection = peer.connection, "connection opened");
+            emit(ConnectionChanged {
+                analyzer: &peer.analyzer,
+                connection: peer.connection,
+                open: true,
+            });
             match acceptor {
                 Some(acceptor) => {
                     match tokio::time::timeout(settings.handshake_timeout, acceptor.accept(stream)).await {
                         Ok(Ok(tls)) => connection(tls, &peer, &settings, &*handler, &shutdown).await,
                         Ok(Err(e)) => {
-                            metrics::counter!("custodian_analyzer_tls_refused_total", "analyzer" => peer.analyzer.to_string()).increment(1);
-                            warn!(component = "mllp", analyzer = %peer.analyzer, connection = peer.connection, error = %e, "TLS handshake refused");
+                            emit(TlsRefused {
+                                analyzer: &peer.analyzer,
+                                connection: peer.connection,
+                                error: &e.to_string(),
+                            });
                         }
                         Err(_) => {
                             warn!(component = "mllp", analyzer = %peer.analyzer, connection = peer.connection, "TLS handshake timed out");
@@ -119,7 +132,11 @@ pub async fn serve<H: FrameHandler>(
                 }
                 None => connection(stream, &peer, &settings, &*handler, &shutdown).await,
             }
-            gauge.decrement(1.0);
+            emit(ConnectionChanged {
+                analyzer: &peer.analyzer,
+                connection: peer.connection,
+                open: false,
+            });
             debug!(component = "mllp", analyzer = %peer.analyzer, connection = peer.connection, "connection closed");
         });
     }
@@ -159,7 +176,10 @@ async fn connection<S, H>(
         };
         let discarded = framed.codec_mut().take_discarded_bytes();
         if discarded > 0 {
-            metrics::counter!("custodian_mllp_discarded_bytes_total", "analyzer" => peer.analyzer.to_string()).increment(discarded);
+            emit(BytesDiscarded {
+                analyzer: &peer.analyzer,
+                bytes: discarded,
+            });
         }
         // The frame is settled even if shutdown is requested meanwhile: its ACK must go out.
         if let Some(reply) = handler.handle(peer, frame).await

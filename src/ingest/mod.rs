@@ -3,6 +3,7 @@
 //! durable. May import: core, domain, codec, store, custody.
 
 pub mod analyzer;
+pub mod events;
 pub mod listener;
 pub mod spool;
 pub mod spool_dir;

@@ -6,10 +6,12 @@
 //! makes the replay harmless).
 
 use crate::codec::lims::{self, LimsDocument};
+use crate::core::telemetry::emit;
 use crate::custody::{Applied, Custody, IngestError};
 use crate::domain::specimen::{
     self, Bottle, Ccf, CorrectionEntry, Party, ResultEntry, ResultKind, Source,
 };
+use crate::ingest::events::{LimsDocumentNotDurable, LimsDocumentSettled};
 use crate::ingest::spool_dir::{self, Spool};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -110,9 +112,10 @@ async fn process(
                 return;
             }
             Err(why) => {
-                metrics::counter!("custodian_lims_documents_total", "outcome" => "not_durable")
-                    .increment(1);
-                warn!(component = "lims", document = %name, error = %why, "not stored durably; will retry");
+                emit(LimsDocumentNotDurable {
+                    document: &name,
+                    error: &why,
+                });
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = tokio::time::sleep(delay) => {}
@@ -142,9 +145,12 @@ async fn finish(
         Err(reason) => s.reject(claim, &reason).map(|_| ()),
     })
     .await;
-    metrics::counter!("custodian_lims_documents_total", "outcome" => outcome).increment(1);
+    emit(LimsDocumentSettled {
+        document: name,
+        outcome,
+    });
     match moved {
-        Ok(Ok(())) => info!(component = "lims", document = %name, outcome, "LIMS document settled"),
+        Ok(Ok(())) => {}
         Ok(Err(e)) => {
             warn!(component = "lims", document = %name, error = %e, "could not move the settled document")
         }

@@ -24,8 +24,10 @@
 //! batch), histogram `custodian_store_flush_seconds` (duration of each durable flush, failed
 //! ones included), counter `custodian_store_flush_failures_total`.
 
+use super::events::{BatchCommitted, FlushFailed, FlushTimed};
 use super::tx::{Abort, TransactError, Tx};
 use super::{Store, StoreError};
+use crate::core::telemetry::emit;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
 use std::sync::{Arc, Mutex};
@@ -297,16 +299,18 @@ fn writer_loop(store: &Store, jobs: &mpsc::Receiver<Job>, config: &GroupConfig) 
     if dirty {
         // Best effort: earlier NotDurable commits may still reach the disk.
         if let Err(e) = store.flush_durable() {
-            metrics::counter!("custodian_store_flush_failures_total").increment(1);
             store.publish_disk_free();
-            tracing::error!(error = %e, "final durable flush of the store writer failed");
+            emit(FlushFailed {
+                error: &e.to_string(),
+                batch: 0,
+            });
         }
     }
 }
 
 fn run_batch(store: &Store, batch: Vec<Job>, dirty: &mut bool) {
     let size = batch.len();
-    metrics::histogram!("custodian_store_commit_batch_size").record(size as f64);
+    emit(BatchCommitted { size });
     let mut ran = Vec::with_capacity(size);
     let mut any_committed = false;
     for job in batch {
@@ -317,8 +321,9 @@ fn run_batch(store: &Store, batch: Vec<Job>, dirty: &mut bool) {
     let durability: Durability = if any_committed || *dirty {
         let started = Instant::now();
         let result = store.flush_durable();
-        metrics::histogram!("custodian_store_flush_seconds")
-            .record(started.elapsed().as_secs_f64());
+        emit(FlushTimed {
+            took: started.elapsed(),
+        });
         match result {
             Ok(_) => {
                 *dirty = false;
@@ -326,10 +331,12 @@ fn run_batch(store: &Store, batch: Vec<Job>, dirty: &mut bool) {
             }
             Err(e) => {
                 *dirty = true;
-                metrics::counter!("custodian_store_flush_failures_total").increment(1);
                 // A full disk is the usual cause: the gauge must not wait for the next sample.
                 store.publish_disk_free();
-                tracing::error!(error = %e, batch = size, "durable flush failed; batch not acknowledged");
+                emit(FlushFailed {
+                    error: &e.to_string(),
+                    batch: size,
+                });
                 Err(e.to_string())
             }
         }

@@ -32,6 +32,7 @@
 mod audit;
 mod codec;
 mod durable;
+pub mod events;
 mod group;
 mod tx;
 

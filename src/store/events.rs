@@ -1,0 +1,66 @@
+//! What the group committer reports: batch sizes, flush times, failed flushes.
+
+use crate::core::telemetry::{InternalEvent, Metric};
+use std::time::Duration;
+
+pub const STORE_COMMIT_BATCH_SIZE: Metric = Metric::summary(
+    "custodian_store_commit_batch_size",
+    "writes",
+    "writes made durable by one flush",
+);
+pub const STORE_FLUSH_SECONDS: Metric = Metric::summary(
+    "custodian_store_flush_seconds",
+    "seconds",
+    "time of one durable flush (sled flush + fsync)",
+);
+pub const STORE_FLUSH_FAILURES: Metric = Metric::counter(
+    "custodian_store_flush_failures_total",
+    "flushes",
+    "durable flushes that failed (writes answered AE)",
+);
+
+/// Every metric of this layer.
+pub const METRICS: &[Metric] = &[
+    STORE_COMMIT_BATCH_SIZE,
+    STORE_FLUSH_SECONDS,
+    STORE_FLUSH_FAILURES,
+];
+
+/// A batch of `size` writes is committed (made durable by one flush).
+pub struct BatchCommitted {
+    pub size: usize,
+}
+
+impl InternalEvent for BatchCommitted {
+    fn emit(self) {
+        metrics::histogram!(STORE_COMMIT_BATCH_SIZE.name).record(self.size as f64);
+    }
+}
+
+/// One durable flush took `took`.
+pub struct FlushTimed {
+    pub took: Duration,
+}
+
+impl InternalEvent for FlushTimed {
+    fn emit(self) {
+        metrics::histogram!(STORE_FLUSH_SECONDS.name).record(self.took.as_secs_f64());
+    }
+}
+
+/// A durable flush failed: the `batch` writes are not acknowledged (0: the final flush).
+pub struct FlushFailed<'a> {
+    pub error: &'a str,
+    pub batch: usize,
+}
+
+impl InternalEvent for FlushFailed<'_> {
+    fn emit(self) {
+        metrics::counter!(STORE_FLUSH_FAILURES.name).increment(1);
+        if self.batch == 0 {
+            tracing::error!(error = %self.error, "final durable flush of the store writer failed");
+        } else {
+            tracing::error!(error = %self.error, batch = self.batch, "durable flush failed; batch not acknowledged");
+        }
+    }
+}
