@@ -210,6 +210,17 @@ enum SpecimenCommand {
         #[arg(long)]
         state: String,
     },
+    /// Re-assign the edition (rule profile) that judges a specimen, before release only
+    /// (operator or certifying scientist; audited; daemon running).
+    Edition {
+        /// The specimen ID.
+        id: String,
+        /// The profile (edition) name, e.g. part40-2023.
+        profile: String,
+        /// Why (kept in the specimen record).
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -439,12 +450,28 @@ fn command(cli: Cli) -> ExitCode {
             config,
             file,
         } => evaluate(&config, profile.as_deref(), &file),
+        Command::Specimen {
+            command:
+                SpecimenCommand::Edition {
+                    id,
+                    profile,
+                    reason,
+                },
+            access,
+        } => operator::action(
+            &access.config,
+            access.token_file.as_deref(),
+            "POST",
+            &format!("/api/specimens/{}/edition", url_segment(&id)),
+            Some(serde_json::json!({ "profile": profile, "reason": reason })),
+        ),
         Command::Specimen { command, access } => {
             let path = match &command {
                 SpecimenCommand::Show { id } => format!("/api/specimens/{}", url_segment(id)),
                 SpecimenCommand::List { state } => {
                     format!("/api/specimens?state={}", url_segment(state))
                 }
+                SpecimenCommand::Edition { .. } => unreachable!("handled above"),
             };
             operator::query(
                 &access.config,
@@ -453,6 +480,7 @@ fn command(cli: Cli) -> ExitCode {
                 |store| match &command {
                     SpecimenCommand::Show { id } => operator::show_specimen(store, id),
                     SpecimenCommand::List { state } => operator::list_specimens(store, state),
+                    SpecimenCommand::Edition { .. } => unreachable!("handled above"),
                 },
             )
         }

@@ -116,7 +116,10 @@ fn positive_morphine() -> SpecimenRecord {
         Accession {
             ccf,
             findings: rules::Accession::default(),
-            profile: None,
+            // Written for the 2001 edition (its CCF dates would select today\'s).
+            profile: Some("part40-2001".into()),
+            program: Default::default(),
+            specimen_type: Default::default(),
             document: "acc-7700001.xml".into(),
             received_at_ms: 1,
         },

@@ -98,6 +98,7 @@ impl Lab {
                 laboratory: Laboratory {
                     name: "Test Laboratory".into(),
                     address: "1 Test Way, Testville".into(),
+                    certified_specimen_types: vec![custodian::domain::rules::SpecimenType::Urine],
                 }
                 .identity(),
                 mros: Arc::new(
@@ -137,6 +138,7 @@ impl Lab {
             laboratory: Laboratory {
                 name: "Test Laboratory".into(),
                 address: "1 Test Way, Testville".into(),
+                certified_specimen_types: vec![custodian::domain::rules::SpecimenType::Urine],
             }
             .identity(),
             mros: Arc::new([(mro.id.clone(), mro.party())].into_iter().collect()),

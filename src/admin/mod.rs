@@ -105,6 +105,13 @@ pub trait LifecycleApi: Send + Sync {
         body: serde_json::Value,
         user: &'a User,
     ) -> ActionFuture<'a>;
+    /// Re-assigns a specimen's edition (body: `profile`, `reason`), before release only.
+    fn edition<'a>(
+        &'a self,
+        specimen_id: String,
+        body: serde_json::Value,
+        user: &'a User,
+    ) -> ActionFuture<'a>;
     /// Records the confirmation that an item (`primary`, `split`, `records`) was discarded.
     fn discard<'a>(&'a self, specimen_id: String, item: String, user: &'a User)
     -> ActionFuture<'a>;
@@ -507,6 +514,19 @@ async fn written_request(
     action_response(l.request(id, body, &user).await)
 }
 
+/// `POST /api/specimens/{id}/edition`: operators and certifying scientists.
+async fn edition(
+    State(s): State<AdminState>,
+    Operator(user): Operator,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    axum::Json(body): axum::Json<serde_json::Value>,
+) -> Response {
+    let Some(l) = &s.lifecycle else {
+        return no_lifecycle();
+    };
+    action_response(l.edition(id, body, &user).await)
+}
+
 #[derive(serde::Deserialize)]
 struct DiscardBody {
     item: String,
@@ -769,6 +789,7 @@ pub fn router(state: AdminState) -> Router {
             axum::routing::post(written_request),
         )
         .route("/api/specimens/{id}/discard", axum::routing::post(discard))
+        .route("/api/specimens/{id}/edition", axum::routing::post(edition))
         .route("/api/specimens/{id}/split", get(split_view))
         .route(
             "/api/specimens/{id}/adulterant-retest",

@@ -400,6 +400,14 @@ pub struct Laboratory {
     pub name: String,
     /// 40.97(b)(1)(i)(A): the laboratory's address on every report.
     pub address: String,
+    /// The specimen types the laboratory is HHS-certified to test (`urine`, `oral_fluid`);
+    /// default urine only. A specimen of another type is held untested at accession.
+    #[serde(default = "urine_only")]
+    pub certified_specimen_types: Vec<crate::domain::rules::SpecimenType>,
+}
+
+fn urine_only() -> Vec<crate::domain::rules::SpecimenType> {
+    vec![crate::domain::rules::SpecimenType::Urine]
 }
 
 impl Laboratory {
@@ -881,6 +889,21 @@ fn validate(cfg: &Config, problems: &mut Vec<Problem>) {
             "must not be empty (40.97(b)(1)(i)(A))",
         ));
     }
+    let certified = &cfg.laboratory.certified_specimen_types;
+    if certified.is_empty() {
+        problems.push(problem(
+            "laboratory.certified_specimen_types",
+            "must name at least one specimen type (urine, oral_fluid)",
+        ));
+    }
+    for (i, t) in certified.iter().enumerate() {
+        if certified[..i].contains(t) {
+            problems.push(problem(
+                "laboratory.certified_specimen_types",
+                format!("`{}` is listed twice", t.key()),
+            ));
+        }
+    }
     if cfg.rules.default_profile.trim().is_empty() {
         problems.push(problem("rules.default_profile", "must name a profile"));
     }
@@ -1170,21 +1193,33 @@ fn validate_analyzers(cfg: &Config, profiles: &ProfileSet, problems: &mut Vec<Pr
                 ),
             ));
         }
-        // Every mapped target must exist in some loaded profile (the panel guard checks each
-        // result against its own specimen's profile at ingest).
-        let mut common: Option<Vec<(String, String)>> = None;
-        for name in profiles.names() {
-            let Some(profile) = profiles.get(name) else {
-                continue;
-            };
-            let found = a.mapping.validate(profile);
-            common = Some(match common {
-                None => found,
-                Some(prev) => prev.into_iter().filter(|p| found.contains(p)).collect(),
-            });
-        }
-        for (k, p) in common.unwrap_or_default() {
+        // One mapping serves every edition: each initial or confirmation target must mean a
+        // class (directly or through its `measured_as`) or an analyte in at least one loaded
+        // edition. At ingest the panel guard checks each result against its own specimen's
+        // edition, so a target an edition lacks is refused for that edition's specimens only.
+        for (k, p) in a.mapping.validate_shape() {
             problems.push(problem(format!("{at}.mapping.{k}"), p));
+        }
+        if !profiles.is_empty() {
+            let editions: Vec<&str> = profiles.names().collect();
+            for (i, t) in a.mapping.tests.iter().enumerate() {
+                let known = profiles
+                    .iter()
+                    .any(|p| crate::codec::hl7::Mapping::target_known(t.kind, &t.target, p));
+                if !known {
+                    problems.push(problem(
+                        format!("{at}.mapping.test[{i}].target"),
+                        format!(
+                            "analyzer `{}` code `{}`: {} target `{}` is known to no loaded edition (checked {})",
+                            a.name,
+                            t.code,
+                            t.kind.key(),
+                            t.target,
+                            editions.join(", ")
+                        ),
+                    ));
+                }
+            }
         }
     }
 }
@@ -1296,6 +1331,79 @@ keys_dir = "keys"
         assert_eq!(cfg.rules.default_profile, "part40-2001");
         assert!(profiles.get("part40-2001").is_some());
         assert!(profiles.get("part40-2023").is_some());
+    }
+
+    /// One mapping serves every edition: `opiates` means codeine/morphine today (measured_as),
+    /// `6am` exists today only; a target no loaded edition knows is refused, naming the
+    /// analyzer, the code and the editions checked.
+    #[test]
+    fn mapping_targets_are_checked_against_every_edition() {
+        let d = tempfile::tempdir().unwrap();
+        let test = |code: &str, kind: &str, target: &str| {
+            format!(
+                "[[analyzer.mapping.test]]\ncode = \"{code}\"\nkind = \"{kind}\"\ntarget = \"{target}\"\nunit = \"ng/mL\"\n"
+            )
+        };
+        let analyzer = |tests: &str| {
+            format!(
+                "{GOOD}\n[[analyzer]]\nname = \"ia-1\"\nlisten = \"127.0.0.1:0\"\n[analyzer.mapping]\nspecimen_id = \"OBR-3.1\"\nprocessing_id = \"P\"\n{tests}"
+            )
+        };
+        let ok = format!(
+            "{}{}{}",
+            test("OPI2000", "initial", "opiates"),
+            test("6AM10", "initial", "6am"),
+            test("OXYC", "confirmation", "oxycodone")
+        );
+        let p = write_config(d.path(), &analyzer(&ok));
+        load_with_env(&p, &[]).unwrap();
+
+        let bad = format!("{ok}{}", test("FEN1", "initial", "fentanyl_class"));
+        let p = write_config(d.path(), &analyzer(&bad));
+        let e = load_with_env(&p, &[]).unwrap_err();
+        let found = e
+            .problems
+            .iter()
+            .find(|p| p.key == "analyzer[0].mapping.test[3].target")
+            .unwrap_or_else(|| panic!("{e}"));
+        assert_eq!(
+            found.problem,
+            "analyzer `ia-1` code `FEN1`: initial target `fentanyl_class` is known to no loaded edition (checked part40-2001, part40-2023)"
+        );
+        assert_eq!(e.problems.len(), 1, "{e}");
+    }
+
+    #[test]
+    fn certified_specimen_types_are_checked() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write_config(d.path(), GOOD);
+        let (cfg, _) = load_with_env(&p, &[]).unwrap();
+        assert_eq!(
+            cfg.laboratory.certified_specimen_types,
+            [crate::domain::rules::SpecimenType::Urine]
+        );
+        for (list, expect) in [
+            ("[]", true),
+            ("[\"urine\", \"urine\"]", true),
+            ("[\"blood\"]", true),
+            ("[\"urine\", \"oral_fluid\"]", false),
+        ] {
+            let body = GOOD.replace(
+                "address = \"1 Main St\"",
+                &format!("address = \"1 Main St\"\ncertified_specimen_types = {list}"),
+            );
+            let p = write_config(d.path(), &body);
+            let r = load_with_env(&p, &[]);
+            assert_eq!(r.is_err(), expect, "{list}: {r:?}");
+            if let Err(e) = r {
+                assert!(
+                    e.problems
+                        .iter()
+                        .any(|p| p.key.starts_with("laboratory.certified_specimen_types")),
+                    "{e}"
+                );
+            }
+        }
     }
 
     #[test]

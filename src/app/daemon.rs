@@ -309,7 +309,8 @@ impl Wiring {
             &cfg.rules.default_profile,
             self.clock.clone(),
         )
-        .with_lifecycle(settings);
+        .with_lifecycle(settings)
+        .with_certified_specimen_types(&cfg.laboratory.certified_specimen_types);
         self.lifecycle = Some(custody.lifecycle().clone());
         custody
     }
@@ -543,6 +544,7 @@ impl Wiring {
             review: Some(review),
             lifecycle: Some(Arc::new(LifecycleService {
                 committer: self.committer.clone(),
+                custody: custody.clone(),
                 settings: lifecycle,
                 clock: self.clock.clone(),
                 releaser,
@@ -1146,6 +1148,8 @@ impl admin::ReviewApi for ReviewService {
 /// Written requests, discards, the split and retention for the admin API.
 struct LifecycleService {
     committer: GroupCommitter,
+    /// Re-assigns editions (the same custody as intake).
+    custody: Custody,
     settings: Arc<crate::custody::lifecycle::Settings>,
     clock: Arc<dyn Clock>,
     /// Signs and queues released split results (the same signer and outbox as reports).
@@ -1177,7 +1181,60 @@ impl LifecycleService {
     }
 }
 
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EditionBody {
+    profile: String,
+    reason: String,
+}
+
 impl admin::LifecycleApi for LifecycleService {
+    fn edition<'a>(
+        &'a self,
+        specimen_id: String,
+        body: serde_json::Value,
+        user: &'a admin::auth::User,
+    ) -> admin::ActionFuture<'a> {
+        Box::pin(async move {
+            let body: EditionBody = serde_json::from_value(body).map_err(|e| {
+                (
+                    400,
+                    format!("not an edition re-assignment ({{\"profile\", \"reason\"}}): {e}"),
+                )
+            })?;
+            let reason = body.reason.trim();
+            if reason.is_empty()
+                || reason.chars().count() > 500
+                || reason.chars().any(char::is_control)
+            {
+                return Err((
+                    422,
+                    "reason: required, at most 500 characters, no control characters".into(),
+                ));
+            }
+            use crate::custody::IngestError;
+            use crate::domain::specimen::ChangeError;
+            match self
+                .custody
+                .reassign_edition(&specimen_id, &body.profile, reason, &user.name)
+                .await
+            {
+                Ok(state) => {
+                    tracing::info!(component = "custody", user = %user.name, edition = %body.profile, "edition re-assigned");
+                    Ok(
+                        serde_json::json!({"specimen_id": specimen_id, "profile": body.profile, "state": state}),
+                    )
+                }
+                Err(IngestError::UnknownSpecimen) => Err((404, "no such specimen".into())),
+                Err(IngestError::Refused(e @ ChangeError::UnknownProfile(_))) => {
+                    Err((422, e.to_string()))
+                }
+                Err(IngestError::Refused(e)) => Err((409, e.to_string())),
+                Err(e) => Err((503, e.to_string())),
+            }
+        })
+    }
+
     fn request<'a>(
         &'a self,
         specimen_id: String,

@@ -133,6 +133,10 @@ fn demo(example: &Path) -> Result<(), String> {
         ("OPI2000", "0"),
         ("AMP1000", "0"),
         ("PCP25", "0"),
+        ("6AM10", "0"),
+        ("HYD300", "0"),
+        ("OXY100", "0"),
+        ("MDMA500", "0"),
     ];
     let mut n = 0;
     let mut send = |analyzer: &str, id: &str, obx: &[(&str, &str, &str)]| -> Result<(), String> {
@@ -171,6 +175,10 @@ fn demo(example: &Path) -> Result<(), String> {
             ng("OPI2000", "0"),
             ng("AMP1000", "0"),
             ng("PCP25", "0"),
+            ng("6AM10", "0"),
+            ng("HYD300", "0"),
+            ng("OXY100", "0"),
+            ng("MDMA500", "0"),
         ],
     )?;
     let chem = |creat: &'static str, sg: &'static str, ph: &'static str, nit: &'static str| {

@@ -10,7 +10,7 @@
 
 use crate::core::clock::Clock;
 use crate::custody::records::{Indexed, put_specimen};
-use crate::domain::rules::ProfileSet;
+use crate::domain::rules::{ProfileSet, SpecimenType};
 use crate::domain::specimen::{
     Accession, ChangeError, CorrectionEntry, ResultEntry, SpecimenRecord,
 };
@@ -96,6 +96,8 @@ pub struct Custody {
     default_profile: Arc<str>,
     clock: Arc<dyn Clock>,
     lifecycle: Arc<crate::custody::lifecycle::Settings>,
+    /// The specimen types the laboratory is certified for (`[laboratory]`).
+    certified: Arc<[SpecimenType]>,
 }
 
 /// One specimen's change inside a transaction.
@@ -122,7 +124,18 @@ impl Custody {
             default_profile: Arc::from(default_profile),
             clock,
             lifecycle,
+            certified: Arc::from(vec![SpecimenType::Urine]),
         }
+    }
+
+    /// The specimen types the laboratory is certified for ([`Custody::new`]: urine only).
+    pub fn with_certified_specimen_types(mut self, types: &[SpecimenType]) -> Custody {
+        self.certified = Arc::from(types.to_vec());
+        self
+    }
+
+    pub fn certified_specimen_types(&self) -> &[SpecimenType] {
+        &self.certified
     }
 
     /// Replaces the lifecycle settings (calendar, UTC offset, retention, laboratory) that
@@ -193,8 +206,9 @@ impl Custody {
         accession: Accession,
     ) -> Result<Applied, IngestError> {
         let accession = Arc::new(accession);
+        let certified = self.certified.clone();
         let change: Change = Arc::new(move |rec, profiles, default, now| {
-            rec.attach_accession((*accession).clone(), profiles, default, now)
+            rec.attach_accession_for((*accession).clone(), profiles, default, &certified, now)
                 .map_err(ChangeErrorOrUnknown::Change)
         });
         self.apply(
@@ -269,6 +283,63 @@ impl Custody {
             changes,
         )
         .await
+    }
+
+    /// An operator's re-assignment of a specimen's edition, before release only
+    /// ([`SpecimenRecord::reassign_edition`]): one transaction with its audit entry
+    /// (`edition_reassigned`, the profile names before and after; the reason stays in the
+    /// record's `edition_changes`). Returns the new state.
+    pub async fn reassign_edition(
+        &self,
+        specimen_id: &str,
+        profile: &str,
+        reason: &str,
+        by: &str,
+    ) -> Result<&'static str, IngestError> {
+        let now = self.clock.now_ms();
+        let profiles = self.profiles.clone();
+        let default = self.default_profile.clone();
+        let certified = self.certified.clone();
+        let lifecycle = self.lifecycle.clone();
+        let (id, profile, reason, by) = (
+            specimen_id.to_string(),
+            profile.to_string(),
+            reason.to_string(),
+            by.to_string(),
+        );
+        let r = self
+            .committer
+            .submit(
+                move |tx: &mut Tx<'_>| -> Result<&'static str, Abort<ChangeErrorOrUnknown>> {
+                    let Some(mut rec) =
+                        tx.get::<SpecimenRecord>(Keyspace::Specimens, id.as_bytes())?
+                    else {
+                        return Err(Abort::Domain(ChangeErrorOrUnknown::UnknownSpecimen));
+                    };
+                    let before = Indexed::of(&rec);
+                    let from = rec.profile_name().unwrap_or("untested").to_string();
+                    rec.reassign_edition(
+                        &profile, &reason, &by, &profiles, &default, &certified, now,
+                    )
+                    .map_err(|e| Abort::Domain(ChangeErrorOrUnknown::Change(e)))?;
+                    crate::custody::lifecycle::after_change(&mut rec, &lifecycle);
+                    let state = rec.state.key();
+                    put_specimen(tx, Some(before), &rec)?;
+                    tx.audit(
+                        AuditEntry::new(
+                            now,
+                            short(&format!("user:{by}")),
+                            "edition_reassigned",
+                            id.as_str(),
+                        )
+                        .before(format!("{}; edition {from}", before.state().key()))
+                        .after(format!("{state}; edition {profile}")),
+                    )?;
+                    Ok(state)
+                },
+            )
+            .await;
+        r.map_err(IngestError::from)
     }
 
     /// Keeps a refused input with its reason, durably.

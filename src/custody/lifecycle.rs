@@ -490,7 +490,9 @@ pub fn adulterant_retest_view(
     let Some(req) = &rec.lifecycle.adulterant_retest else {
         return Ok(None);
     };
-    let name = rec.profile_name(&s.default_profile);
+    let name = rec.profile_name().ok_or_else(|| {
+        "the specimen has no edition (not accessioned, or held untested)".to_string()
+    })?;
     let profile = s
         .profiles
         .get(name)
@@ -546,8 +548,8 @@ pub async fn release_primary_retest(
                         done.report_id
                     )));
                 }
-                let profile_name = rec.profile_name(&s.default_profile).to_string();
                 let profile = profile_of(&rec, s)?;
+                let profile_name = profile.name.clone();
                 let validity = rec.engine_input().validity;
                 let tested =
                     (validity != crate::domain::rules::Validity::default()).then_some(&validity);
@@ -959,7 +961,9 @@ fn profile_of<'s>(
     rec: &SpecimenRecord,
     s: &'s Settings,
 ) -> Result<&'s crate::domain::rules::Profile, Abort<LifecycleError>> {
-    let name = rec.profile_name(&s.default_profile).to_string();
+    let name = rec.profile_name().ok_or_else(|| {
+        refused("the specimen has no edition (not accessioned, or held untested)".to_string())
+    })?;
     s.profiles
         .get(&name)
         .ok_or_else(|| refused(format!("rule profile `{name}` is not loaded")))
@@ -999,7 +1003,7 @@ fn split_test(
     }
     let mut out = serde_json::to_value(&d).unwrap_or_default();
     if let (SplitDisposition::Unavailable(report), Some(desk)) = (&d, &s.notices) {
-        let profile = rec.profile_name(&s.default_profile).to_string();
+        let profile = profile_of(&rec, s)?.name.clone();
         let queued = crate::custody::notices::queue_split_unavailable(
             tx,
             desk,

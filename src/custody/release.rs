@@ -542,10 +542,12 @@ pub fn review_item(
     lab: &Laboratory,
     mros: &BTreeMap<String, Mro>,
 ) -> serde_json::Value {
-    let profile_name = rec.profile_name(default_profile).to_string();
-    let input = rec.engine_input();
+    let _ = default_profile;
+    let profile_name = rec.profile_name().map(str::to_string);
+    let profile = profile_name.as_deref().and_then(|n| profiles.get(n));
+    let input = rec.engine_input_for(profile);
     let mut analytes = Vec::new();
-    if let Some(p) = profiles.get(&profile_name) {
+    if let Some(p) = profile {
         for c in &p.classes {
             let screen = input.initial.get(&c.key);
             for a in &c.analytes {
@@ -565,7 +567,10 @@ pub fn review_item(
         .as_ref()
         .and_then(|a| a.ccf.mro.id.clone())
         .unwrap_or_default();
-    let hold_reason = destination_problem(rec, mros).map(|e| e.to_string());
+    let hold_reason = rec
+        .untested_reason()
+        .map(str::to_string)
+        .or_else(|| destination_problem(rec, mros).map(|e| e.to_string()));
     let draft = report::build(
         lab,
         rec,
@@ -581,6 +586,7 @@ pub fn review_item(
     serde_json::json!({
         "specimen_id": rec.specimen_id,
         "profile": profile_name,
+        "edition": rec.edition,
         "state": rec.state.key(),
         "verdict": rec.evaluation.as_ref().map(|e| &e.verdict),
         "analytes": analytes,

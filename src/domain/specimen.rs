@@ -8,7 +8,7 @@
 //! its cutoff still lacks confirmation) → `ready_for_review`; `held` while a correctable flaw
 //! is open. A rejected specimen is ready for review at once (a certifying scientist signs it).
 
-use crate::domain::rules::{self, Correction, ProfileSet, Verdict};
+use crate::domain::rules::{self, Correction, Profile, ProfileSet, Program, SpecimenType, Verdict};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -210,9 +210,16 @@ pub struct ReportCorrection {
 pub struct Accession {
     pub ccf: Ccf,
     pub findings: rules::Accession,
-    /// The rule profile the tests were requested under; the default profile if none.
+    /// The rule profile the LIMS named for the tests, if it named one (it then wins over the
+    /// edition the dates would select, as a case's own profile does in `evaluate`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile: Option<String>,
+    /// The testing program on the CCF (DOT unless the LIMS says HHS).
+    #[serde(default)]
+    pub program: Program,
+    /// The specimen type (urine unless the LIMS says oral fluid).
+    #[serde(default)]
+    pub specimen_type: SpecimenType,
     /// The LIMS document it came from.
     pub document: String,
     pub received_at_ms: u64,
@@ -232,6 +239,18 @@ pub enum ResultKind {
     Adulterant,
     /// An interfering substance, or a test that could not be completed.
     Interference,
+}
+
+impl ResultKind {
+    pub fn key(self) -> &'static str {
+        match self {
+            ResultKind::Initial => "initial",
+            ResultKind::Confirmation => "confirmation",
+            ResultKind::Validity => "validity",
+            ResultKind::Adulterant => "adulterant",
+            ResultKind::Interference => "interference",
+        }
+    }
 }
 
 /// Which physical bottle a result was measured on.
@@ -290,6 +309,119 @@ pub struct Evaluation {
     pub verdict: Verdict,
 }
 
+/// The edition a specimen is judged by: chosen once, at accession, and kept for its life.
+/// Re-evaluation (new results, corrections, a restart, another `rules.default_profile`, a
+/// reload) never changes it; only an operator's audited re-assignment before release does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Edition {
+    /// Judged by this profile; `basis` says how it was chosen (e.g. `collected_on 2026-03-02`).
+    Assigned { profile: String, basis: String },
+    /// Held untested: no edition judges it (e.g. "no edition shipped for this date (...)",
+    /// "laboratory not certified for oral fluid").
+    Untested { reason: String },
+}
+
+impl Edition {
+    pub fn profile(&self) -> Option<&str> {
+        match self {
+            Edition::Assigned { profile, .. } => Some(profile),
+            Edition::Untested { .. } => None,
+        }
+    }
+}
+
+/// An operator's re-assignment of a specimen's edition (before release only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EditionChange {
+    pub from: Edition,
+    pub to: Edition,
+    pub reason: String,
+    pub by: String,
+    pub at_ms: u64,
+}
+
+/// The words of the hold for an oral-fluid specimen where the laboratory is not certified.
+pub fn not_certified_reason(t: SpecimenType) -> String {
+    format!("laboratory not certified for {}", t.words())
+}
+
+/// The edition an accession gets: the profile the LIMS named (of the specimen's program and
+/// specimen type), else the one [`rules::select`] picks by its dates; untested when the
+/// laboratory is not certified for its specimen type or no shipped edition covers its date.
+/// A named profile that is not loaded or is of another program or specimen type refuses the
+/// accession. Without the selecting date (never from a LIMS accession, whose dates are
+/// required) the default applies, as in `evaluate`, if it is of the specimen's program and
+/// specimen type.
+pub fn choose_edition(
+    acc: &Accession,
+    profiles: &ProfileSet,
+    default_profile: &str,
+    certified: &[SpecimenType],
+) -> Result<Edition, ChangeError> {
+    if !certified.contains(&acc.specimen_type) {
+        return Ok(Edition::Untested {
+            reason: not_certified_reason(acc.specimen_type),
+        });
+    }
+    if let Some(name) = &acc.profile {
+        let p = profiles
+            .get(name)
+            .ok_or_else(|| ChangeError::UnknownProfile(name.clone()))?;
+        check_edition_fits(p, acc)?;
+        return Ok(Edition::Assigned {
+            profile: p.name.clone(),
+            basis: "named by the LIMS document".into(),
+        });
+    }
+    let collected = acc.ccf.collected_on.parse().ok();
+    let received = acc.ccf.received_on.parse().ok();
+    match rules::select(
+        profiles,
+        acc.program,
+        acc.specimen_type,
+        collected,
+        received,
+    ) {
+        Ok(p) => {
+            let (key, date) = match p.period.selected_by {
+                rules::SelectingDate::CollectedOn => ("collected_on", &acc.ccf.collected_on),
+                rules::SelectingDate::ReceivedOn => ("received_on", &acc.ccf.received_on),
+            };
+            Ok(Edition::Assigned {
+                profile: p.name.clone(),
+                basis: format!("{key} {date}"),
+            })
+        }
+        Err(e @ rules::NoEdition::NoDate { selected_by, .. }) => {
+            match profiles.get(default_profile) {
+                Some(p) if check_edition_fits(p, acc).is_ok() => Ok(Edition::Assigned {
+                    profile: p.name.clone(),
+                    basis: format!("rules.default_profile (no {})", selected_by.key()),
+                }),
+                _ => Ok(Edition::Untested {
+                    reason: e.to_string(),
+                }),
+            }
+        }
+        Err(e) => Ok(Edition::Untested {
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// A profile may judge a specimen only of its own program and specimen type.
+fn check_edition_fits(p: &Profile, acc: &Accession) -> Result<(), ChangeError> {
+    if p.program != acc.program || p.specimen_type != acc.specimen_type {
+        return Err(ChangeError::EditionMismatch {
+            profile: p.name.clone(),
+            edition: format!("{} {}", p.program.key(), p.specimen_type.key()),
+            specimen: format!("{} {}", acc.program.key(), acc.specimen_type.key()),
+        });
+    }
+    Ok(())
+}
+
 /// A certifying scientist's release of the result: an electronic signature (who, when, what it
 /// means) bound to the exact report content by its hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -338,6 +470,13 @@ pub struct SpecimenRecord {
         skip_serializing_if = "crate::domain::lifecycle::LifecycleRecord::is_empty"
     )]
     pub lifecycle: crate::domain::lifecycle::LifecycleRecord,
+    /// The edition chosen at accession (absent before accession, and on records accessioned
+    /// before editions were chosen per specimen until their next evaluation pins one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edition: Option<Edition>,
+    /// Operator re-assignments of the edition, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub edition_changes: Vec<EditionChange>,
     pub state: State,
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
@@ -350,12 +489,25 @@ pub enum ChangeError {
     AlreadyAccessioned(String),
     #[error("rule profile `{0}` is not loaded")]
     UnknownProfile(String),
-    #[error("{kind:?} `{target}` is not part of the DOT panel of profile {profile}")]
+    #[error("{} target `{target}` is not in the panel of edition {profile}", kind.key())]
     OutsidePanel {
         kind: ResultKind,
         target: String,
+        /// The edition's profile name, or "any loaded edition" before accession.
         profile: String,
     },
+    #[error("profile {profile} is for {edition} specimens, this specimen is {specimen}")]
+    EditionMismatch {
+        profile: String,
+        edition: String,
+        specimen: String,
+    },
+    #[error("the specimen is held untested: {0}")]
+    Untested(String),
+    #[error("the specimen has no accession")]
+    NotAccessioned,
+    #[error("the specimen is already judged by edition {0}")]
+    SameEdition(String),
     #[error("evaluation failed: {0}")]
     Evaluation(#[from] rules::CaseError),
     #[error("the specimen's result was already released; a change needs a corrected report")]
@@ -380,45 +532,85 @@ impl SpecimenRecord {
             release: None,
             report_corrections: Vec::new(),
             lifecycle: Default::default(),
+            edition: None,
+            edition_changes: Vec::new(),
             state: State::AwaitingAccession,
             created_at_ms: now_ms,
             updated_at_ms: now_ms,
         }
     }
 
-    /// The profile that applies to this specimen.
-    pub fn profile_name<'a>(&'a self, default_profile: &'a str) -> &'a str {
-        self.accession
-            .as_ref()
-            .and_then(|a| a.profile.as_deref())
-            .unwrap_or(default_profile)
+    /// The edition (profile name) that judges this specimen: the one chosen at accession; for a
+    /// record accessioned before editions were chosen per specimen, the profile that last
+    /// judged it. `None` before accession and while held untested.
+    pub fn profile_name(&self) -> Option<&str> {
+        match &self.edition {
+            Some(e) => e.profile(),
+            None => {
+                let acc = self.accession.as_ref()?;
+                acc.profile
+                    .as_deref()
+                    .or(self.evaluation.as_ref().map(|e| e.profile.as_str()))
+            }
+        }
     }
 
-    /// The DOT panel guard (40.13(c), 40.85): may this result be attached to this specimen?
-    pub fn check_panel(
-        &self,
-        r: &ResultEntry,
-        profiles: &ProfileSet,
-        default_profile: &str,
-    ) -> Result<(), ChangeError> {
-        let name = self.profile_name(default_profile);
-        let profile = profiles
-            .get(name)
-            .ok_or_else(|| ChangeError::UnknownProfile(name.to_string()))?;
-        let ok = match r.kind {
-            ResultKind::Initial => profile.class(&r.target).is_some(),
-            ResultKind::Confirmation => profile.analyte(&r.target).is_some(),
-            ResultKind::Validity => rules::profile::Measure::from_key(&r.target).is_some(),
-            ResultKind::Adulterant | ResultKind::Interference => true,
+    /// Why the specimen is held untested, if it is.
+    pub fn untested_reason(&self) -> Option<&str> {
+        match &self.edition {
+            Some(Edition::Untested { reason }) => Some(reason),
+            _ => None,
+        }
+    }
+
+    /// A record accessioned before editions were chosen per specimen keeps the profile that
+    /// judged it (or the one its accession named; the default only if it was never judged).
+    fn pin_legacy_edition(&mut self, default_profile: &str) {
+        if self.edition.is_some() || self.accession.is_none() {
+            return;
+        }
+        let (profile, basis) = match self.profile_name() {
+            Some(p) => (
+                p.to_string(),
+                "the profile that judged it before editions were chosen per specimen",
+            ),
+            None => (
+                default_profile.to_string(),
+                "rules.default_profile when editions were first chosen per specimen",
+            ),
         };
-        if ok {
-            Ok(())
-        } else {
-            Err(ChangeError::OutsidePanel {
-                kind: r.kind,
-                target: r.target.clone(),
-                profile: profile.name.clone(),
-            })
+        self.edition = Some(Edition::Assigned {
+            profile,
+            basis: basis.into(),
+        });
+    }
+
+    /// The panel guard (40.13(c), 40.82): may this result be attached to this specimen? Its
+    /// target must mean a class (initial), an analyte (confirmation) or a measure (validity) of
+    /// the specimen's edition. Before accession the edition is not known yet: the result waits
+    /// if any loaded edition knows its target, and is checked again at accession.
+    pub fn check_panel(&self, r: &ResultEntry, profiles: &ProfileSet) -> Result<(), ChangeError> {
+        if let Some(reason) = self.untested_reason() {
+            return Err(ChangeError::Untested(reason.to_string()));
+        }
+        match self.profile_name() {
+            Some(name) if self.accession.is_some() => {
+                let profile = profiles
+                    .get(name)
+                    .ok_or_else(|| ChangeError::UnknownProfile(name.to_string()))?;
+                check_in_panel(r, profile)
+            }
+            _ => {
+                if profiles.iter().any(|p| in_panel(r, p)) {
+                    Ok(())
+                } else {
+                    Err(ChangeError::OutsidePanel {
+                        kind: r.kind,
+                        target: r.target.clone(),
+                        profile: "any loaded edition".into(),
+                    })
+                }
+            }
         }
     }
 
@@ -434,7 +626,7 @@ impl SpecimenRecord {
             return Err(ChangeError::AlreadyReleased);
         }
         for r in &results {
-            self.check_panel(r, profiles, default_profile)?;
+            self.check_panel(r, profiles)?;
         }
         // New results answer a send-back for retest.
         self.retest_requested = None;
@@ -443,8 +635,9 @@ impl SpecimenRecord {
         self.reevaluate(profiles, default_profile)
     }
 
-    /// Attaches the accession (once) and re-evaluates. Results that came first are checked
-    /// against the specimen's panel now that its profile is known.
+    /// Attaches the accession (once), chooses the specimen's edition ([`choose_edition`]) and
+    /// re-evaluates. Results that came first are checked against the chosen edition's panel.
+    /// For a laboratory certified for urine only; see [`SpecimenRecord::attach_accession_for`].
     pub fn attach_accession(
         &mut self,
         accession: Accession,
@@ -452,20 +645,94 @@ impl SpecimenRecord {
         default_profile: &str,
         now_ms: u64,
     ) -> Result<(), ChangeError> {
+        self.attach_accession_for(
+            accession,
+            profiles,
+            default_profile,
+            &[SpecimenType::Urine],
+            now_ms,
+        )
+    }
+
+    /// [`SpecimenRecord::attach_accession`] where the laboratory is certified for the specimen
+    /// types `certified`.
+    pub fn attach_accession_for(
+        &mut self,
+        accession: Accession,
+        profiles: &ProfileSet,
+        default_profile: &str,
+        certified: &[SpecimenType],
+        now_ms: u64,
+    ) -> Result<(), ChangeError> {
         if let Some(a) = &self.accession {
             return Err(ChangeError::AlreadyAccessioned(a.document.clone()));
         }
-        let name = accession.profile.as_deref().unwrap_or(default_profile);
-        if profiles.get(name).is_none() {
-            return Err(ChangeError::UnknownProfile(name.to_string()));
-        }
-        self.accession = Some(accession);
-        for r in &self.results {
-            if let Err(e) = self.check_panel(r, profiles, default_profile) {
-                self.accession = None;
-                return Err(e);
+        let edition = choose_edition(&accession, profiles, default_profile, certified)?;
+        if let Some(name) = edition.profile() {
+            let profile = profiles
+                .get(name)
+                .ok_or_else(|| ChangeError::UnknownProfile(name.to_string()))?;
+            for r in &self.results {
+                check_in_panel(r, profile)?;
             }
         }
+        self.accession = Some(accession);
+        self.edition = Some(edition);
+        self.updated_at_ms = now_ms;
+        self.reevaluate(profiles, default_profile)
+    }
+
+    /// An operator's explicit, audited re-assignment of the edition, before release only: the
+    /// profile must be loaded, of the specimen's program and specimen type, for a specimen type
+    /// the laboratory is certified for, and know every result already stored.
+    #[allow(clippy::too_many_arguments)]
+    pub fn reassign_edition(
+        &mut self,
+        profile: &str,
+        reason: &str,
+        by: &str,
+        profiles: &ProfileSet,
+        default_profile: &str,
+        certified: &[SpecimenType],
+        now_ms: u64,
+    ) -> Result<(), ChangeError> {
+        if self.release.is_some() {
+            return Err(ChangeError::AlreadyReleased);
+        }
+        let acc = self.accession.as_ref().ok_or(ChangeError::NotAccessioned)?;
+        let p = profiles
+            .get(profile)
+            .ok_or_else(|| ChangeError::UnknownProfile(profile.to_string()))?;
+        check_edition_fits(p, acc)?;
+        if !certified.contains(&acc.specimen_type) {
+            return Err(ChangeError::Untested(not_certified_reason(
+                acc.specimen_type,
+            )));
+        }
+        self.pin_legacy_edition(default_profile);
+        if self.profile_name() == Some(profile) {
+            return Err(ChangeError::SameEdition(profile.to_string()));
+        }
+        for r in &self.results {
+            check_in_panel(r, p)?;
+        }
+        let to = Edition::Assigned {
+            profile: p.name.clone(),
+            basis: format!("re-assigned by {by}"),
+        };
+        let from = self
+            .edition
+            .replace(to.clone())
+            .unwrap_or(Edition::Untested {
+                reason: "none".into(),
+            });
+        self.edition_changes.push(EditionChange {
+            from,
+            to,
+            reason: reason.to_string(),
+            by: by.to_string(),
+            at_ms: now_ms,
+        });
         self.updated_at_ms = now_ms;
         self.reevaluate(profiles, default_profile)
     }
@@ -489,13 +756,26 @@ impl SpecimenRecord {
     /// The rules engine's input for this record: the latest value per target wins (a re-run
     /// or a corrected result replaces the earlier one); only bottle A results count here.
     pub fn engine_input(&self) -> rules::Specimen {
+        self.engine_input_for(None)
+    }
+
+    /// [`SpecimenRecord::engine_input`] in `profile`'s terms: an initial result's mapping target
+    /// becomes the class it means in that edition (`measured_as`); a target the edition does not
+    /// know is passed on as it is (the engine then refuses it, never drops it).
+    pub fn engine_input_for(&self, profile: Option<&Profile>) -> rules::Specimen {
         let mut s = rules::Specimen::default();
         if let Some(a) = &self.accession {
             s.accession = a.findings.clone();
         }
         let mut latest: BTreeMap<(ResultKind, &str), &ResultEntry> = BTreeMap::new();
         for r in self.results.iter().filter(|r| r.bottle == Bottle::A) {
-            let key = (r.kind, r.target.as_str());
+            let target = match (r.kind, profile) {
+                (ResultKind::Initial, Some(p)) => p
+                    .class_for_target(&r.target)
+                    .map_or(r.target.as_str(), |c| c.key.as_str()),
+                _ => r.target.as_str(),
+            };
+            let key = (r.kind, target);
             match latest.get(&key) {
                 Some(prev) if prev.received_at_ms > r.received_at_ms => {}
                 _ => {
@@ -540,17 +820,30 @@ impl SpecimenRecord {
         s
     }
 
-    /// Re-runs the rules engine and moves the state.
+    /// Re-runs the rules engine under the specimen's own edition and moves the state. Before
+    /// accession nothing is judged (the results wait for the edition chosen at accession);
+    /// held untested, nothing is judged either. `default_profile` only pins the edition of a
+    /// record accessioned before editions were chosen per specimen and never judged.
     pub fn reevaluate(
         &mut self,
         profiles: &ProfileSet,
         default_profile: &str,
     ) -> Result<(), ChangeError> {
-        let name = self.profile_name(default_profile).to_string();
+        self.pin_legacy_edition(default_profile);
+        if self.accession.is_none() {
+            self.evaluation = None;
+            self.state = State::AwaitingAccession;
+            return Ok(());
+        }
+        let Some(name) = self.profile_name().map(str::to_string) else {
+            self.evaluation = None;
+            self.state = State::Held;
+            return Ok(());
+        };
         let profile = profiles
             .get(&name)
             .ok_or_else(|| ChangeError::UnknownProfile(name.clone()))?;
-        let input = self.engine_input();
+        let input = self.engine_input_for(Some(profile));
         let verdict = rules::evaluate(profile, &input)?;
         self.state = self.derive_state(profile, &input, &verdict);
         self.evaluation = Some(Evaluation {
@@ -625,6 +918,27 @@ impl SpecimenRecord {
     }
 }
 
+fn in_panel(r: &ResultEntry, profile: &Profile) -> bool {
+    match r.kind {
+        ResultKind::Initial => profile.class_for_target(&r.target).is_some(),
+        ResultKind::Confirmation => profile.analyte(&r.target).is_some(),
+        ResultKind::Validity => rules::profile::Measure::from_key(&r.target).is_some(),
+        ResultKind::Adulterant | ResultKind::Interference => true,
+    }
+}
+
+fn check_in_panel(r: &ResultEntry, profile: &Profile) -> Result<(), ChangeError> {
+    if in_panel(r, profile) {
+        Ok(())
+    } else {
+        Err(ChangeError::OutsidePanel {
+            kind: r.kind,
+            target: r.target.clone(),
+            profile: profile.name.clone(),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -668,6 +982,8 @@ mod tests {
             ccf: Ccf::default(),
             findings: rules::Accession::default(),
             profile: None,
+            program: Default::default(),
+            specimen_type: Default::default(),
             document: "acc-1.xml".into(),
             received_at_ms: 1,
         }
@@ -840,5 +1156,210 @@ mod tests {
             r.attach_accession(a, &p, "part40-2001", 2),
             Err(ChangeError::AlreadyAccessioned(_))
         ));
+    }
+
+    fn dated(collected: &str) -> Accession {
+        let mut a = accession();
+        a.ccf.collected_on = collected.into();
+        a.ccf.received_on = collected.into();
+        a
+    }
+
+    /// The edition is chosen once, from the CCF dates, and kept whatever the default says.
+    #[test]
+    fn the_edition_is_chosen_at_accession_and_kept() {
+        let p = profiles();
+        for (date, expected) in [("2026-03-02", "part40-2023"), ("2005-06-01", "part40-2001")] {
+            let mut r = SpecimenRecord::new("S", 0);
+            // The screen that came first waits under the mapping's name for the class.
+            r.attach_results(
+                vec![result(ResultKind::Initial, "opiates", "10", 1)],
+                &p,
+                "part40-2001",
+                1,
+            )
+            .unwrap();
+            assert!(r.evaluation.is_none(), "nothing judged before accession");
+            r.attach_accession(dated(date), &p, "part40-2001", 2)
+                .unwrap();
+            assert_eq!(r.profile_name(), Some(expected), "{date}");
+            assert_eq!(r.evaluation.as_ref().unwrap().profile, expected);
+            // Another default never moves it.
+            r.reevaluate(&p, "part40-2023").unwrap();
+            r.reevaluate(&p, "part40-2001").unwrap();
+            assert_eq!(r.evaluation.as_ref().unwrap().profile, expected);
+            // `opiates` means codeine/morphine today (measured_as).
+            let input = r.engine_input_for(p.get(expected));
+            let class = if expected == "part40-2023" {
+                "codeine_morphine"
+            } else {
+                "opiates"
+            };
+            assert!(input.initial.contains_key(class), "{input:?}");
+        }
+    }
+
+    #[test]
+    fn a_date_no_edition_covers_is_held_untested() {
+        let p = profiles();
+        let mut r = SpecimenRecord::new("S", 0);
+        r.attach_accession(dated("2014-05-05"), &p, "part40-2001", 1)
+            .unwrap();
+        assert_eq!(r.state, State::Held);
+        assert!(r.evaluation.is_none());
+        assert!(
+            r.untested_reason()
+                .unwrap()
+                .starts_with(rules::edition::NO_EDITION_FOR_DATE)
+        );
+        // Results are not attached to an untested specimen.
+        let e = r
+            .attach_results(
+                vec![result(ResultKind::Initial, "marijuana", "10", 2)],
+                &p,
+                "part40-2001",
+                2,
+            )
+            .unwrap_err();
+        assert!(matches!(e, ChangeError::Untested(_)), "{e}");
+        // An operator may assign an edition of its program and specimen type, audited.
+        r.reassign_edition(
+            "part40-2023",
+            "2010 edition not shipped; MRO memo M-1",
+            "op",
+            &p,
+            "part40-2001",
+            &[SpecimenType::Urine],
+            3,
+        )
+        .unwrap();
+        assert_eq!(r.profile_name(), Some("part40-2023"));
+        assert_eq!(r.edition_changes.len(), 1);
+        assert_eq!(r.state, State::Accessioned);
+    }
+
+    #[test]
+    fn oral_fluid_is_held_where_the_laboratory_is_not_certified() {
+        let p = profiles();
+        let mut a = dated("2026-03-02");
+        a.specimen_type = SpecimenType::OralFluid;
+        let mut r = SpecimenRecord::new("S", 0);
+        r.attach_accession(a.clone(), &p, "part40-2001", 1).unwrap();
+        assert_eq!(
+            r.untested_reason(),
+            Some("laboratory not certified for oral fluid")
+        );
+        assert_eq!(r.state, State::Held);
+        // Certified, but no oral-fluid edition loaded in this set: held with that reason.
+        let mut r = SpecimenRecord::new("S", 0);
+        r.attach_accession_for(
+            a,
+            &p,
+            "part40-2001",
+            &[SpecimenType::Urine, SpecimenType::OralFluid],
+            1,
+        )
+        .unwrap();
+        assert!(
+            r.untested_reason().unwrap().contains("oral_fluid"),
+            "{:?}",
+            r.edition
+        );
+    }
+
+    #[test]
+    fn reassignment_is_refused_after_release_or_across_programs() {
+        let p = profiles();
+        let mut r = SpecimenRecord::new("S", 0);
+        r.attach_accession(dated("2026-03-02"), &p, "part40-2001", 1)
+            .unwrap();
+        let e = r
+            .reassign_edition(
+                "part40-2023",
+                "x",
+                "op",
+                &p,
+                "part40-2001",
+                &[SpecimenType::Urine],
+                2,
+            )
+            .unwrap_err();
+        assert!(matches!(e, ChangeError::SameEdition(_)), "{e}");
+        let e = r
+            .reassign_edition(
+                "nope",
+                "x",
+                "op",
+                &p,
+                "part40-2001",
+                &[SpecimenType::Urine],
+                2,
+            )
+            .unwrap_err();
+        assert!(matches!(e, ChangeError::UnknownProfile(_)), "{e}");
+        let mut hhs = r.clone();
+        hhs.accession.as_mut().unwrap().program = Program::Hhs;
+        let e = hhs
+            .reassign_edition(
+                "part40-2001",
+                "x",
+                "op",
+                &p,
+                "part40-2001",
+                &[SpecimenType::Urine],
+                2,
+            )
+            .unwrap_err();
+        assert!(matches!(e, ChangeError::EditionMismatch { .. }), "{e}");
+        r.release = Some(Release {
+            report_id: "R".into(),
+            released_at_ms: 3,
+            scientist: "cs".into(),
+            meaning: "reviewed and released".into(),
+            content_sha256: "0".into(),
+        });
+        let e = r
+            .reassign_edition(
+                "part40-2001",
+                "x",
+                "op",
+                &p,
+                "part40-2001",
+                &[SpecimenType::Urine],
+                4,
+            )
+            .unwrap_err();
+        assert_eq!(e, ChangeError::AlreadyReleased);
+    }
+
+    /// A result outside the specimen's edition names the edition and the target.
+    #[test]
+    fn the_panel_guard_follows_the_specimens_edition() {
+        let p = profiles();
+        let mut r = SpecimenRecord::new("S", 0);
+        r.attach_accession(dated("2005-06-01"), &p, "part40-2023", 1)
+            .unwrap();
+        let e = r
+            .attach_results(
+                vec![result(ResultKind::Confirmation, "oxycodone", "300", 2)],
+                &p,
+                "part40-2023",
+                2,
+            )
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "confirmation target `oxycodone` is not in the panel of edition part40-2001"
+        );
+        let mut r = SpecimenRecord::new("S", 0);
+        r.attach_accession(dated("2026-03-02"), &p, "part40-2001", 1)
+            .unwrap();
+        r.attach_results(
+            vec![result(ResultKind::Confirmation, "oxycodone", "300", 2)],
+            &p,
+            "part40-2001",
+            2,
+        )
+        .unwrap();
     }
 }

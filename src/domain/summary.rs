@@ -252,7 +252,10 @@ mod tests {
                     ..Ccf::default()
                 },
                 findings,
-                profile: None,
+                // Written for the 2001 edition (its CCF dates would select today\'s).
+                profile: Some("part40-2001".into()),
+                program: Default::default(),
+                specimen_type: Default::default(),
                 document: "d".into(),
                 received_at_ms: 0,
             },

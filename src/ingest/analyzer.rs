@@ -210,26 +210,49 @@ impl AnalyzerHandler {
                 (Outcome::Accepted, None)
             }
             Err(IngestError::Refused(e)) => {
-                let panel = matches!(e, ChangeError::OutsidePanel { .. });
-                if panel {
+                if let ChangeError::OutsidePanel {
+                    kind,
+                    target,
+                    profile,
+                } = &e
+                {
                     metrics::counter!("custodian_panel_guard_refusals_total", "analyzer" => analyzer.clone()).increment(1);
+                    // The edition and the mapping target only: never donor data.
+                    warn!(component = "ingest", analyzer = %analyzer, control_id = %control_id, panel_guard = true, edition = %profile, kind = kind.key(), target = %target, "result outside the specimen's edition panel refused");
+                } else {
+                    warn!(component = "ingest", analyzer = %analyzer, control_id = %control_id, panel_guard = false, "results refused");
                 }
-                warn!(component = "ingest", analyzer = %analyzer, control_id = %control_id, panel_guard = panel, "results refused");
                 if !self
                     .keep(Some(control_id.to_string()), e.to_string(), frame)
                     .await
                 {
                     return (Outcome::StorageFailed, None);
                 }
-                let text = if panel {
-                    "result outside the specimen's DOT panel refused (40.13(c), 40.85)"
-                } else {
-                    "results cannot be attached to the specimen"
+                let detail = match &e {
+                    ChangeError::OutsidePanel {
+                        kind,
+                        target,
+                        profile,
+                    } => ErrorDetail::from_display(
+                        ErrorCode::TableValueNotFound,
+                        None,
+                        &format!(
+                            "{} target `{target}` is outside the panel of edition {profile}; refused (40.13(c), 40.82)",
+                            kind.key()
+                        ),
+                    ),
+                    ChangeError::Untested(_) => ErrorDetail::new(
+                        ErrorCode::TableValueNotFound,
+                        None,
+                        "the specimen is held untested; results cannot be attached",
+                    ),
+                    _ => ErrorDetail::new(
+                        ErrorCode::TableValueNotFound,
+                        None,
+                        "results cannot be attached to the specimen",
+                    ),
                 };
-                (
-                    Outcome::Error,
-                    Some(ErrorDetail::new(ErrorCode::TableValueNotFound, None, text)),
-                )
+                (Outcome::Error, Some(detail))
             }
             Err(IngestError::ReusedControlId) => {
                 metrics::counter!("custodian_messages_reused_control_id_total", "analyzer" => analyzer.clone()).increment(1);

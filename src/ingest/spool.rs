@@ -348,6 +348,8 @@ pub fn accession_record(
         },
         findings: a.findings(),
         profile: a.tests.profile.clone(),
+        program: a.tests.program(),
+        specimen_type: a.tests.specimen_type,
         document: document.to_string(),
         received_at_ms: now_ms,
     }

@@ -153,6 +153,26 @@ impl Mapping {
     /// Checks the mapping against a rule profile. Returns (key, problem) pairs; empty when
     /// the mapping is usable.
     pub fn validate(&self, profile: &Profile) -> Vec<(String, String)> {
+        self.check(Some(profile))
+    }
+
+    /// Checks everything but whether the targets exist in an edition (see
+    /// [`Mapping::target_known`]): for a check against every loaded edition at once.
+    pub fn validate_shape(&self) -> Vec<(String, String)> {
+        self.check(None)
+    }
+
+    /// Does `profile` know this initial or confirmation target (a class, directly or through its
+    /// `measured_as`, or an analyte)? Other kinds do not depend on the edition: `true`.
+    pub fn target_known(kind: Kind, target: &str, profile: &Profile) -> bool {
+        match kind {
+            Kind::Initial => profile.class_for_target(target).is_some(),
+            Kind::Confirmation => profile.analyte(target).is_some(),
+            _ => true,
+        }
+    }
+
+    fn check(&self, profile: Option<&Profile>) -> Vec<(String, String)> {
         let mut problems = Vec::new();
         let mut add = |key: String, problem: String| problems.push((key, problem));
         if !matches!(self.processing_id.as_str(), "P" | "T" | "D") {
@@ -195,14 +215,30 @@ impl Mapping {
                 add(key("code"), format!("duplicate of test[{j}].code"));
             }
             match t.kind {
-                Kind::Initial if profile.class(&t.target).is_none() => add(
-                    key("target"),
-                    format!("no drug class `{}` in profile {}", t.target, profile.name),
-                ),
-                Kind::Confirmation if profile.analyte(&t.target).is_none() => add(
-                    key("target"),
-                    format!("no analyte `{}` in profile {}", t.target, profile.name),
-                ),
+                Kind::Initial
+                    if profile.is_some_and(|p| !Mapping::target_known(t.kind, &t.target, p)) =>
+                {
+                    add(
+                        key("target"),
+                        format!(
+                            "no drug class `{}` in profile {}",
+                            t.target,
+                            profile.map_or("", |p| p.name.as_str())
+                        ),
+                    )
+                }
+                Kind::Confirmation
+                    if profile.is_some_and(|p| !Mapping::target_known(t.kind, &t.target, p)) =>
+                {
+                    add(
+                        key("target"),
+                        format!(
+                            "no analyte `{}` in profile {}",
+                            t.target,
+                            profile.map_or("", |p| p.name.as_str())
+                        ),
+                    )
+                }
                 Kind::Validity if Measure::from_key(&t.target).is_none() => add(
                     key("target"),
                     format!(

@@ -8,7 +8,7 @@ use super::value::{
     self, Confidential, Date, IDENTIFIER_PATTERN, PHONE_PATTERN, PROFILE_PATTERN,
     SPECIMEN_ID_PATTERN, SSN_PATTERN, SpecimenId, Ssn,
 };
-use crate::domain::rules::{Accession, Correction, Form, Seal, SplitSeal};
+use crate::domain::rules::{Accession, Correction, Form, Program, Seal, SpecimenType, SplitSeal};
 
 /// Reason for test (CCF Step 1). Absent from the document: not provided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -62,16 +62,33 @@ impl Enumerated for TestReason {
     }
 }
 
-/// Tests requested. DOT specimens are tested for the DOT panel only (40.85).
+/// Tests requested: the program the CCF is under. DOT specimens are tested for the DOT panel
+/// only (40.13(c), 40.82); HHS (federal-agency) specimens for the HHS panel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Panel {
     Dot,
+    Hhs,
 }
 
 impl Enumerated for Panel {
-    const VALUES: &'static [&'static str] = &["dot"];
+    const VALUES: &'static [&'static str] = &["dot", "hhs"];
     fn from_token(t: &str) -> Option<Self> {
-        (t == "dot").then_some(Panel::Dot)
+        match t {
+            "dot" => Some(Panel::Dot),
+            "hhs" => Some(Panel::Hhs),
+            _ => None,
+        }
+    }
+}
+
+impl Enumerated for SpecimenType {
+    const VALUES: &'static [&'static str] = &["urine", "oral-fluid"];
+    fn from_token(t: &str) -> Option<Self> {
+        match t {
+            "urine" => Some(SpecimenType::Urine),
+            "oral-fluid" => Some(SpecimenType::OralFluid),
+            _ => None,
+        }
     }
 }
 
@@ -145,8 +162,20 @@ pub struct Collector {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TestsRequested {
     pub panel: Panel,
+    /// `<specimen-type>`; urine when absent.
+    pub specimen_type: SpecimenType,
     /// A rule-profile name (e.g. `part40-2001`); `None` for the daemon's default.
     pub profile: Option<String>,
+}
+
+impl TestsRequested {
+    /// The testing program the panel names.
+    pub fn program(&self) -> Program {
+        match self.panel {
+            Panel::Dot => Program::Dot,
+            Panel::Hhs => Program::Hhs,
+        }
+    }
 }
 
 /// Bottle A, the primary, as found at accessioning.
@@ -287,9 +316,16 @@ fn collector(c: &mut Cursor<'_>) -> Result<Collector, XmlError> {
 fn tests_requested(c: &mut Cursor<'_>) -> Result<TestsRequested, XmlError> {
     let mut t = c.element("tests-requested", &[])?;
     let panel = t.token::<Panel>("panel")?;
+    let specimen_type = t
+        .opt_token::<SpecimenType>("specimen-type")?
+        .unwrap_or_default();
     let profile = t.opt_value("profile", pattern(value::is_profile_name, PROFILE_PATTERN))?;
     t.finish()?;
-    Ok(TestsRequested { panel, profile })
+    Ok(TestsRequested {
+        panel,
+        specimen_type,
+        profile,
+    })
 }
 
 /// A bottle's findings: (seal, volume sufficient, leaked, freezer location, line of `seal`).
@@ -838,10 +874,10 @@ mod tests {
             Rule::Pattern(PROFILE_PATTERN),
         );
         check(
-            &with("<panel>dot</panel>", "<panel>hhs</panel>"),
+            &with("<panel>dot</panel>", "<panel>faa</panel>"),
             27,
             "/accession/tests-requested/panel",
-            Rule::NotInEnumeration(&["dot"]),
+            Rule::NotInEnumeration(&["dot", "hhs"]),
         );
     }
 

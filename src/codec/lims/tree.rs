@@ -52,6 +52,7 @@ pub(crate) const VOCABULARY: &[&str] = &[
     "receipt-date",
     "tests-requested",
     "panel",
+    "specimen-type",
     "profile",
     "split-collected",
     "observed",

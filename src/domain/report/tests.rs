@@ -64,7 +64,10 @@ fn accession(ccf: Ccf, findings: rules::Accession) -> Accession {
     Accession {
         ccf,
         findings,
-        profile: None,
+        // Written for the 2001 edition (its CCF dates would select today\'s).
+        profile: Some("part40-2001".into()),
+        program: Default::default(),
+        specimen_type: Default::default(),
         document: "acc-1.xml".into(),
         received_at_ms: 1,
     }

@@ -8,7 +8,7 @@
 use super::measure;
 use crate::domain::calendar::Date;
 use rust_decimal::Decimal;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
@@ -169,6 +169,10 @@ pub struct DrugClass {
     pub name: String,
     pub initial_cutoff: Decimal,
     pub analytes: Vec<Analyte>,
+    /// Other analyzer-mapping targets that mean this class's initial test in this edition (an
+    /// instrument names what it measures; e.g. the 2000 ng/mL opiate immunoassay is `opiates`
+    /// in the 2001 table and `codeine_morphine` today). Never another class's key.
+    pub measured_as: Vec<String>,
 }
 
 /// What happens when a correctable flaw was not corrected in time.
@@ -228,7 +232,9 @@ pub struct Reporting {
 }
 
 /// The testing program a specimen is collected under (the CCF says which).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Program {
     /// DOT, 49 CFR Part 40.
@@ -248,7 +254,9 @@ impl Program {
 }
 
 /// The specimen an edition's rules are written for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum SpecimenType {
     #[default]
@@ -261,6 +269,20 @@ impl SpecimenType {
         match self {
             SpecimenType::Urine => "urine",
             SpecimenType::OralFluid => "oral_fluid",
+        }
+    }
+
+    pub fn from_key(k: &str) -> Option<SpecimenType> {
+        [SpecimenType::Urine, SpecimenType::OralFluid]
+            .into_iter()
+            .find(|t| t.key() == k)
+    }
+
+    /// As a sentence says it ("oral fluid").
+    pub fn words(self) -> &'static str {
+        match self {
+            SpecimenType::Urine => "urine",
+            SpecimenType::OralFluid => "oral fluid",
         }
     }
 }
@@ -334,6 +356,16 @@ pub struct Profile {
 impl Profile {
     pub fn class(&self, key: &str) -> Option<&DrugClass> {
         self.classes.iter().find(|c| c.key == key)
+    }
+
+    /// The class an analyzer-mapping target of kind `initial` means in this edition: the class
+    /// with that key, else the one that lists it in `measured_as`.
+    pub fn class_for_target(&self, target: &str) -> Option<&DrugClass> {
+        self.class(target).or_else(|| {
+            self.classes
+                .iter()
+                .find(|c| c.measured_as.iter().any(|m| m == target))
+        })
     }
 
     pub fn analyte(&self, key: &str) -> Option<(&DrugClass, &Analyte)> {
@@ -443,6 +475,8 @@ struct RawClass {
     initial_cutoff: Decimal,
     #[serde(rename = "analyte")]
     analytes: Vec<RawAnalyte>,
+    #[serde(default)]
+    measured_as: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -666,6 +700,25 @@ impl RawProfile {
                 }
             }
         }
+        let mut aliases = BTreeSet::new();
+        for (i, c) in self.classes.iter().enumerate() {
+            for (k, m) in c.measured_as.iter().enumerate() {
+                let at = format!("class[{i}].measured_as[{k}]");
+                if !valid_key(m) {
+                    p(at, "must be lower-case letters, digits or `_`".into());
+                } else if class_keys.contains(m) {
+                    p(
+                        at,
+                        format!(
+                            "`{m}` is a class of this profile; it cannot also mean `{}`",
+                            c.key
+                        ),
+                    );
+                } else if !aliases.insert(m.clone()) {
+                    p(at, format!("`{m}` is listed by two classes"));
+                }
+            }
+        }
         for (i, c) in self.classes.iter().enumerate() {
             for (j, a) in c.analytes.iter().enumerate() {
                 if let Some(r) = &a.requires
@@ -762,6 +815,7 @@ impl RawProfile {
                         always_quantitate_cite: a.always_quantitate_cite,
                     })
                     .collect(),
+                measured_as: c.measured_as,
             })
             .collect();
         Ok(Profile {
