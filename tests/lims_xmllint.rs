@@ -564,3 +564,28 @@ fn documented_stricter_than_xsd() {
         );
     }
 }
+
+/// The newcomer's examples in `config/examples/` are valid accession documents for xmllint and
+/// the parser alike.
+#[test]
+fn config_examples_pass_xmllint_and_the_parser() {
+    let dir = root().join("config/examples");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let f = entry.unwrap().path();
+        if f.extension().is_none_or(|e| e != "xml") {
+            continue;
+        }
+        seen += 1;
+        assert!(
+            xmllint_valid(DocumentKind::Accession, &f),
+            "{}: xmllint refuses it",
+            name(&f)
+        );
+        let bytes = std::fs::read(&f).unwrap();
+        let doc = parse_document(&bytes, DEFAULT_MAX_BYTES)
+            .unwrap_or_else(|e| panic!("{}: parser refuses it: {e}", name(&f)));
+        assert_eq!(doc.kind(), DocumentKind::Accession, "{}", name(&f));
+    }
+    assert_eq!(seen, 2, "the clean and the flawed example accession");
+}

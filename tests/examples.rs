@@ -1,0 +1,63 @@
+//! The examples shipped for a newcomer (`config/examples/`) pass through the example
+//! configuration's analyzers cleanly, through the real daemon: the clean accession and its
+//! screen and validity messages give a specimen ready for review, judged by today's edition,
+//! every message ACK AA; the flawed accession, named as such, is held for its correction.
+
+mod common;
+
+use common::*;
+
+/// The `[[analyzer]]` sections of the shipped `config/custodian.toml`, on free ports.
+fn example_analyzers() -> String {
+    let text = std::fs::read_to_string(root().join("config/custodian.toml")).unwrap();
+    let start = text
+        .find("\n[[analyzer]]")
+        .expect("the example configuration has analyzers");
+    let mut out = String::new();
+    for line in text[start..].lines() {
+        if line.starts_with("listen = ") {
+            out.push_str("listen = \"127.0.0.1:0\"\n");
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn example(name: &str) -> Vec<u8> {
+    std::fs::read(root().join("config/examples").join(name)).unwrap()
+}
+
+#[test]
+fn the_shipped_examples_pass_through_the_example_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), &example_analyzers());
+    let d = Daemon::start(dir.path());
+
+    d.drop_lims("accession.xml", &example("accession.xml"))
+        .expect("the clean example accession is stored");
+    for (analyzer, file) in [
+        ("immunoassay-1", "oru-screen.hl7"),
+        ("chemistry-1", "oru-validity.hl7"),
+    ] {
+        let ack = send(d.addr(analyzer), &example(file)).unwrap();
+        assert_eq!(ack_code(&ack), "AA", "{file} to {analyzer}: {ack}");
+    }
+    let rec = d.specimen("X0000101-DEMO").unwrap();
+    assert_eq!(rec["state"], "ready_for_review", "{rec}");
+    assert_eq!(rec["edition"]["profile"], "part40-2023", "{rec}");
+    let (s, body) = d.get("/api/review/X0000101-DEMO", Some(TOKEN));
+    assert_eq!(s, 200, "{body}");
+    let item: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(item["draft_report"]["results"][0], "negative", "{item}");
+
+    // The flawed example is held for its correction, as its name says.
+    d.drop_lims(
+        "accession-flawed.xml",
+        &example("accession-flawed-unsigned-collector-certification.xml"),
+    )
+    .expect("a correctable flaw is stored and held, not rejected");
+    let rec = d.specimen("X0000102-DEMO").unwrap();
+    assert_eq!(rec["state"], "held", "{rec}");
+}
