@@ -250,6 +250,47 @@ mod tests {
         assert!(used > 20, "found only {used} metric names");
     }
 
+    /// Metrics are recorded by the internal events of each layer (`events.rs`), by this
+    /// module's sampled gauges, and by the store's free-disk gauge: nowhere else, so every log
+    /// line and its counter come from one struct.
+    #[test]
+    fn metrics_are_recorded_only_by_events() {
+        fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+            for e in std::fs::read_dir(dir).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    walk(&p, out);
+                } else if p.extension().is_some_and(|x| x == "rs") {
+                    out.push(p);
+                }
+            }
+        }
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        walk(&src, &mut files);
+        let allowed = |p: &std::path::Path| {
+            p.file_name().is_some_and(|n| n == "events.rs")
+                || p.ends_with("app/monitoring.rs")
+                || p.ends_with("store/mod.rs")
+                || p.ends_with("core/telemetry.rs")
+        };
+        for f in files.iter().filter(|f| !allowed(f)) {
+            let text = std::fs::read_to_string(f).unwrap();
+            let body = text.split("#[cfg(test)]").next().unwrap();
+            for mac in [
+                "metrics::counter!",
+                "metrics::gauge!",
+                "metrics::histogram!",
+            ] {
+                assert!(
+                    !body.contains(mac),
+                    "{} records a metric inline ({mac}); emit an event of its layer instead",
+                    f.display()
+                );
+            }
+        }
+    }
+
     /// its kind and unit, and the table names nothing that is not exported.
     #[test]
     fn readme_metrics_table_is_the_metrics_list() {

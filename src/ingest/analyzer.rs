@@ -9,8 +9,13 @@
 use super::listener::{FrameHandler, Peer};
 use crate::codec::hl7::{self, AckCode, ErrorCode, ErrorDetail, Mapping, Outcome};
 use crate::codec::mllp::MllpError;
+use crate::core::telemetry::emit;
 use crate::custody::{Applied, Custody, IngestError, QuarantineRecord};
 use crate::domain::specimen::{Bottle, ChangeError, ResultEntry, ResultKind, Source};
+use crate::ingest::events::{
+    ControlIdReused, FramingError, MessageAnswered, MessageArrived, MessageDuplicate,
+    MessageNotDurable, PanelGuardRefused, Quarantined, SplitResultRefused,
+};
 use bytes::Bytes;
 use std::future::Future;
 use std::pin::Pin;
@@ -61,8 +66,10 @@ impl AnalyzerHandler {
     /// Settles one message and returns the ACK to send (None: answer nothing).
     pub async fn settle(&self, frame: &[u8]) -> Option<Vec<u8>> {
         let analyzer = self.name.to_string();
-        metrics::gauge!("custodian_analyzer_last_message_timestamp_seconds", "analyzer" => analyzer.clone())
-            .set(self.custody.now_ms() as f64 / 1000.0);
+        emit(MessageArrived {
+            analyzer: &analyzer,
+            at_ms: self.custody.now_ms(),
+        });
         let (ack_id, ts) = self.ack_ids();
         let msg = match hl7::parse(frame) {
             Ok(m) => m,
@@ -119,8 +126,10 @@ impl AnalyzerHandler {
         let analyzer = self.name.to_string();
         if oru.bottle == hl7::oru::Bottle::Split {
             // 40.175(c): the laboratory that tested the primary does not open the split.
-            metrics::counter!("custodian_split_results_refused_total", "analyzer" => analyzer.clone()).increment(1);
-            warn!(component = "hl7", analyzer = %analyzer, control_id = %control_id, "result for bottle B refused (40.175(c))");
+            emit(SplitResultRefused {
+                analyzer: &analyzer,
+                control_id,
+            });
             let kept = self
                 .keep(
                     Some(control_id.to_string()),
@@ -205,8 +214,10 @@ impl AnalyzerHandler {
                 (Outcome::Accepted, None)
             }
             Ok(Applied::Duplicate) => {
-                metrics::counter!("custodian_messages_duplicate_total", "analyzer" => analyzer.clone()).increment(1);
-                info!(component = "ingest", analyzer = %analyzer, control_id = %control_id, "message already stored; acknowledged again");
+                emit(MessageDuplicate {
+                    analyzer: &analyzer,
+                    control_id,
+                });
                 (Outcome::Accepted, None)
             }
             Err(IngestError::Refused(e)) => {
@@ -216,9 +227,14 @@ impl AnalyzerHandler {
                     profile,
                 } = &e
                 {
-                    metrics::counter!("custodian_panel_guard_refusals_total", "analyzer" => analyzer.clone()).increment(1);
                     // The edition and the mapping target only: never donor data.
-                    warn!(component = "ingest", analyzer = %analyzer, control_id = %control_id, panel_guard = true, edition = %profile, kind = kind.key(), target = %target, "result outside the specimen's edition panel refused");
+                    emit(PanelGuardRefused {
+                        analyzer: &analyzer,
+                        control_id,
+                        edition: profile,
+                        kind: kind.key(),
+                        target,
+                    });
                 } else {
                     warn!(component = "ingest", analyzer = %analyzer, control_id = %control_id, panel_guard = false, "results refused");
                 }
@@ -255,8 +271,10 @@ impl AnalyzerHandler {
                 (Outcome::Error, Some(detail))
             }
             Err(IngestError::ReusedControlId) => {
-                metrics::counter!("custodian_messages_reused_control_id_total", "analyzer" => analyzer.clone()).increment(1);
-                warn!(component = "ingest", analyzer = %analyzer, control_id = %control_id, "message control id reused for different results; refused");
+                emit(ControlIdReused {
+                    analyzer: &analyzer,
+                    control_id,
+                });
                 if !self
                     .keep(
                         Some(control_id.to_string()),
@@ -285,8 +303,11 @@ impl AnalyzerHandler {
                 )),
             ),
             Err(IngestError::NotDurable(e)) => {
-                metrics::counter!("custodian_messages_not_durable_total", "analyzer" => analyzer.clone()).increment(1);
-                warn!(component = "ingest", analyzer = %analyzer, control_id = %control_id, error = %e, "not stored durably; answered AE");
+                emit(MessageNotDurable {
+                    analyzer: &analyzer,
+                    control_id,
+                    error: &e.to_string(),
+                });
                 (
                     Outcome::StorageFailed,
                     Some(ErrorDetail::new(
@@ -310,8 +331,7 @@ impl AnalyzerHandler {
         };
         match self.custody.quarantine(record).await {
             Ok(()) => {
-                metrics::counter!("custodian_quarantined_total", "source" => self.name.to_string())
-                    .increment(1);
+                emit(Quarantined { source: &self.name });
                 true
             }
             Err(e) => {
@@ -323,7 +343,7 @@ impl AnalyzerHandler {
 }
 
 fn count(analyzer: &str, code: &str) {
-    metrics::counter!("custodian_messages_total", "analyzer" => analyzer.to_string(), "ack" => code.to_string()).increment(1);
+    emit(MessageAnswered { analyzer, code });
 }
 
 /// HL7 DTM `YYYYMMDDHHMMSS` (UTC) for epoch milliseconds.
@@ -343,7 +363,10 @@ impl FrameHandler for AnalyzerHandler {
     }
 
     fn framing_error(&self, peer: &Peer, error: MllpError) {
-        metrics::counter!("custodian_mllp_framing_errors_total", "analyzer" => peer.analyzer.to_string()).increment(1);
-        warn!(component = "mllp", analyzer = %peer.analyzer, connection = peer.connection, error = %error, "frame could not be read; connection closed");
+        emit(FramingError {
+            analyzer: &peer.analyzer,
+            connection: peer.connection,
+            error: &error.to_string(),
+        });
     }
 }

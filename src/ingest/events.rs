@@ -194,3 +194,130 @@ impl InternalEvent for LimsDocumentSettled<'_> {
         info!(component = "lims", document = %self.document, outcome = self.outcome, "LIMS document settled");
     }
 }
+
+/// A message arrived from an analyzer (its last-message time).
+pub struct MessageArrived<'a> {
+    pub analyzer: &'a str,
+    pub at_ms: u64,
+}
+
+impl InternalEvent for MessageArrived<'_> {
+    fn emit(self) {
+        metrics::gauge!(ANALYZER_LAST_MESSAGE.name, "analyzer" => self.analyzer.to_string())
+            .set(self.at_ms as f64 / 1000.0);
+    }
+}
+
+/// A message was answered with ACK `code`.
+pub struct MessageAnswered<'a> {
+    pub analyzer: &'a str,
+    pub code: &'a str,
+}
+
+impl InternalEvent for MessageAnswered<'_> {
+    fn emit(self) {
+        metrics::counter!(MESSAGES.name, "analyzer" => self.analyzer.to_string(), "ack" => self.code.to_string())
+            .increment(1);
+    }
+}
+
+/// A result for Bottle B reached the first laboratory and was refused (40.175(c)).
+pub struct SplitResultRefused<'a> {
+    pub analyzer: &'a str,
+    pub control_id: &'a str,
+}
+
+impl InternalEvent for SplitResultRefused<'_> {
+    fn emit(self) {
+        metrics::counter!(SPLIT_RESULTS_REFUSED.name, "analyzer" => self.analyzer.to_string())
+            .increment(1);
+        warn!(component = "hl7", analyzer = %self.analyzer, control_id = %self.control_id, "result for bottle B refused (40.175(c))");
+    }
+}
+
+/// A message already stored (same analyzer and MSH-10, same results) was acknowledged again.
+pub struct MessageDuplicate<'a> {
+    pub analyzer: &'a str,
+    pub control_id: &'a str,
+}
+
+impl InternalEvent for MessageDuplicate<'_> {
+    fn emit(self) {
+        metrics::counter!(MESSAGES_DUPLICATE.name, "analyzer" => self.analyzer.to_string())
+            .increment(1);
+        info!(component = "ingest", analyzer = %self.analyzer, control_id = %self.control_id, "message already stored; acknowledged again");
+    }
+}
+
+/// A result outside the panel of the specimen's edition was refused (40.13(c)): the edition,
+/// the kind and the mapping target only.
+pub struct PanelGuardRefused<'a> {
+    pub analyzer: &'a str,
+    pub control_id: &'a str,
+    pub edition: &'a str,
+    pub kind: &'a str,
+    pub target: &'a str,
+}
+
+impl InternalEvent for PanelGuardRefused<'_> {
+    fn emit(self) {
+        metrics::counter!(PANEL_GUARD_REFUSALS.name, "analyzer" => self.analyzer.to_string())
+            .increment(1);
+        warn!(component = "ingest", analyzer = %self.analyzer, control_id = %self.control_id, panel_guard = true, edition = %self.edition, kind = self.kind, target = %self.target, "result outside the specimen's edition panel refused");
+    }
+}
+
+/// An analyzer reused an MSH-10 for different results: refused, not a storage failure.
+pub struct ControlIdReused<'a> {
+    pub analyzer: &'a str,
+    pub control_id: &'a str,
+}
+
+impl InternalEvent for ControlIdReused<'_> {
+    fn emit(self) {
+        metrics::counter!(MESSAGES_REUSED_CONTROL_ID.name, "analyzer" => self.analyzer.to_string())
+            .increment(1);
+        warn!(component = "ingest", analyzer = %self.analyzer, control_id = %self.control_id, "message control id reused for different results; refused");
+    }
+}
+
+/// The store could not make a message durable: answered AE, the analyzer may resend.
+pub struct MessageNotDurable<'a> {
+    pub analyzer: &'a str,
+    pub control_id: &'a str,
+    pub error: &'a str,
+}
+
+impl InternalEvent for MessageNotDurable<'_> {
+    fn emit(self) {
+        metrics::counter!(MESSAGES_NOT_DURABLE.name, "analyzer" => self.analyzer.to_string())
+            .increment(1);
+        warn!(component = "ingest", analyzer = %self.analyzer, control_id = %self.control_id, error = %self.error, "not stored durably; answered AE");
+    }
+}
+
+/// A refused input was kept in quarantine with its reason.
+pub struct Quarantined<'a> {
+    pub source: &'a str,
+}
+
+impl InternalEvent for Quarantined<'_> {
+    fn emit(self) {
+        metrics::counter!(QUARANTINED.name, "source" => self.source.to_string()).increment(1);
+    }
+}
+
+/// A frame could not be read (too large, broken framing); the connection was closed.
+pub struct FramingError<'a> {
+    pub analyzer: &'a str,
+    pub connection: u64,
+    pub error: &'a str,
+}
+
+impl InternalEvent for FramingError<'_> {
+    fn emit(self) {
+        metrics::counter!(MLLP_FRAMING_ERRORS.name, "analyzer" => self.analyzer.to_string())
+            .increment(1);
+        warn!(component = "mllp", analyzer = %self.analyzer, connection = self.connection, error = %self.error, "frame could not be read; connection closed");
+    }
+}
