@@ -536,269 +536,11 @@ fn command(cli: Cli) -> ExitCode {
             config,
         } => keys(&command, dir, &config),
         Command::Verify { file, key } => verify(&file, &key),
-        Command::Review { command, access } => {
-            let (method, path, body) = match &command {
-                ReviewCommand::List => ("GET", "/api/review".to_string(), None),
-                ReviewCommand::Show { id } => {
-                    ("GET", format!("/api/review/{}", url_segment(id)), None)
-                }
-                ReviewCommand::Release { id } => (
-                    "POST",
-                    format!("/api/review/{}/release", url_segment(id)),
-                    None,
-                ),
-                ReviewCommand::ReleaseBatch { ids } => (
-                    "POST",
-                    "/api/release-batch".to_string(),
-                    Some(serde_json::json!({ "specimens": ids })),
-                ),
-                ReviewCommand::Retest { id, reason } => (
-                    "POST",
-                    format!("/api/review/{}/retest", url_segment(id)),
-                    Some(serde_json::json!({ "reason": reason })),
-                ),
-                ReviewCommand::Correct(args) => {
-                    let CorrectArgs {
-                        report_id,
-                        reason,
-                        document,
-                        employer_name,
-                        employer_id,
-                        mro_name,
-                        donor_id,
-                        reason_for_test,
-                        collector_name,
-                        collector_phone,
-                        collected_on,
-                        received_on,
-                    } = args.as_ref();
-                    let ccf = custodian::domain::specimen::CcfAmendment {
-                        employer_name: employer_name.clone(),
-                        employer_id: employer_id.clone(),
-                        mro_name: mro_name.clone(),
-                        donor_id: donor_id.clone(),
-                        reason_for_test: reason_for_test.clone(),
-                        collector_name: collector_name.clone(),
-                        collector_phone: collector_phone.clone(),
-                        collected_on: collected_on.clone(),
-                        received_on: received_on.clone(),
-                    };
-                    if ccf == custodian::domain::specimen::CcfAmendment::default() {
-                        eprintln!(
-                            "custodian: name at least one CCF field to correct (e.g. --donor-id)"
-                        );
-                        return ExitCode::from(2);
-                    }
-                    let body = custodian::custody::release::CorrectionRequest {
-                        reason: reason.clone(),
-                        document_ref: document.clone(),
-                        ccf,
-                    };
-                    (
-                        "POST",
-                        format!("/api/reports/{}/correct", url_segment(report_id)),
-                        serde_json::to_value(&body).ok(),
-                    )
-                }
-            };
-            operator::action(
-                &access.config,
-                access.token_file.as_deref(),
-                method,
-                &path,
-                body,
-            )
-        }
-        Command::Outbox { command, access } => {
-            let (method, path) = match &command {
-                OutboxCommand::List => ("GET", "/api/outbox".to_string()),
-                OutboxCommand::Show { report_id } => {
-                    ("GET", format!("/api/reports/{}", url_segment(report_id)))
-                }
-                OutboxCommand::Retry { report_id } => (
-                    "POST",
-                    format!("/api/outbox/{}/retry", url_segment(report_id)),
-                ),
-            };
-            operator::action(
-                &access.config,
-                access.token_file.as_deref(),
-                method,
-                &path,
-                None,
-            )
-        }
-        Command::Quarantine { command, access } => {
-            let path = match &command {
-                QuarantineCommand::List { source: None } => "/api/quarantine".to_string(),
-                QuarantineCommand::List { source: Some(s) } => {
-                    format!("/api/quarantine?source={}", url_segment(s))
-                }
-                QuarantineCommand::Show { id } => {
-                    format!("/api/quarantine/{}", url_segment(id))
-                }
-            };
-            operator::action(
-                &access.config,
-                access.token_file.as_deref(),
-                "GET",
-                &path,
-                None,
-            )
-        }
+        Command::Review { command, access } => review_command(&command, &access),
+        Command::Outbox { command, access } => outbox_command(&command, &access),
+        Command::Quarantine { command, access } => quarantine_command(&command, &access),
         Command::Demo { config } => custodian::app::demo::run(&config),
-        Command::Lifecycle { command, access } => {
-            let request = |id: &str, body: serde_json::Value| {
-                (
-                    "POST",
-                    format!("/api/specimens/{}/requests", url_segment(id)),
-                    Some(body),
-                )
-            };
-            let (method, path, body) = match &command {
-                LifecycleCommand::Extend {
-                    id,
-                    document,
-                    requester,
-                    subject,
-                    until,
-                    until_released: _,
-                } => request(
-                    id,
-                    serde_json::json!({
-                        "kind": "retention_extension",
-                        "document_ref": document,
-                        "requester": requester,
-                        "subject": subject,
-                        "until": match until {
-                            Some(d) => serde_json::json!({ "date": d }),
-                            None => serde_json::json!("released"),
-                        },
-                    }),
-                ),
-                LifecycleCommand::Release {
-                    id,
-                    document,
-                    requester,
-                    request_ref,
-                } => request(
-                    id,
-                    serde_json::json!({
-                        "kind": "retention_release",
-                        "document_ref": document,
-                        "requester": requester,
-                        "request_ref": request_ref,
-                    }),
-                ),
-                LifecycleCommand::Quantitation { id, document } => request(
-                    id,
-                    serde_json::json!({ "kind": "quantitation", "document_ref": document }),
-                ),
-                LifecycleCommand::Split {
-                    id,
-                    document,
-                    second_laboratory,
-                } => request(
-                    id,
-                    serde_json::json!({
-                        "kind": "split_test",
-                        "document_ref": document,
-                        "second_laboratory": second_laboratory,
-                    }),
-                ),
-                LifecycleCommand::AdulterantRetest {
-                    id,
-                    document,
-                    cite,
-                    remark,
-                    substance,
-                } => request(
-                    id,
-                    serde_json::json!({
-                        "kind": "adulterant_retest",
-                        "document_ref": document,
-                        "cite": cite,
-                        "remark": remark,
-                        "substances": substance.iter().collect::<Vec<_>>(),
-                    }),
-                ),
-                LifecycleCommand::AdulterantRetestShow { id } => (
-                    "GET",
-                    format!("/api/specimens/{}/adulterant-retest", url_segment(id)),
-                    None,
-                ),
-                LifecycleCommand::SplitLabReceive {
-                    file,
-                    not_available,
-                } => {
-                    let text = if file.as_os_str() == "-" {
-                        let mut s = String::new();
-                        io::Read::read_to_string(&mut io::stdin(), &mut s).map(|_| s)
-                    } else {
-                        std::fs::read_to_string(file)
-                    };
-                    let mut body: serde_json::Value = match text
-                        .map_err(|e| e.to_string())
-                        .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
-                    {
-                        Ok(v) => v,
-                        Err(e) => {
-                            eprintln!(
-                                "custodian lifecycle split-lab-receive: {}: {e}",
-                                file.display()
-                            );
-                            return ExitCode::from(2);
-                        }
-                    };
-                    if let (Some(why), Some(o)) = (not_available, body.as_object_mut()) {
-                        o.insert(
-                            "received".into(),
-                            serde_json::json!({"condition": "not_available", "detail": why}),
-                        );
-                    }
-                    ("POST", "/api/split-lab/received".to_string(), Some(body))
-                }
-                LifecycleCommand::SplitLabShow { id } => {
-                    ("GET", format!("/api/split-lab/{}", url_segment(id)), None)
-                }
-                LifecycleCommand::SplitLabRelease { id } => (
-                    "POST",
-                    format!("/api/split-lab/{}/release", url_segment(id)),
-                    Some(serde_json::json!({})),
-                ),
-                LifecycleCommand::AdulterantRetestRelease { id } => (
-                    "POST",
-                    format!(
-                        "/api/specimens/{}/adulterant-retest/release",
-                        url_segment(id)
-                    ),
-                    Some(serde_json::json!({})),
-                ),
-                LifecycleCommand::SplitShow { id } => (
-                    "GET",
-                    format!("/api/specimens/{}/split", url_segment(id)),
-                    None,
-                ),
-                LifecycleCommand::Retention { id } => (
-                    "GET",
-                    format!("/api/specimens/{}/retention", url_segment(id)),
-                    None,
-                ),
-                LifecycleCommand::Discardable => ("GET", "/api/discardable".to_string(), None),
-                LifecycleCommand::Discard { id, item } => (
-                    "POST",
-                    format!("/api/specimens/{}/discard", url_segment(id)),
-                    Some(serde_json::json!({ "item": item })),
-                ),
-            };
-            operator::action(
-                &access.config,
-                access.token_file.as_deref(),
-                method,
-                &path,
-                body,
-            )
-        }
+        Command::Lifecycle { command, access } => lifecycle_command(&command, &access),
         Command::HashToken => {
             let mut token = String::new();
             if io::stdin().read_line(&mut token).is_err() || token.trim().is_empty() {
@@ -1000,4 +742,270 @@ fn verify(file: &std::path::Path, key: &std::path::Path) -> ExitCode {
             file.display()
         )),
     }
+}
+
+/// `custodian review ...`: the review queue, release, batch release, retest, corrected reports.
+fn review_command(command: &ReviewCommand, access: &Access) -> ExitCode {
+    let (method, path, body) = match command {
+        ReviewCommand::List => ("GET", "/api/review".to_string(), None),
+        ReviewCommand::Show { id } => ("GET", format!("/api/review/{}", url_segment(id)), None),
+        ReviewCommand::Release { id } => (
+            "POST",
+            format!("/api/review/{}/release", url_segment(id)),
+            None,
+        ),
+        ReviewCommand::ReleaseBatch { ids } => (
+            "POST",
+            "/api/release-batch".to_string(),
+            Some(serde_json::json!({ "specimens": ids })),
+        ),
+        ReviewCommand::Retest { id, reason } => (
+            "POST",
+            format!("/api/review/{}/retest", url_segment(id)),
+            Some(serde_json::json!({ "reason": reason })),
+        ),
+        ReviewCommand::Correct(args) => {
+            let CorrectArgs {
+                report_id,
+                reason,
+                document,
+                employer_name,
+                employer_id,
+                mro_name,
+                donor_id,
+                reason_for_test,
+                collector_name,
+                collector_phone,
+                collected_on,
+                received_on,
+            } = args.as_ref();
+            let ccf = custodian::domain::specimen::CcfAmendment {
+                employer_name: employer_name.clone(),
+                employer_id: employer_id.clone(),
+                mro_name: mro_name.clone(),
+                donor_id: donor_id.clone(),
+                reason_for_test: reason_for_test.clone(),
+                collector_name: collector_name.clone(),
+                collector_phone: collector_phone.clone(),
+                collected_on: collected_on.clone(),
+                received_on: received_on.clone(),
+            };
+            if ccf == custodian::domain::specimen::CcfAmendment::default() {
+                eprintln!("custodian: name at least one CCF field to correct (e.g. --donor-id)");
+                return ExitCode::from(2);
+            }
+            let body = custodian::custody::release::CorrectionRequest {
+                reason: reason.clone(),
+                document_ref: document.clone(),
+                ccf,
+            };
+            (
+                "POST",
+                format!("/api/reports/{}/correct", url_segment(report_id)),
+                serde_json::to_value(&body).ok(),
+            )
+        }
+    };
+    operator::action(
+        &access.config,
+        access.token_file.as_deref(),
+        method,
+        &path,
+        body,
+    )
+}
+
+/// `custodian lifecycle ...`: written requests, retention, discards, the split and the split laboratory.
+fn lifecycle_command(command: &LifecycleCommand, access: &Access) -> ExitCode {
+    let request = |id: &str, body: serde_json::Value| {
+        (
+            "POST",
+            format!("/api/specimens/{}/requests", url_segment(id)),
+            Some(body),
+        )
+    };
+    let (method, path, body) = match command {
+        LifecycleCommand::Extend {
+            id,
+            document,
+            requester,
+            subject,
+            until,
+            until_released: _,
+        } => request(
+            id,
+            serde_json::json!({
+                "kind": "retention_extension",
+                "document_ref": document,
+                "requester": requester,
+                "subject": subject,
+                "until": match until {
+                    Some(d) => serde_json::json!({ "date": d }),
+                    None => serde_json::json!("released"),
+                },
+            }),
+        ),
+        LifecycleCommand::Release {
+            id,
+            document,
+            requester,
+            request_ref,
+        } => request(
+            id,
+            serde_json::json!({
+                "kind": "retention_release",
+                "document_ref": document,
+                "requester": requester,
+                "request_ref": request_ref,
+            }),
+        ),
+        LifecycleCommand::Quantitation { id, document } => request(
+            id,
+            serde_json::json!({ "kind": "quantitation", "document_ref": document }),
+        ),
+        LifecycleCommand::Split {
+            id,
+            document,
+            second_laboratory,
+        } => request(
+            id,
+            serde_json::json!({
+                "kind": "split_test",
+                "document_ref": document,
+                "second_laboratory": second_laboratory,
+            }),
+        ),
+        LifecycleCommand::AdulterantRetest {
+            id,
+            document,
+            cite,
+            remark,
+            substance,
+        } => request(
+            id,
+            serde_json::json!({
+                "kind": "adulterant_retest",
+                "document_ref": document,
+                "cite": cite,
+                "remark": remark,
+                "substances": substance.iter().collect::<Vec<_>>(),
+            }),
+        ),
+        LifecycleCommand::AdulterantRetestShow { id } => (
+            "GET",
+            format!("/api/specimens/{}/adulterant-retest", url_segment(id)),
+            None,
+        ),
+        LifecycleCommand::SplitLabReceive {
+            file,
+            not_available,
+        } => {
+            let text = if file.as_os_str() == "-" {
+                let mut s = String::new();
+                io::Read::read_to_string(&mut io::stdin(), &mut s).map(|_| s)
+            } else {
+                std::fs::read_to_string(file)
+            };
+            let mut body: serde_json::Value = match text
+                .map_err(|e| e.to_string())
+                .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
+            {
+                Ok(v) => v,
+                Err(e) => {
+                    eprintln!(
+                        "custodian lifecycle split-lab-receive: {}: {e}",
+                        file.display()
+                    );
+                    return ExitCode::from(2);
+                }
+            };
+            if let (Some(why), Some(o)) = (not_available, body.as_object_mut()) {
+                o.insert(
+                    "received".into(),
+                    serde_json::json!({"condition": "not_available", "detail": why}),
+                );
+            }
+            ("POST", "/api/split-lab/received".to_string(), Some(body))
+        }
+        LifecycleCommand::SplitLabShow { id } => {
+            ("GET", format!("/api/split-lab/{}", url_segment(id)), None)
+        }
+        LifecycleCommand::SplitLabRelease { id } => (
+            "POST",
+            format!("/api/split-lab/{}/release", url_segment(id)),
+            Some(serde_json::json!({})),
+        ),
+        LifecycleCommand::AdulterantRetestRelease { id } => (
+            "POST",
+            format!(
+                "/api/specimens/{}/adulterant-retest/release",
+                url_segment(id)
+            ),
+            Some(serde_json::json!({})),
+        ),
+        LifecycleCommand::SplitShow { id } => (
+            "GET",
+            format!("/api/specimens/{}/split", url_segment(id)),
+            None,
+        ),
+        LifecycleCommand::Retention { id } => (
+            "GET",
+            format!("/api/specimens/{}/retention", url_segment(id)),
+            None,
+        ),
+        LifecycleCommand::Discardable => ("GET", "/api/discardable".to_string(), None),
+        LifecycleCommand::Discard { id, item } => (
+            "POST",
+            format!("/api/specimens/{}/discard", url_segment(id)),
+            Some(serde_json::json!({ "item": item })),
+        ),
+    };
+    operator::action(
+        &access.config,
+        access.token_file.as_deref(),
+        method,
+        &path,
+        body,
+    )
+}
+
+/// `custodian outbox ...`: delivery status and retries.
+fn outbox_command(command: &OutboxCommand, access: &Access) -> ExitCode {
+    let (method, path) = match command {
+        OutboxCommand::List => ("GET", "/api/outbox".to_string()),
+        OutboxCommand::Show { report_id } => {
+            ("GET", format!("/api/reports/{}", url_segment(report_id)))
+        }
+        OutboxCommand::Retry { report_id } => (
+            "POST",
+            format!("/api/outbox/{}/retry", url_segment(report_id)),
+        ),
+    };
+    operator::action(
+        &access.config,
+        access.token_file.as_deref(),
+        method,
+        &path,
+        None,
+    )
+}
+
+/// `custodian quarantine ...`: what was refused, with its reason.
+fn quarantine_command(command: &QuarantineCommand, access: &Access) -> ExitCode {
+    let path = match command {
+        QuarantineCommand::List { source: None } => "/api/quarantine".to_string(),
+        QuarantineCommand::List { source: Some(s) } => {
+            format!("/api/quarantine?source={}", url_segment(s))
+        }
+        QuarantineCommand::Show { id } => {
+            format!("/api/quarantine/{}", url_segment(id))
+        }
+    };
+    operator::action(
+        &access.config,
+        access.token_file.as_deref(),
+        "GET",
+        &path,
+        None,
+    )
 }
