@@ -729,6 +729,26 @@ fn split_laboratory_releases_the_split_result_only_to_the_mro_in_copy1() {
     assert_eq!(s, 409, "{body}");
     assert!(body.contains("not in the MRO directory"), "{body}");
 
+    // Copy 1 names another MRO than the directory entry its id points to: held, never sent to
+    // the entry's MRO.
+    let mut other = split_package("SB-4", "MRO-0042");
+    other["copy1"]["mro"]["name"] = serde_json::json!("Dr. Lee Other, MD");
+    let (s, body) = post(&d, "/api/split-lab/received", Some(OPERATOR_TOKEN), other);
+    assert_eq!(s, 200, "{body}");
+    let m = oru("SB-4-1", "SB-4", &[("BZEC", "40", "ng/mL")]);
+    assert_eq!(ack_code(&send(a, &m).unwrap()), "AA");
+    let (s, body) = post(
+        &d,
+        "/api/split-lab/SB-4/release",
+        Some(TOKEN),
+        serde_json::json!({}),
+    );
+    assert_eq!(s, 409, "{body}");
+    assert!(
+        body.contains("Copy 1 names MRO Dr. Lee Other, MD"),
+        "{body}"
+    );
+
     // The sender delivers both to the MRO; the JWS verifies; no donor identity.
     for rid in [&rid1, &rid2] {
         assert!(

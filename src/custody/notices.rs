@@ -63,6 +63,14 @@ pub enum NoticeError {
         "the MRO named on the CCF (directory id `{0}`) is not in the MRO directory: nothing is sent until the directory lists it"
     )]
     MroNotInDirectory(String),
+    #[error(
+        "the CCF names MRO {ccf} but directory id {id} is {directory}: nothing is sent until the CCF is corrected"
+    )]
+    MroNameMismatch {
+        ccf: String,
+        id: String,
+        directory: String,
+    },
     #[error("report id {0} is already in use; nothing was stored; try again")]
     ReportIdInUse(String),
     #[error("the notice cannot be built: {0}")]
@@ -145,15 +153,29 @@ fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
-/// The destination of a notice: the MRO directory entry named on the CCF.
-fn destination<'d>(desk: &'d NoticeDesk, mro_id: Option<&str>) -> Result<&'d Mro, NoticeError> {
+/// The destination of a notice: the MRO directory entry named on the CCF, whose name must be
+/// the CCF's (a mistyped id never sends a donor's notice to another real MRO).
+fn destination<'d>(
+    desk: &'d NoticeDesk,
+    mro_id: Option<&str>,
+    ccf_name: &str,
+) -> Result<&'d Mro, NoticeError> {
     let id = mro_id
         .map(str::trim)
         .filter(|i| !i.is_empty())
         .ok_or(NoticeError::NoMro)?;
-    desk.mros
+    let entry = desk
+        .mros
         .get(id)
-        .ok_or_else(|| NoticeError::MroNotInDirectory(id.to_string()))
+        .ok_or_else(|| NoticeError::MroNotInDirectory(id.to_string()))?;
+    if !crate::domain::parties::mro_names_match(ccf_name, &entry.name) {
+        return Err(NoticeError::MroNameMismatch {
+            ccf: ccf_name.chars().take(100).collect(),
+            id: id.to_string(),
+            directory: entry.name.clone(),
+        });
+    }
+    Ok(entry)
 }
 
 /// Signs `payload` and queues it to `mro_id` inside the caller's transaction.
@@ -228,7 +250,7 @@ pub fn queue_split_unavailable(
     profile: &str,
     recorded_by: &str,
 ) -> Result<Result<Queued, NoticeError>, TxError> {
-    let mro = match destination(desk, report.mro.id.as_deref()) {
+    let mro = match destination(desk, report.mro.id.as_deref(), &report.mro.name) {
         Ok(m) => m,
         Err(e) => return Ok(Err(e)),
     };
@@ -277,7 +299,7 @@ pub fn queue_primary_retest(
     desk: &NoticeDesk,
     r: RetestRelease<'_>,
 ) -> Result<Result<Queued, NoticeError>, TxError> {
-    let mro = match destination(desk, r.mro_id) {
+    let mro = match destination(desk, r.mro_id, r.mro_name) {
         Ok(m) => m,
         Err(e) => return Ok(Err(e)),
     };
@@ -318,6 +340,54 @@ pub fn queue_primary_retest(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn desk() -> NoticeDesk {
+        NoticeDesk {
+            signer: None,
+            laboratory: Laboratory {
+                name: "Lab".into(),
+                address: "1 Way".into(),
+            },
+            mros: Arc::new(
+                [(
+                    "MRO-1".to_string(),
+                    Mro {
+                        id: "MRO-1".into(),
+                        name: "Dr. Pat Example, MD".into(),
+                        address: "100 Example Way".into(),
+                    },
+                )]
+                .into_iter()
+                .collect(),
+            ),
+            wake: Arc::new(BTreeMap::new()),
+        }
+    }
+
+    /// A notice goes only to the directory entry the CCF's id names, and only when the CCF's
+    /// MRO name is that entry's.
+    #[test]
+    fn the_destination_is_the_named_mro_and_only_it() {
+        let d = desk();
+        assert_eq!(
+            destination(&d, Some("MRO-1"), "Example, Pat M.D.")
+                .unwrap()
+                .id,
+            "MRO-1"
+        );
+        assert!(matches!(
+            destination(&d, Some("MRO-1"), "Dr. Lee Other"),
+            Err(NoticeError::MroNameMismatch { .. })
+        ));
+        assert!(matches!(
+            destination(&d, Some("MRO-9"), "Dr. Pat Example, MD"),
+            Err(NoticeError::MroNotInDirectory(_))
+        ));
+        assert!(matches!(
+            destination(&d, Some("  "), "Dr. Pat Example, MD"),
+            Err(NoticeError::NoMro)
+        ));
+    }
 
     #[test]
     fn donor_identity_keys_are_refused_at_any_depth() {

@@ -386,6 +386,14 @@ pub enum ReleaseError {
     Report(String),
     #[error("the split result cannot be signed: {0}")]
     Signing(String),
+    #[error(
+        "Copy 1 names MRO {ccf} but directory id {id} is {directory}: the split result is held until Copy 1 is corrected"
+    )]
+    MroNameMismatch {
+        ccf: String,
+        id: String,
+        directory: String,
+    },
     #[error("not stored durably: {0}")]
     NotDurable(String),
     /// The new report's id is already taken (two releases in the same millisecond): nothing
@@ -401,6 +409,7 @@ impl ReleaseError {
             ReleaseError::Pending(_)
             | ReleaseError::AlreadyReleased(_)
             | ReleaseError::MroNotInDirectory(_)
+            | ReleaseError::MroNameMismatch { .. }
             | ReleaseError::ReportIdInUse(_) => 409,
             ReleaseError::Report(_) => 422,
             ReleaseError::Signing(_) | ReleaseError::NotDurable(_) => 503,
@@ -477,8 +486,17 @@ pub async fn release(
                     SplitEvaluation::Complete(r) => r,
                 };
                 let mro_id = intake.copy1.mro.id.clone().unwrap_or_default();
-                if !mros.contains_key(&mro_id) {
+                let Some(entry) = mros.get(&mro_id) else {
                     return Err(refuse(ReleaseError::MroNotInDirectory(mro_id)));
+                };
+                // Copy 1's MRO name must be the directory entry's: a mistyped id never sends
+                // the split result to another real MRO.
+                if !crate::domain::parties::mro_names_match(&intake.copy1.mro.name, &entry.name) {
+                    return Err(refuse(ReleaseError::MroNameMismatch {
+                        ccf: intake.copy1.mro.name.chars().take(100).collect(),
+                        id: mro_id,
+                        directory: entry.name.clone(),
+                    }));
                 }
                 let report_id = format!("S-{id}-{now}");
                 if tx
