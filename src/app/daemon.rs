@@ -44,6 +44,19 @@ pub fn init_logging(level: &str, format: LogFormat) {
     };
 }
 
+/// A panic (a supervised task's, say) is logged with its place only: its message may quote the
+/// value being processed (a slice of a frame, a field of a record), and nothing of that may
+/// reach the logs. The supervisor restarts the task; the place is enough to find the bug.
+fn log_panics_without_payload() {
+    std::panic::set_hook(Box::new(|info| {
+        let place = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_else(|| "unknown".into());
+        error!(component = "daemon", place = %place, "a task panicked (its message is not logged: it may quote data)");
+    }));
+}
+
 /// Where a running daemon says what it bound (tests and the CLI read it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuntimeInfo {
@@ -69,6 +82,7 @@ pub fn main(config_path: &Path) -> ExitCode {
         }
     };
     init_logging(&cfg.log.level, cfg.log.format);
+    log_panics_without_payload();
     crate::trust::tls::install_provider();
     let prometheus = match metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()
     {
