@@ -523,11 +523,16 @@ fn command(cli: Cli) -> ExitCode {
                 url_segment(&from),
                 url_segment(&to)
             );
+            // Counted by the laboratory's local date (a broken configuration is refused by
+            // `query` itself).
+            let offset = config::load(&access.config)
+                .map(|(c, _)| c.calendar.utc_offset_minutes)
+                .unwrap_or(0);
             operator::query(
                 &access.config,
                 access.token_file.as_deref(),
                 &path,
-                |store| operator::summary(store, &employer, &from, &to),
+                |store| operator::summary(store, &employer, &from, &to, offset),
             )
         }
         Command::Keys {

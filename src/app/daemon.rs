@@ -554,6 +554,7 @@ impl Wiring {
             prometheus,
             api: Some(Arc::new(StoreApi {
                 store: self.store.clone(),
+                utc_offset_minutes: cfg.calendar.utc_offset_minutes,
             })),
             review: Some(review),
             lifecycle: Some(Arc::new(LifecycleService {
@@ -1466,6 +1467,8 @@ fn report_status_json(r: &crate::custody::outbox::StoredReport) -> serde_json::V
 /// The admin API's read access to the store.
 struct StoreApi {
     store: Store,
+    /// The laboratory's offset from UTC: summaries count by its local date.
+    utc_offset_minutes: i32,
 }
 
 impl Api for StoreApi {
@@ -1492,7 +1495,7 @@ impl Api for StoreApi {
     }
 
     fn summary(&self, employer: &str, from: &str, to: &str) -> Result<serde_json::Value, String> {
-        summary_json(&self.store, employer, from, to)
+        summary_json(&self.store, employer, from, to, self.utc_offset_minutes)
     }
 
     fn specimen_audit(&self, specimen_id: &str) -> Result<serde_json::Value, String> {
@@ -1535,6 +1538,7 @@ pub fn summary_json(
     employer: &str,
     from: &str,
     to: &str,
+    utc_offset_minutes: i32,
 ) -> Result<serde_json::Value, String> {
     let from_d = crate::domain::summary::parse_date(from).ok_or("from: not a YYYY-MM-DD date")?;
     let to_d = crate::domain::summary::parse_date(to).ok_or("to: not a YYYY-MM-DD date")?;
@@ -1546,7 +1550,7 @@ pub fn summary_json(
         let (_, r) = item.map_err(|e| e.to_string())?;
         records.push(r);
     }
-    let d = crate::domain::summary::summarize(&records, employer, from_d, to_d);
+    let d = crate::domain::summary::summarize(&records, employer, from_d, to_d, utc_offset_minutes);
     serde_json::to_value(d).map_err(|e| e.to_string())
 }
 

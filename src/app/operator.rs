@@ -144,8 +144,14 @@ pub fn list_specimens(store: &Store, state: &str) -> Result<Answer, String> {
     })
 }
 
-pub fn summary(store: &Store, employer: &str, from: &str, to: &str) -> Result<Answer, String> {
-    let v = crate::app::daemon::summary_json(store, employer, from, to)?;
+pub fn summary(
+    store: &Store,
+    employer: &str,
+    from: &str,
+    to: &str,
+    utc_offset_minutes: i32,
+) -> Result<Answer, String> {
+    let v = crate::app::daemon::summary_json(store, employer, from, to, utc_offset_minutes)?;
     let failed = v.get("kind").and_then(|k| k.as_str()) == Some("not_enough_testing");
     Ok(Answer { json: v, failed })
 }

@@ -94,13 +94,16 @@ pub fn parse_date(s: &str) -> Option<i64> {
     (civil_from_days(days) == (y, m, d)).then_some(days)
 }
 
-/// Aggregates the released results of `employer_id` whose release date is within
-/// `[from, to]` (days since the epoch, inclusive).
+/// Aggregates the released results of `employer_id` whose release date — the laboratory's
+/// local date, `utc_offset_minutes` from UTC — is within `[from, to]` (days since the epoch,
+/// inclusive): a result released at 22:00 on June 30 in the laboratory counts in the first
+/// half of the year even when it is already July 1 in UTC.
 pub fn summarize<'a>(
     records: impl IntoIterator<Item = &'a SpecimenRecord>,
     employer_id: &str,
     from: i64,
     to: i64,
+    utc_offset_minutes: i32,
 ) -> Disclosure {
     let iso = |d: i64| {
         let (y, m, dd) = civil_from_days(d);
@@ -132,7 +135,8 @@ pub fn summarize<'a>(
         if acc.ccf.employer.id.as_deref() != Some(employer_id) {
             continue;
         }
-        let day = (rel.released_at_ms / 86_400_000) as i64;
+        let day = (rel.released_at_ms as i64 + i64::from(utc_offset_minutes) * 60_000)
+            .div_euclid(86_400_000);
         if day < from || day > to {
             continue;
         }
@@ -370,7 +374,7 @@ mod tests {
             record("S7", "EMP-1", Some("random"), to + 1, ok.clone(), &[]),
             record("S8", "EMP-2", Some("random"), mid, ok.clone(), &[]),
         ];
-        let Disclosure::Summary(s) = summarize(&recs, "EMP-1", from, to) else {
+        let Disclosure::Summary(s) = summarize(&recs, "EMP-1", from, to, 0) else {
             panic!("six results")
         };
         assert_eq!(s.total, 6);
@@ -393,6 +397,46 @@ mod tests {
     }
 
     #[test]
+    fn the_period_boundary_is_the_laboratorys_local_date() {
+        // Released 2026-07-01T03:00Z: June 30, 22:00 in a laboratory at UTC-5.
+        let july1 = parse_date("2026-07-01").unwrap();
+        let mut recs = Vec::new();
+        for i in 0..5 {
+            let mut r = record(
+                &format!("B{i}"),
+                "EMP-7",
+                Some("random"),
+                july1,
+                rules::Accession::default(),
+                &[],
+            );
+            r.release.as_mut().unwrap().released_at_ms =
+                (july1 as u64) * 86_400_000 + 3 * 3_600_000;
+            recs.push(r);
+        }
+        let first_half = (
+            parse_date("2026-01-01").unwrap(),
+            parse_date("2026-06-30").unwrap(),
+        );
+        let second_half = (july1, parse_date("2026-12-31").unwrap());
+        let total =
+            |(from, to): (i64, i64), offset: i32| match summarize(&recs, "EMP-7", from, to, offset)
+            {
+                Disclosure::Summary(s) => s.total,
+                Disclosure::NotEnoughTesting { .. } => 0,
+            };
+        // Laboratory time (UTC-5): June 30.
+        assert_eq!(total(first_half, -300), 5);
+        assert_eq!(total(second_half, -300), 0);
+        // At UTC, or just east of it, the same instant is July 1.
+        assert_eq!(total(first_half, 0), 0);
+        assert_eq!(total(second_half, 0), 5);
+        // Exactly at local midnight (UTC-3 makes 03:00Z midnight July 1): July.
+        assert_eq!(total(second_half, -180), 5);
+        assert_eq!(total(first_half, -181), 5);
+    }
+
+    #[test]
     fn fewer_than_five_results_are_withheld() {
         let from = parse_date("2026-07-01").unwrap();
         let to = parse_date("2026-12-31").unwrap();
@@ -409,7 +453,7 @@ mod tests {
                 )
             })
             .collect();
-        match summarize(&recs, "EMP-9", from, to) {
+        match summarize(&recs, "EMP-9", from, to, 0) {
             Disclosure::NotEnoughTesting { notice, .. } => assert!(notice.contains("40.111")),
             other => panic!("{other:?}"),
         }
@@ -423,7 +467,7 @@ mod tests {
             &[],
         ));
         assert!(
-            matches!(summarize(&five, "EMP-9", from, to), Disclosure::Summary(s) if s.total == 5)
+            matches!(summarize(&five, "EMP-9", from, to, 0), Disclosure::Summary(s) if s.total == 5)
         );
     }
 
