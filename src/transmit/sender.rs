@@ -42,6 +42,16 @@ impl Backoff {
     }
 }
 
+impl Backoff {
+    /// The wait before retry `attempt`: the backoff's delay, or longer when the MRO asked for
+    /// it (`Retry-After`), never beyond the backoff's maximum.
+    pub fn retry_delay(&self, attempt: u32, seed: u64, asked: Option<Duration>) -> Duration {
+        self.delay(attempt, seed)
+            .max(asked.unwrap_or_default())
+            .min(self.max)
+    }
+}
+
 /// How an MRO's answer is classified (the delivery contract).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -274,11 +284,7 @@ impl Sender {
         shutdown: &CancellationToken,
     ) {
         let seed = report.released_at_ms ^ self.clock.now_ms();
-        let delay = self
-            .backoff
-            .delay(attempt, seed)
-            .max(asked.unwrap_or_default())
-            .min(self.backoff.max);
+        let delay = self.backoff.retry_delay(attempt, seed, asked);
         self.note_failure(&report.report_id, why).await;
         emit(RetryScheduled {
             mro: &self.mro_id,
@@ -585,6 +591,39 @@ mod tests {
         assert_eq!(queued(&store), 2);
         assert!(store.contains_key(Keyspace::Outbox, &key).unwrap());
         assert_eq!(connections.load(Ordering::SeqCst), 0);
+    }
+
+    /// Retry-After lengthens the wait up to the backoff's maximum, never beyond it, and a
+    /// shorter one never shortens the backoff.
+    #[test]
+    fn retry_after_is_honoured_within_the_maximum() {
+        let b = Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(10),
+        };
+        let base = b.delay(1, 7);
+        assert_eq!(b.retry_delay(1, 7, None), base);
+        assert_eq!(b.retry_delay(1, 7, Some(Duration::ZERO)), base);
+        assert_eq!(
+            b.retry_delay(1, 7, Some(Duration::from_secs(3))),
+            Duration::from_secs(3)
+        );
+        assert_eq!(
+            b.retry_delay(1, 7, Some(Duration::from_millis(9_999))),
+            Duration::from_millis(9_999)
+        );
+        assert_eq!(
+            b.retry_delay(1, 7, Some(Duration::from_secs(10))),
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            b.retry_delay(1, 7, Some(Duration::from_secs(11))),
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            b.retry_delay(1, 7, Some(Duration::from_secs(u64::MAX / 2))),
+            Duration::from_secs(10)
+        );
     }
 
     #[test]
