@@ -203,6 +203,7 @@ impl Lab {
                     observation: (i + 1).to_string(),
                 },
                 received_at_ms: now,
+                ..ResultEntry::default()
             })
             .collect();
         self.rt

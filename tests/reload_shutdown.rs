@@ -269,6 +269,7 @@ fn sigterm_during_a_slow_delivery_exits_promptly_and_delivers_once_after_restart
         ],
     );
     assert_eq!(ack_code(&send(d.addr("lab"), &screen).unwrap()), "AA");
+    close_run(&d, "lab");
     assert_eq!(d.specimen("SPEC-T1").unwrap()["state"], "ready_for_review");
     let r = custodian::admin::client::post(
         d.admin,

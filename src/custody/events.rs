@@ -1,5 +1,5 @@
-//! What custody reports: releases, corrected reports, lifecycle clocks. Each struct writes its
-//! metrics (and log line, where it has one). Labels: clock kinds only.
+//! What custody reports: releases, corrected reports, lifecycle clocks, rejected runs. Each
+//! struct writes its metrics (and log line, where it has one). Labels: clock kinds only.
 
 use crate::core::telemetry::{InternalEvent, Metric};
 use tracing::info;
@@ -31,6 +31,12 @@ pub const QUARANTINE_DROPPED: Metric = Metric::counter(
     "quarantined records dropped by the sweep, by reason (age, records, bytes: the bound exceeded)",
 );
 
+pub const RUNS_REJECTED: Metric = Metric::counter(
+    "custodian_runs_rejected_total",
+    "runs",
+    "analytical runs rejected by a certifying scientist (their specimens are retested)",
+);
+
 /// Every metric of this layer.
 pub const METRICS: &[Metric] = &[
     RELEASES,
@@ -38,7 +44,20 @@ pub const METRICS: &[Metric] = &[
     CLOCKS_DUE,
     CLOCKS_FIRED,
     QUARANTINE_DROPPED,
+    RUNS_REJECTED,
 ];
+
+/// A certifying scientist rejected an analytical run.
+pub struct RunRejected<'a> {
+    pub run: &'a str,
+}
+
+impl InternalEvent for RunRejected<'_> {
+    fn emit(self) {
+        metrics::counter!(RUNS_REJECTED.name).increment(1);
+        info!(component = "runs", run = %self.run, "analytical run rejected; its specimens wait for a retest");
+    }
+}
 
 /// A signed report (a result, or a split result) was stored and queued to its MRO.
 pub struct ReportReleased<'a> {

@@ -568,9 +568,9 @@ pub fn review_item(
         .and_then(|a| a.ccf.mro.id.clone())
         .unwrap_or_default();
     let hold_reason = rec
-        .untested_reason()
-        .map(str::to_string)
+        .held_because(profile)
         .or_else(|| destination_problem(rec, mros).map(|e| e.to_string()));
+    let history = rec.analysis(profile);
     let draft = report::build(
         lab,
         rec,
@@ -593,6 +593,9 @@ pub fn review_item(
         "validity": input.validity,
         "accession_findings": rec.accession.as_ref().map(|a| &a.findings),
         "corrections": rec.corrections,
+        "results": history.views,
+        "result_conflicts": history.conflicts,
+        "retests_open": rec.open_retests(),
         "mro_id": mro_id,
         "held_because": hold_reason,
         "draft_report": draft,

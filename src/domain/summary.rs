@@ -280,6 +280,7 @@ mod tests {
                     document: "x".into(),
                 },
                 received_at_ms: 1,
+                ..ResultEntry::default()
             })
             .collect();
         r.attach_results(entries, &p, "part40-2001", 1).unwrap();

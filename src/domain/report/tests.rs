@@ -86,6 +86,7 @@ fn entry(kind: ResultKind, target: &str, value: &str) -> ResultEntry {
             observation: "1".into(),
         },
         received_at_ms: 10,
+        ..ResultEntry::default()
     }
 }
 
