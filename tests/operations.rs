@@ -257,8 +257,9 @@ fn logs_never_carry_donor_data() {
     );
 }
 
-/// The alert rules cover refusals (AE/AR rate), quarantine growth and panel-guard refusals,
-/// each on metrics the daemon exports.
+/// The alert rules cover refusals (AE/AR rate), quarantine growth, panel-guard refusals, runs
+/// waiting too long for acceptance or their closing QC, results after release and QC samples
+/// under a specimen's ID, each on metrics the daemon exports.
 #[test]
 fn alert_rules_cover_refusals_quarantine_and_the_panel_guard() {
     let rules = std::fs::read_to_string(root().join("config/alerts.yml")).unwrap();
@@ -275,6 +276,22 @@ fn alert_rules_cover_refusals_quarantine_and_the_panel_guard() {
         (
             "CustodianPanelGuardRefusals",
             "custodian_panel_guard_refusals_total",
+        ),
+        (
+            "CustodianRunAwaitingAcceptance",
+            "custodian_runs_pending_oldest_age_seconds",
+        ),
+        (
+            "CustodianRunOpenTooLong",
+            "custodian_runs_open_oldest_age_seconds",
+        ),
+        (
+            "CustodianResultsAfterRelease",
+            "custodian_results_after_release_total",
+        ),
+        (
+            "CustodianQcSampleConflict",
+            "custodian_qc_sample_conflicts_total",
         ),
     ] {
         assert!(

@@ -486,3 +486,370 @@ fn results_after_release_are_refused_quarantined_and_alerted() {
     let (_, q) = d.get("/api/quarantine", Some(TOKEN));
     assert!(q.contains("already released"), "{q}");
 }
+
+fn run_json(d: &Daemon, key: &str) -> serde_json::Value {
+    let (s, body) = d.get(&format!("/api/runs/{}", url_encode(key)), Some(TOKEN));
+    assert_eq!(s, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+fn runs_in(d: &Daemon, state: &str) -> Vec<serde_json::Value> {
+    let (s, body) = d.get(&format!("/api/runs?state={state}"), Some(VIEWER_TOKEN));
+    assert_eq!(s, 200, "{body}");
+    serde_json::from_str::<serde_json::Value>(&body)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn cli_ok(d: &Daemon, args: &[&str]) -> String {
+    let out = d.cli(args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A run whose control failed: its results do not count and the specimen waits; it cannot be
+/// accepted; rejecting it (reason required, audited) asks for a retest of its tests, and a
+/// rerun in an accepted run answers it.
+#[test]
+fn a_failed_control_keeps_the_results_out_and_rejecting_the_run_asks_for_a_retest() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(dir.path(), "");
+    screened(&d, "RF-1");
+    aa(
+        &d,
+        "chem",
+        &chem(
+            "RF-1-V1",
+            "RF-1",
+            "R1",
+            None,
+            &[
+                ("CREA", "NM", "85", "mg/dL", "F"),
+                ("PH", "NM", "6.2", "pH", "F"),
+            ],
+        ),
+    );
+    // The creatinine control reads 20 against its target of 10 +-20 %: failed.
+    aa(
+        &d,
+        "chem",
+        &chem(
+            "R1-QC-V",
+            "QC-V",
+            "R1",
+            Some("Q"),
+            &[
+                ("CREA", "NM", "20", "mg/dL", "F"),
+                ("SG", "NM", "1.0150", "", "F"),
+                ("PH", "NM", "7.0", "pH", "F"),
+                ("GLUT", "ST", "NEG", "", "F"),
+            ],
+        ),
+    );
+    let run = run_json(&d, "chem:R1");
+    assert_eq!(run["state"], "pending", "{run}");
+    assert_eq!(run["evaluation"]["outcome"], "failed", "{run}");
+    assert!(
+        run["evaluation"]["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["outcome"] == "failed" && c["code"] == "CREA" && c["results"][0] == "20"),
+        "{run}"
+    );
+    let rec = d.specimen("RF-1").unwrap();
+    assert_eq!(rec["state"], "screened", "the specimen waits: {rec}");
+    let crea = rec["result_history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["target"] == "creatinine")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (crea["counts"].as_bool(), crea["run_qc"].as_str()),
+        (Some(false), Some("failed")),
+        "{crea}"
+    );
+    // The run list shows it waiting; it cannot be accepted.
+    let pending = runs_in(&d, "pending");
+    assert!(
+        pending
+            .iter()
+            .any(|r| r["key"] == "chem:R1" && r["qc"] == "failed"),
+        "{pending:?}"
+    );
+    let out = d.cli(&["runs", "accept", "chem:R1"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("QC is failed"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Rejected by the certifying scientist, with the reason.
+    let r = custodian::admin::client::post(
+        d.admin,
+        "/api/runs/chem%3AR1/reject",
+        Some(OPERATOR_TOKEN),
+        &serde_json::json!({"reason": "creatinine control high"}),
+    )
+    .unwrap();
+    assert_eq!(r.status, 403, "only a certifying scientist decides");
+    let shown = cli_ok(
+        &d,
+        &[
+            "runs",
+            "reject",
+            "chem:R1",
+            "--reason",
+            "creatinine control out of range; recalibrate",
+        ],
+    );
+    assert!(shown.contains("\"rejected\""), "{shown}");
+    let rec = d.specimen("RF-1").unwrap();
+    assert_eq!(rec["state"], "screened", "{rec}");
+    let retest = &rec["retests_open"][0];
+    assert_eq!(retest["tests"], serde_json::json!(["CREA", "PH"]), "{rec}");
+    assert!(
+        retest["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("run chem:R1 rejected: creatinine control out of range"),
+        "{retest}"
+    );
+    let (_, audit) = d.get("/api/specimens/RF-1/audit", Some(TOKEN));
+    assert!(audit.contains("run_decision"), "{audit}");
+    let (_, metrics) = d.get("/metrics", None);
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("custodian_runs_rejected_total 1")),
+        "{metrics}"
+    );
+    // The rerun, in a run whose QC passes: the retest is answered, the specimen is negative.
+    aa(
+        &d,
+        "chem",
+        &chem(
+            "RF-1-V2",
+            "RF-1",
+            "R2",
+            None,
+            &[
+                ("CREA", "NM", "84", "mg/dL", "F"),
+                ("PH", "NM", "6.2", "pH", "F"),
+            ],
+        ),
+    );
+    close_chem(&d, "R2", false);
+    let rec = d.specimen("RF-1").unwrap();
+    assert_eq!(rec["state"], "ready_for_review", "{rec}");
+    assert_eq!(rec["retests_open"], serde_json::json!([]));
+    assert_eq!(results(&d, "RF-1"), serde_json::json!(["negative"]));
+    let out = cli_ok(&d, &["runs", "show", "chem:R2"]);
+    assert!(out.contains("\"accepted\""), "{out}");
+}
+
+/// A confirmation run is never accepted automatically: a certifying scientist accepts it by
+/// name and then its confirmations count, those carrying the instrument's acceptability flag
+/// only.
+#[test]
+fn accepting_a_confirmation_run_makes_flagged_results_count_and_unflagged_ones_never() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(dir.path(), "");
+    for id in ["CA-1", "CA-2"] {
+        d.drop_lims(&format!("acc-{id}.xml"), &accession_xml_clean(id))
+            .unwrap();
+        aa(
+            &d,
+            "lab",
+            &oru(
+                &format!("{id}-S"),
+                id,
+                &[
+                    ("THC50", "0", "ng/mL"),
+                    ("COC300", "900", "ng/mL"),
+                    ("OPI2000", "0", "ng/mL"),
+                    ("AMP1000", "0", "ng/mL"),
+                    ("PCP25", "0", "ng/mL"),
+                    ("CREA", "90", "mg/dL"),
+                    ("PH", "6.2", "pH"),
+                ],
+            ),
+        );
+    }
+    close_run(&d, "lab");
+    assert_eq!(state(&d, "CA-1"), "confirming");
+    // CA-1's confirmation is flagged acceptable (OBX-13 "Y"); CA-2's is not.
+    aa(
+        &d,
+        "lab",
+        &oru("CA-1-C", "CA-1", &[("BZEC", "480", "ng/mL")]),
+    );
+    let unflagged = String::from_utf8(oru("CA-2-C", "CA-2", &[("BZEC", "480", "ng/mL")]))
+        .unwrap()
+        .replace("|||||F||Y\r", "|||||F\r");
+    aa(&d, "lab", unflagged.as_bytes());
+    close_run(&d, "lab");
+    let pending = runs_in(&d, "pending");
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    assert_eq!(pending[0]["qc"], "passed");
+    assert_eq!(pending[0]["kind"], "confirmation");
+    let key = pending[0]["key"].as_str().unwrap().to_string();
+    assert_eq!(
+        state(&d, "CA-1"),
+        "confirming",
+        "not accepted automatically"
+    );
+    let shown = cli_ok(
+        &d,
+        &["runs", "accept", &key, "--reason", "ion ratios reviewed"],
+    );
+    assert!(shown.contains("\"accepted\""), "{shown}");
+    let run = run_json(&d, &key);
+    assert_eq!(run["decision"]["by"], "Dr. Test Scientist", "{run}");
+    assert_eq!(run["decision"]["auto"], false);
+    assert_eq!(
+        run["decision"]["content_sha256"].as_str().unwrap().len(),
+        64
+    );
+    assert_eq!(state(&d, "CA-1"), "ready_for_review");
+    assert_eq!(results(&d, "CA-1"), serde_json::json!(["positive"]));
+    let rec = d.specimen("CA-2").unwrap();
+    assert_eq!(rec["state"], "confirming", "{rec}");
+    let conf = rec["result_history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["kind"] == "confirmation")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        conf["why_not"], "confirmation without the instrument's acceptability flag",
+        "{conf}"
+    );
+    // Accepted once.
+    let out = d.cli(&["runs", "accept", &key]);
+    assert!(!out.status.success());
+    let (_, audit) = d.get("/api/audit/verify", Some(TOKEN));
+    assert!(audit.contains("\"ok\":true"), "{audit}");
+}
+
+/// An analyzer without run ids: its runs are bracketed by QC sets. Results after the last QC
+/// set wait until the closing set arrives; a specimen arriving before the closing set is
+/// complete closes the run as incomplete, never passed.
+#[test]
+fn bracketing_qc_works_for_an_analyzer_without_run_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(dir.path(), "");
+    let screen = |c: &str, id: &str| {
+        oru(
+            c,
+            id,
+            &[
+                ("THC50", "0", "ng/mL"),
+                ("COC300", "0", "ng/mL"),
+                ("OPI2000", "0", "ng/mL"),
+                ("AMP1000", "0", "ng/mL"),
+                ("PCP25", "0", "ng/mL"),
+                ("CREA", "90", "mg/dL"),
+                ("PH", "6.2", "pH"),
+            ],
+        )
+    };
+    for id in ["BK-1", "BK-2", "BK-3"] {
+        d.drop_lims(&format!("acc-{id}.xml"), &accession_xml_clean(id))
+            .unwrap();
+    }
+    // The opening QC set, then a specimen: it waits in the open run.
+    close_run(&d, "lab");
+    aa(&d, "lab", &screen("BK-1-S", "BK-1"));
+    let open = runs_in(&d, "open");
+    assert_eq!(open.len(), 1, "{open:?}");
+    assert_eq!(open[0]["key"], "lab:B1");
+    assert_eq!(open[0]["delimited_by"], "bracketing");
+    assert_eq!(open[0]["specimens"], 1);
+    assert_eq!(state(&d, "BK-1"), "screened");
+    // The closing set: B1 accepted, BK-1 counts; the set opens B2.
+    close_run(&d, "lab");
+    assert_eq!(state(&d, "BK-1"), "ready_for_review");
+    let b1 = run_json(&d, "lab:B1");
+    assert_eq!(b1["state"], "accepted", "{b1}");
+    assert_eq!(b1["decision"]["auto"], true);
+    // BK-2 after the last QC set: pending until the closing QC arrives.
+    aa(&d, "lab", &screen("BK-2-S", "BK-2"));
+    assert_eq!(state(&d, "BK-2"), "screened");
+    // Only part of the closing set, then BK-3: B2 closes incomplete and waits (never passed).
+    let (sample, obx) = &lab_qc_set()[0];
+    aa(&d, "lab", &oru("PARTIAL-QC", sample, obx));
+    aa(&d, "lab", &screen("BK-3-S", "BK-3"));
+    let b2 = run_json(&d, "lab:B2");
+    assert_eq!(b2["state"], "pending", "{b2}");
+    assert_eq!(b2["evaluation"]["outcome"], "incomplete", "{b2}");
+    assert_eq!(state(&d, "BK-2"), "screened");
+    // BK-3 is in B3, which the partial set opened; the next full set closes it.
+    close_run(&d, "lab");
+    assert_eq!(run_json(&d, "lab:B3")["state"], "accepted");
+    assert_eq!(state(&d, "BK-3"), "ready_for_review");
+    assert_eq!(state(&d, "BK-2"), "screened", "its run was never accepted");
+    // The gauges show the run waiting for acceptance.
+    let (_, metrics) = d.get("/metrics", None);
+    wait_until("the runs gauge", std::time::Duration::from_secs(15), || {
+        let (_, m) = d.get("/metrics", None);
+        m.lines()
+            .any(|l| l.starts_with("custodian_runs_pending_acceptance 1"))
+    });
+    assert!(metrics.contains("custodian_runs_open"), "{metrics}");
+}
+
+/// A control is a run record, never a specimen; a control under an accessioned specimen's ID
+/// is refused, quarantined and counted, never guessed.
+#[test]
+fn a_control_sample_never_appears_as_a_specimen() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(dir.path(), "");
+    close_run(&d, "lab");
+    assert!(d.specimen("QC-NEG").is_none(), "a control is no specimen");
+    assert!(d.specimen("QC-HIGH").is_none());
+    let open = runs_in(&d, "open");
+    let b1 = run_json(&d, open[0]["key"].as_str().unwrap());
+    assert_eq!(b1["qc"].as_array().unwrap().len(), 22, "{b1}");
+    assert!(b1["qc"][0]["sample"] == "QC-NEG", "{b1}");
+    for state in [
+        "awaiting_accession",
+        "accessioned",
+        "screened",
+        "held",
+        "ready_for_review",
+    ] {
+        let out = cli_ok(&d, &["specimen", "list", "--state", state]);
+        assert!(!out.contains("QC-"), "{state}: {out}");
+    }
+    // A specimen accessioned under an ID the QC prefix matches: its ID is never a control's.
+    d.drop_lims("acc-qc.xml", &accession_xml_clean("QC-777"))
+        .unwrap();
+    let ack = send(
+        d.addr("lab"),
+        &oru("QC-CLASH", "QC-777", &[("THC50", "0", "ng/mL")]),
+    )
+    .unwrap();
+    assert_eq!(ack_code(&ack), "AE", "{ack}");
+    assert!(ack.contains("never guessed"), "{ack}");
+    let rec = d.specimen("QC-777").unwrap();
+    assert_eq!(rec["results"], serde_json::json!([]), "{rec}");
+    let (_, metrics) = d.get("/metrics", None);
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("custodian_qc_sample_conflicts_total{source=\"lab\"} 1")),
+        "{metrics}"
+    );
+    let (_, q) = d.get("/api/quarantine?source=analyzer:lab", Some(TOKEN));
+    assert!(q.contains("never guessed"), "{q}");
+}
