@@ -165,7 +165,13 @@ impl Lab {
 
     fn lims(&self, name: &str, xml: &[u8]) -> DocumentOutcome {
         self.rt
-            .block_on(apply(&self.custody, name, xml, 1 << 20))
+            .block_on(apply(
+                &self.custody,
+                name,
+                xml,
+                1 << 20,
+                &custodian::ingest::spool::lims_runs(Vec::new()),
+            ))
             .unwrap()
     }
 

@@ -610,6 +610,7 @@ impl Wiring {
         let settings = SpoolSettings {
             poll_interval: Duration::from_millis(cfg.lims.poll_interval_ms),
             max_document_bytes: cfg.lims.max_document_bytes,
+            runs: spool::lims_runs(cfg.lims.qc.clone()),
         };
         self.tasks
             .spawn(async move { spool::run(spool, custody, settings, token).await });

@@ -3,7 +3,8 @@
 //! # What it keeps
 //! One sled database in a directory of mode 0700, split into named [`Keyspace`]s: inbound
 //! messages verbatim (`raw`), specimen records, the hash-chained audit log, the dedupe index,
-//! the state and due-time indexes, refused messages (`quarantine`) and store metadata (`meta`).
+//! the state and due-time indexes, refused messages (`quarantine`), analytical runs (`runs`) and
+//! store metadata (`meta`).
 //! Every value starts with an encoding-version byte (0x01: JSON v1, 0x02: verbatim bytes v1);
 //! the encoding can therefore evolve, and a value this build does not know is refused with
 //! [`StoreError::UnknownVersion`], which names the keyspace and a key position ([`KeyRef`]),

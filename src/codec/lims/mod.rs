@@ -32,7 +32,9 @@ pub use accession::{
     AccessionDoc, Collector, DonorId, Employer, Mro, Panel, PrimaryBottle, SplitBottle, TestReason,
     TestsRequested,
 };
-pub use confirmation::{BottleLabel, ConfirmationBatch, Quantitation, SpecimenResults, Unit};
+pub use confirmation::{
+    BottleLabel, ConfirmationBatch, QcRole, QcSample, Quantitation, SpecimenResults, Unit,
+};
 pub use correction::CorrectionDoc;
 pub use error::{Rule, XmlError};
 pub use request::{RequestAsk, RequestDoc, RequestUntil};
