@@ -176,8 +176,7 @@ impl Lab {
     }
 
     fn record(&self, id: &str) -> SpecimenRecord {
-        self.store
-            .get(Keyspace::Specimens, id.as_bytes())
+        custodian::custody::records::read_specimen(&self.store, id)
             .unwrap()
             .unwrap()
     }

@@ -35,12 +35,18 @@ fn rewrite_config(config: &Path, text: &str) {
     std::fs::rename(&tmp, config).unwrap();
 }
 
-/// The running configuration with the scientist's token rotated and the CREA2 code added to the
-/// (last, only) analyzer's mapping.
+/// The running configuration with the scientist's token rotated and the CREA2 code (with its QC
+/// rule) added to the (last, only) analyzer's mapping.
 fn changed_config(original: &str) -> String {
     let old = format!("token_sha256 = \"{}\"", hash(TOKEN));
     assert!(original.contains(&old));
     let text = original.replace(&old, &format!("token_sha256 = \"{}\"", hash(NEW_TOKEN)));
+    // The new code's QC rule: every test code of a mapping has one.
+    let text = text.replacen(
+        "qc = [\n",
+        "qc = [\n  { code = \"CREA2\", sample = \"QC-NEG\", level = \"creatinine 10\", expect = \"within\", value = 10, tolerance_percent = 20 },\n",
+        1,
+    );
     format!("{text}{NEW_CODE}")
 }
 

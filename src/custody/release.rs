@@ -140,9 +140,7 @@ impl Releaser {
                 move |tx: &mut Tx<'_>| -> Result<Vec<Released>, Abort<ReleaseError>> {
                     let mut out = Vec::new();
                     for (n, id) in ids.iter().enumerate() {
-                        let Some(mut rec) =
-                            tx.get::<SpecimenRecord>(Keyspace::Specimens, id.as_bytes())?
-                        else {
+                        let Some(mut rec) = crate::custody::records::get_specimen(tx, id)? else {
                             return Err(Abort::Domain(ReleaseError::UnknownSpecimen));
                         };
                         let before = Indexed::of(&rec);
@@ -286,9 +284,7 @@ impl Releaser {
                         return Err(Abort::Domain(ReleaseError::Superseded(next.clone())));
                     }
                     let id = old.specimen_id.clone();
-                    let Some(mut rec) =
-                        tx.get::<SpecimenRecord>(Keyspace::Specimens, id.as_bytes())?
-                    else {
+                    let Some(mut rec) = crate::custody::records::get_specimen(tx, &id)? else {
                         return Err(Abort::Domain(ReleaseError::UnknownSpecimen));
                     };
                     let before = Indexed::of(&rec);
@@ -439,8 +435,7 @@ impl Releaser {
         let r = self
             .committer
             .submit(move |tx: &mut Tx<'_>| -> Result<(), Abort<ReleaseError>> {
-                let Some(mut rec) = tx.get::<SpecimenRecord>(Keyspace::Specimens, id.as_bytes())?
-                else {
+                let Some(mut rec) = crate::custody::records::get_specimen(tx, &id)? else {
                     return Err(Abort::Domain(ReleaseError::UnknownSpecimen));
                 };
                 if rec.state != State::ReadyForReview {

@@ -257,8 +257,7 @@ pub async fn message(
             let placed_in: String;
             match &*sample {
                 Sample::Qc { sample_id, results } => {
-                    if let Some(rec) =
-                        tx.get::<SpecimenRecord>(Keyspace::Specimens, sample_id.as_bytes())?
+                    if let Some(rec) = crate::custody::records::get_specimen(tx, sample_id)?
                         && rec.accession.is_some()
                     {
                         return refuse(Refusal::QcSampleIsSpecimen);
@@ -402,7 +401,7 @@ pub async fn message(
                     }
                     let status = touched.run(i).status();
                     let existing: Option<SpecimenRecord> =
-                        tx.get(Keyspace::Specimens, specimen_id.as_bytes())?;
+                        crate::custody::records::get_specimen(tx, specimen_id)?;
                     let (mut rec, before) = match existing {
                         Some(r) => {
                             let b = Indexed::of(&r);
@@ -541,8 +540,7 @@ pub async fn batch(
                 return refuse(Refusal::BatchSeen(key));
             }
             for q in qc.iter() {
-                if let Some(rec) =
-                    tx.get::<SpecimenRecord>(Keyspace::Specimens, q.sample.as_bytes())?
+                if let Some(rec) = crate::custody::records::get_specimen(tx, &q.sample)?
                     && rec.accession.is_some()
                 {
                     return refuse(Refusal::QcSampleIsSpecimen);
@@ -565,7 +563,7 @@ pub async fn batch(
                     .any(|r| r.kind == crate::domain::results::ResultKind::Confirmation);
                 run.add_specimen(id, &codes, confirmation);
                 let existing: Option<SpecimenRecord> =
-                    tx.get(Keyspace::Specimens, id.as_bytes())?;
+                    crate::custody::records::get_specimen(tx, id)?;
                 let (mut rec, before) = match existing {
                     Some(r) => {
                         let b = Indexed::of(&r);
@@ -674,9 +672,7 @@ fn apply_to_specimens(
 ) -> Result<(), Abort<Refusal>> {
     let status = run.status();
     for s in &run.specimens {
-        let Some(mut rec) =
-            tx.get::<SpecimenRecord>(Keyspace::Specimens, s.specimen_id.as_bytes())?
-        else {
+        let Some(mut rec) = crate::custody::records::get_specimen(tx, &s.specimen_id)? else {
             continue;
         };
         if rec.release.is_some() {
@@ -818,9 +814,7 @@ impl Desk {
             .committer
             .submit(
                 move |tx: &mut Tx<'_>| -> Result<&'static str, Abort<Refusal>> {
-                    let Some(mut rec) =
-                        tx.get::<SpecimenRecord>(Keyspace::Specimens, id.as_bytes())?
-                    else {
+                    let Some(mut rec) = crate::custody::records::get_specimen(tx, &id)? else {
                         return refuse(Refusal::UnknownSpecimen);
                     };
                     let before = Indexed::of(&rec);
@@ -867,9 +861,7 @@ impl Desk {
             .committer
             .submit(
                 move |tx: &mut Tx<'_>| -> Result<&'static str, Abort<Refusal>> {
-                    let Some(mut rec) =
-                        tx.get::<SpecimenRecord>(Keyspace::Specimens, id.as_bytes())?
-                    else {
+                    let Some(mut rec) = crate::custody::records::get_specimen(tx, &id)? else {
                         return refuse(Refusal::UnknownSpecimen);
                     };
                     let before = Indexed::of(&rec);
