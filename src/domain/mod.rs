@@ -3,6 +3,7 @@
 //! clock reads, no store, no network, no tokio. May import: core.
 
 pub mod calendar;
+pub mod copy1;
 pub mod lifecycle;
 pub mod parties;
 pub mod report;
