@@ -320,7 +320,7 @@ fn default_poll() -> u64 {
     250
 }
 fn default_max_document() -> usize {
-    1 << 20
+    12 << 20
 }
 
 /// The admin interface (HTTP on a local address) and its users.

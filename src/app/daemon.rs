@@ -1005,6 +1005,9 @@ fn release_status(e: &crate::custody::release::ReleaseError) -> u16 {
         | NoDocument
         | Superseded(_)
         | NothingToCorrect
+        | Copy1Missing(_)
+        | Copy1Mismatch(_)
+        | Changed
         | ReportIdInUse(_) => 409,
         Report(_) | BadCorrection(_) => 422,
         Signing(_) | NotDurable(_) => 503,

@@ -407,10 +407,15 @@ fn accession_xml(id: &str, bottle_matches: bool) -> String {
   <collector-certification-signed>true</collector-certification-signed>
   <form>federal</form>
   <temperature-recorded>true</temperature-recorded>
+  <ccf-image media-type="image/png">{DEMO_CCF_PNG}</ccf-image>
 </accession>
 "#
     )
 }
+
+/// The image of Copy 1 as received that the demo's LIMS sends with each accession (a small
+/// placeholder PNG standing in for the laboratory's scan).
+const DEMO_CCF_PNG: &str = "iVBORw0KGgoAAAANSUhEUgAAAHgAAAA8CAAAAACIxiF0AAAARElEQVR42u3SQQ0AMAzEsMIZpvHn0ZHodKrkEPAnVbE6EhgMBs/A539gV4PBYPAW+E60CjYXGAwGg8FgMBgMBoPjcKgHXvFQW69Uh+MAAAAASUVORK5CYII=";
 
 /// Rewrites the example configuration for the demo's temporary directory: every listener on a
 /// free port, the store, spool and keys inside `dir`, and the demo MRO in the directory.

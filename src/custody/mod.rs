@@ -2,6 +2,7 @@
 //! entry: intake of analyzer and LIMS data, the lifecycle clocks and written requests, review
 //! and release, the split laboratory, the outbox. May import: core, domain, codec, trust, store.
 
+pub mod copy1;
 pub mod events;
 pub mod intake;
 pub mod lifecycle;

@@ -477,6 +477,16 @@ pub struct SpecimenRecord {
     /// Operator re-assignments of the edition, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub edition_changes: Vec<EditionChange>,
+    /// The image of Copy 1 as received (its bytes are in the store's image keyspace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ccf_image: Option<crate::domain::copy1::ImageMeta>,
+    /// The certified Copy 1 the LIMS supplied after certification, when it supplies one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certified_copy1: Option<crate::domain::copy1::CertifiedCopyMeta>,
+    /// The MRO's written request for quantitative values on file (40.97(e)): `case-by-case`, or
+    /// `general: <document>` for the MRO's general request in the directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantitation_request: Option<String>,
     pub state: State,
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
@@ -534,6 +544,9 @@ impl SpecimenRecord {
             lifecycle: Default::default(),
             edition: None,
             edition_changes: Vec::new(),
+            ccf_image: None,
+            certified_copy1: None,
+            quantitation_request: None,
             state: State::AwaitingAccession,
             created_at_ms: now_ms,
             updated_at_ms: now_ms,

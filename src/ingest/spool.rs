@@ -175,7 +175,10 @@ pub async fn apply(
         LimsDocument::Accession(a) => {
             let id = a.specimen_id.as_str().to_string();
             let acc = accession_record(&a, name, now);
-            custody.accession(name, bytes.to_vec(), &id, acc).await
+            let image = a.ccf_image.as_ref().map(|i| (i.media_type, i.data.clone()));
+            custody
+                .accession(name, bytes.to_vec(), &id, acc, image)
+                .await
         }
         LimsDocument::ConfirmationBatch(b) => {
             let specimens = b

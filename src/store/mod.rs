@@ -94,11 +94,14 @@ pub enum Keyspace {
     Reports,
     /// Reports waiting to be sent: MRO id, NUL, sequence (big-endian) → report id.
     Outbox,
+    /// Images of CCF Copy 1: specimen ID, NUL, kind (`received`, `certified`) → the image's
+    /// bytes (see [`image_key`]). Large values: sled keeps them as blob files.
+    Images,
 }
 
 impl Keyspace {
     /// Every keyspace, in the order of their transaction views.
-    pub const ALL: [Keyspace; 10] = [
+    pub const ALL: [Keyspace; 11] = [
         Keyspace::Raw,
         Keyspace::Specimens,
         Keyspace::Audit,
@@ -109,6 +112,7 @@ impl Keyspace {
         Keyspace::Meta,
         Keyspace::Reports,
         Keyspace::Outbox,
+        Keyspace::Images,
     ];
 
     /// The keyspace's name (also its sled tree name).
@@ -124,6 +128,7 @@ impl Keyspace {
             Keyspace::Meta => "meta",
             Keyspace::Reports => "reports",
             Keyspace::Outbox => "outbox",
+            Keyspace::Images => "images",
         }
     }
 
@@ -302,6 +307,15 @@ impl StoreError {
             },
         }
     }
+}
+
+/// The key of a specimen's image of CCF Copy 1: specimen ID, NUL, kind.
+pub fn image_key(specimen_id: &str, kind: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(specimen_id.len() + 1 + kind.len());
+    k.extend_from_slice(specimen_id.as_bytes());
+    k.push(0);
+    k.extend_from_slice(kind.as_bytes());
+    k
 }
 
 /// Key of the `due` index: big-endian `at_millis` then the item ID, so keys sort by time.

@@ -232,6 +232,9 @@ pub struct AccessionDoc {
     pub temperature_recorded: bool,
     /// At most 2000 characters.
     pub remarks: Option<Confidential>,
+    /// The image of Copy 1 as received (PDF, TIFF or PNG), for the certifying scientist's
+    /// review and as the ground of the certified Copy 1 (40.97(b)(2)).
+    pub ccf_image: Option<super::value::Image>,
 }
 
 impl AccessionDoc {
@@ -372,6 +375,7 @@ pub(crate) fn from_tree(root: &Node) -> Result<AccessionDoc, XmlError> {
     let remarks = c.opt_value("remarks", |s| {
         value::check_text(s, 2000).map(|()| Confidential::new(s))
     })?;
+    let ccf_image = c.opt_image("ccf-image")?;
     c.finish()?;
 
     // Beyond XSD 1.0 (see the schema's header comment).
@@ -422,6 +426,7 @@ pub(crate) fn from_tree(root: &Node) -> Result<AccessionDoc, XmlError> {
         form,
         temperature_recorded,
         remarks,
+        ccf_image,
     })
 }
 

@@ -41,8 +41,9 @@ pub use value::{
     Confidential, Date, DateTime, QUANTITY_FRACTION_DIGITS, QUANTITY_TOTAL_DIGITS, SpecimenId, Ssn,
 };
 
-/// A size limit that fits any real LIMS document with room to spare (1 MiB).
-pub const DEFAULT_MAX_BYTES: usize = 1 << 20;
+/// A size limit that fits any real LIMS document with room to spare (12 MiB: an accession with
+/// the image of Copy 1, at most 8 MiB decoded, base64).
+pub const DEFAULT_MAX_BYTES: usize = 12 << 20;
 
 /// Which document a root element names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -70,6 +70,8 @@ pub(crate) const VOCABULARY: &[&str] = &[
     "form",
     "temperature-recorded",
     "remarks",
+    "ccf-image",
+    "media-type",
     // confirmation-batch
     "confirmation-batch",
     "batch-id",
