@@ -323,7 +323,8 @@ enum LifecycleCommand {
         #[arg(long)]
         request_ref: String,
     },
-    /// Record the MRO's written request for quantitative values (40.97(e)); before release only.
+    /// Record the MRO's written request for quantitative values (40.97(e)); after release it
+    /// sends a supplementary report with the values (2001 edition).
     Quantitation {
         id: String,
         #[arg(long)]

@@ -108,6 +108,7 @@ impl Lab {
                             id: "MRO-0042".into(),
                             name: "Dr. Pat Example, MD".into(),
                             address: "100 Example Way".into(),
+                            quantitation_request: None,
                         },
                     )]
                     .into_iter()

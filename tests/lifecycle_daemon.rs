@@ -328,15 +328,31 @@ fn split_request_as_lims_document_and_admin_command_without_donor_identity() {
         serde_json::json!({"kind": "quantitation", "document_ref": "X-1"}),
     );
     assert_eq!(s, 403);
-    // Quantitation after release is refused with the reason.
+    // Quantitation after release (2001 edition, values only on request, 40.97(e)): a
+    // supplementary report with the values goes to the same MRO; a second request adds nothing.
     let (s, body) = post(
         &d,
         "/api/specimens/SP-1/requests",
         OPERATOR_TOKEN,
         serde_json::json!({"kind": "quantitation", "document_ref": "MRO-Q-9"}),
     );
+    assert_eq!(s, 200, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        answer["supplement"]["report_id"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("Q-SP-1-")),
+        "{answer}"
+    );
+    assert_eq!(answer["supplement"]["mro_id"], "MRO-0042");
+    let (s, body) = post(
+        &d,
+        "/api/specimens/SP-1/requests",
+        OPERATOR_TOKEN,
+        serde_json::json!({"kind": "quantitation", "document_ref": "MRO-Q-10"}),
+    );
     assert_eq!(s, 409, "{body}");
-    assert!(body.contains("already released"), "{body}");
+    assert!(body.contains("nothing to supplement"), "{body}");
 
     // 40.187(f): the MRO asks this laboratory to test the primary for the split's adulterant.
     // The primary was never tested for nitrite, so the outcome names the missing measure.

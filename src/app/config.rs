@@ -65,6 +65,10 @@ pub struct MroEntry {
     /// The laboratory's client certificate and key presented to this MRO (key mode 0600).
     pub client_cert: PathBuf,
     pub client_key: PathBuf,
+    /// The MRO's general written request for quantitative values (40.97(e), 2001 edition):
+    /// the reference of the document on file.
+    #[serde(default)]
+    pub quantitation_request: Option<String>,
 }
 
 impl MroEntry {
@@ -74,6 +78,7 @@ impl MroEntry {
             id: self.id.clone(),
             name: self.name.clone(),
             address: self.address.clone(),
+            quantitation_request: self.quantitation_request.clone(),
         }
     }
 }
@@ -1052,6 +1057,15 @@ fn validate_mros(cfg: &Config, problems: &mut Vec<Problem>) {
         }
         if let Err(e) = crate::trust::tls::load_key(&m.client_key) {
             problems.push(problem(format!("{at}.client_key"), e.to_string()));
+        }
+        if let Some(doc) = &m.quantitation_request {
+            let t = doc.trim();
+            if t.is_empty() || t.chars().count() > 200 || t.chars().any(char::is_control) {
+                problems.push(problem(
+                    format!("{at}.quantitation_request"),
+                    "must be the reference of the MRO's written request: 1-200 characters, no control characters",
+                ));
+            }
         }
     }
     if cfg.transmit.timeout_secs == 0 {

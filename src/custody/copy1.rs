@@ -1,6 +1,5 @@
-//! The certified Copy 1 of a report about to be released (40.97(b)(2), 40.161(c)): the copy
-//! the LIMS supplied after certification, checked against the verdict, or the copy rendered at
-//! release — Step 5A under the image of Copy 1 as received (`codec::copy1`). Either way its
+//! The certified Copy 1 of a report about to be released (40.97(b)(2), 40.161(c)): rendered at
+//! release — Step 5A under the image of Copy 1 as received (`codec::copy1`) — and read back: its
 //! specimen ID and result must be the report's; otherwise the release is held with the reason.
 //! Reads the image bytes from the store's image keyspace; writes nothing.
 
@@ -13,7 +12,7 @@ use crate::store::{Keyspace, Store, image_key};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Copy1Problem {
     #[error(
-        "no image of CCF Copy 1 as received is stored for the specimen: a non-negative result needs the certified Copy 1 (40.97(b)(2)); the LIMS sends it with the accession (<ccf-image>) or a certified copy (certified-copy document)"
+        "no image of CCF Copy 1 as received is stored for the specimen: a non-negative result needs the certified Copy 1 (40.97(b)(2)); the LIMS sends it with the accession (<ccf-image>)"
     )]
     NoImage,
     #[error("the stored image of Copy 1 ({0}) is missing or does not match its recorded SHA-256")]
@@ -62,21 +61,6 @@ pub fn certified_copy(
     if !model::required_for(&report.results) {
         return Ok(None);
     }
-    if let Some(lims) = &rec.certified_copy1 {
-        if let Some(why) = model::lims_copy_mismatch(lims, &rec.specimen_id, &report.results) {
-            return Err(Copy1Problem::Mismatch(why));
-        }
-        let bytes = stored_image(store, &rec.specimen_id, "certified", &lims.image.sha256)?;
-        if lims.image.media_type == MediaType::Pdf {
-            // A PDF with text must state what it certifies; a scanned PDF (no text) rests on the
-            // LIMS's statement checked above.
-            if crate::codec::copy1::has_text(&bytes) {
-                crate::codec::copy1::check(&bytes, &rec.specimen_id, &report.results)
-                    .map_err(|e| Copy1Problem::Mismatch(e.to_string()))?;
-            }
-        }
-        return Ok(Some(CcfCopy1::new(lims.image.media_type, &bytes)));
-    }
     let meta = rec.ccf_image.as_ref().ok_or(Copy1Problem::NoImage)?;
     let received = stored_image(store, &rec.specimen_id, "received", &meta.sha256)?;
     let step = Step5a {
@@ -110,10 +94,6 @@ pub fn review_problem(rec: &SpecimenRecord) -> Option<Copy1Problem> {
         .map(|e| e.verdict.results.as_slice())?;
     if !model::required_for(results) {
         return None;
-    }
-    if let Some(lims) = &rec.certified_copy1 {
-        return model::lims_copy_mismatch(lims, &rec.specimen_id, results)
-            .map(Copy1Problem::Mismatch);
     }
     rec.ccf_image.is_none().then_some(Copy1Problem::NoImage)
 }

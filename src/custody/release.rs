@@ -190,6 +190,14 @@ impl Releaser {
                         if let Some(problem) = destination_problem(&rec, &mros) {
                             return Err(Abort::Domain(problem));
                         }
+                        let as_prepared = rec.updated_at_ms;
+                        apply_general_request(
+                            &mut rec,
+                            &mros,
+                            &lifecycle.profiles,
+                            &lifecycle.default_profile,
+                        )
+                        .map_err(|e| Abort::Domain(ReleaseError::Report(e)))?;
                         let report_id = format!("R-{id}-{now}-{n}");
                         let rel = report::Release {
                             report_id: report_id.clone(),
@@ -199,7 +207,7 @@ impl Releaser {
                         };
                         let mut built = report::build(&lab, &rec, &rel)
                             .map_err(|e| Abort::Domain(ReleaseError::Report(e.to_string())))?;
-                        built.ccf_copy1 = take_copy(&copies, id, &rec, &built)?;
+                        built.ccf_copy1 = take_copy(&copies, id, as_prepared, &built)?;
                         let copy_sha = copy_note(&built);
                         let sha = built.content_sha256();
                         let (jws, kid) = signer
@@ -584,14 +592,14 @@ pub struct PreparedCopy {
 fn take_copy(
     copies: &BTreeMap<String, PreparedCopy>,
     id: &str,
-    rec: &SpecimenRecord,
+    updated_at_ms: u64,
     built: &report::Report,
 ) -> Result<Option<report::CcfCopy1>, Abort<ReleaseError>> {
     if !crate::domain::copy1::required_for(&built.results) {
         return Ok(None);
     }
     match copies.get(id) {
-        Some(p) if p.updated_at_ms == rec.updated_at_ms => Ok(Some(p.copy.clone())),
+        Some(p) if p.updated_at_ms == updated_at_ms => Ok(Some(p.copy.clone())),
         _ => Err(Abort::Domain(ReleaseError::Changed)),
     }
 }
@@ -624,9 +632,22 @@ impl Releaser {
         release: &report::Release,
     ) -> Result<Option<PreparedCopy>, ReleaseError> {
         let store = self.committer.store();
-        let Ok(Some(rec)) = store.get::<SpecimenRecord>(Keyspace::Specimens, id.as_bytes()) else {
+        let Ok(Some(mut rec)) = store.get::<SpecimenRecord>(Keyspace::Specimens, id.as_bytes())
+        else {
             return Ok(None);
         };
+        let as_prepared = rec.updated_at_ms;
+        if rec.state != State::ReadyForReview
+            || apply_general_request(
+                &mut rec,
+                &self.mros,
+                &self.lifecycle.profiles,
+                &self.lifecycle.default_profile,
+            )
+            .is_err()
+        {
+            return Ok(None);
+        }
         let Ok(built) = report::build(&self.laboratory, &rec, release) else {
             return Ok(None);
         };
@@ -639,10 +660,40 @@ impl Releaser {
         )
         .map_err(copy_error)?;
         Ok(copy.map(|copy| PreparedCopy {
-            updated_at_ms: rec.updated_at_ms,
+            updated_at_ms: as_prepared,
             copy,
         }))
     }
+}
+
+/// Applies the MRO's general written request for quantitative values (40.97(e)), on file in the
+/// MRO directory, to a specimen about to be reported: recorded on the record
+/// (`quantitation_request`) and the verdict re-evaluated, so the values the request covers are
+/// in the report. Before release only; nothing changes when a request is already on file or the
+/// MRO has none. `Ok(true)` when it applied.
+pub fn apply_general_request(
+    rec: &mut SpecimenRecord,
+    mros: &BTreeMap<String, Mro>,
+    profiles: &crate::domain::rules::ProfileSet,
+    default_profile: &str,
+) -> Result<bool, String> {
+    if rec.release.is_some() || rec.mro_requested_quantitation {
+        return Ok(false);
+    }
+    let document = rec
+        .accession
+        .as_ref()
+        .and_then(|a| a.ccf.mro.id.as_deref())
+        .and_then(|id| mros.get(id))
+        .and_then(|m| m.quantitation_request.clone());
+    let Some(document) = document else {
+        return Ok(false);
+    };
+    rec.mro_requested_quantitation = true;
+    rec.quantitation_request = Some(format!("general: {document}"));
+    rec.reevaluate(profiles, default_profile)
+        .map_err(|e| e.to_string())?;
+    Ok(true)
 }
 
 /// What a certifying scientist sees for one specimen in the queue.
@@ -653,7 +704,10 @@ pub fn review_item(
     lab: &Laboratory,
     mros: &BTreeMap<String, Mro>,
 ) -> serde_json::Value {
-    let _ = default_profile;
+    // What the report will carry: the MRO's general request for quantitation applies at release.
+    let mut shown = rec.clone();
+    let _ = apply_general_request(&mut shown, mros, profiles, default_profile);
+    let rec = &shown;
     let profile_name = rec.profile_name().map(str::to_string);
     let profile = profile_name.as_deref().and_then(|n| profiles.get(n));
     let input = rec.engine_input_for(profile);
@@ -709,7 +763,7 @@ pub fn review_item(
         "accession_findings": rec.accession.as_ref().map(|a| &a.findings),
         "corrections": rec.corrections,
         "ccf_image": rec.ccf_image,
-        "certified_copy1": rec.certified_copy1,
+        "quantitation_request": rec.quantitation_request,
         "mro_id": mro_id,
         "held_because": hold_reason,
         "draft_report": draft,

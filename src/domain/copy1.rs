@@ -2,7 +2,7 @@
 //! stored with the specimen at accession for the certifying scientist's review, and the
 //! **certified** Copy 1 — the fully completed Copy 1 with Step 5A (results, remarks, the
 //! certifying scientist's printed name, date and signature) — that travels with every
-//! non-negative report. Pure: media types, their signatures, what Step 5A says, and whether a
+//! non-negative report, rendered at release. Pure: media types, their signatures, what Step 5A says, and whether a
 //! report needs the certified copy. The rendering is `codec::copy1`.
 
 use crate::domain::rules::ResultCategory;
@@ -94,8 +94,6 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 pub enum ImageSource {
     /// Carried by the accession document of this name.
     Accession { document: String },
-    /// Supplied by the LIMS after certification, in the document of this name.
-    Lims { document: String },
 }
 
 /// What the specimen record keeps of an image; the bytes live in the store's image keyspace.
@@ -106,19 +104,6 @@ pub struct ImageMeta {
     pub bytes: u64,
     pub source: ImageSource,
     pub received_at_ms: u64,
-}
-
-/// A certified Copy 1 the LIMS supplied: the image and what the LIMS states is on it, checked
-/// against the verdict before it may travel.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CertifiedCopyMeta {
-    pub image: ImageMeta,
-    /// The specimen ID printed on it.
-    pub specimen_id: String,
-    /// The results Step 5A states (40.97(a) categories).
-    pub results: Vec<ResultCategory>,
-    /// The certifying scientist who signed Step 5A.
-    pub certifying_scientist: String,
 }
 
 /// Whether a report with these results needs the certified Copy 1 (every non-negative result,
@@ -212,33 +197,6 @@ impl Step5a {
     }
 }
 
-/// Whether a certified Copy 1 the LIMS supplied states what the verdict says: its specimen ID and
-/// its results. `None` when it matches; otherwise the reason (names fields, not values).
-pub fn lims_copy_mismatch(
-    copy: &CertifiedCopyMeta,
-    specimen_id: &str,
-    results: &[ResultCategory],
-) -> Option<String> {
-    if copy.specimen_id != specimen_id {
-        return Some("the certified Copy 1 names another specimen ID".into());
-    }
-    let mut a = copy.results.clone();
-    a.sort();
-    a.dedup();
-    let mut b = results.to_vec();
-    b.sort();
-    b.dedup();
-    if a != b {
-        let names = |v: &[ResultCategory]| v.iter().map(|c| c.key()).collect::<Vec<_>>().join(", ");
-        return Some(format!(
-            "the certified Copy 1 states the result {}, the verdict is {}",
-            names(&a),
-            names(&b)
-        ));
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -309,37 +267,5 @@ mod tests {
         );
         assert!(lines.iter().any(|l| l.contains("report R-1")));
         assert!(lines.iter().any(|l| l == CERTIFICATION));
-    }
-
-    #[test]
-    fn a_lims_copy_must_name_the_specimen_and_state_the_verdict() {
-        let copy = CertifiedCopyMeta {
-            image: ImageMeta {
-                media_type: MediaType::Pdf,
-                sha256: "00".into(),
-                bytes: 1,
-                source: ImageSource::Lims {
-                    document: "c.xml".into(),
-                },
-                received_at_ms: 0,
-            },
-            specimen_id: "S-1".into(),
-            results: vec![ResultCategory::Positive],
-            certifying_scientist: "Dr. C".into(),
-        };
-        assert_eq!(
-            lims_copy_mismatch(&copy, "S-1", &[ResultCategory::Positive]),
-            None
-        );
-        assert!(
-            lims_copy_mismatch(&copy, "S-2", &[ResultCategory::Positive])
-                .unwrap()
-                .contains("specimen ID")
-        );
-        let why = lims_copy_mismatch(&copy, "S-1", &[ResultCategory::Adulterated]).unwrap();
-        assert!(
-            why.contains("positive") && why.contains("adulterated"),
-            "{why}"
-        );
     }
 }

@@ -480,13 +480,13 @@ pub struct SpecimenRecord {
     /// The image of Copy 1 as received (its bytes are in the store's image keyspace).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ccf_image: Option<crate::domain::copy1::ImageMeta>,
-    /// The certified Copy 1 the LIMS supplied after certification, when it supplies one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub certified_copy1: Option<crate::domain::copy1::CertifiedCopyMeta>,
     /// The MRO's written request for quantitative values on file (40.97(e)): `case-by-case`, or
     /// `general: <document>` for the MRO's general request in the directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quantitation_request: Option<String>,
+    /// Supplementary reports sent after release (their report ids, oldest first).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub supplements: Vec<String>,
     pub state: State,
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
@@ -545,8 +545,8 @@ impl SpecimenRecord {
             edition: None,
             edition_changes: Vec::new(),
             ccf_image: None,
-            certified_copy1: None,
             quantitation_request: None,
+            supplements: Vec::new(),
             state: State::AwaitingAccession,
             created_at_ms: now_ms,
             updated_at_ms: now_ms,
