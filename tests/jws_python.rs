@@ -122,6 +122,7 @@ fn positive_morphine() -> SpecimenRecord {
             specimen_type: Default::default(),
             document: "acc-7700001.xml".into(),
             received_at_ms: 1,
+            correction_initiated_on: None,
         },
         &p,
         "part40-2001",
