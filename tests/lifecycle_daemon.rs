@@ -402,7 +402,9 @@ fn split_request_as_lims_document_and_admin_command_without_donor_identity() {
     assert!(body.contains("already released"), "{body}");
 
     // 40.187(f): the MRO asks this laboratory to test the primary for the split's adulterant.
-    // The primary was never tested for nitrite, so the outcome names the missing measure.
+    // The primary's nitrite (its oxidizing-adulterant test before review, 0 mcg/mL) does not
+    // meet the criterion: failed to reconfirm, 40.183(b)(2). (A primary without a nitrite
+    // value names the missing measure: tests/lifecycle.rs.)
     let out = d.cli(&[
         "lifecycle",
         "adulterant-retest",
@@ -422,8 +424,11 @@ fn split_request_as_lims_document_and_admin_command_without_donor_identity() {
     let (s, body) = d.get("/api/specimens/SP-1/adulterant-retest", Some(VIEWER_TOKEN));
     assert_eq!(s, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(v["outcome"]["state"], "pending", "{v}");
-    assert_eq!(v["outcome"]["missing"][0]["key"], "nitrite", "{v}");
+    assert_eq!(v["outcome"]["state"], "complete", "{v}");
+    assert_eq!(
+        v["outcome"]["result"]["result"], "failed_to_reconfirm",
+        "{v}"
+    );
     assert_eq!(v["request"]["document_ref"], "MRO-LTR-2026-0420");
     let out = d.cli(&["lifecycle", "adulterant-retest-show", "SP-1"]);
     assert!(out.status.success());

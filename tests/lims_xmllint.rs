@@ -559,6 +559,24 @@ fn documented_stricter_than_xsd() {
             acc.replace("<split-collected>true", "<split-collected>false"),
         ),
         (
+            "correction initiated before receipt",
+            acc.replace(
+                "<temperature-recorded>true</temperature-recorded>",
+                "<temperature-recorded>true</temperature-recorded>\n  <correction-initiated-on>2024-03-04</correction-initiated-on>",
+            ),
+        ),
+        (
+            "correction initiated without a correctable flaw",
+            acc.replace(
+                "<temperature-recorded>true</temperature-recorded>",
+                "<temperature-recorded>true</temperature-recorded>\n  <correction-initiated-on>2024-03-05</correction-initiated-on>",
+            )
+            .replace(
+                "<collector-certification-signed>false",
+                "<collector-certification-signed>true",
+            ),
+        ),
+        (
             "processing instruction",
             acc.replace("<!-- Fictitious", "<?custodian hint?>\n<!-- Fictitious"),
         ),
