@@ -116,7 +116,7 @@ pub fn correction_window(rec: &SpecimenRecord, s: &Settings) -> Option<Correctio
 }
 
 /// The day the correction window of `acc` counts from (see [`correction_window`]).
-pub fn window_start(acc: &crate::domain::specimen::Accession, utc_offset_minutes: i32) -> Date {
+fn window_start(acc: &crate::domain::specimen::Accession, utc_offset_minutes: i32) -> Date {
     acc.correction_initiated_on
         .unwrap_or_else(|| Date::at_instant(acc.received_at_ms, utc_offset_minutes))
 }
