@@ -122,6 +122,7 @@ fn positive_morphine() -> SpecimenRecord {
             specimen_type: Default::default(),
             document: "acc-7700001.xml".into(),
             received_at_ms: 1,
+            correction_initiated_on: None,
         },
         &p,
         "part40-2001",
@@ -135,6 +136,7 @@ fn positive_morphine() -> SpecimenRecord {
     results.push(entry(ResultKind::Initial, "opiates", "50000"));
     results.push(entry(ResultKind::Validity, "creatinine", "90"));
     results.push(entry(ResultKind::Validity, "ph", "6.1"));
+    results.push(entry(ResultKind::Validity, "nitrite", "0"));
     results.push(entry(ResultKind::Confirmation, "morphine", "32000"));
     results.push(entry(ResultKind::Confirmation, "codeine", "1200"));
     results.push(entry(ResultKind::Confirmation, "6am", "0"));

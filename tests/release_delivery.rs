@@ -56,6 +56,7 @@ fn prepare_positive(d: &Daemon, id: &str) {
             ("CREA", "90", "mg/dL"),
             ("PH", "6.2", "pH"),
             ("SG", "1.018", ""),
+            ("NIT", "0", "mcg/mL"),
         ],
     );
     assert_eq!(ack_code(&send(a, &validity).unwrap()), "AA");
@@ -79,6 +80,7 @@ fn prepare_negative(d: &Daemon, id: &str) {
             ("PCP25", "0", "ng/mL"),
             ("CREA", "90", "mg/dL"),
             ("PH", "6.2", "pH"),
+            ("NIT", "0", "mcg/mL"),
         ],
     );
     assert_eq!(ack_code(&send(a, &screen).unwrap()), "AA");

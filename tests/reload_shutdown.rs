@@ -266,6 +266,7 @@ fn sigterm_during_a_slow_delivery_exits_promptly_and_delivers_once_after_restart
             ("PCP25", "0", "ng/mL"),
             ("CREA", "90", "mg/dL"),
             ("PH", "6.2", "pH"),
+            ("NIT", "0", "mcg/mL"),
         ],
     );
     assert_eq!(ack_code(&send(d.addr("lab"), &screen).unwrap()), "AA");

@@ -14,11 +14,14 @@
 //!
 //! Kinds:
 //! - [`ClockKind::Correction`] (40.83(e)–(g)): when a specimen becomes `held`, its window ends at
-//!   the close of the Nth business day (the profile's `correction_window`, 5) after the day the
-//!   laboratory received it (the accession's receipt date, laboratory time). On expiry the
-//!   specimen is marked `correction_expired` and re-evaluated: rejected for (e) and (g),
-//!   reported for (f). A correction in time releases the hold and removes the entry; a firing
-//!   that finds the specimen no longer held changes nothing.
+//!   the close of the Nth business day (the profile's `correctable.business_days`, 5) after the
+//!   day the laboratory initiated action to correct the flaw (the accession's
+//!   `correction-initiated-on`, else the day custody stored the accession, laboratory time).
+//!   On expiry the specimen is marked `correction_expired` and re-evaluated: each flaw not
+//!   corrected by then is expired, and rejects for (e) and (g) or is reported for (f); a flaw
+//!   corrected in time never rejects. A correction in time of the last open flaw releases the
+//!   hold and removes the entry; a firing that finds the specimen no longer held changes
+//!   nothing.
 //! - [`ClockKind::Retention`] (40.99, 40.109): when a result is released the [`Retention`] of
 //!   the specimen is created and the clock set to the next instant an item becomes
 //!   discardable. On expiry the specimen joins the discardable index ([`discardable`]) and the
@@ -96,8 +99,11 @@ impl Settings {
     }
 }
 
-/// The correction window of a held record: from the day the laboratory received the specimen
-/// (the CCF's receipt date; the day custody recorded the accession if that is unreadable).
+/// The correction window of a held record: from "the date on which you initiated action to
+/// correct the flaw" (40.83(e)(1), (g)(1)), which is the accession document's
+/// `correction-initiated-on` when the LIMS gave it, else the day custody stored the accession
+/// (the laboratory's first record of the flaw, laboratory time). Never the CCF's receipt date:
+/// an accession stored days after receipt must not find its window already closed.
 pub fn correction_window(rec: &SpecimenRecord, s: &Settings) -> Option<CorrectionWindow> {
     let acc = rec.accession.as_ref()?;
     let days = rec
@@ -105,12 +111,14 @@ pub fn correction_window(rec: &SpecimenRecord, s: &Settings) -> Option<Correctio
         .as_ref()
         .and_then(|e| e.verdict.hold.as_ref())
         .map(|h| h.business_days)?;
-    let started = acc
-        .ccf
-        .received_on
-        .parse::<Date>()
-        .unwrap_or_else(|_| Date::at_instant(acc.received_at_ms, s.utc_offset_minutes));
+    let started = window_start(acc, s.utc_offset_minutes);
     s.calendar.correction_window(started, days)
+}
+
+/// The day the correction window of `acc` counts from (see [`correction_window`]).
+fn window_start(acc: &crate::domain::specimen::Accession, utc_offset_minutes: i32) -> Date {
+    acc.correction_initiated_on
+        .unwrap_or_else(|| Date::at_instant(acc.received_at_ms, utc_offset_minutes))
 }
 
 /// Called in every custody transaction after a record changed: starts the correction clock

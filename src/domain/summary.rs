@@ -262,6 +262,7 @@ mod tests {
                 specimen_type: Default::default(),
                 document: "d".into(),
                 received_at_ms: 0,
+                correction_initiated_on: None,
             },
             &p,
             "part40-2001",

@@ -355,5 +355,6 @@ pub fn accession_record(
         specimen_type: a.tests.specimen_type,
         document: document.to_string(),
         received_at_ms: now_ms,
+        correction_initiated_on: a.correction_initiated_on.map(Into::into),
     }
 }

@@ -12,8 +12,9 @@
 //!   [`MAX_DEPTH`], and documents larger than the caller's limit;
 //! - attributes from other namespaces, including `xsi:type` and `xsi:nil`
 //!   (`xsi:schemaLocation` and `xsi:noNamespaceSchemaLocation` are ignored);
-//! - in `accession`, two co-occurrence rules XSD 1.0 cannot state (a receipt date before the
-//!   collection date; a split bottle present when the CCF says no split was collected).
+//! - in `accession`, the co-occurrence rules XSD 1.0 cannot state (a receipt date before the
+//!   collection date; a split bottle present when the CCF says no split was collected; a
+//!   correction-initiated-on date before the receipt date, or without a correctable flaw).
 //!
 //! Errors name the line, the element or attribute path and the rule; never the content.
 //!

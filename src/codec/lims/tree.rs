@@ -69,6 +69,7 @@ pub(crate) const VOCABULARY: &[&str] = &[
     "collector-certification-signed",
     "form",
     "temperature-recorded",
+    "correction-initiated-on",
     "remarks",
     "ccf-image",
     "media-type",

@@ -70,6 +70,7 @@ fn accession(ccf: Ccf, findings: rules::Accession) -> Accession {
         specimen_type: Default::default(),
         document: "acc-1.xml".into(),
         received_at_ms: 1,
+        correction_initiated_on: None,
     }
 }
 
@@ -100,6 +101,7 @@ fn screen(high: &[(&str, &str)]) -> Vec<ResultEntry> {
         .collect();
     v.push(entry(ResultKind::Validity, "creatinine", "80"));
     v.push(entry(ResultKind::Validity, "ph", "6.5"));
+    v.push(entry(ResultKind::Validity, "nitrite", "0"));
     v
 }
 
