@@ -134,6 +134,7 @@ impl Lab {
             ca: "unused".into(),
             client_cert: "unused".into(),
             client_key: "unused".into(),
+            quantitation_request: None,
         };
         let releaser = Releaser {
             committer: committer.clone(),
@@ -810,7 +811,7 @@ fn one_year_retention_extended_by_the_mro_then_released() {
 }
 
 #[test]
-fn quantitation_before_release_only() {
+fn quantitation_before_release_is_recorded_and_after_release_needs_a_supplement() {
     let lab = Lab::new("2026-03-10T14:00", &[]);
     let xml = clean(&accession("QN-1", "2026-03-08", "2026-03-09"));
     assert_eq!(
@@ -838,8 +839,13 @@ fn quantitation_before_release_only() {
             RequestKind::Quantitation,
         )
         .unwrap_err();
-    assert!(e.to_string().contains("already released"), "{e}");
+    // After release the request is answered by a supplementary report to the MRO (daemon test
+    // `tests/ccf_copy1.rs`); this laboratory's test signer writes no readable report, so the
+    // supplement cannot be made and the request is refused without being recorded: it is
+    // never on file without reaching the MRO.
+    assert!(e.to_string().contains("supplementary report"), "{e}");
     assert!(!lab2.record("QN-2").mro_requested_quantitation);
+    assert!(lab2.record("QN-2").supplements.is_empty());
 }
 
 /// Every string sent for the split (the whole disposition, request and package) must hold none
