@@ -61,6 +61,7 @@ fn send_results(d: &Daemon, id: &str, cocaine: &str) {
             ("CREA", "90", "mg/dL"),
             ("PH", "6.2", "pH"),
             ("SG", "1.018", ""),
+            ("NIT", "0", "mcg/mL"),
         ],
     );
     assert_eq!(ack_code(&send(a, &validity).unwrap()), "AA");
