@@ -3,7 +3,8 @@
 //! # What it keeps
 //! One sled database in a directory of mode 0700, split into named [`Keyspace`]s: inbound
 //! messages verbatim (`raw`), specimen records, the hash-chained audit log, the dedupe index,
-//! the state and due-time indexes, refused messages (`quarantine`) and store metadata (`meta`).
+//! the state and due-time indexes, refused messages (`quarantine`), released reports and their
+//! outbox, the 40.111 summaries produced (`summaries`) and store metadata (`meta`).
 //! Every value starts with an encoding-version byte (0x01: JSON v1, 0x02: verbatim bytes v1);
 //! the encoding can therefore evolve, and a value this build does not know is refused with
 //! [`StoreError::UnknownVersion`], which names the keyspace and a key position ([`KeyRef`]),
@@ -94,11 +95,14 @@ pub enum Keyspace {
     Reports,
     /// Reports waiting to be sent: MRO id, NUL, sequence (big-endian) → report id.
     Outbox,
+    /// The 40.111 statistical summaries produced (or suppressed) and their sending: summary id
+    /// → what was produced, when, and when it was marked sent (40.109(b)).
+    Summaries,
 }
 
 impl Keyspace {
     /// Every keyspace, in the order of their transaction views.
-    pub const ALL: [Keyspace; 10] = [
+    pub const ALL: [Keyspace; 11] = [
         Keyspace::Raw,
         Keyspace::Specimens,
         Keyspace::Audit,
@@ -109,6 +113,7 @@ impl Keyspace {
         Keyspace::Meta,
         Keyspace::Reports,
         Keyspace::Outbox,
+        Keyspace::Summaries,
     ];
 
     /// The keyspace's name (also its sled tree name).
@@ -124,6 +129,7 @@ impl Keyspace {
             Keyspace::Meta => "meta",
             Keyspace::Reports => "reports",
             Keyspace::Outbox => "outbox",
+            Keyspace::Summaries => "summaries",
         }
     }
 
