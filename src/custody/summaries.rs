@@ -276,6 +276,7 @@ pub fn plan(store: &Store, settings: &Settings, now_ms: u64) -> Result<Plan, Str
         plan_period(&c, settings, period, today, now_ms, &existing, &mut plan);
         period = period.next();
     }
+    plan.todo.sort_by(|a, b| a.id.cmp(&b.id));
     for r in &plan.todo {
         if r.is_overdue(today) {
             *plan.unsent_overdue.entry(r.recipient().key()).or_default() += 1;
