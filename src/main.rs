@@ -412,7 +412,8 @@ enum SummariesCommand {
     },
     /// One summary with its content as produced.
     Show { id: String },
-    /// Record that a produced summary was sent (operator; audited; daemon running).
+    /// Record that a produced summary was sent (operator or certifying scientist; audited;
+    /// daemon running).
     MarkSent {
         id: String,
         /// How it was sent or to whom (kept with the record, not in the audit log).
