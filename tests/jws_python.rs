@@ -99,6 +99,7 @@ fn positive_morphine() -> SpecimenRecord {
         },
         donor_id: Some("E-778812".into()),
         reason_for_test: Some("post-accident".into()),
+        dot_agency: None,
         collector: Party {
             name: "Carl Collector".into(),
             phone: Some("(555) 010-0000".into()),

@@ -257,8 +257,8 @@ fn logs_never_carry_donor_data() {
     );
 }
 
-/// The alert rules cover refusals (AE/AR rate), quarantine growth and panel-guard refusals,
-/// each on metrics the daemon exports.
+/// The alert rules cover refusals (AE/AR rate), quarantine growth, panel-guard refusals and
+/// 40.111 summaries not sent by their due date, each on metrics the daemon exports.
 #[test]
 fn alert_rules_cover_refusals_quarantine_and_the_panel_guard() {
     let rules = std::fs::read_to_string(root().join("config/alerts.yml")).unwrap();
@@ -275,6 +275,14 @@ fn alert_rules_cover_refusals_quarantine_and_the_panel_guard() {
         (
             "CustodianPanelGuardRefusals",
             "custodian_panel_guard_refusals_total",
+        ),
+        (
+            "CustodianEmployerSummariesNotSent",
+            "custodian_summaries_overdue{recipient=\"employer\"}",
+        ),
+        (
+            "CustodianDotSummaryNotSent",
+            "custodian_summaries_overdue{recipient=\"dot\"}",
         ),
     ] {
         assert!(

@@ -67,6 +67,10 @@ pub struct Ccf {
     pub donor_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason_for_test: Option<String>,
+    /// The DOT agency of Step 1 (`fmcsa`, `faa`, `fra`, `fta`, `phmsa`, `uscg`), if the LIMS
+    /// gave it: the summary to DOT counts by it (40.111(d), Appendix E item 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dot_agency: Option<String>,
     pub collector: Party,
     /// ISO date of collection.
     pub collected_on: String,

@@ -826,6 +826,7 @@ mod tests {
             },
             donor_id: Some(SSN.into()),
             reason_for_test: Some("random".into()),
+            dot_agency: None,
             collector: Party {
                 name: "Carl Collector".into(),
                 ..Party::default()

@@ -337,6 +337,7 @@ pub fn accession_record(
                 lims::DonorId::EmployeeId(e) => e.expose().to_string(),
             }),
             reason_for_test: a.reason.map(|r| r.key().to_string()),
+            dot_agency: a.dot_agency.map(|g| g.key().to_string()),
             collector: Party {
                 name: a.collector.name.clone(),
                 phone: Some(a.collector.phone.clone()),

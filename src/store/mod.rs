@@ -3,7 +3,8 @@
 //! # What it keeps
 //! One sled database in a directory of mode 0700, split into named [`Keyspace`]s: inbound
 //! messages verbatim (`raw`), specimen records, the hash-chained audit log, the dedupe index,
-//! the state and due-time indexes, refused messages (`quarantine`) and store metadata (`meta`).
+//! the state and due-time indexes, refused messages (`quarantine`), released reports and their
+//! outbox, the 40.111 summaries produced (`summaries`) and store metadata (`meta`).
 //! Every value starts with an encoding-version byte (0x01: JSON v1, 0x02: verbatim bytes v1);
 //! the encoding can therefore evolve, and a value this build does not know is refused with
 //! [`StoreError::UnknownVersion`], which names the keyspace and a key position ([`KeyRef`]),
@@ -97,11 +98,14 @@ pub enum Keyspace {
     /// Images of CCF Copy 1: specimen ID, NUL, kind (`received`, `certified`) → the image's
     /// bytes (see [`image_key`]). Large values: sled keeps them as blob files.
     Images,
+    /// The 40.111 statistical summaries produced (or suppressed) and their sending: summary id
+    /// → what was produced, when, and when it was marked sent (40.109(b)).
+    Summaries,
 }
 
 impl Keyspace {
     /// Every keyspace, in the order of their transaction views.
-    pub const ALL: [Keyspace; 11] = [
+    pub const ALL: [Keyspace; 12] = [
         Keyspace::Raw,
         Keyspace::Specimens,
         Keyspace::Audit,
@@ -113,6 +117,7 @@ impl Keyspace {
         Keyspace::Reports,
         Keyspace::Outbox,
         Keyspace::Images,
+        Keyspace::Summaries,
     ];
 
     /// The keyspace's name (also its sled tree name).
@@ -129,6 +134,7 @@ impl Keyspace {
             Keyspace::Reports => "reports",
             Keyspace::Outbox => "outbox",
             Keyspace::Images => "images",
+            Keyspace::Summaries => "summaries",
         }
     }
 

@@ -62,6 +62,47 @@ impl Enumerated for TestReason {
     }
 }
 
+/// The DOT agency of CCF Step 1 ("Specify DOT Agency"). Absent from the document: not given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DotAgency {
+    Fmcsa,
+    Faa,
+    Fra,
+    Fta,
+    Phmsa,
+    Uscg,
+}
+
+impl DotAgency {
+    /// The schema's token for this agency.
+    pub fn key(self) -> &'static str {
+        match self {
+            DotAgency::Fmcsa => "fmcsa",
+            DotAgency::Faa => "faa",
+            DotAgency::Fra => "fra",
+            DotAgency::Fta => "fta",
+            DotAgency::Phmsa => "phmsa",
+            DotAgency::Uscg => "uscg",
+        }
+    }
+}
+
+impl Enumerated for DotAgency {
+    const VALUES: &'static [&'static str] = &["fmcsa", "faa", "fra", "fta", "phmsa", "uscg"];
+    fn from_token(t: &str) -> Option<Self> {
+        [
+            DotAgency::Fmcsa,
+            DotAgency::Faa,
+            DotAgency::Fra,
+            DotAgency::Fta,
+            DotAgency::Phmsa,
+            DotAgency::Uscg,
+        ]
+        .into_iter()
+        .find(|a| a.key() == t)
+    }
+}
+
 /// Tests requested: the program the CCF is under. DOT specimens are tested for the DOT panel
 /// only (40.13(c), 40.82); HHS (federal-agency) specimens for the HHS panel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -206,6 +247,8 @@ pub struct AccessionDoc {
     pub mro: Mro,
     pub donor: Option<DonorId>,
     pub reason: Option<TestReason>,
+    /// `<dot-agency>`, if the LIMS gave it (40.111(d), Appendix E item 2).
+    pub dot_agency: Option<DotAgency>,
     pub collector: Collector,
     pub collection_date: Date,
     /// Never earlier than `collection_date`.
@@ -361,6 +404,7 @@ pub(crate) fn from_tree(root: &Node) -> Result<AccessionDoc, XmlError> {
     let mro = mro(&mut c)?;
     let donor = donor(&mut c)?;
     let reason = c.opt_token::<TestReason>("reason")?;
+    let dot_agency = c.opt_token::<DotAgency>("dot-agency")?;
     let collector = collector(&mut c)?;
     let (collection_date, _) = c.date("collection-date")?;
     let (receipt_date, receipt_line) = c.date("receipt-date")?;
@@ -430,6 +474,7 @@ pub(crate) fn from_tree(root: &Node) -> Result<AccessionDoc, XmlError> {
         mro,
         donor,
         reason,
+        dot_agency,
         collector,
         collection_date,
         receipt_date,
@@ -976,6 +1021,25 @@ mod tests {
             19,
             "/accession/reason",
             Rule::NotInEnumeration(TestReason::VALUES),
+        );
+        // The DOT agency (optional, after the reason): absent, or one of the six.
+        assert_eq!(parse(EXAMPLE).unwrap().dot_agency, None);
+        for a in DotAgency::VALUES {
+            let d = parse(&with(
+                "<reason>random</reason>",
+                &format!("<reason>random</reason><dot-agency>{a}</dot-agency>"),
+            ))
+            .unwrap();
+            assert_eq!(d.dot_agency.map(DotAgency::key), Some(*a));
+        }
+        check(
+            &with(
+                "<reason>random</reason>",
+                "<reason>random</reason><dot-agency>FMCSA</dot-agency>",
+            ),
+            19,
+            "/accession/dot-agency",
+            Rule::NotInEnumeration(DotAgency::VALUES),
         );
         for (token, form) in [
             ("federal", Form::Federal),

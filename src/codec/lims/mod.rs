@@ -30,8 +30,8 @@ mod tree;
 mod value;
 
 pub use accession::{
-    AccessionDoc, Collector, DonorId, Employer, Mro, Panel, PrimaryBottle, SplitBottle, TestReason,
-    TestsRequested,
+    AccessionDoc, Collector, DonorId, DotAgency, Employer, Mro, Panel, PrimaryBottle, SplitBottle,
+    TestReason, TestsRequested,
 };
 pub use confirmation::{BottleLabel, ConfirmationBatch, Quantitation, SpecimenResults, Unit};
 pub use correction::CorrectionDoc;

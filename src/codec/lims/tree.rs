@@ -46,6 +46,7 @@ pub(crate) const VOCABULARY: &[&str] = &[
     "ssn",
     "employee-id",
     "reason",
+    "dot-agency",
     "collector",
     "phone",
     "collection-date",

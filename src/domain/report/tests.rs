@@ -46,6 +46,7 @@ pub(crate) fn ccf() -> Ccf {
         },
         donor_id: Some("E-778812".into()),
         reason_for_test: Some("random".into()),
+        dot_agency: None,
         collector: Party {
             name: "Carl Collector".into(),
             phone: Some("(555) 010-0000".into()),
