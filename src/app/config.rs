@@ -456,6 +456,11 @@ pub struct Laboratory {
     /// default urine only. A specimen of another type is held untested at accession.
     #[serde(default = "urine_only")]
     pub certified_specimen_types: Vec<crate::domain::rules::SpecimenType>,
+    /// Where the certified Copy 1 of a non-negative report comes from (40.97(b)(2)): `render`
+    /// (custodian renders it at release under the image as received, unless the LIMS supplied
+    /// one) or `lims` (only the LIMS's `certified-copy` document; the result waits for it).
+    #[serde(default)]
+    pub certified_copy1: crate::domain::copy1::Copy1Source,
 }
 
 fn urine_only() -> Vec<crate::domain::rules::SpecimenType> {

@@ -545,6 +545,7 @@ impl Wiring {
             clock: self.clock.clone(),
             wake: desk.wakes.clone(),
             lifecycle: lifecycle.clone(),
+            copy1_source: cfg.laboratory.certified_copy1,
         };
         let review: Arc<dyn admin::ReviewApi> = Arc::new(ReviewService {
             releaser: releaser.clone(),
@@ -1112,6 +1113,7 @@ impl admin::ReviewApi for ReviewService {
                 &self.default_profile,
                 &self.releaser.laboratory,
                 &self.releaser.mros,
+                self.releaser.copy1_source,
             )
         }))
     }

@@ -521,6 +521,9 @@ pub struct SpecimenRecord {
     /// The image of Copy 1 as received (its bytes are in the store's image keyspace).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ccf_image: Option<crate::domain::copy1::ImageMeta>,
+    /// The certified Copy 1 the LIMS supplied after certification, when it supplies one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certified_copy1: Option<crate::domain::copy1::CertifiedCopyMeta>,
     /// The MRO's written request for quantitative values on file (40.97(e)): `case-by-case`, or
     /// `general: <document>` for the MRO's general request in the directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -587,6 +590,7 @@ impl SpecimenRecord {
             edition: None,
             edition_changes: Vec::new(),
             ccf_image: None,
+            certified_copy1: None,
             quantitation_request: None,
             supplements: Vec::new(),
             state: State::AwaitingAccession,

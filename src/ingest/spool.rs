@@ -209,6 +209,18 @@ pub async fn apply(
                 .collect();
             custody.batch(name, bytes.to_vec(), specimens).await
         }
+        LimsDocument::CertifiedCopy(c) => {
+            custody
+                .certified_copy(
+                    name,
+                    bytes.to_vec(),
+                    c.specimen_id.as_str(),
+                    c.results.clone(),
+                    c.certifying_scientist.clone(),
+                    (c.image.media_type, c.image.data.clone()),
+                )
+                .await
+        }
         LimsDocument::Correction(c) => {
             let (secs, _) = c.received_at.unix();
             let entry = CorrectionEntry {
