@@ -69,6 +69,9 @@ fn send_results(d: &Daemon, id: &str, cocaine: &str) {
         let confirm = oru(&format!("{id}-3"), id, &[("BZEC", "480", "ng/mL")]);
         assert_eq!(ack_code(&send(a, &confirm).unwrap()), "AA");
     }
+    // The run closes with its QC; a confirmation run is accepted by a named scientist.
+    close_run(d, "lab");
+    accept_pending_runs(d);
     assert_eq!(d.specimen(id).unwrap()["state"], "ready_for_review");
 }
 

@@ -48,6 +48,7 @@ fn prepare_negative(d: &Daemon, id: &str) {
         ],
     );
     assert_eq!(ack_code(&send(d.addr("lab"), &screen).unwrap()), "AA");
+    close_run(d, "lab");
     assert_eq!(d.specimen(id).unwrap()["state"], "ready_for_review");
 }
 

@@ -209,6 +209,7 @@ impl Lab {
                     observation: (i + 1).to_string(),
                 },
                 received_at_ms: now,
+                ..ResultEntry::default()
             })
             .collect();
         self.rt

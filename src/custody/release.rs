@@ -743,13 +743,13 @@ pub fn review_item(
         .and_then(|a| a.ccf.mro.id.clone())
         .unwrap_or_default();
     let hold_reason = rec
-        .untested_reason()
-        .map(str::to_string)
+        .held_because(profile)
         .or_else(|| destination_problem(rec, mros).map(|e| e.to_string()))
         .or_else(|| {
             crate::custody::copy1::review_problem(rec, copy1_source)
                 .map(|p| format!("the certified Copy 1 cannot be made: {p}"))
         });
+    let history = rec.analysis(profile);
     let draft = report::build(
         lab,
         rec,
@@ -775,6 +775,9 @@ pub fn review_item(
         "ccf_image": rec.ccf_image,
         "certified_copy1": rec.certified_copy1,
         "quantitation_request": rec.quantitation_request,
+        "results": history.views,
+        "result_conflicts": history.conflicts,
+        "retests_open": rec.open_retests(),
         "mro_id": mro_id,
         "held_because": hold_reason,
         "draft_report": draft,

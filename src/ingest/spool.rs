@@ -202,6 +202,7 @@ pub async fn apply(
                                 document: name.to_string(),
                             },
                             received_at_ms: now,
+                            ..ResultEntry::default()
                         })
                         .collect();
                     (s.specimen_id.as_str().to_string(), results)
