@@ -17,19 +17,6 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn generate_key(config: &Path) {
-    let out = Command::new(bin())
-        .args(["keys", "generate", "--config"])
-        .arg(config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// The example accession for `id` without its image of Copy 1.
 fn accession_without_image(id: &str) -> Vec<u8> {
     let text = String::from_utf8(accession_xml_clean(id)).unwrap();

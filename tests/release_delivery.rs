@@ -19,19 +19,6 @@ fn mro_section(p: &Pki, port: u16, id: &str) -> String {
     mro::mro_section(p, port, id, 5)
 }
 
-fn generate_key(config: &Path) {
-    let out = Command::new(bin())
-        .args(["keys", "generate", "--config"])
-        .arg(config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// Drives one specimen to ready_for_review: accession, screen, validity, confirmation.
 fn prepare_positive(d: &Daemon, id: &str) {
     d.drop_lims(&format!("acc-{id}.xml"), &accession_xml_clean(id))

@@ -221,19 +221,6 @@ fn sighup_with_a_broken_configuration_is_refused_and_the_running_one_kept() {
 /// POST timeout in this test is 60 s, so a daemon that waited for the MRO's answer would fail.
 const STOP_BOUND: Duration = Duration::from_secs(10);
 
-fn generate_key(config: &Path) {
-    let out = Command::new(bin())
-        .args(["keys", "generate", "--config"])
-        .arg(config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn report_of(d: &Daemon, report_id: &str) -> serde_json::Value {
     let (s, body) = d.get(&format!("/api/reports/{report_id}"), Some(VIEWER_TOKEN));
     assert_eq!(s, 200, "{body}");
