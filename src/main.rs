@@ -64,18 +64,30 @@ enum Command {
         #[command(flatten)]
         access: Access,
     },
-    /// The semi-annual statistical summary of 40.111 for one employer (exit 1 when withheld
-    /// because the employer has fewer than five results).
+    /// An employer's request for its statistical summary (40.111(b)): the summary of each
+    /// specimen type, or the "not enough testing" report (exit 1 when every type has fewer than
+    /// five results). Audited.
     Summary {
         /// The employer's ID as on the CCF.
         #[arg(long)]
         employer: String,
-        /// First day of the period (YYYY-MM-DD), e.g. 2026-01-01.
-        #[arg(long)]
-        from: String,
-        /// Last day of the period (YYYY-MM-DD), e.g. 2026-06-30.
-        #[arg(long)]
-        to: String,
+        /// A semi-annual period, e.g. 2026-H1 (January-June) or 2026-H2 (July-December).
+        #[arg(long, conflicts_with_all = ["from", "to"], required_unless_present_all = ["from", "to"])]
+        period: Option<String>,
+        /// First day (YYYY-MM-DD, laboratory date), e.g. 2026-01-01.
+        #[arg(long, requires = "to")]
+        from: Option<String>,
+        /// Last day (YYYY-MM-DD, laboratory date), e.g. 2026-06-30.
+        #[arg(long, requires = "from")]
+        to: Option<String>,
+        #[command(flatten)]
+        access: Access,
+    },
+    /// The semi-annual 40.111 summaries the daemon produced (employers: Appendix D; DOT:
+    /// Appendix E): the list, one with its content, and marking one sent.
+    Summaries {
+        #[command(subcommand)]
+        command: SummariesCommand,
         #[command(flatten)]
         access: Access,
     },
@@ -344,7 +356,8 @@ enum LifecycleCommand {
         #[arg(long)]
         request_ref: String,
     },
-    /// Record the MRO's written request for quantitative values (40.97(e)); before release only.
+    /// Record the MRO's written request for quantitative values (40.97(e)); after release it
+    /// sends a supplementary report with the values (2001 edition).
     Quantitation {
         id: String,
         #[arg(long)]
@@ -408,6 +421,29 @@ enum LifecycleCommand {
         id: String,
         #[arg(long, value_parser = ["primary", "split", "records"])]
         item: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum SummariesCommand {
+    /// Every summary recorded (produced or suppressed), when it is due, whether it was sent.
+    List {
+        /// Only this period, e.g. 2026-H1.
+        #[arg(long)]
+        period: Option<String>,
+    },
+    /// One summary with its content as produced.
+    Show { id: String },
+    /// Record that a produced summary was sent (operator or certifying scientist; audited;
+    /// daemon running).
+    MarkSent {
+        id: String,
+        /// How it was sent or to whom (kept with the record, not in the audit log).
+        #[arg(long)]
+        note: Option<String>,
+        /// The laboratory date it was sent (YYYY-MM-DD; default today).
+        #[arg(long)]
+        sent_on: Option<String>,
     },
 }
 
@@ -558,10 +594,25 @@ fn command(cli: Cli) -> ExitCode {
         },
         Command::Summary {
             employer,
+            period,
             from,
             to,
             access,
         } => {
+            let (from, to) = match (period, from, to) {
+                (Some(p), _, _) => match custodian::domain::summary::Period::parse(&p) {
+                    Some(p) => (
+                        custodian::domain::summary::iso(p.first_day()),
+                        custodian::domain::summary::iso(p.last_day()),
+                    ),
+                    None => {
+                        eprintln!("custodian summary: --period `{p}` is not like 2026-H1");
+                        return ExitCode::from(2);
+                    }
+                },
+                (None, Some(f), Some(t)) => (f, t),
+                _ => unreachable!("clap requires --period or --from and --to"),
+            };
             let path = format!(
                 "/api/summary?employer={}&from={}&to={}",
                 url_segment(&employer),
@@ -570,14 +621,50 @@ fn command(cli: Cli) -> ExitCode {
             );
             // Counted by the laboratory's local date (a broken configuration is refused by
             // `query` itself).
-            let offset = config::load(&access.config)
-                .map(|(c, _)| c.calendar.utc_offset_minutes)
-                .unwrap_or(0);
+            let desk = config::load(&access.config).map(|(c, _)| daemon::summaries_desk(&c));
             operator::query(
                 &access.config,
                 access.token_file.as_deref(),
                 &path,
-                |store| operator::summary(store, &employer, &from, &to, offset),
+                |store| match &desk {
+                    Ok(desk) => operator::summary(store, desk, &employer, &from, &to),
+                    Err(e) => Err(e.to_string()),
+                },
+            )
+        }
+        Command::Summaries {
+            command: SummariesCommand::MarkSent { id, note, sent_on },
+            access,
+        } => operator::action(
+            &access.config,
+            access.token_file.as_deref(),
+            "POST",
+            &format!("/api/summaries/{}/sent", url_segment(&id)),
+            Some(serde_json::json!({ "note": note, "sent_on": sent_on })),
+        ),
+        Command::Summaries { command, access } => {
+            let offset = config::load(&access.config)
+                .map(|(c, _)| c.calendar.utc_offset_minutes)
+                .unwrap_or(0);
+            let path = match &command {
+                SummariesCommand::List { period: Some(p) } => {
+                    format!("/api/summaries?period={}", url_segment(p))
+                }
+                SummariesCommand::List { period: None } => "/api/summaries".to_string(),
+                SummariesCommand::Show { id } => format!("/api/summaries/{}", url_segment(id)),
+                SummariesCommand::MarkSent { .. } => unreachable!("handled above"),
+            };
+            operator::query(
+                &access.config,
+                access.token_file.as_deref(),
+                &path,
+                |store| match &command {
+                    SummariesCommand::List { period } => {
+                        operator::list_summaries(store, period.as_deref(), offset)
+                    }
+                    SummariesCommand::Show { id } => operator::show_summary(store, id, offset),
+                    SummariesCommand::MarkSent { .. } => unreachable!("handled above"),
+                },
             )
         }
         Command::Keys {

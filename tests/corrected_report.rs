@@ -16,19 +16,6 @@ use std::time::Duration;
 
 const NEW_DONOR_ID: &str = "999-88-7777";
 
-fn generate_key(config: &Path) {
-    let out = Command::new(bin())
-        .args(["keys", "generate", "--config"])
-        .arg(config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// Drives one specimen to ready_for_review with a negative result.
 fn prepare_negative(d: &Daemon, id: &str) {
     d.drop_lims(&format!("acc-{id}.xml"), &accession_xml_clean(id))
@@ -44,6 +31,7 @@ fn prepare_negative(d: &Daemon, id: &str) {
             ("PCP25", "0", "ng/mL"),
             ("CREA", "90", "mg/dL"),
             ("PH", "6.2", "pH"),
+            ("NIT", "0", "mcg/mL"),
         ],
     );
     assert_eq!(ack_code(&send(d.addr("lab"), &screen).unwrap()), "AA");

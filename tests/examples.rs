@@ -75,6 +75,8 @@ fn the_shipped_examples_pass_through_the_example_configuration() {
     let rec = d.specimen("X0000101-DEMO").unwrap();
     assert_eq!(rec["state"], "ready_for_review", "{rec}");
     assert_eq!(rec["edition"]["profile"], "part40-2023", "{rec}");
+    // The CCF's DOT agency is kept for the summary to DOT (40.111(d), Appendix E item 2).
+    assert_eq!(rec["accession"]["ccf"]["dot_agency"], "fmcsa", "{rec}");
     let (s, body) = d.get("/api/review/X0000101-DEMO", Some(TOKEN));
     assert_eq!(s, 200, "{body}");
     let item: serde_json::Value = serde_json::from_str(&body).unwrap();

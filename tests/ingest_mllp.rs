@@ -127,6 +127,7 @@ fn ack_only_after_commit_dedupe_and_state_machine() {
             ("CREA", "85", "mg/dL"),
             ("PH", "6.1", "pH"),
             ("SG", "1.015", ""),
+            ("NIT", "0", "mcg/mL"),
         ],
     );
     assert_eq!(ack_code(&send(a, &validity).unwrap()), "AA");
@@ -171,7 +172,7 @@ fn ack_only_after_commit_dedupe_and_state_machine() {
     );
     let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(shown["state"], "ready_for_review");
-    assert_eq!(shown["results"].as_array().unwrap().len(), 9);
+    assert_eq!(shown["results"].as_array().unwrap().len(), 10);
     let out = d.cli(&["audit", "verify"]);
     assert!(
         out.status.success(),

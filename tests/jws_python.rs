@@ -100,6 +100,7 @@ fn positive_morphine() -> SpecimenRecord {
         },
         donor_id: Some("E-778812".into()),
         reason_for_test: Some("post-accident".into()),
+        dot_agency: None,
         collector: Party {
             name: "Carl Collector".into(),
             phone: Some("(555) 010-0000".into()),
@@ -123,6 +124,7 @@ fn positive_morphine() -> SpecimenRecord {
             specimen_type: Default::default(),
             document: "acc-7700001.xml".into(),
             received_at_ms: 1,
+            correction_initiated_on: None,
         },
         &p,
         "part40-2001",
@@ -136,6 +138,7 @@ fn positive_morphine() -> SpecimenRecord {
     results.push(entry(ResultKind::Initial, "opiates", "50000"));
     results.push(entry(ResultKind::Validity, "creatinine", "90"));
     results.push(entry(ResultKind::Validity, "ph", "6.1"));
+    results.push(entry(ResultKind::Validity, "nitrite", "0"));
     results.push(entry(ResultKind::Confirmation, "morphine", "32000"));
     results.push(entry(ResultKind::Confirmation, "codeine", "1200"));
     results.push(entry(ResultKind::Confirmation, "6am", "0"));

@@ -6,7 +6,8 @@
 //! Covers: a correctable flaw expiring across the Thanksgiving 2026 weekend (rejected) and
 //! exactly at the close of the 5th business day; a correction in time (hold released, no
 //! expiry later) and one too late (refused); a temperature flaw (40.83(f)) reported after
-//! expiry; a one-year retention ending, extended by an MRO letter, then released, discardable
+//! expiry; the window counted from the day the accession was stored (days after receipt) or
+//! the day the LIMS says action was initiated; two flaws corrected one by one; a one-year retention ending, extended by an MRO letter, then released, discardable
 //! with the freezer location, discard confirmed and audited; a request after the year refused;
 //! quantitation before and after release; a split request forwarding Bottle B with no donor
 //! identity, the second laboratory reconfirming below the primary's cutoff above the LOD; a split
@@ -99,6 +100,7 @@ impl Lab {
                     name: "Test Laboratory".into(),
                     address: "1 Test Way, Testville".into(),
                     certified_specimen_types: vec![custodian::domain::rules::SpecimenType::Urine],
+                    certified_copy1: Default::default(),
                 }
                 .identity(),
                 mros: Arc::new(
@@ -108,6 +110,7 @@ impl Lab {
                             id: "MRO-0042".into(),
                             name: "Dr. Pat Example, MD".into(),
                             address: "100 Example Way".into(),
+                            quantitation_request: None,
                         },
                     )]
                     .into_iter()
@@ -132,6 +135,7 @@ impl Lab {
             ca: "unused".into(),
             client_cert: "unused".into(),
             client_key: "unused".into(),
+            quantitation_request: None,
         };
         let releaser = Releaser {
             committer: committer.clone(),
@@ -139,6 +143,7 @@ impl Lab {
                 name: "Test Laboratory".into(),
                 address: "1 Test Way, Testville".into(),
                 certified_specimen_types: vec![custodian::domain::rules::SpecimenType::Urine],
+                certified_copy1: Default::default(),
             }
             .identity(),
             mros: Arc::new([(mro.id.clone(), mro.party())].into_iter().collect()),
@@ -146,6 +151,7 @@ impl Lab {
             clock: Arc::new(clock.clone()),
             wake: Arc::new(BTreeMap::new()),
             lifecycle: settings.clone(),
+            copy1_source: Default::default(),
         };
         Lab {
             rt,
@@ -248,6 +254,13 @@ impl Lab {
             (Validity, "creatinine", "80"),
             (Validity, "ph", "6.5"),
         ];
+        // The oxidizing-adulterant test (40.91(c)), unless `extra` brings its own.
+        if !extra
+            .iter()
+            .any(|(k, t, _)| (*k == Validity && *t == "nitrite") || *k == Interference)
+        {
+            screen.push((Validity, "nitrite", "0"));
+        }
         screen.extend_from_slice(extra);
         self.results(id, &format!("{id}-screen"), &screen);
         self.results(
@@ -481,6 +494,148 @@ fn july_fourth_on_a_saturday_and_a_temperature_flaw_is_reported() {
     assert!(r.evaluation.as_ref().unwrap().verdict.hold.is_none());
 }
 
+/// The flawed accession with `<correction-initiated-on>`.
+fn initiated_on(xml: &str, on: &str) -> String {
+    let t = "<temperature-recorded>true</temperature-recorded>";
+    assert_eq!(xml.matches(t).count(), 1);
+    xml.replace(
+        t,
+        &format!("{t}\n  <correction-initiated-on>{on}</correction-initiated-on>"),
+    )
+}
+
+#[test]
+fn an_accession_stored_days_after_receipt_counts_its_window_from_the_day_it_was_stored() {
+    // Received Monday 2026-11-16, accession stored Tuesday 2026-11-24. From the receipt date
+    // the window would have closed at the end of Monday 23 (rejected at once); it counts from
+    // the day the laboratory first recorded the flaw: Wed 25 (1), Thu 26 Thanksgiving, Fri 27
+    // closure, Mon 30 (2), Tue Dec 1 (3), Wed 2 (4), Thu 3 (5).
+    let lab = Lab::new("2026-11-24T15:00", &["2026-11-27"]);
+    let xml = accession("LATE-1", "2026-11-15", "2026-11-16");
+    assert_eq!(
+        lab.lims("acc-LATE-1.xml", xml.as_bytes()),
+        DocumentOutcome::Stored
+    );
+    let r = lab.record("LATE-1");
+    assert_eq!(r.state.key(), "held");
+    let w = r.lifecycle.correction.as_ref().unwrap().window;
+    assert_eq!(w.started_on.to_string(), "2026-11-24");
+    assert_eq!(w.last_day.to_string(), "2026-12-03");
+    // Not expired at once, nor on the last business day.
+    for when in ["2026-11-24T15:00", "2026-12-03T23:59"] {
+        lab.set(when);
+        assert!(lab.sweep().fired.is_empty(), "{when}");
+        assert_eq!(lab.record("LATE-1").state.key(), "held", "{when}");
+    }
+    // The next day it has expired.
+    lab.set("2026-12-04T00:00");
+    assert_eq!(lab.sweep().applied(ClockKind::Correction), vec!["LATE-1"]);
+    let r = lab.record("LATE-1");
+    assert_eq!(
+        r.evaluation.as_ref().unwrap().verdict.results,
+        [custodian::domain::rules::ResultCategory::Rejected]
+    );
+}
+
+#[test]
+fn the_window_counts_from_the_day_the_lims_says_action_was_initiated() {
+    // Received Monday 2026-11-16, action initiated Tuesday 17, accession stored Tuesday 24:
+    // Wed 18 (1), Thu 19 (2), Fri 20 (3), Mon 23 (4), Tue 24 (5): still open when stored.
+    let lab = Lab::new("2026-11-24T15:00", &["2026-11-27"]);
+    let xml = initiated_on(
+        &accession("INIT-1", "2026-11-15", "2026-11-16"),
+        "2026-11-17",
+    );
+    assert_eq!(
+        lab.lims("acc-INIT-1.xml", xml.as_bytes()),
+        DocumentOutcome::Stored
+    );
+    let r = lab.record("INIT-1");
+    assert_eq!(r.state.key(), "held");
+    let w = r.lifecycle.correction.as_ref().unwrap().window;
+    assert_eq!(w.started_on.to_string(), "2026-11-17");
+    assert_eq!(w.last_day.to_string(), "2026-11-24");
+    lab.set("2026-11-24T23:59");
+    assert!(lab.sweep().fired.is_empty());
+    lab.set("2026-11-25T00:00");
+    assert_eq!(lab.sweep().applied(ClockKind::Correction), vec!["INIT-1"]);
+    // A day before the receipt date is refused (the laboratory cannot act before receiving).
+    let early = initiated_on(
+        &accession("INIT-2", "2026-11-15", "2026-11-16"),
+        "2026-11-15",
+    );
+    match lab.lims("acc-INIT-2.xml", early.as_bytes()) {
+        DocumentOutcome::Rejected(why) => {
+            assert!(why.contains("correction-initiated-on"), "{why}")
+        }
+        other => panic!("accepted: {other:?}"),
+    }
+}
+
+#[test]
+fn two_flaws_corrected_one_by_one_a_corrected_signature_never_rejects() {
+    // The Step 4 certification unsigned and no temperature statement. The signature is
+    // corrected in time, the temperature is not: the result is reported (40.83(f)(2)).
+    use custodian::domain::specimen::FlawStatus;
+    let lab = Lab::new("2026-11-23T15:00", &["2026-11-27"]);
+    let xml = accession("TWO-1", "2026-11-22", "2026-11-23").replace(
+        "<temperature-recorded>true</temperature-recorded>",
+        "<temperature-recorded>false</temperature-recorded>",
+    );
+    assert_eq!(
+        lab.lims("acc-TWO-1.xml", xml.as_bytes()),
+        DocumentOutcome::Stored
+    );
+    let memo = correction(
+        "TWO-1",
+        "collector-certification",
+        "MEMO-2026-0100",
+        "2026-11-24T10:00:00Z",
+    );
+    lab.set("2026-11-24T10:05");
+    assert_eq!(lab.lims("memo-two.xml", &memo), DocumentOutcome::Stored);
+    let r = lab.record("TWO-1");
+    assert_eq!(r.state.key(), "held", "the temperature is still open");
+    assert_eq!(lab.due_entries(), 1);
+    lab.set("2026-12-03T00:00");
+    assert_eq!(lab.sweep().applied(ClockKind::Correction), vec!["TWO-1"]);
+    let r = lab.record("TWO-1");
+    let states: Vec<(&str, FlawStatus, Option<&str>)> = r
+        .flaws
+        .iter()
+        .map(|f| (f.flaw.key(), f.status, f.document.as_deref()))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            (
+                "collector_certification",
+                FlawStatus::Corrected,
+                Some("MEMO-2026-0100")
+            ),
+            ("temperature", FlawStatus::Expired, None)
+        ]
+    );
+    let v = &r.evaluation.as_ref().unwrap().verdict;
+    assert!(v.hold.is_none());
+    assert!(
+        !v.results
+            .contains(&custodian::domain::rules::ResultCategory::Rejected)
+    );
+    assert_eq!(
+        r.state.key(),
+        "accessioned",
+        "tested and reported, not rejected"
+    );
+    assert!(
+        v.remarks
+            .iter()
+            .any(|x| x.contains("result reported (40.83(f)(2))")),
+        "{:?}",
+        v.remarks
+    );
+}
+
 #[test]
 fn one_year_retention_extended_by_the_mro_then_released() {
     let lab = Lab::new("2026-03-10T14:00", &[]);
@@ -665,7 +820,7 @@ fn one_year_retention_extended_by_the_mro_then_released() {
 }
 
 #[test]
-fn quantitation_before_release_only() {
+fn quantitation_before_release_is_recorded_and_after_release_needs_a_supplement() {
     let lab = Lab::new("2026-03-10T14:00", &[]);
     let xml = clean(&accession("QN-1", "2026-03-08", "2026-03-09"));
     assert_eq!(
@@ -693,8 +848,13 @@ fn quantitation_before_release_only() {
             RequestKind::Quantitation,
         )
         .unwrap_err();
-    assert!(e.to_string().contains("already released"), "{e}");
+    // After release the request is answered by a supplementary report to the MRO (daemon test
+    // `tests/ccf_copy1.rs`); this laboratory's test signer writes no readable report, so the
+    // supplement cannot be made and the request is refused without being recorded: it is
+    // never on file without reaching the MRO.
+    assert!(e.to_string().contains("supplementary report"), "{e}");
     assert!(!lab2.record("QN-2").mro_requested_quantitation);
+    assert!(lab2.record("QN-2").supplements.is_empty());
 }
 
 /// Every string sent for the split (the whole disposition, request and package) must hold none
@@ -897,6 +1057,7 @@ fn negative_discardable_after_the_configured_delay() {
             (Initial, "opiates", "1"),
             (Validity, "creatinine", "80"),
             (Validity, "ph", "6.5"),
+            (Validity, "nitrite", "0"),
         ],
     );
     lab.rt
@@ -1071,11 +1232,14 @@ fn primary_tested_for_the_split_adulterant_40_187_f() {
     assert_eq!(v["outcome"]["result"]["result"], "reconfirmed", "{v}");
     assert_eq!(retest_view(&lab, "AR-2"), v);
 
-    // Primary never tested for nitrite: pending, naming the measure.
+    // Primary never tested for nitrite: pending, naming the measure. Its oxidizing-adulterant
+    // test (40.91(c), needed before review) was a general oxidant check, which reported an
+    // interference: no nitrite value.
     lab.set("2026-03-10T14:00");
-    lab.released_positive(
+    lab.released_positive_with(
         "AR-3",
         clean(&accession("AR-3", "2026-03-08", "2026-03-09")).into_bytes(),
+        &[(ResultKind::Interference, "oxidant", "1")],
     );
     lab.set("2026-04-02T10:00");
     forward_split(&lab, "AR-3");

@@ -3,8 +3,9 @@
 //! 40.187(f) through the CLI; a received Bottle B reconfirmed as the split laboratory.
 //!
 //! How the daemon's clock is made to fire without a test knob: the clocks are created with due
-//! times already past. The correction clock of a held specimen counts from the CCF's receipt
-//! date, and the fixture's receipt date (2024-03-05) is long gone; the retention clock of a
+//! times already past. The correction clock of a held specimen counts from the day the
+//! laboratory initiated action to correct the flaw, which the accession gives here as the
+//! fixture's receipt date (2024-03-05), long gone; the retention clock of a
 //! negative runs `lifecycle.discard_after_report_days` after release, set to 0 here. The sweep
 //! interval is an hour, so nothing fires while the first daemon runs (its one sweep ran at
 //! start, before the clocks were set); the daemon is then killed with SIGKILL, and the start-up
@@ -105,6 +106,19 @@ fn accession(id: &str, clean: bool) -> Vec<u8> {
         .into_bytes()
 }
 
+/// The flawed accession example with the day the laboratory initiated action to correct the
+/// flaw (`<correction-initiated-on>`).
+fn accession_initiated(id: &str, on: &str) -> Vec<u8> {
+    let temperature = "<temperature-recorded>true</temperature-recorded>";
+    let text = String::from_utf8(accession(id, false)).unwrap();
+    assert_eq!(text.matches(temperature).count(), 1);
+    text.replace(
+        temperature,
+        &format!("{temperature}\n  <correction-initiated-on>{on}</correction-initiated-on>"),
+    )
+    .into_bytes()
+}
+
 fn screen(d: &Daemon, id: &str, cocaine: &str) {
     let m = oru(
         &format!("{id}-1"),
@@ -117,6 +131,7 @@ fn screen(d: &Daemon, id: &str, cocaine: &str) {
             ("PCP25", "0", "ng/mL"),
             ("CREA", "90", "mg/dL"),
             ("PH", "6.2", "pH"),
+            ("NIT", "0", "mcg/mL"),
         ],
     );
     assert_eq!(ack_code(&send(d.addr("lab"), &m).unwrap()), "AA");
@@ -159,14 +174,62 @@ fn audit_count(dir: &Path, action: &str, subject: &str) -> usize {
         .count()
 }
 
+/// 40.83(e)(1): the window counts from the day the laboratory initiated action to correct the
+/// flaw, not from the CCF's receipt date. An accession stored long after its receipt date
+/// (2024-03-05) and naming no such day counts from the day the daemon stored it: it is held,
+/// not rejected at once, even by the sweep of a restarted daemon.
+#[test]
+fn a_window_counts_from_the_day_the_accession_was_stored_not_from_receipt() {
+    use custodian::domain::calendar::{Calendar, Date};
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = setup(dir.path());
+    let now_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+    };
+    let before = Date::at_instant(now_ms(), 0);
+    d.drop_lims("acc-LS-1.xml", &accession("LS-1", false))
+        .unwrap();
+    let after = Date::at_instant(now_ms(), 0);
+    let rec = d.specimen("LS-1").unwrap();
+    assert_eq!(rec["state"], "held", "{rec}");
+    assert_eq!(rec["accession"]["ccf"]["received_on"], "2024-03-05");
+    let window = &rec["lifecycle"]["correction"]["window"];
+    let started: Date = window["started_on"].as_str().unwrap().parse().unwrap();
+    assert!(started == before || started == after, "{window}");
+    let last: Date = window["last_day"].as_str().unwrap().parse().unwrap();
+    assert_eq!(
+        Calendar::federal().add_business_days(started, 5),
+        Some(last),
+        "{window}"
+    );
+    assert_eq!(rec["flaws"][0]["flaw"], "collector_certification", "{rec}");
+    assert_eq!(rec["flaws"][0]["status"], "open", "{rec}");
+
+    // The start-up sweep of a restarted daemon finds nothing due.
+    d.restart();
+    wait_for_first_sweep(&d);
+    let rec = d.specimen("LS-1").unwrap();
+    assert_eq!(rec["state"], "held", "{rec}");
+    assert_eq!(rec["correction_expired"], false, "{rec}");
+    assert_eq!(d.term(), Some(0));
+    assert_eq!(
+        audit_count(dir.path(), "correction_window_expired", "LS-1"),
+        0
+    );
+}
+
 #[test]
 fn each_clock_fires_exactly_once_across_kill9_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let mut d = setup(dir.path());
 
-    // Correction clock: the Step 4 certification is unsigned; received 2024-03-05, so the
-    // window closed 2024-03-12 (the 5th business day after) and the clock is past due.
-    d.drop_lims("acc-CL-1.xml", &accession("CL-1", false))
+    // Correction clock: the Step 4 certification is unsigned; action to correct it initiated
+    // 2024-03-05, so the window closed 2024-03-12 (the 5th business day after) and the clock
+    // is past due.
+    d.drop_lims("acc-CL-1.xml", &accession_initiated("CL-1", "2024-03-05"))
         .unwrap();
     let rec = d.specimen("CL-1").unwrap();
     assert_eq!(rec["state"], "held");
@@ -331,18 +394,36 @@ fn split_request_as_lims_document_and_admin_command_without_donor_identity() {
         serde_json::json!({"kind": "quantitation", "document_ref": "X-1"}),
     );
     assert_eq!(s, 403);
-    // Quantitation after release is refused with the reason.
+    // Quantitation after release (2001 edition, values only on request, 40.97(e)): a
+    // supplementary report with the values goes to the same MRO; a second request adds nothing.
     let (s, body) = post(
         &d,
         "/api/specimens/SP-1/requests",
         OPERATOR_TOKEN,
         serde_json::json!({"kind": "quantitation", "document_ref": "MRO-Q-9"}),
     );
+    assert_eq!(s, 200, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        answer["supplement"]["report_id"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("Q-SP-1-")),
+        "{answer}"
+    );
+    assert_eq!(answer["supplement"]["mro_id"], "MRO-0042");
+    let (s, body) = post(
+        &d,
+        "/api/specimens/SP-1/requests",
+        OPERATOR_TOKEN,
+        serde_json::json!({"kind": "quantitation", "document_ref": "MRO-Q-10"}),
+    );
     assert_eq!(s, 409, "{body}");
-    assert!(body.contains("already released"), "{body}");
+    assert!(body.contains("nothing to supplement"), "{body}");
 
     // 40.187(f): the MRO asks this laboratory to test the primary for the split's adulterant.
-    // The primary was never tested for nitrite, so the outcome names the missing measure.
+    // The primary's nitrite (its oxidizing-adulterant test before review, 0 mcg/mL) does not
+    // meet the criterion: failed to reconfirm, 40.183(b)(2). (A primary without a nitrite
+    // value names the missing measure: tests/lifecycle.rs.)
     let out = d.cli(&[
         "lifecycle",
         "adulterant-retest",
@@ -362,8 +443,11 @@ fn split_request_as_lims_document_and_admin_command_without_donor_identity() {
     let (s, body) = d.get("/api/specimens/SP-1/adulterant-retest", Some(VIEWER_TOKEN));
     assert_eq!(s, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(v["outcome"]["state"], "pending", "{v}");
-    assert_eq!(v["outcome"]["missing"][0]["key"], "nitrite", "{v}");
+    assert_eq!(v["outcome"]["state"], "complete", "{v}");
+    assert_eq!(
+        v["outcome"]["result"]["result"], "failed_to_reconfirm",
+        "{v}"
+    );
     assert_eq!(v["request"]["document_ref"], "MRO-LTR-2026-0420");
     let out = d.cli(&["lifecycle", "adulterant-retest-show", "SP-1"]);
     assert!(out.status.success());

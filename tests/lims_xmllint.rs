@@ -30,9 +30,11 @@ fn kind_of(file_name: &str) -> DocumentKind {
         DocumentKind::Accession
     } else if file_name.starts_with("request") {
         DocumentKind::Request
+    } else if file_name.starts_with("certified-copy") {
+        DocumentKind::CertifiedCopy
     } else {
         panic!(
-            "{file_name}: name must start with accession, confirmation-batch, correction or request"
+            "{file_name}: name must start with accession, confirmation-batch, correction, request or certified-copy"
         )
     }
 }
@@ -368,6 +370,26 @@ fn variants() -> Vec<Variant> {
             "<observed>false</observed>",
             "<observed/>",
         ),
+        // 40.83(e)(1): the day the laboratory initiated action to correct the flaw (optional,
+        // after the temperature finding).
+        v(
+            "correction initiated on",
+            ACC,
+            "<temperature-recorded>true</temperature-recorded>",
+            "<temperature-recorded>true</temperature-recorded>\n  <correction-initiated-on>2024-03-12</correction-initiated-on>",
+        ),
+        v(
+            "correction initiated on not a date",
+            ACC,
+            "<temperature-recorded>true</temperature-recorded>",
+            "<temperature-recorded>true</temperature-recorded>\n  <correction-initiated-on>2024-03-32</correction-initiated-on>",
+        ),
+        v(
+            "correction initiated on out of order",
+            ACC,
+            "<temperature-recorded>true</temperature-recorded>",
+            "<correction-initiated-on>2024-03-12</correction-initiated-on>\n  <temperature-recorded>true</temperature-recorded>",
+        ),
         v("flaw form", COR, "collector-certification", "form"),
         v("flaw bad", COR, "collector-certification", "seal"),
         // Dates and date-times.
@@ -590,6 +612,24 @@ fn documented_stricter_than_xsd() {
         (
             "split bottle present but not collected",
             acc.replace("<split-collected>true", "<split-collected>false"),
+        ),
+        (
+            "correction initiated before receipt",
+            acc.replace(
+                "<temperature-recorded>true</temperature-recorded>",
+                "<temperature-recorded>true</temperature-recorded>\n  <correction-initiated-on>2024-03-04</correction-initiated-on>",
+            ),
+        ),
+        (
+            "correction initiated without a correctable flaw",
+            acc.replace(
+                "<temperature-recorded>true</temperature-recorded>",
+                "<temperature-recorded>true</temperature-recorded>\n  <correction-initiated-on>2024-03-05</correction-initiated-on>",
+            )
+            .replace(
+                "<collector-certification-signed>false",
+                "<collector-certification-signed>true",
+            ),
         ),
         (
             "processing instruction",

@@ -257,9 +257,10 @@ fn logs_never_carry_donor_data() {
     );
 }
 
-/// The alert rules cover refusals (AE/AR rate), quarantine growth, panel-guard refusals, runs
-/// waiting too long for acceptance or their closing QC, results after release and QC samples
-/// under a specimen's ID, each on metrics the daemon exports.
+/// The alert rules cover refusals (AE/AR rate), quarantine growth, panel-guard refusals, 40.111
+/// summaries not sent by their due date, runs waiting too long for acceptance or their closing
+/// QC, results after release and QC samples under a specimen's ID, each on metrics the daemon
+/// exports.
 #[test]
 fn alert_rules_cover_refusals_quarantine_and_the_panel_guard() {
     let rules = std::fs::read_to_string(root().join("config/alerts.yml")).unwrap();
@@ -276,6 +277,14 @@ fn alert_rules_cover_refusals_quarantine_and_the_panel_guard() {
         (
             "CustodianPanelGuardRefusals",
             "custodian_panel_guard_refusals_total",
+        ),
+        (
+            "CustodianEmployerSummariesNotSent",
+            "custodian_summaries_overdue{recipient=\"employer\"}",
+        ),
+        (
+            "CustodianDotSummaryNotSent",
+            "custodian_summaries_overdue{recipient=\"dot\"}",
         ),
         (
             "CustodianRunAwaitingAcceptance",

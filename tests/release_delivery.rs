@@ -19,19 +19,6 @@ fn mro_section(p: &Pki, port: u16, id: &str) -> String {
     mro::mro_section(p, port, id, 5)
 }
 
-fn generate_key(config: &Path) {
-    let out = Command::new(bin())
-        .args(["keys", "generate", "--config"])
-        .arg(config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// Drives one specimen to ready_for_review: accession, screen, validity, confirmation.
 fn prepare_positive(d: &Daemon, id: &str) {
     d.drop_lims(&format!("acc-{id}.xml"), &accession_xml_clean(id))
@@ -56,6 +43,7 @@ fn prepare_positive(d: &Daemon, id: &str) {
             ("CREA", "90", "mg/dL"),
             ("PH", "6.2", "pH"),
             ("SG", "1.018", ""),
+            ("NIT", "0", "mcg/mL"),
         ],
     );
     assert_eq!(ack_code(&send(a, &validity).unwrap()), "AA");
@@ -82,6 +70,7 @@ fn prepare_negative(d: &Daemon, id: &str) {
             ("PCP25", "0", "ng/mL"),
             ("CREA", "90", "mg/dL"),
             ("PH", "6.2", "pH"),
+            ("NIT", "0", "mcg/mL"),
         ],
     );
     assert_eq!(ack_code(&send(a, &screen).unwrap()), "AA");

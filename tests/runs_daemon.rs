@@ -131,6 +131,8 @@ fn screened(d: &Daemon, id: &str) {
                 ("OPI2000", "0", "ng/mL"),
                 ("AMP1000", "0", "ng/mL"),
                 ("PCP25", "0", "ng/mL"),
+                // The oxidizing-adulterant test the edition requires before review (40.91(c)).
+                ("NIT", "0", "mcg/mL"),
             ],
         ),
     );
@@ -680,6 +682,7 @@ fn accepting_a_confirmation_run_makes_flagged_results_count_and_unflagged_ones_n
                     ("PCP25", "0", "ng/mL"),
                     ("CREA", "90", "mg/dL"),
                     ("PH", "6.2", "pH"),
+                    ("NIT", "0", "mcg/mL"),
                 ],
             ),
         );
@@ -760,6 +763,7 @@ fn bracketing_qc_works_for_an_analyzer_without_run_ids() {
                 ("PCP25", "0", "ng/mL"),
                 ("CREA", "90", "mg/dL"),
                 ("PH", "6.2", "pH"),
+                ("NIT", "0", "mcg/mL"),
             ],
         )
     };
@@ -916,6 +920,7 @@ fn a_lims_confirmation_batch_is_a_run_with_its_qc() {
                     ("PCP25", "0", "ng/mL"),
                     ("CREA", "90", "mg/dL"),
                     ("PH", "6.2", "pH"),
+                    ("NIT", "100", "mcg/mL"),
                 ],
             ),
         );

@@ -35,6 +35,7 @@ pub struct AdminState {
     pub review: Option<Arc<dyn ReviewApi>>,
     pub lifecycle: Option<Arc<dyn LifecycleApi>>,
     pub quarantine: Option<Arc<dyn QuarantineApi>>,
+    pub summaries: Option<Arc<dyn SummariesApi>>,
     pub runs: Option<Arc<dyn RunsApi>>,
     /// Records a refused request in the audit log (who if known, what path, why).
     pub on_refusal: Option<RefusalAudit>,
@@ -186,6 +187,30 @@ pub trait QuarantineApi: Send + Sync {
     fn show<'a>(&'a self, id: String, user: &'a User, with_raw: bool) -> ActionFuture<'a>;
 }
 
+/// The 40.111 statistical summaries, implemented by the wiring.
+pub trait SummariesApi: Send + Sync {
+    /// The summaries produced or suppressed (never their content), optionally of one period.
+    fn list(&self, period: Option<&str>) -> Result<serde_json::Value, (u16, String)>;
+    /// One summary with its content as produced.
+    fn show(&self, id: &str) -> Result<Option<serde_json::Value>, String>;
+    /// Marks a produced summary sent (body: optional `note`, `sent_on`), by `user`; audited.
+    fn mark_sent<'a>(
+        &'a self,
+        id: String,
+        body: serde_json::Value,
+        user: &'a User,
+    ) -> ActionFuture<'a>;
+    /// An employer's request (40.111(b)): the summary or the "not enough testing" report of
+    /// each specimen type for the dates (ISO, inclusive); audited as asked by `user`.
+    fn request<'a>(
+        &'a self,
+        employer: String,
+        from: String,
+        to: String,
+        user: &'a User,
+    ) -> ActionFuture<'a>;
+}
+
 /// What the daemon offers through `/api/`: implemented by the wiring, which knows the stages.
 pub trait Api: Send + Sync {
     /// One specimen as JSON, or `None` if unknown.
@@ -194,8 +219,6 @@ pub trait Api: Send + Sync {
     fn specimens_in_state(&self, state: &str) -> Result<Vec<String>, String>;
     /// Walks the audit hash chain: `{"ok":true,"entries":N}` or the first broken link.
     fn verify_audit(&self) -> Result<serde_json::Value, String>;
-    /// The 40.111 summary for an employer and period (ISO dates, inclusive).
-    fn summary(&self, employer: &str, from: &str, to: &str) -> Result<serde_json::Value, String>;
     /// The audit entries whose subject is this specimen, oldest first.
     fn specimen_audit(&self, specimen_id: &str) -> Result<serde_json::Value, String>;
 }
@@ -855,19 +878,64 @@ struct SummaryQuery {
     to: String,
 }
 
+fn no_summaries() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        "summaries are not available\n",
+    )
+        .into_response()
+}
+
+/// An employer's request under 40.111(b): audited before it is answered.
 async fn summary(
     State(s): State<AdminState>,
     Reader(user): Reader,
     axum::extract::Query(q): axum::extract::Query<SummaryQuery>,
 ) -> Response {
-    let Some(api) = &s.api else {
-        return (StatusCode::SERVICE_UNAVAILABLE, "store not open\n").into_response();
+    let Some(api) = &s.summaries else {
+        return no_summaries();
     };
     tracing::info!(component = "admin", user = %user.name, "statistical summary requested");
-    listed(
-        api.summary(&q.employer, &q.from, &q.to),
-        StatusCode::BAD_REQUEST,
-    )
+    action_response(api.request(q.employer, q.from, q.to, &user).await)
+}
+
+#[derive(serde::Deserialize)]
+struct SummariesQuery {
+    period: Option<String>,
+}
+
+async fn summaries_list(
+    State(s): State<AdminState>,
+    Reader(_u): Reader,
+    axum::extract::Query(q): axum::extract::Query<SummariesQuery>,
+) -> Response {
+    let Some(api) = &s.summaries else {
+        return no_summaries();
+    };
+    action_response(api.list(q.period.as_deref()))
+}
+
+async fn summaries_show(
+    State(s): State<AdminState>,
+    Reader(_u): Reader,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    let Some(api) = &s.summaries else {
+        return no_summaries();
+    };
+    found(api.show(&id), "no such summary")
+}
+
+async fn summaries_mark_sent(
+    State(s): State<AdminState>,
+    Operator(user): Operator,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    axum::Json(body): axum::Json<serde_json::Value>,
+) -> Response {
+    let Some(api) = &s.summaries else {
+        return no_summaries();
+    };
+    action_response(api.mark_sent(id, body, &user).await)
 }
 
 /// The admin routes.
@@ -880,6 +948,12 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/specimens", get(specimens))
         .route("/api/audit/verify", get(audit_verify))
         .route("/api/summary", get(summary))
+        .route("/api/summaries", get(summaries_list))
+        .route("/api/summaries/{id}", get(summaries_show))
+        .route(
+            "/api/summaries/{id}/sent",
+            axum::routing::post(summaries_mark_sent),
+        )
         .route("/api/review", get(review_queue))
         .route("/api/review/{id}", get(review_item))
         .route("/api/review/{id}/release", axum::routing::post(release_one))

@@ -35,6 +35,53 @@ pub struct Config {
     pub mros: Vec<MroEntry>,
     pub transmit: Transmit,
     pub split_laboratory: SplitLaboratory,
+    pub summaries: Summaries,
+}
+
+/// The 40.111 statistical summaries (see `custody::summaries`): the directory the laboratory
+/// sends them from and the first period produced, both or neither (then nothing is produced;
+/// an employer's request under 40.111(b) is still answered), and the C/TPAs of employers
+/// (Appendix D, "C/TPA Identification, where applicable"). The section is optional.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Summaries {
+    /// Where the summary files are written (one JSON file per employer and specimen type, one
+    /// per specimen type to DOT).
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// The first day of the first period produced (January 1 or July 1, laboratory date).
+    #[serde(default)]
+    pub since: Option<crate::domain::calendar::Date>,
+    /// How often the daemon looks for closed periods to produce, in seconds (also at start).
+    #[serde(default = "default_summaries_sweep")]
+    pub sweep_interval_secs: u64,
+    /// The C/TPAs that administer employers' testing.
+    #[serde(default)]
+    pub ctpa: Vec<Ctpa>,
+}
+
+fn default_summaries_sweep() -> u64 {
+    3600
+}
+
+impl Default for Summaries {
+    fn default() -> Self {
+        Summaries {
+            dir: None,
+            since: None,
+            sweep_interval_secs: default_summaries_sweep(),
+            ctpa: Vec::new(),
+        }
+    }
+}
+
+/// A C/TPA and the employers (IDs as on the CCF) whose summaries name it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ctpa {
+    pub name: String,
+    pub address: String,
+    pub employers: Vec<String>,
 }
 
 /// This laboratory as the second laboratory of split specimens it receives (40.177): whether it
@@ -65,6 +112,10 @@ pub struct MroEntry {
     /// The laboratory's client certificate and key presented to this MRO (key mode 0600).
     pub client_cert: PathBuf,
     pub client_key: PathBuf,
+    /// The MRO's general written request for quantitative values (40.97(e), 2001 edition):
+    /// the reference of the document on file.
+    #[serde(default)]
+    pub quantitation_request: Option<String>,
 }
 
 impl MroEntry {
@@ -74,6 +125,7 @@ impl MroEntry {
             id: self.id.clone(),
             name: self.name.clone(),
             address: self.address.clone(),
+            quantitation_request: self.quantitation_request.clone(),
         }
     }
 }
@@ -324,7 +376,7 @@ fn default_poll() -> u64 {
     250
 }
 fn default_max_document() -> usize {
-    1 << 20
+    12 << 20
 }
 
 /// The admin interface (HTTP on a local address) and its users.
@@ -408,6 +460,11 @@ pub struct Laboratory {
     /// default urine only. A specimen of another type is held untested at accession.
     #[serde(default = "urine_only")]
     pub certified_specimen_types: Vec<crate::domain::rules::SpecimenType>,
+    /// Where the certified Copy 1 of a non-negative report comes from (40.97(b)(2)): `render`
+    /// (custodian renders it at release under the image as received, unless the LIMS supplied
+    /// one) or `lims` (only the LIMS's `certified-copy` document; the result waits for it).
+    #[serde(default)]
+    pub certified_copy1: crate::domain::copy1::Copy1Source,
 }
 
 fn urine_only() -> Vec<crate::domain::rules::SpecimenType> {
@@ -465,7 +522,8 @@ pub struct Log {
 }
 
 /// The top-level sections, each deserialized on its own so one bad section hides no other.
-const SECTIONS: [&str; 15] = [
+const SECTIONS: [&str; 16] = [
+    "summaries",
     "split_laboratory",
     "quarantine",
     "mro",
@@ -499,6 +557,7 @@ struct RawConfig {
     mros: Vec<MroEntry>,
     transmit: Transmit,
     split_laboratory: SplitLaboratory,
+    summaries: Summaries,
 }
 
 /// One problem with the configuration: the key and what is wrong with it.
@@ -641,8 +700,26 @@ pub fn load_with_env(
     } else {
         Some(SplitLaboratory::default())
     };
-    let (Some(mros), Some(transmit), Some(lifecycle), Some(split_laboratory), Some(quarantine)) =
-        (mros, transmit, lifecycle, split_laboratory, quarantine)
+    let summaries = if top.contains_key("summaries") {
+        section::<Summaries>(&top, "summaries", env, &mut problems)
+    } else {
+        Some(Summaries::default())
+    };
+    let (
+        Some(mros),
+        Some(transmit),
+        Some(lifecycle),
+        Some(split_laboratory),
+        Some(quarantine),
+        Some(summaries),
+    ) = (
+        mros,
+        transmit,
+        lifecycle,
+        split_laboratory,
+        quarantine,
+        summaries,
+    )
     else {
         return Err(fail(problems));
     };
@@ -679,6 +756,7 @@ pub fn load_with_env(
         mros,
         transmit,
         split_laboratory,
+        summaries,
     };
     if !problems.is_empty() {
         return Err(fail(problems));
@@ -740,8 +818,13 @@ pub fn load_with_env(
             .collect(),
         transmit: raw.transmit,
         split_laboratory: raw.split_laboratory,
+        summaries: Summaries {
+            dir: raw.summaries.dir.as_deref().map(resolve),
+            ..raw.summaries
+        },
     };
     validate(&cfg, &mut problems);
+    validate_summaries(&cfg.summaries, &mut problems);
     validate_mros(&cfg, &mut problems);
     let profiles = load_profiles(&cfg.rules.profiles_dir, &mut problems);
     validate_analyzers(&cfg, &profiles, &mut problems);
@@ -1057,6 +1140,15 @@ fn validate_mros(cfg: &Config, problems: &mut Vec<Problem>) {
         if let Err(e) = crate::trust::tls::load_key(&m.client_key) {
             problems.push(problem(format!("{at}.client_key"), e.to_string()));
         }
+        if let Some(doc) = &m.quantitation_request {
+            let t = doc.trim();
+            if t.is_empty() || t.chars().count() > 200 || t.chars().any(char::is_control) {
+                problems.push(problem(
+                    format!("{at}.quantitation_request"),
+                    "must be the reference of the MRO's written request: 1-200 characters, no control characters",
+                ));
+            }
+        }
     }
     if cfg.transmit.timeout_secs == 0 {
         problems.push(problem("transmit.timeout_secs", "must be at least 1"));
@@ -1066,6 +1158,87 @@ fn validate_mros(cfg: &Config, problems: &mut Vec<Problem>) {
     }
     if cfg.transmit.backoff_max_secs == 0 {
         problems.push(problem("transmit.backoff_max_secs", "must be at least 1"));
+    }
+}
+
+fn validate_summaries(s: &Summaries, problems: &mut Vec<Problem>) {
+    match (&s.dir, s.since) {
+        (Some(_), None) => problems.push(problem(
+            "summaries.since",
+            "needed with summaries.dir: the first day of the first period to produce (e.g. \"2026-07-01\")",
+        )),
+        (None, Some(_)) => problems.push(problem(
+            "summaries.dir",
+            "needed with summaries.since: the directory the summaries are written to",
+        )),
+        _ => {}
+    }
+    if let Some(dir) = &s.dir {
+        if dir.as_os_str().is_empty() {
+            problems.push(problem("summaries.dir", "must name a directory"));
+        } else if dir.exists() && !dir.is_dir() {
+            problems.push(problem("summaries.dir", "exists but is not a directory"));
+        }
+    }
+    if let Some(since) = s.since
+        && crate::domain::summary::Period::starting_on(since.days_since_epoch()).is_none()
+    {
+        problems.push(problem(
+            "summaries.since",
+            format!("{since} is not the first day of a period (January 1 or July 1, 40.111(a))"),
+        ));
+    }
+    if s.sweep_interval_secs == 0 {
+        problems.push(problem(
+            "summaries.sweep_interval_secs",
+            "must be at least 1",
+        ));
+    }
+    let mut owner: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for (i, c) in s.ctpa.iter().enumerate() {
+        let at = format!("summaries.ctpa[{i}]");
+        for (key, text, max) in [("name", &c.name, 100), ("address", &c.address, 300)] {
+            if text.trim().is_empty() {
+                problems.push(problem(format!("{at}.{key}"), "must not be empty"));
+            } else if text.chars().count() > max
+                || text.chars().any(|ch| ch.is_control() && ch != '\n')
+            {
+                problems.push(problem(
+                    format!("{at}.{key}"),
+                    format!("at most {max} characters, no control characters"),
+                ));
+            }
+        }
+        if c.employers.is_empty() {
+            problems.push(problem(
+                format!("{at}.employers"),
+                "must list the employer IDs (as on the CCF) this C/TPA administers",
+            ));
+        }
+        for e in &c.employers {
+            let ok = e
+                .chars()
+                .next()
+                .is_some_and(|ch| ch.is_ascii_alphanumeric())
+                && e.len() <= 64
+                && e.chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '.' | '_' | '/' | '-'));
+            if !ok {
+                problems.push(problem(
+                    format!("{at}.employers"),
+                    format!(
+                        "`{e}` is not an employer ID (1-64 letters, digits, `.`, `_`, `/`, `-`)"
+                    ),
+                ));
+            } else if let Some(first) = owner.insert(e, i)
+                && first != i
+            {
+                problems.push(problem(
+                    format!("{at}.employers"),
+                    format!("employer `{e}` is also under summaries.ctpa[{first}]: one C/TPA per employer"),
+                ));
+            }
+        }
     }
 }
 
@@ -1499,6 +1672,58 @@ keys_dir = "keys"
                 );
             }
         }
+    }
+
+    #[test]
+    fn the_summaries_section_is_checked_naming_each_key() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write_config(d.path(), GOOD);
+        let (cfg, _) = load_with_env(&p, &[]).unwrap();
+        assert_eq!(cfg.summaries, Summaries::default());
+        let good = format!(
+            "{GOOD}\n[summaries]\ndir = \"out\"\nsince = \"2026-07-01\"\n[[summaries.ctpa]]\nname = \"Example C/TPA\"\naddress = \"1 Consortium Road\"\nemployers = [\"EMP-1\", \"EMP/2\"]\n"
+        );
+        let p = write_config(d.path(), &good);
+        let (cfg, _) = load_with_env(&p, &[]).unwrap();
+        assert_eq!(cfg.summaries.dir, Some(d.path().join("out")));
+        assert_eq!(cfg.summaries.sweep_interval_secs, 3600);
+        assert_eq!(cfg.summaries.ctpa[0].employers, ["EMP-1", "EMP/2"]);
+        let keys_of = |body: &str| -> Vec<String> {
+            let p = write_config(d.path(), body);
+            let e = load_with_env(&p, &[]).unwrap_err();
+            e.problems.iter().map(|p| p.key.clone()).collect()
+        };
+        assert_eq!(
+            keys_of(&format!("{GOOD}\n[summaries]\ndir = \"out\"\n")),
+            ["summaries.since"]
+        );
+        assert_eq!(
+            keys_of(&format!("{GOOD}\n[summaries]\nsince = \"2026-07-01\"\n")),
+            ["summaries.dir"]
+        );
+        assert_eq!(
+            keys_of(&format!(
+                "{GOOD}\n[summaries]\ndir = \"out\"\nsince = \"2026-07-02\"\nsweep_interval_secs = 0\n"
+            )),
+            ["summaries.since", "summaries.sweep_interval_secs"]
+        );
+        let twice = good.replace(
+            "employers = [\"EMP-1\", \"EMP/2\"]",
+            "employers = [\"EMP-1\", \"-bad\"]\n[[summaries.ctpa]]\nname = \"\"\naddress = \"2 Road\"\nemployers = [\"EMP-1\"]",
+        );
+        assert_eq!(
+            keys_of(&twice),
+            [
+                "summaries.ctpa[0].employers",
+                "summaries.ctpa[1].name",
+                "summaries.ctpa[1].employers"
+            ]
+        );
+        std::fs::write(d.path().join("afile"), "x").unwrap();
+        assert_eq!(
+            keys_of(&good.replace("dir = \"out\"", "dir = \"afile\"")),
+            ["summaries.dir"]
+        );
     }
 
     #[test]

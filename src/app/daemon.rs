@@ -198,9 +198,16 @@ async fn run(
         analyzers,
     };
     let health = w.start_senders(&cfg, &desk)?;
-    let admin_state = w.admin_state(&cfg, &desk, &custody, users.clone(), health, prometheus);
+    let admin_state = w.admin_state(
+        &cfg,
+        &desk,
+        &custody,
+        users.clone(),
+        health.clone(),
+        prometheus,
+    );
     w.serve_admin(&cfg, admin_listener, admin_state);
-    w.spawn_background(&cfg, spool, custody);
+    w.spawn_background(&cfg, spool, custody, health);
 
     write_runtime(&cfg.store.path, &runtime)?;
     w.ready.store(true, Ordering::SeqCst);
@@ -263,6 +270,8 @@ struct Wiring {
     committer: GroupCommitter,
     profiles: Arc<ProfileSet>,
     lifecycle: Option<Arc<crate::custody::lifecycle::Settings>>,
+    /// Wakes the 40.111 production sweep (after a summary is marked sent: the gauges follow).
+    summaries_wake: Arc<tokio::sync::Notify>,
     shutdown: CancellationToken,
     ready: Arc<AtomicBool>,
     tasks: tokio::task::JoinSet<()>,
@@ -305,6 +314,7 @@ impl Wiring {
             committer,
             profiles: Arc::new(profiles),
             lifecycle: None,
+            summaries_wake: Arc::new(tokio::sync::Notify::new()),
             shutdown: CancellationToken::new(),
             ready: Arc::new(AtomicBool::new(false)),
             tasks: tokio::task::JoinSet::new(),
@@ -546,6 +556,7 @@ impl Wiring {
             clock: self.clock.clone(),
             wake: desk.wakes.clone(),
             lifecycle: lifecycle.clone(),
+            copy1_source: cfg.laboratory.certified_copy1,
         };
         let runs = crate::custody::runs::Desk::of(custody, self.clock.clone());
         let review: Arc<dyn admin::ReviewApi> = Arc::new(ReviewService {
@@ -567,7 +578,6 @@ impl Wiring {
             prometheus,
             api: Some(Arc::new(StoreApi {
                 store: self.store.clone(),
-                utc_offset_minutes: cfg.calendar.utc_offset_minutes,
             })),
             review: Some(review),
             lifecycle: Some(Arc::new(LifecycleService {
@@ -587,6 +597,12 @@ impl Wiring {
             quarantine: Some(Arc::new(QuarantineService {
                 committer: self.committer.clone(),
                 clock: self.clock.clone(),
+            })),
+            summaries: Some(Arc::new(SummariesService {
+                committer: self.committer.clone(),
+                desk: summaries_desk(cfg),
+                clock: self.clock.clone(),
+                wake: self.summaries_wake.clone(),
             })),
             runs: Some(Arc::new(RunsService {
                 desk: runs,
@@ -615,8 +631,15 @@ impl Wiring {
         });
     }
 
-    /// The LIMS spool loop, the lifecycle clocks, the quarantine's bounds and the gauges.
-    fn spawn_background(&mut self, cfg: &Config, spool: Arc<Spool>, custody: Custody) {
+    /// The LIMS spool loop, the lifecycle clocks, the quarantine's bounds, the 40.111
+    /// summaries' production (supervised) and the gauges.
+    fn spawn_background(
+        &mut self,
+        cfg: &Config,
+        spool: Arc<Spool>,
+        custody: Custody,
+        health: Arc<crate::core::health::Health>,
+    ) {
         let token = self.shutdown.clone();
         let settings = SpoolSettings {
             poll_interval: Duration::from_millis(cfg.lims.poll_interval_ms),
@@ -647,6 +670,36 @@ impl Wiring {
         self.tasks.spawn(async move {
             crate::custody::quarantine::run(committer, limits, clock, interval, token).await
         });
+        // The 40.111 summaries: at once (what closed while stopped) and every sweep interval.
+        if let Some(settings) = summaries_settings(cfg) {
+            let (token, committer, clock, wake) = (
+                self.shutdown.clone(),
+                self.committer.clone(),
+                self.clock.clone(),
+                self.summaries_wake.clone(),
+            );
+            let settings = Arc::new(settings);
+            let interval = Duration::from_secs(cfg.summaries.sweep_interval_secs);
+            self.tasks.spawn(async move {
+                crate::app::supervise::supervise(
+                    "summaries",
+                    "production".into(),
+                    health,
+                    token.clone(),
+                    move || {
+                        crate::custody::summaries::run(
+                            committer.clone(),
+                            settings.clone(),
+                            clock.clone(),
+                            interval,
+                            wake.clone(),
+                            token.clone(),
+                        )
+                    },
+                )
+                .await
+            });
+        }
         let (token, store, clock) = (
             self.shutdown.clone(),
             self.store.clone(),
@@ -1114,6 +1167,9 @@ fn release_status(e: &crate::custody::release::ReleaseError) -> u16 {
         | NoDocument
         | Superseded(_)
         | NothingToCorrect
+        | Copy1Missing(_)
+        | Copy1Mismatch(_)
+        | Changed
         | ReportIdInUse(_) => 409,
         Report(_) | BadCorrection(_) => 422,
         Signing(_) | NotDurable(_) => 503,
@@ -1164,6 +1220,7 @@ impl admin::ReviewApi for ReviewService {
                 &self.default_profile,
                 &self.releaser.laboratory,
                 &self.releaser.mros,
+                self.releaser.copy1_source,
             )
         }))
     }
@@ -1577,11 +1634,122 @@ fn report_status_json(r: &crate::custody::outbox::StoredReport) -> serde_json::V
     })
 }
 
+/// Who the 40.111 summaries come from and whom they name, from the configuration.
+pub fn summaries_desk(cfg: &Config) -> crate::custody::summaries::Desk {
+    let mut ctpa = BTreeMap::new();
+    for c in &cfg.summaries.ctpa {
+        for e in &c.employers {
+            ctpa.insert(
+                e.clone(),
+                crate::domain::summary::Identity {
+                    name: c.name.clone(),
+                    address: c.address.clone(),
+                },
+            );
+        }
+    }
+    crate::custody::summaries::Desk {
+        laboratory: crate::domain::summary::Identity {
+            name: cfg.laboratory.name.clone(),
+            address: cfg.laboratory.address.clone(),
+        },
+        ctpa,
+        certified: cfg.laboratory.certified_specimen_types.clone(),
+        utc_offset_minutes: cfg.calendar.utc_offset_minutes,
+    }
+}
+
+/// The production of the 40.111 summaries, when `[summaries]` names a directory and a start.
+pub fn summaries_settings(cfg: &Config) -> Option<crate::custody::summaries::Settings> {
+    let (Some(dir), Some(since)) = (&cfg.summaries.dir, cfg.summaries.since) else {
+        return None;
+    };
+    Some(crate::custody::summaries::Settings {
+        desk: summaries_desk(cfg),
+        dir: dir.clone(),
+        since: crate::domain::summary::Period::starting_on(since.days_since_epoch())?,
+    })
+}
+
+/// The 40.111 summaries for the admin API.
+struct SummariesService {
+    committer: GroupCommitter,
+    desk: crate::custody::summaries::Desk,
+    clock: Arc<dyn Clock>,
+    wake: Arc<tokio::sync::Notify>,
+}
+
+impl admin::SummariesApi for SummariesService {
+    fn list(&self, period: Option<&str>) -> Result<serde_json::Value, (u16, String)> {
+        let list = crate::custody::summaries::list(
+            self.committer.store(),
+            period,
+            self.desk.utc_offset_minutes,
+            self.clock.now_ms(),
+        )
+        .map_err(|e| (e.status(), e.to_string()))?;
+        serde_json::to_value(list).map_err(|e| (500, e.to_string()))
+    }
+
+    fn show(&self, id: &str) -> Result<Option<serde_json::Value>, String> {
+        crate::custody::summaries::show(
+            self.committer.store(),
+            id,
+            self.desk.utc_offset_minutes,
+            self.clock.now_ms(),
+        )
+    }
+
+    fn mark_sent<'a>(
+        &'a self,
+        id: String,
+        body: serde_json::Value,
+        user: &'a admin::auth::User,
+    ) -> admin::ActionFuture<'a> {
+        Box::pin(async move {
+            let request: crate::custody::summaries::MarkSent =
+                serde_json::from_value(body).map_err(|e| (400, format!("body: {e}")))?;
+            let r = crate::custody::summaries::mark_sent(
+                &self.committer,
+                &id,
+                &user.name,
+                request,
+                self.desk.utc_offset_minutes,
+                self.clock.now_ms(),
+            )
+            .await
+            .map_err(|e| (e.status(), e.to_string()))?;
+            self.wake.notify_one();
+            serde_json::to_value(r).map_err(|e| (500, e.to_string()))
+        })
+    }
+
+    fn request<'a>(
+        &'a self,
+        employer: String,
+        from: String,
+        to: String,
+        user: &'a admin::auth::User,
+    ) -> admin::ActionFuture<'a> {
+        Box::pin(async move {
+            crate::custody::summaries::request(
+                &self.committer,
+                &self.desk,
+                &employer,
+                &from,
+                &to,
+                &format!("user:{}", user.name),
+                self.clock.now_ms(),
+            )
+            .await
+            .map_err(|e| (e.status(), e.to_string()))
+        })
+    }
+}
+
 /// The admin API's read access to the store.
 struct StoreApi {
     store: Store,
-    /// The laboratory's offset from UTC: summaries count by its local date.
-    utc_offset_minutes: i32,
 }
 
 impl Api for StoreApi {
@@ -1603,10 +1771,6 @@ impl Api for StoreApi {
 
     fn verify_audit(&self) -> Result<serde_json::Value, String> {
         audit_json(&self.store)
-    }
-
-    fn summary(&self, employer: &str, from: &str, to: &str) -> Result<serde_json::Value, String> {
-        summary_json(&self.store, employer, from, to, self.utc_offset_minutes)
     }
 
     fn specimen_audit(&self, specimen_id: &str) -> Result<serde_json::Value, String> {
@@ -1641,28 +1805,6 @@ pub fn specimen_audit_json(store: &Store, specimen_id: &str) -> Result<serde_jso
         }
     }
     Ok(serde_json::json!({"specimen_id": specimen_id, "entries": out}))
-}
-
-/// The 40.111 disclosure for an employer and period, from every stored record.
-pub fn summary_json(
-    store: &Store,
-    employer: &str,
-    from: &str,
-    to: &str,
-    utc_offset_minutes: i32,
-) -> Result<serde_json::Value, String> {
-    let from_d = crate::domain::summary::parse_date(from).ok_or("from: not a YYYY-MM-DD date")?;
-    let to_d = crate::domain::summary::parse_date(to).ok_or("to: not a YYYY-MM-DD date")?;
-    if to_d < from_d {
-        return Err("to is before from".into());
-    }
-    let mut records = Vec::new();
-    for item in store.iter::<SpecimenRecord>(Keyspace::Specimens) {
-        let (_, r) = item.map_err(|e| e.to_string())?;
-        records.push(r);
-    }
-    let d = crate::domain::summary::summarize(&records, employer, from_d, to_d, utc_offset_minutes);
-    serde_json::to_value(d).map_err(|e| e.to_string())
 }
 
 /// A specimen record as operators see it, with its result history: each result with its run,

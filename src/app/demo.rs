@@ -608,13 +608,19 @@ fn accession_xml(id: &str, bottle_matches: bool) -> String {
   <collector-certification-signed>true</collector-certification-signed>
   <form>federal</form>
   <temperature-recorded>true</temperature-recorded>
+  <ccf-image media-type="image/png">{DEMO_CCF_PNG}</ccf-image>
 </accession>
 "#
     )
 }
 
+/// The image of Copy 1 as received that the demo's LIMS sends with each accession (a small
+/// placeholder PNG standing in for the laboratory's scan).
+const DEMO_CCF_PNG: &str = "iVBORw0KGgoAAAANSUhEUgAAAHgAAAA8CAAAAACIxiF0AAAARElEQVR42u3SQQ0AMAzEsMIZpvHn0ZHodKrkEPAnVbE6EhgMBs/A539gV4PBYPAW+E60CjYXGAwGg8FgMBgMBoPjcKgHXvFQW69Uh+MAAAAASUVORK5CYII=";
+
 /// Rewrites the example configuration for the demo's temporary directory: every listener on a
-/// free port, the store, spool and keys inside `dir`, and the demo MRO in the directory.
+/// free port, the store, spool, keys and summaries inside `dir`, and the demo MRO in the
+/// directory.
 fn write_config(example: &Path, dir: &Path, pki: &Pki, port: u16) -> Result<PathBuf, String> {
     let text =
         std::fs::read_to_string(example).map_err(|e| format!("{}: {e}", example.display()))?;
@@ -640,6 +646,7 @@ fn write_config(example: &Path, dir: &Path, pki: &Pki, port: u16) -> Result<Path
     set(&mut v, "lims", "spool_dir", s(dir.join("spool")));
     set(&mut v, "lims", "poll_interval_ms", toml::Value::Integer(50));
     set(&mut v, "signing", "keys_dir", s(dir.join("keys")));
+    set(&mut v, "summaries", "dir", s(dir.join("summaries")));
     set(
         &mut v,
         "admin",

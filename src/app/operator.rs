@@ -142,16 +142,56 @@ pub fn list_specimens(store: &Store, state: &str) -> Result<Answer, String> {
     })
 }
 
+/// `summary` on a stopped daemon's store: an employer's request (40.111(b)), audited as asked
+/// from this machine's command line (`cli:USER`).
 pub fn summary(
     store: &Store,
+    desk: &crate::custody::summaries::Desk,
     employer: &str,
     from: &str,
     to: &str,
-    utc_offset_minutes: i32,
 ) -> Result<Answer, String> {
-    let v = crate::app::daemon::summary_json(store, employer, from, to, utc_offset_minutes)?;
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    let now = crate::core::clock::Clock::now_ms(&crate::core::clock::SystemClock);
+    let v = crate::custody::summaries::request_offline(
+        store,
+        desk,
+        employer,
+        from,
+        to,
+        &format!("cli:{user}"),
+        now,
+    )
+    .map_err(|e| e.to_string())?;
     let failed = v.get("kind").and_then(|k| k.as_str()) == Some("not_enough_testing");
     Ok(Answer { json: v, failed })
+}
+
+/// `summaries list` on a stopped daemon's store.
+pub fn list_summaries(
+    store: &Store,
+    period: Option<&str>,
+    utc_offset_minutes: i32,
+) -> Result<Answer, String> {
+    let now = crate::core::clock::Clock::now_ms(&crate::core::clock::SystemClock);
+    let list = crate::custody::summaries::list(store, period, utc_offset_minutes, now)
+        .map_err(|e| e.to_string())?;
+    Ok(Answer {
+        json: serde_json::to_value(list).map_err(|e| e.to_string())?,
+        failed: false,
+    })
+}
+
+/// `summaries show ID` on a stopped daemon's store.
+pub fn show_summary(store: &Store, id: &str, utc_offset_minutes: i32) -> Result<Answer, String> {
+    let now = crate::core::clock::Clock::now_ms(&crate::core::clock::SystemClock);
+    match crate::custody::summaries::show(store, id, utc_offset_minutes, now)? {
+        Some(v) => Ok(Answer {
+            json: v,
+            failed: false,
+        }),
+        None => Err("no such summary".into()),
+    }
 }
 
 pub fn verify_audit(store: &Store) -> Result<Answer, String> {

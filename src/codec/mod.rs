@@ -1,6 +1,7 @@
 //! Pure bytes <-> typed values: MLLP framing, HL7 v2 (our guard, escapes, ACKs, ORU mapping),
-//! LIMS XML documents. No I/O, no store. May import: core, domain (the types a parse yields).
+//! LIMS XML documents, the certified Copy 1 of the CCF as a PDF. No I/O, no store. May import: core, domain (the types a parse yields).
 
+pub mod copy1;
 pub mod hl7;
 pub mod lims;
 pub mod mllp;

@@ -1,5 +1,6 @@
-//! What custody reports: releases, corrected reports, lifecycle clocks, rejected runs. Each
-//! struct writes its metrics (and log line, where it has one). Labels: clock kinds only.
+//! What custody reports: releases, corrected reports, lifecycle clocks, rejected runs, the
+//! 40.111 summaries. Each struct writes its metrics (and log line, where it has one). Labels:
+//! clock kinds, recipients (employer, dot) and outcomes only.
 
 use crate::core::telemetry::{InternalEvent, Metric};
 use tracing::info;
@@ -31,6 +32,16 @@ pub const QUARANTINE_DROPPED: Metric = Metric::counter(
     "quarantined records dropped by the sweep, by reason (age, records, bytes: the bound exceeded)",
 );
 
+pub const SUMMARIES_RECORDED: Metric = Metric::counter(
+    "custodian_summaries_recorded_total",
+    "summaries",
+    "40.111 summaries recorded by the production sweep, by recipient (employer, dot) and outcome (produced: written to summaries.dir; suppressed: fewer than five results, 40.111(a)(2))",
+);
+pub const SUMMARIES_OVERDUE: Metric = Metric::gauge(
+    "custodian_summaries_overdue",
+    "summaries",
+    "40.111 summaries past their due date (employer: Jan 20 / Jul 20; dot: Jan 31 / Jul 31), by recipient and state (unsent: produced, not marked sent; not_produced: the period's results are not all released), after each sweep",
+);
 pub const RUNS_REJECTED: Metric = Metric::counter(
     "custodian_runs_rejected_total",
     "runs",
@@ -44,6 +55,8 @@ pub const METRICS: &[Metric] = &[
     CLOCKS_DUE,
     CLOCKS_FIRED,
     QUARANTINE_DROPPED,
+    SUMMARIES_RECORDED,
+    SUMMARIES_OVERDUE,
     RUNS_REJECTED,
 ];
 
@@ -118,5 +131,34 @@ pub struct QuarantineDropped {
 impl InternalEvent for QuarantineDropped {
     fn emit(self) {
         metrics::counter!(QUARANTINE_DROPPED.name, "reason" => self.reason).increment(self.count);
+    }
+}
+
+/// A 40.111 summary was recorded durably: `outcome` produced or suppressed.
+pub struct SummaryRecorded {
+    pub recipient: &'static str,
+    pub outcome: &'static str,
+}
+
+impl InternalEvent for SummaryRecorded {
+    fn emit(self) {
+        metrics::counter!(SUMMARIES_RECORDED.name, "recipient" => self.recipient, "outcome" => self.outcome)
+            .increment(1);
+    }
+}
+
+/// After a production sweep: the summaries of `recipient` past their due date.
+pub struct SummariesOverdue {
+    pub recipient: &'static str,
+    pub unsent: u64,
+    pub not_produced: u64,
+}
+
+impl InternalEvent for SummariesOverdue {
+    fn emit(self) {
+        metrics::gauge!(SUMMARIES_OVERDUE.name, "recipient" => self.recipient, "state" => "unsent")
+            .set(self.unsent as f64);
+        metrics::gauge!(SUMMARIES_OVERDUE.name, "recipient" => self.recipient, "state" => "not_produced")
+            .set(self.not_produced as f64);
     }
 }

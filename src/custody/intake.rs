@@ -100,6 +100,65 @@ pub struct Custody {
     certified: Arc<[SpecimenType]>,
 }
 
+/// An image of CCF Copy 1 written in the same transaction as the change that names it, with
+/// its audit entry (media type, size and SHA-256; never content).
+#[derive(Clone)]
+pub struct ImageWrite {
+    pub specimen_id: String,
+    /// `received` or `certified`.
+    pub kind: &'static str,
+    pub meta: crate::domain::copy1::ImageMeta,
+    pub data: Arc<Vec<u8>>,
+}
+
+impl ImageWrite {
+    /// An image with its metadata (hash and size computed here).
+    pub fn new(
+        specimen_id: &str,
+        kind: &'static str,
+        media_type: crate::domain::copy1::MediaType,
+        data: Vec<u8>,
+        source: crate::domain::copy1::ImageSource,
+        now_ms: u64,
+    ) -> ImageWrite {
+        ImageWrite {
+            specimen_id: specimen_id.to_string(),
+            kind,
+            meta: crate::domain::copy1::ImageMeta {
+                media_type,
+                sha256: crate::domain::copy1::sha256_hex(&data),
+                bytes: data.len() as u64,
+                source,
+                received_at_ms: now_ms,
+            },
+            data: Arc::new(data),
+        }
+    }
+
+    fn write(&self, tx: &mut Tx<'_>, actor: &str, now: u64) -> Result<(), store::TxError> {
+        tx.put_raw_bytes(
+            Keyspace::Images,
+            &store::image_key(&self.specimen_id, self.kind),
+            &self.data,
+        )?;
+        tx.audit(
+            AuditEntry::new(
+                now,
+                short(actor),
+                format!("ccf_image_{}", self.kind),
+                self.specimen_id.as_str(),
+            )
+            .after(format!(
+                "{}; {} bytes; sha256 {}",
+                self.meta.media_type.key(),
+                self.meta.bytes,
+                self.meta.sha256
+            )),
+        )?;
+        Ok(())
+    }
+}
+
 /// One specimen's change inside a transaction.
 type Change = Arc<
     dyn Fn(&mut SpecimenRecord, &ProfileSet, &str, u64) -> Result<(), ChangeErrorOrUnknown>
@@ -193,31 +252,108 @@ impl Custody {
             raw,
             vec![(specimen_id.to_string(), change, true)],
             fingerprint,
+            Vec::new(),
         )
         .await
     }
 
     /// An accession (CCF Copy 1 and the accessioning findings).
+    /// `image` is the image of Copy 1 as received, when the accession carries one: stored in the
+    /// same transaction, its hash in the audit entry.
     pub async fn accession(
         &self,
         document: &str,
         raw: Vec<u8>,
         specimen_id: &str,
         accession: Accession,
+        image: Option<(crate::domain::copy1::MediaType, Vec<u8>)>,
     ) -> Result<Applied, IngestError> {
         let accession = Arc::new(accession);
         let certified = self.certified.clone();
+        let image = image.map(|(media, data)| {
+            ImageWrite::new(
+                specimen_id,
+                "received",
+                media,
+                data,
+                crate::domain::copy1::ImageSource::Accession {
+                    document: document.to_string(),
+                },
+                self.clock.now_ms(),
+            )
+        });
+        let meta = image.as_ref().map(|i| i.meta.clone());
         let change: Change = Arc::new(move |rec, profiles, default, now| {
             rec.attach_accession_for((*accession).clone(), profiles, default, &certified, now)
-                .map_err(ChangeErrorOrUnknown::Change)
+                .map_err(ChangeErrorOrUnknown::Change)?;
+            if let Some(m) = &meta {
+                rec.ccf_image = Some(m.clone());
+            }
+            Ok(())
         });
-        self.apply(
+        let reference = document_key(document, &raw);
+        self.apply_with(
             "lims".into(),
-            document_key(document, &raw),
+            reference.clone(),
             "lims".into(),
             "accessioned",
             raw,
             vec![(specimen_id.to_string(), change, true)],
+            reference,
+            image.into_iter().collect(),
+        )
+        .await
+    }
+
+    /// The certified Copy 1 the LIMS produced after certification (40.97(b)(2)): stored with its
+    /// statement (specimen ID, results, signer) in one transaction, the image's hash audited. The
+    /// specimen must be accessioned and not yet released; a later copy replaces an earlier one
+    /// (both stay in the audit log). Checked against the verdict at release.
+    pub async fn certified_copy(
+        &self,
+        document: &str,
+        raw: Vec<u8>,
+        specimen_id: &str,
+        results: Vec<crate::domain::rules::ResultCategory>,
+        certifying_scientist: String,
+        image: (crate::domain::copy1::MediaType, Vec<u8>),
+    ) -> Result<Applied, IngestError> {
+        let write = ImageWrite::new(
+            specimen_id,
+            "certified",
+            image.0,
+            image.1,
+            crate::domain::copy1::ImageSource::Lims {
+                document: document.to_string(),
+            },
+            self.clock.now_ms(),
+        );
+        let meta = crate::domain::copy1::CertifiedCopyMeta {
+            image: write.meta.clone(),
+            specimen_id: specimen_id.to_string(),
+            results,
+            certifying_scientist,
+        };
+        let change: Change = Arc::new(move |rec, _profiles, _default, _now| {
+            if rec.accession.is_none() {
+                return Err(ChangeErrorOrUnknown::UnknownSpecimen);
+            }
+            if rec.release.is_some() {
+                return Err(ChangeErrorOrUnknown::Change(ChangeError::AlreadyReleased));
+            }
+            rec.certified_copy1 = Some(meta.clone());
+            Ok(())
+        });
+        let reference = document_key(document, &raw);
+        self.apply_with(
+            "lims".into(),
+            reference.clone(),
+            "lims".into(),
+            "certified_copy_received",
+            raw,
+            vec![(specimen_id.to_string(), change, false)],
+            reference,
+            vec![write],
         )
         .await
     }
@@ -371,8 +507,17 @@ impl Custody {
     ) -> Result<Applied, IngestError> {
         // A LIMS document's reference is the hash of its bytes: the content is the key.
         let fingerprint = reference.clone();
-        self.apply_with(source, reference, actor, action, raw, changes, fingerprint)
-            .await
+        self.apply_with(
+            source,
+            reference,
+            actor,
+            action,
+            raw,
+            changes,
+            fingerprint,
+            Vec::new(),
+        )
+        .await
     }
 
     /// Applies changes once per (source, reference). `fingerprint` says what the input meant: a
@@ -387,6 +532,7 @@ impl Custody {
         raw: Vec<u8>,
         changes: Vec<(String, Change, bool)>,
         fingerprint: String,
+        images: Vec<ImageWrite>,
     ) -> Result<Applied, IngestError> {
         let now = self.clock.now_ms();
         let profiles = self.profiles.clone();
@@ -430,6 +576,9 @@ impl Custody {
                         }
                         tx.audit(entry)?;
                         touched.push((specimen_id.clone(), after));
+                    }
+                    for image in &images {
+                        image.write(tx, &actor, now)?;
                     }
                     tx.put_raw_bytes(Keyspace::Raw, &dkey, &raw)?;
                     tx.put(

@@ -14,11 +14,14 @@
 //!
 //! Kinds:
 //! - [`ClockKind::Correction`] (40.83(e)–(g)): when a specimen becomes `held`, its window ends at
-//!   the close of the Nth business day (the profile's `correction_window`, 5) after the day the
-//!   laboratory received it (the accession's receipt date, laboratory time). On expiry the
-//!   specimen is marked `correction_expired` and re-evaluated: rejected for (e) and (g),
-//!   reported for (f). A correction in time releases the hold and removes the entry; a firing
-//!   that finds the specimen no longer held changes nothing.
+//!   the close of the Nth business day (the profile's `correctable.business_days`, 5) after the
+//!   day the laboratory initiated action to correct the flaw (the accession's
+//!   `correction-initiated-on`, else the day custody stored the accession, laboratory time).
+//!   On expiry the specimen is marked `correction_expired` and re-evaluated: each flaw not
+//!   corrected by then is expired, and rejects for (e) and (g) or is reported for (f); a flaw
+//!   corrected in time never rejects. A correction in time of the last open flaw releases the
+//!   hold and removes the entry; a firing that finds the specimen no longer held changes
+//!   nothing.
 //! - [`ClockKind::Retention`] (40.99, 40.109): when a result is released the [`Retention`] of
 //!   the specimen is created and the clock set to the next instant an item becomes
 //!   discardable. On expiry the specimen joins the discardable index ([`discardable`]) and the
@@ -96,8 +99,11 @@ impl Settings {
     }
 }
 
-/// The correction window of a held record: from the day the laboratory received the specimen
-/// (the CCF's receipt date; the day custody recorded the accession if that is unreadable).
+/// The correction window of a held record: from "the date on which you initiated action to
+/// correct the flaw" (40.83(e)(1), (g)(1)), which is the accession document's
+/// `correction-initiated-on` when the LIMS gave it, else the day custody stored the accession
+/// (the laboratory's first record of the flaw, laboratory time). Never the CCF's receipt date:
+/// an accession stored days after receipt must not find its window already closed.
 pub fn correction_window(rec: &SpecimenRecord, s: &Settings) -> Option<CorrectionWindow> {
     let acc = rec.accession.as_ref()?;
     let days = rec
@@ -105,12 +111,14 @@ pub fn correction_window(rec: &SpecimenRecord, s: &Settings) -> Option<Correctio
         .as_ref()
         .and_then(|e| e.verdict.hold.as_ref())
         .map(|h| h.business_days)?;
-    let started = acc
-        .ccf
-        .received_on
-        .parse::<Date>()
-        .unwrap_or_else(|_| Date::at_instant(acc.received_at_ms, s.utc_offset_minutes));
+    let started = window_start(acc, s.utc_offset_minutes);
     s.calendar.correction_window(started, days)
+}
+
+/// The day the correction window of `acc` counts from (see [`correction_window`]).
+fn window_start(acc: &crate::domain::specimen::Accession, utc_offset_minutes: i32) -> Date {
+    acc.correction_initiated_on
+        .unwrap_or_else(|| Date::at_instant(acc.received_at_ms, utc_offset_minutes))
 }
 
 /// Called in every custody transaction after a record changed: starts the correction clock
@@ -834,7 +842,15 @@ fn request_tx(
             };
             retention_release(tx, &mut rec, s, release, now_ms)?
         }
-        RequestKind::Quantitation => quantitation(&mut rec, s)?,
+        RequestKind::Quantitation => quantitation(
+            tx,
+            &mut rec,
+            s,
+            &req.document_ref,
+            &req.recorded_by,
+            now_ms,
+            &mut notify,
+        )?,
         RequestKind::SplitTest { second_laboratory } => {
             let request = SplitRequest {
                 document_ref: req.document_ref.clone(),
@@ -935,23 +951,104 @@ fn retention_release(
     Ok(retention_view(rec, s).unwrap_or_default())
 }
 
-/// The MRO's request for quantitative values (40.97(e)), before the report.
+/// The MRO's written request for quantitative values (40.97(e)). Before the report: on file,
+/// and the verdict re-evaluated so the report carries the values. After release (a released
+/// verdict never changes): a supplementary report with the values the request adds, signed and
+/// queued to the same MRO in this transaction (`supplements` names the released report); when
+/// the released report already carries every value (today's edition reports them, 40.97(a)),
+/// nothing is sent and the request is refused with that reason.
 fn quantitation(
+    tx: &mut Tx<'_>,
     rec: &mut SpecimenRecord,
     s: &Settings,
+    document: &str,
+    recorded_by: &str,
+    now_ms: u64,
+    notify: &mut Option<String>,
 ) -> Result<serde_json::Value, Abort<LifecycleError>> {
-    if rec.release.is_some() {
+    let Some(release) = rec.release.clone() else {
+        rec.mro_requested_quantitation = true;
+        rec.quantitation_request = Some("case-by-case".into());
+        rec.reevaluate(&s.profiles, &s.default_profile)
+            .map_err(refused)?;
+        return Ok(serde_json::json!({
+            "specimen_id": rec.specimen_id,
+            "mro_requested_quantitation": true,
+            "state": rec.state.key(),
+        }));
+    };
+    if let Some(sent) = rec.supplements.last() {
+        return Err(refused(format!(
+            "the quantitative values were already sent in supplementary report {sent} (40.97(e)); nothing to supplement"
+        )));
+    }
+    let profile = profile_of(rec, s)?;
+    let mut probe = rec.clone();
+    probe.mro_requested_quantitation = true;
+    let input = probe.engine_input_for(Some(profile));
+    let verdict = crate::domain::rules::evaluate(profile, &input).map_err(refused)?;
+    let reported = rec.evaluation.as_ref().map(|e| &e.verdict);
+    if reported.map(|v| &v.results) != Some(&verdict.results) {
         return Err(refused(
-            "the result was already released: a request for quantitation (40.97(e)) applies before the report; a corrected report would be needed",
+            "the results evaluated now differ from the released report: a released verdict never changes; no supplement is sent",
         ));
     }
+    if reported.map(|v| &v.quantitations) == Some(&verdict.quantitations) {
+        return Err(refused(format!(
+            "released report {} already carries every quantitative value this request asks for (40.97(e)); nothing to supplement",
+            release.report_id
+        )));
+    }
+    let desk = s.notices.as_ref().ok_or_else(|| {
+        refused("no report signing is configured: the supplementary report cannot be sent")
+    })?;
+    let values = verdict
+        .quantitations
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                crate::domain::report::Quantitation {
+                    value: v.normalize(),
+                    unit: crate::domain::report::unit_of(k).map(str::to_string),
+                },
+            )
+        })
+        .collect();
+    let queued = crate::custody::notices::queue_supplement(
+        tx,
+        desk,
+        &release.report_id,
+        values,
+        now_ms,
+        recorded_by,
+    )?
+    .map_err(|e: NoticeError| {
+        refused(format!(
+            "the supplementary report with the quantitative values (40.97(e)) cannot be sent: {e}"
+        ))
+    })?;
+    *notify = Some(queued.mro_id.clone());
     rec.mro_requested_quantitation = true;
-    rec.reevaluate(&s.profiles, &s.default_profile)
-        .map_err(refused)?;
+    rec.quantitation_request = Some(format!("case-by-case: {document}"));
+    rec.supplements.push(queued.report_id.clone());
+    tx.audit(
+        AuditEntry::new(
+            now_ms,
+            "system",
+            "supplement_released",
+            rec.specimen_id.as_str(),
+        )
+        .before(format!("report {}", release.report_id))
+        .after(format!(
+            "supplementary report {}; sha256 {}",
+            queued.report_id, queued.content_sha256
+        )),
+    )?;
     Ok(serde_json::json!({
         "specimen_id": rec.specimen_id,
-        "mro_requested_quantitation": true,
-        "state": rec.state.key(),
+        "supplement": queued,
+        "supplements": release.report_id,
     }))
 }
 

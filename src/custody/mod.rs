@@ -1,8 +1,9 @@
 //! Custody: every change to what the laboratory holds, as one store transaction with its audit
 //! entry: intake of analyzer and LIMS data, the lifecycle clocks and written requests, review
-//! and release, analytical runs and their QC, the split laboratory, the outbox. May import:
-//! core, domain, codec, trust, store.
+//! and release, analytical runs and their QC, the split laboratory, the outbox, the 40.111
+//! summaries. May import: core, domain, codec, trust, store.
 
+pub mod copy1;
 pub mod events;
 pub mod intake;
 pub mod lifecycle;
@@ -13,6 +14,7 @@ pub mod records;
 pub mod release;
 pub mod runs;
 pub mod split_lab;
+pub mod summaries;
 
 pub use intake::{
     Applied, ChangeErrorOrUnknown, Custody, DedupeMark, IngestError, QuarantineRecord,

@@ -355,6 +355,7 @@ mod tests {
                         id: "MRO-1".into(),
                         name: "Dr. Pat Example, MD".into(),
                         address: "100 Example Way".into(),
+                        quantitation_request: None,
                     },
                 )]
                 .into_iter()
@@ -402,4 +403,84 @@ mod tests {
         let bad = serde_json::json!({"Employer": {"name": "X"}});
         assert!(assert_no_donor_identity(&bad).is_err());
     }
+}
+
+/// The payload of a report this laboratory signed (a compact JWS from its own store).
+fn own_payload(jws: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    let middle = jws.split('.').nth(1)?;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(middle)
+        .ok()
+}
+
+/// The supplementary report of 40.97(e) under the 2001 edition: the MRO's case-by-case written
+/// request for quantitative values arrives after the report was released. The released report
+/// (read back from the store) is sent again with the values, a new report id, `supplements`
+/// naming the released one and the time it was prepared; everything else — results, the
+/// certifying scientist who certified them, the certified Copy 1 — is the released report's.
+/// Signed and queued to the same MRO in the caller's transaction.
+pub fn queue_supplement(
+    tx: &mut Tx<'_>,
+    desk: &NoticeDesk,
+    released_report_id: &str,
+    quantitations: std::collections::BTreeMap<String, crate::domain::report::Quantitation>,
+    at_ms: u64,
+    recorded_by: &str,
+) -> Result<Result<Queued, NoticeError>, TxError> {
+    let Some(stored) =
+        tx.get::<outbox::StoredReport>(Keyspace::Reports, released_report_id.as_bytes())?
+    else {
+        return Ok(Err(NoticeError::Build(format!(
+            "released report {released_report_id} is not in the store"
+        ))));
+    };
+    let Some(original) = own_payload(&stored.jws)
+        .and_then(|b| serde_json::from_slice::<crate::domain::report::Report>(&b).ok())
+    else {
+        return Ok(Err(NoticeError::Build(format!(
+            "released report {released_report_id} cannot be read back"
+        ))));
+    };
+    let Some(signer) = &desk.signer else {
+        return Ok(Err(NoticeError::NoSigner));
+    };
+    let report_id = format!("Q-{}-{at_ms}", original.specimen_id);
+    if tx
+        .get::<outbox::StoredReport>(Keyspace::Reports, report_id.as_bytes())?
+        .is_some()
+    {
+        return Ok(Err(NoticeError::ReportIdInUse(report_id)));
+    }
+    let mut supplement = original;
+    supplement.report_id = report_id.clone();
+    supplement.replaces = None;
+    supplement.supplements = Some(released_report_id.to_string());
+    supplement.released_at = crate::core::clock::rfc3339(at_ms);
+    supplement.quantitations = quantitations;
+    let bytes = supplement.to_bytes();
+    let sha = supplement.content_sha256();
+    let (jws, kid) = match signer.sign(&bytes) {
+        Ok(x) => x,
+        Err(e) => return Ok(Err(NoticeError::Signing(e))),
+    };
+    outbox::enqueue(
+        tx,
+        outbox::Signed {
+            report_id: report_id.clone(),
+            specimen_id: supplement.specimen_id.clone(),
+            mro_id: stored.mro_id.clone(),
+            jws,
+            kid,
+            content_sha256: sha.clone(),
+            released_at_ms: at_ms,
+            released_by: recorded_by.to_string(),
+            replaces: None,
+        },
+    )?;
+    Ok(Ok(Queued {
+        report_id,
+        mro_id: stored.mro_id,
+        content_sha256: sha,
+    }))
 }

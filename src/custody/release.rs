@@ -57,6 +57,14 @@ pub enum ReleaseError {
     },
     #[error("batch release is for negative results only; specimen {0} is not negative")]
     NotNegative(String),
+    #[error("the report is held: the certified Copy 1 is missing: {0}")]
+    Copy1Missing(String),
+    #[error("the report is held: the certified Copy 1 does not match: {0}")]
+    Copy1Mismatch(String),
+    #[error(
+        "the specimen changed while its release was prepared; nothing was stored; try the release again"
+    )]
+    Changed,
     #[error("the report cannot be built: {0}")]
     Report(String),
     #[error("the report cannot be signed: {0}")]
@@ -115,6 +123,8 @@ pub struct Releaser {
     /// Retention starts with the release (40.99(a)): its record and clock are written in the
     /// release transaction.
     pub lifecycle: Arc<crate::custody::lifecycle::Settings>,
+    /// Where the certified Copy 1 of a non-negative result comes from.
+    pub copy1_source: crate::domain::copy1::Copy1Source,
 }
 
 impl Releaser {
@@ -134,6 +144,22 @@ impl Releaser {
         let scientist = scientist.to_string();
         let ids = specimen_ids.clone();
         let lifecycle = self.lifecycle.clone();
+        // The certified Copy 1 of every non-negative result is rendered (or the LIMS's copy
+        // checked) before the transaction, from the record as it is now; the transaction then
+        // takes it only if the record did not change meanwhile (rendering never holds up the
+        // group commit).
+        let mut copies = BTreeMap::new();
+        for (n, id) in ids.iter().enumerate() {
+            let release = report::Release {
+                report_id: format!("R-{id}-{now}-{n}"),
+                released_at_ms: now,
+                certifying_scientist: scientist.clone(),
+                replaces: None,
+            };
+            if let Some(c) = self.prepare_copy(id, &release)? {
+                copies.insert(id.clone(), c);
+            }
+        }
         let r = self
             .committer
             .submit(
@@ -164,6 +190,14 @@ impl Releaser {
                         if let Some(problem) = destination_problem(&rec, &mros) {
                             return Err(Abort::Domain(problem));
                         }
+                        let as_prepared = rec.updated_at_ms;
+                        apply_general_request(
+                            &mut rec,
+                            &mros,
+                            &lifecycle.profiles,
+                            &lifecycle.default_profile,
+                        )
+                        .map_err(|e| Abort::Domain(ReleaseError::Report(e)))?;
                         let report_id = format!("R-{id}-{now}-{n}");
                         let rel = report::Release {
                             report_id: report_id.clone(),
@@ -171,8 +205,10 @@ impl Releaser {
                             certifying_scientist: scientist.clone(),
                             replaces: None,
                         };
-                        let built = report::build(&lab, &rec, &rel)
+                        let mut built = report::build(&lab, &rec, &rel)
                             .map_err(|e| Abort::Domain(ReleaseError::Report(e.to_string())))?;
+                        built.ccf_copy1 = take_copy(&copies, id, as_prepared, &built)?;
+                        let copy_sha = copy_note(&built);
                         let sha = built.content_sha256();
                         let (jws, kid) = signer
                             .sign(&built.to_bytes())
@@ -206,7 +242,9 @@ impl Releaser {
                         tx.audit(
                             AuditEntry::new(now, who, "released", id.as_str())
                                 .before(State::ReadyForReview.key())
-                                .after(format!("{MEANING}; report {report_id}; sha256 {sha}")),
+                                .after(format!(
+                                    "{MEANING}; report {report_id}; sha256 {sha}{copy_sha}"
+                                )),
                         )?;
                         out.push(Released {
                             specimen_id: id.clone(),
@@ -271,6 +309,9 @@ impl Releaser {
         let scientist = scientist.to_string();
         let old_id = report_id.to_string();
         let amendment = request.ccf;
+        let store = self.committer.store().clone();
+        let utc_offset = self.lifecycle.utc_offset_minutes;
+        let copy1_source = self.copy1_source;
         let r = self
             .committer
             .submit(
@@ -337,8 +378,21 @@ impl Releaser {
                         certifying_scientist: scientist.clone(),
                         replaces: Some(old_id.clone()),
                     };
-                    let built = report::build(&lab, &rec, &rel)
+                    let mut built = report::build(&lab, &rec, &rel)
                         .map_err(|e| Abort::Domain(ReleaseError::Report(e.to_string())))?;
+                    // The corrected report carries a certified Copy 1 of its own (its report id
+                    // and CCF data are new). Corrections are rare: rendered here, in the
+                    // transaction, from images that never change once stored.
+                    built.ccf_copy1 = crate::custody::copy1::certified_copy(
+                        &store,
+                        &rec,
+                        &built,
+                        now,
+                        utc_offset,
+                        copy1_source,
+                    )
+                    .map_err(|p| Abort::Domain(copy_error(p)))?;
+                    let copy_sha = copy_note(&built);
                     let sha = built.content_sha256();
                     let (jws, kid) = signer
                         .sign(&built.to_bytes())
@@ -385,7 +439,7 @@ impl Releaser {
                         AuditEntry::new(now, who, "report_corrected", id.as_str())
                             .before(format!("report {old_id}; ccf fields {}", fields.join(",")))
                             .after(format!(
-                                "{MEANING_CORRECTED}; report {new_id}; sha256 {sha}"
+                                "{MEANING_CORRECTED}; report {new_id}; sha256 {sha}{copy_sha}"
                             )),
                     )?;
                     Ok(Corrected {
@@ -529,6 +583,122 @@ pub fn destination_problem(
     None
 }
 
+/// A certified Copy 1 prepared before a release transaction: for the record as it was then.
+#[derive(Debug, Clone)]
+pub struct PreparedCopy {
+    pub updated_at_ms: u64,
+    pub copy: report::CcfCopy1,
+}
+
+/// The prepared certified Copy 1 a report needs, if its result is non-negative: refused when the
+/// record changed since it was prepared (the copy would certify something else).
+fn take_copy(
+    copies: &BTreeMap<String, PreparedCopy>,
+    id: &str,
+    updated_at_ms: u64,
+    built: &report::Report,
+) -> Result<Option<report::CcfCopy1>, Abort<ReleaseError>> {
+    if !crate::domain::copy1::required_for(&built.results) {
+        return Ok(None);
+    }
+    match copies.get(id) {
+        Some(p) if p.updated_at_ms == updated_at_ms => Ok(Some(p.copy.clone())),
+        _ => Err(Abort::Domain(ReleaseError::Changed)),
+    }
+}
+
+/// The audit note of a report's certified Copy 1: its hash, which the signature covers.
+fn copy_note(built: &report::Report) -> String {
+    built
+        .ccf_copy1
+        .as_ref()
+        .map(|c| format!("; ccf_copy1 {} sha256 {}", c.media_type.key(), c.sha256))
+        .unwrap_or_default()
+}
+
+fn copy_error(p: crate::custody::copy1::Copy1Problem) -> ReleaseError {
+    use crate::custody::copy1::Copy1Problem as P;
+    match p {
+        P::Mismatch(why) => ReleaseError::Copy1Mismatch(why),
+        P::Store(e) => ReleaseError::NotDurable(e),
+        other => ReleaseError::Copy1Missing(other.to_string()),
+    }
+}
+
+impl Releaser {
+    /// Builds the report `release` would produce from the record as stored now and, for a
+    /// non-negative result, its certified Copy 1. `None` when no copy is needed or the record is
+    /// not releasable (the transaction then refuses it with the precise reason).
+    fn prepare_copy(
+        &self,
+        id: &str,
+        release: &report::Release,
+    ) -> Result<Option<PreparedCopy>, ReleaseError> {
+        let store = self.committer.store();
+        let Ok(Some(mut rec)) = crate::custody::records::read_specimen(store, id) else {
+            return Ok(None);
+        };
+        let as_prepared = rec.updated_at_ms;
+        if rec.state != State::ReadyForReview
+            || apply_general_request(
+                &mut rec,
+                &self.mros,
+                &self.lifecycle.profiles,
+                &self.lifecycle.default_profile,
+            )
+            .is_err()
+        {
+            return Ok(None);
+        }
+        let Ok(built) = report::build(&self.laboratory, &rec, release) else {
+            return Ok(None);
+        };
+        let copy = crate::custody::copy1::certified_copy(
+            store,
+            &rec,
+            &built,
+            release.released_at_ms,
+            self.lifecycle.utc_offset_minutes,
+            self.copy1_source,
+        )
+        .map_err(copy_error)?;
+        Ok(copy.map(|copy| PreparedCopy {
+            updated_at_ms: as_prepared,
+            copy,
+        }))
+    }
+}
+
+/// Applies the MRO's general written request for quantitative values (40.97(e)), on file in the
+/// MRO directory, to a specimen about to be reported: recorded on the record
+/// (`quantitation_request`) and the verdict re-evaluated, so the values the request covers are
+/// in the report. Before release only; nothing changes when a request is already on file or the
+/// MRO has none. `Ok(true)` when it applied.
+pub fn apply_general_request(
+    rec: &mut SpecimenRecord,
+    mros: &BTreeMap<String, Mro>,
+    profiles: &crate::domain::rules::ProfileSet,
+    default_profile: &str,
+) -> Result<bool, String> {
+    if rec.release.is_some() || rec.mro_requested_quantitation {
+        return Ok(false);
+    }
+    let document = rec
+        .accession
+        .as_ref()
+        .and_then(|a| a.ccf.mro.id.as_deref())
+        .and_then(|id| mros.get(id))
+        .and_then(|m| m.quantitation_request.clone());
+    let Some(document) = document else {
+        return Ok(false);
+    };
+    rec.mro_requested_quantitation = true;
+    rec.quantitation_request = Some(format!("general: {document}"));
+    rec.reevaluate(profiles, default_profile)
+        .map_err(|e| e.to_string())?;
+    Ok(true)
+}
+
 /// What a certifying scientist sees for one specimen in the queue.
 pub fn review_item(
     rec: &SpecimenRecord,
@@ -536,8 +706,12 @@ pub fn review_item(
     default_profile: &str,
     lab: &Laboratory,
     mros: &BTreeMap<String, Mro>,
+    copy1_source: crate::domain::copy1::Copy1Source,
 ) -> serde_json::Value {
-    let _ = default_profile;
+    // What the report will carry: the MRO's general request for quantitation applies at release.
+    let mut shown = rec.clone();
+    let _ = apply_general_request(&mut shown, mros, profiles, default_profile);
+    let rec = &shown;
     let profile_name = rec.profile_name().map(str::to_string);
     let profile = profile_name.as_deref().and_then(|n| profiles.get(n));
     let input = rec.engine_input_for(profile);
@@ -564,7 +738,11 @@ pub fn review_item(
         .unwrap_or_default();
     let hold_reason = rec
         .held_because(profile)
-        .or_else(|| destination_problem(rec, mros).map(|e| e.to_string()));
+        .or_else(|| destination_problem(rec, mros).map(|e| e.to_string()))
+        .or_else(|| {
+            crate::custody::copy1::review_problem(rec, copy1_source)
+                .map(|p| format!("the certified Copy 1 cannot be made: {p}"))
+        });
     let history = rec.analysis(profile);
     let draft = report::build(
         lab,
@@ -588,6 +766,9 @@ pub fn review_item(
         "validity": input.validity,
         "accession_findings": rec.accession.as_ref().map(|a| &a.findings),
         "corrections": rec.corrections,
+        "ccf_image": rec.ccf_image,
+        "certified_copy1": rec.certified_copy1,
+        "quantitation_request": rec.quantitation_request,
         "results": history.views,
         "result_conflicts": history.conflicts,
         "retests_open": rec.open_retests(),

@@ -4,6 +4,7 @@
 //! May import: core.
 
 pub mod calendar;
+pub mod copy1;
 pub mod lifecycle;
 pub mod parties;
 pub mod report;

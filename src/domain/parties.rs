@@ -18,6 +18,9 @@ pub struct Mro {
     pub id: String,
     pub name: String,
     pub address: String,
+    /// The MRO's general written request for quantitative values (40.97(e) of the 2001
+    /// edition): the reference of the document on file; it covers every result to this MRO.
+    pub quantitation_request: Option<String>,
 }
 
 /// A party named on the CCF.

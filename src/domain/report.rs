@@ -72,6 +72,29 @@ pub struct Quantitation {
     pub unit: Option<String>,
 }
 
+/// The certified Copy 1 inside a report (`ccf_copy1` of the delivery contract): the image, its
+/// media type and its SHA-256, so the release signature over the report covers the image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CcfCopy1 {
+    pub media_type: crate::domain::copy1::MediaType,
+    /// Hex SHA-256 of the image's bytes.
+    pub sha256: String,
+    /// The image, base64 (standard alphabet, padded).
+    pub data: String,
+}
+
+impl CcfCopy1 {
+    pub fn new(media_type: crate::domain::copy1::MediaType, bytes: &[u8]) -> CcfCopy1 {
+        use base64::Engine;
+        CcfCopy1 {
+            media_type,
+            sha256: crate::domain::copy1::sha256_hex(bytes),
+            data: base64::engine::general_purpose::STANDARD.encode(bytes),
+        }
+    }
+}
+
 /// The payload of the signed report. Field order is the contract's order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -79,6 +102,10 @@ pub struct Report {
     pub report_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replaces: Option<String>,
+    /// The released report this one adds to without replacing (the values of a case-by-case
+    /// request for quantitation after release, 40.97(e) under the 2001 edition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supplements: Option<String>,
     /// (A)
     pub laboratory: LabParty,
     /// (B)
@@ -115,6 +142,12 @@ pub struct Report {
     pub remarks: Vec<String>,
     /// The rule profile (edition of Part 40) applied.
     pub profile: String,
+    /// `urine` or `oral_fluid` (40.97(a) today reports the specimen type).
+    pub specimen_type: crate::domain::rules::SpecimenType,
+    /// The certified Copy 1 (40.97(b)(2)): required for every non-negative result, set at
+    /// release (see `custody::release`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ccf_copy1: Option<CcfCopy1>,
 }
 
 /// Why a report cannot be built. Names keys and states, never donor data.
@@ -221,6 +254,7 @@ pub fn build(
     Ok(Report {
         report_id: release.report_id.clone(),
         replaces: release.replaces.clone(),
+        supplements: None,
         laboratory,
         employer,
         mro,
@@ -238,6 +272,8 @@ pub fn build(
         quantitations,
         remarks: verdict.remarks.clone(),
         profile: required(&evaluation.profile, "profile")?,
+        specimen_type: accession.specimen_type,
+        ccf_copy1: None,
     })
 }
 

@@ -9,7 +9,6 @@
 //! is open. A rejected specimen is ready for review at once (a certifying scientist signs it).
 
 use crate::domain::rules::{self, Correction, Profile, ProfileSet, Program, SpecimenType, Verdict};
-use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -67,6 +66,10 @@ pub struct Ccf {
     pub donor_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason_for_test: Option<String>,
+    /// The DOT agency of Step 1 (`fmcsa`, `faa`, `fra`, `fta`, `phmsa`, `uscg`), if the LIMS
+    /// gave it: the summary to DOT counts by it (40.111(d), Appendix E item 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dot_agency: Option<String>,
     pub collector: Party,
     /// ISO date of collection.
     pub collected_on: String,
@@ -222,7 +225,13 @@ pub struct Accession {
     pub specimen_type: SpecimenType,
     /// The LIMS document it came from.
     pub document: String,
+    /// When custody stored the accession: the laboratory's first record of its flaws.
     pub received_at_ms: u64,
+    /// The day the laboratory initiated action to correct a correctable flaw, when the LIMS
+    /// gave it (40.83(e)(1), (g)(1)): the correction window counts from it, else from the day
+    /// of `received_at_ms` (never from the CCF's receipt date).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correction_initiated_on: Option<crate::domain::calendar::Date>,
 }
 
 pub use crate::domain::results::{
@@ -240,6 +249,32 @@ pub struct CorrectionEntry {
     pub document: String,
     pub recorded_by: String,
     pub received_at_ms: u64,
+}
+
+/// Where the correction of one correctable flaw stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FlawStatus {
+    /// Not corrected yet; the correction window is open.
+    Open,
+    /// Corrected by the document named (40.205(b), 40.208).
+    Corrected,
+    /// The correction window closed without a correction of this flaw.
+    Expired,
+}
+
+/// One correctable flaw of the accession (40.83(e)–(g)) and its own state: flaws are corrected
+/// one by one, and each decides the outcome by its own state (a corrected flaw never rejects).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlawState {
+    pub flaw: rules::accessioning::Flaw,
+    pub status: FlawStatus,
+    /// The correcting document (`corrected` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub document: Option<String>,
+    /// When the correction was received, or when the window's expiry was applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_ms: Option<u64>,
 }
 
 /// The verdict as last evaluated, with the profile that decided it.
@@ -403,9 +438,14 @@ pub struct SpecimenRecord {
     pub retests: Vec<Retest>,
     #[serde(default)]
     pub corrections: Vec<CorrectionEntry>,
-    /// The correction window ran out (set by the lifecycle clock).
+    /// The correction window ran out (set by the lifecycle clock): every flaw not corrected
+    /// by then is expired.
     #[serde(default)]
     pub correction_expired: bool,
+    /// Each correctable flaw of the accession and its state, as of the last evaluation (absent
+    /// on records stored before flaws were tracked one by one, until their next evaluation).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flaws: Vec<FlawState>,
     /// 40.97(e): the MRO's written request for quantitative values is on file.
     #[serde(default)]
     pub mro_requested_quantitation: bool,
@@ -434,6 +474,19 @@ pub struct SpecimenRecord {
     /// Operator re-assignments of the edition, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub edition_changes: Vec<EditionChange>,
+    /// The image of Copy 1 as received (its bytes are in the store's image keyspace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ccf_image: Option<crate::domain::copy1::ImageMeta>,
+    /// The certified Copy 1 the LIMS supplied after certification, when it supplies one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certified_copy1: Option<crate::domain::copy1::CertifiedCopyMeta>,
+    /// The MRO's written request for quantitative values on file (40.97(e)): `case-by-case`, or
+    /// `general: <document>` for the MRO's general request in the directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantitation_request: Option<String>,
+    /// Supplementary reports sent after release (their report ids, oldest first).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub supplements: Vec<String>,
     pub state: State,
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
@@ -495,6 +548,7 @@ impl SpecimenRecord {
             retests: Vec::new(),
             corrections: Vec::new(),
             correction_expired: false,
+            flaws: Vec::new(),
             mro_requested_quantitation: false,
             evaluation: None,
             retest_requested: None,
@@ -503,6 +557,10 @@ impl SpecimenRecord {
             lifecycle: Default::default(),
             edition: None,
             edition_changes: Vec::new(),
+            ccf_image: None,
+            certified_copy1: None,
+            quantitation_request: None,
+            supplements: Vec::new(),
             state: State::AwaitingAccession,
             created_at_ms: now_ms,
             updated_at_ms: now_ms,
@@ -890,14 +948,20 @@ impl SpecimenRecord {
             s.accession = a.findings.clone();
         }
         self.analysis(profile).fill(&self.results, &mut s);
-        let open = rules::accessioning::open_flaws(&s.accession);
-        if !open.is_empty() {
-            let corrected = |flaw: &rules::accessioning::Flaw| {
-                self.corrections.iter().any(|c| c.flaw == flaw.key())
-            };
-            s.accession.correction = if open.iter().all(corrected) {
+        let flaws = self.flaw_states(&s.accession);
+        if !flaws.is_empty() {
+            for f in &flaws {
+                let c = match f.status {
+                    FlawStatus::Open => Correction::None,
+                    FlawStatus::Corrected => Correction::Corrected,
+                    FlawStatus::Expired => Correction::Expired,
+                };
+                s.accession.flaw_corrections.insert(f.flaw, c);
+            }
+            // The case-level summary (every flaw corrected, or some expired).
+            s.accession.correction = if flaws.iter().all(|f| f.status == FlawStatus::Corrected) {
                 Correction::Corrected
-            } else if self.correction_expired {
+            } else if flaws.iter().any(|f| f.status == FlawStatus::Expired) {
                 Correction::Expired
             } else {
                 Correction::None
@@ -905,6 +969,42 @@ impl SpecimenRecord {
         }
         s.mro_requested_quantitation = self.mro_requested_quantitation;
         s
+    }
+
+    /// Each correctable flaw the findings show, with its own state: corrected when a correction
+    /// of it was recorded (the first one names the document), else expired once the window ran
+    /// out, else open.
+    pub fn flaw_states(&self, findings: &rules::Accession) -> Vec<FlawState> {
+        let expired_at = self
+            .lifecycle
+            .correction
+            .as_ref()
+            .and_then(|c| c.expired_at_ms);
+        rules::accessioning::open_flaws(findings)
+            .into_iter()
+            .map(
+                |flaw| match self.corrections.iter().find(|c| c.flaw == flaw.key()) {
+                    Some(c) => FlawState {
+                        flaw,
+                        status: FlawStatus::Corrected,
+                        document: Some(c.document.clone()),
+                        at_ms: Some(c.received_at_ms),
+                    },
+                    None if self.correction_expired => FlawState {
+                        flaw,
+                        status: FlawStatus::Expired,
+                        document: None,
+                        at_ms: expired_at,
+                    },
+                    None => FlawState {
+                        flaw,
+                        status: FlawStatus::Open,
+                        document: None,
+                        at_ms: None,
+                    },
+                },
+            )
+            .collect()
     }
 
     /// Re-runs the rules engine under the specimen's own edition and moves the state. Before
@@ -925,6 +1025,10 @@ impl SpecimenRecord {
             return Err(ChangeError::ResultsNotLoaded);
         }
         self.pin_legacy_edition(default_profile);
+        self.flaws = match &self.accession {
+            Some(a) => self.flaw_states(&a.findings),
+            None => Vec::new(),
+        };
         if self.accession.is_none() {
             self.evaluation = None;
             self.state = State::AwaitingAccession;
@@ -987,11 +1091,9 @@ impl SpecimenRecord {
             .classes
             .iter()
             .all(|c| input.initial.contains_key(&c.key));
-        // 40.91(a),(b): creatinine and pH on every specimen; specific gravity when creatinine < 20.
-        let validity_done = input.validity.creatinine.is_some()
-            && input.validity.ph.is_some()
-            && (input.validity.creatinine >= Some(Decimal::from(20))
-                || input.validity.specific_gravity.is_some());
+        // Every validity test the edition requires (its `[[validity_test]]` list: 40.91 in 2001,
+        // 40.87 today, with the oxidizing-adulterant test; none for oral fluid).
+        let validity_done = self.missing_validity_tests(profile, input).is_empty();
         if !panel_screened || !validity_done {
             return State::Screened;
         }
@@ -1025,6 +1127,27 @@ impl SpecimenRecord {
     }
 }
 
+impl SpecimenRecord {
+    /// The keys of the validity tests `profile` requires of this specimen that are not done
+    /// yet, for the engine input `input` (see [`rules::validity::missing_tests`]); an
+    /// interference check on file counts for the test it names.
+    pub fn missing_validity_tests<'p>(
+        &self,
+        profile: &'p Profile,
+        input: &rules::Specimen,
+    ) -> Vec<&'p str> {
+        let checked = |target: &str| {
+            self.results.iter().any(|r| {
+                r.bottle == Bottle::A && r.kind == ResultKind::Interference && r.target == target
+            })
+        };
+        rules::validity::missing_tests(profile, &input.validity, &checked)
+            .into_iter()
+            .map(|t| t.key.as_str())
+            .collect()
+    }
+}
+
 fn in_panel(r: &ResultEntry, profile: &Profile) -> bool {
     match r.kind {
         ResultKind::Initial => profile.class_for_target(&r.target).is_some(),
@@ -1049,6 +1172,7 @@ fn check_in_panel(r: &ResultEntry, profile: &Profile) -> Result<(), ChangeError>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rust_decimal::Decimal;
     use std::str::FromStr;
 
     fn profiles() -> ProfileSet {
@@ -1094,6 +1218,7 @@ mod tests {
             specimen_type: Default::default(),
             document: "acc-1.xml".into(),
             received_at_ms: 1,
+            correction_initiated_on: None,
         }
     }
 
@@ -1104,6 +1229,8 @@ mod tests {
             .collect();
         v.push(result(ResultKind::Validity, "creatinine", "80", at));
         v.push(result(ResultKind::Validity, "ph", "6.5", at));
+        // The oxidizing-adulterant test (40.91(c)): nitrite.
+        v.push(result(ResultKind::Validity, "nitrite", "0", at));
         v
     }
 
@@ -1114,7 +1241,7 @@ mod tests {
         r.attach_results(screen_negative(5), &p, "part40-2001", 5)
             .unwrap();
         assert_eq!(r.state, State::AwaitingAccession);
-        assert_eq!(r.results.len(), 7);
+        assert_eq!(r.results.len(), 8);
         r.attach_accession(accession(), &p, "part40-2001", 6)
             .unwrap();
         assert_eq!(r.state, State::ReadyForReview);
@@ -1181,12 +1308,16 @@ mod tests {
         assert_eq!(r.state, State::Held, "6.5 and 2 disagree");
         assert_eq!(r.engine_input().validity.ph, None, "neither is read");
         let why = r.held_because(None).unwrap();
-        assert!(why.contains("#6 6.5") && why.contains("#7 2"), "{why}");
+        assert!(why.contains("#6 6.5") && why.contains("#8 2"), "{why}");
         let mut b = result(ResultKind::Validity, "nitrite", "900", 4);
         b.bottle = Bottle::B;
         r.attach_results(vec![b], &p, "part40-2001", 4).unwrap();
-        assert_eq!(r.engine_input().validity.nitrite, None);
-        r.mark_not_reportable(7, "sample short", "Dr. A", &p, "part40-2001", 5)
+        assert_eq!(
+            r.engine_input().validity.nitrite,
+            Some(Decimal::ZERO),
+            "bottle B's 900 is never read"
+        );
+        r.mark_not_reportable(8, "sample short", "Dr. A", &p, "part40-2001", 5)
             .unwrap();
         assert_eq!(
             r.engine_input().validity.ph,
@@ -1194,8 +1325,8 @@ mod tests {
         );
         assert_eq!(r.state, State::ReadyForReview);
         assert_eq!(
-            r.mark_not_reportable(7, "again", "Dr. A", &p, "part40-2001", 6),
-            Err(ChangeError::AlreadyMarked(7))
+            r.mark_not_reportable(8, "again", "Dr. A", &p, "part40-2001", 6),
+            Err(ChangeError::AlreadyMarked(8))
         );
         assert_eq!(
             r.mark_not_reportable(99, "x", "Dr. A", &p, "part40-2001", 6),
@@ -1543,5 +1674,290 @@ mod tests {
             2,
         )
         .unwrap();
+    }
+
+    fn correction(flaw: &str, doc: &str, at: u64) -> CorrectionEntry {
+        CorrectionEntry {
+            flaw: flaw.into(),
+            document: doc.into(),
+            recorded_by: "lims".into(),
+            received_at_ms: at,
+        }
+    }
+
+    /// Unsigned Step 4 certification (40.83(e)) and no temperature statement (40.83(f)).
+    fn two_flaws() -> Accession {
+        let mut a = accession();
+        a.findings.collector_certification_signed = false;
+        a.findings.temperature_recorded = false;
+        a
+    }
+
+    fn statuses(r: &SpecimenRecord) -> Vec<(&'static str, FlawStatus)> {
+        r.flaws.iter().map(|f| (f.flaw.key(), f.status)).collect()
+    }
+
+    #[test]
+    fn flaws_are_corrected_one_by_one_and_a_corrected_flaw_never_rejects() {
+        let p = profiles();
+        let mut r = SpecimenRecord::new("F1", 0);
+        r.attach_accession(two_flaws(), &p, "part40-2001", 1)
+            .unwrap();
+        assert_eq!(r.state, State::Held);
+        assert_eq!(
+            statuses(&r),
+            [
+                ("collector_certification", FlawStatus::Open),
+                ("temperature", FlawStatus::Open)
+            ]
+        );
+        r.attach_correction(
+            correction("collector_certification", "memo-1", 2),
+            &p,
+            "part40-2001",
+            2,
+        )
+        .unwrap();
+        // Still held, for the temperature alone.
+        assert_eq!(r.state, State::Held);
+        let hold = r.evaluation.as_ref().unwrap().verdict.hold.clone().unwrap();
+        assert!(hold.reason.contains("temperature"), "{}", hold.reason);
+        assert!(!hold.reason.contains("signature"), "{}", hold.reason);
+        assert_eq!(r.flaws[0].status, FlawStatus::Corrected);
+        assert_eq!(r.flaws[0].document.as_deref(), Some("memo-1"));
+        assert_eq!(r.flaws[0].at_ms, Some(2));
+        r.attach_results(screen_negative(3), &p, "part40-2001", 3)
+            .unwrap();
+        assert_eq!(r.state, State::Held);
+
+        // The window runs out: the temperature flaw expires, the corrected signature stays
+        // corrected, and the result is reported (40.83(f)(2)), not rejected.
+        r.correction_expired = true;
+        r.reevaluate(&p, "part40-2001").unwrap();
+        assert_eq!(
+            statuses(&r),
+            [
+                ("collector_certification", FlawStatus::Corrected),
+                ("temperature", FlawStatus::Expired)
+            ]
+        );
+        let v = &r.evaluation.as_ref().unwrap().verdict;
+        assert_eq!(v.results, [rules::ResultCategory::Negative]);
+        assert!(v.hold.is_none());
+        assert!(
+            v.remarks
+                .iter()
+                .any(|x| x.contains("corrected by signed statement")),
+            "{:?}",
+            v.remarks
+        );
+        assert!(
+            v.remarks.iter().any(|x| x
+                .contains("not corrected within 5 business days; result reported (40.83(f)(2))")),
+            "{:?}",
+            v.remarks
+        );
+        assert_eq!(r.state, State::ReadyForReview);
+
+        // The other way round: the temperature corrected, the signature not: rejected, and the
+        // remark names the signature only.
+        let mut r = SpecimenRecord::new("F2", 0);
+        r.attach_accession(two_flaws(), &p, "part40-2001", 1)
+            .unwrap();
+        r.attach_correction(correction("temperature", "memo-2", 2), &p, "part40-2001", 2)
+            .unwrap();
+        r.correction_expired = true;
+        r.reevaluate(&p, "part40-2001").unwrap();
+        let v = &r.evaluation.as_ref().unwrap().verdict;
+        assert_eq!(v.results, [rules::ResultCategory::Rejected]);
+        assert_eq!(v.remarks.len(), 1, "{:?}", v.remarks);
+        assert!(v.remarks[0].contains("40.83(e)"), "{:?}", v.remarks);
+        assert_eq!(
+            statuses(&r),
+            [
+                ("collector_certification", FlawStatus::Expired),
+                ("temperature", FlawStatus::Corrected)
+            ]
+        );
+
+        // Both corrected one by one before the window closed: tested, nothing expires later.
+        let mut r = SpecimenRecord::new("F3", 0);
+        r.attach_accession(two_flaws(), &p, "part40-2001", 1)
+            .unwrap();
+        r.attach_correction(correction("temperature", "memo-3", 2), &p, "part40-2001", 2)
+            .unwrap();
+        assert_eq!(r.state, State::Held);
+        r.attach_correction(
+            correction("collector_certification", "memo-4", 3),
+            &p,
+            "part40-2001",
+            3,
+        )
+        .unwrap();
+        assert_eq!(r.state, State::Accessioned);
+        assert!(r.flaws.iter().all(|f| f.status == FlawStatus::Corrected));
+    }
+
+    #[test]
+    fn records_without_per_flaw_state_stay_readable() {
+        let p = profiles();
+        let mut r = SpecimenRecord::new("F4", 0);
+        r.attach_accession(two_flaws(), &p, "part40-2001", 1)
+            .unwrap();
+        let mut stored = serde_json::to_value(&r).unwrap();
+        assert_eq!(stored["flaws"][1]["flaw"], "temperature");
+        assert_eq!(stored["flaws"][1]["status"], "open");
+        // The findings never carry the per-flaw state (it is the record's).
+        assert!(
+            stored["accession"]["findings"]
+                .get("flaw_corrections")
+                .is_none()
+        );
+        // A record stored before flaws were tracked one by one.
+        stored.as_object_mut().unwrap().remove("flaws");
+        let mut old: SpecimenRecord = serde_json::from_value(stored).unwrap();
+        assert!(old.flaws.is_empty());
+        old.reevaluate(&p, "part40-2001").unwrap();
+        assert_eq!(old.flaws, r.flaws);
+        // A record without flaws writes no `flaws` key.
+        let clean = SpecimenRecord::new("F5", 0);
+        assert!(serde_json::to_value(&clean).unwrap().get("flaws").is_none());
+    }
+
+    fn ready_with(profile: &str, validity: &[(ResultKind, &str, &str)]) -> (State, Vec<String>) {
+        let p = profiles();
+        let mut a = accession();
+        a.profile = Some(profile.into());
+        let mut r = SpecimenRecord::new("V", 0);
+        r.attach_accession(a, &p, "part40-2001", 1).unwrap();
+        let mut results: Vec<ResultEntry> = p
+            .get(profile)
+            .unwrap()
+            .classes
+            .iter()
+            .map(|c| result(ResultKind::Initial, &c.key, "1", 2))
+            .collect();
+        for (k, t, v) in validity {
+            results.push(result(*k, t, v, 2));
+        }
+        r.attach_results(results, &p, "part40-2001", 2).unwrap();
+        let input = r.engine_input_for(p.get(profile));
+        let missing = r
+            .missing_validity_tests(p.get(profile).unwrap(), &input)
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        (r.state, missing)
+    }
+
+    #[test]
+    fn ready_for_review_needs_every_validity_test_of_the_edition() {
+        use ResultKind::{Adulterant, Interference, Validity};
+        let cr = |v: &'static str| (Validity, "creatinine", v);
+        let ph = (Validity, "ph", "6.5");
+        let nit = (Validity, "nitrite", "0");
+        let sg = (Validity, "specific_gravity", "1.0150");
+        for edition in ["part40-2001", "part40-2023"] {
+            // Creatinine, pH, SG but no oxidizing-adulterant test: not ready.
+            let (state, missing) = ready_with(edition, &[cr("80"), ph, sg]);
+            assert_eq!(state, State::Screened, "{edition}");
+            assert_eq!(missing, ["oxidizing_adulterant"], "{edition}");
+            // With the nitrite test: ready.
+            assert_eq!(
+                ready_with(edition, &[cr("80"), ph, nit]),
+                (State::ReadyForReview, vec![]),
+                "{edition}"
+            );
+            // Specific gravity only when creatinine is below 20 mg/dL: at 20 not needed, just
+            // below it needed.
+            assert_eq!(
+                ready_with(edition, &[cr("20"), ph, nit]).0,
+                State::ReadyForReview,
+                "{edition}"
+            );
+            assert_eq!(
+                ready_with(edition, &[cr("19.9"), ph, nit]),
+                (State::Screened, vec!["specific_gravity".to_string()]),
+                "{edition}"
+            );
+            assert_eq!(
+                ready_with(edition, &[cr("19.9"), ph, nit, sg]).0,
+                State::ReadyForReview,
+                "{edition}"
+            );
+            // No pH, no creatinine.
+            assert_eq!(ready_with(edition, &[cr("80"), nit]).1, ["ph"], "{edition}");
+            assert_eq!(
+                ready_with(edition, &[ph, nit]).1,
+                ["creatinine"],
+                "{edition}"
+            );
+            // An oxidant identified (chromium(VI)) or an oxidant interference check on file is
+            // an oxidizing-adulterant test done.
+            assert_eq!(
+                ready_with(edition, &[cr("80"), ph, (Adulterant, "chromium_vi", "1")]).0,
+                State::ReadyForReview,
+                "{edition}"
+            );
+            assert_eq!(
+                ready_with(edition, &[cr("80"), ph, (Interference, "oxidant", "1")]).0,
+                State::ReadyForReview,
+                "{edition}"
+            );
+            // Another substance is no oxidant test.
+            assert_eq!(
+                ready_with(
+                    edition,
+                    &[cr("80"), ph, (Adulterant, "glutaraldehyde", "1")]
+                )
+                .1,
+                ["oxidizing_adulterant"],
+                "{edition}"
+            );
+        }
+    }
+
+    #[test]
+    fn oral_fluid_needs_no_validity_test_and_editions_differ_in_data() {
+        let mut p = profiles();
+        p.insert(
+            rules::Profile::parse(
+                include_str!("../../config/profiles/part40-2023-oral-fluid.toml"),
+                Some("part40-2023-oral-fluid"),
+            )
+            .unwrap(),
+        );
+        let of = p.get("part40-2023-oral-fluid").unwrap();
+        assert!(of.validity_tests.is_empty());
+        let cites = |name: &str| -> Vec<String> {
+            p.get(name)
+                .unwrap()
+                .validity_tests
+                .iter()
+                .map(|t| t.cite.clone())
+                .collect()
+        };
+        assert_eq!(cites("part40-2001").last().unwrap(), "40.91(c)");
+        assert_eq!(cites("part40-2023").last().unwrap(), "40.87(c)");
+
+        let mut a = dated("2026-03-02");
+        a.specimen_type = SpecimenType::OralFluid;
+        let mut r = SpecimenRecord::new("OF", 0);
+        r.attach_accession_for(
+            a,
+            &p,
+            "part40-2001",
+            &[SpecimenType::Urine, SpecimenType::OralFluid],
+            1,
+        )
+        .unwrap();
+        assert_eq!(r.profile_name(), Some("part40-2023-oral-fluid"));
+        let screen: Vec<ResultEntry> = of
+            .classes
+            .iter()
+            .map(|c| result(ResultKind::Initial, &c.key, "0", 2))
+            .collect();
+        r.attach_results(screen, &p, "part40-2001", 2).unwrap();
+        assert_eq!(r.state, State::ReadyForReview);
     }
 }

@@ -78,25 +78,57 @@ impl Cause {
 /// Whether Bottle B can be sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BottleB {
-    /// Sealed and sufficient. `labelled` is the letter on the bottle ("A" when the labels were
-    /// swapped, 40.83(h)(1)(ii)).
+    /// Sealed and sufficient. `labelled` is the letter printed on the physical bottle that is
+    /// the split ("A" when the labels were swapped, 40.83(h)(1)(ii), or when the sealed primary
+    /// became the split, 40.83(h)(1)(iii)); `redesignation` says why that bottle is the split
+    /// when it is not the one the collector sealed as Bottle B.
     Available {
         labelled: &'static str,
+        redesignation: Option<String>,
     },
     Unavailable(Vec<Cause>),
 }
 
 /// Bottle B as accessioning found it, plus what the laboratory found since (`found_later`, e.g.
 /// a leak in the freezer).
+///
+/// After a redesignation of 40.83(h)(1) the bottles change roles:
+/// - (i) the primary leaked, or (iv) its seal is broken: the other bottle was tested as the
+///   primary and what is left as "Bottle B" is the leaked or unsealed primary bottle, which is
+///   no split (40.175(d)(1) ships the split "with the seal intact"): unavailable;
+/// - (ii) the labels were swapped: nothing moved; the split is the bottle labelled A;
+/// - (iii) the laboratory opened the split instead of the primary, and the primary is still
+///   sealed: the sealed primary bottle is the split from now on (relabelled B under
+///   40.83(h)(2)), available if it holds enough and did not leak.
 pub fn bottle_b(
     findings: &rules::Accession,
     split_collected: bool,
     found_later: &[Cause],
 ) -> BottleB {
     use rules::accessioning::{Redesignation, redesignations};
+    let redesig = redesignations(findings);
+    let swapped = redesig.contains(&Redesignation::LabelsSwapped);
+    let consumed = redesig.iter().find(|r| {
+        matches!(
+            r,
+            Redesignation::PrimaryLeaked | Redesignation::PrimarySealBroken
+        )
+    });
+    let primary_is_split =
+        consumed.is_none() && redesig.contains(&Redesignation::OtherBottleOpened);
     let mut causes = Vec::new();
     if !split_collected {
         causes.push(Cause::NeverCollected);
+    } else if let Some(r) = consumed {
+        causes.push(Cause::UsedByRedesignation(r.cite().to_string()));
+    } else if primary_is_split {
+        // The bottle the collector sealed as the primary: its seal is intact (40.83(h)(1)(iii)).
+        if findings.primary_leaked {
+            causes.push(Cause::Leaked);
+        }
+        if !findings.primary_sufficient {
+            causes.push(Cause::Insufficient);
+        }
     } else {
         match findings.split_seal {
             SplitSeal::Absent => causes.push(Cause::DidNotAccompany),
@@ -107,22 +139,34 @@ pub fn bottle_b(
             causes.push(Cause::Insufficient);
         }
     }
-    let redesig = redesignations(findings);
-    if let Some(r) = redesig.iter().find(|r| **r != Redesignation::LabelsSwapped) {
-        causes.push(Cause::UsedByRedesignation(r.cite().to_string()));
-    }
     for c in found_later {
         if !causes.contains(c) {
             causes.push(c.clone());
         }
     }
-    if causes.is_empty() {
-        let swapped = redesig.contains(&Redesignation::LabelsSwapped);
-        BottleB::Available {
-            labelled: if swapped { "A" } else { "B" },
-        }
-    } else {
-        BottleB::Unavailable(causes)
+    if !causes.is_empty() {
+        return BottleB::Unavailable(causes);
+    }
+    // The letter printed on the bottle that is the split: the collector's B, unless the
+    // labels were swapped; the other letter when the primary bottle became the split.
+    let (labelled, redesignation) = match (primary_is_split, swapped) {
+        (false, false) => ("B", None),
+        (false, true) => (
+            "A",
+            Some("labels swapped at collection: the bottle labelled A is the split (40.83(h)(1)(ii))".to_string()),
+        ),
+        (true, false) => (
+            "A",
+            Some("the split was opened instead of the primary: the still-sealed primary bottle, labelled A and relabelled B, is the split (40.83(h)(1)(iii), (h)(2))".to_string()),
+        ),
+        (true, true) => (
+            "B",
+            Some("labels swapped at collection and the split opened instead of the primary: the still-sealed primary bottle, labelled B, is the split (40.83(h)(1)(ii), (iii), (h)(2))".to_string()),
+        ),
+    };
+    BottleB::Available {
+        labelled,
+        redesignation,
     }
 }
 
@@ -782,6 +826,7 @@ mod tests {
             },
             donor_id: Some(SSN.into()),
             reason_for_test: Some("random".into()),
+            dot_agency: None,
             collector: Party {
                 name: "Carl Collector".into(),
                 ..Party::default()
@@ -830,6 +875,7 @@ mod tests {
                 specimen_type: Default::default(),
                 document: "acc-1.xml".into(),
                 received_at_ms: 1,
+                correction_initiated_on: None,
             },
             &p,
             "part40-2001",
@@ -1087,6 +1133,150 @@ mod tests {
                 .redesignation
                 .unwrap()
                 .contains("40.83(h)(1)(ii)")
+        );
+    }
+
+    #[test]
+    fn split_opened_by_mistake_leaves_the_sealed_primary_as_the_split() {
+        // 40.83(h)(1)(iii): the laboratory opened Bottle B instead of the primary, which is
+        // still sealed; Bottle B holds enough and is tested as the primary. The bottle the
+        // collector sealed as A is the split now, so a verified positive can be reconfirmed.
+        let findings = rules::Accession {
+            split_opened_instead: true,
+            split_seal: SplitSeal::Broken,
+            ..rules::Accession::default()
+        };
+        let record = positive_with(findings, ccf());
+        let v = &record.evaluation.as_ref().unwrap().verdict;
+        assert!(v.redesignated);
+        assert_eq!(v.results, [ResultCategory::Positive]);
+        let p = package(answer(&record, &[]));
+        assert_eq!(
+            (
+                p.manifest.bottle.as_str(),
+                p.manifest.labelled.as_str(),
+                p.manifest.seal.as_str()
+            ),
+            ("B", "A", "intact")
+        );
+        let why = p.manifest.redesignation.unwrap();
+        assert!(why.contains("40.83(h)(1)(iii)"), "{why}");
+        assert!(why.contains("still-sealed primary bottle"), "{why}");
+        // Bottle B's seal as found does not matter: it was opened and is the primary now.
+        let intact = rules::Accession {
+            split_opened_instead: true,
+            ..rules::Accession::default()
+        };
+        assert!(matches!(
+            bottle_b(&intact, true, &[]),
+            BottleB::Available { labelled: "A", .. }
+        ));
+        // With the labels swapped as well, the sealed primary carries the letter B.
+        let both = rules::Accession {
+            labels_swapped: true,
+            ..intact.clone()
+        };
+        match bottle_b(&both, true, &[]) {
+            BottleB::Available {
+                labelled,
+                redesignation,
+            } => {
+                assert_eq!(labelled, "B");
+                let why = redesignation.unwrap();
+                assert!(why.contains("40.83(h)(1)(ii), (iii)"), "{why}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn each_redesignation_of_40_83_h_1_decides_what_is_left_as_the_split() {
+        let with = |f: fn(&mut rules::Accession)| {
+            let mut a = rules::Accession::default();
+            f(&mut a);
+            bottle_b(&a, true, &[])
+        };
+        let used = |cite: &str| BottleB::Unavailable(vec![Cause::UsedByRedesignation(cite.into())]);
+        // (i) the primary leaked: what is left as B is the leaked primary bottle.
+        assert_eq!(with(|a| a.primary_leaked = true), used("40.83(h)(1)(i)"));
+        // (ii) labels swapped: nothing moved, the bottle labelled A is the split.
+        assert!(matches!(
+            with(|a| a.labels_swapped = true),
+            BottleB::Available {
+                labelled: "A",
+                redesignation: Some(_)
+            }
+        ));
+        // (iii) the split opened instead, primary sealed: the primary bottle is the split ...
+        assert!(matches!(
+            with(|a| a.split_opened_instead = true),
+            BottleB::Available {
+                labelled: "A",
+                redesignation: Some(_)
+            }
+        ));
+        // ... unless it is short or leaked out of its seal (the leak without an intact other
+        // bottle is no (i); with one, (i) used the other bottle as the primary).
+        assert_eq!(
+            with(|a| {
+                a.split_opened_instead = true;
+                a.primary_sufficient = false;
+            }),
+            BottleB::Unavailable(vec![Cause::Insufficient])
+        );
+        assert_eq!(
+            with(|a| {
+                a.split_opened_instead = true;
+                a.split_seal = SplitSeal::Broken;
+                a.primary_leaked = true;
+            }),
+            BottleB::Unavailable(vec![Cause::Leaked])
+        );
+        assert_eq!(
+            with(|a| {
+                a.split_opened_instead = true;
+                a.primary_leaked = true;
+            }),
+            used("40.83(h)(1)(i)")
+        );
+        // (iv) the primary's seal is broken: what is left is the unsealed primary bottle.
+        assert_eq!(
+            with(|a| a.primary_seal = rules::Seal::Broken),
+            used("40.83(h)(1)(iv)")
+        );
+        // Just past (iii): the primary is not sealed either, and the opened split is no sealed
+        // bottle for (iv): no redesignation; Bottle B stays the split, found unsealed.
+        assert_eq!(
+            with(|a| {
+                a.split_opened_instead = true;
+                a.primary_seal = rules::Seal::Broken;
+                a.split_seal = SplitSeal::Broken;
+            }),
+            BottleB::Unavailable(vec![Cause::SealBroken])
+        );
+        // Just past (iii) the other way: Bottle B holds too little to be tested as the primary,
+        // so it is not redesignated (and is itself insufficient).
+        assert_eq!(
+            with(|a| {
+                a.split_opened_instead = true;
+                a.split_sufficient = false;
+            }),
+            BottleB::Unavailable(vec![Cause::Insufficient])
+        );
+        // Something found later (a leak in the freezer) still makes the new split unavailable.
+        let mut a = rules::Accession {
+            split_opened_instead: true,
+            ..rules::Accession::default()
+        };
+        assert_eq!(
+            bottle_b(&a, true, &[Cause::Leaked]),
+            BottleB::Unavailable(vec![Cause::Leaked])
+        );
+        // No split collected: nothing to redesignate into a split.
+        a.split_seal = SplitSeal::Absent;
+        assert_eq!(
+            bottle_b(&a, false, &[]),
+            BottleB::Unavailable(vec![Cause::NeverCollected])
         );
     }
 

@@ -85,7 +85,11 @@ pub fn handle_request(
         document_ref: request.document_ref.clone(),
         received_at_ms: request.received_at_ms,
     };
-    let labelled = match bottle_b(&accession.findings, ccf.split_collected, found_later) {
+    let (labelled, redesignation) = match bottle_b(
+        &accession.findings,
+        ccf.split_collected,
+        found_later,
+    ) {
         BottleB::Unavailable(causes) => {
             let what: Vec<String> = causes.iter().map(Cause::describe).collect();
             let statement = format!(
@@ -102,7 +106,10 @@ pub fn handle_request(
                 prepared_at_ms: at_ms,
             }));
         }
-        BottleB::Available { labelled } => labelled,
+        BottleB::Available {
+            labelled,
+            redesignation,
+        } => (labelled, redesignation),
     };
     let drugs = verdict
         .positive_analytes
@@ -143,10 +150,7 @@ pub fn handle_request(
             bottle: "B".into(),
             labelled: labelled.into(),
             seal: "intact".into(),
-            redesignation: (labelled == "A").then(|| {
-                "labels swapped at collection: the bottle labelled A is the split (40.83(h)(1)(ii))"
-                    .to_string()
-            }),
+            redesignation,
             ship_to: request.second_laboratory.clone(),
         },
         mro_request,

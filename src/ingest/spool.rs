@@ -195,7 +195,10 @@ pub async fn apply(
         LimsDocument::Accession(a) => {
             let id = a.specimen_id.as_str().to_string();
             let acc = accession_record(&a, name, now);
-            custody.accession(name, bytes.to_vec(), &id, acc).await
+            let image = a.ccf_image.as_ref().map(|i| (i.media_type, i.data.clone()));
+            custody
+                .accession(name, bytes.to_vec(), &id, acc, image)
+                .await
         }
         LimsDocument::ConfirmationBatch(b) => {
             let specimens = b
@@ -279,6 +282,18 @@ pub async fn apply(
                 }
                 Err(RunsError::NotDurable(e)) => Err(e),
             };
+        }
+        LimsDocument::CertifiedCopy(c) => {
+            custody
+                .certified_copy(
+                    name,
+                    bytes.to_vec(),
+                    c.specimen_id.as_str(),
+                    c.results.clone(),
+                    c.certifying_scientist.clone(),
+                    (c.image.media_type, c.image.data.clone()),
+                )
+                .await
         }
         LimsDocument::Correction(c) => {
             let (secs, _) = c.received_at.unix();
@@ -408,6 +423,7 @@ pub fn accession_record(
                 lims::DonorId::EmployeeId(e) => e.expose().to_string(),
             }),
             reason_for_test: a.reason.map(|r| r.key().to_string()),
+            dot_agency: a.dot_agency.map(|g| g.key().to_string()),
             collector: Party {
                 name: a.collector.name.clone(),
                 phone: Some(a.collector.phone.clone()),
@@ -426,5 +442,6 @@ pub fn accession_record(
         specimen_type: a.tests.specimen_type,
         document: document.to_string(),
         received_at_ms: now_ms,
+        correction_initiated_on: a.correction_initiated_on.map(Into::into),
     }
 }

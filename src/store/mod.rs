@@ -3,8 +3,9 @@
 //! # What it keeps
 //! One sled database in a directory of mode 0700, split into named [`Keyspace`]s: inbound
 //! messages verbatim (`raw`), specimen records, the hash-chained audit log, the dedupe index,
-//! the state and due-time indexes, refused messages (`quarantine`), analytical runs (`runs`) and
-//! store metadata (`meta`).
+//! the state and due-time indexes, refused messages (`quarantine`), released reports and their
+//! outbox, the 40.111 summaries produced (`summaries`), analytical runs (`runs`), each specimen's
+//! results (`results`) and store metadata (`meta`).
 //! Every value starts with an encoding-version byte (0x01: JSON v1, 0x02: verbatim bytes v1);
 //! the encoding can therefore evolve, and a value this build does not know is refused with
 //! [`StoreError::UnknownVersion`], which names the keyspace and a key position ([`KeyRef`]),
@@ -100,6 +101,12 @@ pub enum Keyspace {
     Reports,
     /// Reports waiting to be sent: MRO id, NUL, sequence (big-endian) → report id.
     Outbox,
+    /// Images of CCF Copy 1: specimen ID, NUL, kind (`received`, `certified`) → the image's
+    /// bytes (see [`image_key`]). Large values: sled keeps them as blob files.
+    Images,
+    /// The 40.111 statistical summaries produced (or suppressed) and their sending: summary id
+    /// → what was produced, when, and when it was marked sent (40.109(b)).
+    Summaries,
     /// Analytical runs: [`run_record_key`] → the run with its QC and decision;
     /// [`run_cursor_key`] → where an analyzer's current run stands. Their states are listed
     /// in `by_state` under [`run_state_index`].
@@ -111,7 +118,7 @@ pub enum Keyspace {
 
 impl Keyspace {
     /// Every keyspace, in the order of their transaction views.
-    pub const ALL: [Keyspace; 12] = [
+    pub const ALL: [Keyspace; 14] = [
         Keyspace::Raw,
         Keyspace::Specimens,
         Keyspace::Audit,
@@ -122,6 +129,8 @@ impl Keyspace {
         Keyspace::Meta,
         Keyspace::Reports,
         Keyspace::Outbox,
+        Keyspace::Images,
+        Keyspace::Summaries,
         Keyspace::Runs,
         Keyspace::Results,
     ];
@@ -139,6 +148,8 @@ impl Keyspace {
             Keyspace::Meta => "meta",
             Keyspace::Reports => "reports",
             Keyspace::Outbox => "outbox",
+            Keyspace::Images => "images",
+            Keyspace::Summaries => "summaries",
             Keyspace::Runs => "runs",
             Keyspace::Results => "results",
         }
@@ -319,6 +330,15 @@ impl StoreError {
             },
         }
     }
+}
+
+/// The key of a specimen's image of CCF Copy 1: specimen ID, NUL, kind.
+pub fn image_key(specimen_id: &str, kind: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(specimen_id.len() + 1 + kind.len());
+    k.extend_from_slice(specimen_id.as_bytes());
+    k.push(0);
+    k.extend_from_slice(kind.as_bytes());
+    k
 }
 
 /// Key of the `due` index: big-endian `at_millis` then the item ID, so keys sort by time.

@@ -131,6 +131,7 @@ fn prepare(d: &Daemon, ids: &[String]) {
                 ("PCP25", "0", "ng/mL"),
                 ("CREA", "90", "mg/dL"),
                 ("PH", "6.2", "pH"),
+                ("NIT", "0", "mcg/mL"),
             ],
         );
         let ack = common::mllp_exchange(&mut s, &screen).unwrap_or_default();

@@ -260,6 +260,20 @@ token_sha256 = "{t3}"
     path
 }
 
+/// Creates the report-signing key of the configuration at `config` (`custodian keys generate`).
+pub fn generate_key(config: &Path) {
+    let out = std::process::Command::new(bin())
+        .args(["keys", "generate", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// One analyzer named `name` on port 0 with the test mapping.
 pub fn analyzer(name: &str) -> String {
     format!("[[analyzer]]\nname = \"{name}\"\nlisten = \"127.0.0.1:0\"\n{LAB_MAPPING}\n")

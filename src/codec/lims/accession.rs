@@ -62,6 +62,47 @@ impl Enumerated for TestReason {
     }
 }
 
+/// The DOT agency of CCF Step 1 ("Specify DOT Agency"). Absent from the document: not given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DotAgency {
+    Fmcsa,
+    Faa,
+    Fra,
+    Fta,
+    Phmsa,
+    Uscg,
+}
+
+impl DotAgency {
+    /// The schema's token for this agency.
+    pub fn key(self) -> &'static str {
+        match self {
+            DotAgency::Fmcsa => "fmcsa",
+            DotAgency::Faa => "faa",
+            DotAgency::Fra => "fra",
+            DotAgency::Fta => "fta",
+            DotAgency::Phmsa => "phmsa",
+            DotAgency::Uscg => "uscg",
+        }
+    }
+}
+
+impl Enumerated for DotAgency {
+    const VALUES: &'static [&'static str] = &["fmcsa", "faa", "fra", "fta", "phmsa", "uscg"];
+    fn from_token(t: &str) -> Option<Self> {
+        [
+            DotAgency::Fmcsa,
+            DotAgency::Faa,
+            DotAgency::Fra,
+            DotAgency::Fta,
+            DotAgency::Phmsa,
+            DotAgency::Uscg,
+        ]
+        .into_iter()
+        .find(|a| a.key() == t)
+    }
+}
+
 /// Tests requested: the program the CCF is under. DOT specimens are tested for the DOT panel
 /// only (40.13(c), 40.82); HHS (federal-agency) specimens for the HHS panel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -206,6 +247,8 @@ pub struct AccessionDoc {
     pub mro: Mro,
     pub donor: Option<DonorId>,
     pub reason: Option<TestReason>,
+    /// `<dot-agency>`, if the LIMS gave it (40.111(d), Appendix E item 2).
+    pub dot_agency: Option<DotAgency>,
     pub collector: Collector,
     pub collection_date: Date,
     /// Never earlier than `collection_date`.
@@ -230,8 +273,15 @@ pub struct AccessionDoc {
     pub form: Form,
     /// 40.83(f).
     pub temperature_recorded: bool,
+    /// The day the laboratory initiated action to correct a correctable flaw (40.83(e)(1),
+    /// (f), (g)(1)): the correction window counts from it. Only with a correctable flaw, never
+    /// earlier than `receipt_date`; absent: the day the accession is stored.
+    pub correction_initiated_on: Option<Date>,
     /// At most 2000 characters.
     pub remarks: Option<Confidential>,
+    /// The image of Copy 1 as received (PDF, TIFF or PNG), for the certifying scientist's
+    /// review and as the ground of the certified Copy 1 (40.97(b)(2)).
+    pub ccf_image: Option<super::value::Image>,
 }
 
 impl AccessionDoc {
@@ -258,6 +308,7 @@ impl AccessionDoc {
             temperature_recorded: self.temperature_recorded,
             form: self.form,
             correction: Correction::None,
+            flaw_corrections: Default::default(),
             // The accession document carries no oral-fluid device findings (urine only).
             collection_device_expired: false,
             device_expiration_date_recorded: true,
@@ -353,6 +404,7 @@ pub(crate) fn from_tree(root: &Node) -> Result<AccessionDoc, XmlError> {
     let mro = mro(&mut c)?;
     let donor = donor(&mut c)?;
     let reason = c.opt_token::<TestReason>("reason")?;
+    let dot_agency = c.opt_token::<DotAgency>("dot-agency")?;
     let collector = collector(&mut c)?;
     let (collection_date, _) = c.date("collection-date")?;
     let (receipt_date, receipt_line) = c.date("receipt-date")?;
@@ -369,9 +421,14 @@ pub(crate) fn from_tree(root: &Node) -> Result<AccessionDoc, XmlError> {
     let collector_certification_signed = c.flag("collector-certification-signed")?;
     let form = c.token::<Form>("form")?;
     let temperature_recorded = c.flag("temperature-recorded")?;
+    let correction_initiated = match c.opt_leaf("correction-initiated-on") {
+        Some(leaf) => Some((leaf.value(&[], Date::parse)?, leaf.node.line)),
+        None => None,
+    };
     let remarks = c.opt_value("remarks", |s| {
         value::check_text(s, 2000).map(|()| Confidential::new(s))
     })?;
+    let ccf_image = c.opt_image("ccf-image")?;
     c.finish()?;
 
     // Beyond XSD 1.0 (see the schema's header comment).
@@ -381,6 +438,27 @@ pub(crate) fn from_tree(root: &Node) -> Result<AccessionDoc, XmlError> {
             "/accession/receipt-date",
             Rule::Inconsistent("earlier than /accession/collection-date"),
         ));
+    }
+    if let Some((initiated, line)) = correction_initiated {
+        let path = "/accession/correction-initiated-on";
+        if initiated < receipt_date {
+            return Err(XmlError::new(
+                line,
+                path,
+                Rule::Inconsistent("earlier than /accession/receipt-date"),
+            ));
+        }
+        let flawed =
+            !collector_certification_signed || !temperature_recorded || form != Form::Federal;
+        if !flawed {
+            return Err(XmlError::new(
+                line,
+                path,
+                Rule::Inconsistent(
+                    "only with a correctable flaw (collector-certification-signed or temperature-recorded false, or form not federal)",
+                ),
+            ));
+        }
     }
     if !split_collected && b_seal != SplitSeal::Absent {
         return Err(XmlError::new(
@@ -396,6 +474,7 @@ pub(crate) fn from_tree(root: &Node) -> Result<AccessionDoc, XmlError> {
         mro,
         donor,
         reason,
+        dot_agency,
         collector,
         collection_date,
         receipt_date,
@@ -421,7 +500,9 @@ pub(crate) fn from_tree(root: &Node) -> Result<AccessionDoc, XmlError> {
         collector_certification_signed,
         form,
         temperature_recorded,
+        correction_initiated_on: correction_initiated.map(|(d, _)| d),
         remarks,
+        ccf_image,
     })
 }
 
@@ -432,6 +513,7 @@ mod tests {
 
     const EXAMPLE: &str = include_str!("../../../tests/data/lims/accession-example.xml");
     const MINIMAL: &str = include_str!("../../../tests/data/lims/accession-minimal-example.xml");
+    const FLAWS: &str = include_str!("../../../tests/data/lims/accession-flaws-example.xml");
 
     fn parse(s: &str) -> Result<AccessionDoc, XmlError> {
         parse_accession(s.as_bytes(), DEFAULT_MAX_BYTES)
@@ -940,6 +1022,25 @@ mod tests {
             "/accession/reason",
             Rule::NotInEnumeration(TestReason::VALUES),
         );
+        // The DOT agency (optional, after the reason): absent, or one of the six.
+        assert_eq!(parse(EXAMPLE).unwrap().dot_agency, None);
+        for a in DotAgency::VALUES {
+            let d = parse(&with(
+                "<reason>random</reason>",
+                &format!("<reason>random</reason><dot-agency>{a}</dot-agency>"),
+            ))
+            .unwrap();
+            assert_eq!(d.dot_agency.map(DotAgency::key), Some(*a));
+        }
+        check(
+            &with(
+                "<reason>random</reason>",
+                "<reason>random</reason><dot-agency>FMCSA</dot-agency>",
+            ),
+            19,
+            "/accession/dot-agency",
+            Rule::NotInEnumeration(DotAgency::VALUES),
+        );
         for (token, form) in [
             ("federal", Form::Federal),
             ("non-federal", Form::NonFederal),
@@ -1050,5 +1151,51 @@ mod tests {
         let d = parse(&with(b, &b.replace("intact", "absent"))).unwrap();
         assert!(d.split_collected);
         assert_eq!(d.findings().split_seal, SplitSeal::Absent);
+    }
+
+    #[test]
+    fn correction_initiated_on_is_optional_and_checked() {
+        assert_eq!(parse(EXAMPLE).unwrap().correction_initiated_on, None);
+        assert_eq!(parse(MINIMAL).unwrap().correction_initiated_on, None);
+        let d = parse(FLAWS).unwrap();
+        assert!(!d.collector_certification_signed && !d.temperature_recorded);
+        let initiated = |d: &AccessionDoc| d.correction_initiated_on.map(|d| d.to_string());
+        assert_eq!(initiated(&d).as_deref(), Some("2024-03-06"));
+        let el = "<correction-initiated-on>2024-03-06";
+        assert_eq!(FLAWS.matches(el).count(), 1);
+        // On the receipt date: accepted; the day before it: refused.
+        let on_receipt = FLAWS.replace(el, "<correction-initiated-on>2024-03-05");
+        assert_eq!(
+            initiated(&parse(&on_receipt).unwrap()).as_deref(),
+            Some("2024-03-05")
+        );
+        let e = err(&FLAWS.replace(el, "<correction-initiated-on>2024-03-04"));
+        assert_eq!(
+            (e.path.as_str(), &e.rule),
+            (
+                "/accession/correction-initiated-on",
+                &Rule::Inconsistent("earlier than /accession/receipt-date")
+            ),
+            "{e}"
+        );
+        assert_eq!(e.line, 52);
+        // Not a date.
+        let e = err(&FLAWS.replace(el, "<correction-initiated-on>2024-02-30"));
+        assert_eq!(e.path, "/accession/correction-initiated-on", "{e}");
+        // Without a correctable flaw there is nothing to correct: refused.
+        let clean = FLAWS
+            .replace(
+                "<collector-certification-signed>false",
+                "<collector-certification-signed>true",
+            )
+            .replace("<temperature-recorded>false", "<temperature-recorded>true");
+        let e = err(&clean);
+        assert_eq!(e.path, "/accession/correction-initiated-on", "{e}");
+        assert!(
+            matches!(e.rule, Rule::Inconsistent(w) if w.starts_with("only with a correctable flaw"))
+        );
+        // Any one correctable flaw is enough (an improper form, 40.83(g)).
+        let form = clean.replace("<form>federal</form>", "<form>non-federal</form>");
+        assert!(parse(&form).unwrap().correction_initiated_on.is_some());
     }
 }

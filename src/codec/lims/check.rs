@@ -217,6 +217,24 @@ impl<'a> Cursor<'a> {
         })
     }
 
+    /// An optional `CcfImage` element: `media-type` attribute, base64 content.
+    pub fn opt_image(
+        &mut self,
+        name: &'static str,
+    ) -> Result<Option<super::value::Image>, XmlError> {
+        let Some(leaf) = self.opt_leaf(name) else {
+            return Ok(None);
+        };
+        let media_type = leaf.required_attribute("media-type", |s| {
+            crate::domain::copy1::MediaType::from_key(s)
+                .ok_or(Rule::NotInEnumeration(super::value::MEDIA_TYPES))
+        })?;
+        let data = leaf.value(&["media-type"], super::value::base64_binary)?;
+        crate::domain::copy1::check_image(media_type, &data)
+            .map_err(|e| XmlError::new(leaf.node.line, leaf.path.clone(), Rule::BadImage(e)))?;
+        Ok(Some(super::value::Image { media_type, data }))
+    }
+
     /// A required leaf's value.
     pub fn value<T>(
         &mut self,

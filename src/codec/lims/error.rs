@@ -95,6 +95,10 @@ pub enum Rule {
     Duplicate { first_line: u32 },
     /// A rule between two fields that XSD 1.0 cannot state; the text names both.
     Inconsistent(&'static str),
+    /// Not xs:base64Binary.
+    InvalidBase64,
+    /// An image that is empty, too large, or not of its declared media type.
+    BadImage(crate::domain::copy1::ImageError),
 }
 
 impl fmt::Display for Rule {
@@ -111,6 +115,8 @@ impl fmt::Display for Rule {
             Rule::UnsupportedXmlVersion => f.write_str("XML version must be 1.0"),
             Rule::ForbiddenCharacter => f.write_str("character not allowed in XML 1.0"),
             Rule::Malformed(what) => write!(f, "not well-formed XML: {what}"),
+            Rule::InvalidBase64 => f.write_str("not base64 (xs:base64Binary)"),
+            Rule::BadImage(e) => write!(f, "{e}"),
             Rule::DoctypeRefused => f.write_str("DOCTYPE refused (no DTDs or entity declarations)"),
             Rule::EntityRefused => {
                 f.write_str("entity reference refused (only the five predefined entities)")
@@ -118,7 +124,7 @@ impl fmt::Display for Rule {
             Rule::ProcessingInstructionRefused => f.write_str("processing instruction refused"),
             Rule::TooDeep { max } => write!(f, "elements nested deeper than {max}"),
             Rule::UnknownRoot => f.write_str(
-                "root element must be accession, confirmation-batch, correction or request",
+                "root element must be accession, confirmation-batch, correction, request or certified-copy",
             ),
             Rule::WrongNamespace => {
                 f.write_str("element must be in namespace urn:custodian:lims:1")

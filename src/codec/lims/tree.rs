@@ -46,6 +46,7 @@ pub(crate) const VOCABULARY: &[&str] = &[
     "ssn",
     "employee-id",
     "reason",
+    "dot-agency",
     "collector",
     "phone",
     "collection-date",
@@ -69,7 +70,13 @@ pub(crate) const VOCABULARY: &[&str] = &[
     "collector-certification-signed",
     "form",
     "temperature-recorded",
+    "correction-initiated-on",
     "remarks",
+    "ccf-image",
+    // certified-copy
+    "certified-copy",
+    "certifying-scientist",
+    "media-type",
     // confirmation-batch
     "confirmation-batch",
     "batch-id",

@@ -634,3 +634,34 @@ mod tests {
         }
     }
 }
+
+/// An image carried in a document (`CcfImage` of `lims-types.xsd`): its declared media type and
+/// its decoded bytes, checked against the media type's file signature and the size limit.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Image {
+    pub media_type: crate::domain::copy1::MediaType,
+    pub data: Vec<u8>,
+}
+
+impl std::fmt::Debug for Image {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Image({}, {} bytes)",
+            self.media_type.key(),
+            self.data.len()
+        )
+    }
+}
+
+/// The media types of `CcfMediaType`.
+pub const MEDIA_TYPES: &[&str] = &["application/pdf", "image/tiff", "image/png"];
+
+/// Decodes xs:base64Binary (whitespace allowed between characters).
+pub fn base64_binary(s: &str) -> Result<Vec<u8>, super::error::Rule> {
+    use base64::Engine;
+    let compact: Vec<u8> = s.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(compact)
+        .map_err(|_| super::error::Rule::InvalidBase64)
+}

@@ -46,6 +46,7 @@ pub(crate) fn ccf() -> Ccf {
         },
         donor_id: Some("E-778812".into()),
         reason_for_test: Some("random".into()),
+        dot_agency: None,
         collector: Party {
             name: "Carl Collector".into(),
             phone: Some("(555) 010-0000".into()),
@@ -70,6 +71,7 @@ fn accession(ccf: Ccf, findings: rules::Accession) -> Accession {
         specimen_type: Default::default(),
         document: "acc-1.xml".into(),
         received_at_ms: 1,
+        correction_initiated_on: None,
     }
 }
 
@@ -101,6 +103,7 @@ fn screen(high: &[(&str, &str)]) -> Vec<ResultEntry> {
         .collect();
     v.push(entry(ResultKind::Validity, "creatinine", "80"));
     v.push(entry(ResultKind::Validity, "ph", "6.5"));
+    v.push(entry(ResultKind::Validity, "nitrite", "0"));
     v
 }
 
@@ -175,6 +178,17 @@ fn schema() -> jsonschema::Validator {
         .should_validate_formats(true)
         .build(&schema)
         .expect("schemas/report.schema.json is a valid draft 2020-12 schema")
+}
+
+/// The report with a certified Copy 1 attached when its result needs one (release does this).
+fn with_copy(mut r: Report) -> Report {
+    if crate::domain::copy1::required_for(&r.results) {
+        r.ccf_copy1 = Some(super::CcfCopy1::new(
+            crate::domain::copy1::MediaType::Pdf,
+            b"%PDF-1.7\n% certified Copy 1 (test bytes)\n",
+        ));
+    }
+    r
 }
 
 fn assert_valid(v: &jsonschema::Validator, doc: &Value, what: &str) {
@@ -344,6 +358,8 @@ fn quantitations_are_exactly_the_verdicts() {
 #[test]
 fn adulterated_values_carry_their_units() {
     let mut results = screen(&[]);
+    // The one nitrite result of this specimen (the screen's negative oxidant test replaced).
+    results.retain(|e| e.target != "nitrite");
     results.push(entry(ResultKind::Validity, "nitrite", "650"));
     let rec = record(ccf(), rules::Accession::default(), results, true);
     let r = build(&lab(), &rec, &release("R-9")).unwrap();
@@ -357,7 +373,11 @@ fn adulterated_values_carry_their_units() {
     assert_eq!(unit_of("ph"), None);
     assert_eq!(unit_of("specific_gravity"), None);
     assert_eq!(unit_of("creatinine"), Some("mg/dL"));
-    assert_valid(&schema(), &json(&r), "adulterated report");
+    assert_valid(
+        &schema(),
+        &json(&with_copy(r.clone())),
+        "adulterated report",
+    );
 }
 
 #[test]
@@ -617,7 +637,7 @@ fn examples_are_generated_reports_and_match_the_schema() {
     let bless = std::env::var_os("CUSTODIAN_BLESS").is_some();
     for (name, rec) in example_cases() {
         let id = format!("RPT-2026-{}", name.trim_end_matches(".json"));
-        let report = build(&lab(), &rec, &release(&id)).unwrap();
+        let report = with_copy(build(&lab(), &rec, &release(&id)).unwrap());
         let generated = json(&report);
         assert_valid(&v, &generated, name);
         let path = dir.join(name);
@@ -647,10 +667,27 @@ fn examples_are_generated_reports_and_match_the_schema() {
 #[test]
 fn schema_refuses_what_the_contract_forbids() {
     let v = schema();
-    let good = json(&build(&lab(), &positive_record(), &release("R-20")).unwrap());
+    let bare = json(&build(&lab(), &positive_record(), &release("R-20")).unwrap());
+    assert!(
+        !v.is_valid(&bare),
+        "a positive report without its certified Copy 1 is refused"
+    );
+    let good = json(&with_copy(
+        build(&lab(), &positive_record(), &release("R-20")).unwrap(),
+    ));
     assert_valid(&v, &good, "positive");
     type Mutation = Box<dyn Fn(&mut Value)>;
     let mutations: Vec<(&str, Mutation)> = vec![
+        (
+            "a certified Copy 1 of another media type",
+            Box::new(|j| j["ccf_copy1"]["media_type"] = "image/gif".into()),
+        ),
+        (
+            "a certified Copy 1 without its hash",
+            Box::new(|j| {
+                j["ccf_copy1"].as_object_mut().unwrap().remove("sha256");
+            }),
+        ),
         (
             "extra top-level key",
             Box::new(|j| j["split_collected"] = Value::Bool(false)),
@@ -704,7 +741,13 @@ fn schema_lists_every_contract_key() {
     assert_eq!(s["$schema"], "https://json-schema.org/draft/2020-12/schema");
     assert_eq!(s["additionalProperties"], false);
     let props: Vec<&String> = s["properties"].as_object().unwrap().keys().collect();
-    let optional = ["replaces", "donor_id", "reason_for_test"];
+    let optional = [
+        "replaces",
+        "supplements",
+        "donor_id",
+        "reason_for_test",
+        "ccf_copy1",
+    ];
     let required: Vec<&str> = s["required"]
         .as_array()
         .unwrap()
@@ -718,7 +761,7 @@ fn schema_lists_every_contract_key() {
             "{p}: required exactly when the contract does not say optional"
         );
     }
-    assert_eq!(props.len(), 19);
+    assert_eq!(props.len(), 22);
 }
 
 #[test]

@@ -6,6 +6,7 @@
 
 use super::profile::{OnExpiry, Profile, SpecimenType};
 use super::{Accession, Correction, Form, Hold, Seal, SplitSeal};
+use serde::{Deserialize, Serialize};
 
 /// What accessioning decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,7 +52,8 @@ impl Redesignation {
 }
 
 /// The correctable flaws of 40.83(e)–(g) that are open on this specimen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Flaw {
     /// (e) the collector's Step 4 certification signature is missing.
     CollectorCertification,
@@ -91,6 +93,14 @@ impl Flaw {
             Flaw::Form => {
                 "use of an improper custody and control form corrected by signed statement (40.83(g), 40.205(b)(2))"
             }
+        }
+    }
+    /// The paragraph under which an uncorrected flaw of this kind is reported as tested.
+    fn reported_cite(self) -> &'static str {
+        match self {
+            Flaw::CollectorCertification => "40.83(e)",
+            Flaw::Temperature => "40.83(f)(2)",
+            Flaw::Form => "40.83(g)(2)",
         }
     }
     fn on_expiry(self, profile: &Profile) -> OnExpiry {
@@ -217,67 +227,79 @@ pub fn accession(profile: &Profile, a: &Accession) -> Accessioned {
         };
     }
     let days = profile.correctable.business_days;
-    match a.correction {
-        Correction::None => {
-            let what: Vec<&str> = flaws.iter().map(|f| f.describe()).collect();
-            let reason = format!(
-                "correctable flaw: {}; awaiting correction for up to {days} business days",
-                what.join("; ")
-            );
-            Accessioned {
-                outcome: Outcome::Hold(Hold {
-                    reason,
-                    business_days: days,
-                }),
-                redesignated,
-                remarks,
-            }
-        }
-        Correction::Corrected => {
-            for f in &flaws {
+    let states: Vec<(Flaw, Correction)> =
+        flaws.iter().map(|f| (*f, correction_of(a, *f))).collect();
+
+    // An uncorrected flaw whose rule rejects (40.83(e)(3), (g)(2)) rejects, whatever the other
+    // flaws' state: a corrected flaw never rejects, an uncorrected temperature flaw is reported.
+    let rejecting: Vec<Flaw> = states
+        .iter()
+        .filter(|(f, c)| *c == Correction::Expired && f.on_expiry(profile) == OnExpiry::Reject)
+        .map(|(f, _)| *f)
+        .collect();
+    if !rejecting.is_empty() {
+        let remarks = rejecting
+            .iter()
+            .map(|f| {
+                format!(
+                    "Rejected for testing: {} not corrected within {days} business days.",
+                    f.describe()
+                )
+            })
+            .collect();
+        return Accessioned {
+            outcome: Outcome::Rejected,
+            redesignated: false,
+            remarks,
+        };
+    }
+
+    for (f, c) in &states {
+        match c {
+            Correction::Corrected => {
                 remarks.push(format!("Correctable flaw: {}.", f.how_corrected()));
             }
-            Accessioned {
-                outcome: Outcome::Test,
-                redesignated,
-                remarks,
-            }
-        }
-        Correction::Expired => {
-            let rejecting: Vec<Flaw> = flaws
-                .iter()
-                .copied()
-                .filter(|f| f.on_expiry(profile) == OnExpiry::Reject)
-                .collect();
-            if !rejecting.is_empty() {
-                let remarks = rejecting
-                    .iter()
-                    .map(|f| {
-                        format!(
-                            "Rejected for testing: {} not corrected within {days} business days.",
-                            f.describe()
-                        )
-                    })
-                    .collect();
-                return Accessioned {
-                    outcome: Outcome::Rejected,
-                    redesignated: false,
-                    remarks,
-                };
-            }
-            for f in &flaws {
-                remarks.push(format!(
-                    "{} not corrected within {days} business days; result reported (40.83(f)(2)).",
-                    capitalise(f.describe())
-                ));
-            }
-            Accessioned {
-                outcome: Outcome::Test,
-                redesignated,
-                remarks,
-            }
+            Correction::Expired => remarks.push(format!(
+                "{} not corrected within {days} business days; result reported ({}).",
+                capitalise(f.describe()),
+                f.reported_cite()
+            )),
+            Correction::None => {}
         }
     }
+    let open: Vec<&str> = states
+        .iter()
+        .filter(|(_, c)| *c == Correction::None)
+        .map(|(f, _)| f.describe())
+        .collect();
+    if !open.is_empty() {
+        let reason = format!(
+            "correctable flaw: {}; awaiting correction for up to {days} business days",
+            open.join("; ")
+        );
+        return Accessioned {
+            outcome: Outcome::Hold(Hold {
+                reason,
+                business_days: days,
+            }),
+            redesignated,
+            remarks,
+        };
+    }
+    Accessioned {
+        outcome: Outcome::Test,
+        redesignated,
+        remarks,
+    }
+}
+
+/// Where the correction of `flaw` stands: its own state if the daemon set one, else the
+/// specimen's (a case's) `correction`.
+pub fn correction_of(a: &Accession, flaw: Flaw) -> Correction {
+    a.flaw_corrections
+        .get(&flaw)
+        .copied()
+        .unwrap_or(a.correction)
 }
 
 fn capitalise(s: &str) -> String {
@@ -285,5 +307,123 @@ fn capitalise(s: &str) -> String {
     match c.next() {
         Some(f) => f.to_uppercase().collect::<String>() + c.as_str(),
         None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::rules::Form;
+
+    fn p2001() -> Profile {
+        Profile::parse(
+            include_str!("../../../config/profiles/part40-2001.toml"),
+            Some("part40-2001"),
+        )
+        .unwrap()
+    }
+
+    /// Unsigned certification (40.83(e)) and no temperature statement (40.83(f)), each in the
+    /// state given.
+    fn two_flaws(certification: Correction, temperature: Correction) -> Accession {
+        let mut a = Accession {
+            collector_certification_signed: false,
+            temperature_recorded: false,
+            ..Accession::default()
+        };
+        a.flaw_corrections
+            .insert(Flaw::CollectorCertification, certification);
+        a.flaw_corrections.insert(Flaw::Temperature, temperature);
+        a
+    }
+
+    #[test]
+    fn a_corrected_signature_and_an_uncorrected_temperature_flaw_are_reported() {
+        let out = accession(
+            &p2001(),
+            &two_flaws(Correction::Corrected, Correction::Expired),
+        );
+        assert_eq!(out.outcome, Outcome::Test);
+        assert_eq!(
+            out.remarks,
+            [
+                "Correctable flaw: collector's certification omission corrected by signed statement (40.83(e)(2), 40.205(b)(1)).",
+                "Specimen temperature not recorded (40.83(f)) not corrected within 5 business days; result reported (40.83(f)(2)).",
+            ]
+        );
+    }
+
+    #[test]
+    fn an_uncorrected_signature_rejects_even_when_the_temperature_was_corrected() {
+        let out = accession(
+            &p2001(),
+            &two_flaws(Correction::Expired, Correction::Corrected),
+        );
+        assert_eq!(out.outcome, Outcome::Rejected);
+        assert_eq!(
+            out.remarks,
+            [
+                "Rejected for testing: collector's signature missing from the certification statement (40.83(e)) not corrected within 5 business days."
+            ]
+        );
+        // The same with both uncorrected: the signature rejects, the temperature is not named.
+        let out = accession(
+            &p2001(),
+            &two_flaws(Correction::Expired, Correction::Expired),
+        );
+        assert_eq!(out.outcome, Outcome::Rejected);
+        assert_eq!(out.remarks.len(), 1);
+        assert!(out.remarks[0].contains("40.83(e)"), "{:?}", out.remarks);
+    }
+
+    #[test]
+    fn the_hold_names_only_the_flaws_still_open() {
+        let out = accession(
+            &p2001(),
+            &two_flaws(Correction::Corrected, Correction::None),
+        );
+        let Outcome::Hold(h) = &out.outcome else {
+            panic!("not held: {out:?}");
+        };
+        assert!(
+            h.reason.contains("temperature not recorded"),
+            "{}",
+            h.reason
+        );
+        assert!(!h.reason.contains("signature"), "{}", h.reason);
+        assert!(out.remarks[0].contains("corrected by signed statement"));
+        // Both corrected, one by one: tested, both corrections remarked.
+        let out = accession(
+            &p2001(),
+            &two_flaws(Correction::Corrected, Correction::Corrected),
+        );
+        assert_eq!(out.outcome, Outcome::Test);
+        assert_eq!(out.remarks.len(), 2);
+        assert!(out.remarks.iter().all(|r| r.contains("corrected by")));
+    }
+
+    #[test]
+    fn a_rejecting_expiry_does_not_wait_for_another_open_flaw() {
+        let mut a = two_flaws(Correction::None, Correction::None);
+        a.form = Form::ExpiredFederal;
+        a.flaw_corrections.insert(Flaw::Form, Correction::Expired);
+        let out = accession(&p2001(), &a);
+        assert_eq!(out.outcome, Outcome::Rejected);
+        assert!(out.remarks[0].contains("40.83(g)"), "{:?}", out.remarks);
+    }
+
+    #[test]
+    fn a_case_without_per_flaw_state_applies_its_correction_to_every_flaw() {
+        let mut a = two_flaws(Correction::None, Correction::None);
+        a.flaw_corrections.clear();
+        a.correction = Correction::Expired;
+        assert_eq!(accession(&p2001(), &a).outcome, Outcome::Rejected);
+        a.correction = Correction::Corrected;
+        assert_eq!(accession(&p2001(), &a).outcome, Outcome::Test);
+        // A flaw's own state wins over the case's.
+        a.flaw_corrections
+            .insert(Flaw::CollectorCertification, Correction::Expired);
+        assert_eq!(accession(&p2001(), &a).outcome, Outcome::Rejected);
+        assert_eq!(correction_of(&a, Flaw::Temperature), Correction::Corrected);
     }
 }

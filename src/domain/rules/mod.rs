@@ -108,8 +108,14 @@ pub struct Accession {
     /// 40.83(g).
     #[serde(default)]
     pub form: Form,
+    /// Where the correction of every open correctable flaw stands (a case's `correction`).
     #[serde(default)]
     pub correction: Correction,
+    /// Each open flaw's own state where it differs from `correction` (one flaw corrected while
+    /// another ran out of time). The daemon sets it from the specimen record for each
+    /// evaluation; it is no key of a case and is never stored with the findings.
+    #[serde(skip)]
+    pub flaw_corrections: BTreeMap<accessioning::Flaw, Correction>,
     /// Oral fluid, 40.199(b)(8): the collection device had expired (for (b)(9): the
     /// laboratory confirmed it had, when Step 4 gave no expiration date).
     #[serde(default)]
@@ -135,6 +141,7 @@ impl Default for Accession {
             temperature_recorded: true,
             form: Form::Federal,
             correction: Correction::None,
+            flaw_corrections: BTreeMap::new(),
             collection_device_expired: false,
             device_expiration_date_recorded: true,
         }

@@ -175,6 +175,22 @@ pub struct DrugClass {
     pub measured_as: Vec<String>,
 }
 
+/// A validity test the edition requires before a result may be reviewed (40.91 in 2001,
+/// 40.87 today): on every specimen, or only when its `when` clauses hold (specific gravity when
+/// creatinine is below 20 mg/dL).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequiredTest {
+    pub key: String,
+    pub cite: String,
+    /// The result targets that show the test was done, any one of them: a validity measure
+    /// with a value (e.g. `nitrite`), or an adulterant or interference check of that name
+    /// (e.g. `oxidant`).
+    pub done_by: Vec<String>,
+    /// Every clause must hold for the test to be required (as in `[[validity]]`); empty: on
+    /// every specimen.
+    pub when: Vec<Vec<Atom>>,
+}
+
 /// What happens when a correctable flaw was not corrected in time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -349,6 +365,9 @@ pub struct Profile {
     pub period: Period,
     pub classes: Vec<DrugClass>,
     pub validity: Vec<Criterion>,
+    /// The validity tests every specimen needs before review, in profile order (none for
+    /// oral fluid).
+    pub validity_tests: Vec<RequiredTest>,
     pub correctable: Correctable,
     pub reporting: Reporting,
 }
@@ -452,6 +471,8 @@ struct RawProfile {
     classes: Vec<RawClass>,
     #[serde(rename = "validity", default)]
     validity: Vec<RawCriterion>,
+    #[serde(rename = "validity_test", default)]
+    validity_tests: Vec<RawRequiredTest>,
     correctable: RawCorrectable,
     reporting: RawReporting,
 }
@@ -509,6 +530,16 @@ struct RawCriterion {
     result: ValidityResult,
     cite: String,
     remark: String,
+    when: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRequiredTest {
+    key: String,
+    cite: String,
+    done_by: Vec<String>,
+    #[serde(default)]
     when: Vec<String>,
 }
 
@@ -766,6 +797,66 @@ impl RawProfile {
             });
         }
 
+        // The validity tests required before review (40.91 in 2001, 40.87 today).
+        if self.validity_tests.is_empty() && self.specimen_type == SpecimenType::Urine {
+            p(
+                "validity_test".into(),
+                "a urine profile needs the validity tests every specimen must have (40.91 in 2001, 40.87 today)".into(),
+            );
+        }
+        if !self.validity_tests.is_empty() && self.validity.is_empty() {
+            p(
+                "validity_test".into(),
+                "an edition without validity criteria cannot require validity tests".into(),
+            );
+        }
+        let mut test_keys = BTreeSet::new();
+        let mut validity_tests = Vec::new();
+        for (i, t) in self.validity_tests.iter().enumerate() {
+            let at = format!("validity_test[{i}]");
+            if !valid_key(&t.key) {
+                p(
+                    format!("{at}.key"),
+                    "must be lower-case letters, digits or `_`".into(),
+                );
+            } else if !test_keys.insert(t.key.clone()) {
+                p(
+                    format!("{at}.key"),
+                    format!("test `{}` appears twice", t.key),
+                );
+            }
+            if t.cite.trim().is_empty() {
+                p(format!("{at}.cite"), "must name the section".into());
+            }
+            if t.done_by.is_empty() {
+                p(
+                    format!("{at}.done_by"),
+                    "must name at least one result target".into(),
+                );
+            }
+            for (j, d) in t.done_by.iter().enumerate() {
+                if !valid_key(d) {
+                    p(
+                        format!("{at}.done_by[{j}]"),
+                        "must be lower-case letters, digits or `_`".into(),
+                    );
+                }
+            }
+            let mut when = Vec::new();
+            for (j, w) in t.when.iter().enumerate() {
+                match parse_clause(w) {
+                    Ok(c) => when.push(c),
+                    Err(e) => p(format!("{at}.when[{j}]"), e),
+                }
+            }
+            validity_tests.push(RequiredTest {
+                key: t.key.clone(),
+                cite: t.cite.clone(),
+                done_by: t.done_by.clone(),
+                when,
+            });
+        }
+
         let days = self.correctable.business_days;
         if !(1..=30).contains(&days) {
             p(
@@ -831,6 +922,7 @@ impl RawProfile {
             },
             classes,
             validity,
+            validity_tests,
             correctable: Correctable {
                 business_days: days as u32,
                 collector_certification: self.correctable.collector_certification,
@@ -910,6 +1002,15 @@ result = "adulterated"
 cite = "40.95"
 remark = "nitrite high"
 when = ["nitrite >= 500"]
+[[validity_test]]
+key = "oxidizing_adulterant"
+cite = "40.91(c)"
+done_by = ["nitrite", "oxidant"]
+[[validity_test]]
+key = "specific_gravity"
+cite = "40.91(a)"
+done_by = ["specific_gravity"]
+when = ["creatinine < 20"]
 [correctable]
 business_days = 5
 collector_certification = "reject"
@@ -980,6 +1081,54 @@ retain_one_year = ["positive"]
         let bad = MINIMAL.replace("nitrite >= 500", "nitrate >= 500");
         let e = Profile::parse(&bad, None).unwrap_err();
         assert_eq!(e.problems[0].key, "validity[0].when[0]");
+    }
+
+    #[test]
+    fn validity_tests_load_and_refuse() {
+        let p = Profile::parse(MINIMAL, Some("t")).unwrap();
+        let keys: Vec<&str> = p.validity_tests.iter().map(|t| t.key.as_str()).collect();
+        assert_eq!(keys, ["oxidizing_adulterant", "specific_gravity"]);
+        assert!(p.validity_tests[0].when.is_empty());
+        assert_eq!(p.validity_tests[1].when.len(), 1);
+        assert_eq!(p.validity_tests[0].done_by, ["nitrite", "oxidant"]);
+
+        // A urine edition must list its tests.
+        let start = MINIMAL.find("[[validity_test]]").unwrap();
+        let end = MINIMAL.find("[correctable]").unwrap();
+        let none = format!("{}{}", &MINIMAL[..start], &MINIMAL[end..]);
+        let e = Profile::parse(&none, None).unwrap_err();
+        assert_eq!(e.problems[0].key, "validity_test", "{e}");
+        // Each key, cite, target and clause is checked, naming its key.
+        let bad = MINIMAL
+            .replace("cite = \"40.91(c)\"", "cite = \" \"")
+            .replace("done_by = [\"specific_gravity\"]", "done_by = []")
+            .replace(
+                "when = [\"creatinine < 20\"]",
+                "when = [\"creatinin < 20\"]",
+            )
+            .replace(
+                "done_by = [\"nitrite\", \"oxidant\"]",
+                "done_by = [\"Nitrite\"]",
+            );
+        let e = Profile::parse(&bad, None).unwrap_err();
+        let keys: Vec<&str> = e.problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "validity_test[0].cite",
+                "validity_test[0].done_by[0]",
+                "validity_test[1].done_by",
+                "validity_test[1].when[0]",
+            ],
+            "{e}"
+        );
+        let twice = MINIMAL.replace(
+            "key = \"specific_gravity\"",
+            "key = \"oxidizing_adulterant\"",
+        );
+        let e = Profile::parse(&twice, None).unwrap_err();
+        assert_eq!(e.problems[0].key, "validity_test[1].key", "{e}");
+        assert!(e.to_string().contains("appears twice"), "{e}");
     }
 
     #[test]
