@@ -226,6 +226,15 @@ fn demo(example: &Path) -> Result<(), String> {
         None,
         &chem("88", "1.0150", "6.0", "760"),
     )?;
+    // Nitrite over 500 on the initial test: today's edition asks for the confirmatory test on
+    // a second aliquot (40.89) before the specimen is adulterated.
+    send_in(
+        "chemistry-1",
+        "DEMO-ADU-004",
+        None,
+        None,
+        &[("NITC", "742", "mcg/mL")],
+    )?;
     // The confirmation run carries its id (OBR-21) and each result the instrument's
     // acceptability flag (OBX-13 "Y": ion ratios, retention time, internal standard).
     send_in(
@@ -487,6 +496,7 @@ fn qc_sets() -> Vec<(&'static str, Option<&'static str>, QcSet)> {
                         ("SG", "1.0020", ""),
                         ("PH", "4.0", "pH"),
                         ("NIT", "0", "mcg/mL"),
+                        ("NITC", "0", "mcg/mL"),
                     ],
                 ),
                 (
@@ -506,6 +516,7 @@ fn qc_sets() -> Vec<(&'static str, Option<&'static str>, QcSet)> {
                         ("CREA", "23.0", "mg/dL"),
                         ("PH", "11.0", "pH"),
                         ("NIT", "500", "mcg/mL"),
+                        ("NITC", "497", "mcg/mL"),
                     ],
                 ),
             ],

@@ -438,6 +438,20 @@ pub struct Analysis {
     pub conflicts: Vec<Conflict>,
     /// (kind, engine target) → the result the rules read (its position).
     pub chosen: BTreeMap<(ResultKind, String), usize>,
+    /// (kind, engine target) → tier → the counting results (positions).
+    pub counting: BTreeMap<(ResultKind, String), BTreeMap<Tier, Vec<usize>>>,
+}
+
+/// Where a finding the edition asks to see on two separate aliquots stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TwoAliquots {
+    /// It holds on the initial and on the confirmatory test (or no such finding).
+    Confirmed,
+    /// It holds on one test; the other (on a second aliquot) is still missing: the specimen
+    /// waits.
+    Waiting(Vec<String>),
+    /// It holds on one test and not on the other: held for the certifying scientist.
+    Disagree(Vec<String>),
 }
 
 /// Why result `i` of `results` does not count, if it does not.
@@ -542,6 +556,7 @@ pub fn analyze(
     }
     let mut conflicts = Vec::new();
     let mut chosen = BTreeMap::new();
+    let counting = slots.clone();
     for ((kind, target), tiers) in slots {
         let mut disagreeing = Vec::new();
         for (tier, positions) in &tiers {
@@ -575,6 +590,7 @@ pub fn analyze(
         views,
         conflicts,
         chosen,
+        counting,
     }
 }
 
@@ -613,6 +629,122 @@ impl Analysis {
                 (ResultKind::Interference, _) if r.identified => s.validity.interference = true,
                 _ => {}
             }
+        }
+    }
+
+    /// The validity measures and adulterants of one tier's counting results (a tier whose
+    /// results disagree gives nothing).
+    pub fn tier_validity(&self, results: &[ResultEntry], tier: Tier) -> rules::Validity {
+        let mut s = rules::Specimen::default();
+        let only = Analysis {
+            views: Vec::new(),
+            conflicts: Vec::new(),
+            chosen: self
+                .counting
+                .iter()
+                .filter(|((k, _), _)| {
+                    matches!(
+                        k,
+                        ResultKind::Validity | ResultKind::Adulterant | ResultKind::Interference
+                    )
+                })
+                .filter_map(|(slot, tiers)| {
+                    let positions = tiers.get(&tier)?;
+                    let first = &results[positions[0]];
+                    positions
+                        .iter()
+                        .all(|&p| agree(first, &results[p]))
+                        .then(|| (slot.clone(), positions[0]))
+                })
+                .collect(),
+            counting: BTreeMap::new(),
+        };
+        only.fill(results, &mut s);
+        s.validity
+    }
+
+    /// Every finding of `profile` the edition asks to see on two separate aliquots (today's
+    /// substituted and adulterated) that holds on the measure the rules read must hold on the
+    /// initial test and on the confirmatory test, of different aliquots when the instrument
+    /// names them.
+    pub fn two_aliquots(&self, results: &[ResultEntry], profile: &Profile) -> TwoAliquots {
+        let mut all = rules::Specimen::default();
+        self.fill(results, &mut all);
+        let initial = self.tier_validity(results, Tier::Initial);
+        let confirmatory = self.tier_validity(results, Tier::Confirmatory);
+        let holds = |c: &rules::profile::Criterion, v: &rules::Validity| {
+            rules::validity::assess(profile, v)
+                .iter()
+                .any(|f| std::ptr::eq(f.criterion, c))
+        };
+        let aliquots = |tier: Tier| -> std::collections::BTreeSet<&str> {
+            self.counting
+                .iter()
+                .filter(|((k, _), _)| *k != ResultKind::Initial && *k != ResultKind::Confirmation)
+                .filter_map(|(_, tiers)| tiers.get(&tier))
+                .flatten()
+                .map(|&p| results[p].aliquot.as_str())
+                .filter(|a| !a.is_empty())
+                .collect()
+        };
+        let (mut waiting, mut disagree) = (Vec::new(), Vec::new());
+        // Every two-aliquot finding that holds on the measure read or on either test.
+        let mut findings = rules::validity::assess(profile, &all.validity);
+        for v in [&initial, &confirmatory] {
+            for f in rules::validity::assess(profile, v) {
+                if !findings
+                    .iter()
+                    .any(|g| std::ptr::eq(g.criterion, f.criterion))
+                {
+                    findings.push(f);
+                }
+            }
+        }
+        for f in findings {
+            let c = f.criterion;
+            if !c.two_aliquots {
+                continue;
+            }
+            let what = format!("{} ({}: {})", c.result.key(), c.cite, c.remark);
+            let uses_adulterant = c
+                .clauses
+                .iter()
+                .flatten()
+                .any(|a| matches!(a, rules::profile::Atom::AdulterantIdentified));
+            // Whether a tier measured what the finding reads.
+            let measured = |v: &rules::Validity, tier: Tier| {
+                f.measures.iter().all(|m| v.get(*m).is_some())
+                    && (!uses_adulterant
+                        || self.counting.iter().any(|((k, _), t)| {
+                            *k == ResultKind::Adulterant && t.contains_key(&tier)
+                        }))
+            };
+            match (holds(c, &initial), holds(c, &confirmatory)) {
+                (true, true) => {
+                    let (i, k) = (aliquots(Tier::Initial), aliquots(Tier::Confirmatory));
+                    if !i.is_empty() && !k.is_empty() && i.intersection(&k).next().is_some() {
+                        waiting.push(format!(
+                            "{what}: the confirmatory test is on the same aliquot as the initial test"
+                        ));
+                    }
+                }
+                (true, false) if !measured(&confirmatory, Tier::Confirmatory) => {
+                    waiting.push(format!("{what}: the confirmatory test on a second aliquot"))
+                }
+                (false, true) if !measured(&initial, Tier::Initial) => {
+                    waiting.push(format!("{what}: the initial test"))
+                }
+                _ => disagree.push(format!(
+                    "{what}: the initial and confirmatory tests disagree"
+                )),
+            }
+        }
+        if !disagree.is_empty() {
+            TwoAliquots::Disagree(disagree)
+        } else if !waiting.is_empty() {
+            TwoAliquots::Waiting(waiting)
+        } else {
+            TwoAliquots::Confirmed
         }
     }
 

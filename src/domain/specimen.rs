@@ -799,19 +799,33 @@ impl SpecimenRecord {
             .open_retests(&self.results, &self.retests)
     }
 
-    /// Why the specimen is held, in words: untested, or counting results that disagree.
+    /// Why the specimen is held, in words: untested, counting results that disagree, or an
+    /// initial and a confirmatory test (two aliquots) that disagree on a finding.
     pub fn held_because(&self, profile: Option<&Profile>) -> Option<String> {
         if let Some(r) = self.untested_reason() {
             return Some(r.to_string());
         }
-        let conflicts = self.analysis(profile).conflicts;
-        (!conflicts.is_empty()).then(|| {
-            conflicts
-                .iter()
-                .map(|c| c.words())
-                .collect::<Vec<_>>()
-                .join("; ")
-        })
+        let history = self.analysis(profile);
+        let mut why: Vec<String> = history.conflicts.iter().map(|c| c.words()).collect();
+        if let Some(p) = profile
+            && let crate::domain::results::TwoAliquots::Disagree(d) =
+                history.two_aliquots(&self.results, p)
+        {
+            why.extend(d);
+        }
+        (!why.is_empty()).then(|| why.join("; "))
+    }
+
+    /// The findings that wait for their second aliquot's test (today's substituted and
+    /// adulterated need the initial and the confirmatory test), in words.
+    pub fn waiting_for_aliquots(&self, profile: &Profile) -> Vec<String> {
+        match self
+            .analysis(Some(profile))
+            .two_aliquots(&self.results, profile)
+        {
+            crate::domain::results::TwoAliquots::Waiting(w) => w,
+            _ => Vec::new(),
+        }
     }
 
     /// Attaches the accession (once), chooses the specimen's edition ([`choose_edition`]) and
@@ -1067,6 +1081,11 @@ impl SpecimenRecord {
         let history = self.analysis(Some(profile));
         if !history.conflicts.is_empty() {
             return State::Held;
+        }
+        match history.two_aliquots(&self.results, profile) {
+            crate::domain::results::TwoAliquots::Disagree(_) => return State::Held,
+            crate::domain::results::TwoAliquots::Waiting(_) => return State::Confirming,
+            crate::domain::results::TwoAliquots::Confirmed => {}
         }
         if self.retest_requested.is_some()
             || !history
@@ -1331,6 +1350,90 @@ mod tests {
         assert_eq!(
             r.mark_not_reportable(99, "x", "Dr. A", &p, "part40-2001", 6),
             Err(ChangeError::NoSuchResult(99))
+        );
+    }
+
+    /// Today's substituted (40.88(b)) needs the initial and the confirmatory creatinine and SG
+    /// tests on two separate aliquots: on the initial test alone the specimen waits; both
+    /// agreeing (different aliquots) it is ready; disagreeing it is held; the 2001 edition asks
+    /// for no second aliquot.
+    #[test]
+    fn substituted_needs_the_initial_and_the_confirmatory_test_on_two_aliquots() {
+        let p = profiles();
+        let today = p.get("part40-2023").unwrap();
+        let start = |profile: &str| {
+            let mut a = accession();
+            a.profile = Some(profile.into());
+            let mut r = SpecimenRecord::new("S9", 0);
+            r.attach_accession(a, &p, "part40-2001", 1).unwrap();
+            let classes: Vec<String> = p
+                .get(profile)
+                .unwrap()
+                .classes
+                .iter()
+                .map(|c| c.key.clone())
+                .collect();
+            let mut first: Vec<ResultEntry> = classes
+                .iter()
+                .map(|c| result(ResultKind::Initial, c, "0", 2))
+                .collect();
+            for (m, v) in [
+                ("creatinine", "1.5"),
+                ("specific_gravity", "1.0005"),
+                ("ph", "6.5"),
+                ("nitrite", "0"),
+            ] {
+                let mut e = result(ResultKind::Validity, m, v, 2);
+                e.aliquot = "1".into();
+                first.push(e);
+            }
+            r.attach_results(first, &p, "part40-2001", 2).unwrap();
+            r
+        };
+        let confirm = |creatinine: &str, sg: &str, aliquot: &str| -> Vec<ResultEntry> {
+            [("creatinine", creatinine), ("specific_gravity", sg)]
+                .into_iter()
+                .map(|(m, v)| {
+                    let mut e = result(ResultKind::Validity, m, v, 3);
+                    e.tier = Some(Tier::Confirmatory);
+                    e.aliquot = aliquot.into();
+                    e
+                })
+                .collect()
+        };
+        let mut r = start("part40-2023");
+        assert_eq!(r.state, State::Confirming, "waits for the second aliquot");
+        let w = r.waiting_for_aliquots(today);
+        assert!(
+            w[0].starts_with("substituted (40.88(b)") && w[0].contains("second aliquot"),
+            "{w:?}"
+        );
+        let mut same = r.clone();
+        same.attach_results(confirm("1.6", "1.0008", "1"), &p, "part40-2001", 3)
+            .unwrap();
+        assert_eq!(same.state, State::Confirming, "the same aliquot twice");
+        let mut agreed = r.clone();
+        agreed
+            .attach_results(confirm("1.6", "1.0008", "2"), &p, "part40-2001", 3)
+            .unwrap();
+        assert_eq!(agreed.state, State::ReadyForReview);
+        assert_eq!(
+            agreed.evaluation.as_ref().unwrap().verdict.results,
+            [rules::ResultCategory::Substituted]
+        );
+        r.attach_results(confirm("3.0", "1.0150", "2"), &p, "part40-2001", 3)
+            .unwrap();
+        assert_eq!(r.state, State::Held, "initial and confirmatory disagree");
+        assert!(
+            r.held_because(Some(today))
+                .unwrap()
+                .contains("initial and confirmatory tests disagree")
+        );
+        // The 2001 edition: no second aliquot asked for.
+        let old = start("part40-2001");
+        assert!(
+            old.waiting_for_aliquots(p.get("part40-2001").unwrap())
+                .is_empty()
         );
     }
 
@@ -1893,12 +1996,17 @@ mod tests {
                 "{edition}"
             );
             // An oxidant identified (chromium(VI)) or an oxidant interference check on file is
-            // an oxidizing-adulterant test done.
-            assert_eq!(
-                ready_with(edition, &[cr("80"), ph, (Adulterant, "chromium_vi", "1")]).0,
-                State::ReadyForReview,
-                "{edition}"
-            );
+            // an oxidizing-adulterant test done. (Identified, the specimen is adulterated: today's
+            // edition then waits for the confirmatory test on a second aliquot, 40.89.)
+            let (state, missing) =
+                ready_with(edition, &[cr("80"), ph, (Adulterant, "chromium_vi", "1")]);
+            assert!(missing.is_empty(), "{edition}: {missing:?}");
+            let expected = if edition == "part40-2023" {
+                State::Confirming
+            } else {
+                State::ReadyForReview
+            };
+            assert_eq!(state, expected, "{edition}");
             assert_eq!(
                 ready_with(edition, &[cr("80"), ph, (Interference, "oxidant", "1")]).0,
                 State::ReadyForReview,

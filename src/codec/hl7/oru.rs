@@ -32,7 +32,7 @@
 //!   become donor results.
 //! - When the specimen-id path does not pick an occurrence, every occurrence of its segment must
 //!   carry the same id ([`UseError::ConflictingSpecimenIds`]), so one message never mixes
-//!   specimens. Two final results for the same kind and target are
+//!   specimens. Two final results for the same kind, target and tier are
 //!   [`UseError::DuplicateResult`].
 //! - Whether the specimen id is known is the caller's business (it answers AE with
 //!   [`super::ErrorCode::UnknownKeyIdentifier`]).
@@ -1052,9 +1052,11 @@ pub fn extract(msg: &Message, mapping: &Mapping) -> Result<OruResults, UseError>
                 ResultValue::Number(v)
             }
         };
+        // One result per test and tier: the initial and the confirmatory test of a measure may
+        // travel together.
         if results
             .iter()
-            .any(|o| o.kind == t.kind && o.target == t.target)
+            .any(|o| o.kind == t.kind && o.target == t.target && o.tier == t.tier)
         {
             return Err(UseError::DuplicateResult { location: here });
         }

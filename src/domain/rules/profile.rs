@@ -141,6 +141,10 @@ pub struct Criterion {
     pub cite: String,
     pub remark: String,
     pub clauses: Vec<Vec<Atom>>,
+    /// The edition asks for the initial and the confirmatory test on two separate aliquots
+    /// (today's 40.88(b) substituted, 40.89 adulterated): the finding stands only when it holds
+    /// on both.
+    pub two_aliquots: bool,
 }
 
 /// A confirmation analyte's extra condition (e.g. methamphetamine needs amphetamine ≥ 200).
@@ -531,6 +535,8 @@ struct RawCriterion {
     cite: String,
     remark: String,
     when: Vec<String>,
+    #[serde(default)]
+    two_aliquots: bool,
 }
 
 #[derive(Deserialize)]
@@ -794,6 +800,7 @@ impl RawProfile {
                 cite: v.cite.clone(),
                 remark: v.remark.clone(),
                 clauses,
+                two_aliquots: v.two_aliquots,
             });
         }
 
