@@ -772,6 +772,7 @@ pub fn review_item(
         "results": history.views,
         "result_conflicts": history.conflicts,
         "retests_open": rec.open_retests(),
+        "waiting_for_aliquots": profile.map(|p| rec.waiting_for_aliquots(p)).unwrap_or_default(),
         "mro_id": mro_id,
         "held_because": hold_reason,
         "draft_report": draft,
