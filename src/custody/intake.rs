@@ -392,35 +392,6 @@ impl Custody {
         .await
     }
 
-    /// A confirmation batch file: every specimen's results, all or nothing.
-    pub async fn batch(
-        &self,
-        document: &str,
-        raw: Vec<u8>,
-        specimens: Vec<(String, Vec<ResultEntry>)>,
-    ) -> Result<Applied, IngestError> {
-        let changes = specimens
-            .into_iter()
-            .map(|(id, results)| {
-                let results = Arc::new(results);
-                let change: Change = Arc::new(move |rec, profiles, default, now| {
-                    rec.attach_results((*results).clone(), profiles, default, now)
-                        .map_err(ChangeErrorOrUnknown::Change)
-                });
-                (id, change, true)
-            })
-            .collect();
-        self.apply(
-            "lims".into(),
-            document_key(document, &raw),
-            "lims".into(),
-            "results_received",
-            raw,
-            changes,
-        )
-        .await
-    }
-
     /// An operator's re-assignment of a specimen's edition, before release only
     /// ([`SpecimenRecord::reassign_edition`]): one transaction with its audit entry
     /// (`edition_reassigned`, the profile names before and after; the reason stays in the
