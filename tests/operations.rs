@@ -284,6 +284,10 @@ fn alert_rules_cover_refusals_quarantine_and_the_panel_guard() {
             "CustodianDotSummaryNotSent",
             "custodian_summaries_overdue{recipient=\"dot\"}",
         ),
+        (
+            "CustodianAstmQueryForRejectedSpecimen",
+            "custodian_astm_host_queries_total{answer=\"rejected\"}",
+        ),
     ] {
         assert!(
             rules.contains(&format!("alert: {alert}")),

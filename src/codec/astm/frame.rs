@@ -418,6 +418,11 @@ impl Link {
         std::mem::take(&mut self.tx)
     }
 
+    /// Whether events wait to be taken.
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty()
+    }
+
     /// The next event to act on.
     pub fn next_event(&mut self) -> Option<Event> {
         self.events.pop_front()
