@@ -8,7 +8,10 @@
 //! - a SIGKILL between the last frame and its ACK loses nothing and duplicates nothing once
 //!   the analyzer sends the message again;
 //! - the host query answers with the tests of the specimen's edition, "no information" for an
-//!   unknown or a rejected specimen, and a query for a rejected one is counted for its alert.
+//!   unknown or a rejected specimen, and a query for a rejected one is counted for its alert;
+//! - runs as for HL7 (`[astm_analyzer.mapping.runs]`): controls marked by the order's action
+//!   code (O-12 `Q`), runs bracketed by QC sets; the results count once the closing QC set sent
+//!   over ASTM passed, and not while a control failed (the specimen waits).
 
 mod common;
 use common::*;
@@ -20,15 +23,26 @@ use std::time::Duration;
 const ANALYZER: &str = "cobas-1";
 
 /// The test mapping ([`LAB_MAPPING`]) as an ASTM analyzer's: the specimen ID at O-3.1, the
-/// bottle at O-3.2.
+/// bottle at O-3.2; its runs and QC rules with ASTM positions: controls by the action code
+/// (O-12 `Q`), the confirmations' acceptability flag at R-7.
 fn astm_analyzer() -> String {
-    let tests = LAB_MAPPING
+    let (tests, runs) = LAB_MAPPING
+        .split_once("[analyzer.mapping.runs]")
+        .expect("LAB_MAPPING has runs");
+    let tests = tests
         .split("[[analyzer.mapping.test]]")
         .skip(1)
         .map(|t| format!("[[astm_analyzer.mapping.test]]{t}"))
         .collect::<String>();
+    let runs = runs
+        .replace(
+            "qc_sample_prefixes = [\"QC-\"]",
+            "role = { field = \"O-12\", control = [\"Q\"] }",
+        )
+        .replace("OBX-13.1", "R-7");
+    assert!(runs.contains("O-12") && runs.contains("R-7"), "{runs}");
     format!(
-        "[[astm_analyzer]]\nname = \"{ANALYZER}\"\nlisten = \"127.0.0.1:0\"\n[astm_analyzer.mapping]\nspecimen_id = \"O-3.1\"\nbottle = {{ field = \"O-3.2\", primary = [\"A\"], split = [\"B\"], default = \"primary\" }}\n{tests}"
+        "[[astm_analyzer]]\nname = \"{ANALYZER}\"\nlisten = \"127.0.0.1:0\"\n[astm_analyzer.mapping]\nspecimen_id = \"O-3.1\"\nbottle = {{ field = \"O-3.2\", primary = [\"A\"], split = [\"B\"], default = \"primary\" }}\n{tests}[astm_analyzer.mapping.runs]{runs}"
     )
 }
 
@@ -88,6 +102,42 @@ fn screen(specimen: &str, ts: &str, results: &[(&str, &str, &str)]) -> Vec<Strin
     }
     r.push("L|1|N".into());
     r
+}
+
+/// A control's results as the analyzer sends them: the order's action code (O-12) is `Q`.
+fn control(sample: &str, ts: &str, results: &[(&str, &str, &str)]) -> Vec<String> {
+    let codes: Vec<String> = results.iter().map(|(c, _, _)| format!("^^^{c}")).collect();
+    let mut r = vec![
+        format!("H|\\^&|||cobas^1|||||||P|1|{ts}"),
+        "P|1".to_string(),
+        format!("O|1|{sample}||{}|R||||||Q", codes.join("\\")),
+    ];
+    for (i, (code, value, unit)) in results.iter().enumerate() {
+        r.push(format!(
+            "R|{}|^^^{code}|{value}|{unit}||N||F||||20261123111000",
+            i + 1
+        ));
+    }
+    r.push("L|1|N".into());
+    r
+}
+
+/// Sends the closing QC set ([`lab_qc_set`]) over ASTM, `change` applied to each control's
+/// results; every frame acknowledged.
+fn close_astm_run(d: &Daemon, ts: &str, change: impl Fn(&str, &str, &'static str) -> &'static str) {
+    for (sample, results) in lab_qc_set() {
+        let results: Vec<(&str, &str, &str)> = results
+            .iter()
+            .map(|&(c, v, u)| (c, change(sample, c, v), u))
+            .collect();
+        let v = send(d.addr(ANALYZER), &[], &control(sample, ts, &results));
+        assert!(replies(&v).iter().all(|r| r == "ACK"), "{sample}: {v}");
+    }
+}
+
+/// Every value of the QC set as it is (passing).
+fn passing(_: &str, _: &str, v: &'static str) -> &'static str {
+    v
 }
 
 /// The results a specimen holds from ASTM messages, as (target, value).
@@ -197,8 +247,87 @@ fn a_bad_checksum_gets_nak_and_the_retransmission_is_stored_once() {
         ),
         1.0
     );
+    // The closing QC set over ASTM passes: the run is accepted automatically and the stored
+    // results (once each) count.
+    close_astm_run(&d, "20261123111500", passing);
+    let (s, body) = d.get("/api/runs/cobas-1%3AB1", Some(TOKEN));
+    assert_eq!(s, 200, "{body}");
+    let run: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (run["state"].as_str(), run["evaluation"]["outcome"].as_str()),
+        (Some("accepted"), Some("passed")),
+        "{run}"
+    );
+    let rec = d.specimen("AST-0001").unwrap();
+    let history = rec["result_history"].as_array().unwrap();
+    assert_eq!(history.len(), 3, "{rec}");
+    assert!(history.iter().all(|r| r["counts"] == true), "{rec}");
     let log = d.log();
     assert!(!log.contains("AST-0001"), "logs never name specimens");
+}
+
+/// Every test of the 2001 edition's screen and validity for a negative specimen.
+const FULL: [(&str, &str, &str); 9] = [
+    ("THC50", "3", "ng/mL"),
+    ("COC300", "0", "ng/mL"),
+    ("OPI2000", "0", "ng/mL"),
+    ("AMP1000", "0", "ng/mL"),
+    ("PCP25", "0", "ng/mL"),
+    ("CREA", "85.2", "mg/dL"),
+    ("SG", "1.0180", ""),
+    ("PH", "6.1", "pH"),
+    ("NIT", "0", "mcg/mL"),
+];
+
+#[test]
+fn astm_results_of_a_run_whose_control_failed_do_not_count_and_the_specimen_waits() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(dir.path());
+    d.drop_lims("acc.xml", &accession_xml_clean("AST-F1"))
+        .unwrap();
+    let v = send(
+        d.addr(ANALYZER),
+        &[],
+        &screen("AST-F1", "20261123101500", &FULL),
+    );
+    assert!(replies(&v).iter().all(|r| r == "ACK"), "{v}");
+    assert_eq!(astm_results(&d, "AST-F1").len(), FULL.len());
+    // The creatinine control QC-NEG reads 20 against its target of 10 +-20 %: failed.
+    close_astm_run(&d, "20261123111500", |sample, code, v| {
+        if sample == "QC-NEG" && code == "CREA" {
+            "20"
+        } else {
+            v
+        }
+    });
+    let (s, body) = d.get("/api/runs/cobas-1%3AB1", Some(TOKEN));
+    assert_eq!(s, 200, "{body}");
+    let run: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(run["state"], "pending", "{run}");
+    assert_eq!(run["evaluation"]["outcome"], "failed", "{run}");
+    assert!(
+        run["evaluation"]["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["outcome"] == "failed" && c["code"] == "CREA" && c["results"][0] == "20"),
+        "{run}"
+    );
+    // The controls were recognised by O-12 "Q": QC of the run, never specimens.
+    assert!(d.specimen("QC-NEG").is_none());
+    let rec = d.specimen("AST-F1").unwrap();
+    assert_eq!(rec["state"], "screened", "the specimen waits: {rec}");
+    assert_eq!(rec["runs"]["cobas-1:B1"]["qc"], "failed", "{rec}");
+    let history = rec["result_history"].as_array().unwrap();
+    assert_eq!(history.len(), FULL.len(), "{rec}");
+    assert!(
+        history
+            .iter()
+            .all(|r| r["counts"] == false && r["run_qc"] == "failed"),
+        "{rec}"
+    );
+    let (_, review) = d.get("/api/review", Some(TOKEN));
+    assert!(!review.contains("AST-F1"), "{review}");
 }
 
 #[test]

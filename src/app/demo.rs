@@ -236,12 +236,16 @@ fn demo(example: &Path) -> Result<(), String> {
 
     step(
         7,
-        "Each analyzer closes its run with its QC set (controls and calibrators, SPM-11 Q/C)",
+        "Each analyzer closes its run with its QC set (controls and calibrators: SPM-11 Q/C, ASTM O-12 Q)",
     );
     for (analyzer, run, set) in qc_sets() {
         for (sample, role, obx) in set {
             send_in(analyzer, sample, run, Some(role), &obx)?;
         }
+    }
+    // The ASTM analyzer's controls carry the action code Q (O-12).
+    for (sample, action, results) in astm_qc_set() {
+        astm_send(&rt, sample, action, &results)?;
     }
     let show_runs = |state: &str| -> Result<Vec<serde_json::Value>, String> {
         let runs = get_json(rt.admin, &format!("/api/runs?state={state}"))?;
@@ -580,30 +584,85 @@ fn astm_chemistry(
     results: &[(&str, &str, &str)],
 ) -> Result<(), String> {
     let ordered = astm_query(rt, id)?;
+    let results: Vec<_> = results
+        .iter()
+        .filter(|(c, _, _)| ordered.iter().any(|o| o == c))
+        .copied()
+        .collect();
+    astm_send(rt, id, "", &results)
+}
+
+/// One ASTM result message of the chemistry analyzer: an order for `id` with the action code
+/// `action` (O-12: "Q" for a control, empty for a specimen or a calibration), its results.
+fn astm_send(
+    rt: &RuntimeInfo,
+    id: &str,
+    action: &str,
+    results: &[(&str, &str, &str)],
+) -> Result<(), String> {
     let addr = *rt
         .analyzers
         .get(ASTM_ANALYZER)
         .ok_or(format!("no analyzer {ASTM_ANALYZER}"))?;
     let mut text = format!(
-        "H|\\^&|||demo-chem|||||||P|1|20261123102000\rP|1\rO|1|{id}||{}|R\r",
-        ordered
+        "H|\\^&|||demo-chem|||||||P|1|20261123102000\rP|1\rO|1|{id}||{}|R||||||{action}\r",
+        results
             .iter()
-            .map(|c| format!("^^^{c}"))
+            .map(|(c, _, _)| format!("^^^{c}"))
             .collect::<Vec<_>>()
             .join("\\")
     );
-    let mut n = 0;
-    for (code, value, unit) in results
-        .iter()
-        .filter(|(c, _, _)| ordered.iter().any(|o| o == c))
-    {
-        n += 1;
-        text.push_str(&format!("R|{n}|^^^{code}|{value}|{unit}||N||F\r"));
+    for (n, (code, value, unit)) in results.iter().enumerate() {
+        text.push_str(&format!("R|{}|^^^{code}|{value}|{unit}||N||F\r", n + 1));
     }
     text.push_str("L|1|N\r");
     astm_exchange(addr, text.as_bytes(), false)?;
-    crate::outln!("    {ASTM_ANALYZER:<14} {id}  {n} result(s)  → every frame ACK (ASTM E1381)");
+    crate::outln!(
+        "    {ASTM_ANALYZER:<14} {id}  {} result(s)  → every frame ACK (ASTM E1381)",
+        results.len()
+    );
     Ok(())
+}
+
+/// The closing QC set of the ASTM chemistry analyzer, every value passing its rule: (sample,
+/// O-12 action code, results). Its calibration is recognised by its sample ID (CAL-).
+fn astm_qc_set() -> QcSet {
+    vec![
+        (
+            "CAL-VAL",
+            "",
+            vec![("CREA", "2.0", "mg/dL"), ("SG", "1.0000", "")],
+        ),
+        (
+            "QC-VAL-1",
+            "Q",
+            vec![
+                ("CREA", "1.2", "mg/dL"),
+                ("SG", "1.0020", ""),
+                ("PH", "4.0", "pH"),
+                ("NIT", "0", "mcg/mL"),
+            ],
+        ),
+        (
+            "QC-VAL-2",
+            "Q",
+            vec![
+                ("CREA", "10.0", "mg/dL"),
+                ("SG", "1.0150", ""),
+                ("PH", "7.0", "pH"),
+                ("NIT", "0", "mcg/mL"),
+            ],
+        ),
+        (
+            "QC-VAL-3",
+            "Q",
+            vec![
+                ("CREA", "23.0", "mg/dL"),
+                ("PH", "11.0", "pH"),
+                ("NIT", "500", "mcg/mL"),
+            ],
+        ),
+    ]
 }
 
 /// Sends one ASTM message as an analyzer (ENQ, frames, EOT; every reply must be ACK) and, when
