@@ -485,7 +485,9 @@ mod tests {
 
     fn mapping() -> AstmMapping {
         toml::from_str(
-            "[[test]]\ncode = \"THC50\"\nkind = \"initial\"\ntarget = \"marijuana\"\nunit = \"ng/mL\"\n",
+            "[[test]]\ncode = \"THC50\"\nkind = \"initial\"\ntarget = \"marijuana\"\nunit = \"ng/mL\"\n\
+             [runs]\nkind = \"initial\"\nrole = { field = \"O-12\", control = [\"Q\"] }\n\
+             qc = [{ code = \"THC50\", sample = \"QC-NEG\", level = \"negative\", expect = \"below\", value = 50 }]\n",
         )
         .unwrap()
     }

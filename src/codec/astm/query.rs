@@ -325,6 +325,7 @@ unit = "ng/mL"
                 observation: "1".into(),
             },
             received_at_ms: 2,
+            ..Default::default()
         }
     }
 

@@ -792,6 +792,7 @@ pub fn content_id(m: &Message) -> String {
 mod tests {
     use super::*;
     use crate::codec::astm::records::parse;
+    use crate::domain::runs::RunKind;
 
     pub(crate) const MAPPING: &str = r#"
 [astm_analyzer.mapping]
@@ -1102,5 +1103,191 @@ unit = "mg/dL"
             mapping().validate_shape()
         );
         assert_eq!(mapping().code_for(Kind::Initial, "cocaine"), Some("COC300"));
+    }
+
+    const RUNS_MAPPING: &str = r#"
+specimen_id = "O-3.1"
+bottle = { field = "O-3.2", primary = ["A"], split = ["B"], default = "primary" }
+[[test]]
+code = "COC300"
+kind = "initial"
+target = "cocaine"
+unit = "ng/mL"
+[[test]]
+code = "BZEC"
+kind = "confirmation"
+target = "benzoylecgonine"
+unit = "ng/mL"
+[runs]
+kind = "confirmation"
+run_id = "O-21"
+role = { field = "O-12", control = ["Q"] }
+qc_sample_prefixes = ["CAL-"]
+acceptable = { field = "R-7", acceptable = ["Y"] }
+qc = [
+  { code = "COC300", sample = "QC-NEG", level = "negative", expect = "below", value = 300 },
+  { code = "BZEC", sample = "QC-NEG", level = "negative", expect = "below", value = 100 },
+  { code = "BZEC", sample = "CAL-1", level = "cutoff", role = "calibrator", expect = "within", value = 100, tolerance_percent = 20 },
+]
+"#;
+
+    /// An order record with `fields` (number, text) set, the others empty.
+    fn order(fields: &[(usize, &str)]) -> String {
+        let mut f = vec![""; 22];
+        f[0] = "O";
+        for &(n, v) in fields {
+            f[n - 1] = v;
+        }
+        f.join("|")
+    }
+
+    fn run_with(mapping: &AstmMapping, records: &[String]) -> Result<Vec<OruResults>, UseError> {
+        let mut all = vec![H.to_string(), "P|1".to_string()];
+        all.extend_from_slice(records);
+        all.push("L|1|N".into());
+        let text = all.join("\r") + "\r";
+        extract(&parse(text.as_bytes()).unwrap(), mapping)
+    }
+
+    #[test]
+    fn runs_read_role_run_id_and_acceptability_from_astm_positions() {
+        let m: AstmMapping = toml::from_str(RUNS_MAPPING).unwrap();
+        assert!(m.validate_shape().is_empty(), "{:?}", m.validate_shape());
+        let groups = run_with(
+            &m,
+            &[
+                order(&[(2, "1"), (3, "SP-1^A"), (5, "^^^BZEC"), (21, "B-7")]),
+                "R|1|^^^BZEC|412|ng/mL||Y||F".into(),
+                "R|2|^^^COC300|870|ng/mL||Y||F".into(),
+                order(&[(2, "2"), (3, "SP-2^A"), (5, "^^^BZEC"), (21, "B-7")]),
+                "R|1|^^^BZEC|180|ng/mL||N||F".into(),
+                order(&[(2, "3"), (3, "QC-NEG^B"), (12, "Q"), (21, "B-7")]),
+                "R|1|^^^BZEC|0|ng/mL||Y||F".into(),
+                order(&[(2, "4"), (3, "CAL-1"), (21, "B-7")]),
+                "R|1|^^^BZEC|98|ng/mL||Y||F".into(),
+            ],
+        )
+        .unwrap();
+        let seen: Vec<_> = groups
+            .iter()
+            .map(|g| {
+                (
+                    g.specimen_id.as_str(),
+                    g.role,
+                    g.run_id.as_deref(),
+                    g.bottle,
+                    g.results
+                        .iter()
+                        .map(|o| (o.code.as_str(), o.acceptable))
+                        .collect::<Vec<_>>(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (
+                    "SP-1",
+                    None,
+                    Some("B-7"),
+                    Bottle::Primary,
+                    vec![("BZEC", Some(true)), ("COC300", None)]
+                ),
+                (
+                    "SP-2",
+                    None,
+                    Some("B-7"),
+                    Bottle::Primary,
+                    vec![("BZEC", Some(false))]
+                ),
+                // A control (O-12 "Q") is no bottle of a donor's specimen.
+                (
+                    "QC-NEG",
+                    Some(SampleRole::Control),
+                    Some("B-7"),
+                    Bottle::Primary,
+                    vec![("BZEC", Some(true))]
+                ),
+                // The action code cannot name a calibrator: its prefix does, its rule the role.
+                (
+                    "CAL-1",
+                    Some(SampleRole::Calibrator),
+                    Some("B-7"),
+                    Bottle::Primary,
+                    vec![("BZEC", Some(true))]
+                ),
+            ]
+        );
+        assert_eq!(groups[0].results[0].tier, None);
+        // The run id is required where the mapping names it, and must be an identifier.
+        for (run, err) in [
+            ("", UseError::MissingRunId { index: 3 }),
+            ("B 7", UseError::InvalidRunId { index: 3 }),
+        ] {
+            assert_eq!(
+                run_with(
+                    &m,
+                    &[
+                        order(&[(2, "1"), (3, "SP-1"), (21, run)]),
+                        "R|1|^^^BZEC|412|ng/mL||Y||F".into(),
+                    ],
+                ),
+                Err(err)
+            );
+        }
+        // Without a run id position: bracketing, no run id read.
+        let mut bracketing = m.clone();
+        if let Some(r) = bracketing.runs.as_mut() {
+            r.run_id = None;
+        }
+        let g = run_with(
+            &bracketing,
+            &[
+                order(&[(2, "1"), (3, "SP-1")]),
+                "R|1|^^^BZEC|412|ng/mL||Y||F".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(g[0].run_id, None);
+        // The HL7 view carries the runs (kind, how runs are delimited and QC samples known,
+        // the rules) to the shared result path.
+        let view = m.hl7_view();
+        let r = view.runs.as_ref().unwrap();
+        assert!(r.run_id.is_some() && r.role.is_some() && r.acceptable.is_some());
+        assert_eq!(r.qc, m.runs.as_ref().unwrap().qc);
+        assert_eq!(r.kind, RunKind::Confirmation);
+    }
+
+    #[test]
+    fn runs_positions_are_checked_as_astm_positions() {
+        let bad = RUNS_MAPPING
+            .replace("run_id = \"O-21\"", "run_id = \"R-2\"")
+            .replace("field = \"O-12\"", "field = \"R-3\"")
+            .replace("field = \"R-7\"", "field = \"O-12\"");
+        let m: AstmMapping = toml::from_str(&bad).unwrap();
+        let keys: Vec<String> = m.validate_shape().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(
+            keys,
+            ["runs.role.field", "runs.run_id", "runs.acceptable.field"]
+        );
+        // The shared checks of [analyzer.mapping.runs] apply: a confirmation needs its flag,
+        // every test code a QC rule, a confirmation run a named reviewer.
+        let shared = RUNS_MAPPING
+            .replace("acceptable = { field = \"R-7\", acceptable = [\"Y\"] }\n", "")
+            .replace("kind = \"confirmation\"\nrun_id", "kind = \"confirmation\"\nauto_accept = true\nrun_id")
+            .replace(
+                "  { code = \"COC300\", sample = \"QC-NEG\", level = \"negative\", expect = \"below\", value = 300 },\n",
+                "",
+            );
+        let m: AstmMapping = toml::from_str(&shared).unwrap();
+        let keys: Vec<String> = m.validate_shape().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, ["runs.acceptable", "runs.auto_accept", "runs.qc"]);
+        // Neither a role nor prefixes: controls could not be recognised.
+        let none = RUNS_MAPPING
+            .replace("role = { field = \"O-12\", control = [\"Q\"] }\n", "")
+            .replace("qc_sample_prefixes = [\"CAL-\"]\n", "");
+        let m: AstmMapping = toml::from_str(&none).unwrap();
+        let keys: Vec<String> = m.validate_shape().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, ["runs.role"]);
     }
 }
