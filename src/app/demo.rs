@@ -537,9 +537,6 @@ fn url_segment(s: &str) -> String {
         .collect()
 }
 
-/// One ORU^R01: a specimen's results (bottle A), or with `role` a control's or calibrator's
-/// (SPM-11); `run` in OBR-21.1; confirmations flagged acceptable in OBX-13.1.
-
 /// The demo's ASTM chemistry analyzer.
 const ASTM_ANALYZER: &str = "chemistry-astm-1";
 
@@ -719,6 +716,8 @@ fn astm_exchange(
     Ok(got)
 }
 
+/// One ORU^R01: a specimen's results (bottle A), or with `role` a control's or calibrator's
+/// (SPM-11); `run` in OBR-21.1; confirmations flagged acceptable in OBX-13.1.
 fn send_oru(
     addr: SocketAddr,
     control_id: &str,

@@ -36,8 +36,8 @@ use crate::codec::hl7::{
     self, Bottle, Kind, Location, Observation, OruResults, ResultStatus, ResultValue, RunMapping,
     TestMapping,
 };
-use crate::domain::runs::SampleRole;
 use crate::domain::rules::measure;
+use crate::domain::runs::SampleRole;
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use std::fmt;
@@ -610,7 +610,9 @@ fn identifier(
     p: &AstmPath,
     invalid: UseError,
 ) -> Result<Option<String>, UseError> {
-    let v = p.value(r, m).ok_or(UseError::BadEscape { index: r.index })?;
+    let v = p
+        .value(r, m)
+        .ok_or(UseError::BadEscape { index: r.index })?;
     if v.is_empty() {
         Ok(None)
     } else if valid_specimen_id(&v) {
@@ -667,8 +669,9 @@ pub fn extract(m: &Message, mapping: &AstmMapping) -> Result<Vec<OruResults>, Us
                     None => None,
                 };
                 let aliquot = match runs.and_then(|rm| rm.aliquot.as_ref()) {
-                    Some(p) => identifier(r, m, p, UseError::InvalidAliquot { index })?
-                        .unwrap_or_default(),
+                    Some(p) => {
+                        identifier(r, m, p, UseError::InvalidAliquot { index })?.unwrap_or_default()
+                    }
                     None => String::new(),
                 };
                 current = Some(OruResults {
@@ -737,11 +740,14 @@ pub fn extract(m: &Message, mapping: &AstmMapping) -> Result<Vec<OruResults>, Us
                     .map(str::to_owned);
                 // The acceptability flag is judged per confirmation result (ion ratios,
                 // retention time, internal standard); other tests carry none.
-                let acceptable = match mapping.runs.as_ref().and_then(|rm| rm.acceptable.as_ref())
-                {
+                let acceptable = match mapping.runs.as_ref().and_then(|rm| rm.acceptable.as_ref()) {
                     Some(f) if t.kind == Kind::Confirmation => {
                         let v = f.field.value(r, m).ok_or(UseError::BadEscape { index })?;
-                        Some(f.acceptable.iter().any(|a| a.trim().eq_ignore_ascii_case(&v)))
+                        Some(
+                            f.acceptable
+                                .iter()
+                                .any(|a| a.trim().eq_ignore_ascii_case(&v)),
+                        )
                     }
                     _ => None,
                 };

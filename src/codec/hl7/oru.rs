@@ -295,7 +295,6 @@ impl<P> RunMapping<P> {
     }
 }
 
-
 /// Where the bottle (primary "A" or split "B") is written, and the values that name each.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
