@@ -30,6 +30,14 @@ fn demo_runs_to_the_end_and_shows_the_five_verdicts() {
         runs.contains("run gcms-1:GC-DEMO-1: accepted by \"Demo Certifying Scientist\""),
         "{runs}"
     );
+    // DEMO-NEG-001's validity chemistry came over ASTM: its run, closed by the QC set sent
+    // over ASTM (controls with O-12 "Q"), is accepted automatically.
+    assert!(
+        runs.lines().any(|l| l.contains("run chemistry-astm-1:B1")
+            && l.contains("QC passed")
+            && l.contains("accepted automatically (1 specimens)")),
+        "{runs}"
+    );
     assert!(released.contains("DEMO-POS-002: released"), "{released}");
     let table = text.split("[11]").nth(1).expect("step 11 printed");
     for (id, results) in [

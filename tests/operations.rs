@@ -302,6 +302,10 @@ fn alert_rules_cover_refusals_quarantine_and_the_panel_guard() {
             "CustodianQcSampleConflict",
             "custodian_qc_sample_conflicts_total",
         ),
+        (
+            "CustodianAstmQueryForRejectedSpecimen",
+            "custodian_astm_host_queries_total{answer=\"rejected\"}",
+        ),
     ] {
         assert!(
             rules.contains(&format!("alert: {alert}")),

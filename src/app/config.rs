@@ -32,6 +32,8 @@ pub struct Config {
     pub lifecycle: Lifecycle,
     pub quarantine: Quarantine,
     pub analyzers: Vec<Analyzer>,
+    /// `[[astm_analyzer]]`: analyzers that speak ASTM E1381/E1394.
+    pub astm_analyzers: Vec<AstmAnalyzer>,
     pub mros: Vec<MroEntry>,
     pub transmit: Transmit,
     pub split_laboratory: SplitLaboratory,
@@ -450,6 +452,36 @@ pub struct Analyzer {
     pub mapping: crate::codec::hl7::Mapping,
 }
 
+/// One ASTM analyzer (E1381 / LIS1-A low-level protocol, E1394 / LIS2-A2 records): a TCP
+/// server the analyzer connects to (`listen`) or a TCP client custodian connects from
+/// (`connect`), exactly one; and how its records map onto the rule profile.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AstmAnalyzer {
+    /// A short name (letters, digits, `-`, `_`), unique among every analyzer.
+    pub name: String,
+    /// TCP server: the analyzer connects to this address (`127.0.0.1:0` picks a free port).
+    #[serde(default)]
+    pub listen: Option<std::net::SocketAddr>,
+    /// TCP client: custodian connects to the analyzer at this address and reconnects when the
+    /// connection drops.
+    #[serde(default)]
+    pub connect: Option<std::net::SocketAddr>,
+    /// Seconds between connection attempts of a TCP client (default 5).
+    #[serde(default = "default_reconnect_secs")]
+    pub reconnect_secs: u64,
+    /// ASTM carries donor data in clear: on an address other than loopback, refused unless
+    /// this says so explicitly (an isolated instrument segment).
+    #[serde(default)]
+    pub allow_plaintext: bool,
+    /// Where the specimen ID, test codes and statuses are, and what each test code means.
+    pub mapping: crate::codec::astm::AstmMapping,
+}
+
+fn default_reconnect_secs() -> u64 {
+    5
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Laboratory {
     /// 40.97(b)(1)(i)(A): the laboratory's name on every report.
@@ -522,7 +554,8 @@ pub struct Log {
 }
 
 /// The top-level sections, each deserialized on its own so one bad section hides no other.
-const SECTIONS: [&str; 16] = [
+const SECTIONS: [&str; 17] = [
+    "astm_analyzer",
     "summaries",
     "split_laboratory",
     "quarantine",
@@ -554,6 +587,7 @@ struct RawConfig {
     lifecycle: Lifecycle,
     quarantine: Quarantine,
     analyzers: Vec<Analyzer>,
+    astm_analyzers: Vec<AstmAnalyzer>,
     mros: Vec<MroEntry>,
     transmit: Transmit,
     split_laboratory: SplitLaboratory,
@@ -685,6 +719,11 @@ pub fn load_with_env(
     } else {
         Some(Vec::new())
     };
+    let astm_analyzers = if top.contains_key("astm_analyzer") {
+        section::<Vec<AstmAnalyzer>>(&top, "astm_analyzer", env, &mut problems)
+    } else {
+        Some(Vec::new())
+    };
     let mros = if top.contains_key("mro") {
         section::<Vec<MroEntry>>(&top, "mro", env, &mut problems)
     } else {
@@ -712,6 +751,7 @@ pub fn load_with_env(
         Some(split_laboratory),
         Some(quarantine),
         Some(summaries),
+        Some(astm_analyzers),
     ) = (
         mros,
         transmit,
@@ -719,6 +759,7 @@ pub fn load_with_env(
         split_laboratory,
         quarantine,
         summaries,
+        astm_analyzers,
     )
     else {
         return Err(fail(problems));
@@ -753,6 +794,7 @@ pub fn load_with_env(
         lifecycle,
         quarantine,
         analyzers,
+        astm_analyzers,
         mros,
         transmit,
         split_laboratory,
@@ -806,6 +848,7 @@ pub fn load_with_env(
                 a
             })
             .collect(),
+        astm_analyzers: raw.astm_analyzers,
         mros: raw
             .mros
             .into_iter()
@@ -828,6 +871,7 @@ pub fn load_with_env(
     validate_mros(&cfg, &mut problems);
     let profiles = load_profiles(&cfg.rules.profiles_dir, &mut problems);
     validate_analyzers(&cfg, &profiles, &mut problems);
+    validate_astm_analyzers(&cfg, &profiles, &mut problems);
     validate_split_laboratory(&cfg.split_laboratory, &profiles, &mut problems);
     if !profiles.is_empty() && profiles.get(&cfg.rules.default_profile).is_none() {
         problems.push(problem(
@@ -1407,6 +1451,119 @@ fn validate_analyzers(cfg: &Config, profiles: &ProfileSet, problems: &mut Vec<Pr
                 format!("{at}.mapping.runs"),
                 format!(
                     "analyzer `{}`: required: the run kind, how runs are delimited (run_id, or bracketing by QC sets), how controls and calibrators are recognised (role or qc_sample_prefixes) and the QC rules of its assays ([[analyzer.mapping.runs.qc]])",
+                    a.name
+                ),
+            ));
+        }
+        if !profiles.is_empty() {
+            let editions: Vec<&str> = profiles.names().collect();
+            for (i, t) in a.mapping.tests.iter().enumerate() {
+                let known = profiles
+                    .iter()
+                    .any(|p| crate::codec::hl7::Mapping::target_known(t.kind, &t.target, p));
+                if !known {
+                    problems.push(problem(
+                        format!("{at}.mapping.test[{i}].target"),
+                        format!(
+                            "analyzer `{}` code `{}`: {} target `{}` is known to no loaded edition (checked {})",
+                            a.name,
+                            t.code,
+                            t.kind.key(),
+                            t.target,
+                            editions.join(", ")
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+fn validate_astm_analyzers(cfg: &Config, profiles: &ProfileSet, problems: &mut Vec<Problem>) {
+    let mut names: std::collections::BTreeSet<String> =
+        cfg.analyzers.iter().map(|a| a.name.clone()).collect();
+    let mut addrs: std::collections::BTreeSet<std::net::SocketAddr> = cfg
+        .analyzers
+        .iter()
+        .map(|a| a.listen)
+        .filter(|a| a.port() != 0)
+        .collect();
+    for (n, a) in cfg.astm_analyzers.iter().enumerate() {
+        let at = format!("astm_analyzer[{n}]");
+        let ok_name = !a.name.is_empty()
+            && a.name.len() <= 32
+            && a.name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !ok_name {
+            problems.push(problem(
+                format!("{at}.name"),
+                "1-32 letters, digits, `-` or `_`",
+            ));
+        }
+        if !names.insert(a.name.clone()) {
+            problems.push(problem(
+                format!("{at}.name"),
+                format!(
+                    "analyzer `{}` appears twice (names are unique across [[analyzer]] and [[astm_analyzer]])",
+                    a.name
+                ),
+            ));
+        }
+        let addr = match (a.listen, a.connect) {
+            (Some(l), None) => {
+                if l.port() != 0 && !addrs.insert(l) {
+                    problems.push(problem(
+                        format!("{at}.listen"),
+                        "another analyzer listens there",
+                    ));
+                }
+                Some(("listen", l))
+            }
+            (None, Some(c)) => {
+                if c.port() == 0 {
+                    problems.push(problem(
+                        format!("{at}.connect"),
+                        "needs the analyzer's port (not 0)",
+                    ));
+                }
+                if a.reconnect_secs == 0 {
+                    problems.push(problem(
+                        format!("{at}.reconnect_secs"),
+                        "must be at least 1",
+                    ));
+                }
+                Some(("connect", c))
+            }
+            _ => {
+                problems.push(problem(
+                    at.clone(),
+                    "set exactly one of listen (the analyzer connects: TCP server) and connect (custodian connects: TCP client)",
+                ));
+                None
+            }
+        };
+        if let Some((key, addr)) = addr
+            && !addr.ip().is_loopback()
+            && !a.allow_plaintext
+        {
+            problems.push(problem(
+                format!("{at}.allow_plaintext"),
+                format!(
+                    "ASTM over TCP has no TLS: {key} = {addr} (not loopback) sends donor data in \
+                     clear; set allow_plaintext = true for an isolated instrument segment"
+                ),
+            ));
+        }
+        for (k, p) in a.mapping.validate_shape() {
+            problems.push(problem(format!("{at}.mapping.{k}"), p));
+        }
+        // As for HL7: only results of an accepted run count.
+        if a.mapping.runs.is_none() {
+            problems.push(problem(
+                format!("{at}.mapping.runs"),
+                format!(
+                    "analyzer `{}`: required: the run kind, how runs are delimited (run_id, or bracketing by QC sets), how controls and calibrators are recognised (role, e.g. O-12 \"Q\", or qc_sample_prefixes) and the QC rules of its assays ([[astm_analyzer.mapping.runs.qc]])",
                     a.name
                 ),
             ));

@@ -165,6 +165,7 @@ fn durability_reason(lost: &str) -> String {
 struct Reloadable {
     users: Arc<std::sync::RwLock<Arc<Users>>>,
     analyzers: BTreeMap<String, Arc<AnalyzerHandler>>,
+    astm: BTreeMap<String, Arc<crate::ingest::astm::AstmHandler>>,
 }
 
 async fn run(
@@ -191,7 +192,8 @@ async fn run(
         .await
         .map_err(|e| format!("admin.listen {}: {e}", cfg.admin.listen))?;
     let admin_addr = admin_listener.local_addr().map_err(|e| e.to_string())?;
-    let (analyzers, handlers) = w.bind_analyzers(&cfg, &custody).await?;
+    let (mut analyzers, handlers) = w.bind_analyzers(&cfg, &custody).await?;
+    let astm = w.bind_astm(&cfg, &custody, &mut analyzers).await?;
     let runtime = RuntimeInfo {
         pid: std::process::id(),
         admin: admin_addr,
@@ -223,6 +225,7 @@ async fn run(
     let reloadable = Reloadable {
         users,
         analyzers: handlers,
+        astm,
     };
     let stop = w
         .until_stopped(&cfg, signals, &config_path, &reloadable)
@@ -361,7 +364,12 @@ impl Wiring {
     /// now.
     async fn publish_analyzer_series(&self, cfg: &Config) {
         let store = self.store.clone();
-        let names: Vec<String> = cfg.analyzers.iter().map(|a| a.name.clone()).collect();
+        let names: Vec<String> = cfg
+            .analyzers
+            .iter()
+            .map(|a| a.name.clone())
+            .chain(cfg.astm_analyzers.iter().map(|a| a.name.clone()))
+            .collect();
         let now = self.clock.now_ms();
         let _ = tokio::task::spawn_blocking(move || {
             crate::app::monitoring::publish_analyzers(&store, &names, now)
@@ -417,6 +425,55 @@ impl Wiring {
             info!(component = "daemon", analyzer = %a.name, listen = %addr, tls = a.tls.is_some(), "analyzer listener bound");
         }
         Ok((bound, handlers))
+    }
+
+    /// Starts each ASTM analyzer's link: a bound TCP listener (its address added to `bound`) or
+    /// a client that connects to the analyzer.
+    async fn bind_astm(
+        &mut self,
+        cfg: &Config,
+        custody: &Custody,
+        bound: &mut BTreeMap<String, SocketAddr>,
+    ) -> Result<BTreeMap<String, Arc<crate::ingest::astm::AstmHandler>>, String> {
+        use crate::ingest::astm;
+        let mut handlers = BTreeMap::new();
+        let settings = astm::SessionSettings {
+            max_message_bytes: cfg.ingest.max_frame_bytes,
+            idle_timeout: Duration::from_secs(cfg.ingest.read_timeout_secs),
+        };
+        for (i, a) in cfg.astm_analyzers.iter().enumerate() {
+            let handler = Arc::new(astm::AstmHandler::new(
+                &a.name,
+                a.mapping.clone(),
+                custody.clone(),
+            ));
+            handlers.insert(a.name.clone(), handler.clone());
+            let token = self.shutdown.clone();
+            let settings = settings.clone();
+            match (a.listen, a.connect) {
+                (Some(listen), _) => {
+                    let listener = tokio::net::TcpListener::bind(listen)
+                        .await
+                        .map_err(|e| format!("astm_analyzer[{i}].listen {listen}: {e}"))?;
+                    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+                    bound.insert(a.name.clone(), addr);
+                    let max = cfg.ingest.max_connections;
+                    self.tasks.spawn(async move {
+                        astm::serve(listener, handler, settings, max, token).await
+                    });
+                    info!(component = "daemon", analyzer = %a.name, listen = %addr, "ASTM analyzer listener bound");
+                }
+                (None, Some(connect)) => {
+                    let retry = Duration::from_secs(a.reconnect_secs);
+                    self.tasks.spawn(async move {
+                        astm::connect_loop(connect, handler, settings, retry, token).await
+                    });
+                    info!(component = "daemon", analyzer = %a.name, connect = %connect, "ASTM analyzer client started");
+                }
+                (None, None) => return Err(format!("astm_analyzer[{i}]: no listen or connect")),
+            }
+        }
+        Ok(handlers)
     }
 
     /// One supervised sender per MRO of the directory; the outbox gauges.
@@ -997,6 +1054,13 @@ fn reload(config_path: &Path, r: &Reloadable) {
             h.replace_mapping(a.mapping.clone());
         } else {
             warn!(component = "daemon", analyzer = %a.name, "new analyzer in the configuration: needs a restart to listen");
+        }
+    }
+    for a in &cfg.astm_analyzers {
+        if let Some(h) = r.astm.get(&a.name) {
+            h.replace_mapping(a.mapping.clone());
+        } else {
+            warn!(component = "daemon", analyzer = %a.name, "new ASTM analyzer in the configuration: needs a restart");
         }
     }
     if let Ok(mut u) = r.users.write() {

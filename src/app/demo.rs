@@ -1,11 +1,12 @@
 //! `custodian demo`: a newcomer watches a whole day of the laboratory in a minute. It starts the
-//! daemon on a temporary store with the example configuration, plays a simulated LIMS and three
-//! simulated analyzers for five specimens (a negative, a positive, a dilute, an adulterated and
-//! a rejected one), closes each analyzer's run with its QC set (the screen and validity runs
-//! are accepted automatically, the confirmation run by the demo certifying scientist), releases
-//! the results as the demo certifying scientist, and receives the signed reports at a local MRO
-//! receiver (HTTPS, client certificate required), printing each step and the final verdicts.
-//! Everything it creates lives in a temporary directory.
+//! daemon on a temporary store with the example configuration, plays a simulated LIMS and four
+//! simulated analyzers (three HL7 over MLLP, one ASTM with its host query) for five specimens (a
+//! negative, a positive, a dilute, an adulterated and a rejected one), closes each analyzer's run
+//! with its QC set (the screen and validity runs are accepted automatically, the confirmation run
+//! by the demo certifying scientist), releases the results as the demo certifying scientist, and
+//! receives the signed reports at a local MRO receiver (HTTPS, client certificate required),
+//! printing each step and the final verdicts. Everything it creates lives in a temporary
+//! directory.
 
 use crate::admin::client;
 use crate::app::daemon::{RuntimeInfo, runtime_file};
@@ -127,7 +128,7 @@ fn demo(example: &Path) -> Result<(), String> {
 
     step(
         6,
-        "The analyzers send their results over MLLP; every ACK comes after the durable commit",
+        "The analyzers send their results over MLLP and ASTM; every ACK comes after the durable commit",
     );
     let screen_zero = [
         ("THC50", "2"),
@@ -198,13 +199,10 @@ fn demo(example: &Path) -> Result<(), String> {
             ("NIT", nit, "mcg/mL"),
         ]
     };
-    send_in(
-        "chemistry-1",
-        "DEMO-NEG-001",
-        None,
-        None,
-        &chem("118", "1.0180", "6.1", "0"),
-    )?;
+    // The validity chemistry of DEMO-NEG-001 runs on an ASTM analyzer: it asks which tests to
+    // run (host query), then sends them.
+    astm_chemistry(&rt, "DEMO-NEG-001", &chem("118", "1.0180", "6.1", "0"))?;
+    astm_query(&rt, "DEMO-REJ-005")?;
     send_in(
         "chemistry-1",
         "DEMO-POS-002",
@@ -247,12 +245,16 @@ fn demo(example: &Path) -> Result<(), String> {
 
     step(
         7,
-        "Each analyzer closes its run with its QC set (controls and calibrators, SPM-11 Q/C)",
+        "Each analyzer closes its run with its QC set (controls and calibrators: SPM-11 Q/C, ASTM O-12 Q)",
     );
     for (analyzer, run, set) in qc_sets() {
         for (sample, role, obx) in set {
             send_in(analyzer, sample, run, Some(role), &obx)?;
         }
+    }
+    // The ASTM analyzer's controls carry the action code Q (O-12).
+    for (sample, action, results) in astm_qc_set() {
+        astm_send(&rt, sample, action, &results)?;
     }
     let show_runs = |state: &str| -> Result<Vec<serde_json::Value>, String> {
         let runs = get_json(rt.admin, &format!("/api/runs?state={state}"))?;
@@ -546,6 +548,185 @@ fn url_segment(s: &str) -> String {
         .collect()
 }
 
+/// The demo's ASTM chemistry analyzer.
+const ASTM_ANALYZER: &str = "chemistry-astm-1";
+
+/// Asks the ASTM analyzer's host query for `id` and prints the answer: the tests ordered, or
+/// "no information".
+fn astm_query(rt: &RuntimeInfo, id: &str) -> Result<Vec<String>, String> {
+    let addr = *rt
+        .analyzers
+        .get(ASTM_ANALYZER)
+        .ok_or(format!("no analyzer {ASTM_ANALYZER}"))?;
+    let records =
+        format!("H|\\^&|||demo-chem|||||||P|1|20261123101500\rQ|1|^{id}||^^^ALL||||||||O\rL|1|N\r");
+    let answer =
+        astm_exchange(addr, records.as_bytes(), true)?.ok_or("no answer to the host query")?;
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let tests: Vec<String> = text
+        .split('\r')
+        .find(|r| r.starts_with("O|"))
+        .and_then(|o| o.split('|').nth(4))
+        .map(|t| {
+            t.split('\\')
+                .map(|c| c.trim_start_matches('^').to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    if tests.is_empty() {
+        crate::outln!("    {ASTM_ANALYZER:<14} {id}  host query → no information (L|1|I)");
+    } else {
+        crate::outln!(
+            "    {ASTM_ANALYZER:<14} {id}  host query → order {}",
+            tests.join(" ")
+        );
+    }
+    Ok(tests)
+}
+
+/// The ASTM chemistry analyzer: host query for `id`, then its results (only the tests
+/// ordered), each frame acknowledged, the last only after the durable commit.
+fn astm_chemistry(
+    rt: &RuntimeInfo,
+    id: &str,
+    results: &[(&str, &str, &str)],
+) -> Result<(), String> {
+    let ordered = astm_query(rt, id)?;
+    let results: Vec<_> = results
+        .iter()
+        .filter(|(c, _, _)| ordered.iter().any(|o| o == c))
+        .copied()
+        .collect();
+    astm_send(rt, id, "", &results)
+}
+
+/// One ASTM result message of the chemistry analyzer: an order for `id` with the action code
+/// `action` (O-12: "Q" for a control, empty for a specimen or a calibration), its results.
+fn astm_send(
+    rt: &RuntimeInfo,
+    id: &str,
+    action: &str,
+    results: &[(&str, &str, &str)],
+) -> Result<(), String> {
+    let addr = *rt
+        .analyzers
+        .get(ASTM_ANALYZER)
+        .ok_or(format!("no analyzer {ASTM_ANALYZER}"))?;
+    let mut text = format!(
+        "H|\\^&|||demo-chem|||||||P|1|20261123102000\rP|1\rO|1|{id}||{}|R||||||{action}\r",
+        results
+            .iter()
+            .map(|(c, _, _)| format!("^^^{c}"))
+            .collect::<Vec<_>>()
+            .join("\\")
+    );
+    for (n, (code, value, unit)) in results.iter().enumerate() {
+        text.push_str(&format!("R|{}|^^^{code}|{value}|{unit}||N||F\r", n + 1));
+    }
+    text.push_str("L|1|N\r");
+    astm_exchange(addr, text.as_bytes(), false)?;
+    crate::outln!(
+        "    {ASTM_ANALYZER:<14} {id}  {} result(s)  → every frame ACK (ASTM E1381)",
+        results.len()
+    );
+    Ok(())
+}
+
+/// The closing QC set of the ASTM chemistry analyzer, every value passing its rule: (sample,
+/// O-12 action code, results). Its calibration is recognised by its sample ID (CAL-).
+fn astm_qc_set() -> QcSet {
+    vec![
+        (
+            "CAL-VAL",
+            "",
+            vec![("CREA", "2.0", "mg/dL"), ("SG", "1.0000", "")],
+        ),
+        (
+            "QC-VAL-1",
+            "Q",
+            vec![
+                ("CREA", "1.2", "mg/dL"),
+                ("SG", "1.0020", ""),
+                ("PH", "4.0", "pH"),
+                ("NIT", "0", "mcg/mL"),
+            ],
+        ),
+        (
+            "QC-VAL-2",
+            "Q",
+            vec![
+                ("CREA", "10.0", "mg/dL"),
+                ("SG", "1.0150", ""),
+                ("PH", "7.0", "pH"),
+                ("NIT", "0", "mcg/mL"),
+            ],
+        ),
+        (
+            "QC-VAL-3",
+            "Q",
+            vec![
+                ("CREA", "23.0", "mg/dL"),
+                ("PH", "11.0", "pH"),
+                ("NIT", "500", "mcg/mL"),
+            ],
+        ),
+    ]
+}
+
+/// Sends one ASTM message as an analyzer (ENQ, frames, EOT; every reply must be ACK) and, when
+/// `answer`, receives the host's message that follows.
+fn astm_exchange(
+    addr: SocketAddr,
+    message: &[u8],
+    answer: bool,
+) -> Result<Option<Vec<u8>>, String> {
+    use crate::codec::astm::frame::{ACK, ENQ, EOT, Event, Link, frames_for};
+    let mut s = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(|e| e.to_string())?;
+    let reply = |s: &mut TcpStream| -> Result<u8, String> {
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b).map_err(|e| e.to_string())?;
+        Ok(b[0])
+    };
+    s.write_all(&[ENQ]).map_err(|e| e.to_string())?;
+    if reply(&mut s)? != ACK {
+        return Err("ENQ not acknowledged".into());
+    }
+    for f in frames_for(message) {
+        s.write_all(&f).map_err(|e| e.to_string())?;
+        if reply(&mut s)? != ACK {
+            return Err("ASTM frame not acknowledged".into());
+        }
+    }
+    s.write_all(&[EOT]).map_err(|e| e.to_string())?;
+    if !answer {
+        return Ok(None);
+    }
+    // The host's answer, received with the same link state machine the daemon uses.
+    let mut link = Link::new(1 << 16);
+    let start = Instant::now();
+    let mut got = None;
+    let mut buf = [0u8; 4096];
+    while got.is_none() || !link.is_idle() {
+        let now = start.elapsed().as_millis() as u64;
+        let n = s.read(&mut buf).map_err(|e| e.to_string())?;
+        if n == 0 {
+            break;
+        }
+        link.receive(&buf[..n], now);
+        while let Some(ev) = link.next_event() {
+            if let Event::Messages(mut m) = ev {
+                got = m.pop();
+                link.settle(true, now);
+            }
+        }
+        s.write_all(&link.take_transmit())
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(got)
+}
+
 /// One ORU^R01: a specimen's results (bottle A), or with `role` a control's or calibrator's
 /// (SPM-11); `run` in OBR-21.1; confirmations flagged acceptable in OBX-13.1.
 fn send_oru(
@@ -664,10 +845,14 @@ fn write_config(example: &Path, dir: &Path, pki: &Pki, port: u16) -> Result<Path
         "listen",
         toml::Value::String("127.0.0.1:0".into()),
     );
-    if let Some(list) = v.get_mut("analyzer").and_then(|a| a.as_array_mut()) {
-        for a in list {
-            if let Some(t) = a.as_table_mut() {
-                t.insert("listen".into(), toml::Value::String("127.0.0.1:0".into()));
+    for section in ["analyzer", "astm_analyzer"] {
+        if let Some(list) = v.get_mut(section).and_then(|a| a.as_array_mut()) {
+            for a in list {
+                if let Some(t) = a.as_table_mut()
+                    && t.contains_key("listen")
+                {
+                    t.insert("listen".into(), toml::Value::String("127.0.0.1:0".into()));
+                }
             }
         }
     }

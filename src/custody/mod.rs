@@ -5,6 +5,7 @@
 
 pub mod copy1;
 pub mod events;
+pub mod host_query;
 pub mod intake;
 pub mod lifecycle;
 pub mod notices;

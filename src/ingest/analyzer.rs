@@ -122,7 +122,9 @@ impl AnalyzerHandler {
         ))
     }
 
-    async fn store(
+    /// The shared result path: results of one specimen → custody, and what to answer. The
+    /// ASTM handler settles its messages through it too.
+    pub(crate) async fn store(
         &self,
         oru: &hl7::OruResults,
         control_id: &str,
@@ -348,7 +350,12 @@ impl AnalyzerHandler {
     }
 
     /// Quarantines a refused message; false when even that could not be stored.
-    async fn keep(&self, reference: Option<String>, reason: String, frame: &[u8]) -> bool {
+    pub(crate) async fn keep(
+        &self,
+        reference: Option<String>,
+        reason: String,
+        frame: &[u8],
+    ) -> bool {
         let record = QuarantineRecord {
             source: format!("analyzer:{}", self.name),
             reference,

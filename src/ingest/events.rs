@@ -28,7 +28,7 @@ pub const MESSAGES_REUSED_CONTROL_ID: Metric = Metric::counter(
 pub const ANALYZER_CONNECTIONS: Metric = Metric::gauge(
     "custodian_analyzer_connections",
     "connections",
-    "open MLLP connections per analyzer",
+    "open analyzer connections (MLLP or ASTM) per analyzer",
 );
 pub const ANALYZER_LAST_MESSAGE: Metric = Metric::gauge(
     "custodian_analyzer_last_message_timestamp_seconds",
@@ -86,6 +86,42 @@ pub const QC_SAMPLE_CONFLICTS: Metric = Metric::counter(
     "QC results refused (AE, quarantined) because the control's or calibrator's sample ID is an accessioned specimen's",
 );
 
+pub const ASTM_MESSAGES: Metric = Metric::counter(
+    "custodian_astm_messages_total",
+    "messages",
+    "ASTM messages settled, by analyzer and outcome (stored, refused: kept in quarantine, not_stored: NAK, query, no_results)",
+);
+pub const ASTM_FRAMES_REFUSED: Metric = Metric::counter(
+    "custodian_astm_frames_refused_total",
+    "frames",
+    "ASTM frames answered NAK, by analyzer and reason (checksum, frame_number, malformed, too_long, restricted, message_too_large)",
+);
+pub const ASTM_INCOMPLETE: Metric = Metric::counter(
+    "custodian_astm_incomplete_messages_total",
+    "messages",
+    "ASTM transfers that ended inside a message (kept in quarantine, never acknowledged as stored), by analyzer and reason (eot, timeout, new_header, closed)",
+);
+pub const ASTM_HOST_QUERIES: Metric = Metric::counter(
+    "custodian_astm_host_queries_total",
+    "queries",
+    "ASTM host queries answered, by analyzer and answer (orders; no information: unknown, rejected, untested, released, nothing_to_order)",
+);
+pub const ASTM_ANSWERS_UNDELIVERED: Metric = Metric::counter(
+    "custodian_astm_answers_undelivered_total",
+    "messages",
+    "host query answers the analyzer did not take, by analyzer and reason (not_established, refused, timeout)",
+);
+pub const ASTM_DISCARDED_BYTES: Metric = Metric::counter(
+    "custodian_astm_discarded_bytes_total",
+    "bytes",
+    "bytes received outside an ASTM frame and discarded",
+);
+pub const ASTM_CONNECT_FAILURES: Metric = Metric::counter(
+    "custodian_astm_connect_failures_total",
+    "connections",
+    "failed connection attempts to ASTM analyzers custodian connects to (TCP client)",
+);
+
 /// Every metric of this layer.
 pub const METRICS: &[Metric] = &[
     MESSAGES,
@@ -104,6 +140,13 @@ pub const METRICS: &[Metric] = &[
     LIMS_DOCUMENTS,
     RESULTS_AFTER_RELEASE,
     QC_SAMPLE_CONFLICTS,
+    ASTM_MESSAGES,
+    ASTM_FRAMES_REFUSED,
+    ASTM_INCOMPLETE,
+    ASTM_HOST_QUERIES,
+    ASTM_ANSWERS_UNDELIVERED,
+    ASTM_DISCARDED_BYTES,
+    ASTM_CONNECT_FAILURES,
 ];
 
 /// Results for a specimen already released were refused.
@@ -359,5 +402,113 @@ impl InternalEvent for FramingError<'_> {
         metrics::counter!(MLLP_FRAMING_ERRORS.name, "analyzer" => self.analyzer.to_string())
             .increment(1);
         warn!(component = "mllp", analyzer = %self.analyzer, connection = self.connection, error = %self.error, "frame could not be read; connection closed");
+    }
+}
+
+// ---- ASTM analyzer links ---------------------------------------------------------------------
+
+/// An ASTM message was settled: `reference` is its content id (never content).
+pub struct AstmMessageSettled<'a> {
+    pub analyzer: &'a str,
+    pub reference: &'a str,
+    pub outcome: &'static str,
+}
+
+impl InternalEvent for AstmMessageSettled<'_> {
+    fn emit(self) {
+        metrics::counter!(ASTM_MESSAGES.name, "analyzer" => self.analyzer.to_string(), "outcome" => self.outcome)
+            .increment(1);
+        info!(component = "astm", analyzer = %self.analyzer, reference = %self.reference, outcome = self.outcome, "ASTM message settled");
+    }
+}
+
+/// A frame was answered NAK.
+pub struct AstmFrameRefused<'a> {
+    pub analyzer: &'a str,
+    pub connection: u64,
+    pub reason: &'static str,
+}
+
+impl InternalEvent for AstmFrameRefused<'_> {
+    fn emit(self) {
+        metrics::counter!(ASTM_FRAMES_REFUSED.name, "analyzer" => self.analyzer.to_string(), "reason" => self.reason)
+            .increment(1);
+        warn!(component = "astm", analyzer = %self.analyzer, connection = self.connection, reason = self.reason, "ASTM frame refused (NAK); the analyzer retransmits it");
+    }
+}
+
+/// A transfer ended inside a message.
+pub struct AstmIncomplete<'a> {
+    pub analyzer: &'a str,
+    pub connection: u64,
+    pub reason: &'static str,
+}
+
+impl InternalEvent for AstmIncomplete<'_> {
+    fn emit(self) {
+        metrics::counter!(ASTM_INCOMPLETE.name, "analyzer" => self.analyzer.to_string(), "reason" => self.reason)
+            .increment(1);
+        warn!(component = "astm", analyzer = %self.analyzer, connection = self.connection, reason = self.reason, "ASTM transfer ended inside a message; kept in quarantine, not stored");
+    }
+}
+
+/// A host query was answered. A query for a specimen rejected for testing is a warning (and
+/// an alert): the analyzer holds a specimen that must not be tested (40.83(d)). The specimen
+/// is named only in the audit log (`host_query`).
+pub struct AstmHostQuery<'a> {
+    pub analyzer: &'a str,
+    pub answer: &'static str,
+}
+
+impl InternalEvent for AstmHostQuery<'_> {
+    fn emit(self) {
+        metrics::counter!(ASTM_HOST_QUERIES.name, "analyzer" => self.analyzer.to_string(), "answer" => self.answer)
+            .increment(1);
+        if self.answer == "rejected" {
+            warn!(component = "astm", analyzer = %self.analyzer, answer = self.answer, "host query for a specimen rejected for testing (40.83(d)); answered no information; the specimen is in the audit log (host_query)");
+        } else {
+            info!(component = "astm", analyzer = %self.analyzer, answer = self.answer, "host query answered");
+        }
+    }
+}
+
+/// A host query's answer was not taken by the analyzer.
+pub struct AstmAnswerUndelivered<'a> {
+    pub analyzer: &'a str,
+    pub reason: &'static str,
+}
+
+impl InternalEvent for AstmAnswerUndelivered<'_> {
+    fn emit(self) {
+        metrics::counter!(ASTM_ANSWERS_UNDELIVERED.name, "analyzer" => self.analyzer.to_string(), "reason" => self.reason)
+            .increment(1);
+        warn!(component = "astm", analyzer = %self.analyzer, reason = self.reason, "host query answer not delivered");
+    }
+}
+
+/// Bytes outside any ASTM frame were discarded.
+pub struct AstmBytesDiscarded<'a> {
+    pub analyzer: &'a str,
+    pub bytes: u64,
+}
+
+impl InternalEvent for AstmBytesDiscarded<'_> {
+    fn emit(self) {
+        metrics::counter!(ASTM_DISCARDED_BYTES.name, "analyzer" => self.analyzer.to_string())
+            .increment(self.bytes);
+    }
+}
+
+/// A connection attempt to an ASTM analyzer (TCP client) failed.
+pub struct AstmConnectFailed<'a> {
+    pub analyzer: &'a str,
+    pub error: &'a str,
+}
+
+impl InternalEvent for AstmConnectFailed<'_> {
+    fn emit(self) {
+        metrics::counter!(ASTM_CONNECT_FAILURES.name, "analyzer" => self.analyzer.to_string())
+            .increment(1);
+        debug!(component = "astm", analyzer = %self.analyzer, error = %self.error, "could not connect to the analyzer; retrying");
     }
 }

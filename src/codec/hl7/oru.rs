@@ -103,12 +103,13 @@ pub struct TestMapping {
     pub tier: Option<Tier>,
 }
 
-/// Where the sample's role is written, and the values naming controls and calibrators.
+/// Where the sample's role is written, and the values naming controls and calibrators. `P` is
+/// the position type: an HL7 [`Path`], or an ASTM position for `[astm_analyzer.mapping.runs]`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RoleMapping {
+pub struct RoleMapping<P = Path> {
     /// E.g. `SPM-11.1` (HL7 table 0369: `Q` control, `C` calibrator).
-    pub field: Path,
+    pub field: P,
     /// Values meaning a control, compared ignoring case.
     pub control: Vec<String>,
     /// Values meaning a calibrator.
@@ -120,27 +121,27 @@ pub struct RoleMapping {
 /// time, internal standard), and the values that mean acceptable.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FlagMapping {
+pub struct FlagMapping<P = Path> {
     /// A field of the OBX itself, e.g. `OBX-13.1`.
-    pub field: Path,
+    pub field: P,
     /// Values meaning acceptable (compared ignoring case); anything else, or nothing, is not.
     pub acceptable: Vec<String>,
 }
 
 /// How an analyzer's runs are delimited, how its QC samples are recognised, and the QC rules
-/// of its assays (`[analyzer.mapping.runs]`).
+/// of its assays (`[analyzer.mapping.runs]`; with ASTM positions `[astm_analyzer.mapping.runs]`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RunMapping {
+#[serde(deny_unknown_fields, bound(deserialize = "P: Deserialize<'de>"))]
+pub struct RunMapping<P = Path> {
     /// What the analyzer's runs test.
     pub kind: RunKind,
     /// Where the run (batch) id is, e.g. `OBR-2.1`; absent: the samples between two QC sets of
     /// the analyzer form a run (bracketing).
     #[serde(default)]
-    pub run_id: Option<Path>,
+    pub run_id: Option<P>,
     /// Where the sample's role is sent; for instruments that send none, `qc_sample_prefixes`.
     #[serde(default)]
-    pub role: Option<RoleMapping>,
+    pub role: Option<RoleMapping<P>>,
     /// Sample ID prefixes of controls and calibrators, for instruments that send no role.
     #[serde(default)]
     pub qc_sample_prefixes: Vec<String>,
@@ -149,13 +150,149 @@ pub struct RunMapping {
     pub auto_accept: bool,
     /// Where each OBX says its result is acceptable (required for confirmation tests).
     #[serde(default)]
-    pub acceptable: Option<FlagMapping>,
+    pub acceptable: Option<FlagMapping<P>>,
     /// Where the aliquot tested is named, e.g. `SPM-2.2`.
     #[serde(default)]
-    pub aliquot: Option<Path>,
+    pub aliquot: Option<P>,
     /// `[[analyzer.mapping.runs.qc]]`: the QC rules of the assays, each citing its source.
     #[serde(default)]
     pub qc: Vec<QcRule>,
+}
+
+impl<P> RunMapping<P> {
+    /// The shape problems of a run configuration (keys under `runs.`) for the mapping's
+    /// `tests`; `flag_field` says what is wrong with the acceptability flag's position, if
+    /// anything (its record or segment is the protocol's). With `prefixes_beside_role` (ASTM,
+    /// whose action code marks controls only) `qc_sample_prefixes` may recognise the samples
+    /// the role field does not mark; else they are only for instruments that send no role.
+    pub fn check(
+        &self,
+        tests: &[TestMapping],
+        flag_field: impl Fn(&P) -> Option<String>,
+        prefixes_beside_role: bool,
+        add: &mut impl FnMut(String, String),
+    ) {
+        let r = self;
+        if let Some(role) = &r.role {
+            if role.control.is_empty() {
+                add(
+                    "runs.role.control".into(),
+                    "name at least one value meaning a control".into(),
+                );
+            }
+            let all: Vec<&String> = role.control.iter().chain(&role.calibrator).collect();
+            if all.iter().any(|v| v.trim().is_empty()) {
+                add("runs.role".into(), "empty value".into());
+            }
+            if role.control.iter().any(|c| {
+                role.calibrator
+                    .iter()
+                    .any(|k| eq_ignore_case(c.trim(), k.trim()))
+            }) {
+                add(
+                    "runs.role".into(),
+                    "a value names both a control and a calibrator".into(),
+                );
+            }
+            if !r.qc_sample_prefixes.is_empty() && !prefixes_beside_role {
+                add(
+                    "runs.qc_sample_prefixes".into(),
+                    "only for instruments that send no role: this mapping names runs.role".into(),
+                );
+            }
+        } else if r.qc_sample_prefixes.is_empty() {
+            add(
+                "runs.role".into(),
+                "say how controls and calibrators are recognised: runs.role (the field the instrument sends) or runs.qc_sample_prefixes".into(),
+            );
+        }
+        for (i, p) in r.qc_sample_prefixes.iter().enumerate() {
+            if p.trim().is_empty()
+                || !p
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b))
+            {
+                add(
+                    format!("runs.qc_sample_prefixes[{i}]"),
+                    "must be letters, digits or - _ . /".into(),
+                );
+            }
+        }
+        if let Some(f) = &r.acceptable {
+            if let Some(p) = flag_field(&f.field) {
+                add("runs.acceptable.field".into(), p);
+            }
+            if f.acceptable.is_empty() || f.acceptable.iter().any(|v| v.trim().is_empty()) {
+                add(
+                    "runs.acceptable.acceptable".into(),
+                    "name the non-empty values meaning acceptable".into(),
+                );
+            }
+        } else if tests.iter().any(|t| t.kind == Kind::Confirmation) {
+            add(
+                "runs.acceptable".into(),
+                "confirmation tests need the field where the instrument flags each result acceptable (a confirmation counts only with it)".into(),
+            );
+        }
+        if r.auto_accept && r.kind == RunKind::Confirmation {
+            add(
+                "runs.auto_accept".into(),
+                "only initial and validity runs may be accepted automatically; a confirmation run needs a named reviewer".into(),
+            );
+        }
+        for (i, q) in r.qc.iter().enumerate() {
+            for (k, p) in q.problems() {
+                add(format!("runs.qc[{i}].{k}"), p);
+            }
+            if !q.code.is_empty() && !tests.iter().any(|t| t.code == q.code) {
+                add(
+                    format!("runs.qc[{i}].code"),
+                    format!("`{}` is not a test code of this mapping", q.code),
+                );
+            }
+            if let Some(j) = r.qc[..i]
+                .iter()
+                .position(|o| o.code == q.code && o.sample == q.sample)
+            {
+                add(
+                    format!("runs.qc[{i}]"),
+                    format!("the same code and sample as runs.qc[{j}]"),
+                );
+            }
+        }
+        for t in tests {
+            if !r.qc.iter().any(|q| q.code == t.code) {
+                add(
+                    "runs.qc".into(),
+                    format!(
+                        "no QC rule for test code `{}`: a run testing it could never pass",
+                        t.code
+                    ),
+                );
+            }
+        }
+    }
+
+    /// The same configuration with its positions mapped by `f`.
+    pub fn with_positions<Q>(&self, f: impl Fn(&P) -> Q) -> RunMapping<Q> {
+        RunMapping {
+            kind: self.kind,
+            run_id: self.run_id.as_ref().map(&f),
+            role: self.role.as_ref().map(|m| RoleMapping {
+                field: f(&m.field),
+                control: m.control.clone(),
+                calibrator: m.calibrator.clone(),
+            }),
+            qc_sample_prefixes: self.qc_sample_prefixes.clone(),
+            auto_accept: self.auto_accept,
+            acceptable: self.acceptable.as_ref().map(|m| FlagMapping {
+                field: f(&m.field),
+                acceptable: m.acceptable.clone(),
+            }),
+            aliquot: self.aliquot.as_ref().map(&f),
+            qc: self.qc.clone(),
+        }
+    }
 }
 
 /// Where the bottle (primary "A" or split "B") is written, and the values that name each.
@@ -367,107 +504,15 @@ impl Mapping {
     }
 
     fn check_runs(&self, r: &RunMapping, add: &mut impl FnMut(String, String)) {
-        if let Some(role) = &r.role {
-            if role.control.is_empty() {
-                add(
-                    "runs.role.control".into(),
-                    "name at least one value meaning a control".into(),
-                );
-            }
-            let all: Vec<&String> = role.control.iter().chain(&role.calibrator).collect();
-            if all.iter().any(|v| v.trim().is_empty()) {
-                add("runs.role".into(), "empty value".into());
-            }
-            if role.control.iter().any(|c| {
-                role.calibrator
-                    .iter()
-                    .any(|k| eq_ignore_case(c.trim(), k.trim()))
-            }) {
-                add(
-                    "runs.role".into(),
-                    "a value names both a control and a calibrator".into(),
-                );
-            }
-            if !r.qc_sample_prefixes.is_empty() {
-                add(
-                    "runs.qc_sample_prefixes".into(),
-                    "only for instruments that send no role: this mapping names runs.role".into(),
-                );
-            }
-        } else if r.qc_sample_prefixes.is_empty() {
-            add(
-                "runs.role".into(),
-                "say how controls and calibrators are recognised: runs.role (the field the instrument sends) or runs.qc_sample_prefixes".into(),
-            );
-        }
-        for (i, p) in r.qc_sample_prefixes.iter().enumerate() {
-            if p.trim().is_empty()
-                || !p
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b))
-            {
-                add(
-                    format!("runs.qc_sample_prefixes[{i}]"),
-                    "must be letters, digits or - _ . /".into(),
-                );
-            }
-        }
-        if let Some(f) = &r.acceptable {
-            if f.field.segment.as_str() != "OBX" {
-                add(
-                    "runs.acceptable.field".into(),
-                    "must be a field of the OBX (e.g. OBX-13.1)".into(),
-                );
-            }
-            if f.acceptable.is_empty() || f.acceptable.iter().any(|v| v.trim().is_empty()) {
-                add(
-                    "runs.acceptable.acceptable".into(),
-                    "name the non-empty values meaning acceptable".into(),
-                );
-            }
-        } else if self.tests.iter().any(|t| t.kind == Kind::Confirmation) {
-            add(
-                "runs.acceptable".into(),
-                "confirmation tests need the field where the instrument flags each result acceptable (a confirmation counts only with it)".into(),
-            );
-        }
-        if r.auto_accept && r.kind == RunKind::Confirmation {
-            add(
-                "runs.auto_accept".into(),
-                "only initial and validity runs may be accepted automatically; a confirmation run needs a named reviewer".into(),
-            );
-        }
-        for (i, q) in r.qc.iter().enumerate() {
-            for (k, p) in q.problems() {
-                add(format!("runs.qc[{i}].{k}"), p);
-            }
-            if !q.code.is_empty() && self.test(&q.code).is_none() {
-                add(
-                    format!("runs.qc[{i}].code"),
-                    format!("`{}` is not a test code of this mapping", q.code),
-                );
-            }
-            if let Some(j) = r.qc[..i]
-                .iter()
-                .position(|o| o.code == q.code && o.sample == q.sample)
-            {
-                add(
-                    format!("runs.qc[{i}]"),
-                    format!("the same code and sample as runs.qc[{j}]"),
-                );
-            }
-        }
-        for t in &self.tests {
-            if !r.qc.iter().any(|q| q.code == t.code) {
-                add(
-                    "runs.qc".into(),
-                    format!(
-                        "no QC rule for test code `{}`: a run testing it could never pass",
-                        t.code
-                    ),
-                );
-            }
-        }
+        r.check(
+            &self.tests,
+            |f| {
+                (f.segment.as_str() != "OBX")
+                    .then(|| "must be a field of the OBX (e.g. OBX-13.1)".to_string())
+            },
+            false,
+            add,
+        );
     }
 
     /// Reads a mapping from TOML text holding an `[analyzer.mapping]` table (the shape of
