@@ -129,6 +129,11 @@ enum Command {
     },
     /// Read a token on standard input and print the SHA-256 to put in `admin.user.token_sha256`.
     HashToken,
+    /// Read a console password and print its Argon2id hash for `admin.user.password_argon2`.
+    ///
+    /// At a terminal the password is asked twice without echo; otherwise one line of standard
+    /// input is read. It is never taken from the command line (which other users can see).
+    HashPassword,
     /// The keys that sign reports (Ed25519; `signing.keys_dir`, or --dir).
     Keys {
         #[command(subcommand)]
@@ -645,9 +650,45 @@ fn command(cli: Cli) -> ExitCode {
             );
             ExitCode::SUCCESS
         }
+        Command::HashPassword => hash_password(),
         Command::Calendar {
             command: CalendarCommand::AddBusinessDays { date, n, closures },
         } => add_business_days(date, n, closures.as_deref()),
+    }
+}
+
+fn hash_password() -> ExitCode {
+    use std::io::IsTerminal;
+    let fail = |msg: &str| {
+        eprintln!("custodian hash-password: {msg}");
+        ExitCode::from(2)
+    };
+    let password = if io::stdin().is_terminal() {
+        let first = match rpassword::prompt_password("Password: ") {
+            Ok(p) => p,
+            Err(e) => return fail(&format!("cannot read the password: {e}")),
+        };
+        match rpassword::prompt_password("Password again: ") {
+            Ok(p) if p == first => first,
+            Ok(_) => return fail("the two passwords differ"),
+            Err(e) => return fail(&format!("cannot read the password: {e}")),
+        }
+    } else {
+        let mut line = String::new();
+        if io::stdin().read_line(&mut line).is_err() {
+            return fail("cannot read standard input");
+        }
+        line.trim_end_matches(['\n', '\r']).to_string()
+    };
+    if password.chars().count() < 12 {
+        return fail("use at least 12 characters");
+    }
+    match custodian::admin::auth::hash_password(&password) {
+        Ok(h) => {
+            custodian::outln!("{h}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e),
     }
 }
 
