@@ -126,6 +126,10 @@ enum Command {
         /// The example configuration to start from.
         #[arg(long, short, default_value = config::DEFAULT_PATH)]
         config: PathBuf,
+        /// Leave two specimens in the review queue and keep the daemon running (until Ctrl-C)
+        /// to review and release them in the console.
+        #[arg(long)]
+        keep: bool,
     },
     /// Read a token on standard input and print the SHA-256 to put in `admin.user.token_sha256`.
     HashToken,
@@ -636,7 +640,7 @@ fn command(cli: Cli) -> ExitCode {
         Command::Review { command, access } => review_command(&command, &access),
         Command::Outbox { command, access } => outbox_command(&command, &access),
         Command::Quarantine { command, access } => quarantine_command(&command, &access),
-        Command::Demo { config } => custodian::app::demo::run(&config),
+        Command::Demo { config, keep } => custodian::app::demo::run(&config, keep),
         Command::Lifecycle { command, access } => lifecycle_command(&command, &access),
         Command::HashToken => {
             let mut token = String::new();
