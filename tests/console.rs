@@ -482,6 +482,36 @@ fn viewers_see_no_donor_identifier_and_donor_data_reads_are_audited() {
     assert_eq!(cert.status, 200);
     assert_eq!(cert.header("content-type"), ["application/pdf"]);
     assert!(cert.body.starts_with("%PDF-"));
+    // After release the page shows the signed report as sent, with its content hash.
+    let page = http(&d, "GET", "/console/specimens/SPEC-V1", &s.cookie, "");
+    assert!(
+        page.body.contains("The signed report as sent"),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body
+            .contains(rec["release"]["content_sha256"].as_str().unwrap())
+    );
+
+    // The quarantine: listed for every role; the raw bytes (donor data) for operators only.
+    let ack = send(d.addr("lab"), &not_oru("Q-1", "SPQ-1")).expect("an answer");
+    assert_eq!(ack_code(&ack), "AR");
+    let o = sign_in(&d, "Operator", OPERATOR_PASSWORD).unwrap();
+    let list = http(&d, "GET", "/console/quarantine", &v.cookie, "");
+    assert_eq!(list.status, 200);
+    let at = list
+        .body
+        .find("href=\"/console/quarantine/")
+        .expect("a listed record")
+        + 6;
+    let href = list.body[at..].split('"').next().unwrap().to_string();
+    let as_viewer = http(&d, "GET", &href, &v.cookie, "");
+    assert_eq!(as_viewer.status, 200);
+    assert!(!as_viewer.body.contains("ADT^A01"), "{}", as_viewer.body);
+    assert!(as_viewer.body.contains("operator role only"));
+    let as_operator = http(&d, "GET", &href, &o.cookie, "");
+    assert!(as_operator.body.contains("ADT^A01"), "{}", as_operator.body);
     assert_eq!(d.term(), Some(0));
 
     // Every read of donor data is audited with who and which specimen; viewers' are not
@@ -602,5 +632,74 @@ fn hash_password_reads_standard_input_never_an_argument() {
         argv.status.code(),
         Some(2),
         "a password argument is refused"
+    );
+}
+
+#[test]
+fn the_lifecycle_page_shows_running_correction_windows_and_confirms_discards() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), "");
+    enable_console(&cfg, false);
+    let d = Daemon::start(dir.path());
+    // The example accession has a correctable flaw (Step 4 unsigned): held, its window runs.
+    d.drop_lims("acc-SPEC-H1.xml", &accession_xml("SPEC-H1"))
+        .unwrap();
+    assert_eq!(d.specimen("SPEC-H1").unwrap()["state"], "held");
+    let o = sign_in(&d, "Operator", OPERATOR_PASSWORD).unwrap();
+    let page = http(&d, "GET", "/console/lifecycle", &o.cookie, "");
+    assert_eq!(page.status, 200);
+    let windows = page
+        .body
+        .split("Correction windows running")
+        .nth(1)
+        .unwrap();
+    assert!(windows.contains("SPEC-H1"), "{}", page.body);
+    assert!(windows.contains("collector certification"), "{}", page.body);
+    assert!(page.body.contains("Nothing may be discarded now."));
+
+    // A discard is confirmed on its own page, with a required confirmation.
+    let confirm = http(
+        &d,
+        "GET",
+        "/console/lifecycle/discard?specimen=SPEC-H1&item=primary",
+        &o.cookie,
+        "",
+    );
+    assert_eq!(confirm.status, 200);
+    assert!(confirm.body.contains(">Confirm discard</button>"));
+    assert!(confirm.body.contains("required"));
+    let r = http(
+        &d,
+        "POST",
+        "/console/lifecycle/discard",
+        &o.cookie,
+        &format!("csrf={}&specimen=SPEC-H1&item=primary", o.csrf),
+    );
+    assert_eq!(r.status, 400, "without the confirmation: {}", r.body);
+    let r = http(
+        &d,
+        "POST",
+        "/console/lifecycle/discard",
+        &o.cookie,
+        &format!("csrf={}&specimen=SPEC-H1&item=primary&confirm=yes", o.csrf),
+    );
+    assert!(
+        r.status >= 400,
+        "its retention has not even started: {}",
+        r.body
+    );
+    assert!(r.body.contains("Not recorded"), "{}", r.body);
+    // A viewer may not confirm discards.
+    let v = sign_in(&d, "Viewer", VIEWER_PASSWORD).unwrap();
+    assert_eq!(
+        http(
+            &d,
+            "GET",
+            "/console/lifecycle/discard?specimen=SPEC-H1&item=primary",
+            &v.cookie,
+            ""
+        )
+        .status,
+        403
     );
 }

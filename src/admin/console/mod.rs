@@ -870,8 +870,29 @@ fn specimen_view(
                 .collect()
         })
         .unwrap_or_default();
-    let mut draft_json = item["draft_report"].clone();
-    let sha = draft_sha(item);
+    let reports = c.data.reports_of(&rec.specimen_id).unwrap_or_default();
+    // Before release the draft as it will be sent; after it the signed report as it was sent
+    // (the certified copy's bytes are behind their own link).
+    let sent = reports
+        .iter()
+        .rev()
+        .find(|r| r.superseded_by.is_none())
+        .filter(|_| rec.release.is_some());
+    let (mut draft_json, sha) = match sent {
+        Some(r) => (
+            jws_payload(&r.jws).unwrap_or_default(),
+            Some(r.content_sha256.clone()),
+        ),
+        None => (item["draft_report"].clone(), draft_sha(item)),
+    };
+    if let Some(copy) = draft_json
+        .get_mut("ccf_copy1")
+        .and_then(|c| c.get_mut("data"))
+    {
+        *copy = serde_json::Value::String(
+            "(the certified Copy 1, base64: see the link under CCF images)".into(),
+        );
+    }
     if !donor {
         super::redact::donor_identifiers(&mut draft_json);
     }
@@ -906,7 +927,6 @@ fn specimen_view(
             r.content_sha256
         )
     });
-    let reports = c.data.reports_of(&rec.specimen_id).unwrap_or_default();
     let certified = (donor && reports.iter().any(|r| r.jws.len() > 0) && rec.release.is_some())
         .then(|| format!("/console/specimens/{}/certified-copy", rec.specimen_id))
         .filter(|_| {
@@ -988,6 +1008,18 @@ fn specimen_view(
         corrections,
         remarks,
         draft,
+        sent: sent.map(|r| {
+            format!(
+                "Report {} as signed by {} and sent to {}; delivery: {}.",
+                r.report_id,
+                r.released_by,
+                r.mro_id,
+                serde_json::to_value(&r.delivery)
+                    .ok()
+                    .and_then(|d| d["status"].as_str().map(|s| s.replace('_', " ")))
+                    .unwrap_or_default()
+            )
+        }),
         draft_sha: sha.unwrap_or_else(|| "the draft cannot be built from what is recorded".into()),
         retest_tests,
         history,
@@ -1117,17 +1149,23 @@ async fn ccf_image(
     }
 }
 
+/// The payload of a compact JWS as JSON.
+fn jws_payload(jws: &str) -> Option<serde_json::Value> {
+    use base64::Engine;
+    let payload = jws.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
 /// The certified Copy 1 inside the latest signed report of the specimen.
 fn certified_copy_of(
     reports: &[crate::custody::outbox::StoredReport],
 ) -> Option<(String, Vec<u8>)> {
     use base64::Engine;
     let r = reports.iter().rev().find(|r| r.superseded_by.is_none())?;
-    let payload = r.jws.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let v = jws_payload(&r.jws)?;
     let c = v.get("ccf_copy1")?;
     let data = base64::engine::general_purpose::STANDARD
         .decode(c.get("data")?.as_str()?)
@@ -1771,7 +1809,7 @@ async fn quarantine_item(
                 .collect();
             p.paragraphs
                 .push("The raw bytes as received (segment ends shown as line breaks):".into());
-            p.paragraphs.push(text);
+            p.pre = Some(text);
         }
         None => p
             .paragraphs

@@ -143,6 +143,8 @@ pub struct Page {
     pub paragraphs: Vec<String>,
     pub tables: Vec<Table>,
     pub form: Option<FormView>,
+    /// Preformatted text (e.g. raw bytes as received).
+    pub pre: Option<String>,
     pub links: Vec<Link>,
 }
 
@@ -157,6 +159,7 @@ impl Page {
             paragraphs: Vec::new(),
             tables: Vec::new(),
             form: None,
+            pre: None,
             links: Vec::new(),
         }
     }
@@ -244,6 +247,8 @@ pub struct Specimen {
     pub corrections: Vec<(String, String, String, String)>,
     pub remarks: Vec<String>,
     pub draft: Option<String>,
+    /// Set after release: the signed report is shown, not a draft.
+    pub sent: Option<String>,
     pub draft_sha: String,
     pub retest_tests: Vec<String>,
     /// When, who, what, before, after.
