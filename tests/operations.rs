@@ -284,6 +284,10 @@ fn alert_rules_cover_refusals_quarantine_and_the_panel_guard() {
             "CustodianDotSummaryNotSent",
             "custodian_summaries_overdue{recipient=\"dot\"}",
         ),
+        (
+            "CustodianConsoleSignInFailures",
+            "custodian_console_sign_ins_total{outcome=~\"failed|locked|unknown\"}",
+        ),
     ] {
         assert!(
             rules.contains(&format!("alert: {alert}")),
