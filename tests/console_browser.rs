@@ -187,12 +187,32 @@ async fn fill(c: &Client, label: &str, text: &str) {
 }
 
 async fn body(c: &Client) -> String {
-    c.find(Locator::Css("body"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    // The page may be replaced while it is read (a navigation finishing): read it again.
+    for _ in 0..50 {
+        if let Ok(b) = c.find(Locator::Css("body")).await
+            && let Ok(t) = b.text().await
+        {
+            return t;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the page could not be read");
+}
+
+/// The page's text once it contains `needle` (after a click, the next page may take a moment).
+async fn page(c: &Client, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let text = body(c).await;
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no page with {needle:?}; the page says:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 async fn sign_in(c: &Client, base: &str, user: &str, password: &str) {
@@ -200,6 +220,19 @@ async fn sign_in(c: &Client, base: &str, user: &str, password: &str) {
     fill(c, "User name", user).await;
     fill(c, "Password", password).await;
     button(c, "Sign in").await;
+    // Wait for the answer: the queue, or the sign-in page with its error.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let text = body(c).await;
+        if text.contains("Signed in as") || text.contains("is wrong") || text.contains("locked") {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no answer to the sign-in:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 fn report_of(d: &Daemon, id: &str) -> String {
@@ -265,7 +298,7 @@ async fn review_release_batch_retest_and_dead_letter_retry_in_chromium() {
     c.goto(&format!("{base}/console/")).await.unwrap();
     assert_eq!(c.current_url().await.unwrap().path(), "/console/sign-in");
     sign_in(&c, &base, "Dr. Test Scientist", "not-my-password").await;
-    let text = body(&c).await;
+    let text = page(&c, "The user name or the password is wrong.").await;
     assert!(
         text.contains("The user name or the password is wrong."),
         "{text}"
@@ -274,6 +307,7 @@ async fn review_release_batch_retest_and_dead_letter_retry_in_chromium() {
 
     // Signed in: the session cookie as the browser keeps it.
     sign_in(&c, &base, "Dr. Test Scientist", PASSWORD).await;
+    page(&c, "Specimens ready for review").await;
     assert_eq!(c.current_url().await.unwrap().path(), "/console/queue");
     let cookie = c.get_named_cookie("custodian-session").await.unwrap();
     assert_eq!(cookie.http_only(), Some(true));
@@ -284,7 +318,7 @@ async fn review_release_batch_retest_and_dead_letter_retry_in_chromium() {
     );
 
     // The queue: every specimen with its flags; a screenshot for the README.
-    let text = body(&c).await;
+    let text = page(&c, "Specimens ready for review").await;
     for id in ["SPEC-P1", "SPEC-N1", "SPEC-N2", "SPEC-T1", "SPEC-T2"] {
         assert!(text.contains(id), "{id} not in the queue:\n{text}");
     }
@@ -295,7 +329,7 @@ async fn review_release_batch_retest_and_dead_letter_retry_in_chromium() {
     c.goto(&format!("{base}/console/queue?flag=dilute"))
         .await
         .unwrap();
-    let text = body(&c).await;
+    let text = page(&c, "SPEC-N2").await;
     assert!(
         text.contains("SPEC-N2") && !text.contains("SPEC-P1"),
         "{text}"
@@ -310,11 +344,11 @@ async fn review_release_batch_retest_and_dead_letter_retry_in_chromium() {
         .click()
         .await
         .unwrap();
+    let text = page(&c, "Custody and control form").await;
     assert_eq!(
         c.current_url().await.unwrap().path(),
         "/console/specimens/SPEC-P1"
     );
-    let text = body(&c).await;
     for expected in [
         SSN,
         "benzoylecgonine",
@@ -346,7 +380,7 @@ async fn review_release_batch_retest_and_dead_letter_retry_in_chromium() {
 
     // Release: the signature step shows what is signed and asks for the password.
     button(&c, "Release").await;
-    let text = body(&c).await;
+    let text = page(&c, "What you sign").await;
     assert!(text.contains("reviewed and released"), "{text}");
     assert!(
         text.contains(&draft_hash),
@@ -354,7 +388,7 @@ async fn review_release_batch_retest_and_dead_letter_retry_in_chromium() {
     );
     fill(&c, "Password", PASSWORD).await;
     button(&c, "Sign and release").await;
-    let text = body(&c).await;
+    let text = page(&c, "Released reports").await;
     assert!(text.contains("Released"), "{text}");
     let report = tokio::task::block_in_place(|| report_of(&d, "SPEC-P1"));
     let payload = tokio::task::block_in_place(|| delivered(&rx, &report));
@@ -377,7 +411,7 @@ async fn review_release_batch_retest_and_dead_letter_retry_in_chromium() {
     .unwrap();
     fill(&c, "Reason", "no token").await;
     button(&c, "Send back for retest").await;
-    let text = body(&c).await;
+    let text = page(&c, "Refused").await;
     assert!(text.contains("security token"), "{text}");
     assert_eq!(
         tokio::task::block_in_place(|| d.specimen("SPEC-T2").unwrap())["state"],
@@ -396,7 +430,7 @@ async fn review_release_batch_retest_and_dead_letter_retry_in_chromium() {
         .unwrap();
     fill(&c, "Reason", "creatinine control out of range").await;
     button(&c, "Send back for retest").await;
-    assert!(body(&c).await.contains("Sent back for retest"));
+    page(&c, "Sent back for retest").await;
     let rec = tokio::task::block_in_place(|| d.specimen("SPEC-T1").unwrap());
     assert_eq!(rec["state"], "screened");
     assert_eq!(
@@ -423,7 +457,7 @@ async fn review_release_batch_retest_and_dead_letter_retry_in_chromium() {
         .unwrap();
     }
     button(&c, "Release selected negatives").await;
-    let text = body(&c).await;
+    let text = page(&c, "What you sign").await;
     assert!(
         text.contains("SPEC-N1") && text.contains("SPEC-N2"),
         "{text}"
@@ -431,7 +465,7 @@ async fn review_release_batch_retest_and_dead_letter_retry_in_chromium() {
     assert!(text.contains("these negative results"), "{text}");
     fill(&c, "Password", PASSWORD).await;
     button(&c, "Sign and release").await;
-    assert!(body(&c).await.contains("Released"));
+    page(&c, "Released reports").await;
     let (r1, r2) =
         tokio::task::block_in_place(|| (report_of(&d, "SPEC-N1"), report_of(&d, "SPEC-N2")));
     let dead = tokio::task::block_in_place(|| {
@@ -466,27 +500,27 @@ async fn review_release_batch_retest_and_dead_letter_retry_in_chromium() {
     c.goto(&format!("{base}/console/specimens/SPEC-T2/release"))
         .await
         .unwrap();
-    let text = body(&c).await;
+    let text = page(&c, "does not allow").await;
     assert!(text.contains("does not allow"), "{text}");
     c.goto(&format!("{base}/console/outbox")).await.unwrap();
-    assert!(body(&c).await.contains("operators retry"));
+    page(&c, "operators retry").await;
 
     // The operator retries the dead letter from the outbox; the MRO gets it.
     c.delete_all_cookies().await.unwrap();
     sign_in(&c, &base, "Operator", OPERATOR_PASSWORD).await;
     c.goto(&format!("{base}/console/outbox")).await.unwrap();
-    let text = body(&c).await;
+    let text = page(&c, "Dead letters").await;
     assert!(
         text.contains(&dead) && text.contains("unknown employer"),
         "{text}"
     );
     button(&c, "Retry").await;
-    assert!(body(&c).await.contains("pending again"));
+    page(&c, "pending again").await;
     tokio::task::block_in_place(|| delivered(&rx, &dead));
 
     // Sign out ends the session.
     button(&c, "Sign out").await;
-    assert!(body(&c).await.contains("You are signed out."));
+    page(&c, "You are signed out.").await;
     c.goto(&format!("{base}/console/queue")).await.unwrap();
     assert_eq!(c.current_url().await.unwrap().path(), "/console/sign-in");
     c.close().await.unwrap();

@@ -424,10 +424,10 @@ async fn review_item(
         return no_review();
     };
     let item = r.item(&id);
-    if let Ok(Some(_)) = &item {
-        if let Err(resp) = audit_donor_read(&s, &u, vec![id], "API: review item").await {
-            return resp;
-        }
+    if let Ok(Some(_)) = &item
+        && let Err(resp) = audit_donor_read(&s, &u, vec![id], "API: review item").await
+    {
+        return resp;
     }
     found(item, "no such specimen\n")
 }
@@ -809,10 +809,10 @@ async fn specimen(
     };
     tracing::info!(component = "admin", user = %user.name, "specimen record read");
     let rec = api.specimen(&id);
-    if let Ok(Some(_)) = &rec {
-        if let Err(resp) = audit_donor_read(&s, &user, vec![id], "API: specimen record").await {
-            return resp;
-        }
+    if let Ok(Some(_)) = &rec
+        && let Err(resp) = audit_donor_read(&s, &user, vec![id], "API: specimen record").await
+    {
+        return resp;
     }
     found(rec, "no such specimen\n")
 }

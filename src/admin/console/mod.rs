@@ -10,6 +10,9 @@
 //! before it is sent. Actions go through the same services as the API, so what the console does
 //! is audited exactly as the API's requests are.
 
+// A handler's refusal is its whole answer page: the `Err` of these helpers is a `Response`.
+#![allow(clippy::result_large_err)]
+
 pub mod session;
 pub mod views;
 
@@ -844,8 +847,8 @@ fn specimen_view(
         .iter()
         .map(|f| {
             (
-                key(serde_json::to_value(&f.flaw).unwrap_or_default()),
-                key(serde_json::to_value(&f.status).unwrap_or_default()),
+                key(serde_json::to_value(f.flaw).unwrap_or_default()),
+                key(serde_json::to_value(f.status).unwrap_or_default()),
                 f.document.clone().unwrap_or_else(|| "—".into()),
             )
         })
@@ -927,7 +930,7 @@ fn specimen_view(
             r.content_sha256
         )
     });
-    let certified = (donor && reports.iter().any(|r| r.jws.len() > 0) && rec.release.is_some())
+    let certified = (donor && reports.iter().any(|r| !r.jws.is_empty()) && rec.release.is_some())
         .then(|| format!("/console/specimens/{}/certified-copy", rec.specimen_id))
         .filter(|_| {
             rec.evaluation
@@ -962,7 +965,7 @@ fn specimen_view(
                 r.target.clone(),
                 r.value.map(|v| v.to_string()).unwrap_or_else(|| "—".into()),
                 r.unit.clone(),
-                key(serde_json::to_value(&r.bottle).unwrap_or_default()),
+                key(serde_json::to_value(r.bottle).unwrap_or_default()),
                 source_text(&r.source),
                 if in_force {
                     "latest"
@@ -1841,7 +1844,7 @@ async fn lifecycle(AxState(s): AxState<AdminState>, headers: HeaderMap) -> Respo
                 .iter()
                 .filter(|f| f.status == crate::domain::specimen::FlawStatus::Open)
                 .map(|f| {
-                    text_of(&serde_json::to_value(&f.flaw).unwrap_or_default()).replace('_', " ")
+                    text_of(&serde_json::to_value(f.flaw).unwrap_or_default()).replace('_', " ")
                 })
                 .collect();
             Some(vec![

@@ -136,14 +136,13 @@ impl Sessions {
         let now = self.clock.now_ms();
         let mut s = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
         s.retain(|_, e| now.saturating_sub(e.last_seen_ms) < self.idle_ms);
-        if s.len() >= MAX_SESSIONS {
-            if let Some(k) = s
+        if s.len() >= MAX_SESSIONS
+            && let Some(k) = s
                 .iter()
                 .min_by_key(|(_, e)| e.last_seen_ms)
                 .map(|(k, _)| *k)
-            {
-                s.remove(&k);
-            }
+        {
+            s.remove(&k);
         }
         s.insert(
             digest(&id),
