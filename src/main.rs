@@ -120,6 +120,14 @@ enum Command {
         #[command(flatten)]
         access: Access,
     },
+    /// Analytical runs and their QC: the runs in a state, one run, and a certifying scientist's
+    /// acceptance or rejection (an electronic signature; daemon running).
+    Runs {
+        #[command(subcommand)]
+        command: RunsCommand,
+        #[command(flatten)]
+        access: Access,
+    },
     /// Watch custodian work: a simulated LIMS, analyzers and MRO around the real daemon, with
     /// five specimens from accession to the MRO's signed reports.
     Demo {
@@ -259,9 +267,22 @@ enum ReviewCommand {
         #[arg(required = true)]
         ids: Vec<String>,
     },
-    /// Send a specimen back for retest.
+    /// Send a specimen back for retest: it waits for a new counting result of each test named.
     Retest {
         id: String,
+        #[arg(long)]
+        reason: String,
+        /// A test to repeat (a target such as `creatinine`, or a test code); repeatable; none:
+        /// any new result.
+        #[arg(long = "test")]
+        tests: Vec<String>,
+    },
+    /// Mark one result of a specimen not reportable (your electronic signature, with the reason;
+    /// the result stays in the history). RESULT is its position in `specimen show`'s
+    /// result_history.
+    NotReportable {
+        id: String,
+        result: usize,
         #[arg(long)]
         reason: String,
     },
@@ -432,6 +453,30 @@ enum SummariesCommand {
         /// The laboratory date it was sent (YYYY-MM-DD; default today).
         #[arg(long)]
         sent_on: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum RunsCommand {
+    /// The runs in a state: pending (closed, waiting for acceptance; the default), open
+    /// (waiting for their closing QC), accepted, rejected.
+    List {
+        #[arg(long, default_value = "pending")]
+        state: String,
+    },
+    /// One run: its QC results, the evaluation of each rule, its specimens and the decision.
+    Show { key: String },
+    /// Accept a run whose QC passed: its results count (your electronic signature).
+    Accept {
+        key: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Reject a run: its results never count and its specimens wait for a retest.
+    Reject {
+        key: String,
+        #[arg(long)]
+        reason: String,
     },
 }
 
@@ -640,6 +685,7 @@ fn command(cli: Cli) -> ExitCode {
         Command::Review { command, access } => review_command(&command, &access),
         Command::Outbox { command, access } => outbox_command(&command, &access),
         Command::Quarantine { command, access } => quarantine_command(&command, &access),
+        Command::Runs { command, access } => runs_command(&command, &access),
         Command::Demo { config, keep } => custodian::app::demo::run(&config, keep),
         Command::Lifecycle { command, access } => lifecycle_command(&command, &access),
         Command::HashToken => {
@@ -896,9 +942,17 @@ fn review_command(command: &ReviewCommand, access: &Access) -> ExitCode {
             "/api/release-batch".to_string(),
             Some(serde_json::json!({ "specimens": ids })),
         ),
-        ReviewCommand::Retest { id, reason } => (
+        ReviewCommand::Retest { id, reason, tests } => (
             "POST",
             format!("/api/review/{}/retest", url_segment(id)),
+            Some(serde_json::json!({ "reason": reason, "tests": tests })),
+        ),
+        ReviewCommand::NotReportable { id, result, reason } => (
+            "POST",
+            format!(
+                "/api/specimens/{}/results/{result}/not-reportable",
+                url_segment(id)
+            ),
             Some(serde_json::json!({ "reason": reason })),
         ),
         ReviewCommand::Correct(args) => {
@@ -1124,6 +1178,35 @@ fn outbox_command(command: &OutboxCommand, access: &Access) -> ExitCode {
         method,
         &path,
         None,
+    )
+}
+
+/// `custodian runs ...`: analytical runs, their QC, acceptance and rejection.
+fn runs_command(command: &RunsCommand, access: &Access) -> ExitCode {
+    let (method, path, body) = match command {
+        RunsCommand::List { state } => (
+            "GET",
+            format!("/api/runs?state={}", url_segment(state)),
+            None,
+        ),
+        RunsCommand::Show { key } => ("GET", format!("/api/runs/{}", url_segment(key)), None),
+        RunsCommand::Accept { key, reason } => (
+            "POST",
+            format!("/api/runs/{}/accept", url_segment(key)),
+            Some(serde_json::json!({ "reason": reason })),
+        ),
+        RunsCommand::Reject { key, reason } => (
+            "POST",
+            format!("/api/runs/{}/reject", url_segment(key)),
+            Some(serde_json::json!({ "reason": reason })),
+        ),
+    };
+    operator::action(
+        &access.config,
+        access.token_file.as_deref(),
+        method,
+        &path,
+        body,
     )
 }
 

@@ -17,19 +17,6 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn generate_key(config: &Path) {
-    let out = Command::new(bin())
-        .args(["keys", "generate", "--config"])
-        .arg(config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// The example accession for `id` without its image of Copy 1.
 fn accession_without_image(id: &str) -> Vec<u8> {
     let text = String::from_utf8(accession_xml_clean(id)).unwrap();
@@ -69,6 +56,9 @@ fn send_results(d: &Daemon, id: &str, cocaine: &str) {
         let confirm = oru(&format!("{id}-3"), id, &[("BZEC", "480", "ng/mL")]);
         assert_eq!(ack_code(&send(a, &confirm).unwrap()), "AA");
     }
+    // The run closes with its QC; a confirmation run is accepted by a named scientist.
+    close_run(d, "lab");
+    accept_pending_runs(d);
     assert_eq!(d.specimen(id).unwrap()["state"], "ready_for_review");
 }
 
@@ -314,4 +304,140 @@ fn quantitation_requests_general_in_the_directory_and_case_by_case_after_release
     );
     assert_eq!(s, 409, "{body}");
     assert!(body.contains("nothing to supplement"), "{body}");
+}
+
+/// A certified-copy document from the LIMS for `id`, stating `results`, carrying `pdf`.
+fn certified_copy_xml(id: &str, results: &[&str], pdf: &[u8]) -> Vec<u8> {
+    use base64::Engine;
+    let results: String = results
+        .iter()
+        .map(|r| format!("  <result>{r}</result>\n"))
+        .collect();
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<certified-copy xmlns=\"urn:custodian:lims:1\">\n  <specimen-id>{id}</specimen-id>\n{results}  <certifying-scientist>Dr. Test Scientist</certifying-scientist>\n  <ccf-image media-type=\"application/pdf\">{}</ccf-image>\n</certified-copy>\n",
+        base64::engine::general_purpose::STANDARD.encode(pdf)
+    )
+    .into_bytes()
+}
+
+/// A PDF whose Step 5A names `id` and states a positive result (as a LIMS would produce it).
+fn lims_pdf(id: &str) -> Vec<u8> {
+    use base64::Engine;
+    let text = String::from_utf8(accession_xml_clean(id)).unwrap();
+    let start = text.find("<ccf-image media-type=\"image/png\">").unwrap()
+        + "<ccf-image media-type=\"image/png\">".len();
+    let end = text.find("</ccf-image>").unwrap();
+    let b64: String = text[start..end].split_whitespace().collect();
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap();
+    custodian::codec::copy1::render(
+        &png,
+        custodian::domain::copy1::MediaType::Png,
+        &custodian::domain::copy1::Step5a {
+            specimen_id: id.into(),
+            results: vec![custodian::domain::rules::ResultCategory::Positive],
+            dilute: false,
+            positive_analytes: vec!["benzoylecgonine".into()],
+            remarks: vec![],
+            certifying_scientist: "Dr. Test Scientist".into(),
+            date: "2026-12-01".into(),
+            report_id: "LIMS-CERT-1".into(),
+            laboratory: "Test Laboratory".into(),
+        },
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_certified_copy_from_the_lims_is_checked_against_the_verdict_and_travels_as_supplied() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pki(dir.path());
+    let rx = receiver(&p);
+    let cfg = setup(dir.path(), &p, rx.port, "");
+    let d = Daemon::start(dir.path());
+    d.drop_lims("acc-L1.xml", &accession_xml_clean("SPEC-L1"))
+        .unwrap();
+    send_results(&d, "SPEC-L1", "900");
+    let held = |d: &Daemon| -> String {
+        let (s, body) = d.get("/api/review/SPEC-L1", Some(VIEWER_TOKEN));
+        assert_eq!(s, 200, "{body}");
+        let item: serde_json::Value = serde_json::from_str(&body).unwrap();
+        item["held_because"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let wait_copy = |d: &Daemon, sha: &str| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while d.specimen("SPEC-L1").unwrap()["certified_copy1"]["image"]["sha256"] != sha {
+            assert!(Instant::now() < deadline, "certified copy never stored");
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    };
+    let pdf = lims_pdf("SPEC-L1");
+    let sha = custodian::domain::copy1::sha256_hex(&pdf);
+
+    // The LIMS states another result than the verdict: held, with that reason.
+    d.drop_lims(
+        "cert-L1-a.xml",
+        &certified_copy_xml("SPEC-L1", &["negative"], &pdf),
+    )
+    .unwrap();
+    wait_copy(&d, &sha);
+    assert!(
+        held(&d).contains("states the result negative"),
+        "{}",
+        held(&d)
+    );
+    let (s, body) = post(
+        &d,
+        "/api/review/SPEC-L1/release",
+        TOKEN,
+        serde_json::json!({}),
+    );
+    assert_eq!(s, 409, "{body}");
+    assert!(body.contains("does not match"), "{body}");
+
+    // The statement is right but the PDF's Step 5A names another specimen: held.
+    let other = lims_pdf("SPEC-L9");
+    let other_sha = custodian::domain::copy1::sha256_hex(&other);
+    d.drop_lims(
+        "cert-L1-b.xml",
+        &certified_copy_xml("SPEC-L1", &["positive"], &other),
+    )
+    .unwrap();
+    wait_copy(&d, &other_sha);
+    let (s, body) = post(
+        &d,
+        "/api/review/SPEC-L1/release",
+        TOKEN,
+        serde_json::json!({}),
+    );
+    assert_eq!(s, 409, "{body}");
+    assert!(body.contains("specimen ID"), "{body}");
+
+    // The right copy: it travels exactly as the LIMS supplied it.
+    d.drop_lims(
+        "cert-L1-c.xml",
+        &certified_copy_xml("SPEC-L1", &["positive"], &pdf),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !held(&d).is_empty() {
+        assert!(Instant::now() < deadline, "still held: {}", held(&d));
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let report_id = release(&d, "SPEC-L1");
+    let payload = jwcrypto(dir.path(), &cfg, "l1.jws", &wait_for_body(&rx, &report_id));
+    assert_eq!(payload["ccf_copy1"]["sha256"], sha.as_str());
+    assert_eq!(payload["ccf_copy1"]["media_type"], "application/pdf");
+    // After release no certified copy is taken any more.
+    let why = d
+        .drop_lims(
+            "cert-L1-d.xml",
+            &certified_copy_xml("SPEC-L1", &["positive"], &lims_pdf("SPEC-L8")),
+        )
+        .unwrap_err();
+    assert!(why.contains("already released"), "{why}");
 }

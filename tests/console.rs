@@ -290,15 +290,6 @@ fn an_idle_session_ends() {
     assert!(page.body.contains("without activity"), "{}", page.body);
 }
 
-fn generate_key(config: &std::path::Path) {
-    let out = Command::new(bin())
-        .args(["keys", "generate", "--config"])
-        .arg(config)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-}
-
 /// Accession (with the donor's SSN and the image of Copy 1), screen, validity, confirmation.
 fn prepare_positive(d: &Daemon, id: &str) {
     let xml = String::from_utf8(accession_xml_clean(id))
@@ -329,6 +320,9 @@ fn prepare_positive(d: &Daemon, id: &str) {
         let m = oru(&format!("{id}-{n}"), id, obx);
         assert_eq!(ack_code(&send(a, &m).unwrap()), "AA");
     }
+    // The run holds a confirmation: it closes pending and a certifying scientist accepts it.
+    close_run(d, "lab");
+    accept_pending_runs(d);
     assert_eq!(d.specimen(id).unwrap()["state"], "ready_for_review");
 }
 

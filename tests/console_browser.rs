@@ -2,8 +2,9 @@
 //! chromedriver (WebDriver) by fantoccini, against the real daemon serving the console over TLS
 //! (a self-signed certificate for the laboratory) and a local HTTPS MRO receiver:
 //!
-//! - sign-in (a wrong password first) → review queue → specimen → "Release" → the signature step
-//!   (content hash, meaning, password) → the MRO receiver gets the signed report;
+//! - sign-in (a wrong password first) → the positive's analytical run accepted with a signature
+//!   after its QC → review queue → specimen → "Release" → the signature step (content hash,
+//!   meaning, password) → the MRO receiver gets the signed report;
 //! - batch release of listed negatives under one signature; send back for retest;
 //! - a dead letter (the MRO refused one report of the batch) retried from the outbox;
 //! - refusals: a form without its CSRF token, a viewer trying to release;
@@ -88,15 +89,6 @@ async fn browser(driver: &Driver, profile: &std::path::Path) -> Client {
         .expect("a WebDriver session with headless Chromium")
 }
 
-fn generate_key(config: &std::path::Path) {
-    let out = Command::new(bin())
-        .args(["keys", "generate", "--config"])
-        .arg(config)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-}
-
 fn accession(d: &Daemon, id: &str) {
     let xml = String::from_utf8(accession_xml_clean(id))
         .unwrap()
@@ -130,7 +122,9 @@ fn positive(d: &Daemon, id: &str) {
         let m = oru(&format!("{id}-{n}"), id, obx);
         assert_eq!(ack_code(&send(a, &m).unwrap()), "AA");
     }
-    assert_eq!(d.specimen(id).unwrap()["state"], "ready_for_review");
+    // The run holds a confirmation: it closes pending, for a certifying scientist to accept.
+    close_run(d, "lab");
+    assert_ne!(d.specimen(id).unwrap()["state"], "ready_for_review");
 }
 
 fn negative(d: &Daemon, id: &str, creatinine: &str, specific_gravity: &str) {
@@ -151,6 +145,8 @@ fn negative(d: &Daemon, id: &str, creatinine: &str, specific_gravity: &str) {
         ],
     );
     assert_eq!(ack_code(&send(d.addr("lab"), &m).unwrap()), "AA");
+    // Its run (screen and validity only) is accepted automatically once its QC passed.
+    close_run(d, "lab");
     assert_eq!(d.specimen(id).unwrap()["state"], "ready_for_review");
 }
 
@@ -317,7 +313,31 @@ async fn review_release_batch_retest_and_dead_letter_retry_in_chromium() {
         Some("Strict")
     );
 
+    // The run of the positive waits for acceptance: its QC, then a signature.
+    c.goto(&format!("{base}/console/runs")).await.unwrap();
+    let text = page(&c, "Waiting for acceptance").await;
+    assert!(text.contains("SPEC-P1") || text.contains("lab:"), "{text}");
+    let link = c
+        .find(Locator::Css("a[href^='/console/runs/lab']"))
+        .await
+        .unwrap();
+    link.click().await.unwrap();
+    let text = page(&c, "QC checks").await;
+    for expected in ["QC-NEG", "QC-HIGH", "BZEC", "passed", "SPEC-P1"] {
+        assert!(text.contains(expected), "{expected} not shown:\n{text}");
+    }
+    fill(
+        &c,
+        "Accept: reason (optional)",
+        "controls and calibrators within range",
+    )
+    .await;
+    fill(&c, "Accept: password", PASSWORD).await;
+    button(&c, "Sign and accept run").await;
+    page(&c, "accepted").await;
+
     // The queue: every specimen with its flags; a screenshot for the README.
+    c.goto(&format!("{base}/console/queue")).await.unwrap();
     let text = page(&c, "Specimens ready for review").await;
     for id in ["SPEC-P1", "SPEC-N1", "SPEC-N2", "SPEC-T1", "SPEC-T2"] {
         assert!(text.contains(id), "{id} not in the queue:\n{text}");
@@ -432,10 +452,14 @@ async fn review_release_batch_retest_and_dead_letter_retry_in_chromium() {
     button(&c, "Send back for retest").await;
     page(&c, "Sent back for retest").await;
     let rec = tokio::task::block_in_place(|| d.specimen("SPEC-T1").unwrap());
-    assert_eq!(rec["state"], "screened");
+    assert_ne!(rec["state"], "ready_for_review", "{rec}");
     assert_eq!(
-        rec["retest_requested"],
-        "retest creatinine: creatinine control out of range"
+        rec["retests"][0]["tests"],
+        serde_json::json!(["creatinine"])
+    );
+    assert_eq!(
+        rec["retests"][0]["reason"],
+        "creatinine control out of range"
     );
 
     // Batch release of two negatives under one signature; the MRO refuses the first it gets

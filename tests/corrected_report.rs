@@ -16,19 +16,6 @@ use std::time::Duration;
 
 const NEW_DONOR_ID: &str = "999-88-7777";
 
-fn generate_key(config: &Path) {
-    let out = Command::new(bin())
-        .args(["keys", "generate", "--config"])
-        .arg(config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// Drives one specimen to ready_for_review with a negative result.
 fn prepare_negative(d: &Daemon, id: &str) {
     d.drop_lims(&format!("acc-{id}.xml"), &accession_xml_clean(id))
@@ -48,6 +35,7 @@ fn prepare_negative(d: &Daemon, id: &str) {
         ],
     );
     assert_eq!(ack_code(&send(d.addr("lab"), &screen).unwrap()), "AA");
+    close_run(d, "lab");
     assert_eq!(d.specimen(id).unwrap()["state"], "ready_for_review");
 }
 

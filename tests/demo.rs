@@ -1,4 +1,5 @@
-//! The README's demo runs to the end on the example configuration and shows the five verdicts.
+//! The README's demo runs to the end on the example configuration and shows the five verdicts,
+//! each analyzer's run closed with its QC set and accepted before the release.
 
 use std::process::Command;
 
@@ -17,7 +18,20 @@ fn demo_runs_to_the_end_and_shows_the_five_verdicts() {
         "demo failed:\n{text}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let table = text.split("[9]").nth(1).expect("step 9 printed");
+    // A run with its QC accepted before the release: the screen and validity runs
+    // automatically, the confirmation run by the certifying scientist, by name.
+    let runs = text.split("[7]").nth(1).expect("step 7 printed");
+    let (runs, released) = runs.split_once("[10]").expect("step 10 printed");
+    assert!(
+        runs.contains("run immunoassay-1:B1") && runs.contains("accepted automatically"),
+        "{runs}"
+    );
+    assert!(
+        runs.contains("run gcms-1:GC-DEMO-1: accepted by \"Demo Certifying Scientist\""),
+        "{runs}"
+    );
+    assert!(released.contains("DEMO-POS-002: released"), "{released}");
+    let table = text.split("[11]").nth(1).expect("step 11 printed");
     for (id, results) in [
         ("DEMO-NEG-001", "[\"negative\"]"),
         ("DEMO-POS-002", "[\"positive\"]"),

@@ -146,6 +146,11 @@ fn each_specimen_keeps_the_edition_chosen_at_accession() {
         let ack = send(chem, &oru(&format!("E-{n}"), id, &CHEMISTRY)).unwrap();
         assert_eq!(ack_code(&ack), "AA", "{id}: {ack}\n{}", d.log());
     }
+    // Only results of an accepted run count: the closing QC sets close both analyzers' runs,
+    // every control passes and the runs are accepted automatically.
+    assert_eq!(judged(&d, "ED-2026").2, "screened", "its runs are open");
+    close_example_run(&d, "immunoassay-1", None);
+    close_example_run(&d, "chemistry-1", None);
     for (id, profile) in [("ED-2026", "part40-2023"), ("ED-2005", "part40-2001")] {
         let (_, evaluation, state) = judged(&d, id);
         assert_eq!(state, "ready_for_review", "{id}: {evaluation}\n{}", d.log());

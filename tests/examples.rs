@@ -1,7 +1,8 @@
 //! The examples shipped for a newcomer (`config/examples/`) pass through the example
-//! configuration's analyzers cleanly, through the real daemon: the clean accession and its
-//! screen and validity messages give a specimen ready for review, judged by today's edition,
-//! every message ACK AA; the flawed accession, named as such, is held for its correction.
+//! configuration's analyzers cleanly, through the real daemon: the clean accession, its screen
+//! and validity messages and the closing QC sets of both runs give a specimen ready for review,
+//! judged by today's edition, every message ACK AA, both runs accepted automatically with their
+//! QC passed; the flawed accession, named as such, is held for its correction.
 
 mod common;
 
@@ -44,6 +45,33 @@ fn the_shipped_examples_pass_through_the_example_configuration() {
         let ack = send(d.addr(analyzer), &example(file)).unwrap();
         assert_eq!(ack_code(&ack), "AA", "{file} to {analyzer}: {ack}");
     }
+    // Their runs are open until the closing QC sets arrive: the results do not count yet.
+    let rec = d.specimen("X0000101-DEMO").unwrap();
+    assert_eq!(rec["state"], "screened", "{rec}");
+    let mut qc: Vec<String> = std::fs::read_dir(root().join("config/examples"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("qc-"))
+        .collect();
+    qc.sort();
+    assert_eq!(qc.len(), 8, "{qc:?}");
+    for file in &qc {
+        let analyzer = if file.starts_with("qc-screen") {
+            "immunoassay-1"
+        } else {
+            "chemistry-1"
+        };
+        let ack = send(d.addr(analyzer), &example(file)).unwrap();
+        assert_eq!(ack_code(&ack), "AA", "{file} to {analyzer}: {ack}");
+    }
+    let (s, body) = d.get("/api/runs?state=accepted", Some(TOKEN));
+    assert_eq!(s, 200, "{body}");
+    let runs: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(runs.as_array().unwrap().len(), 2, "{runs}");
+    assert!(
+        runs.as_array().unwrap().iter().all(|r| r["qc"] == "passed"),
+        "{runs}"
+    );
     let rec = d.specimen("X0000101-DEMO").unwrap();
     assert_eq!(rec["state"], "ready_for_review", "{rec}");
     assert_eq!(rec["edition"]["profile"], "part40-2023", "{rec}");

@@ -131,12 +131,23 @@ fn ack_only_after_commit_dedupe_and_state_machine() {
         ],
     );
     assert_eq!(ack_code(&send(a, &validity).unwrap()), "AA");
+    assert_eq!(
+        d.specimen("SPEC-1").unwrap()["state"],
+        "screened",
+        "the run is open: its results do not count yet"
+    );
+    // The closing QC set closes the run, every control passes: accepted automatically.
+    close_run(&d, "lab");
     assert_eq!(d.specimen("SPEC-1").unwrap()["state"], "confirming");
 
     let confirm = oru("M-3", "SPEC-1", &[("BZEC", "212", "ng/mL")]);
     assert_eq!(ack_code(&send(a, &confirm).unwrap()), "AA");
+    // A run with a confirmation needs a named certifying scientist.
+    close_run(&d, "lab");
+    assert_eq!(d.specimen("SPEC-1").unwrap()["state"], "confirming");
+    accept_pending_runs(&d);
     let rec = d.specimen("SPEC-1").unwrap();
-    assert_eq!(rec["state"], "ready_for_review");
+    assert_eq!(rec["state"], "ready_for_review", "{rec}");
     let v = &rec["evaluation"]["verdict"];
     assert_eq!(v["results"], serde_json::json!(["positive"]));
     assert_eq!(

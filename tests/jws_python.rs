@@ -79,6 +79,7 @@ fn entry(kind: ResultKind, target: &str, value: &str) -> ResultEntry {
             document: "batch-1.xml".into(),
         },
         received_at_ms: 5,
+        ..ResultEntry::default()
     }
 }
 

@@ -100,6 +100,7 @@ impl Lab {
                     name: "Test Laboratory".into(),
                     address: "1 Test Way, Testville".into(),
                     certified_specimen_types: vec![custodian::domain::rules::SpecimenType::Urine],
+                    certified_copy1: Default::default(),
                 }
                 .identity(),
                 mros: Arc::new(
@@ -142,6 +143,7 @@ impl Lab {
                 name: "Test Laboratory".into(),
                 address: "1 Test Way, Testville".into(),
                 certified_specimen_types: vec![custodian::domain::rules::SpecimenType::Urine],
+                certified_copy1: Default::default(),
             }
             .identity(),
             mros: Arc::new([(mro.id.clone(), mro.party())].into_iter().collect()),
@@ -149,6 +151,7 @@ impl Lab {
             clock: Arc::new(clock.clone()),
             wake: Arc::new(BTreeMap::new()),
             lifecycle: settings.clone(),
+            copy1_source: Default::default(),
         };
         Lab {
             rt,
@@ -206,6 +209,7 @@ impl Lab {
                     observation: (i + 1).to_string(),
                 },
                 received_at_ms: now,
+                ..ResultEntry::default()
             })
             .collect();
         self.rt

@@ -135,6 +135,7 @@ fn screen(d: &Daemon, id: &str, cocaine: &str) {
         ],
     );
     assert_eq!(ack_code(&send(d.addr("lab"), &m).unwrap()), "AA");
+    close_run(d, "lab");
 }
 
 fn release(d: &Daemon, id: &str) {
@@ -308,6 +309,8 @@ fn split_request_as_lims_document_and_admin_command_without_donor_identity() {
     screen(&d, "SP-1", "900");
     let confirm = oru("SP-1-3", "SP-1", &[("BZEC", "480", "ng/mL")]);
     assert_eq!(ack_code(&send(d.addr("lab"), &confirm).unwrap()), "AA");
+    close_run(&d, "lab");
+    accept_pending_runs(&d);
     // Before release a split request is refused.
     let req = std::fs::read_to_string(root().join("tests/data/lims/request-split-example.xml"))
         .unwrap()
@@ -502,6 +505,9 @@ fn received_bottle_b_reconfirmed_through_the_daemon() {
     // The bottle's result over MLLP: 40 ng/mL, below the 150 cutoff, above the LOD of 5.
     let m = oru("SB-1-1", "SB-1", &[("BZEC", "40", "ng/mL")]);
     assert_eq!(ack_code(&send(d.addr("lab"), &m).unwrap()), "AA");
+    // The split laboratory's confirmation counts once its run is accepted by name.
+    close_run(&d, "lab");
+    accept_pending_runs(&d);
     let out = d.cli(&["lifecycle", "split-lab-show", "SB-1"]);
     assert!(
         out.status.success(),

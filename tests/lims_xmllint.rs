@@ -30,9 +30,11 @@ fn kind_of(file_name: &str) -> DocumentKind {
         DocumentKind::Accession
     } else if file_name.starts_with("request") {
         DocumentKind::Request
+    } else if file_name.starts_with("certified-copy") {
+        DocumentKind::CertifiedCopy
     } else {
         panic!(
-            "{file_name}: name must start with accession, confirmation-batch, correction or request"
+            "{file_name}: name must start with accession, confirmation-batch, correction, request or certified-copy"
         )
     }
 }

@@ -257,8 +257,10 @@ fn logs_never_carry_donor_data() {
     );
 }
 
-/// The alert rules cover refusals (AE/AR rate), quarantine growth, panel-guard refusals and
-/// 40.111 summaries not sent by their due date, each on metrics the daemon exports.
+/// The alert rules cover refusals (AE/AR rate), quarantine growth, panel-guard refusals, 40.111
+/// summaries not sent by their due date, runs waiting too long for acceptance or their closing
+/// QC, results after release and QC samples under a specimen's ID, each on metrics the daemon
+/// exports.
 #[test]
 fn alert_rules_cover_refusals_quarantine_and_the_panel_guard() {
     let rules = std::fs::read_to_string(root().join("config/alerts.yml")).unwrap();
@@ -283,6 +285,22 @@ fn alert_rules_cover_refusals_quarantine_and_the_panel_guard() {
         (
             "CustodianDotSummaryNotSent",
             "custodian_summaries_overdue{recipient=\"dot\"}",
+        ),
+        (
+            "CustodianRunAwaitingAcceptance",
+            "custodian_runs_pending_oldest_age_seconds",
+        ),
+        (
+            "CustodianRunOpenTooLong",
+            "custodian_runs_open_oldest_age_seconds",
+        ),
+        (
+            "CustodianResultsAfterRelease",
+            "custodian_results_after_release_total",
+        ),
+        (
+            "CustodianQcSampleConflict",
+            "custodian_qc_sample_conflicts_total",
         ),
         (
             "CustodianConsoleSignInFailures",

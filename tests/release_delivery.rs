@@ -19,19 +19,6 @@ fn mro_section(p: &Pki, port: u16, id: &str) -> String {
     mro::mro_section(p, port, id, 5)
 }
 
-fn generate_key(config: &Path) {
-    let out = Command::new(bin())
-        .args(["keys", "generate", "--config"])
-        .arg(config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// Drives one specimen to ready_for_review: accession, screen, validity, confirmation.
 fn prepare_positive(d: &Daemon, id: &str) {
     d.drop_lims(&format!("acc-{id}.xml"), &accession_xml_clean(id))
@@ -62,6 +49,9 @@ fn prepare_positive(d: &Daemon, id: &str) {
     assert_eq!(ack_code(&send(a, &validity).unwrap()), "AA");
     let confirm = oru(&format!("{id}-3"), id, &[("BZEC", "480", "ng/mL")]);
     assert_eq!(ack_code(&send(a, &confirm).unwrap()), "AA");
+    // The run holds a confirmation: it closes pending and a named certifying scientist accepts it.
+    close_run(d, "lab");
+    accept_pending_runs(d);
     assert_eq!(d.specimen(id).unwrap()["state"], "ready_for_review");
 }
 
@@ -84,6 +74,7 @@ fn prepare_negative(d: &Daemon, id: &str) {
         ],
     );
     assert_eq!(ack_code(&send(a, &screen).unwrap()), "AA");
+    close_run(d, "lab");
     assert_eq!(d.specimen(id).unwrap()["state"], "ready_for_review");
 }
 
@@ -650,6 +641,8 @@ fn split_laboratory_releases_the_split_result_only_to_the_mro_in_copy1() {
     // 40 ng/mL: below the 150 cutoff, above the LOD of 5: reconfirmed.
     let m = oru("SB-1-1", "SB-1", &[("BZEC", "40", "ng/mL")]);
     assert_eq!(ack_code(&send(a, &m).unwrap()), "AA");
+    close_run(&d, "lab");
+    accept_pending_runs(&d);
     // Only a certifying scientist releases.
     for token in [VIEWER_TOKEN, OPERATOR_TOKEN] {
         let (s, _) = post(
@@ -694,6 +687,8 @@ fn split_laboratory_releases_the_split_result_only_to_the_mro_in_copy1() {
     // Not detected: the validity tests of 40.177(c) are required before release.
     let m = oru("SB-2-1", "SB-2", &[("BZEC", "0", "ng/mL")]);
     assert_eq!(ack_code(&send(a, &m).unwrap()), "AA");
+    close_run(&d, "lab");
+    accept_pending_runs(&d);
     let (s, body) = post(
         &d,
         "/api/split-lab/SB-2/release",
@@ -708,6 +703,7 @@ fn split_laboratory_releases_the_split_result_only_to_the_mro_in_copy1() {
         &[("CREA", "90", "mg/dL"), ("PH", "6.2", "pH")],
     );
     assert_eq!(ack_code(&send(a, &m).unwrap()), "AA");
+    close_run(&d, "lab");
     let (s, body) = post(
         &d,
         "/api/split-lab/SB-2/release",
@@ -722,6 +718,8 @@ fn split_laboratory_releases_the_split_result_only_to_the_mro_in_copy1() {
     // An MRO that is not in the directory: held with the reason.
     let m = oru("SB-3-1", "SB-3", &[("BZEC", "40", "ng/mL")]);
     assert_eq!(ack_code(&send(a, &m).unwrap()), "AA");
+    close_run(&d, "lab");
+    accept_pending_runs(&d);
     let (s, body) = post(
         &d,
         "/api/split-lab/SB-3/release",
@@ -739,6 +737,8 @@ fn split_laboratory_releases_the_split_result_only_to_the_mro_in_copy1() {
     assert_eq!(s, 200, "{body}");
     let m = oru("SB-4-1", "SB-4", &[("BZEC", "40", "ng/mL")]);
     assert_eq!(ack_code(&send(a, &m).unwrap()), "AA");
+    close_run(&d, "lab");
+    accept_pending_runs(&d);
     let (s, body) = post(
         &d,
         "/api/split-lab/SB-4/release",
@@ -899,8 +899,12 @@ fn reports_export_verifies_and_audit_show_lists_the_specimen() {
             .unwrap()
     };
     let out_file = dir.path().join("report.jws");
+    // The signed report carries the donor's identifier: a viewer may not export it.
+    let refused = cli(VIEWER_TOKEN, &["reports", "export", &report_id]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("403"));
     let out = cli(
-        VIEWER_TOKEN,
+        TOKEN,
         &[
             "reports",
             "export",
@@ -1043,6 +1047,8 @@ fn split_unavailable_and_primary_retest_reports_reach_the_mro() {
     assert_eq!(ack_code(&send(a, &screen).unwrap()), "AA");
     let confirm = oru("SPEC-U9-3", "SPEC-U9", &[("BZEC", "480", "ng/mL")]);
     assert_eq!(ack_code(&send(a, &confirm).unwrap()), "AA");
+    close_run(&d, "lab");
+    accept_pending_runs(&d);
     let (s, body) = post(
         &d,
         "/api/review/SPEC-U9/release",
@@ -1090,6 +1096,8 @@ fn split_unavailable_and_primary_retest_reports_reach_the_mro() {
     assert_eq!(ack_code(&send(a, screen.as_bytes()).unwrap()), "AA");
     let confirm = oru("SPEC-U8-3", "SPEC-U8", &[("BZEC", "480", "ng/mL")]);
     assert_eq!(ack_code(&send(a, &confirm).unwrap()), "AA");
+    close_run(&d, "lab");
+    accept_pending_runs(&d);
     let (s, body) = post(
         &d,
         "/api/review/SPEC-U8/release",

@@ -41,6 +41,12 @@ fn changed_config(original: &str) -> String {
     let old = format!("token_sha256 = \"{}\"", hash(TOKEN));
     assert!(original.contains(&old));
     let text = original.replace(&old, &format!("token_sha256 = \"{}\"", hash(NEW_TOKEN)));
+    // The new test code needs its QC rule too (a run testing it must be able to pass).
+    let text = text.replacen(
+        "qc = [\n",
+        "qc = [\n  { code = \"CREA2\", sample = \"QC-NEG\", level = \"creatinine 10\", expect = \"within\", value = 10, tolerance_percent = 20 },\n",
+        1,
+    );
     format!("{text}{NEW_CODE}")
 }
 
@@ -215,19 +221,6 @@ fn sighup_with_a_broken_configuration_is_refused_and_the_running_one_kept() {
 /// POST timeout in this test is 60 s, so a daemon that waited for the MRO's answer would fail.
 const STOP_BOUND: Duration = Duration::from_secs(10);
 
-fn generate_key(config: &Path) {
-    let out = Command::new(bin())
-        .args(["keys", "generate", "--config"])
-        .arg(config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn report_of(d: &Daemon, report_id: &str) -> serde_json::Value {
     let (s, body) = d.get(&format!("/api/reports/{report_id}"), Some(VIEWER_TOKEN));
     assert_eq!(s, 200, "{body}");
@@ -270,6 +263,7 @@ fn sigterm_during_a_slow_delivery_exits_promptly_and_delivers_once_after_restart
         ],
     );
     assert_eq!(ack_code(&send(d.addr("lab"), &screen).unwrap()), "AA");
+    close_run(&d, "lab");
     assert_eq!(d.specimen("SPEC-T1").unwrap()["state"], "ready_for_review");
     let r = custodian::admin::client::post(
         d.admin,

@@ -105,6 +105,7 @@ fn specimen(
                         document: "batch.xml".into(),
                     },
                     received_at_ms: 1,
+                    ..ResultEntry::default()
                 })
                 .collect(),
             p,

@@ -38,6 +38,7 @@ pub struct AdminState {
     pub lifecycle: Option<Arc<dyn LifecycleApi>>,
     pub quarantine: Option<Arc<dyn QuarantineApi>>,
     pub summaries: Option<Arc<dyn SummariesApi>>,
+    pub runs: Option<Arc<dyn RunsApi>>,
     /// Records a refused request in the audit log (who if known, what path, why).
     pub on_refusal: Option<RefusalAudit>,
     /// Refusals of unknown callers, counted per source and minute: only the first of each and
@@ -105,9 +106,15 @@ pub trait ReviewApi: Send + Sync {
         scientist: &'a User,
         batch: bool,
     ) -> ActionFuture<'a>;
-    /// Sends a specimen back for retest with a reason.
-    fn send_back<'a>(&'a self, id: String, scientist: &'a User, reason: String)
-    -> ActionFuture<'a>;
+    /// Sends a specimen back for retest with a reason, naming the tests to repeat (none: any
+    /// new result).
+    fn send_back<'a>(
+        &'a self,
+        id: String,
+        scientist: &'a User,
+        reason: String,
+        tests: Vec<String>,
+    ) -> ActionFuture<'a>;
     /// Corrects CCF data of a released report: a new report that replaces it, signed by
     /// `scientist` and queued to the same MRO.
     fn correct<'a>(
@@ -176,6 +183,31 @@ pub trait LifecycleApi: Send + Sync {
     fn retention(&self, specimen_id: &str) -> Result<Option<serde_json::Value>, String>;
     /// What the laboratory may discard now, with freezer locations.
     fn discardable(&self) -> Result<serde_json::Value, String>;
+}
+
+/// Analytical runs and results, implemented by the wiring.
+pub trait RunsApi: Send + Sync {
+    /// The runs in a state (`open`, `pending`, `accepted`, `rejected`).
+    fn list(&self, state: &str) -> Result<serde_json::Value, (u16, String)>;
+    /// One run with its QC results, evaluation, specimens and decision.
+    fn show(&self, key: &str) -> Result<Option<serde_json::Value>, String>;
+    /// A certifying scientist accepts (`accept`) or rejects a run, with a reason (required to
+    /// reject).
+    fn decide<'a>(
+        &'a self,
+        key: String,
+        accept: bool,
+        reason: String,
+        scientist: &'a User,
+    ) -> ActionFuture<'a>;
+    /// A certifying scientist marks a specimen's result (its position) not reportable.
+    fn not_reportable<'a>(
+        &'a self,
+        specimen_id: String,
+        result: usize,
+        reason: String,
+        scientist: &'a User,
+    ) -> ActionFuture<'a>;
 }
 
 /// The quarantine of refused inputs, implemented by the wiring.
@@ -463,8 +495,12 @@ async fn release_batch(
 }
 
 #[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RetestBody {
     reason: String,
+    /// The tests to repeat (targets or test codes); none: any new result.
+    #[serde(default)]
+    tests: Vec<String>,
 }
 
 async fn send_back(
@@ -476,7 +512,81 @@ async fn send_back(
     let Some(r) = &s.review else {
         return no_review();
     };
-    action_response(r.send_back(id, &user, body.reason).await)
+    action_response(r.send_back(id, &user, body.reason, body.tests).await)
+}
+
+fn no_runs() -> Response {
+    (StatusCode::SERVICE_UNAVAILABLE, "runs are not available\n").into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct RunsQuery {
+    state: Option<String>,
+}
+
+async fn runs_list(
+    State(s): State<AdminState>,
+    Reader(_u): Reader,
+    axum::extract::Query(q): axum::extract::Query<RunsQuery>,
+) -> Response {
+    let Some(r) = &s.runs else {
+        return no_runs();
+    };
+    action_response(r.list(q.state.as_deref().unwrap_or("pending")))
+}
+
+async fn run_show(
+    State(s): State<AdminState>,
+    Reader(_u): Reader,
+    axum::extract::Path(key): axum::extract::Path<String>,
+) -> Response {
+    let Some(r) = &s.runs else {
+        return no_runs();
+    };
+    found(r.show(&key), "no such run\n")
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReasonBody {
+    #[serde(default)]
+    reason: String,
+}
+
+async fn run_accept(
+    State(s): State<AdminState>,
+    Scientist(user): Scientist,
+    axum::extract::Path(key): axum::extract::Path<String>,
+    axum::Json(body): axum::Json<ReasonBody>,
+) -> Response {
+    let Some(r) = &s.runs else {
+        return no_runs();
+    };
+    action_response(r.decide(key, true, body.reason, &user).await)
+}
+
+async fn run_reject(
+    State(s): State<AdminState>,
+    Scientist(user): Scientist,
+    axum::extract::Path(key): axum::extract::Path<String>,
+    axum::Json(body): axum::Json<ReasonBody>,
+) -> Response {
+    let Some(r) = &s.runs else {
+        return no_runs();
+    };
+    action_response(r.decide(key, false, body.reason, &user).await)
+}
+
+async fn not_reportable(
+    State(s): State<AdminState>,
+    Scientist(user): Scientist,
+    axum::extract::Path((id, result)): axum::extract::Path<(String, usize)>,
+    axum::Json(body): axum::Json<ReasonBody>,
+) -> Response {
+    let Some(r) = &s.runs else {
+        return no_runs();
+    };
+    action_response(r.not_reportable(id, result, body.reason, &user).await)
 }
 
 async fn correct_report(
@@ -518,6 +628,21 @@ async fn report_jws(
     let Some(r) = &s.review else {
         return no_review();
     };
+    if user.role == auth::Role::Viewer {
+        // Refused before the export (which would be audited as given).
+        if let Some(audit) = &s.on_refusal {
+            audit(
+                Some(&user.name),
+                &format!("/api/reports/{id}/jws"),
+                "forbidden",
+            );
+        }
+        return (
+            StatusCode::FORBIDDEN,
+            "a signed report carries donor identifiers: the viewer role does not export it\n",
+        )
+            .into_response();
+    }
     match r.report_jws(id, &user).await {
         Ok(v) => match v.get("jws").and_then(|j| j.as_str()) {
             Some(jws) => (
@@ -1018,6 +1143,14 @@ pub fn router(state: AdminState) -> Router {
             axum::routing::post(split_lab_release),
         )
         .route("/api/discardable", get(discardable))
+        .route("/api/runs", get(runs_list))
+        .route("/api/runs/{key}", get(run_show))
+        .route("/api/runs/{key}/accept", axum::routing::post(run_accept))
+        .route("/api/runs/{key}/reject", axum::routing::post(run_reject))
+        .route(
+            "/api/specimens/{id}/results/{result}/not-reportable",
+            axum::routing::post(not_reportable),
+        )
         .route("/api/quarantine", get(quarantine_list))
         .route("/api/quarantine/{id}", get(quarantine_show))
         .layer(axum::middleware::from_fn_with_state(

@@ -500,6 +500,11 @@ pub struct Laboratory {
     /// default urine only. A specimen of another type is held untested at accession.
     #[serde(default = "urine_only")]
     pub certified_specimen_types: Vec<crate::domain::rules::SpecimenType>,
+    /// Where the certified Copy 1 of a non-negative report comes from (40.97(b)(2)): `render`
+    /// (custodian renders it at release under the image as received, unless the LIMS supplied
+    /// one) or `lims` (only the LIMS's `certified-copy` document; the result waits for it).
+    #[serde(default)]
+    pub certified_copy1: crate::domain::copy1::Copy1Source,
 }
 
 fn urine_only() -> Vec<crate::domain::rules::SpecimenType> {
@@ -1447,6 +1452,17 @@ fn validate_analyzers(cfg: &Config, profiles: &ProfileSet, problems: &mut Vec<Pr
         for (k, p) in a.mapping.validate_shape() {
             problems.push(problem(format!("{at}.mapping.{k}"), p));
         }
+        // Only results of an accepted run count: every analyzer says how its runs are
+        // delimited, how its QC samples are recognised and what QC its assays need.
+        if a.mapping.runs.is_none() {
+            problems.push(problem(
+                format!("{at}.mapping.runs"),
+                format!(
+                    "analyzer `{}`: required: the run kind, how runs are delimited (run_id, or bracketing by QC sets), how controls and calibrators are recognised (role or qc_sample_prefixes) and the QC rules of its assays ([[analyzer.mapping.runs.qc]])",
+                    a.name
+                ),
+            ));
+        }
         if !profiles.is_empty() {
             let editions: Vec<&str> = profiles.names().collect();
             for (i, t) in a.mapping.tests.iter().enumerate() {
@@ -1592,8 +1608,13 @@ keys_dir = "keys"
             )
         };
         let analyzer = |tests: &str| {
+            let mut codes = vec!["OPI2000", "6AM10", "OXYC"];
+            if tests.contains("FEN1") {
+                codes.push("FEN1");
+            }
             format!(
-                "{GOOD}\n[[analyzer]]\nname = \"ia-1\"\nlisten = \"127.0.0.1:0\"\n[analyzer.mapping]\nspecimen_id = \"OBR-3.1\"\nprocessing_id = \"P\"\n{tests}"
+                "{GOOD}\n[[analyzer]]\nname = \"ia-1\"\nlisten = \"127.0.0.1:0\"\n[analyzer.mapping]\nspecimen_id = \"OBR-3.1\"\nprocessing_id = \"P\"\n{}{tests}",
+                runs_for(&codes)
             )
         };
         let ok = format!(
@@ -1618,6 +1639,58 @@ keys_dir = "keys"
             "analyzer `ia-1` code `FEN1`: initial target `fentanyl_class` is known to no loaded edition (checked part40-2001, part40-2023)"
         );
         assert_eq!(e.problems.len(), 1, "{e}");
+    }
+
+    /// A runs section for an analyzer whose test codes are `codes`: QC samples by prefix, one
+    /// negative-control rule per code.
+    fn runs_for(codes: &[&str]) -> String {
+        let rules: Vec<String> = codes
+            .iter()
+            .map(|c| {
+                format!(
+                    "{{ code = \"{c}\", sample = \"QC-NEG\", level = \"negative\", expect = \"below\", value = 1 }}"
+                )
+            })
+            .collect();
+        format!(
+            "[analyzer.mapping.runs]\nkind = \"initial\"\nqc_sample_prefixes = [\"QC-\"]\nacceptable = {{ field = \"OBX-13.1\", acceptable = [\"Y\"] }}\nqc = [{}]\n",
+            rules.join(", ")
+        )
+    }
+
+    /// Every analyzer says how its runs are delimited and what QC its assays need; the runs
+    /// section's problems are named by key.
+    #[test]
+    fn runs_and_qc_rules_are_required_and_checked() {
+        let d = tempfile::tempdir().unwrap();
+        let mapping = "[analyzer.mapping]\nspecimen_id = \"OBR-3.1\"\n[[analyzer.mapping.test]]\ncode = \"COC300\"\nkind = \"initial\"\ntarget = \"cocaine\"\nunit = \"ng/mL\"\n[[analyzer.mapping.test]]\ncode = \"BZEC\"\nkind = \"confirmation\"\ntarget = \"benzoylecgonine\"\nunit = \"ng/mL\"\n";
+        let with = |runs: &str| {
+            format!(
+                "{GOOD}\n[[analyzer]]\nname = \"ia-1\"\nlisten = \"127.0.0.1:0\"\n{mapping}{runs}"
+            )
+        };
+        let keys = |text: &str| -> Vec<String> {
+            let p = write_config(d.path(), text);
+            match load_with_env(&p, &[]) {
+                Ok(_) => Vec::new(),
+                Err(e) => e.problems.into_iter().map(|p| p.key).collect(),
+            }
+        };
+        assert_eq!(keys(&with("")), ["analyzer[0].mapping.runs"]);
+        let bad = "[analyzer.mapping.runs]\nkind = \"confirmation\"\nauto_accept = true\nrun_id = \"OBR-21.1\"\nqc = [ { code = \"COC300\", sample = \"QC-NEG\", level = \"negative\", expect = \"within\", value = 300 }, { code = \"XYZ\", sample = \"QC-NEG\", level = \"negative\", expect = \"below\", value = 1 } ]\n";
+        assert_eq!(
+            keys(&with(bad)),
+            [
+                "analyzer[0].mapping.runs.role",
+                "analyzer[0].mapping.runs.acceptable",
+                "analyzer[0].mapping.runs.auto_accept",
+                "analyzer[0].mapping.runs.qc[0].tolerance_percent",
+                "analyzer[0].mapping.runs.qc[1].code",
+                "analyzer[0].mapping.runs.qc",
+            ]
+        );
+        let good = "[analyzer.mapping.runs]\nkind = \"confirmation\"\nrun_id = \"OBR-21.1\"\nrole = { field = \"SPM-11.1\", control = [\"Q\"], calibrator = [\"C\"] }\nacceptable = { field = \"OBX-13.1\", acceptable = [\"Y\"] }\nqc = [ { code = \"COC300\", sample = \"QC-NEG\", level = \"negative\", expect = \"below\", value = 300 }, { code = \"BZEC\", sample = \"CAL\", level = \"cutoff\", role = \"calibrator\", expect = \"within\", value = 100, tolerance_percent = 20 } ]\n";
+        assert_eq!(keys(&with(good)), Vec::<String>::new());
     }
 
     #[test]

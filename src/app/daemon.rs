@@ -565,9 +565,12 @@ impl Wiring {
             clock: self.clock.clone(),
             wake: desk.wakes.clone(),
             lifecycle: lifecycle.clone(),
+            copy1_source: cfg.laboratory.certified_copy1,
         };
+        let runs = crate::custody::runs::Desk::of(custody, self.clock.clone());
         let review: Arc<dyn admin::ReviewApi> = Arc::new(ReviewService {
             releaser: releaser.clone(),
+            runs: runs.clone(),
             profiles: self.profiles.clone(),
             default_profile: cfg.rules.default_profile.clone(),
         });
@@ -609,6 +612,10 @@ impl Wiring {
                 desk: summaries_desk(cfg),
                 clock: self.clock.clone(),
                 wake: self.summaries_wake.clone(),
+            })),
+            runs: Some(Arc::new(RunsService {
+                desk: runs,
+                store: self.store.clone(),
             })),
             on_refusal: Some(self.refusal_audit()),
             unknown_callers: Some(unknown_callers),
@@ -1075,8 +1082,99 @@ async fn outbox_gauges(
 /// Review, release and delivery for the admin API.
 struct ReviewService {
     releaser: crate::custody::release::Releaser,
+    runs: crate::custody::runs::Desk,
     profiles: Arc<ProfileSet>,
     default_profile: String,
+}
+
+/// Analytical runs and result marks for the admin API.
+struct RunsService {
+    desk: crate::custody::runs::Desk,
+    store: Store,
+}
+
+/// A run as the admin API shows it in a list.
+fn run_summary_json(r: &crate::domain::runs::RunRecord) -> serde_json::Value {
+    serde_json::json!({
+        "key": r.key,
+        "source": r.source,
+        "run_id": r.local_id,
+        "kind": r.status().kind,
+        "state": r.state().key(),
+        "delimited_by": r.delimited_by,
+        "opened_at": crate::core::clock::rfc3339(r.opened_at_ms),
+        "closed_at": r.closed_at_ms.map(crate::core::clock::rfc3339),
+        "qc": r.evaluation.as_ref().map(|e| e.outcome.key()),
+        "specimens": r.specimens.len(),
+        "qc_results": r.qc.len(),
+    })
+}
+
+impl admin::RunsApi for RunsService {
+    fn list(&self, state: &str) -> Result<serde_json::Value, (u16, String)> {
+        let st = crate::domain::runs::RunState::from_key(state).ok_or_else(|| {
+            (
+                400,
+                format!("unknown run state `{state}` (one of: open, pending, accepted, rejected)"),
+            )
+        })?;
+        let runs = crate::custody::runs::list(&self.store, st).map_err(|e| (500, e.to_string()))?;
+        Ok(serde_json::Value::Array(
+            runs.iter().map(run_summary_json).collect(),
+        ))
+    }
+
+    fn show(&self, key: &str) -> Result<Option<serde_json::Value>, String> {
+        let run = crate::custody::runs::show(&self.store, key).map_err(|e| e.to_string())?;
+        Ok(run.map(|r| {
+            let mut v = serde_json::to_value(&r).unwrap_or(serde_json::Value::Null);
+            v["state"] = serde_json::json!(r.state().key());
+            v["content_sha256"] = serde_json::json!(r.content_sha256());
+            v
+        }))
+    }
+
+    fn decide<'a>(
+        &'a self,
+        key: String,
+        accept: bool,
+        reason: String,
+        scientist: &'a admin::auth::User,
+    ) -> admin::ActionFuture<'a> {
+        Box::pin(async move {
+            match self
+                .desk
+                .decide(&key, accept, &scientist.name, &reason)
+                .await
+            {
+                Ok(r) => Ok(run_summary_json(&r)),
+                Err(e) => Err((e.status(), e.to_string())),
+            }
+        })
+    }
+
+    fn not_reportable<'a>(
+        &'a self,
+        specimen_id: String,
+        result: usize,
+        reason: String,
+        scientist: &'a admin::auth::User,
+    ) -> admin::ActionFuture<'a> {
+        Box::pin(async move {
+            match self
+                .desk
+                .mark_not_reportable(&specimen_id, result, &scientist.name, &reason)
+                .await
+            {
+                Ok(state) => Ok(serde_json::json!({
+                    "specimen_id": specimen_id,
+                    "result": result,
+                    "state": state,
+                })),
+                Err(e) => Err((e.status(), e.to_string())),
+            }
+        })
+    }
 }
 
 impl ReviewService {
@@ -1153,6 +1251,7 @@ impl admin::ReviewApi for ReviewService {
                 &self.default_profile,
                 &self.releaser.laboratory,
                 &self.releaser.mros,
+                self.releaser.copy1_source,
             )
         }))
     }
@@ -1176,13 +1275,21 @@ impl admin::ReviewApi for ReviewService {
         id: String,
         scientist: &'a admin::auth::User,
         reason: String,
+        tests: Vec<String>,
     ) -> admin::ActionFuture<'a> {
         Box::pin(async move {
-            match self.releaser.send_back(&id, &scientist.name, &reason).await {
-                Ok(()) => {
-                    Ok(serde_json::json!({"specimen_id": id, "state": State::Screened.key()}))
+            if reason.trim().is_empty() {
+                return Err((409, "a reason is required".to_string()));
+            }
+            match self
+                .runs
+                .retest(&id, tests.clone(), &scientist.name, &reason)
+                .await
+            {
+                Ok(state) => {
+                    Ok(serde_json::json!({"specimen_id": id, "state": state, "tests": tests}))
                 }
-                Err(e) => Err((release_status(&e), e.to_string())),
+                Err(e) => Err((e.status(), e.to_string())),
             }
         })
     }
@@ -1735,9 +1842,16 @@ pub fn specimen_audit_json(store: &Store, specimen_id: &str) -> Result<serde_jso
     Ok(serde_json::json!({"specimen_id": specimen_id, "entries": out}))
 }
 
-/// A specimen record as operators see it.
+/// A specimen record as operators see it, with its result history: each result with its run,
+/// the run's QC state and whether it counts (and why not), and what holds or awaits it.
 pub fn specimen_json(r: &SpecimenRecord) -> serde_json::Value {
-    serde_json::to_value(r).unwrap_or(serde_json::Value::Null)
+    let mut v = serde_json::to_value(r).unwrap_or(serde_json::Value::Null);
+    let history = r.analysis(None);
+    v["result_history"] = serde_json::to_value(&history.views).unwrap_or_default();
+    v["result_conflicts"] = serde_json::to_value(&history.conflicts).unwrap_or_default();
+    v["retests_open"] = serde_json::to_value(r.open_retests()).unwrap_or_default();
+    v["held_because"] = serde_json::to_value(r.held_because(None)).unwrap_or_default();
+    v
 }
 
 /// The audit chain check as JSON: `{"ok":true,"entries":N}` or the first broken link.

@@ -1,9 +1,11 @@
 //! `custodian demo`: a newcomer watches a whole day of the laboratory in a minute. It starts the
 //! daemon on a temporary store with the example configuration, plays a simulated LIMS and three
 //! simulated analyzers for five specimens (a negative, a positive, a dilute, an adulterated and
-//! a rejected one), releases them as the demo certifying scientist, and receives the signed
-//! reports at a local MRO receiver (HTTPS, client certificate required), printing each step and
-//! the final verdicts. Everything it creates lives in a temporary directory.
+//! a rejected one), closes each analyzer's run with its QC set (the screen and validity runs
+//! are accepted automatically, the confirmation run by the demo certifying scientist), releases
+//! the results as the demo certifying scientist, and receives the signed reports at a local MRO
+//! receiver (HTTPS, client certificate required), printing each step and the final verdicts.
+//! Everything it creates lives in a temporary directory.
 //!
 //! The admin listener serves the review console over TLS with a certificate the demo makes for
 //! `localhost`; the demo prints its address and the user to sign in with. With `--keep` it
@@ -164,13 +166,18 @@ fn demo(example: &Path, keep: bool) -> Result<(), String> {
         ("MDMA500", "0"),
     ];
     let mut n = 0;
-    let mut send = |analyzer: &str, id: &str, obx: &[(&str, &str, &str)]| -> Result<(), String> {
+    let mut send_in = |analyzer: &str,
+                       id: &str,
+                       run: Option<&str>,
+                       role: Option<&str>,
+                       obx: &[(&str, &str, &str)]|
+     -> Result<(), String> {
         n += 1;
         let addr = rt
             .analyzers
             .get(analyzer)
             .ok_or(format!("no analyzer {analyzer}"))?;
-        let ack = send_oru(*addr, &format!("DEMO{n:04}"), id, obx)?;
+        let ack = send_oru(*addr, &format!("DEMO{n:04}"), id, run, role, obx)?;
         let code = ack
             .split('\r')
             .find(|s| s.starts_with("MSA|"))
@@ -189,11 +196,13 @@ fn demo(example: &Path, keep: bool) -> Result<(), String> {
     let ng = |c: &'static str, v: &'static str| (c, v, "ng/mL");
     for id in ["DEMO-NEG-001", "DEMO-DIL-003", "DEMO-ADU-004"] {
         let obx: Vec<_> = screen_zero.iter().map(|(c, v)| ng(c, v)).collect();
-        send("immunoassay-1", id, &obx)?;
+        send_in("immunoassay-1", id, None, None, &obx)?;
     }
-    send(
+    send_in(
         "immunoassay-1",
         "DEMO-POS-002",
+        None,
+        None,
         &[
             ng("THC50", "2"),
             ng("COC300", "870"),
@@ -214,29 +223,94 @@ fn demo(example: &Path, keep: bool) -> Result<(), String> {
             ("NIT", nit, "mcg/mL"),
         ]
     };
-    send(
+    send_in(
         "chemistry-1",
         "DEMO-NEG-001",
+        None,
+        None,
         &chem("118", "1.0180", "6.1", "0"),
     )?;
-    send(
+    send_in(
         "chemistry-1",
         "DEMO-POS-002",
+        None,
+        None,
         &chem("95", "1.0160", "5.8", "0"),
     )?;
-    send(
+    send_in(
         "chemistry-1",
         "DEMO-DIL-003",
+        None,
+        None,
         &chem("12.5", "1.0021", "6.4", "0"),
     )?;
-    send(
+    send_in(
         "chemistry-1",
         "DEMO-ADU-004",
+        None,
+        None,
         &chem("88", "1.0150", "6.0", "760"),
     )?;
-    send("gcms-1", "DEMO-POS-002", &[ng("BZEC", "412")])?;
+    // The confirmation run carries its id (OBR-21) and each result the instrument's
+    // acceptability flag (OBX-13 "Y": ion ratios, retention time, internal standard).
+    send_in(
+        "gcms-1",
+        "DEMO-POS-002",
+        Some(DEMO_GC_RUN),
+        None,
+        &[ng("BZEC", "412")],
+    )?;
 
-    step(7, "The review queue, as a certifying scientist sees it");
+    step(
+        7,
+        "Each analyzer closes its run with its QC set (controls and calibrators, SPM-11 Q/C)",
+    );
+    for (analyzer, run, set) in qc_sets() {
+        for (sample, role, obx) in set {
+            send_in(analyzer, sample, run, Some(role), &obx)?;
+        }
+    }
+    let show_runs = |state: &str| -> Result<Vec<serde_json::Value>, String> {
+        let runs = get_json(&admin, &format!("/api/runs?state={state}"))?;
+        Ok(runs.as_array().cloned().unwrap_or_default())
+    };
+    for r in show_runs("accepted")? {
+        crate::outln!(
+            "    run {:<24} {:<12} QC {:<8} accepted automatically ({} specimens)",
+            r["key"].as_str().unwrap_or("?"),
+            r["kind"].as_str().unwrap_or("?"),
+            r["qc"].as_str().unwrap_or("?"),
+            r["specimens"]
+        );
+    }
+    let pending = show_runs("pending")?;
+    for r in &pending {
+        crate::outln!(
+            "    run {:<24} {:<12} QC {:<8} waits for a certifying scientist",
+            r["key"].as_str().unwrap_or("?"),
+            r["kind"].as_str().unwrap_or("?"),
+            r["qc"].as_str().unwrap_or("?"),
+        );
+    }
+
+    step(
+        8,
+        "The certifying scientist accepts the confirmation run (electronic signature; its QC passed)",
+    );
+    for r in &pending {
+        let key = r["key"].as_str().unwrap_or_default();
+        let accepted = post_json(
+            &admin,
+            &format!("/api/runs/{}/accept", url_segment(key)),
+            &serde_json::json!({"reason": "calibrator and controls within +-20 %; ion ratios reviewed"}),
+        )?;
+        crate::outln!(
+            "    run {key}: {} by \"Demo Certifying Scientist\"",
+            accepted["state"].as_str().unwrap_or("?")
+        );
+    }
+
+    step(9, "The review queue, as a certifying scientist sees it");
     let queue = get_json(&admin, "/api/review")?;
     let items = queue.as_array().cloned().unwrap_or_default();
     for it in &items {
@@ -259,7 +333,7 @@ fn demo(example: &Path, keep: bool) -> Result<(), String> {
     }
 
     step(
-        8,
+        10,
         "Released by \"Demo Certifying Scientist\" (negatives as one batch signature)",
     );
     let batch = serde_json::json!({"specimens": ["DEMO-NEG-001", "DEMO-DIL-003"]});
@@ -284,7 +358,7 @@ fn demo(example: &Path, keep: bool) -> Result<(), String> {
     let expected = specimens.len() - later.len();
 
     step(
-        9,
+        11,
         "The MRO receives the signed reports (JWS verified with the lab's public key)",
     );
     let mut got = Vec::new();
@@ -319,7 +393,7 @@ fn demo(example: &Path, keep: bool) -> Result<(), String> {
 
     if keep {
         step(
-            10,
+            12,
             "The daemon keeps running: review and release in the console",
         );
         crate::outln!("    open     {console}");
@@ -348,7 +422,7 @@ fn demo(example: &Path, keep: bool) -> Result<(), String> {
     crate::outln!(
         "\n    The review console was at {console} (user \"{USER}\", password \"{PASSWORD}\");\n    `custodian demo --keep` leaves the daemon running to click through it."
     );
-    step(10, "Stopping the daemon (SIGTERM: settle, flush, exit 0)");
+    step(12, "Stopping the daemon (SIGTERM: settle, flush, exit 0)");
     if let Some(mut c) = guard.0.take() {
         let _ = Command::new("kill")
             .arg("-TERM")
@@ -408,18 +482,145 @@ fn post_json(
     serde_json::from_str(&r.body).map_err(|e| e.to_string())
 }
 
+/// The demo's confirmation run id (OBR-21.1 of gcms-1).
+const DEMO_GC_RUN: &str = "GC-DEMO-1";
+
+type QcSet = Vec<(
+    &'static str,
+    &'static str,
+    Vec<(&'static str, &'static str, &'static str)>,
+)>;
+
+/// The closing QC set of each analyzer of the example configuration, every value passing its
+/// rule: (analyzer, run id, [(sample, SPM-11 role, OBX)]).
+fn qc_sets() -> Vec<(&'static str, Option<&'static str>, QcSet)> {
+    let screen = |v: [&'static str; 9]| -> Vec<(&'static str, &'static str, &'static str)> {
+        [
+            "THC50", "COC300", "OPI2000", "AMP1000", "PCP25", "6AM10", "HYD300", "OXY100",
+            "MDMA500",
+        ]
+        .into_iter()
+        .zip(v)
+        .map(|(c, v)| (c, v, "ng/mL"))
+        .collect()
+    };
+    vec![
+        (
+            "immunoassay-1",
+            None,
+            vec![
+                (
+                    "CAL-CUT",
+                    "C",
+                    screen(["50", "300", "2000", "1000", "25", "10", "300", "100", "500"]),
+                ),
+                ("QC-NEG", "Q", screen(["0"; 9])),
+                (
+                    "QC-LOW",
+                    "Q",
+                    screen([
+                        "37.5", "225", "1500", "750", "18.75", "7.5", "225", "75", "375",
+                    ]),
+                ),
+                (
+                    "QC-HIGH",
+                    "Q",
+                    screen([
+                        "62.5", "375", "2500", "1250", "31.25", "12.5", "375", "125", "625",
+                    ]),
+                ),
+            ],
+        ),
+        (
+            "chemistry-1",
+            None,
+            vec![
+                (
+                    "CAL-VAL",
+                    "C",
+                    vec![("CREA", "2.0", "mg/dL"), ("SG", "1.0000", "")],
+                ),
+                (
+                    "QC-VAL-1",
+                    "Q",
+                    vec![
+                        ("CREA", "1.2", "mg/dL"),
+                        ("SG", "1.0020", ""),
+                        ("PH", "4.0", "pH"),
+                        ("NIT", "0", "mcg/mL"),
+                    ],
+                ),
+                (
+                    "QC-VAL-2",
+                    "Q",
+                    vec![
+                        ("CREA", "10.0", "mg/dL"),
+                        ("SG", "1.0150", ""),
+                        ("PH", "7.0", "pH"),
+                        ("NIT", "0", "mcg/mL"),
+                    ],
+                ),
+                (
+                    "QC-VAL-3",
+                    "Q",
+                    vec![
+                        ("CREA", "23.0", "mg/dL"),
+                        ("PH", "11.0", "pH"),
+                        ("NIT", "500", "mcg/mL"),
+                    ],
+                ),
+            ],
+        ),
+        (
+            "gcms-1",
+            Some(DEMO_GC_RUN),
+            vec![
+                ("CAL-CONF", "C", vec![("BZEC", "98.6", "ng/mL")]),
+                ("QC-NEG-C", "Q", vec![("BZEC", "0", "ng/mL")]),
+                ("QC-POS-C", "Q", vec![("BZEC", "121.4", "ng/mL")]),
+            ],
+        ),
+    ]
+}
+
+/// Percent-encodes a path segment (run keys carry `:`).
+fn url_segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// One ORU^R01: a specimen's results (bottle A), or with `role` a control's or calibrator's
+/// (SPM-11); `run` in OBR-21.1; confirmations flagged acceptable in OBX-13.1.
 fn send_oru(
     addr: SocketAddr,
     control_id: &str,
     specimen: &str,
+    run: Option<&str>,
+    role: Option<&str>,
     obx: &[(&str, &str, &str)],
 ) -> Result<String, String> {
+    let run = run.map(|r| format!("|{r}")).unwrap_or_default();
     let mut m = format!(
-        "MSH|^~\\&|DEMO|LAB|CUSTODIAN|LAB|20261123101500||ORU^R01^ORU_R01|{control_id}|P|2.5.1\rPID|1\rOBR|1||{specimen}^LAB|DAT||||||||||||||||A\r"
+        "MSH|^~\\&|DEMO|LAB|CUSTODIAN|LAB|20261123101500||ORU^R01^ORU_R01|{control_id}|P|2.5.1\rPID|1\rOBR|1||{specimen}^LAB|DAT||||||||||||||||A{run}\r"
     );
+    if let Some(role) = role {
+        m.push_str(&format!("SPM|1|{specimen}|||||||||{role}\r"));
+    }
     for (i, (code, value, unit)) in obx.iter().enumerate() {
+        let flag = if run.is_empty() || role.is_some() {
+            ""
+        } else {
+            "||Y"
+        };
         m.push_str(&format!(
-            "OBX|{}|NM|{code}^{code}^L||{value}|{unit}|||||F\r",
+            "OBX|{}|NM|{code}^{code}^L||{value}|{unit}|||||F{flag}\r",
             i + 1
         ));
     }

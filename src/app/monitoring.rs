@@ -41,6 +41,26 @@ const SAMPLED: &[Metric] = &[
         "age of the oldest specimen waiting for review",
     ),
     Metric::gauge(
+        "custodian_runs_pending_acceptance",
+        "runs",
+        "analytical runs closed and evaluated, waiting for a certifying scientist's acceptance or rejection (their results do not count yet)",
+    ),
+    Metric::gauge(
+        "custodian_runs_pending_oldest_age_seconds",
+        "seconds",
+        "time since the oldest run waiting for acceptance closed",
+    ),
+    Metric::gauge(
+        "custodian_runs_open",
+        "runs",
+        "analytical runs waiting for their closing QC (their results do not count yet)",
+    ),
+    Metric::gauge(
+        "custodian_runs_open_oldest_age_seconds",
+        "seconds",
+        "age of the oldest run waiting for its closing QC",
+    ),
+    Metric::gauge(
         "custodian_statistics_due_in_seconds",
         "seconds",
         "time until the next semi-annual statistical summaries are due (40.111: Jan 20, Jul 20)",
@@ -79,6 +99,12 @@ pub struct Sample {
     pub quarantined: usize,
     /// Days until the next 40.111 summary is due (Jan 20 / Jul 20).
     pub summary_due_days: i64,
+    /// Runs waiting for acceptance, and the time since the oldest of them closed.
+    pub runs_pending: usize,
+    pub runs_pending_oldest_age_s: f64,
+    /// Runs waiting for their closing QC, and the age of the oldest.
+    pub runs_open: usize,
+    pub runs_open_oldest_age_s: f64,
 }
 
 /// Reads the store and the filesystem once.
@@ -107,6 +133,18 @@ pub fn sample(store: &Store, now_ms: u64) -> Sample {
     s.disk_free_bytes = store.disk_free_bytes();
     s.quarantined = store.count(Keyspace::Quarantine);
     s.summary_due_days = crate::domain::summary::next_due((now_ms / 86_400_000) as i64).0;
+    let age = |t: Option<u64>| {
+        t.map(|t| now_ms.saturating_sub(t) as f64 / 1000.0)
+            .unwrap_or(0.0)
+    };
+    let pending = crate::custody::runs::list(store, crate::domain::runs::RunState::Pending)
+        .unwrap_or_default();
+    s.runs_pending = pending.len();
+    s.runs_pending_oldest_age_s = age(pending.iter().filter_map(|r| r.closed_at_ms).min());
+    let open =
+        crate::custody::runs::list(store, crate::domain::runs::RunState::Open).unwrap_or_default();
+    s.runs_open = open.len();
+    s.runs_open_oldest_age_s = age(open.iter().map(|r| r.opened_at_ms).min());
     s
 }
 
@@ -144,6 +182,10 @@ pub fn publish(s: &Sample) {
     metrics::gauge!("custodian_quarantine_records").set(s.quarantined as f64);
     metrics::gauge!("custodian_statistics_due_in_seconds")
         .set((s.summary_due_days * 86_400) as f64);
+    metrics::gauge!("custodian_runs_pending_acceptance").set(s.runs_pending as f64);
+    metrics::gauge!("custodian_runs_pending_oldest_age_seconds").set(s.runs_pending_oldest_age_s);
+    metrics::gauge!("custodian_runs_open").set(s.runs_open as f64);
+    metrics::gauge!("custodian_runs_open_oldest_age_seconds").set(s.runs_open_oldest_age_s);
 }
 
 /// When the store last heard from `analyzer`: the latest of its stored messages (dedupe marks)

@@ -81,6 +81,15 @@ pub fn check(
     Ok(())
 }
 
+/// Whether a PDF carries any text at all (a scanned form may carry none).
+pub fn has_text(pdf: &[u8]) -> bool {
+    let Ok(doc) = Document::load_mem(pdf) else {
+        return false;
+    };
+    let pages: Vec<u32> = doc.get_pages().keys().copied().collect();
+    doc.extract_text(&pages).is_ok_and(|t| !t.trim().is_empty())
+}
+
 /// A text as it reads back from the PDF (characters outside WinAnsi become `?`).
 fn pdf_text_roundtrip(s: &str) -> String {
     s.chars()

@@ -1,9 +1,11 @@
-//! The certified Copy 1 of a report about to be released (40.97(b)(2), 40.161(c)): rendered at
-//! release — Step 5A under the image of Copy 1 as received (`codec::copy1`) — and read back: its
-//! specimen ID and result must be the report's; otherwise the release is held with the reason.
+//! The certified Copy 1 of a report about to be released (40.97(b)(2), 40.161(c)): the copy the
+//! LIMS supplied after certification (a `certified-copy` document), checked against the verdict,
+//! or — unless `laboratory.certified_copy1 = "lims"` — the copy rendered at release: Step 5A under
+//! the image of Copy 1 as received (`codec::copy1`), read back. Either way its specimen ID and
+//! result must be the report's; otherwise the release is held with the reason.
 //! Reads the image bytes from the store's image keyspace; writes nothing.
 
-use crate::domain::copy1::{self as model, MediaType, Step5a};
+use crate::domain::copy1::{self as model, Copy1Source, MediaType, Step5a};
 use crate::domain::report::{CcfCopy1, Report};
 use crate::domain::specimen::SpecimenRecord;
 use crate::store::{Keyspace, Store, image_key};
@@ -15,6 +17,10 @@ pub enum Copy1Problem {
         "no image of CCF Copy 1 as received is stored for the specimen: a non-negative result needs the certified Copy 1 (40.97(b)(2)); the LIMS sends it with the accession (<ccf-image>)"
     )]
     NoImage,
+    #[error(
+        "the laboratory sends the LIMS's certified Copy 1 (laboratory.certified_copy1 = \"lims\") and none has arrived for the specimen (certified-copy document)"
+    )]
+    AwaitingLims,
     #[error("the stored image of Copy 1 ({0}) is missing or does not match its recorded SHA-256")]
     StoredImageDamaged(&'static str),
     #[error("{0}")]
@@ -57,9 +63,26 @@ pub fn certified_copy(
     report: &Report,
     released_at_ms: u64,
     utc_offset_minutes: i32,
+    source: Copy1Source,
 ) -> Result<Option<CcfCopy1>, Copy1Problem> {
     if !model::required_for(&report.results) {
         return Ok(None);
+    }
+    if let Some(lims) = &rec.certified_copy1 {
+        if let Some(why) = model::lims_copy_mismatch(lims, &rec.specimen_id, &report.results) {
+            return Err(Copy1Problem::Mismatch(why));
+        }
+        let bytes = stored_image(store, &rec.specimen_id, "certified", &lims.image.sha256)?;
+        // A PDF that carries text must state what it certifies; a scanned PDF (no text) rests on
+        // the LIMS's statement checked above.
+        if lims.image.media_type == MediaType::Pdf && crate::codec::copy1::has_text(&bytes) {
+            crate::codec::copy1::check(&bytes, &rec.specimen_id, &report.results)
+                .map_err(|e| Copy1Problem::Mismatch(format!("the LIMS's {e}")))?;
+        }
+        return Ok(Some(CcfCopy1::new(lims.image.media_type, &bytes)));
+    }
+    if source == Copy1Source::Lims {
+        return Err(Copy1Problem::AwaitingLims);
     }
     let meta = rec.ccf_image.as_ref().ok_or(Copy1Problem::NoImage)?;
     let received = stored_image(store, &rec.specimen_id, "received", &meta.sha256)?;
@@ -87,13 +110,20 @@ pub fn certified_copy(
 
 /// Whether a specimen waiting for review lacks what its certified Copy 1 needs (shown as the
 /// review item's hold reason before anyone tries to release it).
-pub fn review_problem(rec: &SpecimenRecord) -> Option<Copy1Problem> {
+pub fn review_problem(rec: &SpecimenRecord, source: Copy1Source) -> Option<Copy1Problem> {
     let results = rec
         .evaluation
         .as_ref()
         .map(|e| e.verdict.results.as_slice())?;
     if !model::required_for(results) {
         return None;
+    }
+    if let Some(lims) = &rec.certified_copy1 {
+        return model::lims_copy_mismatch(lims, &rec.specimen_id, results)
+            .map(Copy1Problem::Mismatch);
+    }
+    if source == Copy1Source::Lims {
+        return Some(Copy1Problem::AwaitingLims);
     }
     rec.ccf_image.is_none().then_some(Copy1Problem::NoImage)
 }

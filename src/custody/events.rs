@@ -1,6 +1,6 @@
-//! What custody reports: releases, corrected reports, lifecycle clocks, the 40.111 summaries.
-//! Each struct writes its metrics (and log line, where it has one). Labels: clock kinds,
-//! recipients (employer, dot) and outcomes only.
+//! What custody reports: releases, corrected reports, lifecycle clocks, rejected runs, the
+//! 40.111 summaries. Each struct writes its metrics (and log line, where it has one). Labels:
+//! clock kinds, recipients (employer, dot) and outcomes only.
 
 use crate::core::telemetry::{InternalEvent, Metric};
 use tracing::info;
@@ -42,6 +42,11 @@ pub const SUMMARIES_OVERDUE: Metric = Metric::gauge(
     "summaries",
     "40.111 summaries past their due date (employer: Jan 20 / Jul 20; dot: Jan 31 / Jul 31), by recipient and state (unsent: produced, not marked sent; not_produced: the period's results are not all released), after each sweep",
 );
+pub const RUNS_REJECTED: Metric = Metric::counter(
+    "custodian_runs_rejected_total",
+    "runs",
+    "analytical runs rejected by a certifying scientist (their specimens are retested)",
+);
 
 /// Every metric of this layer.
 pub const METRICS: &[Metric] = &[
@@ -52,7 +57,20 @@ pub const METRICS: &[Metric] = &[
     QUARANTINE_DROPPED,
     SUMMARIES_RECORDED,
     SUMMARIES_OVERDUE,
+    RUNS_REJECTED,
 ];
+
+/// A certifying scientist rejected an analytical run.
+pub struct RunRejected<'a> {
+    pub run: &'a str,
+}
+
+impl InternalEvent for RunRejected<'_> {
+    fn emit(self) {
+        metrics::counter!(RUNS_REJECTED.name).increment(1);
+        info!(component = "runs", run = %self.run, "analytical run rejected; its specimens wait for a retest");
+    }
+}
 
 /// A signed report (a result, or a split result) was stored and queued to its MRO.
 pub struct ReportReleased<'a> {

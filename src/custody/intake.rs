@@ -305,6 +305,59 @@ impl Custody {
         .await
     }
 
+    /// The certified Copy 1 the LIMS produced after certification (40.97(b)(2)): stored with its
+    /// statement (specimen ID, results, signer) in one transaction, the image's hash audited. The
+    /// specimen must be accessioned and not yet released; a later copy replaces an earlier one
+    /// (both stay in the audit log). Checked against the verdict at release.
+    pub async fn certified_copy(
+        &self,
+        document: &str,
+        raw: Vec<u8>,
+        specimen_id: &str,
+        results: Vec<crate::domain::rules::ResultCategory>,
+        certifying_scientist: String,
+        image: (crate::domain::copy1::MediaType, Vec<u8>),
+    ) -> Result<Applied, IngestError> {
+        let write = ImageWrite::new(
+            specimen_id,
+            "certified",
+            image.0,
+            image.1,
+            crate::domain::copy1::ImageSource::Lims {
+                document: document.to_string(),
+            },
+            self.clock.now_ms(),
+        );
+        let meta = crate::domain::copy1::CertifiedCopyMeta {
+            image: write.meta.clone(),
+            specimen_id: specimen_id.to_string(),
+            results,
+            certifying_scientist,
+        };
+        let change: Change = Arc::new(move |rec, _profiles, _default, _now| {
+            if rec.accession.is_none() {
+                return Err(ChangeErrorOrUnknown::UnknownSpecimen);
+            }
+            if rec.release.is_some() {
+                return Err(ChangeErrorOrUnknown::Change(ChangeError::AlreadyReleased));
+            }
+            rec.certified_copy1 = Some(meta.clone());
+            Ok(())
+        });
+        let reference = document_key(document, &raw);
+        self.apply_with(
+            "lims".into(),
+            reference.clone(),
+            "lims".into(),
+            "certified_copy_received",
+            raw,
+            vec![(specimen_id.to_string(), change, false)],
+            reference,
+            vec![write],
+        )
+        .await
+    }
+
     /// A correction of a correctable flaw; the specimen must be accessioned.
     pub async fn correction(
         &self,

@@ -123,6 +123,8 @@ pub struct Releaser {
     /// Retention starts with the release (40.99(a)): its record and clock are written in the
     /// release transaction.
     pub lifecycle: Arc<crate::custody::lifecycle::Settings>,
+    /// Where the certified Copy 1 of a non-negative result comes from.
+    pub copy1_source: crate::domain::copy1::Copy1Source,
 }
 
 impl Releaser {
@@ -311,6 +313,7 @@ impl Releaser {
         let amendment = request.ccf;
         let store = self.committer.store().clone();
         let utc_offset = self.lifecycle.utc_offset_minutes;
+        let copy1_source = self.copy1_source;
         let r = self
             .committer
             .submit(
@@ -385,7 +388,12 @@ impl Releaser {
                     // and CCF data are new). Corrections are rare: rendered here, in the
                     // transaction, from images that never change once stored.
                     built.ccf_copy1 = crate::custody::copy1::certified_copy(
-                        &store, &rec, &built, now, utc_offset,
+                        &store,
+                        &rec,
+                        &built,
+                        now,
+                        utc_offset,
+                        copy1_source,
                     )
                     .map_err(|p| Abort::Domain(copy_error(p)))?;
                     let copy_sha = copy_note(&built);
@@ -657,6 +665,7 @@ impl Releaser {
             &built,
             release.released_at_ms,
             self.lifecycle.utc_offset_minutes,
+            self.copy1_source,
         )
         .map_err(copy_error)?;
         Ok(copy.map(|copy| PreparedCopy {
@@ -703,6 +712,7 @@ pub fn review_item(
     default_profile: &str,
     lab: &Laboratory,
     mros: &BTreeMap<String, Mro>,
+    copy1_source: crate::domain::copy1::Copy1Source,
 ) -> serde_json::Value {
     // What the report will carry: the MRO's general request for quantitation applies at release.
     let mut shown = rec.clone();
@@ -733,13 +743,13 @@ pub fn review_item(
         .and_then(|a| a.ccf.mro.id.clone())
         .unwrap_or_default();
     let hold_reason = rec
-        .untested_reason()
-        .map(str::to_string)
+        .held_because(profile)
         .or_else(|| destination_problem(rec, mros).map(|e| e.to_string()))
         .or_else(|| {
-            crate::custody::copy1::review_problem(rec)
+            crate::custody::copy1::review_problem(rec, copy1_source)
                 .map(|p| format!("the certified Copy 1 cannot be made: {p}"))
         });
+    let history = rec.analysis(profile);
     let draft = report::build(
         lab,
         rec,
@@ -763,7 +773,11 @@ pub fn review_item(
         "accession_findings": rec.accession.as_ref().map(|a| &a.findings),
         "corrections": rec.corrections,
         "ccf_image": rec.ccf_image,
+        "certified_copy1": rec.certified_copy1,
         "quantitation_request": rec.quantitation_request,
+        "results": history.views,
+        "result_conflicts": history.conflicts,
+        "retests_open": rec.open_retests(),
         "mro_id": mro_id,
         "held_because": hold_reason,
         "draft_report": draft,

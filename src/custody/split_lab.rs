@@ -13,7 +13,8 @@
 //! The record of a received split has no accession (it is not this laboratory's primary
 //! specimen: no CCF, no donor): it stays in the `awaiting_accession` state and is never
 //! released through the review queue; the outcome is read with [`view`]. Criteria are read
-//! from the laboratory's default rule profile (Copy 1 does not name one).
+//! from the edition of Copy 1's collection date, chosen once at intake (DOT urine; Copy 1 names
+//! no profile).
 //!
 //! A complete outcome is released by a certifying scientist with [`release`] (40.183(c),
 //! 40.185): a signed split-result report ([`SplitResultReport`], no donor identity) stored and
@@ -25,7 +26,7 @@ use crate::custody::records::{Indexed, put_specimen};
 use crate::custody::release::Releaser;
 pub use crate::domain::lifecycle::{Intake, SplitRelease};
 use crate::domain::report::{LabParty, NamedParty};
-use crate::domain::rules::{ProfileSet, Validity};
+use crate::domain::rules::{Profile, ProfileSet, Validity};
 use crate::domain::specimen::SpecimenRecord;
 use crate::domain::split::{
     self, Copy1, LimitsOfDetection, Manifest, Received, SplitEvaluation, SplitReport,
@@ -101,10 +102,7 @@ pub fn check(lab: &SplitLab, body: &IntakeBody) -> Result<(), String> {
     if c.drugs.is_empty() && c.adulteration.is_empty() && c.substitution.is_none() {
         return Err("Copy 1 names no drug and no validity criterion to reconfirm".into());
     }
-    let profile = lab
-        .profiles
-        .get(&lab.default_profile)
-        .ok_or_else(|| format!("rule profile `{}` is not loaded", lab.default_profile))?;
+    let profile = edition_for(lab, c)?;
     // Every drug needs a configured LOD and every criterion must be the profile's: the same
     // checks `reconfirm` makes, run now on an empty set of tests.
     split::reconfirm(
@@ -118,6 +116,37 @@ pub fn check(lab: &SplitLab, body: &IntakeBody) -> Result<(), String> {
     Ok(())
 }
 
+/// The edition a received split is judged by: the DOT urine edition whose period covers Copy 1's
+/// collection date, chosen once at intake like a primary's (a DOT split is the same specimen, so
+/// the same edition as at the first laboratory). A date no shipped edition covers is refused,
+/// never judged by a neighbouring edition.
+fn edition_for<'l>(lab: &'l SplitLab, c: &split::Copy1) -> Result<&'l Profile, String> {
+    let date: crate::domain::calendar::Date = c
+        .collected_on
+        .parse()
+        .map_err(|_| "Copy 1's collected_on is not a YYYY-MM-DD date".to_string())?;
+    crate::domain::rules::edition::select(
+        &lab.profiles,
+        crate::domain::rules::Program::Dot,
+        crate::domain::rules::SpecimenType::Urine,
+        Some(date),
+        None,
+    )
+    .map_err(|e| format!("the split cannot be judged: {e}"))
+}
+
+/// The edition a recorded intake was judged by (its own, or the default profile for intakes
+/// recorded before editions were chosen).
+fn intake_profile<'l>(
+    lab: &'l SplitLab,
+    intake: &crate::domain::lifecycle::Intake,
+) -> Result<&'l Profile, String> {
+    let name = intake.profile.as_deref().unwrap_or(&lab.default_profile);
+    lab.profiles
+        .get(name)
+        .ok_or_else(|| format!("rule profile `{name}` is not loaded"))
+}
+
 /// Records a received Bottle B (once per specimen ID) with its audit entry.
 pub async fn receive(
     committer: &GroupCommitter,
@@ -127,6 +156,10 @@ pub async fn receive(
     now_ms: u64,
 ) -> Result<serde_json::Value, IntakeError> {
     check(lab, &body).map_err(IntakeError::Refused)?;
+    let profile = edition_for(lab, &body.copy1)
+        .map_err(IntakeError::Refused)?
+        .name
+        .clone();
     let who = format!("user:{recorded_by}");
     let recorded_by = recorded_by.to_string();
     let r = committer
@@ -161,6 +194,7 @@ pub async fn receive(
                     received: body.received.clone(),
                     received_at_ms: now_ms,
                     recorded_by: recorded_by.clone(),
+                    profile: Some(profile.clone()),
                     released: None,
                 });
                 rec.updated_at_ms = now_ms;
@@ -212,10 +246,7 @@ pub fn view(lab: &SplitLab, rec: &SpecimenRecord) -> Result<Option<serde_json::V
     let Some(intake) = &rec.lifecycle.split_lab else {
         return Ok(None);
     };
-    let profile = lab
-        .profiles
-        .get(&lab.default_profile)
-        .ok_or_else(|| format!("rule profile `{}` is not loaded", lab.default_profile))?;
+    let profile = intake_profile(lab, intake)?;
     let e = split::reconfirm(
         profile,
         &lab.lods,
@@ -465,12 +496,8 @@ pub async fn release(
                         done.report_id.clone(),
                     )));
                 }
-                let profile = lab.profiles.get(&lab.default_profile).ok_or_else(|| {
-                    refuse(ReleaseError::Report(format!(
-                        "rule profile `{}` is not loaded",
-                        lab.default_profile
-                    )))
-                })?;
+                let profile =
+                    intake_profile(&lab, &intake).map_err(|e| refuse(ReleaseError::Report(e)))?;
                 let outcome = match split::reconfirm(
                     profile,
                     &lab.lods,
@@ -629,6 +656,50 @@ mod tests {
             name: "Second Laboratory".into(),
             address: "2 Lab Road".into(),
         }
+    }
+
+    #[test]
+    fn the_split_is_judged_by_the_edition_of_its_collection_date_chosen_once() {
+        let mut set = ProfileSet::new();
+        for (n, t) in [
+            (
+                "part40-2001",
+                include_str!("../../config/profiles/part40-2001.toml"),
+            ),
+            (
+                "part40-2023",
+                include_str!("../../config/profiles/part40-2023.toml"),
+            ),
+        ] {
+            set.insert(crate::domain::rules::Profile::parse(t, Some(n)).unwrap());
+        }
+        let lab = SplitLab {
+            lods: Default::default(),
+            profiles: Arc::new(set),
+            default_profile: "part40-2001".into(),
+        };
+        let mut c = copy1();
+        assert_eq!(edition_for(&lab, &c).unwrap().name, "part40-2023");
+        c.collected_on = "2005-06-01".into();
+        assert_eq!(edition_for(&lab, &c).unwrap().name, "part40-2001");
+        c.collected_on = "2014-05-05".into();
+        let e = edition_for(&lab, &c).unwrap_err();
+        assert!(e.contains("cannot be judged"), "{e}");
+        c.collected_on = "05/05/2014".into();
+        assert!(edition_for(&lab, &c).unwrap_err().contains("collected_on"));
+        // A recorded intake keeps its edition; one recorded before editions keeps the default.
+        let mut intake = crate::domain::lifecycle::Intake {
+            copy1: copy1(),
+            manifest: None,
+            received: Received::Intact,
+            received_at_ms: 0,
+            recorded_by: "Operator".into(),
+            profile: Some("part40-2023".into()),
+            released: None,
+        };
+        assert_eq!(intake_profile(&lab, &intake).unwrap().name, "part40-2023");
+        intake.profile = None;
+        assert_eq!(intake_profile(&lab, &intake).unwrap().name, "part40-2001");
     }
 
     #[test]

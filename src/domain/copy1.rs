@@ -94,6 +94,61 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 pub enum ImageSource {
     /// Carried by the accession document of this name.
     Accession { document: String },
+    /// Supplied by the LIMS after certification, in the `certified-copy` document of this name.
+    Lims { document: String },
+}
+
+/// Where the certified Copy 1 comes from (`laboratory.certified_copy1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Copy1Source {
+    /// Rendered by custodian at release under the image as received, unless the LIMS supplied
+    /// a certified copy (then that one, checked).
+    #[default]
+    Render,
+    /// Only the LIMS's certified copy: a non-negative result waits for it.
+    Lims,
+}
+
+/// A certified Copy 1 the LIMS supplied: the image and what the LIMS states is on it, checked
+/// against the verdict before it may travel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertifiedCopyMeta {
+    pub image: ImageMeta,
+    /// The specimen ID printed on it.
+    pub specimen_id: String,
+    /// The results Step 5A states (40.97(a) categories).
+    pub results: Vec<ResultCategory>,
+    /// The certifying scientist who signed Step 5A.
+    pub certifying_scientist: String,
+}
+
+/// Whether a certified Copy 1 the LIMS supplied states what the verdict says: its specimen ID and
+/// its results. `None` when it matches; otherwise the reason (names categories, never values).
+pub fn lims_copy_mismatch(
+    copy: &CertifiedCopyMeta,
+    specimen_id: &str,
+    results: &[ResultCategory],
+) -> Option<String> {
+    if copy.specimen_id != specimen_id {
+        return Some("the certified Copy 1 names another specimen ID".into());
+    }
+    let norm = |v: &[ResultCategory]| {
+        let mut v = v.to_vec();
+        v.sort();
+        v.dedup();
+        v
+    };
+    let (a, b) = (norm(&copy.results), norm(results));
+    if a != b {
+        let names = |v: &[ResultCategory]| v.iter().map(|c| c.key()).collect::<Vec<_>>().join(", ");
+        return Some(format!(
+            "the certified Copy 1 from the LIMS states the result {}, the verdict is {}",
+            names(&a),
+            names(&b)
+        ));
+    }
+    None
 }
 
 /// What the specimen record keeps of an image; the bytes live in the store's image keyspace.
@@ -226,6 +281,38 @@ mod tests {
             let json = serde_json::to_string(&m).unwrap();
             assert_eq!(json, format!("\"{}\"", m.key()));
         }
+    }
+
+    #[test]
+    fn a_lims_copy_must_name_the_specimen_and_state_the_verdict() {
+        let copy = CertifiedCopyMeta {
+            image: ImageMeta {
+                media_type: MediaType::Pdf,
+                sha256: "00".into(),
+                bytes: 1,
+                source: ImageSource::Lims {
+                    document: "c.xml".into(),
+                },
+                received_at_ms: 0,
+            },
+            specimen_id: "S-1".into(),
+            results: vec![ResultCategory::Positive],
+            certifying_scientist: "Dr. C".into(),
+        };
+        assert_eq!(
+            lims_copy_mismatch(&copy, "S-1", &[ResultCategory::Positive]),
+            None
+        );
+        assert!(
+            lims_copy_mismatch(&copy, "S-2", &[ResultCategory::Positive])
+                .unwrap()
+                .contains("specimen ID")
+        );
+        let why = lims_copy_mismatch(&copy, "S-1", &[ResultCategory::Adulterated]).unwrap();
+        assert!(
+            why.contains("positive") && why.contains("adulterated"),
+            "{why}"
+        );
     }
 
     #[test]

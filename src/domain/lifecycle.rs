@@ -108,6 +108,11 @@ pub struct Intake {
     pub received: Received,
     pub received_at_ms: u64,
     pub recorded_by: String,
+    /// The edition the split is judged by, chosen once at intake from Copy 1's collection date
+    /// (absent on intakes recorded before editions were chosen: they keep the laboratory's
+    /// default profile).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
     /// Set when a certifying scientist released the split result to the MRO (40.183(c)).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub released: Option<SplitRelease>,

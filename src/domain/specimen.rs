@@ -9,7 +9,6 @@
 //! is open. A rejected specimen is ready for review at once (a certifying scientist signs it).
 
 use crate::domain::rules::{self, Correction, Profile, ProfileSet, Program, SpecimenType, Verdict};
-use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -235,71 +234,10 @@ pub struct Accession {
     pub correction_initiated_on: Option<crate::domain::calendar::Date>,
 }
 
-/// What a result measures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ResultKind {
-    /// An initial (screening) test of a drug class, ng/mL.
-    Initial,
-    /// A confirmation test of an analyte, ng/mL.
-    Confirmation,
-    /// A validity measure (creatinine, specific gravity, pH, nitrite).
-    Validity,
-    /// An adulterant identified (target names the substance).
-    Adulterant,
-    /// An interfering substance, or a test that could not be completed.
-    Interference,
-}
-
-impl ResultKind {
-    pub fn key(self) -> &'static str {
-        match self {
-            ResultKind::Initial => "initial",
-            ResultKind::Confirmation => "confirmation",
-            ResultKind::Validity => "validity",
-            ResultKind::Adulterant => "adulterant",
-            ResultKind::Interference => "interference",
-        }
-    }
-}
-
-/// Which physical bottle a result was measured on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub enum Bottle {
-    #[default]
-    A,
-    B,
-}
-
-/// Where a result came from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "via", rename_all = "snake_case")]
-pub enum Source {
-    /// An HL7 message from an analyzer: its name, MSH-10 and the OBX set id.
-    Analyzer {
-        analyzer: String,
-        control_id: String,
-        observation: String,
-    },
-    /// A LIMS document (e.g. a confirmation batch file).
-    Lims { document: String },
-}
-
-/// One result, as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ResultEntry {
-    pub kind: ResultKind,
-    /// Class key, analyte key, measure key or substance, by kind.
-    pub target: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub value: Option<Decimal>,
-    #[serde(default)]
-    pub unit: String,
-    #[serde(default)]
-    pub bottle: Bottle,
-    pub source: Source,
-    pub received_at_ms: u64,
-}
+pub use crate::domain::results::{
+    Analysis, Bottle, ResultEntry, ResultKind, ResultMark, ResultStatus, Retest, Source, Tier,
+};
+pub use crate::domain::runs::RunStatus;
 
 /// A correctable flaw corrected (40.83(e)–(g)).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -478,8 +416,20 @@ pub struct SpecimenRecord {
     pub specimen_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accession: Option<Accession>,
+    /// Every result of every run, in the order received; nothing is deleted.
     #[serde(default)]
     pub results: Vec<ResultEntry>,
+    /// The runs its results were measured in, as custody last told the record (state, kind,
+    /// QC outcome, reviewer).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub runs: BTreeMap<String, RunStatus>,
+    /// Results a certifying scientist marked not reportable, with the reason.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub result_marks: Vec<ResultMark>,
+    /// Retests asked for, by a certifying scientist or by a rejected run; the specimen waits
+    /// until each named test has a counting result received after it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retests: Vec<Retest>,
     #[serde(default)]
     pub corrections: Vec<CorrectionEntry>,
     /// The correction window ran out (set by the lifecycle clock): every flaw not corrected
@@ -521,6 +471,9 @@ pub struct SpecimenRecord {
     /// The image of Copy 1 as received (its bytes are in the store's image keyspace).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ccf_image: Option<crate::domain::copy1::ImageMeta>,
+    /// The certified Copy 1 the LIMS supplied after certification, when it supplies one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certified_copy1: Option<crate::domain::copy1::CertifiedCopyMeta>,
     /// The MRO's written request for quantitative values on file (40.97(e)): `case-by-case`, or
     /// `general: <document>` for the MRO's general request in the directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -567,6 +520,12 @@ pub enum ChangeError {
         "the correction was received after the correction window closed at {0} (40.83(e)-(g)); the expired outcome stands"
     )]
     CorrectionWindowClosed(String),
+    #[error("the specimen has no result #{0}")]
+    NoSuchResult(usize),
+    #[error("result #{0} is already marked not reportable")]
+    AlreadyMarked(usize),
+    #[error("a reason is required")]
+    NoReason,
 }
 
 impl SpecimenRecord {
@@ -575,6 +534,9 @@ impl SpecimenRecord {
             specimen_id: specimen_id.to_string(),
             accession: None,
             results: Vec::new(),
+            runs: BTreeMap::new(),
+            result_marks: Vec::new(),
+            retests: Vec::new(),
             corrections: Vec::new(),
             correction_expired: false,
             flaws: Vec::new(),
@@ -587,6 +549,7 @@ impl SpecimenRecord {
             edition: None,
             edition_changes: Vec::new(),
             ccf_image: None,
+            certified_copy1: None,
             quantitation_request: None,
             supplements: Vec::new(),
             state: State::AwaitingAccession,
@@ -685,9 +648,161 @@ impl SpecimenRecord {
         }
         // New results answer a send-back for retest.
         self.retest_requested = None;
-        self.results.extend(results);
+        for mut r in results {
+            // A correction belongs to the run of the result it corrects.
+            if r.status == ResultStatus::Corrected
+                && let Some(run) = self.corrected_run(&r)
+            {
+                r.run = run;
+            }
+            self.results.push(r);
+        }
         self.updated_at_ms = now_ms;
         self.reevaluate(profiles, default_profile)
+    }
+
+    /// The run of the latest earlier result of the same source and key that `r` corrects.
+    fn corrected_run(&self, r: &ResultEntry) -> Option<Option<String>> {
+        self.results
+            .iter()
+            .rev()
+            .find(|o| {
+                o.kind == r.kind
+                    && o.target == r.target
+                    && o.tier() == r.tier()
+                    && o.aliquot == r.aliquot
+                    && o.source.origin() == r.source.origin()
+            })
+            .map(|o| o.run.clone())
+    }
+
+    /// Records what became of a run the specimen has results in (custody calls this when the
+    /// run opens, closes, is accepted or rejected), then re-evaluates. A rejected run asks for
+    /// a retest of the tests the specimen had in it.
+    pub fn set_run_status(
+        &mut self,
+        run: &str,
+        status: RunStatus,
+        rejected: Option<(&str, &str)>,
+        profiles: &ProfileSet,
+        default_profile: &str,
+        now_ms: u64,
+    ) -> Result<(), ChangeError> {
+        if self.release.is_some() {
+            return Err(ChangeError::AlreadyReleased);
+        }
+        if self.runs.get(run) == Some(&status) && rejected.is_none() {
+            return Ok(());
+        }
+        if let Some((reason, by)) = rejected {
+            let mut tests: Vec<String> = self
+                .results
+                .iter()
+                .filter(|r| r.run.as_deref() == Some(run))
+                .map(|r| r.code.clone().unwrap_or_else(|| r.target.clone()))
+                .collect();
+            tests.sort();
+            tests.dedup();
+            self.retests.push(Retest {
+                tests,
+                reason: format!("run {run} rejected: {reason}"),
+                by: by.to_string(),
+                at_ms: now_ms,
+                run: Some(run.to_string()),
+            });
+        }
+        self.runs.insert(run.to_string(), status);
+        self.updated_at_ms = now_ms;
+        self.reevaluate(profiles, default_profile)
+    }
+
+    /// A certifying scientist marks result `result` (its position) not reportable, with a
+    /// reason; before release only, once per result.
+    #[allow(clippy::too_many_arguments)]
+    pub fn mark_not_reportable(
+        &mut self,
+        result: usize,
+        reason: &str,
+        by: &str,
+        profiles: &ProfileSet,
+        default_profile: &str,
+        now_ms: u64,
+    ) -> Result<(), ChangeError> {
+        if self.release.is_some() {
+            return Err(ChangeError::AlreadyReleased);
+        }
+        if result >= self.results.len() {
+            return Err(ChangeError::NoSuchResult(result));
+        }
+        if reason.trim().is_empty() {
+            return Err(ChangeError::NoReason);
+        }
+        if self.result_marks.iter().any(|m| m.result == result) {
+            return Err(ChangeError::AlreadyMarked(result));
+        }
+        self.result_marks.push(ResultMark {
+            result,
+            reason: reason.to_string(),
+            by: by.to_string(),
+            at_ms: now_ms,
+        });
+        self.updated_at_ms = now_ms;
+        self.reevaluate(profiles, default_profile)
+    }
+
+    /// A certifying scientist asks for a retest of `tests` (targets or test codes; empty: any
+    /// new result) with a reason; the specimen waits for them. Before release only.
+    pub fn request_retest(
+        &mut self,
+        tests: Vec<String>,
+        reason: &str,
+        by: &str,
+        profiles: &ProfileSet,
+        default_profile: &str,
+        now_ms: u64,
+    ) -> Result<(), ChangeError> {
+        if self.release.is_some() {
+            return Err(ChangeError::AlreadyReleased);
+        }
+        if reason.trim().is_empty() {
+            return Err(ChangeError::NoReason);
+        }
+        self.retests.push(Retest {
+            tests,
+            reason: reason.to_string(),
+            by: by.to_string(),
+            at_ms: now_ms,
+            run: None,
+        });
+        self.updated_at_ms = now_ms;
+        self.reevaluate(profiles, default_profile)
+    }
+
+    /// The result history under the specimen's edition: every result with whether it counts
+    /// and why not, the disagreements, and what the rules read.
+    pub fn analysis(&self, profile: Option<&Profile>) -> Analysis {
+        crate::domain::results::analyze(&self.results, &self.runs, &self.result_marks, profile)
+    }
+
+    /// The retests the specimen still waits for.
+    pub fn open_retests(&self) -> Vec<&Retest> {
+        self.analysis(None)
+            .open_retests(&self.results, &self.retests)
+    }
+
+    /// Why the specimen is held, in words: untested, or counting results that disagree.
+    pub fn held_because(&self, profile: Option<&Profile>) -> Option<String> {
+        if let Some(r) = self.untested_reason() {
+            return Some(r.to_string());
+        }
+        let conflicts = self.analysis(profile).conflicts;
+        (!conflicts.is_empty()).then(|| {
+            conflicts
+                .iter()
+                .map(|c| c.words())
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
     }
 
     /// Attaches the accession (once), chooses the specimen's edition ([`choose_edition`]) and
@@ -808,8 +923,9 @@ impl SpecimenRecord {
         self.reevaluate(profiles, default_profile)
     }
 
-    /// The rules engine's input for this record: the latest value per target wins (a re-run
-    /// or a corrected result replaces the earlier one); only bottle A results count here.
+    /// The rules engine's input for this record: the counting results of its history
+    /// ([`crate::domain::results`]): nothing is chosen by recency; a result counts only from
+    /// an accepted run, uncorrected, not marked, not bottle B.
     pub fn engine_input(&self) -> rules::Specimen {
         self.engine_input_for(None)
     }
@@ -822,42 +938,7 @@ impl SpecimenRecord {
         if let Some(a) = &self.accession {
             s.accession = a.findings.clone();
         }
-        let mut latest: BTreeMap<(ResultKind, &str), &ResultEntry> = BTreeMap::new();
-        for r in self.results.iter().filter(|r| r.bottle == Bottle::A) {
-            let target = match (r.kind, profile) {
-                (ResultKind::Initial, Some(p)) => p
-                    .class_for_target(&r.target)
-                    .map_or(r.target.as_str(), |c| c.key.as_str()),
-                _ => r.target.as_str(),
-            };
-            let key = (r.kind, target);
-            match latest.get(&key) {
-                Some(prev) if prev.received_at_ms > r.received_at_ms => {}
-                _ => {
-                    latest.insert(key, r);
-                }
-            }
-        }
-        for ((kind, target), r) in latest {
-            match (kind, r.value) {
-                (ResultKind::Initial, Some(v)) => {
-                    s.initial.insert(target.to_string(), v);
-                }
-                (ResultKind::Confirmation, Some(v)) => {
-                    s.confirmation.insert(target.to_string(), v);
-                }
-                (ResultKind::Validity, Some(v)) => match target {
-                    "creatinine" => s.validity.creatinine = Some(v),
-                    "specific_gravity" => s.validity.specific_gravity = Some(v),
-                    "ph" => s.validity.ph = Some(v),
-                    "nitrite" => s.validity.nitrite = Some(v),
-                    _ => {}
-                },
-                (ResultKind::Adulterant, _) => s.validity.adulterants.push(target.to_string()),
-                (ResultKind::Interference, _) => s.validity.interference = true,
-                _ => {}
-            }
-        }
+        self.analysis(profile).fill(&self.results, &mut s);
         let flaws = self.flaw_states(&s.accession);
         if !flaws.is_empty() {
             for f in &flaws {
@@ -966,14 +1047,26 @@ impl SpecimenRecord {
         if v.hold.is_some() {
             return State::Held;
         }
-        if self.retest_requested.is_some() {
+        let history = self.analysis(Some(profile));
+        if !history.conflicts.is_empty() {
+            return State::Held;
+        }
+        if self.retest_requested.is_some()
+            || !history
+                .open_retests(&self.results, &self.retests)
+                .is_empty()
+        {
             return State::Screened;
         }
         if v.results == [rules::ResultCategory::Rejected] {
             return State::ReadyForReview;
         }
+        // Results arrived (counting or still waiting for their run): screened.
         let any_screen = !input.initial.is_empty()
-            || self.results.iter().any(|r| r.kind == ResultKind::Validity);
+            || self
+                .results
+                .iter()
+                .any(|r| r.bottle == Bottle::A && r.kind != ResultKind::Confirmation);
         if !any_screen {
             return State::Accessioned;
         }
@@ -1062,6 +1155,7 @@ fn check_in_panel(r: &ResultEntry, profile: &Profile) -> Result<(), ChangeError>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rust_decimal::Decimal;
     use std::str::FromStr;
 
     fn profiles() -> ProfileSet {
@@ -1094,6 +1188,7 @@ mod tests {
                 observation: "1".into(),
             },
             received_at_ms: at,
+            ..ResultEntry::default()
         }
     }
 
@@ -1175,32 +1270,110 @@ mod tests {
         assert_eq!(v.positive_analytes, ["benzoylecgonine"]);
     }
 
+    /// Nothing is chosen by recency: two counting pH values that disagree hold the specimen,
+    /// both shown, until a certifying scientist marks one not reportable; bottle B never counts.
     #[test]
-    fn latest_result_wins_and_bottle_b_is_ignored() {
+    fn results_are_never_chosen_by_recency_and_bottle_b_is_ignored() {
         let p = profiles();
         let mut r = SpecimenRecord::new("S3", 0);
         r.attach_accession(accession(), &p, "part40-2001", 1)
             .unwrap();
+        r.attach_results(screen_negative(2), &p, "part40-2001", 2)
+            .unwrap();
+        assert_eq!(r.state, State::ReadyForReview);
         r.attach_results(
-            vec![result(ResultKind::Validity, "ph", "2", 2)],
-            &p,
-            "part40-2001",
-            2,
-        )
-        .unwrap();
-        r.attach_results(
-            vec![result(ResultKind::Validity, "ph", "6", 3)],
+            vec![result(ResultKind::Validity, "ph", "2", 3)],
             &p,
             "part40-2001",
             3,
         )
         .unwrap();
+        assert_eq!(r.state, State::Held, "6.5 and 2 disagree");
+        assert_eq!(r.engine_input().validity.ph, None, "neither is read");
+        let why = r.held_because(None).unwrap();
+        assert!(why.contains("#6 6.5") && why.contains("#8 2"), "{why}");
         let mut b = result(ResultKind::Validity, "nitrite", "900", 4);
         b.bottle = Bottle::B;
         r.attach_results(vec![b], &p, "part40-2001", 4).unwrap();
-        let input = r.engine_input();
-        assert_eq!(input.validity.ph, Some(Decimal::from(6)));
-        assert_eq!(input.validity.nitrite, None);
+        assert_eq!(
+            r.engine_input().validity.nitrite,
+            Some(Decimal::ZERO),
+            "bottle B's 900 is never read"
+        );
+        r.mark_not_reportable(8, "sample short", "Dr. A", &p, "part40-2001", 5)
+            .unwrap();
+        assert_eq!(
+            r.engine_input().validity.ph,
+            Some(Decimal::from_str("6.5").unwrap())
+        );
+        assert_eq!(r.state, State::ReadyForReview);
+        assert_eq!(
+            r.mark_not_reportable(8, "again", "Dr. A", &p, "part40-2001", 6),
+            Err(ChangeError::AlreadyMarked(8))
+        );
+        assert_eq!(
+            r.mark_not_reportable(99, "x", "Dr. A", &p, "part40-2001", 6),
+            Err(ChangeError::NoSuchResult(99))
+        );
+    }
+
+    /// A run's state reaches the record: results of an open or rejected run do not count, a
+    /// rejected run asks for a retest of its tests, and the specimen waits for them.
+    #[test]
+    fn runs_gate_results_and_a_rejected_run_asks_for_a_retest() {
+        use crate::domain::runs::{QcOutcome, RunKind, RunState};
+        let p = profiles();
+        let mut r = SpecimenRecord::new("S8", 0);
+        r.attach_accession(accession(), &p, "part40-2001", 1)
+            .unwrap();
+        let status = |state| RunStatus {
+            state,
+            kind: RunKind::Initial,
+            qc: Some(QcOutcome::Passed),
+            reviewed_by: None,
+        };
+        let mut first = screen_negative(2);
+        for e in &mut first {
+            e.run = Some("ia:B1".into());
+            e.code = Some(e.target.clone());
+        }
+        r.runs.insert("ia:B1".into(), status(RunState::Open));
+        r.attach_results(first, &p, "part40-2001", 2).unwrap();
+        assert_eq!(r.state, State::Screened, "its run is open");
+        assert!(r.engine_input().initial.is_empty());
+        r.set_run_status(
+            "ia:B1",
+            status(RunState::Rejected),
+            Some(("negative control read positive", "Dr. A")),
+            &p,
+            "part40-2001",
+            3,
+        )
+        .unwrap();
+        assert_eq!(r.state, State::Screened);
+        assert_eq!(r.open_retests().len(), 1);
+        assert!(r.retests[0].reason.contains("ia:B1 rejected"));
+        let mut rerun = screen_negative(4);
+        for e in &mut rerun {
+            e.run = Some("ia:B2".into());
+        }
+        r.runs.insert("ia:B2".into(), status(RunState::Open));
+        r.attach_results(rerun, &p, "part40-2001", 4).unwrap();
+        r.set_run_status(
+            "ia:B2",
+            status(RunState::Accepted),
+            None,
+            &p,
+            "part40-2001",
+            5,
+        )
+        .unwrap();
+        assert!(r.open_retests().is_empty());
+        assert_eq!(r.state, State::ReadyForReview);
+        assert_eq!(
+            r.evaluation.as_ref().unwrap().verdict.results,
+            [rules::ResultCategory::Negative]
+        );
     }
 
     #[test]

@@ -853,6 +853,7 @@ mod tests {
                 document: "batch-1.xml".into(),
             },
             received_at_ms: 10,
+            ..ResultEntry::default()
         }
     }
 

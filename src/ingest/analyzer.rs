@@ -7,14 +7,19 @@
 //! nothing is answered: the analyzer times out and sends again, so nothing is lost.
 
 use super::listener::{FrameHandler, Peer};
-use crate::codec::hl7::{self, AckCode, ErrorCode, ErrorDetail, Mapping, Outcome};
+use crate::codec::hl7::{
+    self, AckCode, ErrorCode, ErrorDetail, Mapping, Outcome, ResultValue, RunMapping,
+};
 use crate::codec::mllp::MllpError;
 use crate::core::telemetry::emit;
-use crate::custody::{Applied, Custody, IngestError, QuarantineRecord};
-use crate::domain::specimen::{Bottle, ChangeError, ResultEntry, ResultKind, Source};
+use crate::custody::runs::{Placed, Refusal, RunSettings, RunsError, Sample};
+use crate::custody::{Custody, QuarantineRecord};
+use crate::domain::runs::{QcResult, QcValue};
+use crate::domain::specimen::{Bottle, ChangeError, ResultEntry, ResultKind, ResultStatus, Source};
 use crate::ingest::events::{
     ControlIdReused, FramingError, MessageAnswered, MessageArrived, MessageDuplicate,
-    MessageNotDurable, PanelGuardRefused, Quarantined, SplitResultRefused,
+    MessageNotDurable, PanelGuardRefused, QcSampleConflict, Quarantined, ResultsAfterRelease,
+    SplitResultRefused,
 };
 use bytes::Bytes;
 use std::future::Future;
@@ -149,78 +154,72 @@ impl AnalyzerHandler {
                 )),
             );
         }
+        let mapping = self.mapping();
+        let Some(runs) = mapping.runs.as_ref() else {
+            warn!(component = "ingest", analyzer = %analyzer, control_id = %control_id, "no run configuration for this analyzer; message refused");
+            if !self
+                .keep(
+                    Some(control_id.to_string()),
+                    Refusal::NoRunSettings.to_string(),
+                    frame,
+                )
+                .await
+            {
+                return (Outcome::StorageFailed, None);
+            }
+            return (
+                Outcome::Error,
+                Some(ErrorDetail::new(
+                    ErrorCode::ApplicationInternalError,
+                    None,
+                    "no run configuration for this analyzer; not stored",
+                )),
+            );
+        };
+        let settings = RunSettings {
+            source: analyzer.clone(),
+            kind: runs.kind,
+            by_run_id: runs.run_id.is_some(),
+            auto_accept: runs.auto_accept,
+            rules: runs.qc.clone(),
+        };
         let now = self.custody.now_ms();
-        let mut entries = Vec::new();
-        for o in &oru.results {
-            let (kind, value) = match (o.kind, o.value) {
-                (hl7::oru::Kind::Initial, hl7::oru::ResultValue::Number(v)) => {
-                    (ResultKind::Initial, Some(v))
+        let (sample, items) = sample_of(oru, runs, &analyzer, control_id, now);
+        let fp = crate::custody::runs::fingerprint(&oru.specimen_id, oru.run_id.as_deref(), items);
+        let is_qc = matches!(sample, Sample::Qc { .. });
+        let placed = crate::custody::runs::message(
+            &self.custody,
+            &settings,
+            control_id,
+            oru.run_id.as_deref(),
+            frame.to_vec(),
+            sample,
+            fp,
+        )
+        .await;
+        match placed {
+            Ok(Placed::Stored { run, state, closed }) => {
+                match state {
+                    Some(state) => {
+                        info!(component = "ingest", analyzer = %analyzer, control_id = %control_id, run = %run, state = %state, "results stored")
+                    }
+                    None => {
+                        info!(component = "ingest", analyzer = %analyzer, control_id = %control_id, run = %run, qc = is_qc, "QC results stored with their run")
+                    }
                 }
-                (hl7::oru::Kind::Confirmation, hl7::oru::ResultValue::Number(v)) => {
-                    (ResultKind::Confirmation, Some(v))
-                }
-                (hl7::oru::Kind::Validity, hl7::oru::ResultValue::Number(v)) => {
-                    (ResultKind::Validity, Some(v))
-                }
-                (
-                    hl7::oru::Kind::Adulterant,
-                    hl7::oru::ResultValue::Identified {
-                        identified: true,
-                        measured,
-                    },
-                ) => (ResultKind::Adulterant, measured),
-                (
-                    hl7::oru::Kind::Interference,
-                    hl7::oru::ResultValue::Identified {
-                        identified: true,
-                        measured,
-                    },
-                ) => (ResultKind::Interference, measured),
-                (_, hl7::oru::ResultValue::NotObtained) => (ResultKind::Interference, None),
-                _ => continue,
-            };
-            entries.push(ResultEntry {
-                kind,
-                target: o.target.clone(),
-                value,
-                unit: o.unit.clone(),
-                bottle: Bottle::A,
-                source: Source::Analyzer {
-                    analyzer: analyzer.clone(),
-                    control_id: control_id.to_string(),
-                    observation: o
-                        .set_id
-                        .map(|s| s.to_string())
-                        .unwrap_or_else(|| o.location.path()),
-                },
-                received_at_ms: now,
-            });
-        }
-        match self
-            .custody
-            .results(
-                &analyzer,
-                control_id,
-                frame.to_vec(),
-                &oru.specimen_id,
-                entries,
-            )
-            .await
-        {
-            Ok(Applied::Stored(touched)) => {
-                for (_, state) in &touched {
-                    info!(component = "ingest", analyzer = %analyzer, control_id = %control_id, state = %state, "results stored");
+                for (key, state) in &closed {
+                    info!(component = "runs", analyzer = %analyzer, run = %key, state = %state.key(), "run closed and its QC evaluated");
                 }
                 (Outcome::Accepted, None)
             }
-            Ok(Applied::Duplicate) => {
+            Ok(Placed::Duplicate) => {
                 emit(MessageDuplicate {
                     analyzer: &analyzer,
                     control_id,
                 });
                 (Outcome::Accepted, None)
             }
-            Err(IngestError::Refused(e)) => {
+            Err(RunsError::Refused(Refusal::Change(e))) => {
                 if let ChangeError::OutsidePanel {
                     kind,
                     target,
@@ -270,7 +269,7 @@ impl AnalyzerHandler {
                 };
                 (Outcome::Error, Some(detail))
             }
-            Err(IngestError::ReusedControlId) => {
+            Err(RunsError::Refused(Refusal::ReusedControlId)) => {
                 emit(ControlIdReused {
                     analyzer: &analyzer,
                     control_id,
@@ -294,19 +293,47 @@ impl AnalyzerHandler {
                     )),
                 )
             }
-            Err(IngestError::UnknownSpecimen) => (
-                Outcome::Error,
-                Some(ErrorDetail::new(
-                    ErrorCode::UnknownKeyIdentifier,
-                    None,
-                    "unknown specimen",
-                )),
-            ),
-            Err(IngestError::NotDurable(e)) => {
+            Err(RunsError::Refused(r)) => {
+                let text = match &r {
+                    Refusal::AfterRelease => {
+                        emit(ResultsAfterRelease {
+                            source: &analyzer,
+                            reference: control_id,
+                        });
+                        "the specimen's result was already released: results after release are refused; not stored"
+                    }
+                    Refusal::QcSampleIsSpecimen => {
+                        emit(QcSampleConflict {
+                            source: &analyzer,
+                            reference: control_id,
+                        });
+                        "the QC sample ID is an accessioned specimen's ID: refused, never guessed; not stored"
+                    }
+                    Refusal::RunClosed(_) => {
+                        warn!(component = "ingest", analyzer = %analyzer, control_id = %control_id, "result for a closed run refused");
+                        "the run is closed: a new result cannot join it; not stored"
+                    }
+                    _ => {
+                        warn!(component = "ingest", analyzer = %analyzer, control_id = %control_id, "message refused");
+                        "results cannot be stored; not stored"
+                    }
+                };
+                if !self
+                    .keep(Some(control_id.to_string()), r.to_string(), frame)
+                    .await
+                {
+                    return (Outcome::StorageFailed, None);
+                }
+                (
+                    Outcome::Error,
+                    Some(ErrorDetail::new(ErrorCode::TableValueNotFound, None, text)),
+                )
+            }
+            Err(RunsError::NotDurable(e)) => {
                 emit(MessageNotDurable {
                     analyzer: &analyzer,
                     control_id,
-                    error: &e.to_string(),
+                    error: &e,
                 });
                 (
                     Outcome::StorageFailed,
@@ -340,6 +367,127 @@ impl AnalyzerHandler {
             }
         }
     }
+}
+
+/// What a message carries, as custody takes it: a control's or calibrator's QC results, or a
+/// specimen's results (every status kept: X as not done, C as a correction, "not identified"
+/// as such); with the items of its fingerprint.
+fn sample_of(
+    oru: &hl7::OruResults,
+    runs: &RunMapping,
+    analyzer: &str,
+    control_id: &str,
+    now: u64,
+) -> (Sample, Vec<String>) {
+    let mut items = Vec::new();
+    if let Some(role) = oru.role {
+        let results: Vec<QcResult> = oru
+            .results
+            .iter()
+            .map(|o| {
+                let value = match o.value {
+                    ResultValue::Number(v) => QcValue::Number(v),
+                    ResultValue::Identified { identified, .. } => QcValue::Identified(identified),
+                    ResultValue::NotObtained => QcValue::NotObtained,
+                };
+                // Recognised by a prefix, the sample's role is its rule's.
+                let role = match &runs.role {
+                    Some(_) => role,
+                    None => runs
+                        .qc
+                        .iter()
+                        .find(|r| r.code == o.code && r.sample == oru.specimen_id)
+                        .map_or(role, |r| r.role),
+                };
+                items.push(format!("qc|{}|{}|{:?}", o.code, role.key(), value));
+                QcResult {
+                    sample: oru.specimen_id.clone(),
+                    role,
+                    code: o.code.clone(),
+                    value,
+                    reference: control_id.to_string(),
+                    received_at_ms: now,
+                    event: 0,
+                }
+            })
+            .collect();
+        return (
+            Sample::Qc {
+                sample_id: oru.specimen_id.clone(),
+                results,
+            },
+            items,
+        );
+    }
+    let mut entries = Vec::new();
+    for o in &oru.results {
+        let kind = match o.kind {
+            hl7::oru::Kind::Initial => ResultKind::Initial,
+            hl7::oru::Kind::Confirmation => ResultKind::Confirmation,
+            hl7::oru::Kind::Validity => ResultKind::Validity,
+            hl7::oru::Kind::Adulterant => ResultKind::Adulterant,
+            hl7::oru::Kind::Interference => ResultKind::Interference,
+        };
+        let (value, identified) = match o.value {
+            ResultValue::Number(v) => (Some(v), true),
+            ResultValue::Identified {
+                identified,
+                measured,
+            } => (measured, identified),
+            ResultValue::NotObtained => (None, true),
+        };
+        let status = match o.status {
+            hl7::oru::ResultStatus::Final => ResultStatus::Final,
+            hl7::oru::ResultStatus::Corrected => ResultStatus::Corrected,
+            hl7::oru::ResultStatus::CannotObtain => ResultStatus::NotDone,
+        };
+        let entry = ResultEntry {
+            kind,
+            target: o.target.clone(),
+            value,
+            unit: o.unit.clone(),
+            bottle: Bottle::A,
+            source: Source::Analyzer {
+                analyzer: analyzer.to_string(),
+                control_id: control_id.to_string(),
+                observation: o
+                    .set_id
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| o.location.path()),
+            },
+            received_at_ms: now,
+            status,
+            identified,
+            tier: o.tier,
+            aliquot: oru.aliquot.clone(),
+            run: None,
+            code: Some(o.code.clone()),
+            acceptable: o.acceptable,
+        };
+        items.push(format!(
+            "{}|{}|{}|{}|{}|{:?}|{}|{:?}|{}",
+            kind.key(),
+            entry.target,
+            entry
+                .value
+                .map(|v| v.normalize().to_string())
+                .unwrap_or_default(),
+            entry.identified,
+            status.key(),
+            entry.tier,
+            entry.aliquot,
+            entry.acceptable,
+            entry.unit,
+        ));
+        entries.push(entry);
+    }
+    (
+        Sample::Specimen {
+            specimen_id: oru.specimen_id.clone(),
+            results: entries,
+        },
+        items,
+    )
 }
 
 fn count(analyzer: &str, code: &str) {

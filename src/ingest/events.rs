@@ -75,6 +75,16 @@ pub const LIMS_DOCUMENTS: Metric = Metric::counter(
     "documents",
     "LIMS documents settled, by outcome (stored, rejected, not_durable)",
 );
+pub const RESULTS_AFTER_RELEASE: Metric = Metric::counter(
+    "custodian_results_after_release_total",
+    "messages",
+    "results refused (AE, quarantined) because their specimen's result was already released: a released verdict never changes",
+);
+pub const QC_SAMPLE_CONFLICTS: Metric = Metric::counter(
+    "custodian_qc_sample_conflicts_total",
+    "messages",
+    "QC results refused (AE, quarantined) because the control's or calibrator's sample ID is an accessioned specimen's",
+);
 
 /// Every metric of this layer.
 pub const METRICS: &[Metric] = &[
@@ -92,7 +102,37 @@ pub const METRICS: &[Metric] = &[
     PANEL_GUARD_REFUSALS,
     SPLIT_RESULTS_REFUSED,
     LIMS_DOCUMENTS,
+    RESULTS_AFTER_RELEASE,
+    QC_SAMPLE_CONFLICTS,
 ];
+
+/// Results for a specimen already released were refused.
+pub struct ResultsAfterRelease<'a> {
+    pub source: &'a str,
+    pub reference: &'a str,
+}
+
+impl InternalEvent for ResultsAfterRelease<'_> {
+    fn emit(self) {
+        metrics::counter!(RESULTS_AFTER_RELEASE.name, "source" => self.source.to_string())
+            .increment(1);
+        warn!(component = "ingest", source = %self.source, reference = %self.reference, "results for a released specimen refused and quarantined (a released verdict never changes)");
+    }
+}
+
+/// QC results whose sample ID is an accessioned specimen's were refused.
+pub struct QcSampleConflict<'a> {
+    pub source: &'a str,
+    pub reference: &'a str,
+}
+
+impl InternalEvent for QcSampleConflict<'_> {
+    fn emit(self) {
+        metrics::counter!(QC_SAMPLE_CONFLICTS.name, "source" => self.source.to_string())
+            .increment(1);
+        warn!(component = "ingest", source = %self.source, reference = %self.reference, "QC sample ID equals an accessioned specimen's: refused and quarantined");
+    }
+}
 
 /// A listener starts: its analyzer has no connection yet.
 pub struct ListenerStarted<'a> {

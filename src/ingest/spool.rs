@@ -202,12 +202,25 @@ pub async fn apply(
                                 document: name.to_string(),
                             },
                             received_at_ms: now,
+                            ..ResultEntry::default()
                         })
                         .collect();
                     (s.specimen_id.as_str().to_string(), results)
                 })
                 .collect();
             custody.batch(name, bytes.to_vec(), specimens).await
+        }
+        LimsDocument::CertifiedCopy(c) => {
+            custody
+                .certified_copy(
+                    name,
+                    bytes.to_vec(),
+                    c.specimen_id.as_str(),
+                    c.results.clone(),
+                    c.certifying_scientist.clone(),
+                    (c.image.media_type, c.image.data.clone()),
+                )
+                .await
         }
         LimsDocument::Correction(c) => {
             let (secs, _) = c.received_at.unix();

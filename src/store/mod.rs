@@ -101,11 +101,15 @@ pub enum Keyspace {
     /// The 40.111 statistical summaries produced (or suppressed) and their sending: summary id
     /// → what was produced, when, and when it was marked sent (40.109(b)).
     Summaries,
+    /// Analytical runs: [`run_record_key`] → the run with its QC and decision;
+    /// [`run_cursor_key`] → where an analyzer's current run stands. Their states are listed
+    /// in `by_state` under [`run_state_index`].
+    Runs,
 }
 
 impl Keyspace {
     /// Every keyspace, in the order of their transaction views.
-    pub const ALL: [Keyspace; 12] = [
+    pub const ALL: [Keyspace; 13] = [
         Keyspace::Raw,
         Keyspace::Specimens,
         Keyspace::Audit,
@@ -118,6 +122,7 @@ impl Keyspace {
         Keyspace::Outbox,
         Keyspace::Images,
         Keyspace::Summaries,
+        Keyspace::Runs,
     ];
 
     /// The keyspace's name (also its sled tree name).
@@ -135,6 +140,7 @@ impl Keyspace {
             Keyspace::Outbox => "outbox",
             Keyspace::Images => "images",
             Keyspace::Summaries => "summaries",
+            Keyspace::Runs => "runs",
         }
     }
 
@@ -357,6 +363,29 @@ pub fn state_prefix(state: &str) -> Result<Vec<u8>, StoreError> {
     key.extend_from_slice(state.as_bytes());
     key.push(0);
     Ok(key)
+}
+
+/// Key of a run record in `runs`: `r`, a NUL byte, then the run key (`<source>:<run id>`).
+pub fn run_record_key(run_key: &str) -> Vec<u8> {
+    let mut key = b"r\0".to_vec();
+    key.extend_from_slice(run_key.as_bytes());
+    key
+}
+
+/// Prefix of every run record key.
+pub const RUN_RECORD_PREFIX: &[u8] = b"r\0";
+
+/// Key of an analyzer's run cursor in `runs`: `c`, a NUL byte, then the analyzer (or `lims`).
+pub fn run_cursor_key(source: &str) -> Vec<u8> {
+    let mut key = b"c\0".to_vec();
+    key.extend_from_slice(source.as_bytes());
+    key
+}
+
+/// The pseudo-state under which `by_state` lists runs in `state` (`open`, `pending`,
+/// `accepted`, `rejected`), apart from the specimen states (which never contain `:`).
+pub fn run_state_index(state: &str) -> String {
+    format!("run:{state}")
 }
 
 /// Key of the `dedupe` index: analyzer, a NUL byte, then the message control ID. The analyzer

@@ -92,7 +92,123 @@ code = "OXYCC"
 kind = "confirmation"
 target = "oxycodone"
 unit = "ng/mL"
+[analyzer.mapping.runs]
+kind = "initial"
+qc_sample_prefixes = ["QC-"]
+auto_accept = true
+acceptable = { field = "OBX-13.1", acceptable = ["Y"] }
+qc = [
+  { code = "THC50", sample = "QC-NEG", level = "negative", expect = "below", value = 50 },
+  { code = "THC50", sample = "QC-HIGH", level = "125% of cutoff", expect = "at_least", value = 50 },
+  { code = "COC300", sample = "QC-NEG", level = "negative", expect = "below", value = 300 },
+  { code = "COC300", sample = "QC-HIGH", level = "125% of cutoff", expect = "at_least", value = 300 },
+  { code = "OPI2000", sample = "QC-NEG", level = "negative", expect = "below", value = 2000 },
+  { code = "OPI2000", sample = "QC-HIGH", level = "125% of cutoff", expect = "at_least", value = 2000 },
+  { code = "AMP1000", sample = "QC-NEG", level = "negative", expect = "below", value = 1000 },
+  { code = "AMP1000", sample = "QC-HIGH", level = "125% of cutoff", expect = "at_least", value = 1000 },
+  { code = "PCP25", sample = "QC-NEG", level = "negative", expect = "below", value = 25 },
+  { code = "PCP25", sample = "QC-HIGH", level = "125% of cutoff", expect = "at_least", value = 25 },
+  { code = "BZEC", sample = "QC-NEG", level = "negative", expect = "below", value = 150 },
+  { code = "BZEC", sample = "QC-HIGH", level = "125% of cutoff", expect = "at_least", value = 150 },
+  { code = "THCAC", sample = "QC-NEG", level = "negative", expect = "below", value = 15 },
+  { code = "THCAC", sample = "QC-HIGH", level = "125% of cutoff", expect = "at_least", value = 15 },
+  { code = "OXYCC", sample = "QC-NEG", level = "negative", expect = "below", value = 100 },
+  { code = "OXYCC", sample = "QC-HIGH", level = "125% of cutoff", expect = "at_least", value = 100 },
+  { code = "CREA", sample = "QC-NEG", level = "creatinine 10", expect = "within", value = 10, tolerance_percent = 20 },
+  { code = "CREA", sample = "QC-HIGH", level = "creatinine 23", expect = "within", value = 23, tolerance_percent = 10 },
+  { code = "SG", sample = "QC-NEG", level = "1.0150", expect = "within", value = 1.0150, tolerance_percent = 0.02 },
+  { code = "PH", sample = "QC-NEG", level = "pH 7", expect = "within", value = 7, tolerance_percent = 5 },
+  { code = "NIT", sample = "QC-NEG", level = "negative", expect = "below", value = 200 },
+  { code = "NIT", sample = "QC-HIGH", level = "500 mcg/mL", expect = "within", value = 500, tolerance_percent = 20 },
+]
 "#;
+
+/// OBX lines as (code, value, unit).
+pub type Obx = Vec<(&'static str, &'static str, &'static str)>;
+/// OBX lines as owned (code, value, unit).
+pub type OwnedObx = Vec<(String, String, String)>;
+
+/// The QC samples of [`LAB_MAPPING`] with a passing value for every test code: a run of the
+/// test analyzer closes (and, without confirmations, is accepted automatically) once both
+/// arrived after its specimens.
+pub fn lab_qc_set() -> Vec<(&'static str, Obx)> {
+    vec![
+        (
+            "QC-NEG",
+            vec![
+                ("THC50", "0", "ng/mL"),
+                ("COC300", "0", "ng/mL"),
+                ("OPI2000", "0", "ng/mL"),
+                ("AMP1000", "0", "ng/mL"),
+                ("PCP25", "0", "ng/mL"),
+                ("CREA", "10.1", "mg/dL"),
+                ("SG", "1.0150", ""),
+                ("PH", "7.0", "pH"),
+                ("NIT", "0", "mcg/mL"),
+                ("BZEC", "0", "ng/mL"),
+                ("THCAC", "0", "ng/mL"),
+                ("OXYCC", "0", "ng/mL"),
+            ],
+        ),
+        (
+            "QC-HIGH",
+            vec![
+                ("THC50", "62", "ng/mL"),
+                ("COC300", "375", "ng/mL"),
+                ("OPI2000", "2500", "ng/mL"),
+                ("AMP1000", "1250", "ng/mL"),
+                ("PCP25", "31", "ng/mL"),
+                ("CREA", "23.4", "mg/dL"),
+                ("NIT", "505", "mcg/mL"),
+                ("BZEC", "190", "ng/mL"),
+                ("THCAC", "19", "ng/mL"),
+                ("OXYCC", "125", "ng/mL"),
+            ],
+        ),
+    ]
+}
+
+/// Sends the closing QC set of the test analyzer `analyzer` ([`lab_qc_set`]), each message
+/// answered AA: the analyzer's current run closes and its QC is evaluated.
+pub fn close_run(d: &Daemon, analyzer: &str) {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    for (sample, obx) in lab_qc_set() {
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let ack = send(d.addr(analyzer), &oru(&format!("QCSET-{n}"), sample, &obx)).unwrap();
+        assert_eq!(ack_code(&ack), "AA", "QC {sample} to {analyzer}: {ack}");
+    }
+}
+
+/// A certifying scientist accepts every run waiting for acceptance (their QC passed).
+pub fn accept_pending_runs(d: &Daemon) {
+    let (s, body) = d.get("/api/runs?state=pending", Some(TOKEN));
+    assert_eq!(s, 200, "{body}");
+    let runs: serde_json::Value = serde_json::from_str(&body).unwrap();
+    for r in runs.as_array().unwrap() {
+        let key = r["key"].as_str().unwrap();
+        let r = custodian::admin::client::post(
+            d.endpoint(),
+            &format!("/api/runs/{}/accept", url_encode(key)),
+            Some(TOKEN),
+            &serde_json::json!({"reason": "QC reviewed"}),
+        )
+        .unwrap();
+        assert_eq!(r.status, 200, "accept {key}: {}", r.body);
+    }
+}
+
+/// Percent-encodes a path segment (run keys carry `:`).
+pub fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
 
 /// Writes a configuration for a daemon living in `dir`; `extra` is appended verbatim.
 pub fn write_config(dir: &Path, extra: &str) -> PathBuf {
@@ -142,6 +258,20 @@ token_sha256 = "{t3}"
     let path = dir.join("custodian.toml");
     std::fs::write(&path, text).unwrap();
     path
+}
+
+/// Creates the report-signing key of the configuration at `config` (`custodian keys generate`).
+pub fn generate_key(config: &Path) {
+    let out = std::process::Command::new(bin())
+        .args(["keys", "generate", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// The console passwords of the test users (the scientist's, the viewer's, the operator's).
@@ -420,8 +550,14 @@ pub fn oru_bottle(
         "MSH|^~\\&|ANALYZER|LAB|CUSTODIAN|LAB|20261123101500||ORU^R01^ORU_R01|{control_id}|P|2.5.1\rPID|1\rOBR|1||{specimen}^LAB|DAT||||||||||||||||{bottle}\r"
     );
     for (i, (code, value, unit)) in obx.iter().enumerate() {
+        // Confirmations carry the instrument's acceptability flag (OBX-13 "Y").
+        let flag = if code.ends_with('C') && *code != "NIT" {
+            "||Y"
+        } else {
+            ""
+        };
         m.push_str(&format!(
-            "OBX|{}|NM|{code}^{code}^L||{value}|{unit}|||||F\r",
+            "OBX|{}|NM|{code}^{code}^L||{value}|{unit}|||||F{flag}\r",
             i + 1
         ));
     }
@@ -636,5 +772,185 @@ pub fn run_expecting_refusal(dir: &Path) -> (Option<i32>, String) {
             panic!("custodian kept running for 30 s although it should have refused to start");
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+// ---- QC of the example configuration's analyzers (config/custodian.toml) -------------------
+
+/// An ORU^R01 for a control or calibrator of the example configuration: SPM-11 names its role
+/// (`Q` control, `C` calibrator); `run` goes to OBR-21.1 (the example's run id field).
+pub fn oru_qc(
+    control_id: &str,
+    sample: &str,
+    role: &str,
+    run: Option<&str>,
+    obx: &[(&str, &str, &str)],
+) -> Vec<u8> {
+    let mut m = format!(
+        "MSH|^~\\&|ANALYZER|LAB|CUSTODIAN|LAB|20261123101500||ORU^R01^ORU_R01|{control_id}|P|2.5.1\rPID|1\rOBR|1||{sample}^LAB|DAT|||||||||||||||||{}\rSPM|1||||||||||{role}\r",
+        run.unwrap_or("")
+    );
+    for (i, (code, value, unit)) in obx.iter().enumerate() {
+        m.push_str(&format!(
+            "OBX|{}|NM|{code}^{code}^L||{value}|{unit}|||||F\r",
+            i + 1
+        ));
+    }
+    m.into_bytes()
+}
+
+/// An ORU^R01 for `specimen` in run `run` (OBR-21.1), confirmations flagged acceptable.
+pub fn oru_in_run(
+    control_id: &str,
+    specimen: &str,
+    run: &str,
+    obx: &[(&str, &str, &str)],
+) -> Vec<u8> {
+    let text = String::from_utf8(oru(control_id, specimen, obx)).unwrap();
+    text.replacen(
+        &format!("{specimen}^LAB|DAT||||||||||||||||A\r"),
+        &format!("{specimen}^LAB|DAT||||||||||||||||A|{run}\r"),
+        1,
+    )
+    .into_bytes()
+}
+
+/// The example configuration's QC set for `analyzer`, every value passing: (sample, role
+/// `Q`/`C`, OBX triples).
+pub fn example_qc_set(analyzer: &str) -> Vec<(&'static str, &'static str, OwnedObx)> {
+    let ng = |list: &[(&str, &str)]| -> Vec<(String, String, String)> {
+        list.iter()
+            .map(|(c, v)| (c.to_string(), v.to_string(), "ng/mL".to_string()))
+            .collect()
+    };
+    match analyzer {
+        "immunoassay-1" => {
+            let cutoffs = [
+                ("THC50", 50.0),
+                ("COC300", 300.0),
+                ("OPI2000", 2000.0),
+                ("AMP1000", 1000.0),
+                ("PCP25", 25.0),
+                ("6AM10", 10.0),
+                ("HYD300", 300.0),
+                ("OXY100", 100.0),
+                ("MDMA500", 500.0),
+            ];
+            let at = |f: f64| -> Vec<(String, String, String)> {
+                cutoffs
+                    .iter()
+                    .map(|(c, cut)| (c.to_string(), format!("{}", cut * f), "ng/mL".into()))
+                    .collect()
+            };
+            vec![
+                ("CAL-CUT", "C", at(1.0)),
+                ("QC-NEG", "Q", at(0.0)),
+                ("QC-LOW", "Q", at(0.75)),
+                ("QC-HIGH", "Q", at(1.25)),
+            ]
+        }
+        "chemistry-1" => {
+            let t = |list: &[(&str, &str, &str)]| -> Vec<(String, String, String)> {
+                list.iter()
+                    .map(|(c, v, u)| (c.to_string(), v.to_string(), u.to_string()))
+                    .collect()
+            };
+            vec![
+                (
+                    "CAL-VAL",
+                    "C",
+                    t(&[("CREA", "2.0", "mg/dL"), ("SG", "1.0000", "")]),
+                ),
+                (
+                    "QC-VAL-1",
+                    "Q",
+                    t(&[
+                        ("CREA", "1.2", "mg/dL"),
+                        ("SG", "1.0020", ""),
+                        ("PH", "4.0", "pH"),
+                        ("NIT", "0", "mcg/mL"),
+                    ]),
+                ),
+                (
+                    "QC-VAL-2",
+                    "Q",
+                    t(&[
+                        ("CREA", "10.0", "mg/dL"),
+                        ("SG", "1.0150", ""),
+                        ("PH", "7.0", "pH"),
+                        ("NIT", "0", "mcg/mL"),
+                    ]),
+                ),
+                (
+                    "QC-VAL-3",
+                    "Q",
+                    t(&[
+                        ("CREA", "23.0", "mg/dL"),
+                        ("PH", "11.0", "pH"),
+                        ("NIT", "500", "mcg/mL"),
+                    ]),
+                ),
+            ]
+        }
+        "gcms-1" => vec![
+            (
+                "CAL-CONF",
+                "C",
+                ng(&[
+                    ("BZEC", "100"),
+                    ("THCAC", "15"),
+                    ("MORC", "2000"),
+                    ("CODC", "2000"),
+                    ("6AMC", "10"),
+                    ("OXYC", "100"),
+                ]),
+            ),
+            (
+                "QC-NEG-C",
+                "Q",
+                ng(&[
+                    ("BZEC", "0"),
+                    ("THCAC", "0"),
+                    ("MORC", "0"),
+                    ("CODC", "0"),
+                    ("6AMC", "0"),
+                    ("OXYC", "0"),
+                ]),
+            ),
+            (
+                "QC-POS-C",
+                "Q",
+                ng(&[
+                    ("BZEC", "125"),
+                    ("THCAC", "18.75"),
+                    ("MORC", "2500"),
+                    ("CODC", "2500"),
+                    ("6AMC", "12.5"),
+                    ("OXYC", "125"),
+                ]),
+            ),
+        ],
+        other => panic!("no example QC set for {other}"),
+    }
+}
+
+/// Sends the example configuration's closing QC set to `analyzer` (in `run` for run-id
+/// analyzers), each answered AA.
+pub fn close_example_run(d: &Daemon, analyzer: &str, run: Option<&str>) {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    for (sample, role, obx) in example_qc_set(analyzer) {
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let obx: Vec<(&str, &str, &str)> = obx
+            .iter()
+            .map(|(c, v, u)| (c.as_str(), v.as_str(), u.as_str()))
+            .collect();
+        let msg = oru_qc(&format!("EXQC-{n}"), sample, role, run, &obx);
+        let ack = send(d.addr(analyzer), &msg).unwrap();
+        assert_eq!(
+            ack_code(&ack),
+            "AA",
+            "QC {sample} to {analyzer}: {ack}\n{}",
+            d.log()
+        );
     }
 }

@@ -13,6 +13,7 @@
 // A handler's refusal is its whole answer page: the `Err` of these helpers is a `Response`.
 #![allow(clippy::result_large_err)]
 
+pub mod runs;
 pub mod session;
 pub mod views;
 
@@ -726,17 +727,6 @@ fn ccf_rows(rec: &SpecimenRecord, donor: bool) -> Vec<(String, String)> {
     rows
 }
 
-fn source_text(src: &crate::domain::specimen::Source) -> String {
-    match src {
-        crate::domain::specimen::Source::Analyzer {
-            analyzer,
-            control_id,
-            ..
-        } => format!("{analyzer} ({control_id})"),
-        crate::domain::specimen::Source::Lims { document } => format!("LIMS {document}"),
-    }
-}
-
 fn specimen_view(
     s: &AdminState,
     c: &Console,
@@ -744,41 +734,58 @@ fn specimen_view(
     rec: &SpecimenRecord,
     item: &serde_json::Value,
 ) -> views::Specimen {
-    use crate::domain::specimen::ResultKind;
     let donor = sees_donor_data(w.user.role);
     let profiles = c.data.profiles();
     let profile = rec.profile_name().and_then(|n| profiles.get(n));
-    // The latest result of each (kind, target) on bottle A is the one in force.
-    let latest = |kind: ResultKind, target: &str| {
-        rec.results
+    // The results as the review sees them: each with its run, the run's QC and whether it
+    // counts; the latest counting one of a test is the one the verdict uses.
+    let views: Vec<&serde_json::Value> = item["results"].as_array().into_iter().flatten().collect();
+    let matches = |v: &serde_json::Value, kind: &str, target: &str| {
+        let t = v["target"].as_str().unwrap_or("");
+        v["kind"] == kind
+            && (t == target
+                || (kind == "initial"
+                    && profile
+                        .and_then(|p| p.class_for_target(t))
+                        .is_some_and(|cl| cl.key == target)))
+    };
+    let counting = |kind: &str, target: &str| {
+        views
             .iter()
-            .filter(|r| {
-                r.kind == kind
-                    && r.bottle == crate::domain::specimen::Bottle::A
-                    && (r.target == target
-                        || (kind == ResultKind::Initial
-                            && profile
-                                .and_then(|p| p.class_for_target(&r.target))
-                                .is_some_and(|cl| cl.key == target)))
-            })
-            .max_by_key(|r| r.received_at_ms)
+            .copied()
+            .filter(|v| v["counts"] == true && matches(v, kind, target))
+            .max_by_key(|v| v["received_at_ms"].as_u64().unwrap_or(0))
+    };
+    let run_of = |v: &serde_json::Value| match v["run"].as_str() {
+        Some(r) => format!(
+            "{r} ({})",
+            v["run_state"].as_str().unwrap_or("?").replace('_', " ")
+        ),
+        None => "—".into(),
+    };
+    let qc_of = |v: &serde_json::Value| {
+        let mut t = v["run_qc"].as_str().unwrap_or("—").to_string();
+        if v["acceptable"] == false {
+            t.push_str("; flagged not acceptable");
+        }
+        t
     };
     let mut results = Vec::new();
     for a in item["analytes"].as_array().into_iter().flatten() {
         let class = a["class"].as_str().unwrap_or("");
         let analyte = a["analyte"].as_str().unwrap_or("");
-        let init = latest(ResultKind::Initial, class);
-        let conf = latest(ResultKind::Confirmation, analyte);
-        let unit = conf
-            .or(init)
-            .map(|r| r.unit.clone())
-            .unwrap_or_else(|| "ng/mL".into());
-        let mut sources: Vec<String> = init
-            .iter()
-            .chain(conf.iter())
-            .map(|r| source_text(&r.source))
-            .collect();
-        sources.dedup();
+        let init = counting("initial", class);
+        let conf = counting("confirmation", analyte);
+        let shown: Vec<&serde_json::Value> = init.iter().chain(conf.iter()).copied().collect();
+        let join = |f: &dyn Fn(&serde_json::Value) -> String| {
+            let mut parts: Vec<String> = shown.iter().map(|v| f(v)).collect();
+            parts.dedup();
+            if parts.is_empty() {
+                "—".to_string()
+            } else {
+                parts.join("; ")
+            }
+        };
         results.push(views::ResultRow {
             class: class.into(),
             initial: text_of(&a["initial"]),
@@ -786,39 +793,36 @@ fn specimen_view(
             analyte: analyte.into(),
             confirmation: text_of(&a["confirmation"]),
             confirmation_cutoff: text_of(&a["confirmation_cutoff"]),
-            unit,
-            source: if sources.is_empty() {
-                "—".into()
-            } else {
-                sources.join("; ")
-            },
+            unit: conf
+                .or(init)
+                .and_then(|v| v["unit"].as_str())
+                .unwrap_or("ng/mL")
+                .to_string(),
+            source: join(&|v| text_of(&v["source"])),
+            run: join(&|v| run_of(v)),
+            qc: join(&|v| qc_of(v)),
         });
     }
     let mut validity = Vec::new();
-    for m in crate::domain::rules::profile::Measure::ALL {
-        if let Some(r) = latest(ResultKind::Validity, m.key()) {
+    for v in views
+        .iter()
+        .copied()
+        .filter(|v| v["kind"] == "validity" && v["counts"] == true)
+    {
+        let target = v["target"].as_str().unwrap_or("");
+        if counting("validity", target).is_some_and(|l| std::ptr::eq(l, v)) {
             validity.push((
-                m.key().replace('_', " "),
-                r.value.map(|v| v.to_string()).unwrap_or_else(|| "—".into()),
-                r.unit.clone(),
-                source_text(&r.source),
+                target.replace('_', " "),
+                text_of(&v["value"]),
+                text_of(&v["unit"]),
+                format!(
+                    "{}; run {}; QC {}",
+                    text_of(&v["source"]),
+                    run_of(v),
+                    qc_of(v)
+                ),
             ));
         }
-    }
-    for r in rec.results.iter().filter(|r| {
-        r.kind == ResultKind::Validity
-            && !crate::domain::rules::profile::Measure::ALL
-                .iter()
-                .any(|m| m.key() == r.target)
-    }) {
-        validity.push((
-            r.target.clone(),
-            r.value
-                .map(|v| v.to_string())
-                .unwrap_or_else(|| "identified".into()),
-            r.unit.clone(),
-            source_text(&r.source),
-        ));
     }
     let criteria = profile
         .map(|p| {
@@ -954,29 +958,74 @@ fn specimen_view(
             )
         })
         .collect();
-    let mut received: Vec<_> = rec
-        .results
+    let mut received: Vec<views::ReceivedRow> = views
         .iter()
-        .map(|r| {
-            let in_force = latest(r.kind, &r.target).is_some_and(|l| std::ptr::eq(l, r));
-            (
-                rfc3339(r.received_at_ms),
-                key(serde_json::to_value(r.kind).unwrap_or_default()),
-                r.target.clone(),
-                r.value.map(|v| v.to_string()).unwrap_or_else(|| "—".into()),
-                r.unit.clone(),
-                key(serde_json::to_value(r.bottle).unwrap_or_default()),
-                source_text(&r.source),
-                if in_force {
-                    "latest"
-                } else {
-                    "superseded or other bottle"
-                }
-                .to_string(),
+        .map(|v| views::ReceivedRow {
+            at: v["received_at_ms"]
+                .as_u64()
+                .map(rfc3339)
+                .unwrap_or_default(),
+            kind: format!(
+                "{} ({})",
+                text_of(&v["kind"]),
+                text_of(&v["tier"]).replace('_', " ")
+            ),
+            test: text_of(&v["target"]),
+            value: text_of(&v["value"]),
+            unit: text_of(&v["unit"]),
+            source: format!("{} ({})", text_of(&v["source"]), text_of(&v["reference"])),
+            run: format!("{}; QC {}", run_of(v), qc_of(v)),
+            counts: if v["counts"] == true {
+                "counts".to_string()
+            } else {
+                format!("does not count: {}", text_of(&v["why_not"]))
+            },
+        })
+        .collect();
+    received.sort_by(|a, b| a.at.cmp(&b.at));
+    let conflicts: Vec<String> = item["result_conflicts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            format!(
+                "{} {}: counting results disagree ({})",
+                text_of(&c["kind"]),
+                text_of(&c["target"]),
+                c["results"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|r| format!("#{} {}", text_of(&r[0]), text_of(&r[1])))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )
         })
         .collect();
-    received.sort();
+    let retests_open: Vec<String> = item["retests_open"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            let tests: Vec<String> = r["tests"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|t| t.as_str().map(str::to_string))
+                .collect();
+            format!(
+                "{} asked by {} at {}: {}",
+                if tests.is_empty() {
+                    "any test".to_string()
+                } else {
+                    tests.join(", ")
+                },
+                text_of(&r["by"]),
+                r["at_ms"].as_u64().map(rfc3339).unwrap_or_default(),
+                text_of(&r["reason"])
+            )
+        })
+        .collect();
     let ready = rec.state == State::ReadyForReview;
     let held = item["held_because"].as_str().map(str::to_string);
     let mut retest_tests: Vec<String> = profile
@@ -998,6 +1047,8 @@ fn specimen_view(
         held_because: held.clone(),
         released,
         retest: rec.retest_requested.clone(),
+        retests_open,
+        conflicts,
         can_release: ready && held.is_none() && w.user.role.may(Permission::Release),
         can_retest: ready && w.user.role.may(Permission::Release),
         ccf: ccf_rows(rec, donor),
@@ -1580,12 +1631,7 @@ async fn retest(
         );
     }
     let tests = form.all("test");
-    let text = if tests.is_empty() {
-        reason
-    } else {
-        format!("retest {}: {reason}", tests.join(", "))
-    };
-    match review.send_back(id.clone(), &w.user, text).await {
+    match review.send_back(id.clone(), &w.user, reason, tests).await {
         Ok(_) => html(
             StatusCode::OK,
             Page::new("Sent back for retest", Some(w.nav()))
@@ -2032,6 +2078,8 @@ pub fn routes() -> Router<AdminState> {
             "/console/batch-release",
             get(batch_page).post(batch_release),
         )
+        .route("/console/runs", get(runs::list))
+        .route("/console/runs/{key}", get(runs::show).post(runs::decide))
         .route("/console/outbox", get(outbox))
         .route("/console/outbox/{id}/retry", post(retry))
         .route("/console/quarantine", get(quarantine))

@@ -215,6 +215,20 @@ pub struct ResultRow {
     pub confirmation_cutoff: String,
     pub unit: String,
     pub source: String,
+    pub run: String,
+    pub qc: String,
+}
+
+/// One result of the specimen's history, counting or not.
+pub struct ReceivedRow {
+    pub at: String,
+    pub kind: String,
+    pub test: String,
+    pub value: String,
+    pub unit: String,
+    pub source: String,
+    pub run: String,
+    pub counts: String,
 }
 
 #[derive(Template)]
@@ -230,6 +244,10 @@ pub struct Specimen {
     pub held_because: Option<String>,
     pub released: Option<String>,
     pub retest: Option<String>,
+    /// Retests asked for and not yet answered.
+    pub retests_open: Vec<String>,
+    /// Counting results that disagree (the specimen is held until one is marked).
+    pub conflicts: Vec<String>,
     pub can_release: bool,
     pub can_retest: bool,
     pub ccf: Vec<(String, String)>,
@@ -253,16 +271,5 @@ pub struct Specimen {
     pub retest_tests: Vec<String>,
     /// When, who, what, before, after.
     pub history: Vec<(String, String, String, String, String)>,
-    /// Received, kind, test, value, unit, bottle, from, latest.
-    #[allow(clippy::type_complexity)]
-    pub received: Vec<(
-        String,
-        String,
-        String,
-        String,
-        String,
-        String,
-        String,
-        String,
-    )>,
+    pub received: Vec<ReceivedRow>,
 }

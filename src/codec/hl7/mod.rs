@@ -36,7 +36,7 @@ pub use header::{AckCondition, AckMode, Hd, MessageHeader};
 pub use location::{Location, SegmentId};
 pub use message::{Component, Field, Message, ParseError, Repetition, Segment, parse};
 pub use oru::{
-    Bottle, BottleMapping, Kind, Mapping, Observation, OruResults, ResultStatus, ResultValue,
-    TestMapping, UseError, extract,
+    Bottle, BottleMapping, FlagMapping, Kind, Mapping, Observation, OruResults, ResultStatus,
+    ResultValue, RoleMapping, RunMapping, TestMapping, UseError, extract,
 };
 pub use path::{Path, PathError};

@@ -5,11 +5,18 @@
 //!   (preliminary, unverified, pending, partial) are skipped and counted in
 //!   [`OruResults::preliminary`]; `N` (not asked) is skipped and counted in
 //!   [`OruResults::not_asked`]. `X` (result cannot be obtained) is kept as
-//!   [`ResultValue::NotObtained`]: Part 40 treats a test that could not be completed as an
-//!   interference/invalid ground (40.90), so [`OruResults::interference`] reports it and the
-//!   rules decide. `D`, `W`, `U` (deletion, wrong-patient retraction, status change without the
+//!   [`ResultValue::NotObtained`]: the test was not done, its measure is still missing and
+//!   the specimen waits for a rerun. It is never an interference: interference is reported only
+//!   by a test the mapping names with kind `interference` ([`OruResults::interference`]).
+//!   `D`, `W`, `U` (deletion, wrong-patient retraction, status change without the
 //!   values) and anything else need a person: [`UseError::UnsupportedStatus`] (AE). An empty
 //!   OBX-11 is [`UseError::MissingStatus`].
+//! - Runs ([`RunMapping`], `[analyzer.mapping.runs]`): the run id is read where the mapping
+//!   says (else the analyzer's runs are bracketed by its QC sets); a sample is a control or a
+//!   calibrator when the role field the mapping names says so (`SPM-11`: `Q`, `C`), or, for an
+//!   instrument that sends no role, when its sample ID starts with a configured prefix; never
+//!   guessed otherwise. QC results carry no bottle. Each OBX may carry the instrument's
+//!   acceptability flag ([`FlagMapping`]) and the message its aliquot.
 //! - Initial, confirmation and validity results are numeric: OBX-2 `NM`, `ST` or empty with a
 //!   plain decimal in OBX-5, or `SN` with no comparator (or `=`) and no range. A comparator such
 //!   as `<10` is not an exact value and is refused; so is a negative value.
@@ -34,9 +41,11 @@ use super::ack::{AckCode, ErrorCode, ErrorDetail};
 use super::location::Location;
 use super::message::{Message, Segment};
 use super::path::Path;
+use crate::domain::results::Tier;
 use crate::domain::rules::Profile;
 use crate::domain::rules::measure;
 use crate::domain::rules::profile::Measure;
+use crate::domain::runs::{QcRule, RunKind, SampleRole};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 
@@ -88,6 +97,65 @@ pub struct TestMapping {
     /// Adulterant/interference only: a numeric result at or above this means identified.
     #[serde(default, deserialize_with = "measure::deserialize_opt")]
     pub threshold: Option<Decimal>,
+    /// Initial or confirmatory test (a validity or adulterant test run as the confirmatory
+    /// test on a second aliquot); by kind when absent (confirmation: confirmatory).
+    #[serde(default)]
+    pub tier: Option<Tier>,
+}
+
+/// Where the sample's role is written, and the values naming controls and calibrators.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleMapping {
+    /// E.g. `SPM-11.1` (HL7 table 0369: `Q` control, `C` calibrator).
+    pub field: Path,
+    /// Values meaning a control, compared ignoring case.
+    pub control: Vec<String>,
+    /// Values meaning a calibrator.
+    #[serde(default)]
+    pub calibrator: Vec<String>,
+}
+
+/// Where each OBX carries the instrument's acceptability of its result (ion ratios, retention
+/// time, internal standard), and the values that mean acceptable.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlagMapping {
+    /// A field of the OBX itself, e.g. `OBX-13.1`.
+    pub field: Path,
+    /// Values meaning acceptable (compared ignoring case); anything else, or nothing, is not.
+    pub acceptable: Vec<String>,
+}
+
+/// How an analyzer's runs are delimited, how its QC samples are recognised, and the QC rules
+/// of its assays (`[analyzer.mapping.runs]`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunMapping {
+    /// What the analyzer's runs test.
+    pub kind: RunKind,
+    /// Where the run (batch) id is, e.g. `OBR-2.1`; absent: the samples between two QC sets of
+    /// the analyzer form a run (bracketing).
+    #[serde(default)]
+    pub run_id: Option<Path>,
+    /// Where the sample's role is sent; for instruments that send none, `qc_sample_prefixes`.
+    #[serde(default)]
+    pub role: Option<RoleMapping>,
+    /// Sample ID prefixes of controls and calibrators, for instruments that send no role.
+    #[serde(default)]
+    pub qc_sample_prefixes: Vec<String>,
+    /// Accept a run automatically when every QC result passed (initial and validity only).
+    #[serde(default)]
+    pub auto_accept: bool,
+    /// Where each OBX says its result is acceptable (required for confirmation tests).
+    #[serde(default)]
+    pub acceptable: Option<FlagMapping>,
+    /// Where the aliquot tested is named, e.g. `SPM-2.2`.
+    #[serde(default)]
+    pub aliquot: Option<Path>,
+    /// `[[analyzer.mapping.runs.qc]]`: the QC rules of the assays, each citing its source.
+    #[serde(default)]
+    pub qc: Vec<QcRule>,
 }
 
 /// Where the bottle (primary "A" or split "B") is written, and the values that name each.
@@ -124,6 +192,9 @@ pub struct Mapping {
     /// `[[analyzer.mapping.test]]`.
     #[serde(default, rename = "test")]
     pub tests: Vec<TestMapping>,
+    /// `[analyzer.mapping.runs]`: runs and QC (required by the configuration check).
+    #[serde(default)]
+    pub runs: Option<RunMapping>,
 }
 
 fn units_for(kind: Kind, target: &str) -> Option<&'static [&'static str]> {
@@ -277,8 +348,126 @@ impl Mapping {
                 }
                 _ => {}
             }
+            match (t.kind, t.tier) {
+                (Kind::Initial, Some(Tier::Confirmatory)) => add(
+                    key("tier"),
+                    "an initial drug test is not a confirmatory test".into(),
+                ),
+                (Kind::Confirmation, Some(Tier::Initial)) => add(
+                    key("tier"),
+                    "a confirmation test is the confirmatory test".into(),
+                ),
+                _ => {}
+            }
+        }
+        if let Some(r) = &self.runs {
+            self.check_runs(r, &mut add);
         }
         problems
+    }
+
+    fn check_runs(&self, r: &RunMapping, add: &mut impl FnMut(String, String)) {
+        if let Some(role) = &r.role {
+            if role.control.is_empty() {
+                add(
+                    "runs.role.control".into(),
+                    "name at least one value meaning a control".into(),
+                );
+            }
+            let all: Vec<&String> = role.control.iter().chain(&role.calibrator).collect();
+            if all.iter().any(|v| v.trim().is_empty()) {
+                add("runs.role".into(), "empty value".into());
+            }
+            if role.control.iter().any(|c| {
+                role.calibrator
+                    .iter()
+                    .any(|k| eq_ignore_case(c.trim(), k.trim()))
+            }) {
+                add(
+                    "runs.role".into(),
+                    "a value names both a control and a calibrator".into(),
+                );
+            }
+            if !r.qc_sample_prefixes.is_empty() {
+                add(
+                    "runs.qc_sample_prefixes".into(),
+                    "only for instruments that send no role: this mapping names runs.role".into(),
+                );
+            }
+        } else if r.qc_sample_prefixes.is_empty() {
+            add(
+                "runs.role".into(),
+                "say how controls and calibrators are recognised: runs.role (the field the instrument sends) or runs.qc_sample_prefixes".into(),
+            );
+        }
+        for (i, p) in r.qc_sample_prefixes.iter().enumerate() {
+            if p.trim().is_empty()
+                || !p
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b))
+            {
+                add(
+                    format!("runs.qc_sample_prefixes[{i}]"),
+                    "must be letters, digits or - _ . /".into(),
+                );
+            }
+        }
+        if let Some(f) = &r.acceptable {
+            if f.field.segment.as_str() != "OBX" {
+                add(
+                    "runs.acceptable.field".into(),
+                    "must be a field of the OBX (e.g. OBX-13.1)".into(),
+                );
+            }
+            if f.acceptable.is_empty() || f.acceptable.iter().any(|v| v.trim().is_empty()) {
+                add(
+                    "runs.acceptable.acceptable".into(),
+                    "name the non-empty values meaning acceptable".into(),
+                );
+            }
+        } else if self.tests.iter().any(|t| t.kind == Kind::Confirmation) {
+            add(
+                "runs.acceptable".into(),
+                "confirmation tests need the field where the instrument flags each result acceptable (a confirmation counts only with it)".into(),
+            );
+        }
+        if r.auto_accept && r.kind == RunKind::Confirmation {
+            add(
+                "runs.auto_accept".into(),
+                "only initial and validity runs may be accepted automatically; a confirmation run needs a named reviewer".into(),
+            );
+        }
+        for (i, q) in r.qc.iter().enumerate() {
+            for (k, p) in q.problems() {
+                add(format!("runs.qc[{i}].{k}"), p);
+            }
+            if !q.code.is_empty() && self.test(&q.code).is_none() {
+                add(
+                    format!("runs.qc[{i}].code"),
+                    format!("`{}` is not a test code of this mapping", q.code),
+                );
+            }
+            if let Some(j) = r.qc[..i]
+                .iter()
+                .position(|o| o.code == q.code && o.sample == q.sample)
+            {
+                add(
+                    format!("runs.qc[{i}]"),
+                    format!("the same code and sample as runs.qc[{j}]"),
+                );
+            }
+        }
+        for t in &self.tests {
+            if !r.qc.iter().any(|q| q.code == t.code) {
+                add(
+                    "runs.qc".into(),
+                    format!(
+                        "no QC rule for test code `{}`: a run testing it could never pass",
+                        t.code
+                    ),
+                );
+            }
+        }
     }
 
     /// Reads a mapping from TOML text holding an `[analyzer.mapping]` table (the shape of
@@ -301,7 +490,7 @@ impl Mapping {
         Ok(file.analyzer.mapping)
     }
 
-    fn test(&self, code: &str) -> Option<&TestMapping> {
+    pub fn test(&self, code: &str) -> Option<&TestMapping> {
         self.tests.iter().find(|t| t.code == code)
     }
 }
@@ -355,6 +544,12 @@ pub enum UseError {
     NoThreshold { location: Location },
     #[error("second final result for the same test at {location}")]
     DuplicateResult { location: Location },
+    #[error("run id at {location} is missing")]
+    MissingRunId { location: Location },
+    #[error("run id at {location} is not 1-64 letters, digits or - _ . /")]
+    InvalidRunId { location: Location },
+    #[error("aliquot at {location} is not 1-64 letters, digits or - _ . /")]
+    InvalidAliquot { location: Location },
 }
 
 impl UseError {
@@ -379,10 +574,13 @@ impl UseError {
             UseError::UnsupportedProcessingId => ErrorCode::UnsupportedProcessingId,
             UseError::NoObservations => ErrorCode::SegmentSequenceError,
             UseError::MissingSpecimenId { .. }
+            | UseError::MissingRunId { .. }
             | UseError::MissingCode { .. }
             | UseError::MissingStatus { .. }
             | UseError::MissingValue { .. } => ErrorCode::RequiredFieldMissing,
             UseError::InvalidSpecimenId { .. }
+            | UseError::InvalidRunId { .. }
+            | UseError::InvalidAliquot { .. }
             | UseError::InvalidSetId { .. }
             | UseError::WrongValueType { .. }
             | UseError::NotNumeric { .. }
@@ -422,7 +620,10 @@ impl UseError {
             | UseError::NotQualitative { location }
             | UseError::WrongUnit { location }
             | UseError::NoThreshold { location }
-            | UseError::DuplicateResult { location } => Some(location),
+            | UseError::DuplicateResult { location }
+            | UseError::MissingRunId { location }
+            | UseError::InvalidRunId { location }
+            | UseError::InvalidAliquot { location } => Some(location),
         }
     }
 }
@@ -483,6 +684,12 @@ pub struct Observation {
     pub status: ResultStatus,
     /// OBX-14.1 as sent, when present.
     pub observed_at: Option<String>,
+    /// OBX-3.1: the assay's test code.
+    pub code: String,
+    /// The mapping's tier for the test, if it names one.
+    pub tier: Option<Tier>,
+    /// The instrument's acceptability flag, when the mapping says where it is.
+    pub acceptable: Option<bool>,
 }
 
 /// What an ORU^R01 says about one specimen.
@@ -495,17 +702,24 @@ pub struct OruResults {
     pub preliminary: usize,
     /// OBX skipped because they were not asked (N).
     pub not_asked: usize,
+    /// The run id, when the mapping says where it is.
+    pub run_id: Option<String>,
+    /// A control or calibrator (by the role field, or by a QC sample prefix); `None`: a
+    /// specimen.
+    pub role: Option<SampleRole>,
+    /// The aliquot, when the mapping says where it is and the message names one.
+    pub aliquot: String,
 }
 
 impl OruResults {
-    /// An interference check identified something, or a result could not be obtained (X).
+    /// An interference check the mapping names identified something. A result that could not
+    /// be obtained (X) is not an interference: the test was not done.
     pub fn interference(&self) -> bool {
         self.results.iter().any(|o| match o.value {
-            ResultValue::NotObtained => true,
             ResultValue::Identified { identified, .. } => {
                 identified && o.kind == Kind::Interference
             }
-            ResultValue::Number(_) => false,
+            ResultValue::NotObtained | ResultValue::Number(_) => false,
         })
     }
 
@@ -762,9 +976,27 @@ pub fn extract(msg: &Message, mapping: &Mapping) -> Result<OruResults, UseError>
         return Err(UseError::UnsupportedProcessingId);
     }
     let specimen_id = specimen_id(msg, &mapping.specimen_id)?;
-    let bottle = match &mapping.bottle {
-        Some(b) => bottle(msg, b)?,
-        None => Bottle::Primary,
+    let runs = mapping.runs.as_ref();
+    let role = match runs {
+        Some(r) => role(msg, r, &specimen_id),
+        None => None,
+    };
+    // A control or calibrator is no bottle of a donor's specimen.
+    let bottle = match (&mapping.bottle, role) {
+        (_, Some(_)) | (None, None) => Bottle::Primary,
+        (Some(b), None) => bottle(msg, b)?,
+    };
+    let run_id = match runs.and_then(|r| r.run_id.as_ref()) {
+        Some(p) => Some(
+            identifier_at(msg, p, true)?.ok_or_else(|| UseError::MissingRunId {
+                location: path_location(p, msg.segment_n(p.segment.as_str(), p.occurrence)),
+            })?,
+        ),
+        None => None,
+    };
+    let aliquot = match runs.and_then(|r| r.aliquot.as_ref()) {
+        Some(p) => identifier_at(msg, p, false)?.unwrap_or_default(),
+        None => String::new(),
     };
 
     let mut results: Vec<Observation> = Vec::new();
@@ -829,6 +1061,15 @@ pub fn extract(msg: &Message, mapping: &Mapping) -> Result<OruResults, UseError>
         let observed_at = Some(obx.component_text(14, 1).trim())
             .filter(|s| !s.is_empty())
             .map(str::to_owned);
+        // The acceptability flag is judged per confirmation result (ion ratios, retention time,
+        // internal standard); other tests carry none.
+        let acceptable = runs
+            .and_then(|r| r.acceptable.as_ref())
+            .filter(|_| t.kind == Kind::Confirmation)
+            .map(|f| {
+                let v = value_at(obx, &f.field).trim();
+                f.acceptable.iter().any(|a| eq_ignore_case(a.trim(), v))
+            });
         results.push(Observation {
             kind: t.kind,
             target: t.target.clone(),
@@ -838,6 +1079,9 @@ pub fn extract(msg: &Message, mapping: &Mapping) -> Result<OruResults, UseError>
             location: here,
             status,
             observed_at,
+            code: t.code.clone(),
+            tier: t.tier,
+            acceptable,
         });
     }
     if !any_obx {
@@ -849,7 +1093,54 @@ pub fn extract(msg: &Message, mapping: &Mapping) -> Result<OruResults, UseError>
         results,
         preliminary,
         not_asked,
+        run_id,
+        role,
+        aliquot,
     })
+}
+
+/// A control or calibrator by the role field the mapping names, or (for an instrument that
+/// sends no role) by a QC sample prefix; `None`: a specimen.
+fn role(msg: &Message, r: &RunMapping, sample_id: &str) -> Option<SampleRole> {
+    match &r.role {
+        Some(m) => {
+            let seg = msg.segment_n(m.field.segment.as_str(), m.field.occurrence)?;
+            let v = value_at(seg, &m.field).trim();
+            let is = |list: &[String]| list.iter().any(|x| eq_ignore_case(x.trim(), v));
+            if v.is_empty() {
+                None
+            } else if is(&m.control) {
+                Some(SampleRole::Control)
+            } else if is(&m.calibrator) {
+                Some(SampleRole::Calibrator)
+            } else {
+                None
+            }
+        }
+        None => r
+            .qc_sample_prefixes
+            .iter()
+            .any(|p| !p.is_empty() && sample_id.starts_with(p.as_str()))
+            .then_some(SampleRole::Control),
+    }
+}
+
+/// An identifier (run id, aliquot) at `p`: `None` when empty; refused when malformed.
+fn identifier_at(msg: &Message, p: &Path, run: bool) -> Result<Option<String>, UseError> {
+    let seg = msg.segment_n(p.segment.as_str(), p.occurrence);
+    let location = path_location(p, seg);
+    let v = seg.map(|s| value_at(s, p)).unwrap_or("").trim();
+    if v.is_empty() {
+        return Ok(None);
+    }
+    if !valid_specimen_id(v) {
+        return Err(if run {
+            UseError::InvalidRunId { location }
+        } else {
+            UseError::InvalidAliquot { location }
+        });
+    }
+    Ok(Some(v.to_owned()))
 }
 
 #[cfg(test)]
@@ -990,8 +1281,8 @@ mod tests {
             (ResultStatus::CannotObtain, ResultValue::NotObtained)
         );
         assert!(
-            r.interference(),
-            "a result that cannot be obtained is an interference ground"
+            !r.interference(),
+            "a result that cannot be obtained is a test not done, never an interference"
         );
     }
 
@@ -1181,7 +1472,7 @@ mod tests {
         // X: kept as not obtained even with an empty value and no unit.
         let r = run(&["OBX|1|NM|CREA||||||||X"]).unwrap();
         assert_eq!(r.results[0].value, ResultValue::NotObtained);
-        assert!(r.interference());
+        assert!(!r.interference(), "not done, not an interference");
     }
 
     #[test]
@@ -1440,6 +1731,7 @@ threshold = 5
         assert!(problems[3].1.contains("duplicate of test[0].code"));
         let empty = Mapping {
             tests: vec![],
+            runs: None,
             ..example()
         };
         assert_eq!(

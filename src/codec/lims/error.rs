@@ -124,7 +124,7 @@ impl fmt::Display for Rule {
             Rule::ProcessingInstructionRefused => f.write_str("processing instruction refused"),
             Rule::TooDeep { max } => write!(f, "elements nested deeper than {max}"),
             Rule::UnknownRoot => f.write_str(
-                "root element must be accession, confirmation-batch, correction or request",
+                "root element must be accession, confirmation-batch, correction, request or certified-copy",
             ),
             Rule::WrongNamespace => {
                 f.write_str("element must be in namespace urn:custodian:lims:1")

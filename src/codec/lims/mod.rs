@@ -1,4 +1,5 @@
-//! LIMS XML documents: `accession`, `confirmation-batch`, `correction` and `request`.
+//! LIMS XML documents: `accession`, `confirmation-batch`, `correction`, `request` and
+//! `certified-copy`.
 //!
 //! The parsers are pure: bytes in, a typed document or an [`XmlError`] out; no I/O, no clock.
 //! Each document has a schema in `schemas/` (namespace [`NAMESPACE`]); the parsers enforce in
@@ -21,6 +22,7 @@
 //! Pure: bytes in, typed documents out. The spool directory (the I/O) is `ingest::spool_dir`.
 
 mod accession;
+mod certified_copy;
 mod check;
 mod confirmation;
 mod correction;
@@ -33,6 +35,7 @@ pub use accession::{
     AccessionDoc, Collector, DonorId, DotAgency, Employer, Mro, Panel, PrimaryBottle, SplitBottle,
     TestReason, TestsRequested,
 };
+pub use certified_copy::CertifiedCopyDoc;
 pub use confirmation::{BottleLabel, ConfirmationBatch, Quantitation, SpecimenResults, Unit};
 pub use correction::CorrectionDoc;
 pub use error::{Rule, XmlError};
@@ -53,6 +56,7 @@ pub enum DocumentKind {
     ConfirmationBatch,
     Correction,
     Request,
+    CertifiedCopy,
 }
 
 impl DocumentKind {
@@ -63,6 +67,7 @@ impl DocumentKind {
             DocumentKind::ConfirmationBatch => "confirmation-batch",
             DocumentKind::Correction => "correction",
             DocumentKind::Request => "request",
+            DocumentKind::CertifiedCopy => "certified-copy",
         }
     }
 }
@@ -75,6 +80,7 @@ pub enum LimsDocument {
     ConfirmationBatch(ConfirmationBatch),
     Correction(CorrectionDoc),
     Request(RequestDoc),
+    CertifiedCopy(CertifiedCopyDoc),
 }
 
 impl LimsDocument {
@@ -84,6 +90,7 @@ impl LimsDocument {
             LimsDocument::ConfirmationBatch(_) => DocumentKind::ConfirmationBatch,
             LimsDocument::Correction(_) => DocumentKind::Correction,
             LimsDocument::Request(_) => DocumentKind::Request,
+            LimsDocument::CertifiedCopy(_) => DocumentKind::CertifiedCopy,
         }
     }
 }
@@ -97,6 +104,7 @@ pub fn parse_document(bytes: &[u8], max_bytes: usize) -> Result<LimsDocument, Xm
         "confirmation-batch" => confirmation::from_tree(&root).map(LimsDocument::ConfirmationBatch),
         "correction" => correction::from_tree(&root).map(LimsDocument::Correction),
         "request" => request::from_tree(&root).map(LimsDocument::Request),
+        "certified-copy" => certified_copy::from_tree(&root).map(LimsDocument::CertifiedCopy),
         other => Err(XmlError::new(
             root.line,
             format!("/{other}"),

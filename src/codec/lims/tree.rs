@@ -73,6 +73,9 @@ pub(crate) const VOCABULARY: &[&str] = &[
     "correction-initiated-on",
     "remarks",
     "ccf-image",
+    // certified-copy
+    "certified-copy",
+    "certifying-scientist",
     "media-type",
     // confirmation-batch
     "confirmation-batch",

@@ -123,6 +123,7 @@ pub fn record(spec: &Spec<'_>) -> SpecimenRecord {
                 document: "x".into(),
             },
             received_at_ms: 1,
+            ..ResultEntry::default()
         })
         .collect();
     if !entries.is_empty() {

@@ -1,0 +1,816 @@
+//! Analytical runs in custody: every analyzer message placed in its run, QC results kept as run
+//! records (never as specimens), runs closed and evaluated when their closing QC arrives, and a
+//! certifying scientist's acceptance or rejection applied to every specimen of the run — each
+//! as one transaction with its audit entries, acknowledged only after the durable commit.
+//!
+//! Where a message goes:
+//! - **run id** (the mapping names the field): the run `<analyzer>:<id>`. A message of another
+//!   run closes the analyzer's current one (the instrument moved on). A new result for a closed
+//!   run is refused; a correction (OBX-11 `C`) joins the run of the result it corrects.
+//! - **bracketing** (no run id): a QC set after specimens closes the current run once it covers
+//!   every rule the run's assays need, and opens the next run, whose opening QC it is; a
+//!   specimen that arrives before the closing set is complete closes the run as incomplete.
+//!   Results after the last QC set stay in an open run until the closing QC arrives.
+//!
+//! A control or calibrator whose sample ID is the ID of an accessioned specimen is refused and
+//! alerted, never guessed. Runs are listed in `by_state` as `run:<state>`.
+
+use crate::custody::records::{Indexed, put_specimen};
+use crate::custody::{Custody, DedupeMark};
+use crate::domain::results::ResultEntry;
+use crate::domain::runs::{
+    Delimiting, QcResult, QcRule, RunError, RunKind, RunRecord, RunState, run_key,
+};
+use crate::domain::specimen::{ChangeError, SpecimenRecord};
+use crate::store::{
+    Abort, AuditEntry, CommitError, GroupCommitter, Keyspace, Store, StoreError, Tx, TxError,
+    dedupe_key, run_cursor_key, run_record_key, run_state_index, state_key,
+};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// What custody needs to place one source's messages in runs (from its mapping).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunSettings {
+    /// The analyzer's name (or `lims`).
+    pub source: String,
+    pub kind: RunKind,
+    /// The source sends run ids; else its runs are bracketed by QC sets.
+    pub by_run_id: bool,
+    pub auto_accept: bool,
+    pub rules: Vec<QcRule>,
+}
+
+/// Where a source's runs stand (in `runs` under [`run_cursor_key`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    /// The open run the next specimen goes to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current: Option<String>,
+    /// Bracketing: the run a closing QC set opened while the current run's set is incomplete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+    /// Bracketed runs opened so far (their ids are `B1`, `B2`, ...).
+    #[serde(default)]
+    pub opened: u64,
+}
+
+/// What one message carries: a specimen's results, or QC results.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sample {
+    Specimen {
+        specimen_id: String,
+        results: Vec<ResultEntry>,
+    },
+    Qc {
+        sample_id: String,
+        results: Vec<QcResult>,
+    },
+}
+
+/// What custody did with a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placed {
+    /// Stored durably in `run`; the specimen's new state (specimen messages); the runs that
+    /// closed, with what became of them.
+    Stored {
+        run: String,
+        state: Option<&'static str>,
+        closed: Vec<(String, RunState)>,
+    },
+    /// Already stored from the same source and reference: nothing written.
+    Duplicate,
+}
+
+/// Why custody refused a message or a decision (names rules and keys, never content).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("{0}")]
+    Change(ChangeError),
+    #[error(
+        "the specimen's result was already released: results after release are refused (a released verdict never changes)"
+    )]
+    AfterRelease,
+    #[error(
+        "the QC sample ID is the ID of an accessioned specimen: refused, never guessed (rename the control)"
+    )]
+    QcSampleIsSpecimen,
+    #[error("run {0} is closed: a new result cannot join it (a correction, OBX-11 C, may)")]
+    RunClosed(String),
+    #[error("message control id already used by this source for a message with different content")]
+    ReusedControlId,
+    #[error("no such run")]
+    UnknownRun,
+    #[error("{0}")]
+    Decision(RunError),
+    #[error("no such specimen")]
+    UnknownSpecimen,
+    #[error("this source has no run configuration ([analyzer.mapping.runs])")]
+    NoRunSettings,
+}
+
+/// Why a runs operation did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum RunsError {
+    #[error("{0}")]
+    Refused(Refusal),
+    #[error("not stored durably: {0}")]
+    NotDurable(String),
+}
+
+impl From<CommitError<Refusal>> for RunsError {
+    fn from(e: CommitError<Refusal>) -> Self {
+        match e {
+            CommitError::Aborted(r) => RunsError::Refused(r),
+            other => RunsError::NotDurable(other.to_string()),
+        }
+    }
+}
+
+impl RunsError {
+    /// The HTTP status for the admin API.
+    pub fn status(&self) -> u16 {
+        match self {
+            RunsError::Refused(Refusal::UnknownRun | Refusal::UnknownSpecimen) => 404,
+            RunsError::Refused(Refusal::Change(ChangeError::NoSuchResult(_))) => 404,
+            RunsError::Refused(_) => 409,
+            RunsError::NotDurable(_) => 503,
+        }
+    }
+}
+
+fn refuse<T>(r: Refusal) -> Result<T, Abort<Refusal>> {
+    Err(Abort::Domain(r))
+}
+
+/// Reads a run.
+pub fn get_run(tx: &Tx<'_>, key: &str) -> Result<Option<RunRecord>, TxError> {
+    tx.get(Keyspace::Runs, &run_record_key(key))
+}
+
+/// Writes a run with its `by_state` entry (`before`: its state as stored, if it was).
+pub fn put_run(tx: &mut Tx<'_>, before: Option<RunState>, run: &RunRecord) -> Result<(), TxError> {
+    let now = run.state();
+    if before != Some(now) {
+        if let Some(b) = before {
+            tx.remove(
+                Keyspace::ByState,
+                &state_key(&run_state_index(b.key()), &run.key)?,
+            )?;
+        }
+        tx.put(
+            Keyspace::ByState,
+            &state_key(&run_state_index(now.key()), &run.key)?,
+            &(),
+        )?;
+    }
+    tx.put(Keyspace::Runs, &run_record_key(&run.key), run)
+}
+
+/// The runs of the transaction: read once, changed, written once at the end.
+struct Touched {
+    runs: Vec<(Option<RunState>, RunRecord)>,
+}
+
+impl Touched {
+    fn load(&mut self, tx: &Tx<'_>, key: &str) -> Result<Option<usize>, TxError> {
+        if let Some(i) = self.runs.iter().position(|(_, r)| r.key == key) {
+            return Ok(Some(i));
+        }
+        Ok(get_run(tx, key)?.map(|r| {
+            self.runs.push((Some(r.state()), r));
+            self.runs.len() - 1
+        }))
+    }
+
+    fn open(&mut self, s: &RunSettings, local: &str, delimited: Delimiting, now: u64) -> usize {
+        self.runs.push((
+            None,
+            RunRecord::open(
+                &s.source,
+                local,
+                s.kind,
+                delimited,
+                s.rules.clone(),
+                s.auto_accept,
+                now,
+            ),
+        ));
+        self.runs.len() - 1
+    }
+
+    fn run(&mut self, i: usize) -> &mut RunRecord {
+        &mut self.runs[i].1
+    }
+}
+
+/// Places one analyzer message in its run and stores it (see the module notes). `run_id` is
+/// the id the message carries (run-id sources); `fingerprint` what the message means, so a
+/// retransmission is a duplicate and a reused control id for other content is refused.
+#[allow(clippy::too_many_arguments)]
+pub async fn message(
+    custody: &Custody,
+    settings: &RunSettings,
+    control_id: &str,
+    run_id: Option<&str>,
+    raw: Vec<u8>,
+    sample: Sample,
+    fingerprint: String,
+) -> Result<Placed, RunsError> {
+    let now = custody.now_ms();
+    let lifecycle = custody.lifecycle().clone();
+    let profiles = lifecycle.profiles.clone();
+    let default = custody.default_profile().to_string();
+    let settings = settings.clone();
+    let control_id = control_id.to_string();
+    let run_id = run_id.map(str::to_string);
+    let raw = Arc::new(raw);
+    let sample = Arc::new(sample);
+    let r = custody
+        .committer()
+        .submit(move |tx: &mut Tx<'_>| -> Result<Placed, Abort<Refusal>> {
+            let dkey = dedupe_key(&settings.source, &control_id)?;
+            if let Some(seen) = tx.get::<DedupeMark>(Keyspace::Dedupe, &dkey)? {
+                if seen.fingerprint == fingerprint {
+                    return Ok(Placed::Duplicate);
+                }
+                return refuse(Refusal::ReusedControlId);
+            }
+            let actor: String = format!("analyzer:{}", settings.source)
+                .chars()
+                .take(64)
+                .collect();
+            let ckey = run_cursor_key(&settings.source);
+            let mut cursor: Cursor = tx.get(Keyspace::Runs, &ckey)?.unwrap_or_default();
+            let mut touched = Touched { runs: Vec::new() };
+            let mut closed: Vec<String> = Vec::new();
+            let close = |t: &mut Touched, i: usize, why: &str, closed: &mut Vec<String>| {
+                let r = t.run(i);
+                if r.is_open() {
+                    r.close(why, now);
+                    closed.push(r.key.clone());
+                }
+            };
+            let mut specimen_state = None;
+            let placed_in: String;
+            match &*sample {
+                Sample::Qc { sample_id, results } => {
+                    if let Some(rec) =
+                        tx.get::<SpecimenRecord>(Keyspace::Specimens, sample_id.as_bytes())?
+                        && rec.accession.is_some()
+                    {
+                        return refuse(Refusal::QcSampleIsSpecimen);
+                    }
+                    if settings.by_run_id {
+                        let local = run_id.clone().unwrap_or_default();
+                        let key = run_key(&settings.source, &local);
+                        let i = match touched.load(tx, &key)? {
+                            Some(i) => i,
+                            None => touched.open(&settings, &local, Delimiting::RunId, now),
+                        };
+                        if !touched.run(i).is_open() {
+                            return refuse(Refusal::RunClosed(key));
+                        }
+                        moved_on(tx, &mut touched, &cursor, &key, &mut closed, now)?;
+                        let r = touched.run(i);
+                        r.add_qc(results.clone());
+                        if r.in_closing_qc() && r.closing_qc_complete() {
+                            close(&mut touched, i, "its closing QC arrived", &mut closed);
+                        }
+                        cursor.current = Some(key.clone());
+                        placed_in = key;
+                    } else {
+                        let cur = match &cursor.current {
+                            Some(k) => touched.load(tx, k)?,
+                            None => None,
+                        };
+                        match cur {
+                            Some(c) if touched.run(c).last_specimen_event > 0 => {
+                                // Closing QC of the current run, opening QC of the next.
+                                touched.run(c).add_qc(results.clone());
+                                let next = match &cursor.next {
+                                    Some(k) => touched.load(tx, k)?,
+                                    None => None,
+                                };
+                                let n = match next {
+                                    Some(n) => n,
+                                    None => {
+                                        cursor.opened += 1;
+                                        let local = format!("B{}", cursor.opened);
+                                        touched.open(&settings, &local, Delimiting::Bracketing, now)
+                                    }
+                                };
+                                touched.run(n).add_qc(results.clone());
+                                let next_key = touched.run(n).key.clone();
+                                if touched.run(c).closing_qc_complete() {
+                                    close(
+                                        &mut touched,
+                                        c,
+                                        "its closing QC set arrived",
+                                        &mut closed,
+                                    );
+                                    cursor.current = Some(next_key.clone());
+                                    cursor.next = None;
+                                } else {
+                                    cursor.next = Some(next_key.clone());
+                                }
+                                placed_in = touched.run(c).key.clone();
+                            }
+                            Some(c) => {
+                                touched.run(c).add_qc(results.clone());
+                                placed_in = touched.run(c).key.clone();
+                            }
+                            None => {
+                                cursor.opened += 1;
+                                let local = format!("B{}", cursor.opened);
+                                let n =
+                                    touched.open(&settings, &local, Delimiting::Bracketing, now);
+                                touched.run(n).add_qc(results.clone());
+                                placed_in = touched.run(n).key.clone();
+                                cursor.current = Some(placed_in.clone());
+                            }
+                        }
+                    }
+                }
+                Sample::Specimen {
+                    specimen_id,
+                    results,
+                } => {
+                    let corrections_only = !results.is_empty()
+                        && results
+                            .iter()
+                            .all(|r| r.status == crate::domain::results::ResultStatus::Corrected);
+                    let i = if settings.by_run_id {
+                        let local = run_id.clone().unwrap_or_default();
+                        let key = run_key(&settings.source, &local);
+                        let i = match touched.load(tx, &key)? {
+                            Some(i) => i,
+                            None => touched.open(&settings, &local, Delimiting::RunId, now),
+                        };
+                        if !touched.run(i).is_open() && !corrections_only {
+                            return refuse(Refusal::RunClosed(key));
+                        }
+                        if touched.run(i).is_open() {
+                            moved_on(tx, &mut touched, &cursor, &key, &mut closed, now)?;
+                            cursor.current = Some(key);
+                        }
+                        i
+                    } else {
+                        let cur = match &cursor.current {
+                            Some(k) => touched.load(tx, k)?,
+                            None => None,
+                        };
+                        let next = match &cursor.next {
+                            Some(k) => touched.load(tx, k)?,
+                            None => None,
+                        };
+                        match (cur, next) {
+                            (Some(c), Some(n)) => {
+                                close(
+                                    &mut touched,
+                                    c,
+                                    "a specimen arrived before its closing QC set was complete",
+                                    &mut closed,
+                                );
+                                cursor.current = Some(touched.run(n).key.clone());
+                                cursor.next = None;
+                                n
+                            }
+                            (Some(c), None) if touched.run(c).is_open() => c,
+                            _ => {
+                                cursor.opened += 1;
+                                let local = format!("B{}", cursor.opened);
+                                let n =
+                                    touched.open(&settings, &local, Delimiting::Bracketing, now);
+                                cursor.current = Some(touched.run(n).key.clone());
+                                n
+                            }
+                        }
+                    };
+                    let key = touched.run(i).key.clone();
+                    let codes: Vec<String> =
+                        results.iter().filter_map(|r| r.code.clone()).collect();
+                    let confirmation = results
+                        .iter()
+                        .any(|r| r.kind == crate::domain::results::ResultKind::Confirmation);
+                    if touched.run(i).is_open() {
+                        touched
+                            .run(i)
+                            .add_specimen(specimen_id, &codes, confirmation);
+                    }
+                    let status = touched.run(i).status();
+                    let existing: Option<SpecimenRecord> =
+                        tx.get(Keyspace::Specimens, specimen_id.as_bytes())?;
+                    let (mut rec, before) = match existing {
+                        Some(r) => {
+                            let b = Indexed::of(&r);
+                            (r, Some(b))
+                        }
+                        None => (SpecimenRecord::new(specimen_id, now), None),
+                    };
+                    if rec.release.is_some() {
+                        return refuse(Refusal::AfterRelease);
+                    }
+                    let entries: Vec<ResultEntry> = results
+                        .iter()
+                        .cloned()
+                        .map(|mut r| {
+                            r.run = Some(key.clone());
+                            r
+                        })
+                        .collect();
+                    rec.runs.insert(key.clone(), status);
+                    rec.attach_results(entries, &profiles, &default, now)
+                        .map_err(|e| Abort::Domain(Refusal::Change(e)))?;
+                    crate::custody::lifecycle::after_change(&mut rec, &lifecycle);
+                    let after = rec.state.key();
+                    put_specimen(tx, before, &rec)?;
+                    let mut entry = AuditEntry::new(
+                        now,
+                        actor.clone(),
+                        "results_received",
+                        specimen_id.as_str(),
+                    )
+                    .after(format!("{after}; run {key}"));
+                    if let Some(b) = before {
+                        entry = entry.before(b.state().key());
+                    }
+                    tx.audit(entry)?;
+                    specimen_state = Some(after);
+                    placed_in = key;
+                }
+            }
+            // Write the runs, then tell the specimens of every run that closed.
+            let mut closed_states = Vec::new();
+            for (before, run) in &touched.runs {
+                put_run(tx, *before, run)?;
+                if let Sample::Qc { results, .. } = &*sample
+                    && run.key == placed_in
+                {
+                    tx.audit(
+                        AuditEntry::new(now, actor.clone(), "qc_received", run.key.as_str()).after(
+                            format!("{} QC result(s); run {}", results.len(), run.state().key()),
+                        ),
+                    )?;
+                }
+            }
+            for key in &closed {
+                let Some((_, run)) = touched.runs.iter().find(|(_, r)| &r.key == key) else {
+                    continue;
+                };
+                let qc = run
+                    .evaluation
+                    .as_ref()
+                    .map(|e| e.outcome.key())
+                    .unwrap_or("incomplete");
+                let what = match run.state() {
+                    RunState::Accepted => format!(
+                        "accepted automatically; qc {qc}; sha256 {}",
+                        run.content_sha256()
+                    ),
+                    s => format!("{}; qc {qc}", s.key()),
+                };
+                tx.audit(
+                    AuditEntry::new(now, actor.clone(), "run_closed", key.as_str())
+                        .before(RunState::Open.key())
+                        .after(format!(
+                            "{what}; {}",
+                            run.closed_because.as_deref().unwrap_or("")
+                        )),
+                )?;
+                apply_to_specimens(tx, run, None, &actor, &profiles, &default, &lifecycle, now)?;
+                closed_states.push((key.clone(), run.state()));
+            }
+            tx.put(Keyspace::Runs, &ckey, &cursor)?;
+            tx.put_raw_bytes(Keyspace::Raw, &dkey, &raw)?;
+            tx.put(
+                Keyspace::Dedupe,
+                &dkey,
+                &DedupeMark {
+                    at_ms: now,
+                    fingerprint: fingerprint.clone(),
+                },
+            )?;
+            Ok(Placed::Stored {
+                run: placed_in,
+                state: specimen_state,
+                closed: closed_states,
+            })
+        })
+        .await;
+    r.map_err(RunsError::from)
+}
+
+/// Run-id sources: a message of another run closes the source's current run (the instrument
+/// started another one).
+fn moved_on(
+    tx: &Tx<'_>,
+    touched: &mut Touched,
+    cursor: &Cursor,
+    key: &str,
+    closed: &mut Vec<String>,
+    now: u64,
+) -> Result<(), TxError> {
+    if let Some(current) = &cursor.current
+        && current != key
+        && let Some(i) = touched.load(tx, current)?
+    {
+        let r = touched.run(i);
+        if r.is_open() {
+            r.close("the instrument started another run", now);
+            closed.push(r.key.clone());
+        }
+    }
+    Ok(())
+}
+
+/// Tells every specimen of `run` what became of it (re-evaluating each), with one audit entry
+/// per specimen whose record changed. A released specimen is left as it is: a released verdict
+/// never changes.
+#[allow(clippy::too_many_arguments)]
+fn apply_to_specimens(
+    tx: &mut Tx<'_>,
+    run: &RunRecord,
+    rejected: Option<(&str, &str)>,
+    actor: &str,
+    profiles: &crate::domain::rules::ProfileSet,
+    default: &str,
+    lifecycle: &crate::custody::lifecycle::Settings,
+    now: u64,
+) -> Result<(), Abort<Refusal>> {
+    let status = run.status();
+    for s in &run.specimens {
+        let Some(mut rec) =
+            tx.get::<SpecimenRecord>(Keyspace::Specimens, s.specimen_id.as_bytes())?
+        else {
+            continue;
+        };
+        if rec.release.is_some() {
+            continue;
+        }
+        let before = Indexed::of(&rec);
+        rec.set_run_status(&run.key, status.clone(), rejected, profiles, default, now)
+            .map_err(|e| Abort::Domain(Refusal::Change(e)))?;
+        crate::custody::lifecycle::after_change(&mut rec, lifecycle);
+        put_specimen(tx, Some(before), &rec)?;
+        tx.audit(
+            AuditEntry::new(now, actor, "run_decision", s.specimen_id.as_str())
+                .before(before.state().key())
+                .after(format!(
+                    "{}; run {} {}",
+                    rec.state.key(),
+                    run.key,
+                    run.state().key()
+                )),
+        )?;
+    }
+    Ok(())
+}
+
+/// What a decision needs besides the run: the profiles and lifecycle settings of custody.
+#[derive(Clone)]
+pub struct Desk {
+    pub committer: GroupCommitter,
+    pub profiles: Arc<crate::domain::rules::ProfileSet>,
+    pub default_profile: String,
+    pub lifecycle: Arc<crate::custody::lifecycle::Settings>,
+    pub clock: Arc<dyn crate::core::clock::Clock>,
+}
+
+impl Desk {
+    pub fn of(custody: &Custody, clock: Arc<dyn crate::core::clock::Clock>) -> Desk {
+        Desk {
+            committer: custody.committer().clone(),
+            profiles: custody.lifecycle().profiles.clone(),
+            default_profile: custody.default_profile().to_string(),
+            lifecycle: custody.lifecycle().clone(),
+            clock,
+        }
+    }
+
+    /// A certifying scientist accepts (`accept`) or rejects a run: an electronic signature in
+    /// the audit chain bound to the run's content (SHA-256), applied to every specimen of the
+    /// run in the same transaction; a rejected run's specimens are asked for a retest.
+    pub async fn decide(
+        &self,
+        key: &str,
+        accept: bool,
+        scientist: &str,
+        reason: &str,
+    ) -> Result<RunRecord, RunsError> {
+        let now = self.clock.now_ms();
+        let (key, scientist) = (key.to_string(), scientist.to_string());
+        let reason: String = reason
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(200)
+            .collect::<String>()
+            .trim()
+            .to_string();
+        let (profiles, default, lifecycle) = (
+            self.profiles.clone(),
+            self.default_profile.clone(),
+            self.lifecycle.clone(),
+        );
+        let r = self
+            .committer
+            .submit(
+                move |tx: &mut Tx<'_>| -> Result<RunRecord, Abort<Refusal>> {
+                    let Some(mut run) = get_run(tx, &key)? else {
+                        return refuse(Refusal::UnknownRun);
+                    };
+                    let before = run.state();
+                    let outcome = if accept {
+                        run.accept(&scientist, Some(&reason), now)
+                    } else {
+                        run.reject(&scientist, &reason, now)
+                    };
+                    outcome.map_err(|e| Abort::Domain(Refusal::Decision(e)))?;
+                    put_run(tx, Some(before), &run)?;
+                    let who: String = format!("user:{scientist}").chars().take(64).collect();
+                    let (action, after) = if accept {
+                        (
+                            "run_accepted",
+                            format!(
+                                "{}; sha256 {}",
+                                crate::domain::runs::MEANING_ACCEPTED,
+                                run.content_sha256()
+                            ),
+                        )
+                    } else {
+                        (
+                            "run_rejected",
+                            format!("rejected: {reason}; sha256 {}", run.content_sha256()),
+                        )
+                    };
+                    tx.audit(
+                        AuditEntry::new(now, who.clone(), action, key.as_str())
+                            .before(before.key())
+                            .after(after),
+                    )?;
+                    let rejected = (!accept).then_some((reason.as_str(), scientist.as_str()));
+                    apply_to_specimens(
+                        tx, &run, rejected, &who, &profiles, &default, &lifecycle, now,
+                    )?;
+                    Ok(run)
+                },
+            )
+            .await;
+        let run = r.map_err(RunsError::from)?;
+        if !accept {
+            crate::core::telemetry::emit(crate::custody::events::RunRejected { run: &run.key });
+        }
+        Ok(run)
+    }
+
+    /// A certifying scientist marks result `result` of a specimen not reportable (audited; the
+    /// reason stays in the record).
+    pub async fn mark_not_reportable(
+        &self,
+        specimen_id: &str,
+        result: usize,
+        scientist: &str,
+        reason: &str,
+    ) -> Result<&'static str, RunsError> {
+        let now = self.clock.now_ms();
+        let (id, scientist) = (specimen_id.to_string(), scientist.to_string());
+        let reason = clean(reason);
+        let (profiles, default, lifecycle) = (
+            self.profiles.clone(),
+            self.default_profile.clone(),
+            self.lifecycle.clone(),
+        );
+        let r = self
+            .committer
+            .submit(
+                move |tx: &mut Tx<'_>| -> Result<&'static str, Abort<Refusal>> {
+                    let Some(mut rec) =
+                        tx.get::<SpecimenRecord>(Keyspace::Specimens, id.as_bytes())?
+                    else {
+                        return refuse(Refusal::UnknownSpecimen);
+                    };
+                    let before = Indexed::of(&rec);
+                    rec.mark_not_reportable(result, &reason, &scientist, &profiles, &default, now)
+                        .map_err(|e| Abort::Domain(Refusal::Change(e)))?;
+                    crate::custody::lifecycle::after_change(&mut rec, &lifecycle);
+                    put_specimen(tx, Some(before), &rec)?;
+                    let who: String = format!("user:{scientist}").chars().take(64).collect();
+                    tx.audit(
+                        AuditEntry::new(now, who, "result_not_reportable", id.as_str())
+                            .before(before.state().key())
+                            .after(format!("{}; result #{result}", rec.state.key())),
+                    )?;
+                    Ok(rec.state.key())
+                },
+            )
+            .await;
+        r.map_err(RunsError::from)
+    }
+
+    /// A certifying scientist asks for a retest of `tests` with a reason: the specimen waits
+    /// for a counting result of each (audited; the request stays in the record).
+    pub async fn retest(
+        &self,
+        specimen_id: &str,
+        tests: Vec<String>,
+        scientist: &str,
+        reason: &str,
+    ) -> Result<&'static str, RunsError> {
+        let now = self.clock.now_ms();
+        let (id, scientist) = (specimen_id.to_string(), scientist.to_string());
+        let reason = clean(reason);
+        let tests: Vec<String> = tests
+            .iter()
+            .map(|t| clean(t))
+            .filter(|t| !t.is_empty())
+            .collect();
+        let (profiles, default, lifecycle) = (
+            self.profiles.clone(),
+            self.default_profile.clone(),
+            self.lifecycle.clone(),
+        );
+        let r = self
+            .committer
+            .submit(
+                move |tx: &mut Tx<'_>| -> Result<&'static str, Abort<Refusal>> {
+                    let Some(mut rec) =
+                        tx.get::<SpecimenRecord>(Keyspace::Specimens, id.as_bytes())?
+                    else {
+                        return refuse(Refusal::UnknownSpecimen);
+                    };
+                    let before = Indexed::of(&rec);
+                    rec.request_retest(
+                        tests.clone(),
+                        &reason,
+                        &scientist,
+                        &profiles,
+                        &default,
+                        now,
+                    )
+                    .map_err(|e| Abort::Domain(Refusal::Change(e)))?;
+                    crate::custody::lifecycle::after_change(&mut rec, &lifecycle);
+                    put_specimen(tx, Some(before), &rec)?;
+                    let who: String = format!("user:{scientist}").chars().take(64).collect();
+                    let named = if tests.is_empty() {
+                        "any test".to_string()
+                    } else {
+                        tests.join(",")
+                    };
+                    tx.audit(
+                        AuditEntry::new(now, who, "retest_requested", id.as_str())
+                            .before(before.state().key())
+                            .after(format!(
+                                "{}; tests {}; reason: {reason}",
+                                rec.state.key(),
+                                named.chars().take(200).collect::<String>()
+                            )),
+                    )?;
+                    Ok(rec.state.key())
+                },
+            )
+            .await;
+        r.map_err(RunsError::from)
+    }
+}
+
+fn clean(t: &str) -> String {
+    t.chars()
+        .filter(|c| !c.is_control())
+        .take(200)
+        .collect::<String>()
+        .trim()
+        .to_string()
+}
+
+/// The runs in `state`, newest first as stored (key order).
+pub fn list(store: &Store, state: RunState) -> Result<Vec<RunRecord>, StoreError> {
+    let mut out = Vec::new();
+    for key in store.ids_in_state(&run_state_index(state.key()))? {
+        if let Some(r) = store.get::<RunRecord>(Keyspace::Runs, &run_record_key(&key))? {
+            out.push(r);
+        }
+    }
+    Ok(out)
+}
+
+/// One run.
+pub fn show(store: &Store, key: &str) -> Result<Option<RunRecord>, StoreError> {
+    store.get(Keyspace::Runs, &run_record_key(key))
+}
+
+/// The fingerprint of what a message means: its sample, run id, role and every result,
+/// order-independent; a retransmission with another MSH-7 or segment order is the same message.
+pub fn fingerprint(sample_id: &str, run_id: Option<&str>, items: Vec<String>) -> String {
+    use sha2::Digest;
+    let mut items = items;
+    items.sort();
+    let mut h = sha2::Sha256::new();
+    h.update(sample_id.as_bytes());
+    h.update(b"\n");
+    h.update(run_id.unwrap_or("").as_bytes());
+    for i in items {
+        h.update(b"\n");
+        h.update(i.as_bytes());
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
