@@ -290,8 +290,16 @@ fn an_idle_session_ends() {
     assert!(page.body.contains("without activity"), "{}", page.body);
 }
 
-/// Accession (with the donor's SSN and the image of Copy 1), screen, validity, confirmation.
+/// Accession (with the donor's SSN and the image of Copy 1), screen, validity, confirmation;
+/// the run accepted through the API.
 fn prepare_positive(d: &Daemon, id: &str) {
+    send_positive(d, id);
+    accept_pending_runs(d);
+    assert_eq!(d.specimen(id).unwrap()["state"], "ready_for_review");
+}
+
+/// A positive's results in a run of their own, which closes pending (it holds a confirmation).
+fn send_positive(d: &Daemon, id: &str) {
     let xml = String::from_utf8(accession_xml_clean(id))
         .unwrap()
         .replace("000-00-0000", SSN);
@@ -320,10 +328,7 @@ fn prepare_positive(d: &Daemon, id: &str) {
         let m = oru(&format!("{id}-{n}"), id, obx);
         assert_eq!(ack_code(&send(a, &m).unwrap()), "AA");
     }
-    // The run holds a confirmation: it closes pending and a certifying scientist accepts it.
     close_run(d, "lab");
-    accept_pending_runs(d);
-    assert_eq!(d.specimen(id).unwrap()["state"], "ready_for_review");
 }
 
 #[test]
@@ -696,4 +701,144 @@ fn the_lifecycle_page_shows_running_correction_windows_and_confirms_discards() {
         .status,
         403
     );
+}
+
+#[test]
+fn a_run_is_accepted_or_rejected_with_a_signature() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &analyzer("lab"));
+    enable_console(&cfg, false);
+    let mut d = Daemon::start(dir.path());
+    send_positive(&d, "SPEC-R1");
+    send_positive(&d, "SPEC-R2");
+    let s = sign_in(&d, "Dr. Test Scientist", PASSWORD).unwrap();
+    let list = http(&d, "GET", "/console/runs", &s.cookie, "");
+    assert_eq!(list.status, 200);
+    let keys: Vec<String> = list
+        .body
+        .split("href=\"/console/runs/")
+        .skip(1)
+        .map(|p| p.split('"').next().unwrap().to_string())
+        .filter(|k| k.starts_with("lab"))
+        .collect();
+    assert_eq!(keys.len(), 2, "two runs wait: {}", list.body);
+    let run_page =
+        |key: &str, cookie: &str| http(&d, "GET", &format!("/console/runs/{key}"), cookie, "");
+    let page = run_page(&keys[0], &s.cookie);
+    assert!(
+        page.body.contains(">Sign and accept run</button>"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("QC-HIGH"));
+    let sha = {
+        let at = page.body.find("name=\"sha\" value=\"").unwrap() + 18;
+        page.body[at..].split('"').next().unwrap().to_string()
+    };
+    let post = |key: &str, cookie: &str, form: String| {
+        http(&d, "POST", &format!("/console/runs/{key}"), cookie, &form)
+    };
+    // Refused: no reason to reject, a wrong password, a stale hash, a viewer.
+    let r = post(
+        &keys[0],
+        &s.cookie,
+        format!(
+            "csrf={}&decision=reject&sha={sha}&password={}",
+            s.csrf,
+            enc(PASSWORD)
+        ),
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    let r = post(
+        &keys[0],
+        &s.cookie,
+        format!(
+            "csrf={}&decision=accept&sha={sha}&password=wrong-password",
+            s.csrf
+        ),
+    );
+    assert_eq!(r.status, 401, "{}", r.body);
+    let r = post(
+        &keys[0],
+        &s.cookie,
+        format!(
+            "csrf={}&decision=accept&sha=0000&password={}",
+            s.csrf,
+            enc(PASSWORD)
+        ),
+    );
+    assert_eq!(r.status, 409, "{}", r.body);
+    let v = sign_in(&d, "Viewer", VIEWER_PASSWORD).unwrap();
+    assert!(
+        !run_page(&keys[0], &v.cookie)
+            .body
+            .contains("Sign and accept run")
+    );
+    let r = post(
+        &keys[0],
+        &v.cookie,
+        format!(
+            "csrf={}&decision=accept&sha={sha}&password={}",
+            v.csrf,
+            enc(VIEWER_PASSWORD)
+        ),
+    );
+    assert_eq!(r.status, 403, "{}", r.body);
+    // Accepted with the signature: its specimen is ready for review.
+    let r = post(
+        &keys[0],
+        &s.cookie,
+        format!(
+            "csrf={}&decision=accept&sha={sha}&reason=QC+reviewed&password={}",
+            s.csrf,
+            enc(PASSWORD)
+        ),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("accepted"), "{}", r.body);
+    // The other rejected with a reason: its specimen needs a retest.
+    let page = run_page(&keys[1], &s.cookie);
+    let sha2 = {
+        let at = page.body.find("name=\"sha\" value=\"").unwrap() + 18;
+        page.body[at..].split('"').next().unwrap().to_string()
+    };
+    let r = post(
+        &keys[1],
+        &s.cookie,
+        format!(
+            "csrf={}&decision=reject&sha={sha2}&reason=calibrator+drift&password={}",
+            s.csrf,
+            enc(PASSWORD)
+        ),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("rejected"), "{}", r.body);
+    let states: Vec<String> = ["SPEC-R1", "SPEC-R2"]
+        .iter()
+        .map(|id| {
+            d.specimen(id).unwrap()["state"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert!(
+        states.contains(&"ready_for_review".to_string()),
+        "{states:?}"
+    );
+    assert!(states.iter().any(|s| s != "ready_for_review"), "{states:?}");
+    let page = run_page(&keys[1], &s.cookie);
+    assert!(page.body.contains("Rejected") && page.body.contains("calibrator drift"));
+    assert_eq!(d.term(), Some(0));
+    let entries = audit_entries(dir.path());
+    for key in &keys {
+        let key = key.replace("%3A", ":");
+        assert!(
+            entries
+                .iter()
+                .any(|e| e.action == "signature_given" && e.subject == key),
+            "no signature audited for {key}"
+        );
+    }
+    assert!(entries.iter().any(|e| e.action == "signature_refused"));
 }

@@ -260,13 +260,13 @@ pub async fn show(
             .into_iter()
             .flatten()
             .map(|q| {
-                let value = match &q["value"] {
-                    serde_json::Value::Object(m) => m
-                        .iter()
-                        .map(|(k, v)| format!("{} {}", k.replace('_', " "), text_of(v)))
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    other => text_of(other).replace('_', " "),
+                let v = &q["value"];
+                let value = match (v["is"].as_str(), &v["value"]) {
+                    (Some("number"), n) => text_of(n),
+                    (Some("identified"), serde_json::Value::Bool(true)) => "identified".into(),
+                    (Some("identified"), _) => "not identified".into(),
+                    (Some(other), _) => other.replace('_', " "),
+                    (None, _) => text_of(v),
                 };
                 vec![
                     Cell::text(text_of(&q["sample"])),
