@@ -1,7 +1,9 @@
 //! The admin interface: an HTTP API on a local address for operators, certifying scientists and
-//! monitoring. `/healthz`, `/readyz` and `/metrics` are open (no donor data there); everything
-//! under `/api/` needs a bearer token of a configured user, and every refusal is counted and
-//! logged without the token.
+//! monitoring, and the review console (`/console/`, see [`console`]) on the same listener, over
+//! TLS when `[admin.tls]` is set. `/healthz`, `/readyz` and `/metrics` are open (no donor data
+//! there); everything under `/api/` needs a bearer token of a configured user, and every refusal
+//! is counted and logged without the token. A viewer's answers never carry a donor identifier
+//! ([`redact`]); every read of donor data by another role is audited before it is answered.
 
 pub mod auth;
 pub mod client;
