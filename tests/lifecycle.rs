@@ -171,13 +171,18 @@ impl Lab {
 
     fn lims(&self, name: &str, xml: &[u8]) -> DocumentOutcome {
         self.rt
-            .block_on(apply(&self.custody, name, xml, 1 << 20))
+            .block_on(apply(
+                &self.custody,
+                name,
+                xml,
+                1 << 20,
+                &custodian::ingest::spool::lims_runs(Vec::new()),
+            ))
             .unwrap()
     }
 
     fn record(&self, id: &str) -> SpecimenRecord {
-        self.store
-            .get(Keyspace::Specimens, id.as_bytes())
+        custodian::custody::records::read_specimen(&self.store, id)
             .unwrap()
             .unwrap()
     }

@@ -172,6 +172,8 @@ fn v(
 
 const ACC: &str = "accession-example.xml";
 const BAT: &str = "confirmation-batch-example.xml";
+/// The example batch's `<qc>` element, whole.
+const BATCH_QC: &str = "  <qc>\n    <sample id=\"CAL-CONF\" role=\"calibrator\">\n      <result analyte=\"benzoylecgonine\" unit=\"ng/mL\">101.2</result>\n      <result analyte=\"morphine\" unit=\"ng/mL\">1984</result>\n      <result analyte=\"codeine\" unit=\"ng/mL\">2031</result>\n      <result analyte=\"6am\" unit=\"ng/mL\">9.8</result>\n    </sample>\n    <sample id=\"QC-NEG-C\" role=\"control\">\n      <result analyte=\"benzoylecgonine\" unit=\"ng/mL\">0</result>\n      <result analyte=\"morphine\" unit=\"ng/mL\">0</result>\n      <result analyte=\"codeine\" unit=\"ng/mL\">0</result>\n      <result analyte=\"6am\" unit=\"ng/mL\">0</result>\n    </sample>\n    <sample id=\"QC-POS-C\" role=\"control\">\n      <result analyte=\"benzoylecgonine\" unit=\"ng/mL\">124.7</result>\n      <result analyte=\"morphine\" unit=\"ng/mL\">2466</result>\n      <result analyte=\"codeine\" unit=\"ng/mL\">2512</result>\n      <result analyte=\"6am\" unit=\"ng/mL\">12.9</result>\n    </sample>\n  </qc>\n";
 const COR: &str = "correction-example.xml";
 const REQ: &str = "request-example.xml";
 
@@ -431,12 +433,63 @@ fn variants() -> Vec<Variant> {
         v("decimal 16 digits", BAT, ">162.5<", ">1234567890.123456<"),
         v("decimal empty", BAT, ">162.5<", "><"),
         // Attributes.
-        v("unit missing", BAT, " unit=\"ng/mL\">162.5", ">162.5"),
+        v(
+            "unit missing",
+            BAT,
+            " unit=\"ng/mL\" acceptable=\"true\">162.5",
+            " acceptable=\"true\">162.5",
+        ),
         v(
             "unit ug",
             BAT,
-            "unit=\"ng/mL\">162.5",
-            "unit=\"ug/mL\">162.5",
+            "unit=\"ng/mL\" acceptable=\"true\">162.5",
+            "unit=\"ug/mL\" acceptable=\"true\">162.5",
+        ),
+        // The run's QC and each result's acceptability.
+        v("batch qc absent", BAT, BATCH_QC, ""),
+        v(
+            "batch qc unknown element",
+            BAT,
+            "  <qc>\n",
+            "  <qc-removed>\n",
+        ),
+        v(
+            "batch qc role unknown",
+            BAT,
+            "role=\"calibrator\"",
+            "role=\"blank\"",
+        ),
+        v("batch qc role missing", BAT, " role=\"calibrator\"", ""),
+        v(
+            "batch qc sample twice",
+            BAT,
+            "<sample id=\"QC-NEG-C\"",
+            "<sample id=\"CAL-CONF\"",
+        ),
+        v("batch qc empty", BAT, BATCH_QC, "  <qc>\n  </qc>\n"),
+        v(
+            "batch qc result acceptable",
+            BAT,
+            "unit=\"ng/mL\">101.2",
+            "unit=\"ng/mL\" acceptable=\"true\">101.2",
+        ),
+        v(
+            "batch qc after specimens",
+            BAT,
+            "  <qc>\n",
+            "  <specimen id=\"Z1\"><result analyte=\"thca\" unit=\"ng/mL\">1</result></specimen>\n  <qc>\n",
+        ),
+        v(
+            "acceptable 1",
+            BAT,
+            "acceptable=\"true\">162.5",
+            "acceptable=\"1\">162.5",
+        ),
+        v(
+            "acceptable yes",
+            BAT,
+            "acceptable=\"true\">162.5",
+            "acceptable=\"yes\">162.5",
         ),
         v("bottle C", BAT, "bottle=\"B\"", "bottle=\"C\""),
         v("bottle padded", BAT, "bottle=\"B\"", "bottle=\" B \""),

@@ -35,8 +35,8 @@ fn rewrite_config(config: &Path, text: &str) {
     std::fs::rename(&tmp, config).unwrap();
 }
 
-/// The running configuration with the scientist's token rotated and the CREA2 code added to the
-/// (last, only) analyzer's mapping.
+/// The running configuration with the scientist's token rotated and the CREA2 code (with its QC
+/// rule) added to the (last, only) analyzer's mapping.
 fn changed_config(original: &str) -> String {
     let old = format!("token_sha256 = \"{}\"", hash(TOKEN));
     assert!(original.contains(&old));

@@ -857,3 +857,134 @@ fn a_control_sample_never_appears_as_a_specimen() {
     let (_, q) = d.get("/api/quarantine?source=analyzer:lab", Some(TOKEN));
     assert!(q.contains("never guessed"), "{q}");
 }
+
+/// The LIMS's QC rules for benzoylecgonine and morphine batches.
+const LIMS_QC: &str = r#"qc = [
+  { code = "benzoylecgonine", sample = "CAL-CONF", level = "cutoff", role = "calibrator", expect = "within", value = 100, tolerance_percent = 20 },
+  { code = "benzoylecgonine", sample = "QC-NEG-C", level = "negative", expect = "below", value = 100 },
+  { code = "benzoylecgonine", sample = "QC-POS-C", level = "125%", expect = "within", value = 125, tolerance_percent = 20 },
+]"#;
+
+/// A batch for `id` (benzoylecgonine `value`, `acceptable` as given) with its QC; the
+/// positive control reads `pos`.
+fn batch_xml(batch: &str, id: &str, value: &str, acceptable: &str, pos: &str) -> Vec<u8> {
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<confirmation-batch xmlns="urn:custodian:lims:1">
+  <batch-id>{batch}</batch-id>
+  <instrument>LC-MS/MS 1</instrument>
+  <run-at>2026-11-23T14:05:00Z</run-at>
+  <qc>
+    <sample id="CAL-CONF" role="calibrator"><result analyte="benzoylecgonine" unit="ng/mL">98</result></sample>
+    <sample id="QC-NEG-C" role="control"><result analyte="benzoylecgonine" unit="ng/mL">0</result></sample>
+    <sample id="QC-POS-C" role="control"><result analyte="benzoylecgonine" unit="ng/mL">{pos}</result></sample>
+  </qc>
+  <specimen id="{id}">
+    <result analyte="benzoylecgonine" unit="ng/mL"{acceptable}>{value}</result>
+  </specimen>
+</confirmation-batch>
+"#
+    )
+    .into_bytes()
+}
+
+/// A LIMS confirmation batch is a run carrying its QC: evaluated on arrival, never accepted
+/// automatically; accepted by name its flagged results count; a batch whose control failed
+/// cannot be accepted; an unflagged result never counts.
+#[test]
+fn a_lims_confirmation_batch_is_a_run_with_its_qc() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), &analyzer("lab"));
+    // The LIMS's QC rules go into [lims].
+    let cfg = dir.path().join("custodian.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "poll_interval_ms = 50\n",
+        &format!("poll_interval_ms = 50\n{LIMS_QC}\n"),
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let d = Daemon::start(dir.path());
+    let positive_screen = |id: &str| {
+        d.drop_lims(&format!("acc-{id}.xml"), &accession_xml_clean(id))
+            .unwrap();
+        aa(
+            &d,
+            "lab",
+            &oru(
+                &format!("{id}-S"),
+                id,
+                &[
+                    ("THC50", "0", "ng/mL"),
+                    ("COC300", "900", "ng/mL"),
+                    ("OPI2000", "0", "ng/mL"),
+                    ("AMP1000", "0", "ng/mL"),
+                    ("PCP25", "0", "ng/mL"),
+                    ("CREA", "90", "mg/dL"),
+                    ("PH", "6.2", "pH"),
+                    ("NIT", "100", "mcg/mL"),
+                ],
+            ),
+        );
+    };
+    for id in ["LB-1", "LB-2", "LB-3"] {
+        positive_screen(id);
+    }
+    close_run(&d, "lab");
+    assert_eq!(state(&d, "LB-1"), "confirming");
+
+    d.drop_lims(
+        "batch-1.xml",
+        &batch_xml("LC-0001", "LB-1", "480", " acceptable=\"true\"", "126"),
+    )
+    .unwrap();
+    let run = run_json(&d, "lims:LC-0001");
+    assert_eq!(run["state"], "pending", "{run}");
+    assert_eq!(run["delimited_by"], "batch");
+    assert_eq!(run["evaluation"]["outcome"], "passed", "{run}");
+    assert_eq!(run["qc"].as_array().unwrap().len(), 3);
+    assert!(d.specimen("CAL-CONF").is_none(), "a control is no specimen");
+    assert_eq!(state(&d, "LB-1"), "confirming", "waits for the reviewer");
+    cli_ok(
+        &d,
+        &["runs", "accept", "lims:LC-0001", "--reason", "QC reviewed"],
+    );
+    assert_eq!(state(&d, "LB-1"), "ready_for_review");
+    assert_eq!(results(&d, "LB-1"), serde_json::json!(["positive"]));
+
+    // The positive control reads 160 against 125 +-20 %: failed, never accepted.
+    d.drop_lims(
+        "batch-2.xml",
+        &batch_xml("LC-0002", "LB-2", "480", " acceptable=\"true\"", "160"),
+    )
+    .unwrap();
+    let run = run_json(&d, "lims:LC-0002");
+    assert_eq!(run["evaluation"]["outcome"], "failed", "{run}");
+    let out = d.cli(&["runs", "accept", "lims:LC-0002"]);
+    assert!(!out.status.success());
+    assert_eq!(state(&d, "LB-2"), "confirming");
+
+    // No acceptability flag: the run is accepted, the result still does not count.
+    d.drop_lims(
+        "batch-3.xml",
+        &batch_xml("LC-0003", "LB-3", "480", "", "126"),
+    )
+    .unwrap();
+    cli_ok(&d, &["runs", "accept", "lims:LC-0003"]);
+    let rec = d.specimen("LB-3").unwrap();
+    assert_eq!(rec["state"], "confirming", "{rec}");
+    assert!(
+        rec["result_history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["why_not"] == "confirmation without the instrument's acceptability flag"),
+        "{rec}"
+    );
+    // A batch id names one run.
+    let why = d
+        .drop_lims(
+            "batch-1b.xml",
+            &batch_xml("LC-0001", "LB-3", "481", " acceptable=\"true\"", "126"),
+        )
+        .unwrap_err();
+    assert!(why.contains("already received"), "{why}");
+}

@@ -366,6 +366,10 @@ pub struct Lims {
     /// Largest document accepted, in bytes.
     #[serde(default = "default_max_document")]
     pub max_document_bytes: usize,
+    /// The QC rules of the LIMS's confirmation batches (each batch is a run): per analyte
+    /// (`code` = the analyte key), sample, level and expectation, each citing its source.
+    #[serde(default)]
+    pub qc: Vec<crate::domain::runs::QcRule>,
 }
 
 fn default_poll() -> u64 {
@@ -1343,6 +1347,29 @@ fn validate_analyzers(cfg: &Config, profiles: &ProfileSet, problems: &mut Vec<Pr
     }
     if cfg.lims.max_document_bytes < 1024 {
         problems.push(problem("lims.max_document_bytes", "must be at least 1024"));
+    }
+    for (i, q) in cfg.lims.qc.iter().enumerate() {
+        for (k, p) in q.problems() {
+            problems.push(problem(format!("lims.qc[{i}].{k}"), p));
+        }
+        if !profiles.is_empty() && !profiles.iter().any(|p| p.analyte(&q.code).is_some()) {
+            problems.push(problem(
+                format!("lims.qc[{i}].code"),
+                format!(
+                    "`{}` is not an analyte of any loaded edition (a batch's QC names its analytes)",
+                    q.code
+                ),
+            ));
+        }
+        if let Some(j) = cfg.lims.qc[..i]
+            .iter()
+            .position(|o| o.code == q.code && o.sample == q.sample)
+        {
+            problems.push(problem(
+                format!("lims.qc[{i}]"),
+                format!("the same code and sample as lims.qc[{j}]"),
+            ));
+        }
     }
     let a = &cfg.admin;
     if a.max_connections == 0 {

@@ -16,10 +16,9 @@ pub struct ConsoleStore {
 }
 
 impl ConsoleData for ConsoleStore {
+    /// The record with its results (kept in keys of their own).
     fn record(&self, id: &str) -> Result<Option<SpecimenRecord>, String> {
-        self.store
-            .get(Keyspace::Specimens, id.as_bytes())
-            .map_err(|e| e.to_string())
+        crate::custody::records::read_specimen(&self.store, id).map_err(|e| e.to_string())
     }
 
     fn in_state(&self, state: State) -> Result<Vec<SpecimenRecord>, String> {

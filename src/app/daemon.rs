@@ -308,6 +308,17 @@ impl Wiring {
         if let Some(f) = hooks.on_store_open {
             f(&store);
         }
+        // A store of the previous format moves its specimens' results into keys of their own,
+        // in place, before anything else touches it.
+        let moved = crate::custody::records::migrate_layout(&store, SystemClock.now_ms())
+            .map_err(|e| format!("store: migrating the record layout: {e}"))?;
+        if moved > 0 {
+            info!(
+                component = "daemon",
+                records = moved,
+                "store migrated in place: each specimen's results now in keys of their own"
+            );
+        }
         let committer = GroupCommitter::start(
             store.clone(),
             GroupConfig {
@@ -674,6 +685,7 @@ impl Wiring {
         let settings = SpoolSettings {
             poll_interval: Duration::from_millis(cfg.lims.poll_interval_ms),
             max_document_bytes: cfg.lims.max_document_bytes,
+            runs: spool::lims_runs(cfg.lims.qc.clone()),
         };
         self.tasks
             .spawn(async move { spool::run(spool, custody, settings, token).await });
@@ -1240,9 +1252,7 @@ impl admin::ReviewApi for ReviewService {
     }
 
     fn item(&self, specimen_id: &str) -> Result<Option<serde_json::Value>, String> {
-        let rec: Option<SpecimenRecord> = self
-            .store()
-            .get(Keyspace::Specimens, specimen_id.as_bytes())
+        let rec = crate::custody::records::read_specimen(self.store(), specimen_id)
             .map_err(|e| e.to_string())?;
         Ok(rec.map(|r| {
             crate::custody::release::review_item(
@@ -1392,9 +1402,7 @@ struct RequestBody {
 
 impl LifecycleService {
     fn record(&self, specimen_id: &str) -> Result<Option<SpecimenRecord>, String> {
-        self.committer
-            .store()
-            .get(Keyspace::Specimens, specimen_id.as_bytes())
+        crate::custody::records::read_specimen(self.committer.store(), specimen_id)
             .map_err(|e| e.to_string())
     }
 }
@@ -1787,10 +1795,8 @@ struct StoreApi {
 
 impl Api for StoreApi {
     fn specimen(&self, id: &str) -> Result<Option<serde_json::Value>, String> {
-        let rec: Option<SpecimenRecord> = self
-            .store
-            .get(Keyspace::Specimens, id.as_bytes())
-            .map_err(|e| e.to_string())?;
+        let rec =
+            crate::custody::records::read_specimen(&self.store, id).map_err(|e| e.to_string())?;
         Ok(rec.map(|r| specimen_json(&r)))
     }
 

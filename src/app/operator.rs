@@ -5,8 +5,8 @@
 use crate::admin::client;
 use crate::app::config;
 use crate::app::daemon::{RuntimeInfo, audit_json, runtime_file, specimen_json};
-use crate::domain::specimen::{SpecimenRecord, State};
-use crate::store::{Keyspace, Store};
+use crate::domain::specimen::State;
+use crate::store::Store;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -118,9 +118,7 @@ fn alive(pid: u32) -> bool {
 }
 
 pub fn show_specimen(store: &Store, id: &str) -> Result<Answer, String> {
-    let rec: Option<SpecimenRecord> = store
-        .get(Keyspace::Specimens, id.as_bytes())
-        .map_err(|e| e.to_string())?;
+    let rec = crate::custody::records::read_specimen(store, id).map_err(|e| e.to_string())?;
     match rec {
         Some(r) => Ok(Answer {
             json: specimen_json(&r),

@@ -447,9 +447,7 @@ impl Custody {
             .committer
             .submit(
                 move |tx: &mut Tx<'_>| -> Result<&'static str, Abort<ChangeErrorOrUnknown>> {
-                    let Some(mut rec) =
-                        tx.get::<SpecimenRecord>(Keyspace::Specimens, id.as_bytes())?
-                    else {
+                    let Some(mut rec) = crate::custody::records::get_specimen(tx, &id)? else {
                         return Err(Abort::Domain(ChangeErrorOrUnknown::UnknownSpecimen));
                     };
                     let before = Indexed::of(&rec);
@@ -555,7 +553,7 @@ impl Custody {
                     let mut touched = Vec::new();
                     for (specimen_id, change, may_create) in &changes {
                         let existing: Option<SpecimenRecord> =
-                            tx.get(Keyspace::Specimens, specimen_id.as_bytes())?;
+                            crate::custody::records::get_specimen(tx, specimen_id)?;
                         let (mut rec, before) = match existing {
                             Some(r) => {
                                 let b = Indexed::of(&r);

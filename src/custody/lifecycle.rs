@@ -339,7 +339,7 @@ fn fire(
         due_at_ms: due_at,
         applied: false,
     };
-    let Some(mut rec) = tx.get::<SpecimenRecord>(Keyspace::Specimens, id.as_bytes())? else {
+    let Some(mut rec) = crate::custody::records::get_specimen(tx, id)? else {
         return Ok(Some(fired));
     };
     let before = Indexed::of(&rec);
@@ -454,9 +454,8 @@ pub fn discardable(
         .ids_in_state(DISCARDABLE_INDEX)
         .map_err(|e| e.to_string())?
     {
-        let Some(rec) = store
-            .get::<SpecimenRecord>(Keyspace::Specimens, id.as_bytes())
-            .map_err(|e| e.to_string())?
+        let Some(rec) =
+            crate::custody::records::read_specimen(store, &id).map_err(|e| e.to_string())?
         else {
             continue;
         };
@@ -540,7 +539,7 @@ pub async fn release_primary_retest(
                 let Some(desk) = &s.notices else {
                     return Err(refused("this daemon sends no reports to MROs"));
                 };
-                let Some(mut rec) = tx.get::<SpecimenRecord>(Keyspace::Specimens, id.as_bytes())?
+                let Some(mut rec) = crate::custody::records::get_specimen(tx, &id)?
                 else {
                     return Err(Abort::Domain(LifecycleError::UnknownSpecimen));
                 };
@@ -809,7 +808,7 @@ fn request_tx(
     };
     let mut notify = None;
     let id = req.specimen_id.as_str();
-    let Some(mut rec) = tx.get::<SpecimenRecord>(Keyspace::Specimens, id.as_bytes())? else {
+    let Some(mut rec) = crate::custody::records::get_specimen(tx, id)? else {
         return Err(Abort::Domain(LifecycleError::UnknownSpecimen));
     };
     if rec.accession.is_none() {
@@ -1168,8 +1167,7 @@ pub async fn confirm_discard(
     let r = committer
         .submit(
             move |tx: &mut Tx<'_>| -> Result<serde_json::Value, Abort<LifecycleError>> {
-                let Some(mut rec) = tx.get::<SpecimenRecord>(Keyspace::Specimens, id.as_bytes())?
-                else {
+                let Some(mut rec) = crate::custody::records::get_specimen(tx, &id)? else {
                     return Err(Abort::Domain(LifecycleError::UnknownSpecimen));
                 };
                 let before = Indexed::of(&rec);

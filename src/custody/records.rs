@@ -4,10 +4,21 @@
 //! scheduled) and its entry in the discardable list, all in the caller's transaction and all
 //! derived from the record as it was ([`Indexed`], taken before the change) and as it is now.
 //! Callers change the record; none of them touches an index.
+//!
+//! **Layout (store format 2).** A specimen's results live in keys of their own
+//! (`results`: specimen ID + batch number), appended per arrival: a message adds one small key
+//! and the record is written without them, so a specimen with 40 messages does not rewrite 40
+//! messages' results on each. [`get_specimen`] and [`read_specimen`] put them back; a record
+//! read otherwise refuses to be judged (`ChangeError::ResultsNotLoaded`). A record of format 1
+//! (results inline) is read as it is and moves its results into keys at its next write;
+//! [`migrate_layout`] moves every one at the first start, then records format 2.
 
 use crate::domain::lifecycle::ClockKind;
+use crate::domain::results::{RESULT_BATCH_VERSION, ResultBatch};
 use crate::domain::specimen::{SpecimenRecord, State};
-use crate::store::{Keyspace, Tx, TxError, due_key, state_key};
+use crate::store::{
+    AuditEntry, Keyspace, Store, StoreError, Tx, TxError, due_key, result_batch_key, state_key,
+};
 use serde::{Deserialize, Serialize};
 
 /// The pseudo-state under which the `by_state` index lists specimens with something the
@@ -126,8 +137,197 @@ pub fn put_specimen(
             tx.remove(Keyspace::ByState, &index)?;
         }
     }
-    tx.put(Keyspace::Specimens, id.as_bytes(), rec)?;
+    let stored = stored_form(tx, rec)?;
+    tx.put(Keyspace::Specimens, id.as_bytes(), &stored)?;
     Ok(())
+}
+
+/// The record as stored: its new results appended as one batch under their own key, the record
+/// itself without them (a format-1 record moves all of its results into the first batch).
+fn stored_form(tx: &mut Tx<'_>, rec: &SpecimenRecord) -> Result<SpecimenRecord, TxError> {
+    let mut keys = rec.result_keys.unwrap_or_default();
+    let count = keys.count as usize;
+    // Read without its results (the record never reaches this with fewer unless a caller read
+    // it raw): the stored batches stand, none is added.
+    if rec.results.len() > count {
+        let batch = ResultBatch {
+            version: RESULT_BATCH_VERSION,
+            first: keys.count,
+            results: rec.results[count..].to_vec(),
+        };
+        tx.put(
+            Keyspace::Results,
+            &result_batch_key(&rec.specimen_id, keys.batches),
+            &batch,
+        )?;
+        keys.batches += 1;
+        keys.count = rec.results.len() as u32;
+    }
+    let mut stored = rec.clone();
+    stored.results = Vec::new();
+    stored.result_keys = Some(keys);
+    Ok(stored)
+}
+
+/// Fills a record's results from its batches (a format-1 record has them inline).
+fn with_results(
+    mut rec: SpecimenRecord,
+    mut batch: impl FnMut(u32) -> Result<Option<ResultBatch>, StoreError>,
+) -> Result<SpecimenRecord, StoreError> {
+    let Some(keys) = rec.result_keys else {
+        return Ok(rec);
+    };
+    let mut results = Vec::with_capacity(keys.count as usize);
+    for n in 0..keys.batches {
+        let Some(b) = batch(n)? else {
+            return Err(StoreError::Invalid(format!(
+                "result batch {n} of a specimen record is missing"
+            )));
+        };
+        results.extend(b.results);
+    }
+    if results.len() != keys.count as usize {
+        return Err(StoreError::Invalid(
+            "a specimen record's result batches do not hold its result count".into(),
+        ));
+    }
+    rec.results = results;
+    Ok(rec)
+}
+
+/// A specimen record with its results, in a transaction.
+pub fn get_specimen(
+    tx: &Tx<'_>,
+    specimen_id: impl AsRef<str>,
+) -> Result<Option<SpecimenRecord>, TxError> {
+    let specimen_id = specimen_id.as_ref();
+    let Some(rec) = tx.get::<SpecimenRecord>(Keyspace::Specimens, specimen_id.as_bytes())? else {
+        return Ok(None);
+    };
+    let mut failed = None;
+    let filled = with_results(rec, |n| {
+        match tx.get::<ResultBatch>(Keyspace::Results, &result_batch_key(specimen_id, n)) {
+            Ok(b) => Ok(b),
+            Err(e) => {
+                let text = e.to_string();
+                failed = Some(e);
+                Err(StoreError::Invalid(text))
+            }
+        }
+    });
+    match (filled, failed) {
+        (_, Some(e)) => Err(e),
+        (Ok(r), None) => Ok(Some(r)),
+        (Err(e), None) => Err(TxError::from(e)),
+    }
+}
+
+/// A specimen record with its results, read from the store (outside a transaction).
+pub fn read_specimen(
+    store: &Store,
+    specimen_id: &str,
+) -> Result<Option<SpecimenRecord>, StoreError> {
+    let Some(rec) = store.get::<SpecimenRecord>(Keyspace::Specimens, specimen_id.as_bytes())?
+    else {
+        return Ok(None);
+    };
+    with_results(rec, |n| {
+        store.get::<ResultBatch>(Keyspace::Results, &result_batch_key(specimen_id, n))
+    })
+    .map(Some)
+}
+
+/// How many specimen records one migration transaction moves.
+const MIGRATION_CHUNK: usize = 256;
+
+/// Migrates a store of format 1 (results inside each specimen record) in place: every record's
+/// results move into keys of their own (as JSON: fields this build does not know are kept),
+/// chunk by chunk (a crash mid-way resumes at the next
+/// start: a moved record is skipped), then one transaction records format 2 with an audit entry
+/// (`store_migrated`, the number of records moved). Each step is made durable. Returns the
+/// number of records moved (0 for a store already of format 2).
+pub fn migrate_layout(store: &Store, now_ms: u64) -> Result<usize, StoreError> {
+    if store.format_version()? != crate::store::MIGRATES_FROM {
+        return Ok(0);
+    }
+    // Records are moved as JSON, so nothing of a record this build does not know is lost.
+    let mut ids = Vec::new();
+    for item in store.iter::<serde_json::Value>(Keyspace::Specimens) {
+        let (key, rec) = item?;
+        if rec.get("result_keys").is_none() {
+            ids.push(String::from_utf8_lossy(&key).into_owned());
+        }
+    }
+    for chunk in ids.chunks(MIGRATION_CHUNK) {
+        store
+            .transact(|tx| -> Result<(), crate::store::Abort<()>> {
+                for id in chunk {
+                    let Some(mut rec) =
+                        tx.get::<serde_json::Value>(Keyspace::Specimens, id.as_bytes())?
+                    else {
+                        continue;
+                    };
+                    let Some(obj) = rec.as_object_mut() else {
+                        continue;
+                    };
+                    if obj.contains_key("result_keys") {
+                        continue;
+                    }
+                    let results = match obj.remove("results") {
+                        Some(serde_json::Value::Array(a)) => a,
+                        _ => Vec::new(),
+                    };
+                    let count = results.len() as u32;
+                    let batches = u32::from(!results.is_empty());
+                    if !results.is_empty() {
+                        tx.put(
+                            Keyspace::Results,
+                            &result_batch_key(id, 0),
+                            &serde_json::json!({
+                                "version": RESULT_BATCH_VERSION,
+                                "first": 0,
+                                "results": results,
+                            }),
+                        )?;
+                    }
+                    obj.insert(
+                        "result_keys".into(),
+                        serde_json::json!({"batches": batches, "count": count}),
+                    );
+                    tx.put(Keyspace::Specimens, id.as_bytes(), &rec)?;
+                }
+                Ok(())
+            })
+            .map_err(|e| match e {
+                crate::store::TransactError::Store(s) => s,
+                crate::store::TransactError::Aborted(()) => {
+                    StoreError::Invalid("migration aborted".into())
+                }
+            })?;
+        store.flush_durable()?;
+    }
+    let moved = ids.len();
+    store
+        .transact(|tx| -> Result<(), crate::store::Abort<()>> {
+            tx.audit(
+                AuditEntry::new(now_ms, "custodian", "store_migrated", "store")
+                    .before(format!("format {}", crate::store::MIGRATES_FROM))
+                    .after(format!(
+                        "format {}; {moved} specimen record(s): results in keys of their own",
+                        crate::store::FORMAT_VERSION
+                    )),
+            )?;
+            tx.set_format_version(crate::store::FORMAT_VERSION)?;
+            Ok(())
+        })
+        .map_err(|e| match e {
+            crate::store::TransactError::Store(s) => s,
+            crate::store::TransactError::Aborted(()) => {
+                StoreError::Invalid("migration aborted".into())
+            }
+        })?;
+    store.flush_durable()?;
+    Ok(moved)
 }
 
 #[cfg(test)]
@@ -135,6 +335,7 @@ mod tests {
     use super::*;
     use crate::domain::calendar::{CorrectionWindow, Date};
     use crate::domain::lifecycle::CorrectionClock;
+    use crate::domain::results::ResultKeys;
     use crate::store::{Abort, Store};
 
     fn write(store: &Store, before: Option<Indexed>, rec: &SpecimenRecord) {
@@ -211,7 +412,123 @@ mod tests {
         write(&store, Some(before), &rec);
         assert!(store.ids_in_state(DISCARDABLE_INDEX).unwrap().is_empty());
         assert_eq!(due(&store), [(2000, "retention:S-1".to_string())]);
-        let stored: SpecimenRecord = store.get(Keyspace::Specimens, b"S-1").unwrap().unwrap();
+        let mut stored = read_specimen(&store, "S-1").unwrap().unwrap();
+        assert_eq!(stored.result_keys, Some(ResultKeys::default()));
+        stored.result_keys = None;
         assert_eq!(stored, rec);
+    }
+
+    fn entry(target: &str, at: u64) -> crate::domain::specimen::ResultEntry {
+        crate::domain::specimen::ResultEntry {
+            target: target.into(),
+            received_at_ms: at,
+            ..Default::default()
+        }
+    }
+
+    /// Results are appended per arrival under keys of their own; the record is written
+    /// without them, and read back whole. A record read raw refuses to be judged.
+    #[test]
+    fn results_are_appended_in_their_own_keys() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::open(&d.path().join("s")).unwrap();
+        let mut rec = SpecimenRecord::new("S-2", 1);
+        rec.results.push(entry("cocaine", 1));
+        write(&store, None, &rec);
+        let stored = read_specimen(&store, "S-2").unwrap().unwrap();
+        assert_eq!(stored.results.len(), 1);
+        let before = Indexed::of(&stored);
+        let mut rec = stored;
+        rec.results.push(entry("pcp", 2));
+        rec.results.push(entry("thca", 2));
+        write(&store, Some(before), &rec);
+        assert_eq!(store.count(Keyspace::Results), 2, "one key per arrival");
+        let raw: SpecimenRecord = store.get(Keyspace::Specimens, b"S-2").unwrap().unwrap();
+        assert!(
+            raw.results.is_empty(),
+            "the record is stored without its results"
+        );
+        assert_eq!(
+            raw.result_keys,
+            Some(ResultKeys {
+                batches: 2,
+                count: 3
+            })
+        );
+        let read = read_specimen(&store, "S-2").unwrap().unwrap();
+        let targets: Vec<&str> = read.results.iter().map(|r| r.target.as_str()).collect();
+        assert_eq!(targets, ["cocaine", "pcp", "thca"]);
+        // Written again without new results: no batch is added; read raw: never judged.
+        let before = Indexed::of(&read);
+        write(&store, Some(before), &read);
+        assert_eq!(store.count(Keyspace::Results), 2);
+        let mut raw = raw;
+        let p = crate::domain::rules::ProfileSet::new();
+        assert_eq!(
+            raw.reevaluate(&p, "part40-2001"),
+            Err(crate::domain::specimen::ChangeError::ResultsNotLoaded)
+        );
+    }
+
+    /// A format-1 store: records carry their results inline. The migration moves them into
+    /// keys, records format 2 with an audit entry, and the audit chain verifies before and
+    /// after; a second run moves nothing.
+    #[test]
+    fn a_format_1_store_is_migrated_in_place() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::open(&d.path().join("s")).unwrap();
+        store
+            .transact(|tx| -> Result<(), crate::store::Abort<()>> {
+                for i in 0..300 {
+                    let mut rec = SpecimenRecord::new(&format!("S-{i:03}"), 1);
+                    rec.results.push(entry("cocaine", 1));
+                    rec.results.push(entry("pcp", 1));
+                    // A format-1 record: results inline, no result keys.
+                    tx.put(Keyspace::Specimens, rec.specimen_id.as_bytes(), &rec)?;
+                    tx.audit(AuditEntry::new(
+                        1,
+                        "lims",
+                        "accessioned",
+                        rec.specimen_id.as_str(),
+                    ))?;
+                }
+                // A field this build does not know (written by a newer one) survives.
+                let mut other = serde_json::to_value(SpecimenRecord::new("S-999", 1)).unwrap();
+                other["results"] = serde_json::to_value(vec![entry("thca", 1)]).unwrap();
+                other["from_another_build"] = serde_json::json!({"kept": true});
+                tx.put(Keyspace::Specimens, b"S-999", &other)?;
+                tx.set_format_version(crate::store::MIGRATES_FROM)?;
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(store.verify_audit().unwrap().entries, 300);
+        assert_eq!(migrate_layout(&store, 5).unwrap(), 301);
+        assert_eq!(
+            store.format_version().unwrap(),
+            crate::store::FORMAT_VERSION
+        );
+        assert_eq!(store.verify_audit().unwrap().entries, 301);
+        assert_eq!(store.count(Keyspace::Results), 301);
+        let kept: serde_json::Value = store.get(Keyspace::Specimens, b"S-999").unwrap().unwrap();
+        assert_eq!(kept["from_another_build"]["kept"], true, "{kept}");
+        assert!(kept.get("results").is_none());
+        assert_eq!(
+            read_specimen(&store, "S-999")
+                .unwrap()
+                .unwrap()
+                .results
+                .len(),
+            1
+        );
+        let raw: serde_json::Value = store.get(Keyspace::Specimens, b"S-007").unwrap().unwrap();
+        assert_eq!(
+            raw["result_keys"],
+            serde_json::json!({"batches": 1, "count": 2})
+        );
+        let raw: SpecimenRecord = store.get(Keyspace::Specimens, b"S-042").unwrap().unwrap();
+        assert!(raw.results.is_empty());
+        let read = read_specimen(&store, "S-042").unwrap().unwrap();
+        assert_eq!(read.results.len(), 2);
+        assert_eq!(migrate_layout(&store, 6).unwrap(), 0, "done once");
     }
 }

@@ -166,9 +166,7 @@ impl Releaser {
                 move |tx: &mut Tx<'_>| -> Result<Vec<Released>, Abort<ReleaseError>> {
                     let mut out = Vec::new();
                     for (n, id) in ids.iter().enumerate() {
-                        let Some(mut rec) =
-                            tx.get::<SpecimenRecord>(Keyspace::Specimens, id.as_bytes())?
-                        else {
+                        let Some(mut rec) = crate::custody::records::get_specimen(tx, id)? else {
                             return Err(Abort::Domain(ReleaseError::UnknownSpecimen));
                         };
                         let before = Indexed::of(&rec);
@@ -327,9 +325,7 @@ impl Releaser {
                         return Err(Abort::Domain(ReleaseError::Superseded(next.clone())));
                     }
                     let id = old.specimen_id.clone();
-                    let Some(mut rec) =
-                        tx.get::<SpecimenRecord>(Keyspace::Specimens, id.as_bytes())?
-                    else {
+                    let Some(mut rec) = crate::custody::records::get_specimen(tx, &id)? else {
                         return Err(Abort::Domain(ReleaseError::UnknownSpecimen));
                     };
                     let before = Indexed::of(&rec);
@@ -493,8 +489,7 @@ impl Releaser {
         let r = self
             .committer
             .submit(move |tx: &mut Tx<'_>| -> Result<(), Abort<ReleaseError>> {
-                let Some(mut rec) = tx.get::<SpecimenRecord>(Keyspace::Specimens, id.as_bytes())?
-                else {
+                let Some(mut rec) = crate::custody::records::get_specimen(tx, &id)? else {
                     return Err(Abort::Domain(ReleaseError::UnknownSpecimen));
                 };
                 if rec.state != State::ReadyForReview {
@@ -640,8 +635,7 @@ impl Releaser {
         release: &report::Release,
     ) -> Result<Option<PreparedCopy>, ReleaseError> {
         let store = self.committer.store();
-        let Ok(Some(mut rec)) = store.get::<SpecimenRecord>(Keyspace::Specimens, id.as_bytes())
-        else {
+        let Ok(Some(mut rec)) = crate::custody::records::read_specimen(store, id) else {
             return Ok(None);
         };
         let as_prepared = rec.updated_at_ms;

@@ -107,6 +107,8 @@ pub enum Refusal {
     UnknownSpecimen,
     #[error("this source has no run configuration ([analyzer.mapping.runs])")]
     NoRunSettings,
+    #[error("run {0} was already received: a batch id names one run")]
+    BatchSeen(String),
 }
 
 /// Why a runs operation did not complete.
@@ -255,8 +257,7 @@ pub async fn message(
             let placed_in: String;
             match &*sample {
                 Sample::Qc { sample_id, results } => {
-                    if let Some(rec) =
-                        tx.get::<SpecimenRecord>(Keyspace::Specimens, sample_id.as_bytes())?
+                    if let Some(rec) = crate::custody::records::get_specimen(tx, sample_id)?
                         && rec.accession.is_some()
                     {
                         return refuse(Refusal::QcSampleIsSpecimen);
@@ -400,7 +401,7 @@ pub async fn message(
                     }
                     let status = touched.run(i).status();
                     let existing: Option<SpecimenRecord> =
-                        tx.get(Keyspace::Specimens, specimen_id.as_bytes())?;
+                        crate::custody::records::get_specimen(tx, specimen_id)?;
                     let (mut rec, before) = match existing {
                         Some(r) => {
                             let b = Indexed::of(&r);
@@ -501,6 +502,137 @@ pub async fn message(
     r.map_err(RunsError::from)
 }
 
+/// A LIMS confirmation batch: one document, one run (`lims:<batch id>`), its QC in the
+/// document. Every specimen's results join the run, the run closes at once (its QC is all
+/// there) and is evaluated; a confirmation run waits for a certifying scientist by name. All or
+/// nothing; the same document again is a duplicate.
+pub async fn batch(
+    custody: &Custody,
+    settings: &RunSettings,
+    document: &str,
+    raw: Vec<u8>,
+    batch_id: &str,
+    specimens: Vec<(String, Vec<ResultEntry>)>,
+    qc: Vec<QcResult>,
+) -> Result<Placed, RunsError> {
+    let now = custody.now_ms();
+    let lifecycle = custody.lifecycle().clone();
+    let profiles = lifecycle.profiles.clone();
+    let default = custody.default_profile().to_string();
+    let settings = settings.clone();
+    let reference = crate::custody::document_key(document, &raw);
+    let batch_id = batch_id.to_string();
+    let raw = Arc::new(raw);
+    let specimens = Arc::new(specimens);
+    let qc = Arc::new(qc);
+    let r = custody
+        .committer()
+        .submit(move |tx: &mut Tx<'_>| -> Result<Placed, Abort<Refusal>> {
+            let dkey = dedupe_key(&settings.source, &reference)?;
+            if let Some(seen) = tx.get::<DedupeMark>(Keyspace::Dedupe, &dkey)? {
+                if seen.fingerprint == reference {
+                    return Ok(Placed::Duplicate);
+                }
+                return refuse(Refusal::ReusedControlId);
+            }
+            let key = run_key(&settings.source, &batch_id);
+            if get_run(tx, &key)?.is_some() {
+                return refuse(Refusal::BatchSeen(key));
+            }
+            for q in qc.iter() {
+                if let Some(rec) = crate::custody::records::get_specimen(tx, &q.sample)?
+                    && rec.accession.is_some()
+                {
+                    return refuse(Refusal::QcSampleIsSpecimen);
+                }
+            }
+            let mut run = RunRecord::open(
+                &settings.source,
+                &batch_id,
+                settings.kind,
+                Delimiting::Batch,
+                settings.rules.clone(),
+                settings.auto_accept,
+                now,
+            );
+            let actor = "lims".to_string();
+            for (id, results) in specimens.iter() {
+                let codes: Vec<String> = results.iter().filter_map(|r| r.code.clone()).collect();
+                let confirmation = results
+                    .iter()
+                    .any(|r| r.kind == crate::domain::results::ResultKind::Confirmation);
+                run.add_specimen(id, &codes, confirmation);
+                let existing: Option<SpecimenRecord> =
+                    crate::custody::records::get_specimen(tx, id)?;
+                let (mut rec, before) = match existing {
+                    Some(r) => {
+                        let b = Indexed::of(&r);
+                        (r, Some(b))
+                    }
+                    None => (SpecimenRecord::new(id, now), None),
+                };
+                if rec.release.is_some() {
+                    return refuse(Refusal::AfterRelease);
+                }
+                let entries: Vec<ResultEntry> = results
+                    .iter()
+                    .cloned()
+                    .map(|mut r| {
+                        r.run = Some(key.clone());
+                        r
+                    })
+                    .collect();
+                rec.runs.insert(key.clone(), run.status());
+                rec.attach_results(entries, &profiles, &default, now)
+                    .map_err(|e| Abort::Domain(Refusal::Change(e)))?;
+                crate::custody::lifecycle::after_change(&mut rec, &lifecycle);
+                let after = rec.state.key();
+                put_specimen(tx, before, &rec)?;
+                let mut entry =
+                    AuditEntry::new(now, actor.clone(), "results_received", id.as_str())
+                        .after(format!("{after}; run {key}"));
+                if let Some(b) = before {
+                    entry = entry.before(b.state().key());
+                }
+                tx.audit(entry)?;
+            }
+            run.add_qc((*qc).clone());
+            run.close("the batch document carries its QC", now);
+            put_run(tx, None, &run)?;
+            let qc_outcome = run
+                .evaluation
+                .as_ref()
+                .map(|e| e.outcome.key())
+                .unwrap_or("incomplete");
+            tx.audit(
+                AuditEntry::new(now, actor.clone(), "run_closed", key.as_str())
+                    .before(RunState::Open.key())
+                    .after(format!(
+                        "{}; qc {qc_outcome}; {} QC result(s)",
+                        run.state().key(),
+                        run.qc.len()
+                    )),
+            )?;
+            apply_to_specimens(tx, &run, None, &actor, &profiles, &default, &lifecycle, now)?;
+            tx.put_raw_bytes(Keyspace::Raw, &dkey, &raw)?;
+            tx.put(
+                Keyspace::Dedupe,
+                &dkey,
+                &DedupeMark {
+                    at_ms: now,
+                    fingerprint: reference.clone(),
+                },
+            )?;
+            Ok(Placed::Stored {
+                run: key.clone(),
+                state: None,
+                closed: vec![(key, run.state())],
+            })
+        })
+        .await;
+    r.map_err(RunsError::from)
+}
+
 /// Run-id sources: a message of another run closes the source's current run (the instrument
 /// started another one).
 fn moved_on(
@@ -540,9 +672,7 @@ fn apply_to_specimens(
 ) -> Result<(), Abort<Refusal>> {
     let status = run.status();
     for s in &run.specimens {
-        let Some(mut rec) =
-            tx.get::<SpecimenRecord>(Keyspace::Specimens, s.specimen_id.as_bytes())?
-        else {
+        let Some(mut rec) = crate::custody::records::get_specimen(tx, &s.specimen_id)? else {
             continue;
         };
         if rec.release.is_some() {
@@ -684,9 +814,7 @@ impl Desk {
             .committer
             .submit(
                 move |tx: &mut Tx<'_>| -> Result<&'static str, Abort<Refusal>> {
-                    let Some(mut rec) =
-                        tx.get::<SpecimenRecord>(Keyspace::Specimens, id.as_bytes())?
-                    else {
+                    let Some(mut rec) = crate::custody::records::get_specimen(tx, &id)? else {
                         return refuse(Refusal::UnknownSpecimen);
                     };
                     let before = Indexed::of(&rec);
@@ -733,9 +861,7 @@ impl Desk {
             .committer
             .submit(
                 move |tx: &mut Tx<'_>| -> Result<&'static str, Abort<Refusal>> {
-                    let Some(mut rec) =
-                        tx.get::<SpecimenRecord>(Keyspace::Specimens, id.as_bytes())?
-                    else {
+                    let Some(mut rec) = crate::custody::records::get_specimen(tx, &id)? else {
                         return refuse(Refusal::UnknownSpecimen);
                     };
                     let before = Indexed::of(&rec);

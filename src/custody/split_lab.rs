@@ -167,7 +167,7 @@ pub async fn receive(
             move |tx: &mut Tx<'_>| -> Result<serde_json::Value, Abort<IntakeError>> {
                 let id = body.copy1.specimen_id.clone();
                 let existing: Option<SpecimenRecord> =
-                    tx.get(Keyspace::Specimens, id.as_bytes())?;
+                    crate::custody::records::get_specimen(tx, &id)?;
                 let refuse = |m: String| Abort::Domain(IntakeError::Refused(m));
                 let before = existing.as_ref().map(Indexed::of);
                 let mut rec = match existing {
@@ -483,8 +483,7 @@ pub async fn release(
         .submit(
             move |tx: &mut Tx<'_>| -> Result<serde_json::Value, Abort<ReleaseError>> {
                 let refuse = |e: ReleaseError| Abort::Domain(e);
-                let Some(mut rec) = tx.get::<SpecimenRecord>(Keyspace::Specimens, id.as_bytes())?
-                else {
+                let Some(mut rec) = crate::custody::records::get_specimen(tx, &id)? else {
                     return Err(refuse(ReleaseError::Unknown));
                 };
                 let before = Indexed::of(&rec);

@@ -263,6 +263,29 @@ impl ResultEntry {
     }
 }
 
+/// Where a record's results are stored: in `batches` keys of their own (appended per arrival)
+/// holding `count` results. A record without it (written before results had keys) carries its
+/// results inline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ResultKeys {
+    pub batches: u32,
+    pub count: u32,
+}
+
+/// One batch of a specimen's results as stored under its own key: the results of one arrival,
+/// the position of the first in the history, and the value's version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResultBatch {
+    /// The value's layout version (1).
+    pub version: u32,
+    /// The position of `results[0]` in the specimen's history.
+    pub first: u32,
+    pub results: Vec<ResultEntry>,
+}
+
+/// The layout version of [`ResultBatch`] this build writes.
+pub const RESULT_BATCH_VERSION: u32 = 1;
+
 /// A certifying scientist's mark on one result: not reportable, why, by whom (audited).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResultMark {

@@ -235,7 +235,8 @@ pub struct Accession {
 }
 
 pub use crate::domain::results::{
-    Analysis, Bottle, ResultEntry, ResultKind, ResultMark, ResultStatus, Retest, Source, Tier,
+    Analysis, Bottle, ResultEntry, ResultKeys, ResultKind, ResultMark, ResultStatus, Retest,
+    Source, Tier,
 };
 pub use crate::domain::runs::RunStatus;
 
@@ -416,9 +417,14 @@ pub struct SpecimenRecord {
     pub specimen_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accession: Option<Accession>,
-    /// Every result of every run, in the order received; nothing is deleted.
+    /// Every result of every run, in the order received; nothing is deleted. Stored in keys
+    /// of their own (see `result_keys`) and filled in when custody reads the record.
     #[serde(default)]
     pub results: Vec<ResultEntry>,
+    /// Where the results are stored (`None`: inline, a record written before results had keys
+    /// of their own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_keys: Option<ResultKeys>,
     /// The runs its results were measured in, as custody last told the record (state, kind,
     /// QC outcome, reviewer).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -526,6 +532,8 @@ pub enum ChangeError {
     AlreadyMarked(usize),
     #[error("a reason is required")]
     NoReason,
+    #[error("the record was read without its results; nothing is judged without them")]
+    ResultsNotLoaded,
 }
 
 impl SpecimenRecord {
@@ -534,6 +542,7 @@ impl SpecimenRecord {
             specimen_id: specimen_id.to_string(),
             accession: None,
             results: Vec::new(),
+            result_keys: None,
             runs: BTreeMap::new(),
             result_marks: Vec::new(),
             retests: Vec::new(),
@@ -1007,6 +1016,14 @@ impl SpecimenRecord {
         profiles: &ProfileSet,
         default_profile: &str,
     ) -> Result<(), ChangeError> {
+        // A record read without its results (they live in keys of their own) is never
+        // judged: the verdict would be built from nothing.
+        if self
+            .result_keys
+            .is_some_and(|k| self.results.len() < k.count as usize)
+        {
+            return Err(ChangeError::ResultsNotLoaded);
+        }
         self.pin_legacy_edition(default_profile);
         self.flaws = match &self.accession {
             Some(a) => self.flaw_states(&a.findings),

@@ -7,11 +7,15 @@
 
 use crate::codec::lims::{self, LimsDocument};
 use crate::core::telemetry::emit;
+use crate::custody::runs::{Placed, Refusal, RunSettings, RunsError};
 use crate::custody::{Applied, Custody, IngestError};
+use crate::domain::runs::{QcResult, QcValue, SampleRole};
 use crate::domain::specimen::{
     self, Bottle, Ccf, CorrectionEntry, Party, ResultEntry, ResultKind, Source,
 };
-use crate::ingest::events::{LimsDocumentNotDurable, LimsDocumentSettled};
+use crate::ingest::events::{
+    LimsDocumentNotDurable, LimsDocumentSettled, QcSampleConflict, ResultsAfterRelease,
+};
 use crate::ingest::spool_dir::{self, Spool};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -24,6 +28,21 @@ use tracing::{info, warn};
 pub struct SpoolSettings {
     pub poll_interval: Duration,
     pub max_document_bytes: usize,
+    /// The LIMS's confirmation batches as runs: their kind and the QC rules of their analytes
+    /// (`[[lims.qc]]`).
+    pub runs: RunSettings,
+}
+
+/// The run settings of LIMS confirmation batches with the QC rules `qc`: confirmation runs,
+/// never accepted automatically.
+pub fn lims_runs(qc: Vec<crate::domain::runs::QcRule>) -> RunSettings {
+    RunSettings {
+        source: "lims".into(),
+        kind: crate::domain::runs::RunKind::Confirmation,
+        by_run_id: true,
+        auto_accept: false,
+        rules: qc,
+    }
 }
 
 /// The outcome of one document.
@@ -101,7 +120,7 @@ async fn process(
     };
     let mut delay = Duration::from_millis(100);
     loop {
-        let outcome = apply(custody, &name, &bytes, max).await;
+        let outcome = apply(custody, &name, &bytes, max, &settings.runs).await;
         match outcome {
             Ok(o) => {
                 let result = match o {
@@ -164,6 +183,7 @@ pub async fn apply(
     name: &str,
     bytes: &[u8],
     max_bytes: usize,
+    runs: &RunSettings,
 ) -> Result<DocumentOutcome, String> {
     let doc = match lims::parse_document(bytes, max_bytes) {
         Ok(d) => d,
@@ -202,13 +222,66 @@ pub async fn apply(
                                 document: name.to_string(),
                             },
                             received_at_ms: now,
+                            code: Some(q.analyte.clone()),
+                            acceptable: q.acceptable,
                             ..ResultEntry::default()
                         })
                         .collect();
                     (s.specimen_id.as_str().to_string(), results)
                 })
                 .collect();
-            custody.batch(name, bytes.to_vec(), specimens).await
+            let qc =
+                b.qc.iter()
+                    .flat_map(|s| {
+                        let role = match s.role {
+                            lims::QcRole::Control => SampleRole::Control,
+                            lims::QcRole::Calibrator => SampleRole::Calibrator,
+                        };
+                        s.results.iter().map(move |q| QcResult {
+                            sample: s.sample_id.as_str().to_string(),
+                            role,
+                            code: q.analyte.clone(),
+                            value: QcValue::Number(q.value),
+                            reference: name.to_string(),
+                            received_at_ms: now,
+                            event: 0,
+                        })
+                    })
+                    .collect();
+            return match crate::custody::runs::batch(
+                custody,
+                runs,
+                name,
+                bytes.to_vec(),
+                &b.batch_id,
+                specimens,
+                qc,
+            )
+            .await
+            {
+                Ok(Placed::Stored { closed, .. }) => {
+                    for (key, state) in &closed {
+                        info!(component = "runs", run = %key, state = %state.key(), "LIMS confirmation batch stored as a run; its QC evaluated");
+                    }
+                    Ok(DocumentOutcome::Stored)
+                }
+                Ok(Placed::Duplicate) => Ok(DocumentOutcome::Duplicate),
+                Err(RunsError::Refused(r)) => {
+                    if r == Refusal::AfterRelease {
+                        emit(ResultsAfterRelease {
+                            source: "lims",
+                            reference: name,
+                        });
+                    } else if r == Refusal::QcSampleIsSpecimen {
+                        emit(QcSampleConflict {
+                            source: "lims",
+                            reference: name,
+                        });
+                    }
+                    Ok(DocumentOutcome::Rejected(r.to_string()))
+                }
+                Err(RunsError::NotDurable(e)) => Err(e),
+            };
         }
         LimsDocument::CertifiedCopy(c) => {
             custody

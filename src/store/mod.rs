@@ -4,7 +4,8 @@
 //! One sled database in a directory of mode 0700, split into named [`Keyspace`]s: inbound
 //! messages verbatim (`raw`), specimen records, the hash-chained audit log, the dedupe index,
 //! the state and due-time indexes, refused messages (`quarantine`), released reports and their
-//! outbox, the 40.111 summaries produced (`summaries`) and store metadata (`meta`).
+//! outbox, the 40.111 summaries produced (`summaries`), analytical runs (`runs`), each specimen's
+//! results (`results`) and store metadata (`meta`).
 //! Every value starts with an encoding-version byte (0x01: JSON v1, 0x02: verbatim bytes v1);
 //! the encoding can therefore evolve, and a value this build does not know is refused with
 //! [`StoreError::UnknownVersion`], which names the keyspace and a key position ([`KeyRef`]),
@@ -61,8 +62,13 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// The on-disk format version this build reads and writes (kept in `meta`).
-pub const FORMAT_VERSION: u32 = 1;
+/// The on-disk format version this build writes (kept in `meta`). Version 2 keeps each
+/// specimen's results in `results` (appended per arrival) instead of inside the record.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The earlier format this build still opens, to migrate it in place (custody's
+/// `records::migrate_layout`); nothing but the migration writes to a store of this version.
+pub const MIGRATES_FROM: u32 = 1;
 
 /// Key in `meta` holding the format version.
 const META_FORMAT_VERSION: &[u8] = b"format_version";
@@ -105,11 +111,14 @@ pub enum Keyspace {
     /// [`run_cursor_key`] → where an analyzer's current run stands. Their states are listed
     /// in `by_state` under [`run_state_index`].
     Runs,
+    /// Each specimen's results, appended as batches: [`result_batch_key`] → the results of one
+    /// arrival (format 2; format-1 records carry theirs inline).
+    Results,
 }
 
 impl Keyspace {
     /// Every keyspace, in the order of their transaction views.
-    pub const ALL: [Keyspace; 13] = [
+    pub const ALL: [Keyspace; 14] = [
         Keyspace::Raw,
         Keyspace::Specimens,
         Keyspace::Audit,
@@ -123,6 +132,7 @@ impl Keyspace {
         Keyspace::Images,
         Keyspace::Summaries,
         Keyspace::Runs,
+        Keyspace::Results,
     ];
 
     /// The keyspace's name (also its sled tree name).
@@ -141,6 +151,7 @@ impl Keyspace {
             Keyspace::Images => "images",
             Keyspace::Summaries => "summaries",
             Keyspace::Runs => "runs",
+            Keyspace::Results => "results",
         }
     }
 
@@ -382,6 +393,16 @@ pub fn run_cursor_key(source: &str) -> Vec<u8> {
     key
 }
 
+/// Key of one batch of a specimen's results in `results`: the specimen ID, a NUL byte, then
+/// the batch number (big-endian), so a specimen's batches sort in arrival order.
+pub fn result_batch_key(specimen_id: &str, batch: u32) -> Vec<u8> {
+    let mut key = Vec::with_capacity(specimen_id.len() + 5);
+    key.extend_from_slice(specimen_id.as_bytes());
+    key.push(0);
+    key.extend_from_slice(&batch.to_be_bytes());
+    key
+}
+
 /// The pseudo-state under which `by_state` lists runs in `state` (`open`, `pending`,
 /// `accepted`, `rejected`), apart from the specimen states (which never contain `:`).
 pub fn run_state_index(state: &str) -> String {
@@ -464,7 +485,7 @@ impl Store {
 
     fn check_format(&self, created: bool) -> Result<(), StoreError> {
         match self.get::<u32>(Keyspace::Meta, META_FORMAT_VERSION)? {
-            Some(v) if v == FORMAT_VERSION => Ok(()),
+            Some(v) if v == FORMAT_VERSION || v == MIGRATES_FROM => Ok(()),
             Some(found) => Err(StoreError::UnsupportedFormat {
                 found,
                 supported: FORMAT_VERSION,
@@ -488,6 +509,13 @@ impl Store {
                 Ok(())
             }
         }
+    }
+
+    /// The store's format version (see [`FORMAT_VERSION`], [`MIGRATES_FROM`]).
+    pub fn format_version(&self) -> Result<u32, StoreError> {
+        Ok(self
+            .get::<u32>(Keyspace::Meta, META_FORMAT_VERSION)?
+            .unwrap_or(FORMAT_VERSION))
     }
 
     /// The store's directory.
@@ -851,17 +879,28 @@ mod tests {
         store.tamper_put(
             Keyspace::Meta,
             META_FORMAT_VERSION,
-            &codec::encode_json(Keyspace::Meta, META_FORMAT_VERSION, &2u32).unwrap(),
+            &codec::encode_json(Keyspace::Meta, META_FORMAT_VERSION, &3u32).unwrap(),
         );
         store.flush_durable().unwrap();
         drop(store);
         assert!(matches!(
             Store::open(&dir),
             Err(StoreError::UnsupportedFormat {
-                found: 2,
+                found: 3,
                 supported: FORMAT_VERSION
             })
         ));
+        // The format this build migrates from opens (for the migration).
+        let (tmp1, store) = temp_store();
+        store.tamper_put(
+            Keyspace::Meta,
+            META_FORMAT_VERSION,
+            &codec::encode_json(Keyspace::Meta, META_FORMAT_VERSION, &MIGRATES_FROM).unwrap(),
+        );
+        store.flush_durable().unwrap();
+        drop(store);
+        let store = Store::open(&tmp1.path().join("store")).unwrap();
+        assert_eq!(store.format_version().unwrap(), MIGRATES_FROM);
     }
 
     #[test]

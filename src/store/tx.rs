@@ -265,6 +265,12 @@ impl Tx<'_> {
         })
     }
 
+    /// Records the store's format version in `meta`: only an in-place migration calls it, in
+    /// the transaction that completes the migration.
+    pub fn set_format_version(&mut self, version: u32) -> Result<(), TxError> {
+        self.put_internal(Keyspace::Meta, super::META_FORMAT_VERSION, &version)
+    }
+
     pub(crate) fn put_internal<T: Serialize + ?Sized>(
         &mut self,
         ks: Keyspace,

@@ -1,5 +1,7 @@
 //! The `confirmation-batch` document (`schemas/confirmation-batch.xsd`): quantitative
-//! confirmation results exported by an instrument for one run.
+//! confirmation results exported by an instrument for one run, with the run's QC (its
+//! calibrators and controls) and, per result, the instrument's acceptability (ion ratios,
+//! retention time, internal standard).
 
 use super::check::{Cursor, Enumerated, enumerated, pattern, text};
 use super::error::{Rule, XmlError};
@@ -51,6 +53,37 @@ pub struct Quantitation {
     /// Exact, non-negative, at most 15 significant digits and 6 after the point.
     pub value: Decimal,
     pub unit: Unit,
+    /// The instrument's acceptability of a specimen's result (`acceptable="true"`); absent:
+    /// not judged acceptable (the result never counts). Always `None` for QC results.
+    pub acceptable: Option<bool>,
+}
+
+/// What a QC sample is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum QcRole {
+    Control,
+    Calibrator,
+}
+
+impl Enumerated for QcRole {
+    const VALUES: &'static [&'static str] = &["control", "calibrator"];
+    fn from_token(t: &str) -> Option<Self> {
+        match t {
+            "control" => Some(QcRole::Control),
+            "calibrator" => Some(QcRole::Calibrator),
+            _ => None,
+        }
+    }
+}
+
+/// One control or calibrator of the run, with its results.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QcSample {
+    /// The control's or calibrator's sample ID.
+    pub sample_id: SpecimenId,
+    pub role: QcRole,
+    /// In document order; each analyte at most once.
+    pub results: Vec<Quantitation>,
 }
 
 /// The results for one specimen in the batch.
@@ -81,8 +114,55 @@ pub struct ConfirmationBatch {
     /// At most 100 characters.
     pub instrument: String,
     pub run_at: DateTime,
+    /// The run's calibrators and controls, in document order; each sample ID at most once.
+    /// Empty when the document carries none (its run's QC is then incomplete).
+    pub qc: Vec<QcSample>,
     /// In document order; each specimen ID at most once.
     pub specimens: Vec<SpecimenResults>,
+}
+
+/// The `result` children of a specimen or QC sample: each analyte at most once.
+fn results_of(
+    sc: &mut Cursor<'_>,
+    attributes: &[&'static str],
+) -> Result<Vec<Quantitation>, XmlError> {
+    let mut results = Vec::new();
+    let mut seen_analytes: HashMap<String, u32> = HashMap::new();
+    for r in sc.repeated("result")? {
+        let analyte = r.required_attribute("analyte", |v| {
+            if value::is_analyte_key(v) {
+                Ok(v)
+            } else {
+                Err(Rule::Pattern(ANALYTE_PATTERN))
+            }
+        })?;
+        if let Some(first_line) = seen_analytes.insert(analyte.to_string(), r.node.line) {
+            return Err(XmlError::new(
+                r.node.line,
+                format!("{}/@analyte", r.path),
+                Rule::Duplicate { first_line },
+            ));
+        }
+        let unit = r.required_attribute("unit", enumerated::<Unit>)?;
+        let acceptable = if attributes.contains(&"acceptable") {
+            match r.node.attrs.iter().find(|a| a.name == "acceptable") {
+                Some(a) => Some(value::parse_bool(&a.value).map_err(|rule| {
+                    XmlError::new(r.node.line, format!("{}/@acceptable", r.path), rule)
+                })?),
+                None => None,
+            }
+        } else {
+            None
+        };
+        let value = r.value(attributes, value::parse_quantity)?;
+        results.push(Quantitation {
+            analyte: analyte.to_string(),
+            value,
+            unit,
+            acceptable,
+        });
+    }
+    Ok(results)
 }
 
 pub(crate) fn from_tree(root: &Node) -> Result<ConfirmationBatch, XmlError> {
@@ -93,6 +173,32 @@ pub(crate) fn from_tree(root: &Node) -> Result<ConfirmationBatch, XmlError> {
     )?;
     let instrument = c.value("instrument", text(100))?;
     let run_at = c.date_time("run-at")?;
+    let mut qc = Vec::new();
+    if let Some(mut q) = c.opt_element("qc", &[])? {
+        let mut seen: HashMap<String, u32> = HashMap::new();
+        for s in q.repeated("sample")? {
+            let mut sc = Cursor::open(s.node, s.path, &["id", "role"])?;
+            let sample_id = sc.required_attribute("id", |v| {
+                SpecimenId::new(v).ok_or(Rule::Pattern(SPECIMEN_ID_PATTERN))
+            })?;
+            if let Some(first_line) = seen.insert(sample_id.as_str().to_string(), s.node.line) {
+                return Err(XmlError::new(
+                    s.node.line,
+                    format!("{}/@id", sc.path()),
+                    Rule::Duplicate { first_line },
+                ));
+            }
+            let role = sc.required_attribute("role", enumerated::<QcRole>)?;
+            let results = results_of(&mut sc, &["analyte", "unit"])?;
+            sc.finish()?;
+            qc.push(QcSample {
+                sample_id,
+                role,
+                results,
+            });
+        }
+        q.finish()?;
+    }
     let mut specimens = Vec::new();
     let mut seen_ids: HashMap<String, u32> = HashMap::new();
     for s in c.repeated("specimen")? {
@@ -110,31 +216,7 @@ pub(crate) fn from_tree(root: &Node) -> Result<ConfirmationBatch, XmlError> {
         let bottle = sc
             .attribute("bottle", enumerated::<BottleLabel>)?
             .unwrap_or_default();
-        let mut results = Vec::new();
-        let mut seen_analytes: HashMap<&str, u32> = HashMap::new();
-        for r in sc.repeated("result")? {
-            let analyte = r.required_attribute("analyte", |v| {
-                if value::is_analyte_key(v) {
-                    Ok(v)
-                } else {
-                    Err(Rule::Pattern(ANALYTE_PATTERN))
-                }
-            })?;
-            if let Some(first_line) = seen_analytes.insert(analyte, r.node.line) {
-                return Err(XmlError::new(
-                    r.node.line,
-                    format!("{}/@analyte", r.path),
-                    Rule::Duplicate { first_line },
-                ));
-            }
-            let unit = r.required_attribute("unit", enumerated::<Unit>)?;
-            let value = r.value(&["analyte", "unit"], value::parse_quantity)?;
-            results.push(Quantitation {
-                analyte: analyte.to_string(),
-                value,
-                unit,
-            });
-        }
+        let results = results_of(&mut sc, &["analyte", "unit", "acceptable"])?;
         sc.finish()?;
         specimens.push(SpecimenResults {
             specimen_id,
@@ -147,6 +229,7 @@ pub(crate) fn from_tree(root: &Node) -> Result<ConfirmationBatch, XmlError> {
         batch_id,
         instrument,
         run_at,
+        qc,
         specimens,
     })
 }
@@ -157,7 +240,12 @@ mod tests {
     use crate::codec::lims::{DEFAULT_MAX_BYTES, parse_confirmation_batch};
     use std::str::FromStr;
 
-    const EXAMPLE: &str = include_str!("../../../tests/data/lims/confirmation-batch-example.xml");
+    /// A batch without its run's QC (the shape before runs were tracked): the rules of the
+    /// document itself, line by line.
+    const EXAMPLE: &str =
+        include_str!("../../../tests/data/lims/confirmation-batch-without-qc-example.xml");
+    /// The batch with its run's QC and each result's acceptability.
+    const WITH_QC: &str = include_str!("../../../tests/data/lims/confirmation-batch-example.xml");
 
     fn parse(s: &str) -> Result<ConfirmationBatch, XmlError> {
         parse_confirmation_batch(s.as_bytes(), DEFAULT_MAX_BYTES)
@@ -196,9 +284,11 @@ mod tests {
             vec![Quantitation {
                 analyte: "benzoylecgonine".into(),
                 value: dec("162.5"),
-                unit: Unit::NgPerMl
+                unit: Unit::NgPerMl,
+                acceptable: None,
             }]
         );
+        assert!(b.qc.is_empty(), "no QC: the run is incomplete");
         let s1 = &b.specimens[1];
         assert_eq!(s1.bottle, BottleLabel::A);
         let map = s1.confirmation();
@@ -208,6 +298,42 @@ mod tests {
         assert_eq!(map["6am"], dec("12.25"));
         assert_eq!(b.specimens[2].bottle, BottleLabel::B);
         assert_eq!(b.specimens[2].results[0].value, dec("0.000001"));
+    }
+
+    /// The run's QC travels with the batch; each specimen result carries the instrument's
+    /// acceptability, QC results none; a QC sample appears once.
+    #[test]
+    fn the_runs_qc_and_each_results_acceptability() {
+        let b = parse(WITH_QC).unwrap();
+        assert_eq!(b.qc.len(), 3, "the run's calibrator and controls");
+        assert_eq!(b.qc[0].sample_id.as_str(), "CAL-CONF");
+        assert_eq!(b.qc[0].role, QcRole::Calibrator);
+        assert_eq!(b.qc[1].role, QcRole::Control);
+        assert_eq!(b.qc[2].results.len(), 4);
+        assert_eq!(b.qc[2].results[0].value, dec("124.7"));
+        assert!(
+            b.qc.iter()
+                .all(|q| q.results.iter().all(|r| r.acceptable.is_none()))
+        );
+        assert_eq!(b.specimens[0].results[0].acceptable, Some(true));
+        assert_eq!(b.specimens[1].results[0].acceptable, Some(true));
+        assert_eq!(
+            b.specimens[1].results[1].acceptable,
+            Some(false),
+            "codeine's ion ratio failed"
+        );
+        assert_eq!(b.specimens[2].results[0].acceptable, None);
+        let twice = WITH_QC.replace("<sample id=\"QC-NEG-C\"", "<sample id=\"CAL-CONF\"");
+        let e = parse(&twice).unwrap_err();
+        assert_eq!(e.path, "/confirmation-batch/qc/sample[2]/@id", "{e}");
+        let bad = WITH_QC.replace("acceptable=\"true\">162.5", "acceptable=\"yes\">162.5");
+        let e = parse(&bad).unwrap_err();
+        assert_eq!(e.rule, Rule::InvalidBoolean, "{e}");
+        let on_qc = WITH_QC.replace(
+            "unit=\"ng/mL\">101.2",
+            "unit=\"ng/mL\" acceptable=\"true\">101.2",
+        );
+        assert_eq!(parse(&on_qc).unwrap_err().rule, Rule::UnknownAttribute);
     }
 
     #[test]

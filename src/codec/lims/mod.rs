@@ -36,7 +36,9 @@ pub use accession::{
     TestReason, TestsRequested,
 };
 pub use certified_copy::CertifiedCopyDoc;
-pub use confirmation::{BottleLabel, ConfirmationBatch, Quantitation, SpecimenResults, Unit};
+pub use confirmation::{
+    BottleLabel, ConfirmationBatch, QcRole, QcSample, Quantitation, SpecimenResults, Unit,
+};
 pub use correction::CorrectionDoc;
 pub use error::{Rule, XmlError};
 pub use request::{RequestAsk, RequestDoc, RequestUntil};

@@ -28,7 +28,7 @@ use std::borrow::Cow;
 pub const NAMESPACE: &str = "urn:custodian:lims:1";
 const XSI: &str = "http://www.w3.org/2001/XMLSchema-instance";
 
-/// Deepest nesting accepted. The schemas need 3 (`confirmation-batch/specimen/result`).
+/// Deepest nesting accepted. The schemas need 4 (`confirmation-batch/qc/sample/result`).
 pub const MAX_DEPTH: usize = 8;
 
 /// Every element and attribute name the three schemas declare.
@@ -87,6 +87,10 @@ pub(crate) const VOCABULARY: &[&str] = &[
     "bottle",
     "analyte",
     "unit",
+    "qc",
+    "sample",
+    "role",
+    "acceptable",
     // correction
     "correction",
     "flaw",
