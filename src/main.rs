@@ -134,9 +134,18 @@ enum Command {
         /// The example configuration to start from.
         #[arg(long, short, default_value = config::DEFAULT_PATH)]
         config: PathBuf,
+        /// Leave two specimens in the review queue and keep the daemon running (until Ctrl-C)
+        /// to review and release them in the console.
+        #[arg(long)]
+        keep: bool,
     },
     /// Read a token on standard input and print the SHA-256 to put in `admin.user.token_sha256`.
     HashToken,
+    /// Read a console password and print its Argon2id hash for `admin.user.password_argon2`.
+    ///
+    /// At a terminal the password is asked twice without echo; otherwise one line of standard
+    /// input is read. It is never taken from the command line (which other users can see).
+    HashPassword,
     /// The keys that sign reports (Ed25519; `signing.keys_dir`, or --dir).
     Keys {
         #[command(subcommand)]
@@ -677,7 +686,7 @@ fn command(cli: Cli) -> ExitCode {
         Command::Outbox { command, access } => outbox_command(&command, &access),
         Command::Quarantine { command, access } => quarantine_command(&command, &access),
         Command::Runs { command, access } => runs_command(&command, &access),
-        Command::Demo { config } => custodian::app::demo::run(&config),
+        Command::Demo { config, keep } => custodian::app::demo::run(&config, keep),
         Command::Lifecycle { command, access } => lifecycle_command(&command, &access),
         Command::HashToken => {
             let mut token = String::new();
@@ -691,9 +700,45 @@ fn command(cli: Cli) -> ExitCode {
             );
             ExitCode::SUCCESS
         }
+        Command::HashPassword => hash_password(),
         Command::Calendar {
             command: CalendarCommand::AddBusinessDays { date, n, closures },
         } => add_business_days(date, n, closures.as_deref()),
+    }
+}
+
+fn hash_password() -> ExitCode {
+    use std::io::IsTerminal;
+    let fail = |msg: &str| {
+        eprintln!("custodian hash-password: {msg}");
+        ExitCode::from(2)
+    };
+    let password = if io::stdin().is_terminal() {
+        let first = match rpassword::prompt_password("Password: ") {
+            Ok(p) => p,
+            Err(e) => return fail(&format!("cannot read the password: {e}")),
+        };
+        match rpassword::prompt_password("Password again: ") {
+            Ok(p) if p == first => first,
+            Ok(_) => return fail("the two passwords differ"),
+            Err(e) => return fail(&format!("cannot read the password: {e}")),
+        }
+    } else {
+        let mut line = String::new();
+        if io::stdin().read_line(&mut line).is_err() {
+            return fail("cannot read standard input");
+        }
+        line.trim_end_matches(['\n', '\r']).to_string()
+    };
+    if password.chars().count() < 12 {
+        return fail("use at least 12 characters");
+    }
+    match custodian::admin::auth::hash_password(&password) {
+        Ok(h) => {
+            custodian::outln!("{h}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e),
     }
 }
 

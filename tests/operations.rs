@@ -306,6 +306,10 @@ fn alert_rules_cover_refusals_quarantine_and_the_panel_guard() {
             "CustodianAstmQueryForRejectedSpecimen",
             "custodian_astm_host_queries_total{answer=\"rejected\"}",
         ),
+        (
+            "CustodianConsoleSignInFailures",
+            "custodian_console_sign_ins_total{outcome=~\"failed|locked|unknown\"}",
+        ),
     ] {
         assert!(
             rules.contains(&format!("alert: {alert}")),

@@ -899,8 +899,12 @@ fn reports_export_verifies_and_audit_show_lists_the_specimen() {
             .unwrap()
     };
     let out_file = dir.path().join("report.jws");
+    // The signed report carries the donor's identifier: a viewer may not export it.
+    let refused = cli(VIEWER_TOKEN, &["reports", "export", &report_id]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("403"));
     let out = cli(
-        VIEWER_TOKEN,
+        TOKEN,
         &[
             "reports",
             "export",

@@ -385,7 +385,7 @@ fn a_sighup_the_moment_the_daemon_is_ready_reloads_and_does_not_kill() {
         let pid = child.id();
         let runtime = dir.path().join("store.runtime.json");
         let deadline = Instant::now() + Duration::from_secs(30);
-        let admin = loop {
+        let admin: std::net::SocketAddr = loop {
             let info = std::fs::read_to_string(&runtime)
                 .ok()
                 .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())

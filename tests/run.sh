@@ -9,6 +9,7 @@
 #   promtool (prometheus)         `check metrics` on a live scrape, `check rules` on config/alerts.yml
 #   python-hl7 (PyPI hl7)         a third-party MLLP client (mllp_send)
 #   jwcrypto (PyPI)               verifies the signed reports as an MRO would
+#   chromium, chromium-driver     the review console in a real browser (headless, WebDriver)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +24,8 @@ command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
+{ command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; } \
+  || need_apt+=(chromium chromium-driver)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "tests/run.sh: installing ${need_apt[*]}"
   as_root apt-get update -qq

@@ -1,5 +1,7 @@
-//! People and roles for the admin interface. Tokens are stored only as SHA-256 hashes; a request
-//! carries the token as `Authorization: Bearer <token>`. Every refusal is audited by the caller.
+//! People and roles for the admin interface. API tokens (for machines and the CLI) are stored
+//! only as SHA-256 hashes; a request carries the token as `Authorization: Bearer <token>`.
+//! Console passwords (for people, and for their signatures) are stored only as Argon2id PHC
+//! strings (`custodian hash-password`). Every refusal is audited by the caller.
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -65,8 +67,14 @@ pub struct UserConfig {
     /// The person's name as it appears on a release (40.97(b)(1)(i)(K)).
     pub name: String,
     pub role: Role,
-    /// Hex SHA-256 of the user's token (`custodian hash-token` prints it).
-    pub token_sha256: String,
+    /// Hex SHA-256 of the user's API token (`custodian hash-token` prints it), for the CLI and
+    /// machines.
+    #[serde(default)]
+    pub token_sha256: Option<String>,
+    /// The Argon2id PHC string of the user's console password (`custodian hash-password`
+    /// prints it): signing in and every signature in the console.
+    #[serde(default)]
+    pub password_argon2: Option<String>,
 }
 
 /// An authenticated user.
@@ -76,10 +84,54 @@ pub struct User {
     pub role: Role,
 }
 
-/// The configured users, looked up by token hash in constant time.
+/// The configured users, looked up by token hash in constant time, or by name and password.
 #[derive(Debug, Clone, Default)]
 pub struct Users {
     entries: Vec<([u8; 32], User)>,
+    /// Users with a console password: the user and the PHC string.
+    passwords: Vec<(User, String)>,
+    /// Every configured user (with or without a password), by name.
+    people: Vec<User>,
+}
+
+/// An Argon2id hash (default parameters) of no one's password: verified against when the name
+/// is unknown, so that an unknown name takes as long to refuse as a wrong password.
+const DUMMY_PHC: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXRoaW5nIGVsc2U$9Wc6u0YX3EJg6ZpAi5JdO5dmBZlM7L7cb0S3V9Zz0xA";
+
+/// Hashes a console password as an Argon2id PHC string (default parameters, random salt).
+pub fn hash_password(password: &str) -> Result<String, String> {
+    use argon2::password_hash::PasswordHasher;
+    argon2::Argon2::default()
+        .hash_password(password.as_bytes())
+        .map(|h| h.to_string())
+        .map_err(|e| format!("cannot hash the password: {e}"))
+}
+
+/// Whether `password` matches a PHC string (parameters from the string).
+pub fn verify_password(phc: &str, password: &str) -> bool {
+    use argon2::password_hash::{PasswordVerifier, phc::PasswordHash};
+    match PasswordHash::new(phc) {
+        Ok(h) => argon2::Argon2::default()
+            .verify_password(password.as_bytes(), &h)
+            .is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// Why a configured PHC string is not usable, if it is not.
+fn phc_problem(phc: &str) -> Option<String> {
+    use argon2::password_hash::phc::PasswordHash;
+    match PasswordHash::new(phc) {
+        Ok(h) if h.algorithm.as_str() == "argon2id" => None,
+        Ok(h) => Some(format!(
+            "must be an Argon2id hash, not {} (custodian hash-password prints one)",
+            h.algorithm.as_str()
+        )),
+        Err(_) => Some(
+            "must be an Argon2id PHC string ($argon2id$v=19$...) as custodian hash-password prints it"
+                .into(),
+        ),
+    }
 }
 
 /// Hex SHA-256 of a token.
@@ -105,6 +157,8 @@ impl Users {
     pub fn from_config(users: &[UserConfig]) -> Result<Users, Vec<(String, String)>> {
         let mut problems = Vec::new();
         let mut entries = Vec::new();
+        let mut passwords = Vec::new();
+        let mut people = Vec::new();
         for (i, u) in users.iter().enumerate() {
             if u.name.trim().is_empty() {
                 problems.push((format!("admin.user[{i}].name"), "must not be empty".into()));
@@ -116,7 +170,27 @@ impl Users {
                     format!("the same name as admin.user[{j}]: a signature must name one person"),
                 ));
             }
-            match parse_hex32(&u.token_sha256.to_ascii_lowercase()) {
+            let user = User {
+                name: u.name.clone(),
+                role: u.role,
+            };
+            people.push(user.clone());
+            if u.token_sha256.is_none() && u.password_argon2.is_none() {
+                problems.push((
+                    format!("admin.user[{i}]"),
+                    "needs token_sha256 (API and CLI) or password_argon2 (console), or both".into(),
+                ));
+            }
+            if let Some(phc) = &u.password_argon2 {
+                match phc_problem(phc) {
+                    None => passwords.push((user.clone(), phc.clone())),
+                    Some(p) => problems.push((format!("admin.user[{i}].password_argon2"), p)),
+                }
+            }
+            let Some(token) = &u.token_sha256 else {
+                continue;
+            };
+            match parse_hex32(&token.to_ascii_lowercase()) {
                 Some(h) => {
                     if entries.iter().any(|(e, _): &([u8; 32], User)| *e == h) {
                         problems.push((
@@ -124,13 +198,7 @@ impl Users {
                             "the same token is configured twice".into(),
                         ));
                     }
-                    entries.push((
-                        h,
-                        User {
-                            name: u.name.clone(),
-                            role: u.role,
-                        },
-                    ))
+                    entries.push((h, user))
                 }
                 None => problems.push((
                     format!("admin.user[{i}].token_sha256"),
@@ -139,7 +207,11 @@ impl Users {
             }
         }
         if problems.is_empty() {
-            Ok(Users { entries })
+            Ok(Users {
+                entries,
+                passwords,
+                people,
+            })
         } else {
             Err(problems)
         }
@@ -157,6 +229,41 @@ impl Users {
         found
     }
 
+    /// The configured user of this name (compared as configured names are), if any.
+    pub fn by_name(&self, name: &str) -> Option<User> {
+        self.people
+            .iter()
+            .find(|u| same_name(&u.name, name))
+            .cloned()
+    }
+
+    /// Checks a console password: `Known(Some(user))` when it is the user's, `Known(None)` when
+    /// the name is a configured user's but the password is wrong (or the user has no console
+    /// password), `Unknown` when no user has the name. An unknown name costs one Argon2id
+    /// verification too.
+    pub fn check_password(&self, name: &str, password: &str) -> PasswordCheck {
+        match self
+            .passwords
+            .iter()
+            .find(|(u, _)| same_name(&u.name, name))
+        {
+            Some((u, phc)) => {
+                if verify_password(phc, password) {
+                    PasswordCheck::Known(Some(u.clone()))
+                } else {
+                    PasswordCheck::Known(None)
+                }
+            }
+            None => {
+                let _ = verify_password(DUMMY_PHC, password);
+                match self.by_name(name) {
+                    Some(_) => PasswordCheck::Known(None),
+                    None => PasswordCheck::Unknown,
+                }
+            }
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }
@@ -164,6 +271,15 @@ impl Users {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
+}
+
+/// The outcome of [`Users::check_password`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PasswordCheck {
+    /// A configured user's name: `Some` if the password is right.
+    Known(Option<User>),
+    /// No configured user has the name.
+    Unknown,
 }
 
 #[cfg(test)]
@@ -174,8 +290,62 @@ mod tests {
         UserConfig {
             name: name.into(),
             role,
-            token_sha256: hash_token(token),
+            token_sha256: Some(hash_token(token)),
+            password_argon2: None,
         }
+    }
+
+    #[test]
+    fn passwords_are_argon2id_and_checked_by_name() {
+        let phc = hash_password("correct horse").unwrap();
+        assert!(phc.starts_with("$argon2id$v=19$"), "{phc}");
+        let mut a = cfg("Dr. A", Role::CertifyingScientist, "t1");
+        a.password_argon2 = Some(phc.clone());
+        let mut b = cfg("B", Role::Viewer, "t2");
+        b.token_sha256 = None;
+        b.password_argon2 = Some(hash_password("other").unwrap());
+        let users = Users::from_config(&[a, b, cfg("C", Role::Operator, "t3")]).unwrap();
+        assert_eq!(
+            users.check_password("dr.  a", "correct horse"),
+            PasswordCheck::Known(Some(User {
+                name: "Dr. A".into(),
+                role: Role::CertifyingScientist
+            }))
+        );
+        assert_eq!(
+            users.check_password("Dr. A", "correct horsE"),
+            PasswordCheck::Known(None)
+        );
+        // A user without a console password is known, and never signs in.
+        assert_eq!(users.check_password("C", ""), PasswordCheck::Known(None));
+        assert_eq!(users.check_password("Nobody", "x"), PasswordCheck::Unknown);
+        assert_eq!(users.by_name("b").unwrap().role, Role::Viewer);
+        // The dummy hash is a well-formed Argon2id string.
+        assert!(phc_problem(DUMMY_PHC).is_none());
+        assert!(!verify_password(DUMMY_PHC, "x"));
+    }
+
+    #[test]
+    fn bad_password_hashes_and_users_without_credentials_are_named() {
+        let mut a = cfg("A", Role::Viewer, "t1");
+        a.password_argon2 = Some("plaintext".into());
+        let mut b = cfg("B", Role::Viewer, "t2");
+        b.token_sha256 = None;
+        let mut c = cfg("C", Role::Viewer, "t3");
+        c.password_argon2 =
+            Some("$argon2i$v=19$m=16,t=2,p=1$c29tZXNhbHQ$8Zlrj3hu2Z3qKj2dlvxa0A".into());
+        let e = Users::from_config(&[a, b, c]).unwrap_err();
+        let keys: Vec<_> = e.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "admin.user[0].password_argon2",
+                "admin.user[1]",
+                "admin.user[2].password_argon2"
+            ],
+            "{e:?}"
+        );
+        assert!(e[2].1.contains("not argon2i"), "{e:?}");
     }
 
     #[test]
@@ -207,7 +377,7 @@ mod tests {
     #[test]
     fn bad_entries_are_named() {
         let mut bad = cfg("", Role::Viewer, "x");
-        bad.token_sha256 = "abc".into();
+        bad.token_sha256 = Some("abc".into());
         let e = Users::from_config(&[bad]).unwrap_err();
         assert_eq!(e.len(), 2);
         let dup = Users::from_config(&[cfg("a", Role::Viewer, "t"), cfg("b", Role::Operator, "t")])

@@ -1,9 +1,10 @@
-//! A small client for the admin API on a local address, used by the CLI while the daemon runs
-//! (the store is then locked by the daemon). HTTP/1.0 over plain TCP: the admin listener is on
-//! loopback or a management network.
+//! A small client for the admin API, used by the CLI while the daemon runs (the store is then
+//! locked by the daemon). HTTP/1.0 over TCP, or over TLS when the admin listener has
+//! `[admin.tls]`: the client then trusts exactly the listener's configured certificate.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// A response: status code and body.
@@ -13,28 +14,45 @@ pub struct Response {
     pub body: String,
 }
 
+/// Where the admin API listens, and the certificate it presents if it speaks TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    pub tls_cert: Option<PathBuf>,
+}
+
+impl From<SocketAddr> for Endpoint {
+    fn from(addr: SocketAddr) -> Endpoint {
+        Endpoint {
+            addr,
+            tls_cert: None,
+        }
+    }
+}
+
 /// GETs `path` with a bearer token.
-pub fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> std::io::Result<Response> {
-    request(addr, "GET", path, token, None)
+pub fn get(at: impl Into<Endpoint>, path: &str, token: Option<&str>) -> std::io::Result<Response> {
+    request(&at.into(), "GET", path, token, None)
 }
 
 /// POSTs a JSON body to `path` with a bearer token.
 pub fn post(
-    addr: SocketAddr,
+    at: impl Into<Endpoint>,
     path: &str,
     token: Option<&str>,
     body: &serde_json::Value,
 ) -> std::io::Result<Response> {
-    request(addr, "POST", path, token, Some(body.to_string()))
+    request(&at.into(), "POST", path, token, Some(body.to_string()))
 }
 
 fn request(
-    addr: SocketAddr,
+    at: &Endpoint,
     method: &str,
     path: &str,
     token: Option<&str>,
     body: Option<String>,
 ) -> std::io::Result<Response> {
+    let addr = at.addr;
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     s.set_read_timeout(Some(Duration::from_secs(60)))?;
     let mut req =
@@ -52,9 +70,28 @@ fn request(
     if let Some(b) = &body {
         req.push_str(b);
     }
-    s.write_all(req.as_bytes())?;
     let mut buf = Vec::new();
-    s.read_to_end(&mut buf)?;
+    match &at.tls_cert {
+        None => {
+            s.write_all(req.as_bytes())?;
+            s.read_to_end(&mut buf)?;
+        }
+        Some(cert) => {
+            let cfg = crate::trust::tls::pinned_client_config(cert)
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+            let conn = rustls::ClientConnection::new(cfg, name)
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            let mut tls = rustls::StreamOwned::new(conn, s);
+            tls.write_all(req.as_bytes())?;
+            match tls.read_to_end(&mut buf) {
+                Ok(_) => {}
+                // The server closed without close_notify after a complete HTTP/1.0 answer.
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !buf.is_empty() => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
     parse(&buf).ok_or_else(|| {
         std::io::Error::new(std::io::ErrorKind::InvalidData, "malformed HTTP response")
     })

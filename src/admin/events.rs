@@ -14,8 +14,55 @@ pub const ADMIN_CONNECTIONS_REFUSED: Metric = Metric::counter(
     "admin connections over the cap, by reason (idle_closed: the longest-waiting idle one was closed to make room; busy: every one was answering, the new one got 503)",
 );
 
+pub const CONSOLE_SIGN_INS: Metric = Metric::counter(
+    "custodian_console_sign_ins_total",
+    "attempts",
+    "console sign-in attempts, by outcome (ok, failed: a configured user's wrong password, locked: refused while locked out, unknown: no such user)",
+);
+pub const CONSOLE_REFUSALS: Metric = Metric::counter(
+    "custodian_console_refusals_total",
+    "requests",
+    "console forms refused, by reason (csrf: missing or wrong token, signature_password: wrong password at a signature)",
+);
+
 /// Every metric of this layer.
-pub const METRICS: &[Metric] = &[ADMIN_REFUSALS, ADMIN_CONNECTIONS_REFUSED];
+pub const METRICS: &[Metric] = &[
+    ADMIN_REFUSALS,
+    ADMIN_CONNECTIONS_REFUSED,
+    CONSOLE_SIGN_INS,
+    CONSOLE_REFUSALS,
+];
+
+/// A console sign-in attempt and how it ended.
+pub struct ConsoleSignIn {
+    pub outcome: &'static str,
+}
+
+impl InternalEvent for ConsoleSignIn {
+    fn emit(self) {
+        metrics::counter!(CONSOLE_SIGN_INS.name, "outcome" => self.outcome).increment(1);
+        match self.outcome {
+            "ok" => tracing::info!(component = "console", "signed in"),
+            o => tracing::warn!(component = "console", outcome = o, "sign-in refused"),
+        }
+    }
+}
+
+/// A console form refused (CSRF token, signature password).
+pub struct ConsoleRefused {
+    pub reason: &'static str,
+}
+
+impl InternalEvent for ConsoleRefused {
+    fn emit(self) {
+        metrics::counter!(CONSOLE_REFUSALS.name, "reason" => self.reason).increment(1);
+        tracing::warn!(
+            component = "console",
+            reason = self.reason,
+            "console form refused"
+        );
+    }
+}
 
 /// A request without valid credentials was refused (its audit is aggregated per source).
 pub struct Unauthenticated;

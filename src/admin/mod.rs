@@ -1,11 +1,15 @@
 //! The admin interface: an HTTP API on a local address for operators, certifying scientists and
-//! monitoring. `/healthz`, `/readyz` and `/metrics` are open (no donor data there); everything
-//! under `/api/` needs a bearer token of a configured user, and every refusal is counted and
-//! logged without the token.
+//! monitoring, and the review console (`/console/`, see [`console`]) on the same listener, over
+//! TLS when `[admin.tls]` is set. `/healthz`, `/readyz` and `/metrics` are open (no donor data
+//! there); everything under `/api/` needs a bearer token of a configured user, and every refusal
+//! is counted and logged without the token. A viewer's answers never carry a donor identifier
+//! ([`redact`]); every read of donor data by another role is audited before it is answered.
 
 pub mod auth;
 pub mod client;
+pub mod console;
 pub mod events;
+pub mod redact;
 pub mod refusals;
 pub mod server;
 
@@ -42,7 +46,36 @@ pub struct AdminState {
     /// Refusals of unknown callers, counted per source and minute: only the first of each and
     /// a summary reach the audit log. `None`: each goes through `on_refusal`.
     pub unknown_callers: Option<UnknownCallers>,
+    /// Writes audit entries durably (reads of donor data, sign-ins, signatures).
+    pub audit: Option<AuditSink>,
+    /// The review console (`/console/`).
+    pub console: Option<Arc<console::Console>>,
+    pub clock: Arc<dyn crate::core::clock::Clock>,
 }
+
+impl AdminState {
+    /// Now, by the daemon's clock.
+    pub fn clock_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    fn current_users(&self) -> Arc<Users> {
+        self.users
+            .read()
+            .map(|u| u.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+}
+
+/// Writes audit entries in one durable commit: `Ok` once they are durable.
+pub type AuditSink = Arc<
+    dyn Fn(
+            Vec<crate::store::AuditEntry>,
+        )
+            -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>
+        + Send
+        + Sync,
+>;
 
 /// The counter of unknown callers' refusals and where its entries are audited.
 #[derive(Clone)]
@@ -368,22 +401,69 @@ fn no_review() -> Response {
     (StatusCode::SERVICE_UNAVAILABLE, "review is not available\n").into_response()
 }
 
-async fn review_queue(State(s): State<AdminState>, Reader(_u): Reader) -> Response {
+/// Audits that `user` reads the donor data of `specimens` through `via`, before it is given;
+/// viewers get no donor identifier (see [`redact`]), so their reads are not donor data reads.
+async fn audit_donor_read(
+    s: &AdminState,
+    user: &User,
+    specimens: Vec<String>,
+    via: &'static str,
+) -> Result<(), Response> {
+    if user.role == auth::Role::Viewer || specimens.is_empty() {
+        return Ok(());
+    }
+    let Some(sink) = &s.audit else {
+        return Ok(());
+    };
+    let now = s.clock_ms();
+    let who: String = format!("user:{}", user.name).chars().take(64).collect();
+    let entries = specimens
+        .into_iter()
+        .map(|id| crate::store::AuditEntry::new(now, who.clone(), "donor_data_read", id).after(via))
+        .collect();
+    sink(entries).await.map_err(|e| {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the read could not be audited, so nothing is given: {e}\n"),
+        )
+            .into_response()
+    })
+}
+
+async fn review_queue(State(s): State<AdminState>, Reader(u): Reader) -> Response {
     let Some(r) = &s.review else {
         return no_review();
     };
-    listed(r.queue(), StatusCode::INTERNAL_SERVER_ERROR)
+    let q = r.queue();
+    if let Ok(v) = &q {
+        let ids = v
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i["specimen_id"].as_str().map(str::to_string))
+            .collect();
+        if let Err(resp) = audit_donor_read(&s, &u, ids, "API: review queue").await {
+            return resp;
+        }
+    }
+    listed(q, StatusCode::INTERNAL_SERVER_ERROR)
 }
 
 async fn review_item(
     State(s): State<AdminState>,
-    Reader(_u): Reader,
+    Reader(u): Reader,
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Response {
     let Some(r) = &s.review else {
         return no_review();
     };
-    found(r.item(&id), "no such specimen\n")
+    let item = r.item(&id);
+    if let Ok(Some(_)) = &item
+        && let Err(resp) = audit_donor_read(&s, &u, vec![id], "API: review item").await
+    {
+        return resp;
+    }
+    found(item, "no such specimen\n")
 }
 
 async fn release_one(
@@ -550,6 +630,21 @@ async fn report_jws(
     let Some(r) = &s.review else {
         return no_review();
     };
+    if user.role == auth::Role::Viewer {
+        // Refused before the export (which would be audited as given).
+        if let Some(audit) = &s.on_refusal {
+            audit(
+                Some(&user.name),
+                &format!("/api/reports/{id}/jws"),
+                "forbidden",
+            );
+        }
+        return (
+            StatusCode::FORBIDDEN,
+            "a signed report carries donor identifiers: the viewer role does not export it\n",
+        )
+            .into_response();
+    }
     match r.report_jws(id, &user).await {
         Ok(v) => match v.get("jws").and_then(|j| j.as_str()) {
             Some(jws) => (
@@ -840,7 +935,13 @@ async fn specimen(
         return (StatusCode::SERVICE_UNAVAILABLE, "store not open\n").into_response();
     };
     tracing::info!(component = "admin", user = %user.name, "specimen record read");
-    found(api.specimen(&id), "no such specimen\n")
+    let rec = api.specimen(&id);
+    if let Ok(Some(_)) = &rec
+        && let Err(resp) = audit_donor_read(&s, &user, vec![id], "API: specimen record").await
+    {
+        return resp;
+    }
+    found(rec, "no such specimen\n")
 }
 
 #[derive(serde::Deserialize)]
@@ -938,12 +1039,62 @@ async fn summaries_mark_sent(
     action_response(api.mark_sent(id, body, &user).await)
 }
 
+/// Every `/api/` answer to a viewer: donor identifiers and certified copies withheld from JSON,
+/// and no signed report (a JWS carries them).
+async fn withhold_from_viewers(
+    State(s): State<AdminState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let viewer = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|t| s.current_users().authenticate(t.trim()))
+        .is_some_and(|u| u.role == auth::Role::Viewer);
+    let path = req.uri().path().to_string();
+    let resp = next.run(req).await;
+    if !viewer {
+        return resp;
+    }
+    let media = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    if media.starts_with("application/jose") {
+        if let Some(audit) = &s.on_refusal {
+            audit(None, &path, "forbidden");
+        }
+        return (
+            StatusCode::FORBIDDEN,
+            "a signed report carries donor identifiers: the viewer role does not export it\n",
+        )
+            .into_response();
+    }
+    if !media.starts_with("application/json") {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 64 << 20).await else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "answer too large\n").into_response();
+    };
+    match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Ok(mut v) => {
+            redact::donor_identifiers(&mut v);
+            let mut r = axum::Json(v).into_response();
+            *r.status_mut() = parts.status;
+            r
+        }
+        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "unreadable answer\n").into_response(),
+    }
+}
+
 /// The admin routes.
 pub fn router(state: AdminState) -> Router {
     Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_text))
         .route("/api/specimens/{id}", get(specimen))
         .route("/api/specimens", get(specimens))
         .route("/api/audit/verify", get(audit_verify))
@@ -1004,6 +1155,14 @@ pub fn router(state: AdminState) -> Router {
         )
         .route("/api/quarantine", get(quarantine_list))
         .route("/api/quarantine/{id}", get(quarantine_show))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            withhold_from_viewers,
+        ))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .merge(console::routes())
         .with_state(state)
 }
 
@@ -1013,7 +1172,8 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AdminState,
     limits: server::Limits,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    server::serve(listener, router(state), limits, shutdown).await
+    server::serve(listener, router(state), limits, tls, shutdown).await
 }

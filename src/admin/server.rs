@@ -10,6 +10,8 @@
 //! - a keep-alive connection without a request, or a connection that moves no byte, is closed
 //!   after `idle_timeout`.
 //!
+//! With TLS (`[admin.tls]`) the handshake must also finish within `header_timeout`.
+//!
 //! Each connection is served by hyper's HTTP/1 connection builder. hyper's own
 //! `header_read_timeout` is not used: its timer also runs while a keep-alive connection waits
 //! for its next request, which would make the idle timeout the header timeout.
@@ -275,8 +277,10 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     limits: Limits,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let registry: Registry = Arc::new(Mutex::new(HashMap::new()));
     let tracker = TaskTracker::new();
     let stop = CancellationToken::new();
@@ -318,8 +322,32 @@ pub async fn serve(
         let service = service.clone();
         let stop = stop.clone();
         let registry = registry.clone();
+        let acceptor = acceptor.clone();
         tracker.spawn(async move {
-            serve_connection(stream, peer, conn, service, limits, stop).await;
+            let watched = Watched {
+                inner: stream,
+                conn: conn.clone(),
+            };
+            match acceptor {
+                None => serve_connection(watched, peer, conn, service, limits, stop).await,
+                Some(a) => {
+                    let handshake = tokio::select! {
+                        r = tokio::time::timeout(limits.header_timeout, a.accept(watched)) => r,
+                        _ = conn.evict.cancelled() => return,
+                    };
+                    match handshake {
+                        Ok(Ok(tls)) => {
+                            serve_connection(tls, peer, conn, service, limits, stop).await
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(component = "admin", error = %e, "admin TLS handshake failed")
+                        }
+                        Err(_) => {
+                            tracing::debug!(component = "admin", "admin TLS handshake timed out")
+                        }
+                    }
+                }
+            }
             registry
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -333,18 +361,17 @@ pub async fn serve(
     Ok(())
 }
 
-async fn serve_connection(
-    stream: tokio::net::TcpStream,
+async fn serve_connection<S>(
+    stream: S,
     peer: SocketAddr,
     conn: Arc<Conn>,
     service: hyper_util::service::TowerToHyperService<Router>,
     limits: Limits,
     stop: CancellationToken,
-) {
-    let io = TokioIo::new(Watched {
-        inner: stream,
-        conn: conn.clone(),
-    });
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let io = TokioIo::new(stream);
     let for_requests = conn.clone();
     let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         for_requests.request_started();

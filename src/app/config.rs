@@ -399,8 +399,52 @@ pub struct Admin {
     /// seconds.
     #[serde(default = "default_admin_idle_timeout")]
     pub idle_timeout_secs: u64,
+    /// TLS for the console and the API (the laboratory's certificate). Required when `listen`
+    /// is not a loopback address.
+    #[serde(default)]
+    pub tls: Option<AdminTls>,
+    /// A console session with no request for this long, in seconds, is ended (default 900).
+    #[serde(default = "default_session_idle")]
+    pub session_idle_timeout_secs: u64,
+    /// Consecutive failed sign-ins or signatures that lock a user name (default 5).
+    #[serde(default = "default_lockout_failures")]
+    pub lockout_failures: u32,
+    /// The first lockout, in seconds (default 30); each further failure doubles it, up to an
+    /// hour.
+    #[serde(default = "default_lockout_secs")]
+    pub lockout_secs: u64,
     #[serde(default, rename = "user")]
     pub users: Vec<crate::admin::auth::UserConfig>,
+}
+
+/// The admin listener's TLS: the laboratory's certificate chain and key (PEM).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminTls {
+    pub cert: PathBuf,
+    /// Mode 0600 or stricter.
+    pub key: PathBuf,
+}
+
+impl AdminTls {
+    pub fn server(&self) -> crate::trust::tls::ServerTls {
+        crate::trust::tls::ServerTls {
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            client_ca: None,
+            client_name: None,
+        }
+    }
+}
+
+fn default_session_idle() -> u64 {
+    900
+}
+fn default_lockout_failures() -> u32 {
+    5
+}
+fn default_lockout_secs() -> u64 {
+    30
 }
 
 fn default_admin_max_connections() -> usize {
@@ -829,7 +873,13 @@ pub fn load_with_env(
             spool_dir: resolve(&raw.lims.spool_dir),
             ..raw.lims
         },
-        admin: raw.admin,
+        admin: Admin {
+            tls: raw.admin.tls.map(|t| AdminTls {
+                cert: resolve(&t.cert),
+                key: resolve(&t.key),
+            }),
+            ..raw.admin
+        },
         signing: Signing {
             keys_dir: resolve(&raw.signing.keys_dir),
         },
@@ -1376,6 +1426,35 @@ fn validate_analyzers(cfg: &Config, profiles: &ProfileSet, problems: &mut Vec<Pr
     }
     if a.idle_timeout_secs == 0 {
         problems.push(problem("admin.idle_timeout_secs", "must be at least 1"));
+    }
+    if a.session_idle_timeout_secs == 0 {
+        problems.push(problem(
+            "admin.session_idle_timeout_secs",
+            "must be at least 1",
+        ));
+    }
+    if a.lockout_failures == 0 {
+        problems.push(problem("admin.lockout_failures", "must be at least 1"));
+    }
+    if a.lockout_secs == 0 || a.lockout_secs > 3600 {
+        problems.push(problem("admin.lockout_secs", "must be from 1 to 3600"));
+    }
+    match &a.tls {
+        Some(t) => {
+            for p in crate::trust::tls::check(&t.server()) {
+                problems.push(problem("admin.tls", p));
+            }
+        }
+        None if !a.listen.ip().is_loopback() => problems.push(problem(
+            "admin.tls",
+            format!(
+                "required: admin.listen ({}) is not a loopback address, and the console and the \
+                 API carry passwords, tokens and donor data; set [admin.tls] cert and key (the \
+                 laboratory's certificate), or listen on 127.0.0.1",
+                a.listen
+            ),
+        )),
+        None => {}
     }
     if let Err(errs) = crate::admin::auth::Users::from_config(&cfg.admin.users) {
         for (k, p) in errs {
@@ -2027,6 +2106,54 @@ keys_dir = "keys"
         let p = write_config(d.path(), &body);
         let e = load_with_env(&p, &[]).unwrap_err();
         assert_eq!(e.problems[0].key, "admin.max_conns", "{e}");
+    }
+
+    /// The console and the API carry passwords and donor data: off loopback they need TLS, and
+    /// the error names the key. The session and lockout settings have defaults and are checked.
+    #[test]
+    fn admin_off_loopback_needs_tls_and_console_settings_are_checked() {
+        let d = tempfile::tempdir().unwrap();
+        let (cfg, _) = load_with_env(&write_config(d.path(), GOOD), &[]).unwrap();
+        assert_eq!(cfg.admin.session_idle_timeout_secs, 900);
+        assert_eq!(cfg.admin.lockout_failures, 5);
+        assert_eq!(cfg.admin.lockout_secs, 30);
+        assert!(cfg.admin.tls.is_none());
+        let off = GOOD.replace("listen = \"127.0.0.1:0\"", "listen = \"0.0.0.0:0\"");
+        let e = load_with_env(&write_config(d.path(), &off), &[]).unwrap_err();
+        let p = e
+            .problems
+            .iter()
+            .find(|p| p.key == "admin.tls")
+            .expect("admin.tls named");
+        assert!(p.problem.contains("not a loopback address"), "{e}");
+        // With the laboratory's certificate it loads (paths relative to the configuration).
+        let cert = rcgen::generate_simple_self_signed(vec!["lab.example".into()]).unwrap();
+        std::fs::write(d.path().join("admin.crt"), cert.cert.pem()).unwrap();
+        std::fs::write(d.path().join("admin.key"), cert.signing_key.serialize_pem()).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            d.path().join("admin.key"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+        let tls = format!("{off}\n[admin.tls]\ncert = \"admin.crt\"\nkey = \"admin.key\"\n");
+        let tls = tls.replace("[signing]\nkeys_dir = \"keys\"\n", "");
+        let tls = format!("{tls}\n[signing]\nkeys_dir = \"keys\"\n");
+        let (cfg, _) = load_with_env(&write_config(d.path(), &tls), &[]).unwrap();
+        assert_eq!(cfg.admin.tls.unwrap().cert, d.path().join("admin.crt"));
+        let bad = GOOD.replace(
+            "listen = \"127.0.0.1:0\"",
+            "listen = \"127.0.0.1:0\"\nsession_idle_timeout_secs = 0\nlockout_failures = 0\nlockout_secs = 0",
+        );
+        let e = load_with_env(&write_config(d.path(), &bad), &[]).unwrap_err();
+        let keys: Vec<_> = e.problems.iter().map(|p| p.key.as_str()).collect();
+        for k in [
+            "admin.session_idle_timeout_secs",
+            "admin.lockout_failures",
+            "admin.lockout_secs",
+        ] {
+            assert!(keys.contains(&k), "{k} not named: {e}");
+        }
     }
 
     #[test]

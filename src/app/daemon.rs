@@ -62,7 +62,20 @@ fn log_panics_without_payload() {
 pub struct RuntimeInfo {
     pub pid: u32,
     pub admin: SocketAddr,
+    /// The admin listener's certificate when it speaks TLS (`[admin.tls]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_tls_cert: Option<PathBuf>,
     pub analyzers: BTreeMap<String, SocketAddr>,
+}
+
+impl RuntimeInfo {
+    /// Where the CLI reaches the admin API.
+    pub fn admin_endpoint(&self) -> admin::client::Endpoint {
+        admin::client::Endpoint {
+            addr: self.admin,
+            tls_cert: self.admin_tls_cert.clone(),
+        }
+    }
 }
 
 /// The runtime file of a store: `<store path>.runtime.json`, beside the store directory.
@@ -192,11 +205,18 @@ async fn run(
         .await
         .map_err(|e| format!("admin.listen {}: {e}", cfg.admin.listen))?;
     let admin_addr = admin_listener.local_addr().map_err(|e| e.to_string())?;
+    let admin_tls = match &cfg.admin.tls {
+        Some(t) => Some(
+            crate::trust::tls::server_config(&t.server()).map_err(|e| format!("admin.tls: {e}"))?,
+        ),
+        None => None,
+    };
     let (mut analyzers, handlers) = w.bind_analyzers(&cfg, &custody).await?;
     let astm = w.bind_astm(&cfg, &custody, &mut analyzers).await?;
     let runtime = RuntimeInfo {
         pid: std::process::id(),
         admin: admin_addr,
+        admin_tls_cert: cfg.admin.tls.as_ref().map(|t| t.cert.clone()),
         analyzers,
     };
     let health = w.start_senders(&cfg, &desk)?;
@@ -208,7 +228,7 @@ async fn run(
         health.clone(),
         prometheus,
     );
-    w.serve_admin(&cfg, admin_listener, admin_state);
+    w.serve_admin(&cfg, admin_listener, admin_tls, admin_state);
     w.spawn_background(&cfg, spool, custody, health);
 
     write_runtime(&cfg.store.path, &runtime)?;
@@ -667,20 +687,41 @@ impl Wiring {
             })),
             on_refusal: Some(self.refusal_audit()),
             unknown_callers: Some(unknown_callers),
+            audit: Some(crate::app::console::audit_sink(self.committer.clone())),
+            console: Some(Arc::new(crate::admin::console::Console {
+                sessions: crate::admin::console::session::Sessions::new(
+                    self.clock.clone(),
+                    cfg.admin.session_idle_timeout_secs * 1000,
+                    crate::admin::console::session::LockoutPolicy {
+                        max_failures: cfg.admin.lockout_failures,
+                        base_ms: cfg.admin.lockout_secs * 1000,
+                        max_lock_ms: 3_600_000,
+                    },
+                ),
+                data: Arc::new(crate::app::console::ConsoleStore {
+                    store: self.store.clone(),
+                    profiles: self.profiles.clone(),
+                    default_profile: cfg.rules.default_profile.clone(),
+                }),
+            })),
+            clock: self.clock.clone(),
         }
     }
 
     /// Serves the admin API until shutdown, within the configured connection limits.
-    fn serve_admin(&mut self, cfg: &Config, listener: tokio::net::TcpListener, state: AdminState) {
+    fn serve_admin(
+        &mut self,
+        cfg: &Config,
+        listener: tokio::net::TcpListener,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        state: AdminState,
+    ) {
         let token = self.shutdown.clone();
         let limits = cfg.admin.limits();
         self.tasks.spawn(async move {
-            if let Err(e) = admin::serve(
-                listener,
-                state,
-                limits,
-                async move { token.cancelled().await },
-            )
+            if let Err(e) = admin::serve(listener, state, limits, tls, async move {
+                token.cancelled().await
+            })
             .await
             {
                 error!(component = "admin", error = %e, "admin API stopped");

@@ -7,6 +7,12 @@
 //! receives the signed reports at a local MRO receiver (HTTPS, client certificate required),
 //! printing each step and the final verdicts. Everything it creates lives in a temporary
 //! directory.
+//!
+//! The admin listener serves the review console over TLS with a certificate the demo makes for
+//! `localhost`; the demo prints its address and the user to sign in with. With `--keep` it
+//! leaves two specimens (the positive and the adulterated one) in the review queue and keeps the
+//! daemon and the MRO receiver running until it is interrupted, so that a newcomer can review
+//! and release them in the console and see the MRO receive the signed reports.
 
 use crate::admin::client;
 use crate::app::daemon::{RuntimeInfo, runtime_file};
@@ -20,14 +26,17 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 const TOKEN: &str = "demo-token-change-me";
+/// The example configuration's console user and password.
+const USER: &str = "Demo Certifying Scientist";
+const PASSWORD: &str = "demo-password-change-me";
 
 fn step(n: u32, text: &str) {
     crate::outln!("\n[{n}] {text}");
 }
 
-/// Runs the demo with the example configuration at `config`.
-pub fn run(config: &Path) -> ExitCode {
-    match demo(config) {
+/// Runs the demo with the example configuration at `config`; with `keep`, the daemon stays up.
+pub fn run(config: &Path, keep: bool) -> ExitCode {
+    match demo(config, keep) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("\ndemo failed: {e}");
@@ -47,7 +56,20 @@ impl Drop for ChildGuard {
     }
 }
 
-fn demo(example: &Path) -> Result<(), String> {
+/// A certificate for the console at `localhost` and 127.0.0.1 (self-signed): `(cert, key)`.
+fn console_certificate(dir: &Path) -> Result<(PathBuf, PathBuf), String> {
+    let c = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+        .map_err(|e| e.to_string())?;
+    let (cert, key) = (dir.join("admin.crt"), dir.join("admin.key"));
+    std::fs::write(&cert, c.cert.pem()).map_err(|e| e.to_string())?;
+    std::fs::write(&key, c.signing_key.serialize_pem()).map_err(|e| e.to_string())?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| e.to_string())?;
+    Ok((cert, key))
+}
+
+fn demo(example: &Path, keep: bool) -> Result<(), String> {
     crate::trust::tls::install_provider();
     let dir = std::env::temp_dir().join(format!("custodian-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
@@ -79,7 +101,8 @@ fn demo(example: &Path) -> Result<(), String> {
         4,
         "The daemon, on the example configuration with a temporary store",
     );
-    let cfg = write_config(example, &dir, &pki, port)?;
+    let tls = console_certificate(&dir)?;
+    let cfg = write_config(example, &dir, &pki, port, &tls)?;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let log = std::fs::File::create(dir.join("daemon.log")).map_err(|e| e.to_string())?;
     let child = Command::new(exe)
@@ -93,7 +116,9 @@ fn demo(example: &Path) -> Result<(), String> {
     let pid = child.id();
     let mut guard = ChildGuard(Some(child));
     let rt = wait_ready(&dir.join("store"), pid)?;
-    crate::outln!("    admin API {} ; analyzers:", rt.admin);
+    let admin = rt.admin_endpoint();
+    let console = format!("https://localhost:{}/console/", rt.admin.port());
+    crate::outln!("    admin API and review console {console} (TLS) ; analyzers:");
     for (name, addr) in &rt.analyzers {
         crate::outln!("      {name:<14} MLLP {addr}");
     }
@@ -257,7 +282,7 @@ fn demo(example: &Path) -> Result<(), String> {
         astm_send(&rt, sample, action, &results)?;
     }
     let show_runs = |state: &str| -> Result<Vec<serde_json::Value>, String> {
-        let runs = get_json(rt.admin, &format!("/api/runs?state={state}"))?;
+        let runs = get_json(&admin, &format!("/api/runs?state={state}"))?;
         Ok(runs.as_array().cloned().unwrap_or_default())
     };
     for r in show_runs("accepted")? {
@@ -286,7 +311,7 @@ fn demo(example: &Path) -> Result<(), String> {
     for r in &pending {
         let key = r["key"].as_str().unwrap_or_default();
         let accepted = post_json(
-            rt.admin,
+            &admin,
             &format!("/api/runs/{}/accept", url_segment(key)),
             &serde_json::json!({"reason": "calibrator and controls within +-20 %; ion ratios reviewed"}),
         )?;
@@ -297,7 +322,7 @@ fn demo(example: &Path) -> Result<(), String> {
     }
 
     step(9, "The review queue, as a certifying scientist sees it");
-    let queue = get_json(rt.admin, "/api/review")?;
+    let queue = get_json(&admin, "/api/review")?;
     let items = queue.as_array().cloned().unwrap_or_default();
     for it in &items {
         let v = &it["verdict"];
@@ -323,16 +348,25 @@ fn demo(example: &Path) -> Result<(), String> {
         "Released by \"Demo Certifying Scientist\" (negatives as one batch signature)",
     );
     let batch = serde_json::json!({"specimens": ["DEMO-NEG-001", "DEMO-DIL-003"]});
-    post_json(rt.admin, "/api/release-batch", &batch)?;
+    post_json(&admin, "/api/release-batch", &batch)?;
     crate::outln!("    DEMO-NEG-001, DEMO-DIL-003: released as a batch of negatives");
-    for id in ["DEMO-POS-002", "DEMO-ADU-004", "DEMO-REJ-005"] {
+    let (now, later): (&[&str], &[&str]) = if keep {
+        (&["DEMO-REJ-005"], &["DEMO-POS-002", "DEMO-ADU-004"])
+    } else {
+        (&["DEMO-POS-002", "DEMO-ADU-004", "DEMO-REJ-005"], &[])
+    };
+    for id in now {
         post_json(
-            rt.admin,
+            &admin,
             &format!("/api/review/{id}/release"),
             &serde_json::json!({}),
         )?;
         crate::outln!("    {id}: released");
     }
+    for id in later {
+        crate::outln!("    {id}: left in the review queue for you to release in the console");
+    }
+    let expected = specimens.len() - later.len();
 
     step(
         11,
@@ -340,16 +374,12 @@ fn demo(example: &Path) -> Result<(), String> {
     );
     let mut got = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while got.len() < specimens.len() {
+    while got.len() < expected {
         let left = deadline.saturating_duration_since(Instant::now());
         match reports.recv_timeout(left) {
             Ok(r) => got.push(r),
             Err(_) => {
-                return Err(format!(
-                    "only {} of {} reports arrived",
-                    got.len(),
-                    specimens.len()
-                ));
+                return Err(format!("only {} of {expected} reports arrived", got.len()));
             }
         }
     }
@@ -372,6 +402,37 @@ fn demo(example: &Path) -> Result<(), String> {
         );
     }
 
+    if keep {
+        step(
+            12,
+            "The daemon keeps running: review and release in the console",
+        );
+        crate::outln!("    open     {console}");
+        crate::outln!("    sign in  user name \"{USER}\", password \"{PASSWORD}\"");
+        crate::outln!(
+            "    the certificate is the demo's own ({}): accept it in the browser",
+            tls.0.display()
+        );
+        crate::outln!(
+            "    daemon pid {pid}; its log is {}",
+            dir.join("daemon.log").display()
+        );
+        crate::outln!("    press Ctrl-C to stop the daemon and the MRO receiver");
+        // The daemon gets the terminal's Ctrl-C too (a clean shutdown); until then every
+        // report the MRO receives is shown.
+        let _keep_running = guard;
+        while let Ok(r) = reports.recv() {
+            crate::outln!(
+                "    the MRO received the signed report of {}: {}",
+                r["specimen_id"].as_str().unwrap_or("?"),
+                r["results"]
+            );
+        }
+        return Ok(());
+    }
+    crate::outln!(
+        "\n    The review console was at {console} (user \"{USER}\", password \"{PASSWORD}\");\n    `custodian demo --keep` leaves the daemon running to click through it."
+    );
     step(12, "Stopping the daemon (SIGTERM: settle, flush, exit 0)");
     if let Some(mut c) = guard.0.take() {
         let _ = Command::new("kill")
@@ -412,8 +473,8 @@ fn wait_ready(store: &Path, pid: u32) -> Result<RuntimeInfo, String> {
     found.ok_or_else(|| "no runtime file".into())
 }
 
-fn get_json(admin: SocketAddr, path: &str) -> Result<serde_json::Value, String> {
-    let r = client::get(admin, path, Some(TOKEN)).map_err(|e| e.to_string())?;
+fn get_json(admin: &client::Endpoint, path: &str) -> Result<serde_json::Value, String> {
+    let r = client::get(admin.clone(), path, Some(TOKEN)).map_err(|e| e.to_string())?;
     if r.status != 200 {
         return Err(format!("GET {path}: {} {}", r.status, r.body.trim()));
     }
@@ -421,11 +482,11 @@ fn get_json(admin: SocketAddr, path: &str) -> Result<serde_json::Value, String> 
 }
 
 fn post_json(
-    admin: SocketAddr,
+    admin: &client::Endpoint,
     path: &str,
     body: &serde_json::Value,
 ) -> Result<serde_json::Value, String> {
-    let r = client::post(admin, path, Some(TOKEN), body).map_err(|e| e.to_string())?;
+    let r = client::post(admin.clone(), path, Some(TOKEN), body).map_err(|e| e.to_string())?;
     if r.status != 200 {
         return Err(format!("POST {path}: {} {}", r.status, r.body.trim()));
     }
@@ -813,7 +874,13 @@ const DEMO_CCF_PNG: &str = "iVBORw0KGgoAAAANSUhEUgAAAHgAAAA8CAAAAACIxiF0AAAARElE
 /// Rewrites the example configuration for the demo's temporary directory: every listener on a
 /// free port, the store, spool, keys and summaries inside `dir`, and the demo MRO in the
 /// directory.
-fn write_config(example: &Path, dir: &Path, pki: &Pki, port: u16) -> Result<PathBuf, String> {
+fn write_config(
+    example: &Path,
+    dir: &Path,
+    pki: &Pki,
+    port: u16,
+    tls: &(PathBuf, PathBuf),
+) -> Result<PathBuf, String> {
     let text =
         std::fs::read_to_string(example).map_err(|e| format!("{}: {e}", example.display()))?;
     let mut v: toml::Table =
@@ -845,6 +912,10 @@ fn write_config(example: &Path, dir: &Path, pki: &Pki, port: u16) -> Result<Path
         "listen",
         toml::Value::String("127.0.0.1:0".into()),
     );
+    let mut admin_tls = toml::Table::new();
+    admin_tls.insert("cert".into(), s(tls.0.clone()));
+    admin_tls.insert("key".into(), s(tls.1.clone()));
+    set(&mut v, "admin", "tls", toml::Value::Table(admin_tls));
     for section in ["analyzer", "astm_analyzer"] {
         if let Some(list) = v.get_mut(section).and_then(|a| a.as_array_mut()) {
             for a in list {

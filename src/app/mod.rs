@@ -3,6 +3,7 @@
 //! task supervision. May import everything below it.
 
 pub mod config;
+pub mod console;
 pub mod daemon;
 pub mod demo;
 pub mod evaluate;

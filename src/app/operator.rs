@@ -30,7 +30,7 @@ pub fn query(
     if let Some(rt) = runtime {
         {
             let token = token(token_file);
-            return match client::get(rt.admin, api_path, token.as_deref()) {
+            return match client::get(rt.admin_endpoint(), api_path, token.as_deref()) {
                 Ok(r) if r.status == 200 => {
                     crate::outln!("{}", r.body.trim_end());
                     let v = serde_json::from_str::<serde_json::Value>(&r.body).ok();
@@ -226,7 +226,7 @@ pub fn export_report(
         return ExitCode::from(2);
     };
     let token = token(token_file);
-    match client::get(rt.admin, api_path, token.as_deref()) {
+    match client::get(rt.admin_endpoint(), api_path, token.as_deref()) {
         Ok(r) if r.status == 200 => {
             let jws = r.body.trim();
             match out {
@@ -297,11 +297,14 @@ pub fn action(
     };
     let token = token(token_file);
     let r = match (method, body) {
-        ("POST", Some(b)) => client::post(rt.admin, api_path, token.as_deref(), &b),
-        ("POST", None) => {
-            client::post(rt.admin, api_path, token.as_deref(), &serde_json::json!({}))
-        }
-        _ => client::get(rt.admin, api_path, token.as_deref()),
+        ("POST", Some(b)) => client::post(rt.admin_endpoint(), api_path, token.as_deref(), &b),
+        ("POST", None) => client::post(
+            rt.admin_endpoint(),
+            api_path,
+            token.as_deref(),
+            &serde_json::json!({}),
+        ),
+        _ => client::get(rt.admin_endpoint(), api_path, token.as_deref()),
     };
     match r {
         Ok(r) if r.status == 200 => {

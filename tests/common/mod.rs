@@ -187,7 +187,7 @@ pub fn accept_pending_runs(d: &Daemon) {
     for r in runs.as_array().unwrap() {
         let key = r["key"].as_str().unwrap();
         let r = custodian::admin::client::post(
-            d.admin,
+            d.endpoint(),
             &format!("/api/runs/{}/accept", url_encode(key)),
             Some(TOKEN),
             &serde_json::json!({"reason": "QC reviewed"}),
@@ -274,6 +274,39 @@ pub fn generate_key(config: &Path) {
     );
 }
 
+/// The console passwords of the test users (the scientist's, the viewer's, the operator's).
+pub const PASSWORD: &str = "scientist-password-1";
+pub const VIEWER_PASSWORD: &str = "viewer-password-22";
+pub const OPERATOR_PASSWORD: &str = "operator-password-333";
+
+/// Gives the test users of a written configuration console passwords (Argon2id) and, with
+/// `tls`, serves the admin listener over TLS with a self-signed certificate for 127.0.0.1 and
+/// localhost (`admin.crt`, `admin.key` in `dir`).
+pub fn enable_console(config: &Path, tls: bool) {
+    let mut t = std::fs::read_to_string(config).unwrap();
+    for (token, password) in [
+        (TOKEN, PASSWORD),
+        (VIEWER_TOKEN, VIEWER_PASSWORD),
+        (OPERATOR_TOKEN, OPERATOR_PASSWORD),
+    ] {
+        let line = format!("token_sha256 = \"{}\"", sha256_hex(token));
+        let phc = custodian::admin::auth::hash_password(password).unwrap();
+        t = t.replace(&line, &format!("{line}\npassword_argon2 = \"{phc}\""));
+    }
+    if tls {
+        let dir = config.parent().unwrap();
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+            .unwrap();
+        std::fs::write(dir.join("admin.crt"), cert.cert.pem()).unwrap();
+        let key = dir.join("admin.key");
+        std::fs::write(&key, cert.signing_key.serialize_pem()).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        t.push_str("\n[admin.tls]\ncert = \"admin.crt\"\nkey = \"admin.key\"\n");
+    }
+    std::fs::write(config, t).unwrap();
+}
+
 /// One analyzer named `name` on port 0 with the test mapping.
 pub fn analyzer(name: &str) -> String {
     format!("[[analyzer]]\nname = \"{name}\"\nlisten = \"127.0.0.1:0\"\n{LAB_MAPPING}\n")
@@ -285,6 +318,8 @@ pub struct Daemon {
     pub config: PathBuf,
     pub child: Option<Child>,
     pub admin: SocketAddr,
+    /// The admin listener's certificate when it speaks TLS.
+    pub admin_tls_cert: Option<PathBuf>,
     pub analyzers: BTreeMap<String, SocketAddr>,
     starts: u32,
     /// The daemon's limit of open files (`ulimit -n`), if set.
@@ -299,6 +334,7 @@ impl Daemon {
             config: dir.join("custodian.toml"),
             child: None,
             admin: "127.0.0.1:1".parse().unwrap(),
+            admin_tls_cert: None,
             analyzers: BTreeMap::new(),
             starts: 0,
             nofile: None,
@@ -314,6 +350,7 @@ impl Daemon {
             config: dir.join("custodian.toml"),
             child: None,
             admin: "127.0.0.1:1".parse().unwrap(),
+            admin_tls_cert: None,
             analyzers: BTreeMap::new(),
             starts: 0,
             nofile: Some(nofile),
@@ -361,6 +398,7 @@ impl Daemon {
                 if let Ok(v) = serde_json::from_str::<serde_json::Value>(&t) {
                     if v["pid"].as_u64() == Some(pid as u64) {
                         self.admin = v["admin"].as_str().unwrap().parse().unwrap();
+                        self.admin_tls_cert = v["admin_tls_cert"].as_str().map(PathBuf::from);
                         self.analyzers = v["analyzers"]
                             .as_object()
                             .unwrap()
@@ -429,9 +467,17 @@ impl Daemon {
         self.spawn();
     }
 
+    /// Where the admin API is (with its certificate when it speaks TLS).
+    pub fn endpoint(&self) -> custodian::admin::client::Endpoint {
+        custodian::admin::client::Endpoint {
+            addr: self.admin,
+            tls_cert: self.admin_tls_cert.clone(),
+        }
+    }
+
     /// GET on the admin API with a token.
     pub fn get(&self, path: &str, token: Option<&str>) -> (u16, String) {
-        let r = custodian::admin::client::get(self.admin, path, token).unwrap();
+        let r = custodian::admin::client::get(self.endpoint(), path, token).unwrap();
         (r.status, r.body)
     }
 
