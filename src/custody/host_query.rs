@@ -29,7 +29,9 @@ where
         .committer()
         .submit(
             move |tx: &mut Tx<'_>| -> Result<T, Abort<ChangeErrorOrUnknown>> {
-                let rec: Option<SpecimenRecord> = tx.get(Keyspace::Specimens, id.as_bytes())?;
+                // With its results (they live in keys of their own): the confirmations ordered
+                // depend on the screen's.
+                let rec: Option<SpecimenRecord> = crate::custody::records::get_specimen(tx, &id)?;
                 let (answer, summary) = decide(rec.as_ref(), view.profiles());
                 tx.audit(
                     AuditEntry::new(now, actor.clone(), "host_query", id.as_str()).after(summary),

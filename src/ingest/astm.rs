@@ -506,7 +506,7 @@ mod tests {
         b"H|\\^&|||cobas|||||||P|1|20261123101500\rP|1\rO|1|S1\rR|1|^^^THC50|12|ng/mL||||F\rL|1|N\r";
 
     fn stored(store: &Store, id: &str) -> Option<SpecimenRecord> {
-        store.get(Keyspace::Specimens, id.as_bytes()).unwrap()
+        crate::custody::records::read_specimen(store, id).unwrap()
     }
 
     fn quarantined(store: &Store) -> usize {

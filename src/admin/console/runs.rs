@@ -122,7 +122,7 @@ pub async fn list(
 
 /// One run: its QC checks and results, its specimens, and the decision forms.
 #[derive(Template)]
-#[template(path = "run.html")]
+#[template(path = "run.html", config = "src/admin/console/askama.toml")]
 pub struct RunPage {
     pub title: String,
     pub nav: Option<Nav>,

@@ -12,7 +12,7 @@ pub struct Nav {
 }
 
 #[derive(Template)]
-#[template(path = "sign_in.html")]
+#[template(path = "sign_in.html", config = "src/admin/console/askama.toml")]
 pub struct SignIn {
     pub title: &'static str,
     pub nav: Option<Nav>,
@@ -134,7 +134,7 @@ pub struct Link {
 
 /// A page of paragraphs, tables, at most one form and links.
 #[derive(Template)]
-#[template(path = "page.html")]
+#[template(path = "page.html", config = "src/admin/console/askama.toml")]
 pub struct Page {
     pub title: String,
     pub nav: Option<Nav>,
@@ -186,7 +186,7 @@ pub struct QueueRow {
 }
 
 #[derive(Template)]
-#[template(path = "queue.html")]
+#[template(path = "queue.html", config = "src/admin/console/askama.toml")]
 pub struct Queue {
     pub title: &'static str,
     pub nav: Option<Nav>,
@@ -232,7 +232,7 @@ pub struct ReceivedRow {
 }
 
 #[derive(Template)]
-#[template(path = "specimen.html")]
+#[template(path = "specimen.html", config = "src/admin/console/askama.toml")]
 pub struct Specimen {
     pub title: String,
     pub nav: Option<Nav>,
