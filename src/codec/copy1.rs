@@ -28,7 +28,9 @@ pub enum Copy1Error {
     Write,
     #[error("the certified Copy 1 does not name the specimen ID")]
     SpecimenIdMissing,
-    #[error("the certified Copy 1 does not state the result {0}")]
+    /// Which result it lacks is kept for the caller, not written in the text (error texts
+    /// carry no result).
+    #[error("the certified Copy 1 does not state every result of the verdict")]
     ResultMissing(&'static str),
 }
 
