@@ -574,6 +574,26 @@ pub struct Store {
     /// non-zero for systemd to restart it. At most 25 (the unit's watchdog is 30 s).
     #[serde(default = "default_exit_after_durability_lost")]
     pub exit_after_durability_lost_secs: u64,
+    /// MiB of decoded pages the store keeps in memory (its resident memory stays near this
+    /// whatever the store's size). 8 to 65536; default 64.
+    #[serde(default = "default_cache_mib")]
+    pub cache_mib: u64,
+}
+
+fn default_cache_mib() -> u64 {
+    crate::store::DEFAULT_CACHE_BYTES / (1024 * 1024)
+}
+
+/// Bounds of `store.cache_mib`.
+pub const CACHE_MIB_RANGE: std::ops::RangeInclusive<u64> = 8..=65536;
+
+impl Store {
+    /// How the daemon and the operator commands open the store.
+    pub fn options(&self) -> crate::store::StoreOptions {
+        crate::store::StoreOptions {
+            cache_bytes: self.cache_mib * 1024 * 1024,
+        }
+    }
 }
 
 fn default_exit_after_durability_lost() -> u64 {
@@ -1106,6 +1126,16 @@ fn validate(cfg: &Config, problems: &mut Vec<Problem>) {
             "store.exit_after_durability_lost_secs",
             format!(
                 "must be at most {MAX_EXIT_AFTER_DURABILITY_LOST_SECS} (below the unit's 30 s watchdog)"
+            ),
+        ));
+    }
+    if !CACHE_MIB_RANGE.contains(&cfg.store.cache_mib) {
+        problems.push(problem(
+            "store.cache_mib",
+            format!(
+                "must be from {} to {} (MiB of the store's page cache)",
+                CACHE_MIB_RANGE.start(),
+                CACHE_MIB_RANGE.end()
             ),
         ));
     }

@@ -307,7 +307,7 @@ impl Wiring {
             std::fs::create_dir_all(parent)
                 .map_err(|e| format!("store.path: cannot create {}: {e}", parent.display()))?;
         }
-        let store = Store::open(&cfg.store.path).map_err(|e| format!("store.path: {e}"))?;
+        let store = Store::open_with(&cfg.store.path, &cfg.store.options()).map_err(|e| format!("store.path: {e}"))?;
         if let Some(f) = hooks.on_store_open {
             f(&store);
         }
@@ -1181,7 +1181,7 @@ fn run_summary_json(r: &crate::domain::runs::RunRecord) -> serde_json::Value {
         "opened_at": crate::core::clock::rfc3339(r.opened_at_ms),
         "closed_at": r.closed_at_ms.map(crate::core::clock::rfc3339),
         "qc": r.evaluation.as_ref().map(|e| e.outcome.key()),
-        "specimens": r.specimens.len(),
+        "specimens": r.specimen_count(),
         "qc_results": r.qc.len(),
     })
 }

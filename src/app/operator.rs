@@ -65,7 +65,7 @@ pub fn query(
             };
         }
     }
-    let store = match Store::open(&cfg.store.path) {
+    let store = match Store::open_with(&cfg.store.path, &cfg.store.options()) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("custodian: cannot open the store: {e}");

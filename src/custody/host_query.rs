@@ -6,7 +6,7 @@
 use crate::custody::{ChangeErrorOrUnknown, Custody, IngestError};
 use crate::domain::rules::ProfileSet;
 use crate::domain::specimen::SpecimenRecord;
-use crate::store::{Abort, AuditEntry, Keyspace, Tx};
+use crate::store::{Abort, AuditEntry, Tx};
 
 /// Reads `specimen_id`, lets `decide` choose the answer from the record (if any) and the loaded
 /// editions, and audits the read with the summary `decide` returns. `decide` may run more than

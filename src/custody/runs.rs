@@ -19,12 +19,13 @@ use crate::custody::records::{Indexed, put_specimen};
 use crate::custody::{Custody, DedupeMark};
 use crate::domain::results::ResultEntry;
 use crate::domain::runs::{
-    Delimiting, QcResult, QcRule, RunError, RunKind, RunRecord, RunState, run_key,
+    Delimiting, QcResult, QcRule, RunError, RunKind, RunRecord, RunSpecimen, RunState, run_key,
 };
 use crate::domain::specimen::{ChangeError, SpecimenRecord};
 use crate::store::{
     Abort, AuditEntry, CommitError, GroupCommitter, Keyspace, Store, StoreError, Tx, TxError,
-    dedupe_key, run_cursor_key, run_record_key, run_state_index, state_key,
+    dedupe_key, run_cursor_key, run_member_key, run_member_prefix, run_record_key,
+    run_state_index, state_key,
 };
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -150,7 +151,24 @@ pub fn get_run(tx: &Tx<'_>, key: &str) -> Result<Option<RunRecord>, TxError> {
     tx.get(Keyspace::Runs, &run_record_key(key))
 }
 
-/// Writes a run with its `by_state` entry (`before`: its state as stored, if it was).
+/// Loads a run's members stored apart into the run (before it is closed or decided: its
+/// content hash and its specimens' news need them all).
+pub fn load_members(tx: &Tx<'_>, run: &mut RunRecord) -> Result<(), TxError> {
+    if run.has_all_members() {
+        return Ok(());
+    }
+    let mut members = Vec::new();
+    for key in tx.keys_with_prefix(Keyspace::Runs, &run_member_prefix(&run.key))? {
+        if let Some(m) = tx.get::<RunSpecimen>(Keyspace::Runs, &key)? {
+            members.push(m);
+        }
+    }
+    run.set_members(members);
+    Ok(())
+}
+
+/// Writes a run with its `by_state` entry (`before`: its state as stored, if it was). A run
+/// whose members are stored apart is written without them.
 pub fn put_run(tx: &mut Tx<'_>, before: Option<RunState>, run: &RunRecord) -> Result<(), TxError> {
     let now = run.state();
     if before != Some(now) {
@@ -165,6 +183,11 @@ pub fn put_run(tx: &mut Tx<'_>, before: Option<RunState>, run: &RunRecord) -> Re
             &state_key(&run_state_index(now.key()), &run.key)?,
             &(),
         )?;
+    }
+    if run.members_apart && !run.specimens.is_empty() {
+        let mut header = run.clone();
+        header.specimens.clear();
+        return tx.put(Keyspace::Runs, &run_record_key(&run.key), &header);
     }
     tx.put(Keyspace::Runs, &run_record_key(&run.key), run)
 }
@@ -246,12 +269,19 @@ pub async fn message(
             let mut cursor: Cursor = tx.get(Keyspace::Runs, &ckey)?.unwrap_or_default();
             let mut touched = Touched { runs: Vec::new() };
             let mut closed: Vec<String> = Vec::new();
-            let close = |t: &mut Touched, i: usize, why: &str, closed: &mut Vec<String>| {
+            let close = |tx: &Tx<'_>,
+                         t: &mut Touched,
+                         i: usize,
+                         why: &str,
+                         closed: &mut Vec<String>|
+             -> Result<(), TxError> {
                 let r = t.run(i);
                 if r.is_open() {
+                    load_members(tx, r)?;
                     r.close(why, now);
                     closed.push(r.key.clone());
                 }
+                Ok(())
             };
             let mut specimen_state = None;
             let placed_in: String;
@@ -276,7 +306,7 @@ pub async fn message(
                         let r = touched.run(i);
                         r.add_qc(results.clone());
                         if r.in_closing_qc() && r.closing_qc_complete() {
-                            close(&mut touched, i, "its closing QC arrived", &mut closed);
+                            close(tx, &mut touched, i, "its closing QC arrived", &mut closed)?;
                         }
                         cursor.current = Some(key.clone());
                         placed_in = key;
@@ -305,11 +335,12 @@ pub async fn message(
                                 let next_key = touched.run(n).key.clone();
                                 if touched.run(c).closing_qc_complete() {
                                     close(
+                                        tx,
                                         &mut touched,
                                         c,
                                         "its closing QC set arrived",
                                         &mut closed,
-                                    );
+                                    )?;
                                     cursor.current = Some(next_key.clone());
                                     cursor.next = None;
                                 } else {
@@ -368,11 +399,12 @@ pub async fn message(
                         match (cur, next) {
                             (Some(c), Some(n)) => {
                                 close(
+                                    tx,
                                     &mut touched,
                                     c,
                                     "a specimen arrived before its closing QC set was complete",
                                     &mut closed,
-                                );
+                                )?;
                                 cursor.current = Some(touched.run(n).key.clone());
                                 cursor.next = None;
                                 n
@@ -395,9 +427,21 @@ pub async fn message(
                         .iter()
                         .any(|r| r.kind == crate::domain::results::ResultKind::Confirmation);
                     if touched.run(i).is_open() {
-                        touched
-                            .run(i)
-                            .add_specimen(specimen_id, &codes, confirmation);
+                        let r = touched.run(i);
+                        let member = if r.has_all_members() {
+                            r.add_specimen(specimen_id, &codes, confirmation)
+                        } else {
+                            let mkey = run_member_key(&r.key, specimen_id);
+                            let stored = tx.get::<RunSpecimen>(Keyspace::Runs, &mkey)?;
+                            r.add_member(stored, specimen_id, &codes, confirmation)
+                        };
+                        if r.members_apart {
+                            tx.put(
+                                Keyspace::Runs,
+                                &run_member_key(&r.key, specimen_id),
+                                &member,
+                            )?;
+                        }
                     }
                     let status = touched.run(i).status();
                     let existing: Option<SpecimenRecord> =
@@ -555,13 +599,15 @@ pub async fn batch(
                 settings.auto_accept,
                 now,
             );
+            // A batch is one bounded document: its run is stored whole.
+            run.members_apart = false;
             let actor = "lims".to_string();
             for (id, results) in specimens.iter() {
                 let codes: Vec<String> = results.iter().filter_map(|r| r.code.clone()).collect();
                 let confirmation = results
                     .iter()
                     .any(|r| r.kind == crate::domain::results::ResultKind::Confirmation);
-                run.add_specimen(id, &codes, confirmation);
+                let _ = run.add_specimen(id, &codes, confirmation);
                 let existing: Option<SpecimenRecord> =
                     crate::custody::records::get_specimen(tx, id)?;
                 let (mut rec, before) = match existing {
@@ -649,6 +695,7 @@ fn moved_on(
     {
         let r = touched.run(i);
         if r.is_open() {
+            load_members(tx, r)?;
             r.close("the instrument started another run", now);
             closed.push(r.key.clone());
         }
@@ -749,6 +796,7 @@ impl Desk {
                     let Some(mut run) = get_run(tx, &key)? else {
                         return refuse(Refusal::UnknownRun);
                     };
+                    load_members(tx, &mut run)?;
                     let before = run.state();
                     let outcome = if accept {
                         run.accept(&scientist, Some(&reason), now)
@@ -921,7 +969,17 @@ pub fn list(store: &Store, state: RunState) -> Result<Vec<RunRecord>, StoreError
 
 /// One run.
 pub fn show(store: &Store, key: &str) -> Result<Option<RunRecord>, StoreError> {
-    store.get(Keyspace::Runs, &run_record_key(key))
+    let Some(mut run) = store.get::<RunRecord>(Keyspace::Runs, &run_record_key(key))? else {
+        return Ok(None);
+    };
+    if !run.has_all_members() {
+        let members = store
+            .scan_prefix::<RunSpecimen>(Keyspace::Runs, &run_member_prefix(&run.key))
+            .map(|item| item.map(|(_, m)| m))
+            .collect::<Result<Vec<_>, _>>()?;
+        run.set_members(members);
+    }
+    Ok(Some(run))
 }
 
 /// The fingerprint of what a message means: its sample, run id, role and every result,

@@ -438,7 +438,24 @@ pub struct RunRecord {
     /// The QC rules of the source's assays, as configured when the run was opened.
     pub rules: Vec<QcRule>,
     pub qc: Vec<QcResult>,
+    /// The run's specimens: all of them for a run stored whole (a LIMS batch, a run written by
+    /// an earlier version); for a run whose members are stored apart (`members_apart`), only
+    /// once loaded ([`RunRecord::set_members`]): a run's record stays the same size however
+    /// many specimens it holds, and a message adds one small membership key.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub specimens: Vec<RunSpecimen>,
+    /// Whether the members are stored apart from the record (one key each).
+    #[serde(default)]
+    pub members_apart: bool,
+    /// Number of distinct specimens in the run.
+    #[serde(default)]
+    pub specimen_count: u32,
+    /// Every assay tested on a specimen in the run.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub tested: BTreeSet<String>,
+    /// Whether `specimens` holds every member (never stored).
+    #[serde(skip)]
+    pub members_loaded: bool,
     /// Arrivals so far (each message or document is one).
     pub events: u32,
     /// The arrival of the last specimen result (0: none yet).
@@ -475,6 +492,11 @@ impl RunRecord {
             rules,
             qc: Vec::new(),
             specimens: Vec::new(),
+            members_apart: true,
+            specimen_count: 0,
+            tested: BTreeSet::new(),
+            // A new run has all of its (no) members in memory.
+            members_loaded: true,
             events: 0,
             last_specimen_event: 0,
             has_confirmation: false,
@@ -515,23 +537,84 @@ impl RunRecord {
         }
     }
 
+    /// Whether `specimens` holds every member of the run (always for a run stored whole).
+    pub fn has_all_members(&self) -> bool {
+        !self.members_apart || self.members_loaded
+    }
+
+    /// Puts the run's members, as stored apart, into `specimens` (in key order).
+    pub fn set_members(&mut self, members: Vec<RunSpecimen>) {
+        if self.members_apart {
+            self.specimens = members;
+            self.members_loaded = true;
+        }
+    }
+
+    /// Number of distinct specimens in the run.
+    pub fn specimen_count(&self) -> usize {
+        (self.specimen_count as usize).max(self.specimens.len())
+    }
+
     /// A specimen's results arrived: `codes` are the assays, `confirmation` whether any is a
-    /// confirmation.
-    pub fn add_specimen(&mut self, specimen_id: &str, codes: &[String], confirmation: bool) {
+    /// confirmation. The run must hold every member ([`RunRecord::has_all_members`]); else use
+    /// [`RunRecord::add_member`]. Returns the specimen's membership as it now stands.
+    pub fn add_specimen(
+        &mut self,
+        specimen_id: &str,
+        codes: &[String],
+        confirmation: bool,
+    ) -> RunSpecimen {
+        let stored = self
+            .specimens
+            .iter()
+            .position(|s| s.specimen_id == specimen_id);
+        let member = self.arrived(
+            stored.map(|i| self.specimens[i].clone()),
+            specimen_id,
+            codes,
+            confirmation,
+        );
+        match stored {
+            Some(i) => self.specimens[i] = member.clone(),
+            None => self.specimens.push(member.clone()),
+        }
+        member
+    }
+
+    /// A specimen's results arrived in a run whose members are stored apart and not loaded:
+    /// `stored` is the specimen's membership as stored (None: new to the run). Returns the
+    /// membership to store.
+    pub fn add_member(
+        &mut self,
+        stored: Option<RunSpecimen>,
+        specimen_id: &str,
+        codes: &[String],
+        confirmation: bool,
+    ) -> RunSpecimen {
+        self.arrived(stored, specimen_id, codes, confirmation)
+    }
+
+    fn arrived(
+        &mut self,
+        stored: Option<RunSpecimen>,
+        specimen_id: &str,
+        codes: &[String],
+        confirmation: bool,
+    ) -> RunSpecimen {
         self.events += 1;
         self.last_specimen_event = self.events;
         self.has_confirmation |= confirmation;
-        match self
-            .specimens
-            .iter_mut()
-            .find(|s| s.specimen_id == specimen_id)
-        {
-            Some(s) => s.codes.extend(codes.iter().cloned()),
-            None => self.specimens.push(RunSpecimen {
-                specimen_id: specimen_id.to_string(),
-                codes: codes.iter().cloned().collect(),
-            }),
+        if stored.is_none() {
+            // A run written before counts were kept starts from its inline members.
+            self.specimen_count = (self.specimen_count.max(self.specimens.len() as u32)) + 1;
         }
+        self.tested.extend(codes.iter().cloned());
+        let mut member = stored.unwrap_or_else(|| RunSpecimen {
+            specimen_id: specimen_id.to_string(),
+            codes: BTreeSet::new(),
+        });
+        member.codes.extend(codes.iter().cloned());
+        member
     }
 
     /// QC results arrived (one message or document).
@@ -554,12 +637,13 @@ impl RunRecord {
         self.specimens
             .iter()
             .flat_map(|s| s.codes.iter().map(String::as_str))
+            .chain(self.tested.iter().map(String::as_str))
             .collect()
     }
 
     /// Every rule an assay tested in the run needs has a result after the last specimen.
     pub fn closing_qc_complete(&self) -> bool {
-        if self.specimens.is_empty() {
+        if self.specimen_count() == 0 {
             return false;
         }
         let tested = self.tested_codes();
@@ -731,12 +815,22 @@ impl RunRecord {
 
     /// SHA-256 (hex) of what a decision is about: the run's key, its QC results, its specimens
     /// and the rules it was judged by, in a fixed JSON form.
+    /// Every member must be in `specimens` ([`RunRecord::has_all_members`]); members stored
+    /// apart are hashed in specimen ID order, however they arrived.
     pub fn content_sha256(&self) -> String {
         use sha2::{Digest, Sha256};
+        debug_assert!(
+            self.has_all_members(),
+            "the content of a run is hashed with all of its members"
+        );
+        let mut specimens: Vec<&RunSpecimen> = self.specimens.iter().collect();
+        if self.members_apart {
+            specimens.sort_by(|a, b| a.specimen_id.cmp(&b.specimen_id));
+        }
         let content = serde_json::json!({
             "key": self.key,
             "qc": self.qc,
-            "specimens": self.specimens,
+            "specimens": specimens,
             "rules": self.rules,
             "evaluation": self.evaluation,
         });

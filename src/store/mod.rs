@@ -386,6 +386,23 @@ pub fn run_record_key(run_key: &str) -> Vec<u8> {
 /// Prefix of every run record key.
 pub const RUN_RECORD_PREFIX: &[u8] = b"r\0";
 
+/// Key of one member of a run in `runs`: `m`, a NUL byte, the run key, a NUL byte, then the
+/// specimen ID (see [`run_member_prefix`]).
+pub fn run_member_key(run_key: &str, specimen_id: &str) -> Vec<u8> {
+    let mut key = run_member_prefix(run_key);
+    key.extend_from_slice(specimen_id.as_bytes());
+    key
+}
+
+/// Prefix of every member key of a run.
+pub fn run_member_prefix(run_key: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(run_key.len() + 3);
+    key.extend_from_slice(b"m\0");
+    key.extend_from_slice(run_key.as_bytes());
+    key.push(0);
+    key
+}
+
 /// Key of an analyzer's run cursor in `runs`: `c`, a NUL byte, then the analyzer (or `lims`).
 pub fn run_cursor_key(source: &str) -> Vec<u8> {
     let mut key = b"c\0".to_vec();
@@ -424,6 +441,26 @@ pub fn dedupe_key(analyzer: &str, control_id: &str) -> Result<Vec<u8>, StoreErro
     Ok(key)
 }
 
+/// How a store is opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// Bytes of decoded pages the engine keeps in memory. The store's resident memory is this
+    /// plus a bounded overhead, whatever the store's size (sled's own default, 1 GiB, would
+    /// let a two-year store grow the daemon to a gigabyte).
+    pub cache_bytes: u64,
+}
+
+/// The default page cache: 64 MiB.
+pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            cache_bytes: DEFAULT_CACHE_BYTES,
+        }
+    }
+}
+
 /// A handle on an open store. Cheap to clone; the database closes when the last clone (and the
 /// last [`GroupCommitter`] using it) is dropped.
 #[derive(Clone)]
@@ -459,8 +496,13 @@ impl Store {
     /// Files sled creates later (`blobs/*`, `snap.*`) get 0600 at the next durable flush;
     /// until then the 0700 directory keeps other users out.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        Store::open_with(dir, &StoreOptions::default())
+    }
+
+    /// [`Store::open`] with explicit [`StoreOptions`].
+    pub fn open_with(dir: &Path, options: &StoreOptions) -> Result<Store, StoreError> {
         let created = prepare_dir(dir)?;
-        let db = open_db(dir)?;
+        let db = open_db(dir, options)?;
         let trees = Keyspace::ALL
             .iter()
             .map(|ks| {
@@ -695,10 +737,13 @@ const LOCK_WAIT: Duration = Duration::from_secs(3);
 /// Opens sled, waiting up to [`LOCK_WAIT`] for the `db` file lock: sled's background I/O
 /// threads may hold the previous instance's file for a moment after it is dropped, and a
 /// restarting daemon may briefly overlap its predecessor.
-fn open_db(dir: &Path) -> Result<sled::Db, StoreError> {
+fn open_db(dir: &Path, options: &StoreOptions) -> Result<sled::Db, StoreError> {
     let started = Instant::now();
     loop {
-        match sled::Config::new().path(dir).open() {
+        let config = sled::Config::new()
+            .path(dir)
+            .cache_capacity(options.cache_bytes);
+        match config.open() {
             Ok(db) => return Ok(db),
             Err(sled::Error::Io(e))
                 if e.kind() == io::ErrorKind::Other
