@@ -9,6 +9,12 @@ use std::io::{self, BufReader};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// mimalloc instead of the system allocator: HL7 parsing (hl7-parser allocates per field),
+/// JSON and the store's B-tree allocate per message, and glibc's malloc took a quarter of the
+/// daemon's CPU per durable message (perf, `cargo bench --bench store_economy`).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// custodian: keeps a drug-testing laboratory's results under 49 CFR Part 40.
 ///
 /// It takes results from the analyzers and the LIMS, applies the Part 40 rules, stores every
