@@ -7,6 +7,17 @@
 //! |------|-------------------------------------------|
 //! | 0x01 | JSON (serde_json), version 1              |
 //! | 0x02 | opaque bytes kept verbatim, version 1     |
+//! | 0x03 | JSON, version 1, compressed (see below)   |
+//! | 0x04 | opaque bytes, compressed (see below)      |
+//!
+//! A compressed value is the tag, one byte naming the dictionary (0: none; 1: the built-in
+//! dictionary v1, `dictionary-v1.txt`, compiled in and never changed: a new dictionary gets a
+//! new number), then an LZ4 block (`lz4_flex`, pure Rust) preceded by its decoded length
+//! (u32, little-endian). Values of 96 bytes or more are written compressed when that saves
+//! an eighth or more; the dictionary (synthetic HL7 and the shapes of the store's own JSON,
+//! no laboratory data) lets a single short message or record compress as well as a long one.
+//! The images of CCF Copy 1 are kept verbatim (PDF, PNG and TIFF are compressed already).
+//! Reading accepts every tag, so stores written before compression read unchanged.
 //!
 //! Any other tag is refused with [`StoreError::UnknownVersion`]. Errors name the keyspace and a
 //! key position ([`KeyRef`]), never the value and never the raw key, because values may hold
@@ -20,6 +31,67 @@ use serde::de::DeserializeOwned;
 pub(crate) const TAG_JSON_V1: u8 = 0x01;
 /// Tag of an opaque byte value kept verbatim, version 1.
 pub(crate) const TAG_BYTES_V1: u8 = 0x02;
+/// Tag of a compressed JSON value (JSON version 1 inside).
+pub(crate) const TAG_JSON_LZ4: u8 = 0x03;
+/// Tag of a compressed opaque byte value.
+pub(crate) const TAG_BYTES_LZ4: u8 = 0x04;
+
+/// Dictionary number 0: none.
+const DICT_NONE: u8 = 0;
+/// Dictionary number 1: the built-in dictionary v1 (never changed).
+const DICT_V1: u8 = 1;
+/// The built-in dictionary v1: synthetic HL7 v2 and the JSON shapes of the store's values.
+static DICTIONARY_V1: &[u8] = include_bytes!("dictionary-v1.txt");
+
+/// Values shorter than this are kept as they are.
+const COMPRESS_FROM: usize = 96;
+/// Longest decoded value accepted (a stored length above it is corruption, not a value).
+const MAX_DECODED: usize = 64 * 1024 * 1024;
+
+/// Compresses `body` under `tag` when that saves an eighth or more; else `None`.
+fn compress(tag: u8, body: &[u8]) -> Option<Vec<u8>> {
+    if body.len() < COMPRESS_FROM || body.len() > MAX_DECODED {
+        return None;
+    }
+    let mut out = Vec::with_capacity(6 + lz4_flex::block::get_maximum_output_size(body.len()));
+    out.push(tag);
+    out.push(DICT_V1);
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    let start = out.len();
+    out.resize(start + lz4_flex::block::get_maximum_output_size(body.len()), 0);
+    let n = lz4_flex::block::compress_into_with_dict(body, &mut out[start..], DICTIONARY_V1)
+        .ok()?;
+    out.truncate(start + n);
+    (out.len() + body.len() / 8 <= body.len()).then_some(out)
+}
+
+/// Decodes the body of a compressed value (after its tag).
+fn decompress(ks: Keyspace, key: &[u8], rest: &[u8]) -> Result<Vec<u8>, StoreError> {
+    let corrupt = |detail: &str| StoreError::Decode {
+        key: KeyRef::new(ks, key),
+        detail: detail.to_string(),
+    };
+    let (&dict, rest) = rest.split_first().ok_or_else(|| corrupt("compressed value is truncated"))?;
+    let dictionary: &[u8] = match dict {
+        DICT_NONE => &[],
+        DICT_V1 => DICTIONARY_V1,
+        _ => return Err(corrupt("compressed value names an unknown dictionary")),
+    };
+    let (len, block) = rest
+        .split_first_chunk::<4>()
+        .ok_or_else(|| corrupt("compressed value is truncated"))?;
+    let len = u32::from_le_bytes(*len) as usize;
+    if len > MAX_DECODED {
+        return Err(corrupt("compressed value states an impossible length"));
+    }
+    let mut out = vec![0u8; len];
+    let n = lz4_flex::block::decompress_into_with_dict(block, &mut out, dictionary)
+        .map_err(|_| corrupt("compressed value does not decompress"))?;
+    if n != len {
+        return Err(corrupt("compressed value decompresses to another length"));
+    }
+    Ok(out)
+}
 
 /// Encodes `value` as a version-tagged JSON value.
 pub(crate) fn encode_json<T: Serialize + ?Sized>(
@@ -32,11 +104,21 @@ pub(crate) fn encode_json<T: Serialize + ?Sized>(
         key: KeyRef::new(ks, key),
         detail: sanitize_json_error(&e),
     })?;
+    if ks != Keyspace::Meta
+        && let Some(small) = compress(TAG_JSON_LZ4, &out[1..])
+    {
+        return Ok(small);
+    }
     Ok(out)
 }
 
-/// Encodes opaque bytes with the verbatim-bytes tag.
-pub(crate) fn encode_bytes(bytes: &[u8]) -> Vec<u8> {
+/// Encodes opaque bytes: compressed (tag 0x04) when that pays, else verbatim (tag 0x02).
+pub(crate) fn encode_bytes(ks: Keyspace, bytes: &[u8]) -> Vec<u8> {
+    if ks != Keyspace::Images
+        && let Some(small) = compress(TAG_BYTES_LZ4, bytes)
+    {
+        return small;
+    }
     let mut out = Vec::with_capacity(bytes.len() + 1);
     out.push(TAG_BYTES_V1);
     out.extend_from_slice(bytes);
@@ -59,7 +141,14 @@ pub(crate) fn decode_json<T: DeserializeOwned>(
                 detail: sanitize_json_error(&e),
             })
         }
-        Some((&TAG_BYTES_V1, _)) => Err(StoreError::WrongEncoding {
+        Some((&TAG_JSON_LZ4, rest)) => {
+            let body = decompress(ks, key, rest)?;
+            serde_json::from_slice(&body).map_err(|e| StoreError::Decode {
+                key: KeyRef::new(ks, key),
+                detail: sanitize_json_error(&e),
+            })
+        }
+        Some((&TAG_BYTES_V1 | &TAG_BYTES_LZ4, _)) => Err(StoreError::WrongEncoding {
             key: KeyRef::new(ks, key),
             expected: "json",
             found: "bytes",
@@ -78,7 +167,8 @@ pub(crate) fn decode_bytes(ks: Keyspace, key: &[u8], stored: &[u8]) -> Result<Ve
             key: KeyRef::new(ks, key),
         }),
         Some((&TAG_BYTES_V1, body)) => Ok(body.to_vec()),
-        Some((&TAG_JSON_V1, _)) => Err(StoreError::WrongEncoding {
+        Some((&TAG_BYTES_LZ4, rest)) => decompress(ks, key, rest),
+        Some((&TAG_JSON_V1 | &TAG_JSON_LZ4, _)) => Err(StoreError::WrongEncoding {
             key: KeyRef::new(ks, key),
             expected: "bytes",
             found: "json",
@@ -133,10 +223,66 @@ mod tests {
         assert_eq!(back, rec);
     }
 
+    /// The dictionary of tag 1 is part of the on-disk format: editing it would make every
+    /// value compressed with it unreadable. A new dictionary is a new file and number.
+    #[test]
+    fn the_built_in_dictionary_never_changes() {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(DICTIONARY_V1);
+        assert_eq!(
+            super::super::hex_lower(&digest),
+            "7eae72f1d2fa0c04b29b69c3817e41974603ecbf4e919b89de0cfec43c2abef8"
+        );
+    }
+
+    #[test]
+    fn values_worth_it_are_compressed_and_read_back() {
+        let raw = b"MSH|^~\\&|ANALYZER|LAB|CUSTODIAN|LAB|20261201101500||ORU^R01^ORU_R01|C1|P|2.5.1\rPID|1||S-42^^^LAB^SID\rOBX|1|NM|THC50^THC50^L||12|ng/mL|<50|N|||F\rOBX|2|NM|COC150^COC150^L||40|ng/mL|<150|N|||F\r".to_vec();
+        let stored = encode_bytes(Keyspace::Raw, &raw);
+        assert_eq!(stored[0], TAG_BYTES_LZ4);
+        assert!(stored.len() < raw.len() / 2, "{} of {}", stored.len(), raw.len());
+        assert_eq!(decode_bytes(Keyspace::Raw, b"k", &stored).unwrap(), raw);
+        // Images stay verbatim; short values too.
+        assert_eq!(encode_bytes(Keyspace::Images, &raw)[0], TAG_BYTES_V1);
+        assert_eq!(encode_bytes(Keyspace::Raw, b"short")[0], TAG_BYTES_V1);
+        let rec = Rec {
+            id: "specimen_id ".repeat(12),
+            n: 7,
+        };
+        let stored = encode_json(Keyspace::Specimens, b"k", &rec).unwrap();
+        assert_eq!(stored[0], TAG_JSON_LZ4);
+        assert_eq!(decode_json::<Rec>(Keyspace::Specimens, b"k", &stored).unwrap(), rec);
+        // Read as the other encoding: refused, as for the verbatim tags.
+        assert!(matches!(
+            decode_bytes(Keyspace::Specimens, b"k", &stored),
+            Err(StoreError::WrongEncoding { .. })
+        ));
+    }
+
+    #[test]
+    fn corrupt_compressed_values_are_decode_errors_without_content() {
+        let raw = vec![b'A'; 4096];
+        let mut stored = encode_bytes(Keyspace::Raw, &raw);
+        assert_eq!(stored[0], TAG_BYTES_LZ4);
+        // A stated length beyond the limit, an unknown dictionary, a damaged block.
+        let mut long = stored.clone();
+        long[2..6].copy_from_slice(&u32::MAX.to_le_bytes());
+        let mut dict = stored.clone();
+        dict[1] = 9;
+        let n = stored.len();
+        stored[n - 3] ^= 0xff;
+        stored.truncate(n - 1);
+        for bad in [long, dict, stored, vec![TAG_BYTES_LZ4]] {
+            let err = decode_bytes(Keyspace::Raw, b"k", &bad).unwrap_err();
+            assert!(matches!(err, StoreError::Decode { .. }), "{err:?}");
+            assert!(!err.to_string().contains("AAAA"));
+        }
+    }
+
     #[test]
     fn bytes_round_trip_carries_tag() {
         let raw = b"MSH|^~\\&|chem1\r".to_vec();
-        let stored = encode_bytes(&raw);
+        let stored = encode_bytes(Keyspace::Raw, &raw);
         assert_eq!(stored[0], TAG_BYTES_V1);
         assert_eq!(decode_bytes(Keyspace::Raw, b"k", &stored).unwrap(), raw);
     }
@@ -175,7 +321,7 @@ mod tests {
             Err(StoreError::MissingVersion { .. })
         ));
         assert!(matches!(
-            decode_json::<Rec>(Keyspace::Raw, b"k", &encode_bytes(b"x")),
+            decode_json::<Rec>(Keyspace::Raw, b"k", &encode_bytes(Keyspace::Raw, b"x")),
             Err(StoreError::WrongEncoding { .. })
         ));
         assert!(matches!(

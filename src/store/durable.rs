@@ -327,6 +327,19 @@ mod tests {
     use super::super::*;
     use std::os::unix::fs::PermissionsExt;
 
+    /// Bytes that do not compress (so the store keeps them as they are, in a blob file).
+    fn noise(n: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect()
+    }
+
     fn mode(p: &Path) -> u32 {
         fs::metadata(p).unwrap().permissions().mode() & 0o777
     }
@@ -340,7 +353,7 @@ mod tests {
         // A large value goes to a blob file, which sled creates with the umask's mode.
         store
             .transact(|tx| {
-                tx.put_raw_bytes(Keyspace::Raw, b"big", &vec![7u8; 2 << 20])?;
+                tx.put_raw_bytes(Keyspace::Raw, b"big", &noise(2 << 20, 7))?;
                 Ok::<_, Abort<()>>(())
             })
             .unwrap();
@@ -381,7 +394,11 @@ mod tests {
             // 1 MiB: an MLLP frame at the limit.
             store
                 .transact(|tx| {
-                    tx.put_raw_bytes(Keyspace::Raw, &[b'm', round], &vec![round; 1 << 20])?;
+                    tx.put_raw_bytes(
+                        Keyspace::Raw,
+                        &[b'm', round],
+                        &noise(1 << 20, u64::from(round) + 1),
+                    )?;
                     Ok::<_, Abort<()>>(())
                 })
                 .unwrap();

@@ -261,7 +261,7 @@ impl Tx<'_> {
     pub fn put_raw_bytes(&mut self, ks: Keyspace, key: &[u8], bytes: &[u8]) -> Result<(), TxError> {
         check_writable(ks)?;
         self.view(ks)
-            .insert(key, codec::encode_bytes(bytes))
+            .insert(key, codec::encode_bytes(ks, bytes))
             .map_err(TxError::engine)?;
         self.wrote(ks, key);
         Ok(())
