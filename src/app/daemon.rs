@@ -307,7 +307,8 @@ impl Wiring {
             std::fs::create_dir_all(parent)
                 .map_err(|e| format!("store.path: cannot create {}: {e}", parent.display()))?;
         }
-        let store = Store::open_with(&cfg.store.path, &cfg.store.options()).map_err(|e| format!("store.path: {e}"))?;
+        let store = Store::open_with(&cfg.store.path, &cfg.store.options())
+            .map_err(|e| format!("store.path: {e}"))?;
         if let Some(f) = hooks.on_store_open {
             f(&store);
         }

@@ -23,9 +23,9 @@ use crate::domain::runs::{
 };
 use crate::domain::specimen::{ChangeError, SpecimenRecord};
 use crate::store::{
-    Abort, AuditEntry, CommitError, GroupCommitter, Keyspace, Store, StoreError, Tx, TxError,
-    dedupe_key, run_cursor_key, run_member_key, run_member_prefix, run_record_key,
-    run_state_index, state_key,
+    Abort, AuditEntry, CommitError, GroupCommitter, Keyspace, RUN_ROSTER_PAGE, Store, StoreError,
+    Tx, TxError, dedupe_key, run_cursor_key, run_member_key, run_member_prefix, run_record_key,
+    run_roster_key, run_state_index, state_key,
 };
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -152,19 +152,43 @@ pub fn get_run(tx: &Tx<'_>, key: &str) -> Result<Option<RunRecord>, TxError> {
 }
 
 /// Loads a run's members stored apart into the run (before it is closed or decided: its
-/// content hash and its specimens' news need them all).
+/// content hash and its specimens' news need them all), page by page of its roster.
 pub fn load_members(tx: &Tx<'_>, run: &mut RunRecord) -> Result<(), TxError> {
     if run.has_all_members() {
         return Ok(());
     }
-    let mut members = Vec::new();
-    for key in tx.keys_with_prefix(Keyspace::Runs, &run_member_prefix(&run.key))? {
-        if let Some(m) = tx.get::<RunSpecimen>(Keyspace::Runs, &key)? {
-            members.push(m);
+    let mut members = Vec::with_capacity(run.specimen_count as usize);
+    for page in 0..run.specimen_count.div_ceil(RUN_ROSTER_PAGE) {
+        let ids: Vec<String> = tx
+            .get(Keyspace::Runs, &run_roster_key(&run.key, page))?
+            .unwrap_or_default();
+        for id in ids {
+            if let Some(m) =
+                tx.get::<RunSpecimen>(Keyspace::Runs, &run_member_key(&run.key, &id))?
+            {
+                members.push(m);
+            }
         }
     }
     run.set_members(members);
     Ok(())
+}
+
+/// Adds specimen number `index` (from 0, in arrival order) to a run's roster.
+fn roster_append(
+    tx: &mut Tx<'_>,
+    run_key: &str,
+    index: u32,
+    specimen_id: &str,
+) -> Result<(), TxError> {
+    let key = run_roster_key(run_key, index / RUN_ROSTER_PAGE);
+    let mut ids: Vec<String> = if index % RUN_ROSTER_PAGE == 0 {
+        Vec::new()
+    } else {
+        tx.get(Keyspace::Runs, &key)?.unwrap_or_default()
+    };
+    ids.push(specimen_id.to_string());
+    tx.put(Keyspace::Runs, &key, &ids)
 }
 
 /// Writes a run with its `by_state` entry (`before`: its state as stored, if it was). A run
@@ -428,19 +452,25 @@ pub async fn message(
                         .any(|r| r.kind == crate::domain::results::ResultKind::Confirmation);
                     if touched.run(i).is_open() {
                         let r = touched.run(i);
+                        let mkey = run_member_key(&r.key, specimen_id);
+                        let stored = if r.members_apart {
+                            tx.get::<RunSpecimen>(Keyspace::Runs, &mkey)?
+                        } else {
+                            None
+                        };
+                        let new_member = r.members_apart && stored.is_none();
+                        let index = r.specimen_count;
                         let member = if r.has_all_members() {
                             r.add_specimen(specimen_id, &codes, confirmation)
                         } else {
-                            let mkey = run_member_key(&r.key, specimen_id);
-                            let stored = tx.get::<RunSpecimen>(Keyspace::Runs, &mkey)?;
                             r.add_member(stored, specimen_id, &codes, confirmation)
                         };
                         if r.members_apart {
-                            tx.put(
-                                Keyspace::Runs,
-                                &run_member_key(&r.key, specimen_id),
-                                &member,
-                            )?;
+                            let run_key = r.key.clone();
+                            tx.put(Keyspace::Runs, &mkey, &member)?;
+                            if new_member {
+                                roster_append(tx, &run_key, index, specimen_id)?;
+                            }
                         }
                     }
                     let status = touched.run(i).status();

@@ -58,9 +58,12 @@ fn compress(tag: u8, body: &[u8]) -> Option<Vec<u8>> {
     out.push(DICT_V1);
     out.extend_from_slice(&(body.len() as u32).to_le_bytes());
     let start = out.len();
-    out.resize(start + lz4_flex::block::get_maximum_output_size(body.len()), 0);
-    let n = lz4_flex::block::compress_into_with_dict(body, &mut out[start..], DICTIONARY_V1)
-        .ok()?;
+    out.resize(
+        start + lz4_flex::block::get_maximum_output_size(body.len()),
+        0,
+    );
+    let n =
+        lz4_flex::block::compress_into_with_dict(body, &mut out[start..], DICTIONARY_V1).ok()?;
     out.truncate(start + n);
     (out.len() + body.len() / 8 <= body.len()).then_some(out)
 }
@@ -71,7 +74,9 @@ fn decompress(ks: Keyspace, key: &[u8], rest: &[u8]) -> Result<Vec<u8>, StoreErr
         key: KeyRef::new(ks, key),
         detail: detail.to_string(),
     };
-    let (&dict, rest) = rest.split_first().ok_or_else(|| corrupt("compressed value is truncated"))?;
+    let (&dict, rest) = rest
+        .split_first()
+        .ok_or_else(|| corrupt("compressed value is truncated"))?;
     let dictionary: &[u8] = match dict {
         DICT_NONE => &[],
         DICT_V1 => DICTIONARY_V1,
@@ -240,7 +245,12 @@ mod tests {
         let raw = b"MSH|^~\\&|ANALYZER|LAB|CUSTODIAN|LAB|20261201101500||ORU^R01^ORU_R01|C1|P|2.5.1\rPID|1||S-42^^^LAB^SID\rOBX|1|NM|THC50^THC50^L||12|ng/mL|<50|N|||F\rOBX|2|NM|COC150^COC150^L||40|ng/mL|<150|N|||F\r".to_vec();
         let stored = encode_bytes(Keyspace::Raw, &raw);
         assert_eq!(stored[0], TAG_BYTES_LZ4);
-        assert!(stored.len() < raw.len() / 2, "{} of {}", stored.len(), raw.len());
+        assert!(
+            stored.len() < raw.len() / 2,
+            "{} of {}",
+            stored.len(),
+            raw.len()
+        );
         assert_eq!(decode_bytes(Keyspace::Raw, b"k", &stored).unwrap(), raw);
         // Images stay verbatim; short values too.
         assert_eq!(encode_bytes(Keyspace::Images, &raw)[0], TAG_BYTES_V1);
@@ -251,7 +261,10 @@ mod tests {
         };
         let stored = encode_json(Keyspace::Specimens, b"k", &rec).unwrap();
         assert_eq!(stored[0], TAG_JSON_LZ4);
-        assert_eq!(decode_json::<Rec>(Keyspace::Specimens, b"k", &stored).unwrap(), rec);
+        assert_eq!(
+            decode_json::<Rec>(Keyspace::Specimens, b"k", &stored).unwrap(),
+            rec
+        );
         // Read as the other encoding: refused, as for the verbatim tags.
         assert!(matches!(
             decode_bytes(Keyspace::Specimens, b"k", &stored),

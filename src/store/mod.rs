@@ -403,6 +403,22 @@ pub fn run_member_prefix(run_key: &str) -> Vec<u8> {
     key
 }
 
+/// Key of one page of a run's roster in `runs`: `o`, a NUL byte, the run key, a NUL byte, then
+/// the page number (big-endian): the run's specimen IDs in arrival order, a page of at most
+/// [`RUN_ROSTER_PAGE`] each, so a run's members can be listed inside a transaction (which
+/// cannot scan) without one key growing with the run.
+pub fn run_roster_key(run_key: &str, page: u32) -> Vec<u8> {
+    let mut key = Vec::with_capacity(run_key.len() + 7);
+    key.extend_from_slice(b"o\0");
+    key.extend_from_slice(run_key.as_bytes());
+    key.push(0);
+    key.extend_from_slice(&page.to_be_bytes());
+    key
+}
+
+/// Specimen IDs per roster page (see [`run_roster_key`]).
+pub const RUN_ROSTER_PAGE: u32 = 32;
+
 /// Key of an analyzer's run cursor in `runs`: `c`, a NUL byte, then the analyzer (or `lims`).
 pub fn run_cursor_key(source: &str) -> Vec<u8> {
     let mut key = b"c\0".to_vec();

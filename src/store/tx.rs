@@ -30,10 +30,6 @@ use std::fmt;
 /// The view a transaction closure works through. Reads see the transaction's own writes.
 pub struct Tx<'a> {
     views: &'a [TransactionalTree],
-    /// The trees themselves, for [`Tx::keys_with_prefix`].
-    trees: &'a [sled::Tree],
-    /// Keys this run of the closure wrote or removed, for [`Tx::keys_with_prefix`].
-    written: Vec<(Keyspace, Vec<u8>)>,
 }
 
 /// An error inside a transaction: an engine condition (conflict, storage failure) or a store
@@ -141,11 +137,7 @@ impl Store {
         use sled::Transactional;
         let trees: &[sled::Tree] = &self.inner.trees;
         let result = <[sled::Tree] as Transactional<Internal<E>>>::transaction(trees, |views| {
-            let mut tx = Tx {
-                views,
-                trees,
-                written: Vec::new(),
-            };
+            let mut tx = Tx { views };
             match f(&mut tx) {
                 Ok(r) => Ok(r),
                 Err(Abort::Domain(e)) => {
@@ -212,39 +204,6 @@ impl Tx<'_> {
         Ok(self.read(ks, key)?.is_some())
     }
 
-    /// The keys of `ks` starting with `prefix` as this transaction sees them (its own writes
-    /// and removals included), in key order.
-    ///
-    /// sled's transactions cannot scan, so this scans the committed tree and corrects it by
-    /// this transaction's own writes. That is exact because transactions run one at a time
-    /// (sled 0.34 serialises them under one lock; nothing else writes the trees); it costs a
-    /// read per key found, so use it for bounded prefixes (a run's members at its close). Only
-    /// `runs` can be scanned (the keyspace whose writes a transaction notes).
-    pub fn keys_with_prefix(&self, ks: Keyspace, prefix: &[u8]) -> Result<Vec<Vec<u8>>, TxError> {
-        if ks != Keyspace::Runs {
-            return Err(TxError::store(StoreError::Invalid(format!(
-                "keyspace `{ks}` cannot be scanned inside a transaction"
-            ))));
-        }
-        let mut keys = std::collections::BTreeSet::new();
-        for item in self.trees[ks.index()].scan_prefix(prefix) {
-            let (key, _) = item.map_err(|e| StoreError::engine("scanning", e))?;
-            keys.insert(key.to_vec());
-        }
-        for (wks, key) in &self.written {
-            if *wks == ks && key.starts_with(prefix) {
-                keys.insert(key.clone());
-            }
-        }
-        let mut out = Vec::with_capacity(keys.len());
-        for key in keys {
-            if self.read(ks, &key)?.is_some() {
-                out.push(key);
-            }
-        }
-        Ok(out)
-    }
-
     /// Writes `value` as version-tagged JSON. Refused for `audit` and `meta`.
     pub fn put<T: Serialize + ?Sized>(
         &mut self,
@@ -263,7 +222,6 @@ impl Tx<'_> {
         self.view(ks)
             .insert(key, codec::encode_bytes(ks, bytes))
             .map_err(TxError::engine)?;
-        self.wrote(ks, key);
         Ok(())
     }
 
@@ -275,7 +233,6 @@ impl Tx<'_> {
             .remove(key)
             .map_err(TxError::engine)?
             .is_some();
-        self.wrote(ks, key);
         Ok(existed)
     }
 
@@ -323,15 +280,7 @@ impl Tx<'_> {
     ) -> Result<(), TxError> {
         let bytes = codec::encode_json(ks, key, value)?;
         self.view(ks).insert(key, bytes).map_err(TxError::engine)?;
-        self.wrote(ks, key);
         Ok(())
-    }
-
-    /// Notes a key written or removed (only where a scan may ask: `runs`).
-    fn wrote(&mut self, ks: Keyspace, key: &[u8]) {
-        if ks == Keyspace::Runs {
-            self.written.push((ks, key.to_vec()));
-        }
     }
 }
 

@@ -467,6 +467,12 @@ impl Daemon {
         self.spawn();
     }
 
+    /// Starts the daemon again after [`Daemon::term`] (no kill: a clean restart).
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "the daemon still runs");
+        self.spawn();
+    }
+
     /// Where the admin API is (with its certificate when it speaks TLS).
     pub fn endpoint(&self) -> custodian::admin::client::Endpoint {
         custodian::admin::client::Endpoint {
