@@ -575,7 +575,7 @@ pub struct Store {
     #[serde(default = "default_exit_after_durability_lost")]
     pub exit_after_durability_lost_secs: u64,
     /// MiB of decoded pages the store keeps in memory (its resident memory stays near this
-    /// whatever the store's size). 8 to 65536; default 64.
+    /// whatever the store's size). 8 to 65536; default 32.
     #[serde(default = "default_cache_mib")]
     pub cache_mib: u64,
 }
@@ -2084,6 +2084,28 @@ keys_dir = "keys"
                 .any(|p| p.key == "store.exit_after_durability_lost_secs"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn the_store_cache_has_a_modest_default_and_bounds() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write_config(d.path(), GOOD);
+        let (cfg, _) = load(&p).unwrap();
+        assert_eq!(cfg.store.cache_mib, 32);
+        assert_eq!(cfg.store.options().cache_bytes, 32 << 20);
+        for bad in ["0", "7", "65537"] {
+            let body = GOOD.replace(
+                "[store]\npath = \"store\"\n",
+                &format!("[store]\npath = \"store\"\ncache_mib = {bad}\n"),
+            );
+            assert_ne!(body, GOOD);
+            let p = write_config(d.path(), &body);
+            let e = load(&p).unwrap_err();
+            assert!(
+                e.problems.iter().any(|p| p.key == "store.cache_mib"),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -118,19 +118,49 @@ pub fn main(config_path: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(
+    let (store_path, store_options) = (cfg.store.path.clone(), cfg.store.options());
+    let outcome = rt.block_on(run(
         cfg,
         profiles,
         prometheus,
         config_path.to_path_buf(),
         Hooks::default(),
-    )) {
-        Ok(()) => ExitCode::SUCCESS,
+    ));
+    // Every task ends with the runtime, and with them the last handles on the store.
+    rt.shutdown_timeout(Duration::from_secs(5));
+    match outcome {
+        Ok(()) => {
+            settle_store(&store_path, &store_options);
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             error!(component = "daemon", error = %e, "custodian stopped");
             eprintln!("custodian: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// After a clean stop: opens the store once more and closes it. sled replays its log from its
+/// last snapshot at every open and then writes a new snapshot, so replaying here, at the stop,
+/// keeps the next start as quick on a two-year store as on an empty one (after a crash the
+/// next start replays instead). Failing is harmless: the next start replays.
+fn settle_store(path: &Path, options: &crate::store::StoreOptions) {
+    let started = std::time::Instant::now();
+    match Store::open_with(path, options) {
+        Ok(store) => {
+            drop(store);
+            info!(
+                component = "daemon",
+                took_ms = started.elapsed().as_millis() as u64,
+                "store snapshot written for a quick next start"
+            );
+        }
+        Err(e) => warn!(
+            component = "daemon",
+            error = %e,
+            "store not settled at the stop (the next start replays its log)"
+        ),
     }
 }
 

@@ -466,8 +466,8 @@ pub struct StoreOptions {
     pub cache_bytes: u64,
 }
 
-/// The default page cache: 64 MiB.
-pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+/// The default page cache: 32 MiB.
+pub const DEFAULT_CACHE_BYTES: u64 = 32 * 1024 * 1024;
 
 impl Default for StoreOptions {
     fn default() -> Self {
