@@ -812,6 +812,66 @@ fn bracketing_qc_works_for_an_analyzer_without_run_ids() {
     assert!(metrics.contains("custodian_runs_open"), "{metrics}");
 }
 
+/// A run's members are stored apart, their IDs listed in roster pages of 32: a run of 65
+/// specimens (pages 32 + 32 + 1; the first specimen opens the run, the others join a stored
+/// run, one arrives twice) closes with every member, and each of them hears of its decision.
+#[test]
+fn a_run_across_roster_pages_closes_with_every_member() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(dir.path(), "");
+    let screen = |c: &str, id: &str, thc: &str| {
+        oru(
+            c,
+            id,
+            &[
+                ("THC50", thc, "ng/mL"),
+                ("COC300", "0", "ng/mL"),
+                ("OPI2000", "0", "ng/mL"),
+                ("AMP1000", "0", "ng/mL"),
+                ("PCP25", "0", "ng/mL"),
+                ("CREA", "90", "mg/dL"),
+                ("PH", "6.2", "pH"),
+                ("NIT", "0", "mcg/mL"),
+            ],
+        )
+    };
+    let ids: Vec<String> = (0..65).map(|n| format!("RP-{n:03}")).collect();
+    for id in &ids {
+        d.drop_lims(&format!("acc-{id}.xml"), &accession_xml_clean(id))
+            .unwrap();
+    }
+    for id in &ids {
+        aa(&d, "lab", &screen(&format!("{id}-S"), id, "0"));
+    }
+    // One specimen again in the same run (another message): still one member.
+    aa(&d, "lab", &screen("RP-032-S2", "RP-032", "0"));
+    let open = runs_in(&d, "open");
+    assert_eq!(open.len(), 1, "{open:?}");
+    assert_eq!(open[0]["specimens"], 65, "{open:?}");
+    let key = open[0]["key"].as_str().unwrap().to_string();
+    close_run(&d, "lab");
+    let run = run_json(&d, &key);
+    assert_eq!(run["state"], "accepted", "{run}");
+    let members: Vec<&str> = run["specimens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["specimen_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(members.len(), 65, "{run}");
+    for id in &ids {
+        assert!(members.contains(&id.as_str()), "{id} missing from {run}");
+        assert_eq!(state(&d, id), "ready_for_review", "{id}");
+    }
+    // The decision's hash is the hash of what is shown, however often it is read.
+    let hash = run["decision"]["content_sha256"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(run["content_sha256"], hash.as_str(), "{run}");
+    assert_eq!(run_json(&d, &key)["content_sha256"], hash.as_str());
+}
+
 /// A control is a run record, never a specimen; a control under an accessioned specimen's ID
 /// is refused, quarantined and counted, never guessed.
 #[test]

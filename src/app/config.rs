@@ -2093,6 +2093,14 @@ keys_dir = "keys"
         let (cfg, _) = load(&p).unwrap();
         assert_eq!(cfg.store.cache_mib, 32);
         assert_eq!(cfg.store.options().cache_bytes, 32 << 20);
+        for (good, bytes) in [("8", 8u64 << 20), ("65536", 65536u64 << 20)] {
+            let body = GOOD.replace(
+                "[store]\npath = \"store\"\n",
+                &format!("[store]\npath = \"store\"\ncache_mib = {good}\n"),
+            );
+            let (cfg, _) = load(&write_config(d.path(), &body)).unwrap();
+            assert_eq!(cfg.store.options().cache_bytes, bytes);
+        }
         for bad in ["0", "7", "65537"] {
             let body = GOOD.replace(
                 "[store]\npath = \"store\"\n",

@@ -255,6 +255,28 @@ mod tests {
         // Images stay verbatim; short values too.
         assert_eq!(encode_bytes(Keyspace::Images, &raw)[0], TAG_BYTES_V1);
         assert_eq!(encode_bytes(Keyspace::Raw, b"short")[0], TAG_BYTES_V1);
+        // The threshold: 95 bytes stay as they are, 96 are compressed (when it pays).
+        let run = |n: usize| {
+            b"OBX|1|NM|THC50^THC50^L||0|ng/mL"
+                .iter()
+                .copied()
+                .cycle()
+                .take(n)
+                .collect::<Vec<u8>>()
+        };
+        assert_eq!(
+            encode_bytes(Keyspace::Raw, &run(COMPRESS_FROM - 1))[0],
+            TAG_BYTES_V1
+        );
+        assert_eq!(
+            encode_bytes(Keyspace::Raw, &run(COMPRESS_FROM))[0],
+            TAG_BYTES_LZ4
+        );
+        // Data that does not shrink by an eighth stays verbatim.
+        let noise: Vec<u8> = (0..200u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        assert_eq!(encode_bytes(Keyspace::Raw, &noise)[0], TAG_BYTES_V1);
         let rec = Rec {
             id: "specimen_id ".repeat(12),
             n: 7,
