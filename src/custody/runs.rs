@@ -474,43 +474,16 @@ pub async fn message(
                         }
                     }
                     let status = touched.run(i).status();
-                    let existing: Option<SpecimenRecord> =
-                        crate::custody::records::get_specimen(tx, specimen_id)?;
-                    let (mut rec, before) = match existing {
-                        Some(r) => {
-                            let b = Indexed::of(&r);
-                            (r, Some(b))
-                        }
-                        None => (SpecimenRecord::new(specimen_id, now), None),
-                    };
-                    if rec.release.is_some() {
-                        return refuse(Refusal::AfterRelease);
-                    }
-                    let entries: Vec<ResultEntry> = results
-                        .iter()
-                        .cloned()
-                        .map(|mut r| {
-                            r.run = Some(key.clone());
-                            r
-                        })
-                        .collect();
-                    rec.runs.insert(key.clone(), status);
-                    rec.attach_results(entries, &profiles, &default, now)
-                        .map_err(|e| Abort::Domain(Refusal::Change(e)))?;
-                    crate::custody::lifecycle::after_change(&mut rec, &lifecycle);
-                    let after = rec.state.key();
-                    put_specimen(tx, before, &rec)?;
-                    let mut entry = AuditEntry::new(
+                    let after = results_arrived(
+                        tx,
+                        specimen_id,
+                        results,
+                        &key,
+                        status,
+                        &actor,
+                        (&profiles, &default, &lifecycle),
                         now,
-                        actor.clone(),
-                        "results_received",
-                        specimen_id.as_str(),
-                    )
-                    .after(format!("{after}; run {key}"));
-                    if let Some(b) = before {
-                        entry = entry.before(b.state().key());
-                    }
-                    tx.audit(entry)?;
+                    )?;
                     specimen_state = Some(after);
                     placed_in = key;
                 }
@@ -638,39 +611,16 @@ pub async fn batch(
                     .iter()
                     .any(|r| r.kind == crate::domain::results::ResultKind::Confirmation);
                 let _ = run.add_specimen(id, &codes, confirmation);
-                let existing: Option<SpecimenRecord> =
-                    crate::custody::records::get_specimen(tx, id)?;
-                let (mut rec, before) = match existing {
-                    Some(r) => {
-                        let b = Indexed::of(&r);
-                        (r, Some(b))
-                    }
-                    None => (SpecimenRecord::new(id, now), None),
-                };
-                if rec.release.is_some() {
-                    return refuse(Refusal::AfterRelease);
-                }
-                let entries: Vec<ResultEntry> = results
-                    .iter()
-                    .cloned()
-                    .map(|mut r| {
-                        r.run = Some(key.clone());
-                        r
-                    })
-                    .collect();
-                rec.runs.insert(key.clone(), run.status());
-                rec.attach_results(entries, &profiles, &default, now)
-                    .map_err(|e| Abort::Domain(Refusal::Change(e)))?;
-                crate::custody::lifecycle::after_change(&mut rec, &lifecycle);
-                let after = rec.state.key();
-                put_specimen(tx, before, &rec)?;
-                let mut entry =
-                    AuditEntry::new(now, actor.clone(), "results_received", id.as_str())
-                        .after(format!("{after}; run {key}"));
-                if let Some(b) = before {
-                    entry = entry.before(b.state().key());
-                }
-                tx.audit(entry)?;
+                results_arrived(
+                    tx,
+                    id,
+                    results,
+                    &key,
+                    run.status(),
+                    &actor,
+                    (&profiles, &default, &lifecycle),
+                    now,
+                )?;
             }
             run.add_qc((*qc).clone());
             run.close("the batch document carries its QC", now);
@@ -707,6 +657,58 @@ pub async fn batch(
         })
         .await;
     r.map_err(RunsError::from)
+}
+
+/// A specimen's results of run `key` arrived (from an analyzer message or a LIMS batch): the
+/// record takes them with the run's status, is judged again and written, with one audit entry.
+/// Refused after release. Returns the specimen's new state.
+#[allow(clippy::too_many_arguments)]
+fn results_arrived(
+    tx: &mut Tx<'_>,
+    specimen_id: &str,
+    results: &[ResultEntry],
+    key: &str,
+    status: crate::domain::runs::RunStatus,
+    actor: &str,
+    (profiles, default, lifecycle): (
+        &crate::domain::rules::ProfileSet,
+        &str,
+        &crate::custody::lifecycle::Settings,
+    ),
+    now: u64,
+) -> Result<&'static str, Abort<Refusal>> {
+    let existing: Option<SpecimenRecord> = crate::custody::records::get_specimen(tx, specimen_id)?;
+    let (mut rec, before) = match existing {
+        Some(r) => {
+            let b = Indexed::of(&r);
+            (r, Some(b))
+        }
+        None => (SpecimenRecord::new(specimen_id, now), None),
+    };
+    if rec.release.is_some() {
+        return refuse(Refusal::AfterRelease);
+    }
+    let entries: Vec<ResultEntry> = results
+        .iter()
+        .cloned()
+        .map(|mut r| {
+            r.run = Some(key.to_string());
+            r
+        })
+        .collect();
+    rec.runs.insert(key.to_string(), status);
+    rec.attach_results(entries, profiles, default, now)
+        .map_err(|e| Abort::Domain(Refusal::Change(e)))?;
+    crate::custody::lifecycle::after_change(&mut rec, lifecycle);
+    let after = rec.state.key();
+    put_specimen(tx, before, &rec)?;
+    let mut entry = AuditEntry::new(now, actor, "results_received", specimen_id)
+        .after(format!("{after}; run {key}"));
+    if let Some(b) = before {
+        entry = entry.before(b.state().key());
+    }
+    tx.audit(entry)?;
+    Ok(after)
 }
 
 /// Run-id sources: a message of another run closes the source's current run (the instrument
