@@ -222,7 +222,9 @@ async fn run(
     // A SIGTERM right after readiness must be a clean shutdown, not the default disposition's
     // kill; a signal that comes during start waits in its stream.
     let signals = Signals::install().map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let started = std::time::Instant::now();
     let mut w = Wiring::open(&cfg, profiles, hooks)?;
+    let store_opened_ms = started.elapsed().as_millis() as u64;
     let desk = Desk::of(&cfg);
     let custody = w.custody(&cfg, &desk);
     w.publish_analyzer_series(&cfg).await;
@@ -270,6 +272,8 @@ async fn run(
         analyzers = runtime.analyzers.len(),
         profiles = w.profiles.len(),
         default_profile = %cfg.rules.default_profile,
+        store_opened_ms,
+        took_ms = started.elapsed().as_millis() as u64,
         "ready"
     );
     let reloadable = Reloadable {

@@ -198,14 +198,27 @@ pub fn publish(s: &Sample) {
 
 /// When the store last heard from `analyzer`: the latest of its stored messages (dedupe marks)
 /// and its quarantined ones, in Unix milliseconds.
+///
+/// The store notes each source's last arrival (to the minute, see
+/// `custody::runs::LAST_ARRIVAL_PRECISION_MS`); only a store written before that is scanned
+/// message by message (once: the next message notes it).
 pub fn last_message_ms(store: &Store, analyzer: &str) -> Option<u64> {
-    let mut prefix = analyzer.as_bytes().to_vec();
-    prefix.push(0);
-    let stored = store
-        .scan_prefix::<crate::custody::DedupeMark>(Keyspace::Dedupe, &prefix)
-        .flatten()
-        .map(|(_, m)| m.at_ms)
-        .max();
+    let noted = store
+        .get::<u64>(Keyspace::Dedupe, &crate::store::last_arrival_key(analyzer))
+        .ok()
+        .flatten();
+    let stored = match noted {
+        Some(at) => Some(at),
+        None => {
+            let mut prefix = analyzer.as_bytes().to_vec();
+            prefix.push(0);
+            store
+                .scan_prefix::<crate::custody::DedupeMark>(Keyspace::Dedupe, &prefix)
+                .flatten()
+                .map(|(_, m)| m.at_ms)
+                .max()
+        }
+    };
     let source = format!("analyzer:{analyzer}");
     let refused = store
         .iter::<crate::custody::QuarantineRecord>(Keyspace::Quarantine)
@@ -377,5 +390,41 @@ mod tests {
         assert_eq!(s.review_oldest_age_s, 0.0);
         assert!(s.store_bytes > 0, "sled files exist");
         assert!(s.disk_free_bytes.unwrap() > 0);
+    }
+
+    /// The last arrival comes from the noted time when there is one (no scan), else from the
+    /// dedupe marks of a store written before arrivals were noted; states are counted.
+    #[test]
+    fn last_arrival_is_noted_or_scanned_and_states_are_counted() {
+        use crate::store::{Abort, dedupe_key, last_arrival_key, state_key};
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::open(&d.path().join("s")).unwrap();
+        let mark = |at_ms| crate::custody::DedupeMark {
+            at_ms,
+            fingerprint: "f".into(),
+        };
+        store
+            .transact(|tx| {
+                tx.put(Keyspace::Dedupe, &dedupe_key("chem", "c1")?, &mark(5_000))?;
+                tx.put(Keyspace::Dedupe, &dedupe_key("chem", "c2")?, &mark(9_000))?;
+                tx.put(Keyspace::Dedupe, &dedupe_key("chem2", "c1")?, &mark(99_000))?;
+                for id in ["S-1", "S-2", "S-3"] {
+                    tx.put(Keyspace::ByState, &state_key("screened", id)?, &())?;
+                }
+                Ok::<_, Abort<()>>(())
+            })
+            .unwrap();
+        assert_eq!(last_message_ms(&store, "chem"), Some(9_000), "scanned");
+        store
+            .transact(|tx| {
+                tx.put(Keyspace::Dedupe, &last_arrival_key("chem"), &7_000u64)?;
+                Ok::<_, Abort<()>>(())
+            })
+            .unwrap();
+        assert_eq!(last_message_ms(&store, "chem"), Some(7_000), "noted");
+        assert_eq!(last_message_ms(&store, "none"), None);
+        let s = sample(&store, 10_000);
+        let screened = s.by_state.iter().find(|(k, _)| *k == "screened").unwrap();
+        assert_eq!(screened.1, 3);
     }
 }

@@ -24,8 +24,8 @@ use crate::domain::runs::{
 use crate::domain::specimen::{ChangeError, SpecimenRecord};
 use crate::store::{
     Abort, AuditEntry, CommitError, GroupCommitter, Keyspace, RUN_ROSTER_PAGE, Store, StoreError,
-    Tx, TxError, dedupe_key, run_cursor_key, run_member_key, run_member_prefix, run_record_key,
-    run_roster_key, run_state_index, state_key,
+    Tx, TxError, dedupe_key, last_arrival_key, run_cursor_key, run_member_key, run_member_prefix,
+    run_record_key, run_roster_key, run_state_index, state_key,
 };
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -530,6 +530,7 @@ pub async fn message(
                 closed_states.push((key.clone(), run.state()));
             }
             tx.put(Keyspace::Runs, &ckey, &cursor)?;
+            note_arrival(tx, &settings.source, now)?;
             tx.put_raw_bytes(Keyspace::Raw, &dkey, &raw)?;
             tx.put(
                 Keyspace::Dedupe,
@@ -657,6 +658,21 @@ pub async fn batch(
         })
         .await;
     r.map_err(RunsError::from)
+}
+
+/// How stale the stored time of a source's last arrival may be (the start-up gauge
+/// `custodian_analyzer_last_message_timestamp_seconds` reads it; rewriting it on every message
+/// would cost a write per message for a precision no alert needs).
+pub const LAST_ARRIVAL_PRECISION_MS: u64 = 60_000;
+
+/// Notes that a message of `source` arrived at `now` (see [`LAST_ARRIVAL_PRECISION_MS`]).
+fn note_arrival(tx: &mut Tx<'_>, source: &str, now: u64) -> Result<(), TxError> {
+    let key = last_arrival_key(source);
+    let last: Option<u64> = tx.get(Keyspace::Dedupe, &key)?;
+    if last.is_none_or(|t| now >= t.saturating_add(LAST_ARRIVAL_PRECISION_MS) || now < t) {
+        tx.put(Keyspace::Dedupe, &key, &now)?;
+    }
+    Ok(())
 }
 
 /// A specimen's results of run `key` arrived (from an analyzer message or a LIMS batch): the
@@ -1029,4 +1045,36 @@ pub fn fingerprint(sample_id: &str, run_id: Option<&str>, items: Vec<String>) ->
         h.update(i.as_bytes());
     }
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The noted last arrival is rewritten once it is a minute old (or the clock went back),
+    /// not on every message.
+    #[test]
+    fn a_source_s_last_arrival_is_noted_to_the_minute() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::open(&d.path().join("s")).unwrap();
+        let note = |now: u64| {
+            store
+                .transact(|tx| {
+                    note_arrival(tx, "chem", now)?;
+                    Ok::<_, Abort<()>>(())
+                })
+                .unwrap();
+            store
+                .get::<u64>(Keyspace::Dedupe, &last_arrival_key("chem"))
+                .unwrap()
+                .unwrap()
+        };
+        assert_eq!(note(100_000), 100_000);
+        assert_eq!(note(100_000 + LAST_ARRIVAL_PRECISION_MS - 1), 100_000);
+        assert_eq!(
+            note(100_000 + LAST_ARRIVAL_PRECISION_MS),
+            100_000 + LAST_ARRIVAL_PRECISION_MS
+        );
+        assert_eq!(note(50_000), 50_000, "a clock set back is followed");
+    }
 }

@@ -442,6 +442,15 @@ pub fn run_state_index(state: &str) -> String {
     format!("run:{state}")
 }
 
+/// Key in `dedupe` of when a source's messages last arrived: a NUL byte, `last`, a NUL byte,
+/// then the source. A dedupe key starts with its source's name, which is never empty and holds
+/// no NUL, so this key is never one of them.
+pub fn last_arrival_key(source: &str) -> Vec<u8> {
+    let mut key = b"\0last\0".to_vec();
+    key.extend_from_slice(source.as_bytes());
+    key
+}
+
 /// Key of the `dedupe` index: analyzer, a NUL byte, then the message control ID. The analyzer
 /// name must not contain NUL.
 pub fn dedupe_key(analyzer: &str, control_id: &str) -> Result<Vec<u8>, StoreError> {

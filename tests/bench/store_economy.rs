@@ -401,7 +401,21 @@ fn time_to_ready(daemon: &mut common::Daemon) -> Duration {
     daemon.start_again();
     loop {
         if daemon.get("/readyz", None).0 == 200 {
-            return t.elapsed();
+            let took = t.elapsed();
+            // What the daemon says of its start (store open, ready) and of its last stop.
+            let log = daemon.log();
+            for line in log
+                .lines()
+                .rev()
+                .filter(|l| {
+                    l.contains("ready") && l.contains("store_opened_ms")
+                        || l.contains("store snapshot written")
+                })
+                .take(2)
+            {
+                println!("    daemon: {}", line.trim());
+            }
+            return took;
         }
         assert!(t.elapsed() < Duration::from_secs(120), "not ready in 120 s");
         std::thread::sleep(Duration::from_millis(2));
