@@ -466,6 +466,15 @@ pub fn dedupe_key(analyzer: &str, control_id: &str) -> Result<Vec<u8>, StoreErro
     Ok(key)
 }
 
+/// What one keyspace holds (see [`Store::usage`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyspaceUsage {
+    pub keyspace: Keyspace,
+    pub keys: u64,
+    pub key_bytes: u64,
+    pub value_bytes: u64,
+}
+
 /// How a store is opened.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreOptions {
@@ -738,6 +747,28 @@ impl Store {
             ids.push(id.to_string());
         }
         Ok(ids)
+    }
+
+    /// What each keyspace holds: keys, bytes of keys and bytes of values as stored (encoded,
+    /// compressed where it paid). Walks every keyspace: O(n), for operators and benchmarks.
+    pub fn usage(&self) -> Result<Vec<KeyspaceUsage>, StoreError> {
+        let mut out = Vec::with_capacity(Keyspace::ALL.len());
+        for ks in Keyspace::ALL {
+            let mut u = KeyspaceUsage {
+                keyspace: ks,
+                keys: 0,
+                key_bytes: 0,
+                value_bytes: 0,
+            };
+            for item in self.tree(ks).iter() {
+                let (k, v) = item.map_err(|e| StoreError::engine("scanning", e))?;
+                u.keys += 1;
+                u.key_bytes += k.len() as u64;
+                u.value_bytes += v.len() as u64;
+            }
+            out.push(u);
+        }
+        Ok(out)
     }
 
     /// Number of keys in `ks` (walks the keyspace: O(n)).

@@ -582,6 +582,22 @@ fn disk_case(s: &Settings, specimens: u64, per: u64) -> (f64, f64) {
     assert_eq!(r.failures, 0, "{:?}", r.first_failure);
     assert_eq!(daemon.term(), Some(0));
     let disk = disk_bytes(&root.path().join("store"));
+    // Where the bytes are: each keyspace's keys and values as stored, per message.
+    let store = Store::open(&root.path().join("store")).unwrap();
+    let usage = store.usage().unwrap();
+    let each = |b: u64| b as f64 / r.sent as f64;
+    let live: u64 = usage.iter().map(|u| u.key_bytes + u.value_bytes).sum();
+    let parts: Vec<String> = usage
+        .iter()
+        .filter(|u| u.keys > 0)
+        .map(|u| format!("{} {:.0}", u.keyspace, each(u.key_bytes + u.value_bytes)))
+        .collect();
+    println!(
+        "  {per} message(s) per specimen: keys + values as stored {:.0} B per message ({}); files {:.0} B",
+        each(live),
+        parts.join(", "),
+        each(disk)
+    );
     (
         disk as f64 / r.sent as f64,
         r.raw_bytes as f64 / r.sent as f64,
