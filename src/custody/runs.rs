@@ -290,7 +290,8 @@ pub async fn message(
                 .take(64)
                 .collect();
             let ckey = run_cursor_key(&settings.source);
-            let mut cursor: Cursor = tx.get(Keyspace::Runs, &ckey)?.unwrap_or_default();
+            let stored_cursor: Option<Cursor> = tx.get(Keyspace::Runs, &ckey)?;
+            let mut cursor = stored_cursor.clone().unwrap_or_default();
             let mut touched = Touched { runs: Vec::new() };
             let mut closed: Vec<String> = Vec::new();
             let close = |tx: &Tx<'_>,
@@ -529,7 +530,10 @@ pub async fn message(
                 apply_to_specimens(tx, run, None, &actor, &profiles, &default, &lifecycle, now)?;
                 closed_states.push((key.clone(), run.state()));
             }
-            tx.put(Keyspace::Runs, &ckey, &cursor)?;
+            // Most messages leave the cursor where it was: it is written only when it moved.
+            if stored_cursor.as_ref() != Some(&cursor) {
+                tx.put(Keyspace::Runs, &ckey, &cursor)?;
+            }
             note_arrival(tx, &settings.source, now)?;
             tx.put_raw_bytes(Keyspace::Raw, &dkey, &raw)?;
             tx.put(
