@@ -574,8 +574,8 @@ pub struct Store {
     /// non-zero for systemd to restart it. At most 25 (the unit's watchdog is 30 s).
     #[serde(default = "default_exit_after_durability_lost")]
     pub exit_after_durability_lost_secs: u64,
-    /// MiB of decoded pages the store keeps in memory (its resident memory stays near this
-    /// whatever the store's size). 8 to 65536; default 32.
+    /// MiB of decoded pages the store keeps in memory (sled's per-page bookkeeping comes on
+    /// top and grows with the store). 8 to 65536; default 32.
     #[serde(default = "default_cache_mib")]
     pub cache_mib: u64,
 }

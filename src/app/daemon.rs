@@ -143,8 +143,8 @@ pub fn main(config_path: &Path) -> ExitCode {
 
 /// After a clean stop: opens the store once more and closes it. sled replays its log from its
 /// last snapshot at every open and then writes a new snapshot, so replaying here, at the stop,
-/// keeps the next start as quick on a two-year store as on an empty one (after a crash the
-/// next start replays instead). Failing is harmless: the next start replays.
+/// spares the next start the replay (after a crash the next start replays instead). Failing is
+/// harmless: the next start replays.
 fn settle_store(path: &Path, options: &crate::store::StoreOptions) {
     let started = std::time::Instant::now();
     match Store::open_with(path, options) {

@@ -478,9 +478,9 @@ pub struct KeyspaceUsage {
 /// How a store is opened.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreOptions {
-    /// Bytes of decoded pages the engine keeps in memory. The store's resident memory is this
-    /// plus a bounded overhead, whatever the store's size (sled's own default, 1 GiB, would
-    /// let a two-year store grow the daemon to a gigabyte).
+    /// Bytes of decoded pages the engine keeps in memory (sled's own default, 1 GiB, would let
+    /// a two-year store grow the daemon by a gigabyte). sled's bookkeeping per page is not
+    /// counted: it grows with the number of keys.
     pub cache_bytes: u64,
 }
 
