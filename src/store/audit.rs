@@ -6,11 +6,17 @@
 //! `meta` and is updated in the same transaction as the entry, so the log and its head commit
 //! together. [`Store::verify_audit`] walks the chain and reports the first broken link.
 //!
+//! **Packs.** The entries of one commit (a group-commit batch, or a transaction) are stored
+//! together when there are two or more: one key, the first entry's sequence number, holding
+//! them in order as one value (a JSON array, compressed as one). A single entry is stored
+//! alone. Readers and [`Store::verify_audit`] take both forms; a pack's records must be
+//! consecutive from its key.
+//!
 //! The chain detects modified, deleted, inserted and reordered entries. It is not a signature:
 //! someone able to rewrite the whole store can rebuild a consistent chain, so the head should
 //! also be anchored outside the store (e.g. in signed exports).
 
-use super::{Entries, Keyspace, Store, StoreError, codec, hex_lower};
+use super::{Keyspace, Store, StoreError, codec, hex_lower};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -151,6 +157,74 @@ impl AuditHead {
     }
 }
 
+/// An audit value as stored: a pack of consecutive records, or one record.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Stored {
+    Pack(Vec<AuditRecord>),
+    One(AuditRecord),
+}
+
+impl Stored {
+    fn into_records(self) -> Vec<AuditRecord> {
+        match self {
+            Stored::Pack(records) => records,
+            Stored::One(record) => vec![record],
+        }
+    }
+}
+
+/// The key and stored value of consecutive records committed together (see the module notes).
+pub(crate) fn encode_records(
+    records: &[AuditRecord],
+) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
+    let Some(first) = records.first() else {
+        return Ok(None);
+    };
+    let key = first.seq.to_be_bytes().to_vec();
+    let value = if records.len() == 1 {
+        codec::encode_json(Keyspace::Audit, &key, first)?
+    } else {
+        codec::encode_json(Keyspace::Audit, &key, records)?
+    };
+    Ok(Some((key, value)))
+}
+
+fn decode_stored(key: &[u8], value: &[u8]) -> Result<Vec<AuditRecord>, StoreError> {
+    Ok(codec::decode_json::<Stored>(Keyspace::Audit, key, value)?.into_records())
+}
+
+/// The audit records from a sequence number on, in order (see [`Store::audit_entries`]). Each
+/// item is the record's sequence number (big-endian, as a key) and the record.
+pub struct AuditEntries {
+    iter: sled::Iter,
+    from: u64,
+    pending: std::vec::IntoIter<AuditRecord>,
+}
+
+impl Iterator for AuditEntries {
+    type Item = Result<(Vec<u8>, AuditRecord), StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(record) = self.pending.next() {
+                if record.seq < self.from {
+                    continue;
+                }
+                return Some(Ok((record.seq.to_be_bytes().to_vec(), record)));
+            }
+            let (key, value) = match self.iter.next()? {
+                Ok(kv) => kv,
+                Err(e) => return Some(Err(StoreError::engine("iterating", e))),
+            };
+            match decode_stored(&key, &value) {
+                Ok(records) => self.pending = records.into_iter(),
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+}
+
 /// What [`Tx::audit`] appended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditReceipt {
@@ -220,9 +294,20 @@ impl Store {
             .unwrap_or_else(AuditHead::genesis))
     }
 
-    /// The audit records from `from_seq` on, in order.
-    pub fn audit_entries(&self, from_seq: u64) -> Entries<AuditRecord> {
-        self.range(Keyspace::Audit, from_seq.to_be_bytes()..)
+    /// The audit records from `from_seq` on, in order (a pack holding `from_seq` is read from
+    /// that record on).
+    pub fn audit_entries(&self, from_seq: u64) -> AuditEntries {
+        let tree = self.tree(Keyspace::Audit);
+        let from = from_seq.to_be_bytes();
+        let start = match tree.range(..=from).next_back() {
+            Some(Ok((key, _))) => key.to_vec(),
+            _ => from.to_vec(),
+        };
+        AuditEntries {
+            iter: tree.range(start..),
+            from: from_seq,
+            pending: Vec::new().into_iter(),
+        }
     }
 
     /// Walks the whole audit chain from seq 1 to the head and reports the first broken link:
@@ -260,40 +345,53 @@ impl Store {
                     reason: format!("entry missing (the next entry present is seq {seq})"),
                 });
             }
-            let record: AuditRecord =
-                codec::decode_json(Keyspace::Audit, &key, &value).map_err(|e| AuditBreak {
-                    seq,
-                    reason: format!("undecodable entry: {e}"),
-                })?;
-            if record.seq != seq {
+            let records = decode_stored(&key, &value).map_err(|e| AuditBreak {
+                seq,
+                reason: format!("undecodable entry: {e}"),
+            })?;
+            if records.is_empty() {
                 return Err(AuditBreak {
                     seq,
-                    reason: format!(
-                        "entry stored under seq {seq} says it is seq {} (moved or reordered)",
-                        record.seq
-                    ),
+                    reason: "an empty pack of entries".into(),
                 });
             }
-            if record.prev_hash != prev_hash {
-                return Err(AuditBreak {
-                    seq,
-                    reason: format!(
-                        "prev_hash does not match the hash of seq {} (that entry was altered, \
-                         or this one was forged)",
-                        seq - 1
-                    ),
-                });
+            for (at, record) in (seq..).zip(records) {
+                if record.seq != at {
+                    return Err(AuditBreak {
+                        seq: at,
+                        reason: format!(
+                            "entry stored under seq {at} says it is seq {} (moved or reordered)",
+                            record.seq
+                        ),
+                    });
+                }
+                if record.prev_hash != prev_hash {
+                    return Err(AuditBreak {
+                        seq: at,
+                        reason: format!(
+                            "prev_hash does not match the hash of seq {} (that entry was altered, \
+                             or this one was forged)",
+                            at - 1
+                        ),
+                    });
+                }
+                if record.computed_hash() != record.hash {
+                    return Err(AuditBreak {
+                        seq: at,
+                        reason: "content does not match its hash (entry modified)".into(),
+                    });
+                }
+                prev_hash = record.hash;
+                expected += 1;
             }
-            if record.computed_hash() != record.hash {
-                return Err(AuditBreak {
-                    seq,
-                    reason: "content does not match its hash (entry modified)".into(),
-                });
-            }
-            prev_hash = record.hash;
-            expected += 1;
         }
         let walked = expected - 1;
+        if walked > head.seq {
+            return Err(AuditBreak {
+                seq: head.seq + 1,
+                reason: format!("entry beyond the chain head (seq {})", head.seq),
+            });
+        }
         if walked < head.seq {
             return Err(AuditBreak {
                 seq: expected,
@@ -357,7 +455,9 @@ mod tests {
     }
 
     fn record(store: &Store, seq: u64) -> AuditRecord {
-        store.get(Keyspace::Audit, &key(seq)).unwrap().unwrap()
+        let (k, r) = store.audit_entries(seq).next().unwrap().unwrap();
+        assert_eq!(k, key(seq));
+        r
     }
 
     fn put_record(store: &Store, at: u64, rec: &AuditRecord) {
@@ -404,6 +504,107 @@ mod tests {
         assert_eq!(receipts.1.seq, 2);
         assert_eq!(record(&store, 2).prev_hash, receipts.0.hash);
         assert_eq!(store.verify_audit().unwrap().entries, 2);
+        // Committed together, stored together: one key, the first entry's seq.
+        assert_eq!(store.count(Keyspace::Audit), 1);
+        assert!(store.tamper_get(Keyspace::Audit, &key(1)).is_some());
+    }
+
+    fn append_pack(store: &Store, first_at: u64, n: u64) {
+        store
+            .transact(|tx| {
+                for i in 0..n {
+                    tx.audit(AuditEntry::new(
+                        first_at + i,
+                        "system",
+                        "validated",
+                        format!("S-{i}"),
+                    ))?;
+                }
+                Ok::<_, Abort<()>>(())
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn packs_and_single_entries_read_and_verify_as_one_chain() {
+        let (_tmp, store) = temp_store();
+        append_n(&store, 2); // seq 1, 2 alone
+        append_pack(&store, 10, 4); // seq 3..=6 in one value
+        append_n(&store, 1); // seq 7 alone
+        append_pack(&store, 20, 3); // seq 8..=10
+        assert_eq!(store.count(Keyspace::Audit), 5);
+        let all: Vec<u64> = store.audit_entries(1).map(|r| r.unwrap().1.seq).collect();
+        assert_eq!(all, (1..=10).collect::<Vec<_>>());
+        // From the middle of a pack, and from a key between packs.
+        let mid: Vec<u64> = store.audit_entries(5).map(|r| r.unwrap().1.seq).collect();
+        assert_eq!(mid, vec![5, 6, 7, 8, 9, 10]);
+        let keys: Vec<Vec<u8>> = store.audit_entries(9).map(|r| r.unwrap().0).collect();
+        assert_eq!(keys, vec![key(9).to_vec(), key(10).to_vec()]);
+        assert_eq!(store.audit_entries(11).count(), 0);
+        let report = store.verify_audit().unwrap();
+        assert_eq!(report.entries, 10);
+        assert_eq!(report.head.hash, record(&store, 10).hash);
+        assert_eq!(record(&store, 3).prev_hash, record(&store, 2).hash);
+        assert_eq!(record(&store, 8).prev_hash, record(&store, 7).hash);
+    }
+
+    fn put_pack(store: &Store, at: u64, recs: &[AuditRecord]) {
+        let mut bytes = vec![0x01];
+        bytes.extend(serde_json::to_vec(recs).unwrap());
+        store.tamper_put(Keyspace::Audit, &key(at), &bytes);
+    }
+
+    #[test]
+    fn tampering_inside_a_pack_is_reported_at_the_entry() {
+        let (_tmp, store) = temp_store();
+        append_n(&store, 1);
+        append_pack(&store, 10, 4); // seq 2..=5
+        let pack: Vec<AuditRecord> = store.audit_entries(2).map(|r| r.unwrap().1).collect();
+        // Modified content.
+        let mut changed = pack.clone();
+        changed[2].entry.action = "released".into();
+        put_pack(&store, 2, &changed);
+        let err = store.verify_audit().unwrap_err();
+        assert_eq!(err.seq, 4);
+        assert!(err.reason.contains("modified"), "{}", err.reason);
+        // An entry dropped from the pack (hash recomputed or not): the next link breaks.
+        let mut dropped = pack.clone();
+        dropped.remove(1);
+        put_pack(&store, 2, &dropped);
+        let err = store.verify_audit().unwrap_err();
+        assert_eq!(err.seq, 3);
+        assert!(err.reason.contains("says it is seq 4"), "{}", err.reason);
+        // Two entries swapped.
+        let mut swapped = pack.clone();
+        swapped.swap(0, 1);
+        put_pack(&store, 2, &swapped);
+        assert_eq!(store.verify_audit().unwrap_err().seq, 2);
+        // A pack extended beyond the head.
+        let mut longer = pack.clone();
+        let mut extra = pack[3].clone();
+        extra.seq = 6;
+        extra.prev_hash = pack[3].hash.clone();
+        extra.hash = extra.computed_hash();
+        longer.push(extra);
+        put_pack(&store, 2, &longer);
+        let err = store.verify_audit().unwrap_err();
+        assert_eq!(err.seq, 6);
+        assert!(
+            err.reason.contains("beyond the chain head"),
+            "{}",
+            err.reason
+        );
+        // An empty pack, and the original back.
+        put_pack(&store, 2, &[]);
+        assert!(
+            store
+                .verify_audit()
+                .unwrap_err()
+                .reason
+                .contains("empty pack")
+        );
+        put_pack(&store, 2, &pack);
+        assert_eq!(store.verify_audit().unwrap().entries, 5);
     }
 
     #[test]

@@ -35,6 +35,10 @@ pub(crate) const TAG_BYTES_V1: u8 = 0x02;
 pub(crate) const TAG_JSON_LZ4: u8 = 0x03;
 /// Tag of a compressed opaque byte value.
 pub(crate) const TAG_BYTES_LZ4: u8 = 0x04;
+/// Tag of an opaque byte value kept in a pack: pack number (u64 BE) and index (u32 BE). The
+/// pack, a bytes value of its own (see [`encode_pack`]), holds the members in order, each as
+/// (u32 LE length, bytes), compressed together.
+pub(crate) const TAG_IN_PACK: u8 = 0x05;
 
 /// Dictionary number 0: none.
 const DICT_NONE: u8 = 0;
@@ -183,6 +187,82 @@ pub(crate) fn decode_bytes(ks: Keyspace, key: &[u8], stored: &[u8]) -> Result<Ve
             version: tag,
         }),
     }
+}
+
+/// The stored value of a pack of byte values (see [`TAG_IN_PACK`]).
+pub(crate) fn encode_pack(ks: Keyspace, members: &[&[u8]]) -> Vec<u8> {
+    let total: usize = members.iter().map(|m| 4 + m.len()).sum();
+    let mut framed = Vec::with_capacity(total);
+    for m in members {
+        framed.extend_from_slice(&(m.len() as u32).to_le_bytes());
+        framed.extend_from_slice(m);
+    }
+    encode_bytes(ks, &framed)
+}
+
+/// The stored value pointing at member `index` of pack `pack`.
+pub(crate) fn pack_pointer(pack: u64, index: u32) -> Vec<u8> {
+    let mut out = Vec::with_capacity(13);
+    out.push(TAG_IN_PACK);
+    out.extend_from_slice(&pack.to_be_bytes());
+    out.extend_from_slice(&index.to_be_bytes());
+    out
+}
+
+/// The pack and index a stored value points at, if it is a pointer. A value tagged as one
+/// but of another length is corruption.
+pub(crate) fn pack_pointer_of(
+    ks: Keyspace,
+    key: &[u8],
+    stored: &[u8],
+) -> Result<Option<(u64, u32)>, StoreError> {
+    match stored.split_first() {
+        Some((&TAG_IN_PACK, rest)) => {
+            let Some((pack, index)) = rest.split_first_chunk::<8>() else {
+                return Err(StoreError::Decode {
+                    key: KeyRef::new(ks, key),
+                    detail: "pack pointer is truncated".into(),
+                });
+            };
+            let Ok(index) = <[u8; 4]>::try_from(index) else {
+                return Err(StoreError::Decode {
+                    key: KeyRef::new(ks, key),
+                    detail: "pack pointer has the wrong length".into(),
+                });
+            };
+            Ok(Some((u64::from_be_bytes(*pack), u32::from_be_bytes(index))))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Member `index` of a stored pack (`key` is the member's key, for errors).
+pub(crate) fn pack_member(
+    ks: Keyspace,
+    key: &[u8],
+    pack: &[u8],
+    index: u32,
+) -> Result<Vec<u8>, StoreError> {
+    let corrupt = |detail: &str| StoreError::Decode {
+        key: KeyRef::new(ks, key),
+        detail: detail.to_string(),
+    };
+    let framed = decode_bytes(ks, key, pack)?;
+    let mut rest = framed.as_slice();
+    for i in 0..=index {
+        let (len, after) = rest
+            .split_first_chunk::<4>()
+            .ok_or_else(|| corrupt("pack ends before the member"))?;
+        let len = u32::from_le_bytes(*len) as usize;
+        if after.len() < len {
+            return Err(corrupt("pack member is truncated"));
+        }
+        if i == index {
+            return Ok(after[..len].to_vec());
+        }
+        rest = &after[len..];
+    }
+    Err(corrupt("pack ends before the member"))
 }
 
 /// Describes a serde_json error by its category and position only.

@@ -9,9 +9,13 @@
 //!    for [`GroupConfig::idle_gap`]; after a batch of a single job it only takes what is already
 //!    queued (a lone submitter waiting for its answer cannot join the batch, so waiting would
 //!    only add latency; see [`GroupConfig::linger_alone`]);
-//! 2. runs each job in its own transaction (one job aborting or failing does not affect the
-//!    others; a panicking job is caught and answered [`CommitError::Panicked`]);
-//! 3. makes the whole batch durable with ONE [`Store::flush_durable`];
+//! 2. holding the store's writer lock, runs each job as its own transaction over the writes of
+//!    the batch's earlier jobs (one job aborting or failing does not affect the others; a
+//!    panicking job is caught and answered [`CommitError::Panicked`]), then writes what the
+//!    jobs that returned `Ok` wrote into the engine as ONE atomic commit;
+//! 3. makes the whole batch durable with ONE [`Store::flush_durable`], on a flush thread of
+//!    its own: while it runs, the writer runs the next batch (a flush covers every batch
+//!    written before it began, so batches that wait together share one flush);
 //! 4. only then answers every waiter: `Ok(R)` only when the job committed **and** the flush
 //!    succeeded; [`CommitError::NotDurable`] for every committed job of a batch whose flush
 //!    failed. The writer survives a failed flush and the next batch flushes again (covering
@@ -25,7 +29,7 @@
 //! ones included), counter `custodian_store_flush_failures_total`.
 
 use super::events::{BatchCommitted, FlushFailed, FlushTimed};
-use super::tx::{Abort, TransactError, Tx};
+use super::tx::{Abort, Overlay, TransactError, Tx};
 use super::{Store, StoreError};
 use crate::core::telemetry::emit;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -110,7 +114,7 @@ struct Ran {
     deliver: Box<dyn FnOnce(&Durability) + Send>,
 }
 
-type Job = Box<dyn FnOnce(&Store) -> Ran + Send>;
+type Job = Box<dyn FnOnce(&Store, &mut Overlay) -> Ran + Send>;
 
 /// Handle on a group-commit writer. Cheap to clone; the writer drains its queue, flushes and
 /// stops when the last handle is dropped or [`shutdown`](GroupCommitter::shutdown) is called.
@@ -179,8 +183,8 @@ impl GroupCommitter {
             .await
             .map_err(|_| CommitError::ShutDown)?;
         let (reply_tx, reply_rx) = oneshot::channel::<Result<R, CommitError<E>>>();
-        let boxed: Job = Box::new(move |store: &Store| {
-            let outcome = catch_unwind(AssertUnwindSafe(|| store.transact(&job)));
+        let boxed: Job = Box::new(move |store: &Store, batch: &mut Overlay| {
+            let outcome = catch_unwind(AssertUnwindSafe(|| store.run_in(batch, &job)));
             let committed = matches!(outcome, Ok(Ok(_)));
             Ran {
                 committed,
@@ -248,8 +252,12 @@ impl Shared {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .take();
         if let Some(handle) = handle {
-            // Never join ourselves (a job holding the last handle, dropped on the writer).
-            if handle.thread().id() != thread::current().id() && handle.join().is_err() {
+            // Never join ourselves (a job holding the last handle, dropped on the writer), nor
+            // the writer from its flush thread (an answer holding it, dropped there): the
+            // writer waits for that thread.
+            let current = thread::current();
+            let on_flusher = current.name() == Some(FLUSH_THREAD);
+            if handle.thread().id() != current.id() && !on_flusher && handle.join().is_err() {
                 tracing::error!("store writer thread panicked");
             }
         }
@@ -263,9 +271,34 @@ impl Drop for Shared {
     }
 }
 
+const FLUSH_THREAD: &str = "custodian-store-flush";
+
+/// A batch written into the engine, waiting for a durable flush.
+struct Applied {
+    size: usize,
+    /// Whether a job of it returned `Ok` (its writes are in the engine).
+    committed: bool,
+    /// Set when the engine refused the batch's commit: nothing to flush, answer this.
+    failed: Option<String>,
+    deliveries: Vec<Box<dyn FnOnce(&Durability) + Send>>,
+}
+
 fn writer_loop(store: &Store, jobs: &mpsc::Receiver<Job>, config: &GroupConfig) {
-    // Set while commits exist that a failed flush did not make durable.
-    let mut dirty = false;
+    // The flush runs on its own thread, so the next batch's jobs run while the previous
+    // batch's fsync is under way; a flush covers every batch applied before it began.
+    let (to_flusher, applied) = mpsc::channel::<Applied>();
+    let flusher_store = store.clone();
+    let flusher = thread::Builder::new()
+        .name(FLUSH_THREAD.into())
+        .spawn(move || flusher_loop(&flusher_store, &applied));
+    let flusher = match flusher {
+        Ok(handle) => Some(handle),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the store flush thread; flushing inline");
+            None
+        }
+    };
+    let mut inline_dirty = false;
     // Whether the last batch held more than one job (the first batch lingers).
     let mut concurrent = true;
     while let Ok(first) = jobs.recv() {
@@ -294,8 +327,38 @@ fn writer_loop(store: &Store, jobs: &mpsc::Receiver<Job>, config: &GroupConfig) 
             }
         }
         concurrent = batch.len() > 1;
-        run_batch(store, batch, &mut dirty);
+        let done = run_batch(store, batch);
+        if flusher.is_some() {
+            if let Err(mpsc::SendError(done)) = to_flusher.send(done) {
+                settle(store, vec![done], &mut inline_dirty);
+            }
+        } else {
+            settle(store, vec![done], &mut inline_dirty);
+        }
     }
+    drop(to_flusher);
+    if let Some(handle) = flusher {
+        if handle.join().is_err() {
+            tracing::error!("store flush thread panicked");
+        }
+    }
+    final_flush(store, inline_dirty);
+}
+
+fn flusher_loop(store: &Store, applied: &mpsc::Receiver<Applied>) {
+    // Set while commits exist that a failed flush did not make durable.
+    let mut dirty = false;
+    while let Ok(first) = applied.recv() {
+        let mut group = vec![first];
+        while let Ok(more) = applied.try_recv() {
+            group.push(more);
+        }
+        settle(store, group, &mut dirty);
+    }
+    final_flush(store, dirty);
+}
+
+fn final_flush(store: &Store, dirty: bool) {
     if dirty {
         // Best effort: earlier NotDurable commits may still reach the disk.
         if let Err(e) = store.flush_durable() {
@@ -308,17 +371,45 @@ fn writer_loop(store: &Store, jobs: &mpsc::Receiver<Job>, config: &GroupConfig) 
     }
 }
 
-fn run_batch(store: &Store, batch: Vec<Job>, dirty: &mut bool) {
+/// Runs a batch's jobs under the writer lock and writes what they wrote in one commit.
+fn run_batch(store: &Store, batch: Vec<Job>) -> Applied {
     let size = batch.len();
     emit(BatchCommitted { size });
-    let mut ran = Vec::with_capacity(size);
-    let mut any_committed = false;
-    for job in batch {
-        let r = job(store);
-        any_committed |= r.committed;
-        ran.push(r.deliver);
+    let mut deliveries = Vec::with_capacity(size);
+    let mut committed = false;
+    let applied = {
+        let _writer = store.writer_lock();
+        let mut writes = Overlay::new();
+        for job in batch {
+            let r = job(store, &mut writes);
+            committed |= r.committed;
+            deliveries.push(r.deliver);
+        }
+        store.apply(writes)
+    };
+    Applied {
+        size,
+        committed,
+        failed: applied.err().map(|e| e.to_string()),
+        deliveries,
     }
-    let durability: Durability = if any_committed || *dirty {
+}
+
+/// Makes applied batches durable with one flush and answers their waiters.
+fn settle(store: &Store, group: Vec<Applied>, dirty: &mut bool) {
+    let size: usize = group.iter().map(|a| a.size).sum();
+    let needs_flush = *dirty || group.iter().any(|a| a.committed && a.failed.is_none());
+    for refused in group.iter().filter_map(|a| a.failed.as_deref()) {
+        // Nothing of that batch reached the engine (or, after an I/O error, the store no longer
+        // promises anything): every job of it that returned Ok is answered "not durable".
+        *dirty = true;
+        store.publish_disk_free();
+        emit(FlushFailed {
+            error: refused,
+            batch: size,
+        });
+    }
+    let flushed: Durability = if needs_flush {
         let started = Instant::now();
         let result = store.flush_durable();
         emit(FlushTimed {
@@ -326,7 +417,7 @@ fn run_batch(store: &Store, batch: Vec<Job>, dirty: &mut bool) {
         });
         match result {
             Ok(_) => {
-                *dirty = false;
+                *dirty = group.iter().any(|a| a.failed.is_some());
                 Ok(())
             }
             Err(e) => {
@@ -343,8 +434,14 @@ fn run_batch(store: &Store, batch: Vec<Job>, dirty: &mut bool) {
     } else {
         Ok(())
     };
-    for deliver in ran {
-        deliver(&durability);
+    for applied in group {
+        let durability = match applied.failed {
+            Some(why) => Err(why),
+            None => flushed.clone(),
+        };
+        for deliver in applied.deliveries {
+            deliver(&durability);
+        }
     }
 }
 
@@ -368,6 +465,11 @@ mod tests {
     ) -> impl Fn(&mut Tx<'_>) -> Result<String, Abort<String>> + Send + 'static {
         move |tx| {
             tx.put(Keyspace::Specimens, key.as_bytes(), &key)?;
+            tx.put_raw_bytes(
+                Keyspace::Raw,
+                key.as_bytes(),
+                format!("MSH|{key}").as_bytes(),
+            )?;
             tx.audit(AuditEntry::new(1, "test", "put", key.clone()))?;
             Ok(key.clone())
         }
@@ -411,6 +513,11 @@ mod tests {
                     .unwrap()
                     .as_deref(),
                 Some(key.as_str())
+            );
+            // The batch's messages went into packs; each reads back as it was.
+            assert_eq!(
+                store.get_raw_bytes(Keyspace::Raw, key.as_bytes()).unwrap(),
+                Some(format!("MSH|{key}").into_bytes())
             );
         }
         assert_eq!(store.count(Keyspace::Specimens), tasks * per_task);

@@ -453,6 +453,17 @@ pub fn last_arrival_key(source: &str) -> Vec<u8> {
 
 /// Key of the `dedupe` index: analyzer, a NUL byte, then the message control ID. The analyzer
 /// name must not contain NUL.
+/// Key of pack `n` in `raw`: the inbound messages of one commit, stored together (a NUL first:
+/// no [`dedupe_key`] starts with one). Each message's own key holds a pointer into it.
+pub fn pack_key(n: u64) -> Vec<u8> {
+    let mut key = b"\0pack\0".to_vec();
+    key.extend_from_slice(&n.to_be_bytes());
+    key
+}
+
+/// Key in `meta` holding the next pack number.
+pub(crate) const META_NEXT_PACK: &[u8] = b"next_pack";
+
 pub fn dedupe_key(analyzer: &str, control_id: &str) -> Result<Vec<u8>, StoreError> {
     if analyzer.is_empty() || analyzer.contains('\0') {
         return Err(StoreError::Invalid(
@@ -509,6 +520,8 @@ struct Inner {
     trees: Vec<sled::Tree>,
     syncer: Mutex<durable::Syncer>,
     faults: FaultInjector,
+    /// Held by the one writer at a time (a transaction, or a whole group-commit batch).
+    writer: Mutex<()>,
 }
 
 impl fmt::Debug for Store {
@@ -552,6 +565,7 @@ impl Store {
                 trees,
                 syncer: Mutex::new(syncer),
                 faults: FaultInjector::default(),
+                writer: Mutex::new(()),
             }),
         };
         store.check_format(created)?;
@@ -617,6 +631,15 @@ impl Store {
     /// [`FaultInjector`]).
     pub fn fault_injector(&self) -> &FaultInjector {
         &self.inner.faults
+    }
+
+    /// The writer lock (see [`tx`]): a panic while it was held leaves nothing half-applied
+    /// (writes reach the engine in one commit), so a poisoned lock is taken over.
+    pub(crate) fn writer_lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.inner
+            .writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub(crate) fn tree(&self, ks: Keyspace) -> &sled::Tree {
@@ -693,9 +716,31 @@ impl Store {
             .get(key)
             .map_err(|e| StoreError::engine("reading", e))?
         {
-            Some(v) => codec::decode_bytes(ks, key, &v).map(Some),
+            Some(v) => self.resolve_bytes(ks, key, &v).map(Some),
             None => Ok(None),
         }
+    }
+
+    /// Decodes a stored bytes value, following a pointer into its pack (see
+    /// [`pack_key`]).
+    pub(crate) fn resolve_bytes(
+        &self,
+        ks: Keyspace,
+        key: &[u8],
+        stored: &[u8],
+    ) -> Result<Vec<u8>, StoreError> {
+        let Some((pack, index)) = codec::pack_pointer_of(ks, key, stored)? else {
+            return codec::decode_bytes(ks, key, stored);
+        };
+        let packed = self
+            .tree(ks)
+            .get(pack_key(pack))
+            .map_err(|e| StoreError::engine("reading", e))?
+            .ok_or_else(|| StoreError::Decode {
+                key: KeyRef::new(ks, key),
+                detail: format!("points into pack {pack}, which is missing"),
+            })?;
+        codec::pack_member(ks, key, &packed, index)
     }
 
     /// Whether `key` exists in `ks`.
