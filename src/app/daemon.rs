@@ -1922,18 +1922,24 @@ impl Api for StoreApi {
 /// of its reports (delivery), i.e. what happened to it and by whom; the entries hold no result
 /// values or donor data.
 pub fn specimen_audit_json(store: &Store, specimen_id: &str) -> Result<serde_json::Value, String> {
-    let mut subjects = std::collections::BTreeSet::from([specimen_id.to_string()]);
-    for item in store.iter::<crate::custody::outbox::StoredReport>(Keyspace::Reports) {
-        let (_, r) = item.map_err(|e| e.to_string())?;
-        if r.specimen_id == specimen_id {
-            subjects.insert(r.report_id);
+    // Both reads go through indexes (the audit log by subject, the reports by ID prefix): the
+    // cost is the specimen's own, not the store's size.
+    let mut subjects = vec![specimen_id.to_string()];
+    for r in crate::custody::outbox::reports_of(store, specimen_id).map_err(|e| e.to_string())? {
+        if !subjects.contains(&r.report_id) {
+            subjects.push(r.report_id);
         }
     }
-    let mut out = Vec::new();
-    for item in store.audit_entries(1) {
-        let (_, r) = item.map_err(|e| e.to_string())?;
-        if subjects.contains(&r.entry.subject) {
-            out.push(serde_json::json!({
+    let mut records = Vec::new();
+    for subject in &subjects {
+        records.extend(store.audit_of(subject).map_err(|e| e.to_string())?);
+    }
+    records.sort_by_key(|r| r.seq);
+    records.dedup_by_key(|r| r.seq);
+    let out: Vec<serde_json::Value> = records
+        .into_iter()
+        .map(|r| {
+            serde_json::json!({
                 "seq": r.seq,
                 "at": crate::core::clock::rfc3339(r.entry.at_millis),
                 "actor": r.entry.actor,
@@ -1941,9 +1947,9 @@ pub fn specimen_audit_json(store: &Store, specimen_id: &str) -> Result<serde_jso
                 "subject": r.entry.subject,
                 "before": r.entry.before,
                 "after": r.entry.after,
-            }));
-        }
-    }
+            })
+        })
+        .collect();
     Ok(serde_json::json!({"specimen_id": specimen_id, "entries": out}))
 }
 

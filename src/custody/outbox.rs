@@ -116,8 +116,45 @@ pub async fn export_jws(
     Ok(r.jws)
 }
 
+/// The kinds of report, by the first letter of their IDs: `R` results (and their corrections),
+/// `U` unsuitable-specimen notices, `P` split outcomes, `Q` quantitation answers, `S` split
+/// laboratory reports. Every report ID is `<kind>-<specimen ID>-<suffix>` ([`reports_of`]
+/// relies on it; [`enqueue`] checks it in debug builds).
+pub const REPORT_ID_KINDS: [char; 5] = ['R', 'U', 'P', 'Q', 'S'];
+
+fn report_id_prefix(kind: char, specimen_id: &str) -> String {
+    format!("{kind}-{specimen_id}-")
+}
+
+/// The reports of one specimen, by the prefixes of their IDs (a few key range reads, whatever
+/// the number of reports in the store). A specimen whose ID extends another's (`S-1`, `S-1-2`)
+/// shares the prefix: each report is checked against its own specimen ID.
+pub fn reports_of(
+    store: &crate::store::Store,
+    specimen_id: &str,
+) -> Result<Vec<StoredReport>, crate::store::StoreError> {
+    use crate::store::Keyspace;
+    let mut out = Vec::new();
+    for kind in REPORT_ID_KINDS {
+        let prefix = report_id_prefix(kind, specimen_id);
+        for item in store.scan_prefix::<StoredReport>(Keyspace::Reports, prefix.as_bytes()) {
+            let (_, r) = item?;
+            if r.specimen_id == specimen_id {
+                out.push(r);
+            }
+        }
+    }
+    Ok(out)
+}
+
 pub fn enqueue(tx: &mut crate::store::Tx<'_>, s: Signed) -> Result<(), crate::store::TxError> {
     use crate::store::Keyspace;
+    debug_assert!(
+        REPORT_ID_KINDS.iter().any(|k| s
+            .report_id
+            .starts_with(&report_id_prefix(*k, &s.specimen_id))),
+        "report IDs are <kind>-<specimen>-<suffix> (REPORT_ID_KINDS)"
+    );
     let key = queue_key(&s.mro_id, s.released_at_ms, &s.report_id);
     let stored = StoredReport {
         report_id: s.report_id,
@@ -204,12 +241,60 @@ mod tests {
     }
 
     #[test]
+    fn a_specimens_reports_are_found_by_their_id_prefix() {
+        use crate::store::{Abort, Store};
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::open(&d.path().join("s")).unwrap();
+        let signed = |report_id: &str, specimen_id: &str| Signed {
+            report_id: report_id.into(),
+            specimen_id: specimen_id.into(),
+            mro_id: "MRO-1".into(),
+            jws: "a.b.c".into(),
+            kid: "k".into(),
+            content_sha256: "0".repeat(64),
+            released_at_ms: 42,
+            released_by: "Dr. S".into(),
+            replaces: None,
+        };
+        store
+            .transact(|tx| -> Result<(), Abort<&str>> {
+                enqueue(tx, signed("R-S-1-42-0", "S-1"))?;
+                enqueue(tx, signed("R-S-1-50-c1", "S-1"))?;
+                enqueue(tx, signed("U-S-1-60", "S-1"))?;
+                enqueue(tx, signed("Q-S-1-70", "S-1"))?;
+                // Another specimen whose ID extends this one's, and one beside it.
+                enqueue(tx, signed("R-S-1-2-42-0", "S-1-2"))?;
+                enqueue(tx, signed("P-S-2-42", "S-2"))?;
+                Ok(())
+            })
+            .unwrap();
+        let mut ids: Vec<String> = reports_of(&store, "S-1")
+            .unwrap()
+            .into_iter()
+            .map(|r| r.report_id)
+            .collect();
+        ids.sort();
+        assert_eq!(
+            ids,
+            vec!["Q-S-1-70", "R-S-1-42-0", "R-S-1-50-c1", "U-S-1-60"]
+        );
+        let of_other: Vec<String> = reports_of(&store, "S-1-2")
+            .unwrap()
+            .into_iter()
+            .map(|r| r.report_id)
+            .collect();
+        assert_eq!(of_other, vec!["R-S-1-2-42-0"]);
+        assert_eq!(reports_of(&store, "S-2").unwrap().len(), 1);
+        assert!(reports_of(&store, "S-3").unwrap().is_empty());
+    }
+
+    #[test]
     fn enqueue_stores_pending_and_queues_in_one_transaction() {
         use crate::store::{Abort, Keyspace, Store};
         let d = tempfile::tempdir().unwrap();
         let store = Store::open(&d.path().join("s")).unwrap();
         let signed = Signed {
-            report_id: "R-1".into(),
+            report_id: "R-S-1-1".into(),
             specimen_id: "S-1".into(),
             mro_id: "MRO-1".into(),
             jws: "a.b.c".into(),
@@ -233,7 +318,7 @@ mod tests {
                 Ok(())
             })
             .unwrap();
-        let rep: StoredReport = store.get(Keyspace::Reports, b"R-1").unwrap().unwrap();
+        let rep: StoredReport = store.get(Keyspace::Reports, b"R-S-1-1").unwrap().unwrap();
         assert_eq!(rep.delivery, Delivery::Pending);
         assert_eq!(rep.replaces.as_deref(), Some("R-0"));
         assert_eq!(rep.attempts, 0);
@@ -242,7 +327,7 @@ mod tests {
             .flatten()
             .collect();
         assert_eq!(queued.len(), 1);
-        assert_eq!(queued[0].1, "R-1");
+        assert_eq!(queued[0].1, "R-S-1-1");
         assert_eq!(released_at(&queued[0].0, "MRO-1"), Some(42));
     }
 }

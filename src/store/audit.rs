@@ -16,12 +16,22 @@
 //! someone able to rewrite the whole store can rebuild a consistent chain, so the head should
 //! also be anchored outside the store (e.g. in signed exports).
 
-use super::{Keyspace, Store, StoreError, codec, hex_lower};
+use super::events::AuditIndexBuilt;
+use super::tx::Overlay;
+use super::{KeyRef, Keyspace, Store, StoreError, codec, hex_lower};
+use crate::core::telemetry::emit;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::time::Instant;
 
 /// Key in `meta` holding the audit chain head.
 pub(crate) const META_AUDIT_HEAD: &[u8] = b"audit_head";
+
+/// Key in `meta` holding the last sequence number indexed in `audit_subjects`.
+pub(crate) const META_SUBJECTS_THROUGH: &[u8] = b"audit_subjects_through";
+
+/// Entries indexed per commit when the index is built for an older store.
+const INDEX_CHUNK: usize = 8192;
 
 /// `prev_hash` of the first entry.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -190,6 +200,42 @@ pub(crate) fn encode_records(
     Ok(Some((key, value)))
 }
 
+/// Key of `seq` in the index by subject.
+pub(crate) fn subject_key(subject: &str, seq: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(subject.len() + 9);
+    key.extend_from_slice(subject.as_bytes());
+    key.push(0);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+/// Adds `records` (consecutive, just appended) to the index by subject in `batch`, and moves
+/// the index's high-water mark to the last of them.
+pub(crate) fn index_subjects(
+    batch: &mut Overlay,
+    records: &[AuditRecord],
+) -> Result<(), StoreError> {
+    for r in records {
+        batch.set(
+            Keyspace::AuditSubjects,
+            &subject_key(&r.entry.subject, r.seq),
+            Some(vec![codec::TAG_BYTES_V1]),
+        );
+    }
+    if let Some(last) = records.last() {
+        batch.set(
+            Keyspace::Meta,
+            META_SUBJECTS_THROUGH,
+            Some(codec::encode_json(
+                Keyspace::Meta,
+                META_SUBJECTS_THROUGH,
+                &last.seq,
+            )?),
+        );
+    }
+    Ok(())
+}
+
 fn decode_stored(key: &[u8], value: &[u8]) -> Result<Vec<AuditRecord>, StoreError> {
     Ok(codec::decode_json::<Stored>(Keyspace::Audit, key, value)?.into_records())
 }
@@ -308,6 +354,121 @@ impl Store {
             from: from_seq,
             pending: Vec::new().into_iter(),
         }
+    }
+
+    /// Every entry whose subject is `subject`, in order, read through the index by subject
+    /// (its cost does not grow with the log). An index entry that points at a missing entry or
+    /// at another subject's is an error (the store was altered).
+    pub fn audit_of(&self, subject: &str) -> Result<Vec<AuditRecord>, StoreError> {
+        let mut prefix = subject.as_bytes().to_vec();
+        prefix.push(0);
+        let audit = self.tree(Keyspace::Audit);
+        // The pack (first seq, records) read last: entries of one commit share it.
+        let mut pack: Option<(u64, Vec<AuditRecord>)> = None;
+        let mut out = Vec::new();
+        for item in self.tree(Keyspace::AuditSubjects).scan_prefix(&prefix) {
+            let (key, _) = item.map_err(|e| StoreError::engine("reading the audit index", e))?;
+            let Ok(seq) = <[u8; 8]>::try_from(&key[prefix.len()..]).map(u64::from_be_bytes) else {
+                return Err(StoreError::Decode {
+                    key: KeyRef::new(Keyspace::AuditSubjects, &key),
+                    detail: "malformed audit index key".into(),
+                });
+            };
+            let inconsistent = |why: &str| StoreError::Decode {
+                key: KeyRef::new(Keyspace::Audit, &seq.to_be_bytes()),
+                detail: format!("the audit index names this entry, which {why}"),
+            };
+            let cached = pack.as_ref().and_then(|(first, records)| {
+                let i = usize::try_from(seq.checked_sub(*first)?).ok()?;
+                records.get(i).filter(|r| r.seq == seq).cloned()
+            });
+            let record = match cached {
+                Some(r) => r,
+                None => {
+                    let (first_key, value) = audit
+                        .range(..=seq.to_be_bytes())
+                        .next_back()
+                        .transpose()
+                        .map_err(|e| StoreError::engine("reading the audit log", e))?
+                        .ok_or_else(|| inconsistent("is missing"))?;
+                    let first = <[u8; 8]>::try_from(&first_key[..])
+                        .map(u64::from_be_bytes)
+                        .map_err(|_| inconsistent("is stored under a malformed key"))?;
+                    let records = decode_stored(&first_key, &value)?;
+                    let i = usize::try_from(seq - first).unwrap_or(usize::MAX);
+                    let r = records
+                        .get(i)
+                        .filter(|r| r.seq == seq)
+                        .cloned()
+                        .ok_or_else(|| inconsistent("is missing"))?;
+                    pack = Some((first, records));
+                    r
+                }
+            };
+            if record.entry.subject != subject {
+                return Err(inconsistent("is about another subject"));
+            }
+            out.push(record);
+        }
+        Ok(out)
+    }
+
+    /// Builds the index by subject for entries written before it existed (a store of an
+    /// earlier build), resuming where it stopped; nothing to do otherwise. Runs at open,
+    /// before any other write: every commit after that indexes its own entries.
+    pub(crate) fn index_audit_subjects(&self) -> Result<(), StoreError> {
+        let head = self.audit_head()?;
+        let through: Option<u64> = self.get(Keyspace::Meta, META_SUBJECTS_THROUGH)?;
+        let mut from = match through {
+            Some(t) if t >= head.seq => return Ok(()),
+            Some(t) => t + 1,
+            None => 1,
+        };
+        let started = Instant::now();
+        let mut indexed = 0u64;
+        let _writer = self.writer_lock();
+        loop {
+            let mut batch = Overlay::new();
+            let mut chunk = Vec::with_capacity(INDEX_CHUNK.min(4096));
+            for item in self.audit_entries(from) {
+                let (_, record) = item?;
+                if record.seq > head.seq {
+                    break;
+                }
+                chunk.push(record);
+                if chunk.len() >= INDEX_CHUNK {
+                    break;
+                }
+            }
+            let Some(last) = chunk.last().map(|r| r.seq) else {
+                // No entry left below the head (an empty log): record where the index stands.
+                batch.set(
+                    Keyspace::Meta,
+                    META_SUBJECTS_THROUGH,
+                    Some(codec::encode_json(
+                        Keyspace::Meta,
+                        META_SUBJECTS_THROUGH,
+                        &head.seq,
+                    )?),
+                );
+                self.apply(batch)?;
+                break;
+            };
+            index_subjects(&mut batch, &chunk)?;
+            self.apply(batch)?;
+            indexed += chunk.len() as u64;
+            if last >= head.seq {
+                break;
+            }
+            from = last + 1;
+        }
+        if indexed > 0 {
+            emit(AuditIndexBuilt {
+                entries: indexed,
+                took: started.elapsed(),
+            });
+        }
+        Ok(())
     }
 
     /// Walks the whole audit chain from seq 1 to the head and reports the first broken link:
@@ -552,6 +713,115 @@ mod tests {
         let mut bytes = vec![0x01];
         bytes.extend(serde_json::to_vec(recs).unwrap());
         store.tamper_put(Keyspace::Audit, &key(at), &bytes);
+    }
+
+    fn subjects(records: &[AuditRecord]) -> Vec<(u64, String)> {
+        records
+            .iter()
+            .map(|r| (r.seq, r.entry.subject.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn entries_of_a_subject_are_read_through_the_index() {
+        let (_tmp, store) = temp_store();
+        append_n(&store, 3); // S-1, S-2, S-3 alone
+        store
+            .transact(|tx| {
+                for s in ["S-1", "S-10", "S-1", "S-2"] {
+                    tx.audit(AuditEntry::new(9, "system", "validated", s))?;
+                }
+                Ok::<_, Abort<()>>(())
+            })
+            .unwrap(); // seq 4..=7 in one pack
+        let of_s1 = store.audit_of("S-1").unwrap();
+        assert_eq!(
+            subjects(&of_s1),
+            vec![(1, "S-1".into()), (4, "S-1".into()), (6, "S-1".into())]
+        );
+        // A subject that is another's prefix is its own.
+        assert_eq!(
+            subjects(&store.audit_of("S-10").unwrap()),
+            vec![(5, "S-10".into())]
+        );
+        assert!(store.audit_of("S-").unwrap().is_empty());
+        assert!(store.audit_of("").unwrap().is_empty());
+        // Each record is the stored one, hash and all.
+        assert_eq!(of_s1[1], record(&store, 4));
+        // The index is the store's own: domain code cannot write it.
+        assert!(matches!(
+            store.transact(|tx| {
+                tx.put(Keyspace::AuditSubjects, b"S-1\0x", &())?;
+                Ok::<_, Abort<()>>(())
+            }),
+            Err(TransactError::Store(StoreError::ReadOnlyKeyspace(
+                Keyspace::AuditSubjects
+            )))
+        ));
+    }
+
+    #[test]
+    fn an_index_entry_without_its_entry_is_an_error() {
+        let (_tmp, store) = temp_store();
+        append_n(&store, 2);
+        // Pointing at a missing entry, and at another subject's.
+        store.tamper_put(
+            Keyspace::AuditSubjects,
+            &super::subject_key("S-1", 9),
+            &[0x02],
+        );
+        let err = store.audit_of("S-1").unwrap_err();
+        assert!(err.to_string().contains("missing"), "{err}");
+        store.tamper_remove(Keyspace::AuditSubjects, &super::subject_key("S-1", 9));
+        store.tamper_put(
+            Keyspace::AuditSubjects,
+            &super::subject_key("S-1", 2),
+            &[0x02],
+        );
+        let err = store.audit_of("S-1").unwrap_err();
+        assert!(err.to_string().contains("another subject"), "{err}");
+        assert!(!err.to_string().contains("S-2"), "{err}");
+    }
+
+    #[test]
+    fn an_older_store_gets_its_index_built_once_at_open() {
+        let (tmp, store) = temp_store();
+        let dir = tmp.path().join("store");
+        append_n(&store, 5);
+        append_pack(&store, 10, 4); // seq 6..=9: S-0..S-3
+        // As an earlier build left it: entries, no index, no mark.
+        let keys: Vec<Vec<u8>> = store
+            .tree(Keyspace::AuditSubjects)
+            .iter()
+            .keys()
+            .map(|k| k.unwrap().to_vec())
+            .collect();
+        assert_eq!(keys.len(), 9);
+        for k in &keys {
+            store.tamper_remove(Keyspace::AuditSubjects, k);
+        }
+        store.tamper_remove(Keyspace::Meta, super::META_SUBJECTS_THROUGH);
+        assert!(store.audit_of("S-1").unwrap().is_empty());
+        store.flush_durable().unwrap();
+        drop(store);
+        let store = Store::open(&dir).unwrap();
+        assert_eq!(store.count(Keyspace::AuditSubjects), 9);
+        assert_eq!(
+            subjects(&store.audit_of("S-1").unwrap()),
+            vec![(1, "S-1".into()), (7, "S-1".into())]
+        );
+        // Half-built (a crash mid-way): resumed from its mark; entries after it are indexed.
+        store.tamper_remove(Keyspace::AuditSubjects, &super::subject_key("S-1", 7));
+        let mut mark = vec![0x01];
+        mark.extend(b"6");
+        store.tamper_put(Keyspace::Meta, super::META_SUBJECTS_THROUGH, &mark);
+        store.flush_durable().unwrap();
+        drop(store);
+        let store = Store::open(&dir).unwrap();
+        assert_eq!(subjects(&store.audit_of("S-1").unwrap()).len(), 2);
+        append_n(&store, 1);
+        assert_eq!(subjects(&store.audit_of("S-1").unwrap()).len(), 3);
+        assert!(store.verify_audit().is_ok());
     }
 
     #[test]

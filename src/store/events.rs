@@ -1,4 +1,4 @@
-//! What the group committer reports: batch sizes, flush times, failed flushes.
+//! What the store reports: batch sizes, flush times, failed flushes, the audit index built.
 
 use crate::core::telemetry::{InternalEvent, Metric};
 use std::time::Duration;
@@ -62,5 +62,22 @@ impl InternalEvent for FlushFailed<'_> {
         } else {
             tracing::error!(error = %self.error, batch = self.batch, "durable flush failed; batch not acknowledged");
         }
+    }
+}
+
+/// The audit log's index by subject was built for `entries` entries written before it existed.
+pub struct AuditIndexBuilt {
+    pub entries: u64,
+    pub took: Duration,
+}
+
+impl InternalEvent for AuditIndexBuilt {
+    fn emit(self) {
+        tracing::info!(
+            component = "store",
+            entries = self.entries,
+            took_ms = self.took.as_millis() as u64,
+            "audit log indexed by subject (once, for entries written before the index existed)"
+        );
     }
 }

@@ -170,8 +170,9 @@ impl GroupCommitter {
     /// Runs `job` in a transaction on the writer thread and resolves once the result is durable
     /// (or known not to be). `Ok(r)` means: committed and fsynced.
     ///
-    /// The job has the same contract as a [`Store::transact`] closure: it must be pure, since it
-    /// may be retried. Cancelling the returned future does not cancel the job.
+    /// The job has the same contract as a [`Store::transact`] closure: it must be pure (it is
+    /// answered only once its batch is durable, so nothing it did outside the store may run
+    /// ahead of that). Cancelling the returned future does not cancel the job.
     pub async fn submit<R, E, F>(&self, job: F) -> Result<R, CommitError<E>>
     where
         F: Fn(&mut Tx<'_>) -> Result<R, Abort<E>> + Send + 'static,
@@ -374,7 +375,6 @@ fn final_flush(store: &Store, dirty: bool) {
 /// Runs a batch's jobs under the writer lock and writes what they wrote in one commit.
 fn run_batch(store: &Store, batch: Vec<Job>) -> Applied {
     let size = batch.len();
-    emit(BatchCommitted { size });
     let mut deliveries = Vec::with_capacity(size);
     let mut committed = false;
     let applied = {
@@ -398,6 +398,7 @@ fn run_batch(store: &Store, batch: Vec<Job>) -> Applied {
 /// Makes applied batches durable with one flush and answers their waiters.
 fn settle(store: &Store, group: Vec<Applied>, dirty: &mut bool) {
     let size: usize = group.iter().map(|a| a.size).sum();
+    emit(BatchCommitted { size });
     let needs_flush = *dirty || group.iter().any(|a| a.committed && a.failed.is_none());
     for refused in group.iter().filter_map(|a| a.failed.as_deref()) {
         // Nothing of that batch reached the engine (or, after an I/O error, the store no longer

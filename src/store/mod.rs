@@ -5,7 +5,8 @@
 //! messages verbatim (`raw`), specimen records, the hash-chained audit log, the dedupe index,
 //! the state and due-time indexes, refused messages (`quarantine`), released reports and their
 //! outbox, the 40.111 summaries produced (`summaries`), analytical runs (`runs`), each specimen's
-//! results (`results`) and store metadata (`meta`).
+//! results (`results`), the audit log's index by subject (`audit_subjects`) and store metadata
+//! (`meta`).
 //! Every value starts with an encoding-version byte (0x01: JSON v1, 0x02: verbatim bytes v1);
 //! the encoding can therefore evolve, and a value this build does not know is refused with
 //! [`StoreError::UnknownVersion`], which names the keyspace and a key position ([`KeyRef`]),
@@ -114,11 +115,14 @@ pub enum Keyspace {
     /// Each specimen's results, appended as batches: [`result_batch_key`] → the results of one
     /// arrival (format 2; format-1 records carry theirs inline).
     Results,
+    /// Index of the audit log by subject: subject, NUL, sequence number (big-endian) → empty.
+    /// Written by the store in the commit that appends the entry (see [`Store::audit_of`]).
+    AuditSubjects,
 }
 
 impl Keyspace {
     /// Every keyspace, in the order of their transaction views.
-    pub const ALL: [Keyspace; 14] = [
+    pub const ALL: [Keyspace; 15] = [
         Keyspace::Raw,
         Keyspace::Specimens,
         Keyspace::Audit,
@@ -133,6 +137,7 @@ impl Keyspace {
         Keyspace::Summaries,
         Keyspace::Runs,
         Keyspace::Results,
+        Keyspace::AuditSubjects,
     ];
 
     /// The keyspace's name (also its sled tree name).
@@ -152,13 +157,17 @@ impl Keyspace {
             Keyspace::Summaries => "summaries",
             Keyspace::Runs => "runs",
             Keyspace::Results => "results",
+            Keyspace::AuditSubjects => "audit_subjects",
         }
     }
 
-    /// Whether domain code may write it through [`Tx::put`] / [`Tx::remove`]. `audit` and `meta`
-    /// are written only by the store itself.
+    /// Whether domain code may write it through [`Tx::put`] / [`Tx::remove`]. `audit`, its
+    /// index `audit_subjects` and `meta` are written only by the store itself.
     pub const fn is_writable(self) -> bool {
-        !matches!(self, Keyspace::Audit | Keyspace::Meta)
+        !matches!(
+            self,
+            Keyspace::Audit | Keyspace::Meta | Keyspace::AuditSubjects
+        )
     }
 
     pub(crate) const fn index(self) -> usize {
@@ -569,6 +578,7 @@ impl Store {
             }),
         };
         store.check_format(created)?;
+        store.index_audit_subjects()?;
         store.flush_durable()?;
         Ok(store)
     }

@@ -56,7 +56,7 @@ impl Overlay {
         self.maps[ks.index()].get(key).map(|v| v.as_deref())
     }
 
-    fn set(&mut self, ks: Keyspace, key: &[u8], value: Option<Vec<u8>>) {
+    pub(crate) fn set(&mut self, ks: Keyspace, key: &[u8], value: Option<Vec<u8>>) {
         self.maps[ks.index()].insert(key.to_vec(), value);
     }
 
@@ -221,6 +221,7 @@ impl Store {
         let audit = std::mem::take(&mut batch.audit);
         if let Some((key, value)) = super::audit::encode_records(&audit)? {
             batch.maps[Keyspace::Audit.index()].insert(key, Some(value));
+            super::audit::index_subjects(&mut batch, &audit)?;
         }
         let trees: &[sled::Tree] = &self.inner.trees;
         let result = <[sled::Tree] as Transactional<()>>::transaction(trees, |views| {
@@ -634,7 +635,8 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, TransactError::Aborted("refused")));
         for ks in Keyspace::ALL {
-            let expected = usize::from(ks == Keyspace::Meta); // only the format version
+            // Only the format version and the audit index's mark.
+            let expected = if ks == Keyspace::Meta { 2 } else { 0 };
             assert_eq!(store.count(ks), expected, "{ks}");
         }
         assert_eq!(store.audit_head().unwrap().seq, 0);

@@ -467,7 +467,7 @@ mod tests {
                 outbox::enqueue(
                     tx,
                     outbox::Signed {
-                        report_id: "R-1".into(),
+                        report_id: "R-S-1-1".into(),
                         specimen_id: "S-1".into(),
                         mro_id: "MRO-1".into(),
                         jws: "a.b.c".into(),
@@ -514,7 +514,7 @@ mod tests {
             "a durable report is sent"
         );
         // Each failed attempt is counted on the report, with its error.
-        let rep: StoredReport = store.get(Keyspace::Reports, b"R-1").unwrap().unwrap();
+        let rep: StoredReport = store.get(Keyspace::Reports, b"R-S-1-1").unwrap().unwrap();
         assert!(rep.attempts >= 1, "{rep:?}");
         assert!(rep.last_error.is_some(), "{rep:?}");
         assert_eq!(rep.delivery, Delivery::Pending);
@@ -528,16 +528,16 @@ mod tests {
         let (client, connections) = counting_peer(d.path());
         let store = Store::open(&d.path().join("s")).unwrap();
         queue_one(&store);
-        let good: StoredReport = store.get(Keyspace::Reports, b"R-1").unwrap().unwrap();
+        let good: StoredReport = store.get(Keyspace::Reports, b"R-S-1-1").unwrap().unwrap();
         store
             .transact(|tx| -> Result<(), Abort<&str>> {
-                tx.put_raw_bytes(Keyspace::Reports, b"R-1", b"not json")?;
+                tx.put_raw_bytes(Keyspace::Reports, b"R-S-1-1", b"not json")?;
                 Ok(())
             })
             .unwrap();
         assert!(
             store
-                .get::<StoredReport>(Keyspace::Reports, b"R-1")
+                .get::<StoredReport>(Keyspace::Reports, b"R-S-1-1")
                 .is_err()
         );
         run_sender(&client, store.clone(), 300);
@@ -551,7 +551,7 @@ mod tests {
         // The report missing altogether: still kept (an operator must look), never deleted.
         store
             .transact(|tx| -> Result<(), Abort<&str>> {
-                tx.remove(Keyspace::Reports, b"R-1")?;
+                tx.remove(Keyspace::Reports, b"R-S-1-1")?;
                 Ok(())
             })
             .unwrap();
@@ -565,7 +565,7 @@ mod tests {
         // Readable again: it is sent.
         store
             .transact(|tx| -> Result<(), Abort<&str>> {
-                tx.put(Keyspace::Reports, b"R-1", &good)?;
+                tx.put(Keyspace::Reports, b"R-S-1-1", &good)?;
                 Ok(())
             })
             .unwrap();

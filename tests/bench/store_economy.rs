@@ -13,7 +13,8 @@
 //!    then, measured: durable ingest for `secs` seconds (new specimens), ACK p50/p99, bytes on
 //!    disk per message stored (every file under the store directory, allocated blocks) against
 //!    the raw message's size, the daemon's RSS, time to ready after a clean restart (start to
-//!    `/readyz` 200), and a retention sweep (1000 clocks due) on the stopped store.
+//!    `/readyz` 200), a retention sweep (1000 clocks due) and a specimen's audit trail read
+//!    (as the console shows it) on the stopped store.
 //! 3. **The same daemon grown to `specimens`** (same messages), then the same measures, each
 //!    shown as a ratio to the small store's.
 //! 4. **Disk at one and at 40 messages per specimen**: fresh daemons receiving `one` specimens
@@ -481,6 +482,30 @@ fn retention_sweep(store_dir: &Path, tag: &str) -> Duration {
     took
 }
 
+/// On the stopped daemon's store: a specimen's audit trail as the console and `custodian
+/// audit specimen` read it (its entries and its reports'), for the first specimen grown; the
+/// median of 5 reads.
+fn audit_trail_read(store_dir: &Path) -> Duration {
+    let store = Store::open(store_dir).unwrap();
+    let (first, _) = store
+        .iter::<serde_json::Value>(Keyspace::Specimens)
+        .next()
+        .unwrap()
+        .unwrap();
+    let id = String::from_utf8(first).unwrap();
+    let mut took: Vec<Duration> = (0..5)
+        .map(|_| {
+            let t = Instant::now();
+            let trail = custodian::app::daemon::specimen_audit_json(&store, &id).unwrap();
+            let took = t.elapsed();
+            assert!(!trail["entries"].as_array().unwrap().is_empty());
+            took
+        })
+        .collect();
+    took.sort();
+    took[2]
+}
+
 /// The measures of one store size.
 struct Measures {
     specimens: u64,
@@ -491,6 +516,7 @@ struct Measures {
     rss: u64,
     ready: Duration,
     sweep: Duration,
+    trail: Duration,
 }
 
 /// Measures the running daemon (whose store holds `specimens`, `messages`, `raw` bytes), then
@@ -524,6 +550,7 @@ fn measure(
     let disk = disk_bytes(&store_dir);
     assert_eq!(daemon.term(), Some(0));
     let sweep = retention_sweep(&store_dir, &format!("T{next}"));
+    let trail = audit_trail_read(&store_dir);
     daemon.start_again();
     Measures {
         specimens: 0,
@@ -534,6 +561,7 @@ fn measure(
         rss,
         ready,
         sweep,
+        trail,
     }
 }
 
@@ -724,6 +752,12 @@ fn main() {
         "retention sweep (1000 due)",
         small.sweep.as_secs_f64() * 1000.0,
         large.sweep.as_secs_f64() * 1000.0,
+        "ms",
+    );
+    row(
+        "a specimen's audit trail read",
+        small.trail.as_secs_f64() * 1000.0,
+        large.trail.as_secs_f64() * 1000.0,
         "ms",
     );
     println!();
