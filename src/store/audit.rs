@@ -16,13 +16,9 @@
 //! someone able to rewrite the whole store can rebuild a consistent chain, so the head should
 //! also be anchored outside the store (e.g. in signed exports).
 
-use super::events::AuditIndexBuilt;
-use super::tx::Overlay;
 use super::{KeyRef, Keyspace, Store, StoreError, codec, hex_lower};
-use crate::core::telemetry::emit;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::time::Instant;
 
 /// Key in `meta` holding the audit chain head.
 pub(crate) const META_AUDIT_HEAD: &[u8] = b"audit_head";
@@ -31,7 +27,7 @@ pub(crate) const META_AUDIT_HEAD: &[u8] = b"audit_head";
 pub(crate) const META_SUBJECTS_THROUGH: &[u8] = b"audit_subjects_through";
 
 /// Entries indexed per commit when the index is built for an older store.
-const INDEX_CHUNK: usize = 8192;
+pub(crate) const INDEX_CHUNK: usize = 8192;
 
 /// `prev_hash` of the first entry.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -209,31 +205,27 @@ pub(crate) fn subject_key(subject: &str, seq: u64) -> Vec<u8> {
     key
 }
 
-/// Adds `records` (consecutive, just appended) to the index by subject in `batch`, and moves
-/// the index's high-water mark to the last of them.
-pub(crate) fn index_subjects(
-    batch: &mut Overlay,
+/// The writes that add `records` (consecutive, just appended) to the index by subject and
+/// move the index's high-water mark (in `meta`) to the last of them.
+pub(crate) fn subject_writes(
     records: &[AuditRecord],
-) -> Result<(), StoreError> {
+) -> Result<Vec<(Keyspace, Vec<u8>, Vec<u8>)>, StoreError> {
+    let mut out = Vec::with_capacity(records.len() + 1);
     for r in records {
-        batch.set(
+        out.push((
             Keyspace::AuditSubjects,
-            &subject_key(&r.entry.subject, r.seq),
-            Some(vec![codec::TAG_BYTES_V1]),
-        );
+            subject_key(&r.entry.subject, r.seq),
+            vec![codec::TAG_BYTES_V1],
+        ));
     }
     if let Some(last) = records.last() {
-        batch.set(
+        out.push((
             Keyspace::Meta,
-            META_SUBJECTS_THROUGH,
-            Some(codec::encode_json(
-                Keyspace::Meta,
-                META_SUBJECTS_THROUGH,
-                &last.seq,
-            )?),
-        );
+            META_SUBJECTS_THROUGH.to_vec(),
+            codec::encode_json(Keyspace::Meta, META_SUBJECTS_THROUGH, &last.seq)?,
+        ));
     }
-    Ok(())
+    Ok(out)
 }
 
 fn decode_stored(key: &[u8], value: &[u8]) -> Result<Vec<AuditRecord>, StoreError> {
@@ -411,64 +403,6 @@ impl Store {
             out.push(record);
         }
         Ok(out)
-    }
-
-    /// Builds the index by subject for entries written before it existed (a store of an
-    /// earlier build), resuming where it stopped; nothing to do otherwise. Runs at open,
-    /// before any other write: every commit after that indexes its own entries.
-    pub(crate) fn index_audit_subjects(&self) -> Result<(), StoreError> {
-        let head = self.audit_head()?;
-        let through: Option<u64> = self.get(Keyspace::Meta, META_SUBJECTS_THROUGH)?;
-        let mut from = match through {
-            Some(t) if t >= head.seq => return Ok(()),
-            Some(t) => t + 1,
-            None => 1,
-        };
-        let started = Instant::now();
-        let mut indexed = 0u64;
-        let _writer = self.writer_lock();
-        loop {
-            let mut batch = Overlay::new();
-            let mut chunk = Vec::with_capacity(INDEX_CHUNK.min(4096));
-            for item in self.audit_entries(from) {
-                let (_, record) = item?;
-                if record.seq > head.seq {
-                    break;
-                }
-                chunk.push(record);
-                if chunk.len() >= INDEX_CHUNK {
-                    break;
-                }
-            }
-            let Some(last) = chunk.last().map(|r| r.seq) else {
-                // No entry left below the head (an empty log): record where the index stands.
-                batch.set(
-                    Keyspace::Meta,
-                    META_SUBJECTS_THROUGH,
-                    Some(codec::encode_json(
-                        Keyspace::Meta,
-                        META_SUBJECTS_THROUGH,
-                        &head.seq,
-                    )?),
-                );
-                self.apply(batch)?;
-                break;
-            };
-            index_subjects(&mut batch, &chunk)?;
-            self.apply(batch)?;
-            indexed += chunk.len() as u64;
-            if last >= head.seq {
-                break;
-            }
-            from = last + 1;
-        }
-        if indexed > 0 {
-            emit(AuditIndexBuilt {
-                entries: indexed,
-                took: started.elapsed(),
-            });
-        }
-        Ok(())
     }
 
     /// Walks the whole audit chain from seq 1 to the head and reports the first broken link:

@@ -28,12 +28,15 @@
 //! may run ahead of that). Propagate every [`TxError`] with `?` (never swallow one).
 
 use super::audit::{AuditEntry, AuditHead, AuditReceipt, AuditRecord, META_AUDIT_HEAD};
+use super::events::AuditIndexBuilt;
 use super::{Keyspace, Store, StoreError, codec};
+use crate::core::telemetry::emit;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use std::collections::BTreeMap;
 use std::fmt;
+use std::time::Instant;
 
 /// Writes not yet in the engine: per keyspace, key → the stored bytes, or `None` for a removal.
 pub(crate) struct Overlay {
@@ -221,7 +224,9 @@ impl Store {
         let audit = std::mem::take(&mut batch.audit);
         if let Some((key, value)) = super::audit::encode_records(&audit)? {
             batch.maps[Keyspace::Audit.index()].insert(key, Some(value));
-            super::audit::index_subjects(&mut batch, &audit)?;
+            for (ks, key, value) in super::audit::subject_writes(&audit)? {
+                batch.maps[ks.index()].insert(key, Some(value));
+            }
         }
         let trees: &[sled::Tree] = &self.inner.trees;
         let result = <[sled::Tree] as Transactional<()>>::transaction(trees, |views| {
@@ -315,6 +320,68 @@ impl Store {
                 &after,
             )?),
         );
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Builds the index by subject for entries written before it existed (a store of an
+    /// earlier build), resuming where it stopped; nothing to do otherwise. Runs at open,
+    /// before any other write: every commit after that indexes its own entries.
+    pub(crate) fn index_audit_subjects(&self) -> Result<(), StoreError> {
+        let head = self.audit_head()?;
+        let through: Option<u64> = self.get(Keyspace::Meta, super::audit::META_SUBJECTS_THROUGH)?;
+        let mut from = match through {
+            Some(t) if t >= head.seq => return Ok(()),
+            Some(t) => t + 1,
+            None => 1,
+        };
+        let started = Instant::now();
+        let mut indexed = 0u64;
+        let _writer = self.writer_lock();
+        loop {
+            let mut batch = Overlay::new();
+            let mut chunk = Vec::with_capacity(super::audit::INDEX_CHUNK.min(4096));
+            for item in self.audit_entries(from) {
+                let (_, record) = item?;
+                if record.seq > head.seq {
+                    break;
+                }
+                chunk.push(record);
+                if chunk.len() >= super::audit::INDEX_CHUNK {
+                    break;
+                }
+            }
+            let Some(last) = chunk.last().map(|r| r.seq) else {
+                // No entry left below the head (an empty log): record where the index stands.
+                batch.set(
+                    Keyspace::Meta,
+                    super::audit::META_SUBJECTS_THROUGH,
+                    Some(codec::encode_json(
+                        Keyspace::Meta,
+                        super::audit::META_SUBJECTS_THROUGH,
+                        &head.seq,
+                    )?),
+                );
+                self.apply(batch)?;
+                break;
+            };
+            for (ks, key, value) in super::audit::subject_writes(&chunk)? {
+                batch.set(ks, &key, Some(value));
+            }
+            self.apply(batch)?;
+            indexed += chunk.len() as u64;
+            if last >= head.seq {
+                break;
+            }
+            from = last + 1;
+        }
+        if indexed > 0 {
+            emit(AuditIndexBuilt {
+                entries: indexed,
+                took: started.elapsed(),
+            });
+        }
         Ok(())
     }
 }
