@@ -240,12 +240,9 @@ mod tests {
         assert_eq!(released_at(&b, "MRO-1"), Some(10));
     }
 
-    #[test]
-    fn a_specimens_reports_are_found_by_their_id_prefix() {
-        use crate::store::{Abort, Store};
-        let d = tempfile::tempdir().unwrap();
-        let store = Store::open(&d.path().join("s")).unwrap();
-        let signed = |report_id: &str, specimen_id: &str| Signed {
+    /// A signed report of `specimen_id` to MRO-1, released at 42.
+    fn signed(report_id: &str, specimen_id: &str) -> Signed {
+        Signed {
             report_id: report_id.into(),
             specimen_id: specimen_id.into(),
             mro_id: "MRO-1".into(),
@@ -255,7 +252,14 @@ mod tests {
             released_at_ms: 42,
             released_by: "Dr. S".into(),
             replaces: None,
-        };
+        }
+    }
+
+    #[test]
+    fn a_specimens_reports_are_found_by_their_id_prefix() {
+        use crate::store::{Abort, Store};
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::open(&d.path().join("s")).unwrap();
         store
             .transact(|tx| -> Result<(), Abort<&str>> {
                 enqueue(tx, signed("R-S-1-42-0", "S-1"))?;
@@ -294,15 +298,8 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let store = Store::open(&d.path().join("s")).unwrap();
         let signed = Signed {
-            report_id: "R-S-1-1".into(),
-            specimen_id: "S-1".into(),
-            mro_id: "MRO-1".into(),
-            jws: "a.b.c".into(),
-            kid: "k".into(),
-            content_sha256: "0".repeat(64),
-            released_at_ms: 42,
-            released_by: "Dr. S".into(),
             replaces: Some("R-0".into()),
+            ..signed("R-S-1-1", "S-1")
         };
         // Aborted after enqueue: nothing of it exists.
         let aborted = store.transact(|tx| -> Result<(), Abort<&str>> {

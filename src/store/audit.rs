@@ -759,6 +759,34 @@ mod tests {
     }
 
     #[test]
+    fn building_the_index_crosses_its_commit_size_at_the_edges() {
+        for n in [
+            super::INDEX_CHUNK - 1,
+            super::INDEX_CHUNK,
+            super::INDEX_CHUNK + 1,
+        ] {
+            let (tmp, store) = temp_store();
+            let dir = tmp.path().join("store");
+            append_pack(&store, 10, n as u64);
+            for seq in 1..=n as u64 {
+                let subject = format!("S-{}", seq - 1);
+                store.tamper_remove(Keyspace::AuditSubjects, &super::subject_key(&subject, seq));
+            }
+            store.tamper_remove(Keyspace::Meta, super::META_SUBJECTS_THROUGH);
+            assert_eq!(store.count(Keyspace::AuditSubjects), 0);
+            store.flush_durable().unwrap();
+            drop(store);
+            let store = Store::open(&dir).unwrap();
+            assert_eq!(store.count(Keyspace::AuditSubjects), n, "{n} entries");
+            let last = format!("S-{}", n - 1);
+            assert_eq!(
+                subjects(&store.audit_of(&last).unwrap()),
+                vec![(n as u64, last)]
+            );
+        }
+    }
+
+    #[test]
     fn tampering_inside_a_pack_is_reported_at_the_entry() {
         let (_tmp, store) = temp_store();
         append_n(&store, 1);
