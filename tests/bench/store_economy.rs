@@ -566,6 +566,11 @@ fn measure(
 }
 
 fn grow(daemon: &common::Daemon, s: &Settings, from: u64, to: u64, stored: &mut (u64, u64)) {
+    if from >= to {
+        // Nothing to grow (a --specimens below what the small store's window reached): no
+        // connections, so none are still closing on the daemon when the next load connects.
+        return;
+    }
     let t = Instant::now();
     let r = load(
         daemon.addr(ANALYZER),
@@ -618,7 +623,14 @@ fn disk_case(s: &Settings, specimens: u64, per: u64) -> (f64, f64) {
     let parts: Vec<String> = usage
         .iter()
         .filter(|u| u.keys > 0)
-        .map(|u| format!("{} {:.0}", u.keyspace, each(u.key_bytes + u.value_bytes)))
+        .map(|u| {
+            format!(
+                "{} {:.0} ({:.1} keys)",
+                u.keyspace,
+                each(u.key_bytes + u.value_bytes),
+                u.keys as f64 / r.sent as f64
+            )
+        })
         .collect();
     println!(
         "  {per} message(s) per specimen: keys + values as stored {:.0} B per message ({}); files {:.0} B",
