@@ -578,15 +578,6 @@ pub struct Store {
     /// top and grows with the store). 8 to 65536; default 32.
     #[serde(default = "default_cache_mib")]
     pub cache_mib: u64,
-    /// zstd level of what the store writes, 1 to 19; 0 creates a store that does not
-    /// compress. Fixed for a store when it is created: an existing store keeps its choice
-    /// (a level change applies to what it writes from then on). Default 3.
-    #[serde(default = "default_compression_level")]
-    pub compression_level: i32,
-}
-
-fn default_compression_level() -> i32 {
-    crate::store::DEFAULT_COMPRESSION_LEVEL
 }
 
 fn default_cache_mib() -> u64 {
@@ -601,7 +592,6 @@ impl Store {
     pub fn options(&self) -> crate::store::StoreOptions {
         crate::store::StoreOptions {
             cache_bytes: self.cache_mib * 1024 * 1024,
-            compression_level: self.compression_level,
         }
     }
 }
@@ -1146,15 +1136,6 @@ fn validate(cfg: &Config, problems: &mut Vec<Problem>) {
                 "must be from {} to {} (MiB of the store's page cache)",
                 CACHE_MIB_RANGE.start(),
                 CACHE_MIB_RANGE.end()
-            ),
-        ));
-    }
-    if !(0..=crate::store::MAX_COMPRESSION_LEVEL).contains(&cfg.store.compression_level) {
-        problems.push(problem(
-            "store.compression_level",
-            format!(
-                "must be from 0 (a new store does not compress) to {} (zstd's levels)",
-                crate::store::MAX_COMPRESSION_LEVEL
             ),
         ));
     }
@@ -2112,7 +2093,6 @@ keys_dir = "keys"
         let (cfg, _) = load(&p).unwrap();
         assert_eq!(cfg.store.cache_mib, 32);
         assert_eq!(cfg.store.options().cache_bytes, 32 << 20);
-        assert_eq!(cfg.store.options().compression_level, 3);
         for (good, bytes) in [("8", 8u64 << 20), ("65536", 65536u64 << 20)] {
             let body = GOOD.replace(
                 "[store]\npath = \"store\"\n",
@@ -2131,33 +2111,6 @@ keys_dir = "keys"
             let e = load(&p).unwrap_err();
             assert!(
                 e.problems.iter().any(|p| p.key == "store.cache_mib"),
-                "{bad}: {e}"
-            );
-        }
-    }
-
-    #[test]
-    fn the_compression_level_is_zstd_s_and_out_of_range_is_named() {
-        let d = tempfile::tempdir().unwrap();
-        for (good, level) in [("0", 0), ("1", 1), ("19", 19)] {
-            let body = GOOD.replace(
-                "[store]\npath = \"store\"\n",
-                &format!("[store]\npath = \"store\"\ncompression_level = {good}\n"),
-            );
-            assert_ne!(body, GOOD);
-            let (cfg, _) = load(&write_config(d.path(), &body)).unwrap();
-            assert_eq!(cfg.store.options().compression_level, level);
-        }
-        for bad in ["-1", "20", "22"] {
-            let body = GOOD.replace(
-                "[store]\npath = \"store\"\n",
-                &format!("[store]\npath = \"store\"\ncompression_level = {bad}\n"),
-            );
-            let e = load(&write_config(d.path(), &body)).unwrap_err();
-            assert!(
-                e.problems
-                    .iter()
-                    .any(|p| p.key == "store.compression_level" && p.problem.contains("0")),
                 "{bad}: {e}"
             );
         }

@@ -273,7 +273,6 @@ async fn run(
         profiles = w.profiles.len(),
         default_profile = %cfg.rules.default_profile,
         store_opened_ms,
-        store_compression = %w.store.compression(),
         took_ms = started.elapsed().as_millis() as u64,
         "ready"
     );
@@ -344,21 +343,6 @@ impl Wiring {
         }
         let store = Store::open_with(&cfg.store.path, &cfg.store.options())
             .map_err(|e| format!("store.path: {e}"))?;
-        match (store.compression(), cfg.store.compression_level) {
-            (crate::store::Compression::None, level) if level > 0 => warn!(
-                component = "daemon",
-                configured = level,
-                "store.compression_level: this store was created without compression and keeps \
-                 writing uncompressed (sled fixes the choice when a store is created)"
-            ),
-            (crate::store::Compression::Zstd(level), 0) => warn!(
-                component = "daemon",
-                level,
-                "store.compression_level = 0: this store was created compressing and keeps \
-                 compressing (sled fixes the choice when a store is created)"
-            ),
-            _ => {}
-        }
         if let Some(f) = hooks.on_store_open {
             f(&store);
         }

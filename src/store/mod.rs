@@ -502,46 +502,15 @@ pub struct StoreOptions {
     /// a two-year store grow the daemon by a gigabyte). sled's bookkeeping per page is not
     /// counted: it grows with the number of keys.
     pub cache_bytes: u64,
-    /// zstd level of the pages the engine writes to its log (sled's `compression` feature),
-    /// 1 to [`MAX_COMPRESSION_LEVEL`]; 0 creates a store that does not compress. Whether a
-    /// store compresses is fixed when it is created (sled refuses to change it later): an
-    /// existing store keeps its own choice, see [`Store::compression`].
-    pub compression_level: i32,
 }
 
 /// The default page cache: 32 MiB.
 pub const DEFAULT_CACHE_BYTES: u64 = 32 * 1024 * 1024;
 
-/// The default zstd level: zstd's own default, 3. On this project's records it stores about
-/// 2.4x fewer bytes than no compression (README, "Store economy").
-pub const DEFAULT_COMPRESSION_LEVEL: i32 = 3;
-
-/// The highest level accepted: zstd's levels 20 to 22 ("ultra") need far more memory.
-pub const MAX_COMPRESSION_LEVEL: i32 = 19;
-
 impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
             cache_bytes: DEFAULT_CACHE_BYTES,
-            compression_level: DEFAULT_COMPRESSION_LEVEL,
-        }
-    }
-}
-
-/// How an open store compresses what it writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
-    /// Created without compression: written as is, whatever the configuration says now.
-    None,
-    /// zstd at this level.
-    Zstd(i32),
-}
-
-impl fmt::Display for Compression {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Compression::None => f.write_str("none"),
-            Compression::Zstd(level) => write!(f, "zstd level {level}"),
         }
     }
 }
@@ -562,7 +531,6 @@ struct Inner {
     faults: FaultInjector,
     /// Held by the one writer at a time (a transaction, or a whole group-commit batch).
     writer: Mutex<()>,
-    compression: Compression,
 }
 
 impl fmt::Debug for Store {
@@ -590,8 +558,7 @@ impl Store {
     /// [`Store::open`] with explicit [`StoreOptions`].
     pub fn open_with(dir: &Path, options: &StoreOptions) -> Result<Store, StoreError> {
         let created = prepare_dir(dir)?;
-        let compression = compression_of(dir, options)?;
-        let db = open_db(dir, options.cache_bytes, compression)?;
+        let db = open_db(dir, options)?;
         let trees = Keyspace::ALL
             .iter()
             .map(|ks| {
@@ -608,7 +575,6 @@ impl Store {
                 syncer: Mutex::new(syncer),
                 faults: FaultInjector::default(),
                 writer: Mutex::new(()),
-                compression,
             }),
         };
         store.check_format(created)?;
@@ -643,11 +609,6 @@ impl Store {
                 Ok(())
             }
         }
-    }
-
-    /// How this store compresses the pages it writes: chosen when it was created, kept since.
-    pub fn compression(&self) -> Compression {
-        self.inner.compression
     }
 
     /// The store's format version (see [`FORMAT_VERSION`], [`MIGRATES_FROM`]).
@@ -887,14 +848,12 @@ const LOCK_WAIT: Duration = Duration::from_secs(3);
 /// Opens sled, waiting up to [`LOCK_WAIT`] for the `db` file lock: sled's background I/O
 /// threads may hold the previous instance's file for a moment after it is dropped, and a
 /// restarting daemon may briefly overlap its predecessor.
-fn open_db(dir: &Path, cache_bytes: u64, compression: Compression) -> Result<sled::Db, StoreError> {
+fn open_db(dir: &Path, options: &StoreOptions) -> Result<sled::Db, StoreError> {
     let started = Instant::now();
     loop {
-        let config = sled::Config::new().path(dir).cache_capacity(cache_bytes);
-        let config = match compression {
-            Compression::None => config.use_compression(false),
-            Compression::Zstd(level) => config.use_compression(true).compression_factor(level),
-        };
+        let config = sled::Config::new()
+            .path(dir)
+            .cache_capacity(options.cache_bytes);
         match config.open() {
             Ok(db) => return Ok(db),
             Err(sled::Error::Io(e))
@@ -909,52 +868,6 @@ fn open_db(dir: &Path, cache_bytes: u64, compression: Compression) -> Result<sle
             Err(e) => return Err(StoreError::engine("opening the database", e)),
         }
     }
-}
-
-/// The name of the file in which sled keeps the parameters a store was created with.
-const ENGINE_CONF: &str = "conf";
-
-/// Whether the store in `dir` compresses: for an existing store, what it was created with
-/// (sled's `conf` file says, as a line `use_compression: true|false`; sled refuses to open it with
-/// the other choice); for a new one, `options.compression_level` (0: none). An existing
-/// compressing store configured with 0 keeps compressing, at the default level.
-fn compression_of(dir: &Path, options: &StoreOptions) -> Result<Compression, StoreError> {
-    let configured = options.compression_level;
-    if !(0..=MAX_COMPRESSION_LEVEL).contains(&configured) {
-        return Err(StoreError::Invalid(format!(
-            "compression level {configured} is outside 0 to {MAX_COMPRESSION_LEVEL}"
-        )));
-    }
-    let path = dir.join(ENGINE_CONF);
-    // `key: value` lines, then sled's CRC-32 of them (4 bytes).
-    let existing = match fs::read(&path) {
-        Ok(bytes) => Some(
-            parse_engine_compression(&String::from_utf8_lossy(&bytes)).ok_or_else(|| {
-                StoreError::Invalid(format!(
-                    "{} does not say whether the store compresses (use_compression)",
-                    path.display()
-                ))
-            })?,
-        ),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-        Err(e) => return Err(StoreError::io(format!("reading {}", path.display()), e)),
-    };
-    Ok(match (existing, configured) {
-        (Some(false), _) | (None, 0) => Compression::None,
-        (Some(true), 0) => Compression::Zstd(DEFAULT_COMPRESSION_LEVEL),
-        (Some(true), level) | (None, level) => Compression::Zstd(level),
-    })
-}
-
-/// `use_compression` from the text of sled's `conf` file (`key: value` lines).
-fn parse_engine_compression(text: &str) -> Option<bool> {
-    text.lines().find_map(|line| {
-        let (key, value) = line.split_once(':')?;
-        if key.trim() != "use_compression" {
-            return None;
-        }
-        value.trim().parse::<bool>().ok()
-    })
 }
 
 /// Creates (0700, parent fsynced) or checks the store directory. Returns whether it was created.
@@ -1063,129 +976,6 @@ pub(crate) mod test_support {
 mod tests {
     use super::test_support::temp_store;
     use super::*;
-
-    /// Bytes allocated to every file under `dir`.
-    fn allocated(dir: &Path) -> u64 {
-        use std::os::unix::fs::MetadataExt;
-        fs::read_dir(dir)
-            .unwrap()
-            .flatten()
-            .map(|e| {
-                let meta = e.metadata().unwrap();
-                if meta.is_dir() {
-                    allocated(&e.path())
-                } else {
-                    meta.blocks() * 512
-                }
-            })
-            .sum()
-    }
-
-    /// 2000 HL7-like records, each its own, durable; returns the store's allocated bytes.
-    fn fill(dir: &Path, options: &StoreOptions) -> u64 {
-        let store = Store::open_with(dir, options).unwrap();
-        for chunk in 0..20 {
-            store
-                .transact(|tx| {
-                    for n in 0..100 {
-                        let i = chunk * 100 + n;
-                        let body = format!(
-                            "MSH|^~\\&|CHEM|LAB|CUSTODIAN|LAB|20261201{i:06}||ORU^R01|C{i:08}|P|2.5.1\r\
-                             OBX|1|NM|CREA^Creatinine||{}.{}|mg/dL|||||F\r",
-                            80 + i % 17,
-                            i % 10
-                        );
-                        tx.put_raw_bytes(Keyspace::Raw, format!("r{i:08}").as_bytes(), body.as_bytes())?;
-                        tx.put(Keyspace::Specimens, format!("S-{i:08}").as_bytes(), &vec![i; 8])?;
-                    }
-                    Ok::<_, Abort<()>>(())
-                })
-                .unwrap();
-        }
-        store.flush_durable().unwrap();
-        drop(store);
-        allocated(dir)
-    }
-
-    #[test]
-    fn a_new_store_compresses_at_the_configured_level_and_an_old_one_keeps_its_choice() {
-        let tmp = tempfile::tempdir().unwrap();
-        let plain = tmp.path().join("plain");
-        let packed = tmp.path().join("packed");
-        let none = StoreOptions {
-            compression_level: 0,
-            ..StoreOptions::default()
-        };
-        let plain_bytes = fill(&plain, &none);
-        let packed_bytes = fill(&packed, &StoreOptions::default());
-        assert!(
-            packed_bytes * 3 < plain_bytes * 2,
-            "compressed {packed_bytes} B, plain {plain_bytes} B"
-        );
-
-        // Reopened with the other choice, each keeps its own (sled would refuse a change) and
-        // reads what it holds.
-        for (dir, options, expect) in [
-            (&plain, StoreOptions::default(), Compression::None),
-            (
-                &packed,
-                none.clone(),
-                Compression::Zstd(DEFAULT_COMPRESSION_LEVEL),
-            ),
-            (
-                &packed,
-                StoreOptions {
-                    compression_level: 9,
-                    ..StoreOptions::default()
-                },
-                Compression::Zstd(9),
-            ),
-        ] {
-            let store = Store::open_with(dir, &options).unwrap();
-            assert_eq!(store.compression(), expect, "{}", dir.display());
-            assert_eq!(store.count(Keyspace::Specimens), 2000);
-            let raw = store
-                .get_raw_bytes(Keyspace::Raw, b"r00001999")
-                .unwrap()
-                .unwrap();
-            assert!(raw.starts_with(b"MSH|") && raw.ends_with(b"|F\r"));
-            assert_eq!(
-                store
-                    .get::<Vec<u64>>(Keyspace::Specimens, b"S-00000007")
-                    .unwrap(),
-                Some(vec![7; 8])
-            );
-        }
-    }
-
-    #[test]
-    fn a_compression_level_outside_zstd_s_is_refused_and_a_conf_that_says_nothing_too() {
-        let tmp = tempfile::tempdir().unwrap();
-        for level in [-1, MAX_COMPRESSION_LEVEL + 1] {
-            let options = StoreOptions {
-                compression_level: level,
-                ..StoreOptions::default()
-            };
-            let e = Store::open_with(&tmp.path().join("s"), &options).unwrap_err();
-            assert!(e.to_string().contains("compression level"), "{e}");
-        }
-        assert_eq!(
-            parse_engine_compression(
-                "segment_size: 524288\nuse_compression: true\nversion: 0.34\n"
-            ),
-            Some(true)
-        );
-        assert_eq!(
-            parse_engine_compression("use_compression: false\n"),
-            Some(false)
-        );
-        assert_eq!(parse_engine_compression("segment_size: 524288\n"), None);
-        let odd = tmp.path().join("odd");
-        fs::create_dir(&odd).unwrap();
-        fs::write(odd.join(ENGINE_CONF), "segment_size: 524288\n").unwrap();
-        let e = Store::open(&odd).unwrap_err();
-        assert!(e.to_string().contains("use_compression"), "{e}");
-    }
 
     #[test]
     fn reopen_after_drop_sees_everything() {
