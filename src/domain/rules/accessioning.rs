@@ -190,12 +190,20 @@ pub fn oral_fluid_fatal_flaws(a: &Accession) -> Vec<&'static str> {
     fatal
 }
 
-pub fn accession(profile: &Profile, a: &Accession) -> Accessioned {
-    let redesig = redesignations(a);
+/// Every fatal flaw of a specimen of `specimen_type`: those of 40.83(c), and for oral fluid
+/// those of 40.199(b)(8), (9). Accessioning rejects on them; the statistical summary (40.111)
+/// counts a rejection with any of them as "fatal flaw", not "uncorrected flaw".
+pub fn fatal_flaws_of(specimen_type: SpecimenType, a: &Accession) -> Vec<&'static str> {
     let mut fatal = fatal_flaws(a);
-    if profile.specimen_type == SpecimenType::OralFluid {
+    if specimen_type == SpecimenType::OralFluid {
         fatal.extend(oral_fluid_fatal_flaws(a));
     }
+    fatal
+}
+
+pub fn accession(profile: &Profile, a: &Accession) -> Accessioned {
+    let redesig = redesignations(a);
+    let fatal = fatal_flaws_of(profile.specimen_type, a);
     if !fatal.is_empty() {
         let remarks = fatal
             .into_iter()

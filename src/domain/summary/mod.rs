@@ -23,7 +23,7 @@ pub mod period;
 pub use employer::{Disclosure, EmployerSummary, NotEnoughTesting};
 pub use period::{Period, Recipient, iso, lab_day, next_due, parse_date};
 
-use crate::domain::rules::accessioning::fatal_flaws;
+use crate::domain::rules::accessioning::fatal_flaws_of;
 use crate::domain::rules::{Program, ResultCategory, SpecimenType};
 use crate::domain::specimen::{Edition, SpecimenRecord};
 use items::{DRUGS, DotAgency, TestReason, drug_of};
@@ -70,7 +70,8 @@ pub struct Reported<'a> {
     pub results: &'a [ResultCategory],
     pub dilute: bool,
     pub positive_analytes: &'a [String],
-    /// Rejected for a fatal flaw (40.83(c)); otherwise, if rejected, for an uncorrected flaw.
+    /// Rejected for a fatal flaw (40.83(c); for oral fluid also 40.199(b)(8), (9)); otherwise,
+    /// if rejected, for an uncorrected flaw.
     pub fatal_flaw: bool,
     /// The verdict's remarks (the validity criteria that decided, as the edition words them).
     pub remarks: &'a [String],
@@ -100,7 +101,7 @@ pub fn reported(r: &SpecimenRecord, utc_offset_minutes: i32) -> Option<Reported<
         results: &ev.verdict.results,
         dilute: ev.verdict.dilute,
         positive_analytes: &ev.verdict.positive_analytes,
-        fatal_flaw: !fatal_flaws(&acc.findings).is_empty(),
+        fatal_flaw: !fatal_flaws_of(acc.specimen_type, &acc.findings).is_empty(),
         remarks: &ev.verdict.remarks,
     })
 }

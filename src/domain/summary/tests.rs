@@ -331,10 +331,49 @@ fn an_oral_fluid_summary_is_part_b_and_apart_from_urine() {
     assert_eq!(drug("cocaine").count, 1);
     assert_eq!(drug("cocaine").item, "Cocaine and/or Cocaine Metabolite");
     assert_eq!((s.positive.total, s.reported.negative), (2, 3));
+    assert_eq!(s.rejected_for_testing.total, 0);
     // The urine summary of the same employer and period knows none of them.
     let (urine, n) = employer(&recs, "EMP-1", SpecimenType::Urine, h1(), 0);
     assert_eq!(n, 0);
     assert!(!urine.is_summary());
+}
+
+#[test]
+fn an_expired_oral_fluid_device_is_counted_a_fatal_flaw_not_an_uncorrected_one() {
+    let mid = at("2026-04-02", 15);
+    let mut recs: Vec<SpecimenRecord> = ["O1", "O2", "O3"]
+        .iter()
+        .map(|id| {
+            record(&Spec {
+                id,
+                specimen_type: SpecimenType::OralFluid,
+                released_at_ms: Some(mid),
+                ..Spec::default()
+            })
+        })
+        .collect();
+    // 40.199(b)(8): the device had expired (its date recorded on the CCF); (b)(9): no date
+    // recorded and the laboratory confirmed it had expired.
+    for (id, recorded) in [("X1", true), ("X2", false)] {
+        recs.push(record(&Spec {
+            id,
+            specimen_type: SpecimenType::OralFluid,
+            findings: rules::Accession {
+                collection_device_expired: true,
+                device_expiration_date_recorded: recorded,
+                ..rules::Accession::default()
+            },
+            released_at_ms: Some(mid),
+            ..Spec::default()
+        }));
+    }
+    let (Disclosure::Summary(s), 5) = employer(&recs, "EMP-1", SpecimenType::OralFluid, h1(), 0)
+    else {
+        panic!("five oral-fluid results give a summary")
+    };
+    let rj = &s.rejected_for_testing;
+    assert_eq!((rj.total, rj.fatal_flaw, rj.uncorrected_flaw), (2, 2, 0));
+    assert_eq!(s.reported.negative, 3);
 }
 
 #[test]
