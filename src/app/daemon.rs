@@ -838,8 +838,9 @@ impl Wiring {
             self.store.clone(),
             self.clock.clone(),
         );
+        let offset = cfg.calendar.utc_offset_minutes;
         self.tasks.spawn(async move {
-            crate::app::monitoring::run(store, clock, Duration::from_secs(10), token).await
+            crate::app::monitoring::run(store, clock, offset, Duration::from_secs(10), token).await
         });
     }
 

@@ -63,7 +63,7 @@ const SAMPLED: &[Metric] = &[
     Metric::gauge(
         "custodian_statistics_due_in_seconds",
         "seconds",
-        "time until the next semi-annual statistical summaries are due (40.111: Jan 20, Jul 20)",
+        "time until the next semi-annual statistical summaries are due: the end of Jan 20 or Jul 20, laboratory time (40.111)",
     ),
 ];
 
@@ -97,8 +97,9 @@ pub struct Sample {
     pub store_bytes: u64,
     pub disk_free_bytes: Option<u64>,
     pub quarantined: usize,
-    /// Days until the next 40.111 summary is due (Jan 20 / Jul 20).
-    pub summary_due_days: i64,
+    /// Seconds until the next 40.111 summaries are due: the end of Jan 20 / Jul 20 on the
+    /// laboratory's calendar (`calendar.utc_offset_minutes`), as the periods are.
+    pub summary_due_s: i64,
     /// Runs waiting for acceptance, and the time since the oldest of them closed.
     pub runs_pending: usize,
     pub runs_pending_oldest_age_s: f64,
@@ -107,8 +108,8 @@ pub struct Sample {
     pub runs_open_oldest_age_s: f64,
 }
 
-/// Reads the store and the filesystem once.
-pub fn sample(store: &Store, now_ms: u64) -> Sample {
+/// Reads the store and the filesystem once; `utc_offset_minutes` is the laboratory's calendar.
+pub fn sample(store: &Store, now_ms: u64, utc_offset_minutes: i32) -> Sample {
     let mut s = Sample::default();
     for st in State::ALL {
         if st != State::ReadyForReview {
@@ -140,7 +141,7 @@ pub fn sample(store: &Store, now_ms: u64) -> Sample {
     s.store_bytes = dir_size(store.dir());
     s.disk_free_bytes = store.disk_free_bytes();
     s.quarantined = store.count(Keyspace::Quarantine);
-    s.summary_due_days = crate::domain::summary::next_due((now_ms / 86_400_000) as i64).0;
+    s.summary_due_s = summary_due_s(now_ms, utc_offset_minutes);
     let age = |t: Option<u64>| {
         t.map(|t| now_ms.saturating_sub(t) as f64 / 1000.0)
             .unwrap_or(0.0)
@@ -188,8 +189,7 @@ pub fn publish(s: &Sample) {
         metrics::gauge!("custodian_store_disk_free_bytes").set(free as f64);
     }
     metrics::gauge!("custodian_quarantine_records").set(s.quarantined as f64);
-    metrics::gauge!("custodian_statistics_due_in_seconds")
-        .set((s.summary_due_days * 86_400) as f64);
+    metrics::gauge!("custodian_statistics_due_in_seconds").set(s.summary_due_s as f64);
     metrics::gauge!("custodian_runs_pending_acceptance").set(s.runs_pending as f64);
     metrics::gauge!("custodian_runs_pending_oldest_age_seconds").set(s.runs_pending_oldest_age_s);
     metrics::gauge!("custodian_runs_open").set(s.runs_open as f64);
@@ -244,17 +244,30 @@ pub fn publish_analyzers(store: &Store, analyzers: &[String], start_ms: u64) -> 
     out
 }
 
+/// Seconds from `now_ms` to the end of the next 40.111 due date (Jan 20 / Jul 20, employers),
+/// on the laboratory's calendar: on the due date itself, what is left of that day.
+pub fn summary_due_s(now_ms: u64, utc_offset_minutes: i32) -> i64 {
+    const DAY_MS: i64 = 86_400_000;
+    let local_ms = now_ms as i64 + i64::from(utc_offset_minutes) * 60_000;
+    let today = local_ms.div_euclid(DAY_MS);
+    let (days, _) = crate::domain::summary::next_due(today);
+    ((today + days + 1) * DAY_MS - local_ms) / 1000
+}
+
 /// Samples every `interval` until `shutdown`.
 pub async fn run(
     store: Store,
     clock: Arc<dyn Clock>,
+    utc_offset_minutes: i32,
     interval: Duration,
     shutdown: CancellationToken,
 ) {
     loop {
         let st = store.clone();
         let now = clock.now_ms();
-        if let Ok(s) = tokio::task::spawn_blocking(move || sample(&st, now)).await {
+        if let Ok(s) =
+            tokio::task::spawn_blocking(move || sample(&st, now, utc_offset_minutes)).await
+        {
             publish(&s);
         }
         tokio::select! {
@@ -380,11 +393,32 @@ mod tests {
         }
     }
 
+    /// The due date is the laboratory's: 2026-07-20 ends at 2026-07-21 04:00 UTC in New York
+    /// (UTC-4 in July) and at 2026-07-19 22:00 UTC in Tokyo (UTC+9).
+    #[test]
+    fn the_summaries_come_due_at_the_end_of_the_laboratory_s_due_date() {
+        let utc = |date: &str, hour: i64| {
+            let day = crate::domain::summary::parse_date(date).unwrap();
+            (day * 86_400_000 + hour * 3_600_000) as u64
+        };
+        // New York, 2026-07-20 23:00 local (03:00 UTC on the 21st): one hour left.
+        assert_eq!(summary_due_s(utc("2026-07-21", 3), -240), 3_600);
+        // Tokyo, the same instant is 12:00 on the 21st: past due, the next is 2027-01-20.
+        let tokyo = summary_due_s(utc("2026-07-21", 3), 540);
+        let jan21 = crate::domain::summary::parse_date("2027-01-21").unwrap();
+        let local_now = utc("2026-07-21", 3) as i64 + 540 * 60_000;
+        assert_eq!(tokyo, (jan21 * 86_400_000 - local_now) / 1000);
+        // UTC: the day before, a day and a half left at noon.
+        assert_eq!(summary_due_s(utc("2026-07-19", 12), 0), 36 * 3_600);
+        // At midnight of the due date, lab time: the whole day is left.
+        assert_eq!(summary_due_s(utc("2026-01-20", 0), 0), 86_400);
+    }
+
     #[test]
     fn samples_an_empty_store() {
         let d = tempfile::tempdir().unwrap();
         let store = Store::open(&d.path().join("s")).unwrap();
-        let s = sample(&store, 1000);
+        let s = sample(&store, 1000, 0);
         assert_eq!(s.by_state.len(), State::ALL.len());
         assert!(s.by_state.iter().all(|(_, n)| *n == 0));
         assert_eq!(s.review_oldest_age_s, 0.0);
@@ -423,7 +457,7 @@ mod tests {
             .unwrap();
         assert_eq!(last_message_ms(&store, "chem"), Some(7_000), "noted");
         assert_eq!(last_message_ms(&store, "none"), None);
-        let s = sample(&store, 10_000);
+        let s = sample(&store, 10_000, 0);
         let screened = s.by_state.iter().find(|(k, _)| *k == "screened").unwrap();
         assert_eq!(screened.1, 3);
     }
