@@ -108,10 +108,10 @@ fn watchdog_is_fed_from_the_main_loop_and_a_frozen_daemon_is_killed() {
     let frozen_at = Instant::now();
     let mut last_ping = None;
     while frozen_at.elapsed() < watchdog * 3 {
-        if let Ok(n) = sock.recv(&mut buf) {
-            if String::from_utf8_lossy(&buf[..n]).contains("WATCHDOG=1") {
-                last_ping = Some(frozen_at.elapsed());
-            }
+        if let Ok(n) = sock.recv(&mut buf)
+            && String::from_utf8_lossy(&buf[..n]).contains("WATCHDOG=1")
+        {
+            last_ping = Some(frozen_at.elapsed());
         }
     }
     assert!(

@@ -1061,7 +1061,7 @@ fn profile_of<'s>(
         refused("the specimen has no edition (not accessioned, or held untested)".to_string())
     })?;
     s.profiles
-        .get(&name)
+        .get(name)
         .ok_or_else(|| refused(format!("rule profile `{name}` is not loaded")))
 }
 
@@ -1099,7 +1099,7 @@ fn split_test(
     }
     let mut out = serde_json::to_value(&d).unwrap_or_default();
     if let (SplitDisposition::Unavailable(report), Some(desk)) = (&d, &s.notices) {
-        let profile = profile_of(&rec, s)?.name.clone();
+        let profile = profile_of(rec, s)?.name.clone();
         let queued = crate::custody::notices::queue_split_unavailable(
             tx,
             desk,

@@ -337,74 +337,6 @@ pub fn queue_primary_retest(
     )
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn desk() -> NoticeDesk {
-        NoticeDesk {
-            signer: None,
-            laboratory: Laboratory {
-                name: "Lab".into(),
-                address: "1 Way".into(),
-            },
-            mros: Arc::new(
-                [(
-                    "MRO-1".to_string(),
-                    Mro {
-                        id: "MRO-1".into(),
-                        name: "Dr. Pat Example, MD".into(),
-                        address: "100 Example Way".into(),
-                        quantitation_request: None,
-                    },
-                )]
-                .into_iter()
-                .collect(),
-            ),
-            wake: Arc::new(BTreeMap::new()),
-        }
-    }
-
-    /// A notice goes only to the directory entry the CCF's id names, and only when the CCF's
-    /// MRO name is that entry's.
-    #[test]
-    fn the_destination_is_the_named_mro_and_only_it() {
-        let d = desk();
-        assert_eq!(
-            destination(&d, Some("MRO-1"), "Example, Pat M.D.")
-                .unwrap()
-                .id,
-            "MRO-1"
-        );
-        assert!(matches!(
-            destination(&d, Some("MRO-1"), "Dr. Lee Other"),
-            Err(NoticeError::MroNameMismatch { .. })
-        ));
-        assert!(matches!(
-            destination(&d, Some("MRO-9"), "Dr. Pat Example, MD"),
-            Err(NoticeError::MroNotInDirectory(_))
-        ));
-        assert!(matches!(
-            destination(&d, Some("  "), "Dr. Pat Example, MD"),
-            Err(NoticeError::NoMro)
-        ));
-    }
-
-    #[test]
-    fn donor_identity_keys_are_refused_at_any_depth() {
-        let ok = serde_json::json!({"specimen_id": "S-1", "mro": {"name": "Dr. M", "id": "M-1"}});
-        assert!(assert_no_donor_identity(&ok).is_ok());
-        let bad = serde_json::json!({"a": [{"donor_id": "123"}]});
-        assert!(
-            assert_no_donor_identity(&bad)
-                .unwrap_err()
-                .contains("donor_id")
-        );
-        let bad = serde_json::json!({"Employer": {"name": "X"}});
-        assert!(assert_no_donor_identity(&bad).is_err());
-    }
-}
-
 /// The payload of a report this laboratory signed (a compact JWS from its own store).
 fn own_payload(jws: &str) -> Option<Vec<u8>> {
     use base64::Engine;
@@ -483,4 +415,72 @@ pub fn queue_supplement(
         mro_id: stored.mro_id,
         content_sha256: sha,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn desk() -> NoticeDesk {
+        NoticeDesk {
+            signer: None,
+            laboratory: Laboratory {
+                name: "Lab".into(),
+                address: "1 Way".into(),
+            },
+            mros: Arc::new(
+                [(
+                    "MRO-1".to_string(),
+                    Mro {
+                        id: "MRO-1".into(),
+                        name: "Dr. Pat Example, MD".into(),
+                        address: "100 Example Way".into(),
+                        quantitation_request: None,
+                    },
+                )]
+                .into_iter()
+                .collect(),
+            ),
+            wake: Arc::new(BTreeMap::new()),
+        }
+    }
+
+    /// A notice goes only to the directory entry the CCF's id names, and only when the CCF's
+    /// MRO name is that entry's.
+    #[test]
+    fn the_destination_is_the_named_mro_and_only_it() {
+        let d = desk();
+        assert_eq!(
+            destination(&d, Some("MRO-1"), "Example, Pat M.D.")
+                .unwrap()
+                .id,
+            "MRO-1"
+        );
+        assert!(matches!(
+            destination(&d, Some("MRO-1"), "Dr. Lee Other"),
+            Err(NoticeError::MroNameMismatch { .. })
+        ));
+        assert!(matches!(
+            destination(&d, Some("MRO-9"), "Dr. Pat Example, MD"),
+            Err(NoticeError::MroNotInDirectory(_))
+        ));
+        assert!(matches!(
+            destination(&d, Some("  "), "Dr. Pat Example, MD"),
+            Err(NoticeError::NoMro)
+        ));
+    }
+
+    #[test]
+    fn donor_identity_keys_are_refused_at_any_depth() {
+        let ok = serde_json::json!({"specimen_id": "S-1", "mro": {"name": "Dr. M", "id": "M-1"}});
+        assert!(assert_no_donor_identity(&ok).is_ok());
+        let bad = serde_json::json!({"a": [{"donor_id": "123"}]});
+        assert!(
+            assert_no_donor_identity(&bad)
+                .unwrap_err()
+                .contains("donor_id")
+        );
+        let bad = serde_json::json!({"Employer": {"name": "X"}});
+        assert!(assert_no_donor_identity(&bad).is_err());
+    }
 }

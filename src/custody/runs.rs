@@ -182,7 +182,7 @@ fn roster_append(
     specimen_id: &str,
 ) -> Result<(), TxError> {
     let key = run_roster_key(run_key, index / RUN_ROSTER_PAGE);
-    let mut ids: Vec<String> = if index % RUN_ROSTER_PAGE == 0 {
+    let mut ids: Vec<String> = if index.is_multiple_of(RUN_ROSTER_PAGE) {
         Vec::new()
     } else {
         tx.get(Keyspace::Runs, &key)?.unwrap_or_default()

@@ -180,10 +180,14 @@ impl Stored {
     }
 }
 
+/// A key and the value stored under it.
+pub(crate) type KeyValue = (Vec<u8>, Vec<u8>);
+
+/// A write into a keyspace: its key and value.
+pub(crate) type Write = (Keyspace, Vec<u8>, Vec<u8>);
+
 /// The key and stored value of consecutive records committed together (see the module notes).
-pub(crate) fn encode_records(
-    records: &[AuditRecord],
-) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
+pub(crate) fn encode_records(records: &[AuditRecord]) -> Result<Option<KeyValue>, StoreError> {
     let Some(first) = records.first() else {
         return Ok(None);
     };
@@ -207,9 +211,7 @@ pub(crate) fn subject_key(subject: &str, seq: u64) -> Vec<u8> {
 
 /// The writes that add `records` (consecutive, just appended) to the index by subject and
 /// move the index's high-water mark (in `meta`) to the last of them.
-pub(crate) fn subject_writes(
-    records: &[AuditRecord],
-) -> Result<Vec<(Keyspace, Vec<u8>, Vec<u8>)>, StoreError> {
+pub(crate) fn subject_writes(records: &[AuditRecord]) -> Result<Vec<Write>, StoreError> {
     let mut out = Vec::with_capacity(records.len() + 1);
     for r in records {
         out.push((

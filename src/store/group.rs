@@ -111,7 +111,7 @@ type Durability = Result<(), String>;
 /// A job after it ran: whether it committed, and how to answer its waiter.
 struct Ran {
     committed: bool,
-    deliver: Box<dyn FnOnce(&Durability) + Send>,
+    deliver: Delivery,
 }
 
 type Job = Box<dyn FnOnce(&Store, &mut Overlay) -> Ran + Send>;
@@ -274,6 +274,9 @@ impl Drop for Shared {
 
 const FLUSH_THREAD: &str = "custodian-store-flush";
 
+/// What answers a job once its batch's durability is known.
+type Delivery = Box<dyn FnOnce(&Durability) + Send>;
+
 /// A batch written into the engine, waiting for a durable flush.
 struct Applied {
     size: usize,
@@ -281,7 +284,7 @@ struct Applied {
     committed: bool,
     /// Set when the engine refused the batch's commit: nothing to flush, answer this.
     failed: Option<String>,
-    deliveries: Vec<Box<dyn FnOnce(&Durability) + Send>>,
+    deliveries: Vec<Delivery>,
 }
 
 fn writer_loop(store: &Store, jobs: &mpsc::Receiver<Job>, config: &GroupConfig) {
@@ -338,10 +341,10 @@ fn writer_loop(store: &Store, jobs: &mpsc::Receiver<Job>, config: &GroupConfig) 
         }
     }
     drop(to_flusher);
-    if let Some(handle) = flusher {
-        if handle.join().is_err() {
-            tracing::error!("store flush thread panicked");
-        }
+    if let Some(handle) = flusher
+        && handle.join().is_err()
+    {
+        tracing::error!("store flush thread panicked");
     }
     final_flush(store, inline_dirty);
 }

@@ -394,28 +394,27 @@ impl Daemon {
         let runtime = self.dir.join("store.runtime.json");
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(t) = std::fs::read_to_string(&runtime) {
-                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&t) {
-                    if v["pid"].as_u64() == Some(pid as u64) {
-                        self.admin = v["admin"].as_str().unwrap().parse().unwrap();
-                        self.admin_tls_cert = v["admin_tls_cert"].as_str().map(PathBuf::from);
-                        self.analyzers = v["analyzers"]
-                            .as_object()
-                            .unwrap()
-                            .iter()
-                            .map(|(k, a)| (k.clone(), a.as_str().unwrap().parse().unwrap()))
-                            .collect();
-                        return;
-                    }
-                }
+            if let Ok(t) = std::fs::read_to_string(&runtime)
+                && let Ok(v) = serde_json::from_str::<serde_json::Value>(&t)
+                && v["pid"].as_u64() == Some(pid as u64)
+            {
+                self.admin = v["admin"].as_str().unwrap().parse().unwrap();
+                self.admin_tls_cert = v["admin_tls_cert"].as_str().map(PathBuf::from);
+                self.analyzers = v["analyzers"]
+                    .as_object()
+                    .unwrap()
+                    .iter()
+                    .map(|(k, a)| (k.clone(), a.as_str().unwrap().parse().unwrap()))
+                    .collect();
+                return;
             }
-            if let Some(c) = self.child.as_mut() {
-                if let Ok(Some(status)) = c.try_wait() {
-                    panic!(
-                        "custodian exited during start ({status}); log:\n{}",
-                        self.log()
-                    );
-                }
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                panic!(
+                    "custodian exited during start ({status}); log:\n{}",
+                    self.log()
+                );
             }
             assert!(
                 Instant::now() < deadline,

@@ -83,13 +83,13 @@ impl std::error::Error for NoEdition {}
 ///
 /// The set must have passed [`conflicts`] (one selecting date per group, no overlapping
 /// periods): then at most one profile matches.
-pub fn select<'p>(
-    profiles: &'p ProfileSet,
+pub fn select(
+    profiles: &ProfileSet,
     program: Program,
     specimen_type: SpecimenType,
     collected_on: Option<Date>,
     received_on: Option<Date>,
-) -> Result<&'p Profile, NoEdition> {
+) -> Result<&Profile, NoEdition> {
     let mut group = profiles
         .iter()
         .filter(|p| p.program == program && p.specimen_type == specimen_type)

@@ -639,7 +639,8 @@ fn missing_split_is_never_mentioned() {
 #[test]
 fn correctable_flaws_hold_then_resolve() {
     let p = p2001();
-    let flaws: [(fn(&mut Accession), &str); 4] = [
+    type Flaw = (fn(&mut Accession), &'static str);
+    let flaws: [Flaw; 4] = [
         (|a| a.collector_certification_signed = false, "rejected"),
         (|a| a.temperature_recorded = false, "positive"),
         (|a| a.form = Form::NonFederal, "rejected"),
@@ -763,7 +764,7 @@ fn arb_specimen(p: &'static Profile) -> impl Strategy<Value = Specimen> {
             s.validity.creatinine = creat.map(|n| Decimal::new(n as i64, 1));
             s.validity.specific_gravity = sg.map(|n| Decimal::new(n as i64, 4));
             s.validity.ph = ph.map(|n| Decimal::new(n as i64, 1));
-            s.validity.nitrite = nit.map(|n| Decimal::from(n));
+            s.validity.nitrite = nit.map(Decimal::from);
             s.accession.id_matches = !flags[0] || flags[1];
             s.accession.primary_seal = if flags[2] && flags[3] {
                 Seal::Broken
@@ -834,7 +835,7 @@ fn properties(
     let analytes: Vec<String> = s.confirmation.keys().cloned().collect();
     let classes: Vec<String> = s.initial.keys().cloned().collect();
     let mut raised = s.clone();
-    if idx % 2 == 0 {
+    if idx.is_multiple_of(2) {
         let k = &analytes[idx / 2 % analytes.len()];
         *raised.confirmation.get_mut(k).unwrap() += bump;
     } else {
