@@ -412,6 +412,14 @@ mod tests {
         assert_eq!(summary_due_s(utc("2026-07-19", 12), 0), 36 * 3_600);
         // At midnight of the due date, lab time: the whole day is left.
         assert_eq!(summary_due_s(utc("2026-01-20", 0), 0), 86_400);
+        // Its last second, then the next period's: 2026-01-21 00:00 counts to 2026-07-20's end.
+        let end = utc("2026-01-21", 0);
+        assert_eq!(summary_due_s(end - 1_000, 0), 1);
+        let jul21 = crate::domain::summary::parse_date("2026-07-21").unwrap();
+        assert_eq!(
+            summary_due_s(end, 0),
+            (jul21 * 86_400_000 - end as i64) / 1000
+        );
     }
 
     #[test]

@@ -374,6 +374,8 @@ fn an_expired_oral_fluid_device_is_counted_a_fatal_flaw_not_an_uncorrected_one()
     let rj = &s.rejected_for_testing;
     assert_eq!((rj.total, rj.fatal_flaw, rj.uncorrected_flaw), (2, 2, 0));
     assert_eq!(s.reported.negative, 3);
+    // (A urine specimen has no collection device: accessioning refuses these findings for it,
+    // `rules::tests::oral_fluid_fatal_flaws_and_inputs`.)
 }
 
 #[test]
