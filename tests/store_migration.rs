@@ -156,7 +156,10 @@ fn a_store_written_by_the_current_release_is_migrated_in_place_and_verifies() {
     assert!(checked["entries"].as_u64().unwrap() > entries_before);
 
     let store = Store::open(&store_dir).unwrap();
-    assert_eq!(store.format_version().unwrap(), 2);
+    assert_eq!(
+        store.format_version().unwrap(),
+        custodian::store::FORMAT_VERSION
+    );
     // FX-NEG-1, FX-POS-2, FX-EARLY-3, FX-MANY-5 had results (one batch each), plus the new one.
     assert_eq!(store.count(Keyspace::Results), 5);
     let mut after_sizes = Vec::new();

@@ -578,7 +578,19 @@ pub struct Store {
     /// top and grows with the store). 8 to 65536; default 32.
     #[serde(default = "default_cache_mib")]
     pub cache_mib: u64,
+    /// Keys written to sled after which the recent keys move into a new archive segment (the
+    /// store's memory, start and disk then stay bounded whatever its size). 1000 to
+    /// 100000000; default 100000.
+    #[serde(default = "default_archive_after_keys")]
+    pub archive_after_keys: u64,
 }
+
+fn default_archive_after_keys() -> u64 {
+    crate::store::DEFAULT_ARCHIVE_AFTER_KEYS
+}
+
+/// Bounds of `store.archive_after_keys`.
+pub const ARCHIVE_AFTER_KEYS_RANGE: std::ops::RangeInclusive<u64> = 1_000..=100_000_000;
 
 fn default_cache_mib() -> u64 {
     crate::store::DEFAULT_CACHE_BYTES / (1024 * 1024)
@@ -592,6 +604,7 @@ impl Store {
     pub fn options(&self) -> crate::store::StoreOptions {
         crate::store::StoreOptions {
             cache_bytes: self.cache_mib * 1024 * 1024,
+            archive_after_keys: self.archive_after_keys,
         }
     }
 }
@@ -1136,6 +1149,16 @@ fn validate(cfg: &Config, problems: &mut Vec<Problem>) {
                 "must be from {} to {} (MiB of the store's page cache)",
                 CACHE_MIB_RANGE.start(),
                 CACHE_MIB_RANGE.end()
+            ),
+        ));
+    }
+    if !ARCHIVE_AFTER_KEYS_RANGE.contains(&cfg.store.archive_after_keys) {
+        problems.push(problem(
+            "store.archive_after_keys",
+            format!(
+                "must be from {} to {} (keys written to sled between two moves to the archive)",
+                ARCHIVE_AFTER_KEYS_RANGE.start(),
+                ARCHIVE_AFTER_KEYS_RANGE.end()
             ),
         ));
     }
@@ -2101,6 +2124,7 @@ keys_dir = "keys"
             let (cfg, _) = load(&write_config(d.path(), &body)).unwrap();
             assert_eq!(cfg.store.options().cache_bytes, bytes);
         }
+        assert_eq!(cfg.store.options().archive_after_keys, 100_000);
         for bad in ["0", "7", "65537"] {
             let body = GOOD.replace(
                 "[store]\npath = \"store\"\n",
@@ -2111,6 +2135,28 @@ keys_dir = "keys"
             let e = load(&p).unwrap_err();
             assert!(
                 e.problems.iter().any(|p| p.key == "store.cache_mib"),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_archive_threshold_has_bounds() {
+        let d = tempfile::tempdir().unwrap();
+        let with = |v: &str| {
+            GOOD.replace(
+                "[store]\npath = \"store\"\n",
+                &format!("[store]\npath = \"store\"\narchive_after_keys = {v}\n"),
+            )
+        };
+        let (cfg, _) = load(&write_config(d.path(), &with("5000"))).unwrap();
+        assert_eq!(cfg.store.options().archive_after_keys, 5000);
+        for bad in ["0", "999", "100000001"] {
+            let e = load(&write_config(d.path(), &with(bad))).unwrap_err();
+            assert!(
+                e.problems
+                    .iter()
+                    .any(|p| p.key == "store.archive_after_keys"),
                 "{bad}: {e}"
             );
         }

@@ -2,6 +2,7 @@
 //! that knows every stage), the operator CLI, `custodian evaluate`, the demo, monitoring and
 //! task supervision. May import everything below it.
 
+pub mod archiving;
 pub mod config;
 pub mod console;
 pub mod daemon;

@@ -237,7 +237,7 @@ fn decode_stored(key: &[u8], value: &[u8]) -> Result<Vec<AuditRecord>, StoreErro
 /// The audit records from a sequence number on, in order (see [`Store::audit_entries`]). Each
 /// item is the record's sequence number (big-endian, as a key) and the record.
 pub struct AuditEntries {
-    iter: sled::Iter,
+    iter: super::archive::Merged,
     from: u64,
     pending: std::vec::IntoIter<AuditRecord>,
 }
@@ -254,8 +254,9 @@ impl Iterator for AuditEntries {
                 return Some(Ok((record.seq.to_be_bytes().to_vec(), record)));
             }
             let (key, value) = match self.iter.next()? {
-                Ok(kv) => kv,
-                Err(e) => return Some(Err(StoreError::engine("iterating", e))),
+                Ok((k, Some(v))) => (k, v),
+                Ok((_, None)) => continue,
+                Err(e) => return Some(Err(e)),
             };
             match decode_stored(&key, &value) {
                 Ok(records) => self.pending = records.into_iter(),
@@ -337,14 +338,17 @@ impl Store {
     /// The audit records from `from_seq` on, in order (a pack holding `from_seq` is read from
     /// that record on).
     pub fn audit_entries(&self, from_seq: u64) -> AuditEntries {
-        let tree = self.tree(Keyspace::Audit);
         let from = from_seq.to_be_bytes();
-        let start = match tree.range(..=from).next_back() {
-            Some(Ok((key, _))) => key.to_vec(),
+        let start = match self.floor(Keyspace::Audit, &from) {
+            Ok(Some((key, _))) => key,
             _ => from.to_vec(),
         };
         AuditEntries {
-            iter: tree.range(start..),
+            iter: self.scan(
+                Keyspace::Audit,
+                std::ops::Bound::Included(start),
+                std::ops::Bound::Unbounded,
+            ),
             from: from_seq,
             pending: Vec::new().into_iter(),
         }
@@ -356,12 +360,11 @@ impl Store {
     pub fn audit_of(&self, subject: &str) -> Result<Vec<AuditRecord>, StoreError> {
         let mut prefix = subject.as_bytes().to_vec();
         prefix.push(0);
-        let audit = self.tree(Keyspace::Audit);
         // The pack (first seq, records) read last: entries of one commit share it.
         let mut pack: Option<(u64, Vec<AuditRecord>)> = None;
         let mut out = Vec::new();
-        for item in self.tree(Keyspace::AuditSubjects).scan_prefix(&prefix) {
-            let (key, _) = item.map_err(|e| StoreError::engine("reading the audit index", e))?;
+        for item in self.scan_prefix_raw(Keyspace::AuditSubjects, &prefix) {
+            let (key, _) = item?;
             let Ok(seq) = <[u8; 8]>::try_from(&key[prefix.len()..]).map(u64::from_be_bytes) else {
                 return Err(StoreError::Decode {
                     key: KeyRef::new(Keyspace::AuditSubjects, &key),
@@ -379,11 +382,8 @@ impl Store {
             let record = match cached {
                 Some(r) => r,
                 None => {
-                    let (first_key, value) = audit
-                        .range(..=seq.to_be_bytes())
-                        .next_back()
-                        .transpose()
-                        .map_err(|e| StoreError::engine("reading the audit log", e))?
+                    let (first_key, value) = self
+                        .floor(Keyspace::Audit, &seq.to_be_bytes())?
                         .ok_or_else(|| inconsistent("is missing"))?;
                     let first = <[u8; 8]>::try_from(&first_key[..])
                         .map(u64::from_be_bytes)
@@ -420,11 +420,16 @@ impl Store {
         let mut expected = 1u64;
         let mut prev_hash = GENESIS_HASH.to_string();
         let mut beyond_head = None;
-        for item in self.tree(Keyspace::Audit).iter() {
+        for item in self.scan(
+            Keyspace::Audit,
+            std::ops::Bound::Unbounded,
+            std::ops::Bound::Unbounded,
+        ) {
             let (key, value) = item.map_err(|e| AuditBreak {
                 seq: expected,
-                reason: format!("cannot read: {}", StoreError::engine("verifying", e)),
+                reason: format!("cannot read: {e}"),
             })?;
+            let Some(value) = value else { continue };
             let Ok(key_bytes) = <[u8; 8]>::try_from(&key[..]) else {
                 return Err(AuditBreak {
                     seq: expected,

@@ -3,7 +3,9 @@
 //! store and checks that every acknowledged key is there exactly once.
 //!
 //! The child is this test binary re-executed on the ignored test [`crash_child`], with the store
-//! directory in an environment variable.
+//! directory in an environment variable. In odd rounds the child also runs the archive's upkeep
+//! as the daemon does, with a spill every few hundred keys: kills then land in spills and
+//! merges too.
 
 use super::*;
 use std::collections::HashMap;
@@ -38,7 +40,22 @@ fn commit_job(key: String) -> impl Fn(&mut Tx<'_>) -> Result<(), Abort<String>> 
 fn crash_child() {
     let dir = std::env::var_os(CHILD_DIR_ENV).expect("started by the crash test");
     let round = std::env::var(CHILD_ROUND_ENV).expect("started by the crash test");
-    let store = Store::open(Path::new(&dir)).unwrap();
+    let archiving = round.parse::<u32>().unwrap() % 2 == 1;
+    let options = StoreOptions {
+        archive_after_keys: if archiving { 300 } else { 0 },
+        ..StoreOptions::default()
+    };
+    let store = Store::open_with(Path::new(&dir), &options).unwrap();
+    if archiving {
+        let store = store.clone();
+        thread::spawn(move || {
+            let stop = std::sync::atomic::AtomicBool::new(false);
+            loop {
+                store.maintain_archive(&stop).unwrap();
+                thread::sleep(Duration::from_millis(2));
+            }
+        });
+    }
     let gc = GroupCommitter::start(store, GroupConfig::default()).unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -130,6 +147,12 @@ fn kill9_loses_no_acknowledged_commit() {
         acked.extend(keys);
 
         let store = Store::open(&dir).unwrap();
+        if round % 2 == 1 {
+            assert!(
+                store.archive_usage().generation > 0,
+                "round {round}: the child spilled"
+            );
+        }
         for key in &acked {
             assert_eq!(
                 store

@@ -32,16 +32,21 @@
 //! under a process-wide write lock). Only one process may open a store directory at a time
 //! (sled locks the `db` file).
 
+mod archive;
 mod audit;
 mod codec;
 mod durable;
 pub mod events;
 mod group;
+mod segment;
 mod tx;
 
 #[cfg(test)]
+mod archive_tests;
+#[cfg(test)]
 mod crash_tests;
 
+pub use archive::{ArchiveUsage, CompactReport, SpillReport};
 pub use audit::{
     AuditBreak, AuditEntry, AuditHead, AuditReceipt, AuditRecord, AuditReport, GENESIS_HASH,
     MAX_NAME_LEN, MAX_SUMMARY_LEN, canonical_bytes,
@@ -64,8 +69,14 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 /// The on-disk format version this build writes (kept in `meta`). Version 2 keeps each
-/// specimen's results in `results` (appended per arrival) instead of inside the record.
-pub const FORMAT_VERSION: u32 = 2;
+/// specimen's results in `results` (appended per arrival) instead of inside the record;
+/// version 3 adds the archive tier (segment files, and sled trees in generations), which an
+/// earlier build would not see: a version-2 store is marked 3 when this build opens it.
+pub const FORMAT_VERSION: u32 = 3;
+
+/// The format this build upgrades in place at open (nothing to convert: its trees are the
+/// archive's generation 0).
+const UPGRADES_FROM: u32 = 2;
 
 /// The earlier format this build still opens, to migrate it in place (custody's
 /// `records::migrate_layout`); nothing but the migration writes to a store of this version.
@@ -312,6 +323,14 @@ pub enum StoreError {
     /// A key or audit field is not acceptable.
     #[error("invalid input: {0}")]
     Invalid(String),
+    /// An archive segment is damaged or unreadable as a segment.
+    #[error("archive segment {segment:016x}: {detail}")]
+    Archive {
+        /// The segment's number (its file is `archive/<number>.seg`).
+        segment: u64,
+        /// What is wrong (never the content).
+        detail: String,
+    },
 }
 
 impl StoreError {
@@ -502,15 +521,22 @@ pub struct StoreOptions {
     /// a two-year store grow the daemon by a gigabyte). sled's bookkeeping per page is not
     /// counted: it grows with the number of keys.
     pub cache_bytes: u64,
+    /// Keys written to sled after which its recent keys move to the archive (a spill; see
+    /// [`Store::spill_due`]); 0: only when asked.
+    pub archive_after_keys: u64,
 }
 
 /// The default page cache: 32 MiB.
 pub const DEFAULT_CACHE_BYTES: u64 = 32 * 1024 * 1024;
 
+/// The default spill threshold: keys written to sled.
+pub const DEFAULT_ARCHIVE_AFTER_KEYS: u64 = 100_000;
+
 impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
             cache_bytes: DEFAULT_CACHE_BYTES,
+            archive_after_keys: DEFAULT_ARCHIVE_AFTER_KEYS,
         }
     }
 }
@@ -525,8 +551,9 @@ pub struct Store {
 struct Inner {
     dir: PathBuf,
     db: sled::Db,
-    /// One tree per keyspace, indexed by [`Keyspace::index`].
-    trees: Vec<sled::Tree>,
+    options: StoreOptions,
+    /// sled's trees by generation, and the segments (see [`archive`]).
+    archive: archive::Archive,
     syncer: Mutex<durable::Syncer>,
     faults: FaultInjector,
     /// Held by the one writer at a time (a transaction, or a whole group-commit batch).
@@ -559,19 +586,24 @@ impl Store {
     pub fn open_with(dir: &Path, options: &StoreOptions) -> Result<Store, StoreError> {
         let created = prepare_dir(dir)?;
         let db = open_db(dir, options)?;
-        let trees = Keyspace::ALL
-            .iter()
-            .map(|ks| {
-                db.open_tree(ks.name())
-                    .map_err(|e| StoreError::engine("opening a keyspace", e))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let meta = db
+            .open_tree(Keyspace::Meta.name())
+            .map_err(|e| StoreError::engine("opening a keyspace", e))?;
+        let manifest: archive::Manifest = match meta
+            .get(archive::META_ARCHIVE)
+            .map_err(|e| StoreError::engine("reading the archive manifest", e))?
+        {
+            Some(v) => codec::decode_json(Keyspace::Meta, archive::META_ARCHIVE, &v)?,
+            None => archive::Manifest::default(),
+        };
+        let archive = archive::Archive::open(&db, dir, &manifest)?;
         let syncer = durable::Syncer::open(dir)?;
         let store = Store {
             inner: Arc::new(Inner {
                 dir: dir.to_path_buf(),
                 db,
-                trees,
+                options: options.clone(),
+                archive,
                 syncer: Mutex::new(syncer),
                 faults: FaultInjector::default(),
                 writer: Mutex::new(()),
@@ -586,6 +618,14 @@ impl Store {
     fn check_format(&self, created: bool) -> Result<(), StoreError> {
         match self.get::<u32>(Keyspace::Meta, META_FORMAT_VERSION)? {
             Some(v) if v == FORMAT_VERSION || v == MIGRATES_FROM => Ok(()),
+            Some(UPGRADES_FROM) => {
+                let value =
+                    codec::encode_json(Keyspace::Meta, META_FORMAT_VERSION, &FORMAT_VERSION)?;
+                self.tree(Keyspace::Meta)
+                    .insert(META_FORMAT_VERSION, value)
+                    .map_err(|e| StoreError::engine("writing the format version", e))?;
+                Ok(())
+            }
             Some(found) => Err(StoreError::UnsupportedFormat {
                 found,
                 supported: FORMAT_VERSION,
@@ -593,8 +633,8 @@ impl Store {
             None => {
                 let meta = self.tree(Keyspace::Meta);
                 let any_data = self
-                    .inner
-                    .trees
+                    .tiers()
+                    .active
                     .iter()
                     .any(|t| t.first().map(|f| f.is_some()).unwrap_or(true));
                 if any_data && !created {
@@ -652,8 +692,10 @@ impl Store {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    pub(crate) fn tree(&self, ks: Keyspace) -> &sled::Tree {
-        &self.inner.trees[ks.index()]
+    /// The tree of `ks` written now (see [`archive`]: what sled holds of an archived keyspace
+    /// may be only its recent part; read through [`Store::lookup`] and [`Store::scan`]).
+    pub(crate) fn tree(&self, ks: Keyspace) -> sled::Tree {
+        self.tiers().active[ks.index()].clone()
     }
 
     /// Makes every commit so far durable: a sled flush, then a real fsync of the log file, of
@@ -709,11 +751,7 @@ impl Store {
         ks: Keyspace,
         key: &[u8],
     ) -> Result<Option<T>, StoreError> {
-        match self
-            .tree(ks)
-            .get(key)
-            .map_err(|e| StoreError::engine("reading", e))?
-        {
+        match self.lookup(ks, key)? {
             Some(v) => codec::decode_json(ks, key, &v).map(Some),
             None => Ok(None),
         }
@@ -721,11 +759,7 @@ impl Store {
 
     /// Reads a value stored with [`Tx::put_raw_bytes`].
     pub fn get_raw_bytes(&self, ks: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        match self
-            .tree(ks)
-            .get(key)
-            .map_err(|e| StoreError::engine("reading", e))?
-        {
+        match self.lookup(ks, key)? {
             Some(v) => self.resolve_bytes(ks, key, &v).map(Some),
             None => Ok(None),
         }
@@ -743,9 +777,7 @@ impl Store {
             return codec::decode_bytes(ks, key, stored);
         };
         let packed = self
-            .tree(ks)
-            .get(pack_key(pack))
-            .map_err(|e| StoreError::engine("reading", e))?
+            .lookup(ks, &pack_key(pack))?
             .ok_or_else(|| StoreError::Decode {
                 key: KeyRef::new(ks, key),
                 detail: format!("points into pack {pack}, which is missing"),
@@ -755,14 +787,18 @@ impl Store {
 
     /// Whether `key` exists in `ks`.
     pub fn contains_key(&self, ks: Keyspace, key: &[u8]) -> Result<bool, StoreError> {
-        self.tree(ks)
-            .contains_key(key)
-            .map_err(|e| StoreError::engine("reading", e))
+        Ok(self.lookup(ks, key)?.is_some())
+    }
+
+    /// The live entries of `ks` whose keys start with `prefix`, in key order (through the
+    /// tiers).
+    pub(crate) fn scan_prefix_raw(&self, ks: Keyspace, prefix: &[u8]) -> archive::Merged {
+        self.scan(ks, Bound::Included(prefix.to_vec()), prefix_end(prefix))
     }
 
     /// Iterates the JSON values whose keys start with `prefix`, in key order.
     pub fn scan_prefix<T: DeserializeOwned>(&self, ks: Keyspace, prefix: &[u8]) -> Entries<T> {
-        Entries::new(ks, self.tree(ks).scan_prefix(prefix))
+        Entries::new(ks, self.scan_prefix_raw(ks, prefix))
     }
 
     /// Iterates the JSON values whose keys fall in `range`, in key order.
@@ -772,12 +808,14 @@ impl Store {
         K: AsRef<[u8]>,
         R: RangeBounds<K>,
     {
-        Entries::new(ks, self.tree(ks).range(range))
+        let lower = range.start_bound().map(|k| k.as_ref().to_vec());
+        let upper = range.end_bound().map(|k| k.as_ref().to_vec());
+        Entries::new(ks, self.scan(ks, lower, upper))
     }
 
     /// Iterates every JSON value of `ks`, in key order.
     pub fn iter<T: DeserializeOwned>(&self, ks: Keyspace) -> Entries<T> {
-        Entries::new(ks, self.tree(ks).iter())
+        Entries::new(ks, self.scan(ks, Bound::Unbounded, Bound::Unbounded))
     }
 
     /// The entries of `due` whose time is at or before `until_millis`, earliest first.
@@ -793,8 +831,8 @@ impl Store {
     pub fn ids_in_state(&self, state: &str) -> Result<Vec<String>, StoreError> {
         let prefix = state_prefix(state)?;
         let mut ids = Vec::new();
-        for item in self.tree(Keyspace::ByState).scan_prefix(&prefix) {
-            let (key, _) = item.map_err(|e| StoreError::engine("scanning by_state", e))?;
+        for item in self.scan_prefix_raw(Keyspace::ByState, &prefix) {
+            let (key, _) = item?;
             let id = std::str::from_utf8(&key[prefix.len()..]).map_err(|_| StoreError::Decode {
                 key: KeyRef::new(Keyspace::ByState, &key),
                 detail: "specimen ID in key is not UTF-8".into(),
@@ -815,27 +853,27 @@ impl Store {
                 key_bytes: 0,
                 value_bytes: 0,
             };
-            for item in self.tree(ks).iter() {
-                let (k, v) = item.map_err(|e| StoreError::engine("scanning", e))?;
+            for item in self.scan(ks, Bound::Unbounded, Bound::Unbounded) {
+                let (k, v) = item?;
                 u.keys += 1;
                 u.key_bytes += k.len() as u64;
-                u.value_bytes += v.len() as u64;
+                u.value_bytes += v.as_deref().map_or(0, <[u8]>::len) as u64;
             }
             out.push(u);
         }
         Ok(out)
     }
 
-    /// Number of keys in `ks` (walks the keyspace: O(n)).
+    /// Number of keys in `ks` (walks the keyspace: O(n); an unreadable entry counts).
     pub fn count(&self, ks: Keyspace) -> usize {
-        self.tree(ks).len()
+        self.scan(ks, Bound::Unbounded, Bound::Unbounded).count()
     }
 
     /// Number of keys of `ks` starting with `prefix`.
     pub fn count_prefix(&self, ks: Keyspace, prefix: &[u8]) -> Result<usize, StoreError> {
         let mut n = 0;
-        for item in self.tree(ks).scan_prefix(prefix) {
-            item.map_err(|e| StoreError::engine("scanning", e))?;
+        for item in self.scan_prefix_raw(ks, prefix) {
+            item?;
             n += 1;
         }
         Ok(n)
@@ -903,15 +941,27 @@ pub(crate) fn set_mode(path: &Path, mode: u32) -> Result<(), StoreError> {
         .map_err(|e| StoreError::io(format!("setting the mode of {}", path.display()), e))
 }
 
+/// The first key after every key starting with `prefix` (`Unbounded`: none).
+fn prefix_end(prefix: &[u8]) -> Bound<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Bound::Excluded(end);
+        }
+    }
+    Bound::Unbounded
+}
+
 /// Iterator over decoded entries of a keyspace: `(key, value)` in key order.
 pub struct Entries<T> {
     ks: Keyspace,
-    iter: sled::Iter,
+    iter: archive::Merged,
     _value: PhantomData<fn() -> T>,
 }
 
 impl<T> Entries<T> {
-    fn new(ks: Keyspace, iter: sled::Iter) -> Self {
+    fn new(ks: Keyspace, iter: archive::Merged) -> Self {
         Entries {
             ks,
             iter,
@@ -925,20 +975,11 @@ impl<T: DeserializeOwned> Iterator for Entries<T> {
 
     fn next(&mut self) -> Option<Self::Item> {
         let item = self.iter.next()?;
-        Some(match item {
-            Ok((k, v)) => codec::decode_json(self.ks, &k, &v).map(|value| (k.to_vec(), value)),
-            Err(e) => Err(StoreError::engine("iterating", e)),
-        })
-    }
-}
-
-impl<T: DeserializeOwned> DoubleEndedIterator for Entries<T> {
-    fn next_back(&mut self) -> Option<Self::Item> {
-        let item = self.iter.next_back()?;
-        Some(match item {
-            Ok((k, v)) => codec::decode_json(self.ks, &k, &v).map(|value| (k.to_vec(), value)),
-            Err(e) => Err(StoreError::engine("iterating", e)),
-        })
+        Some(item.and_then(|(k, v)| {
+            let v =
+                v.ok_or_else(|| StoreError::Invalid("a removal mark reached a reader".into()))?;
+            codec::decode_json(self.ks, &k, &v).map(|value| (k, value))
+        }))
     }
 }
 
@@ -1035,14 +1076,14 @@ mod tests {
         store.tamper_put(
             Keyspace::Meta,
             META_FORMAT_VERSION,
-            &codec::encode_json(Keyspace::Meta, META_FORMAT_VERSION, &3u32).unwrap(),
+            &codec::encode_json(Keyspace::Meta, META_FORMAT_VERSION, &4u32).unwrap(),
         );
         store.flush_durable().unwrap();
         drop(store);
         assert!(matches!(
             Store::open(&dir),
             Err(StoreError::UnsupportedFormat {
-                found: 3,
+                found: 4,
                 supported: FORMAT_VERSION
             })
         ));

@@ -80,10 +80,10 @@ impl Overlay {
     }
 }
 
-/// Bytes read in a transaction: from its overlay, or from the engine.
+/// Bytes read in a transaction: from its overlay, or from the store's tiers.
 enum Read<'a> {
     Overlay(&'a [u8]),
-    Engine(sled::IVec),
+    Stored(super::archive::Value),
 }
 
 impl std::ops::Deref for Read<'_> {
@@ -91,7 +91,7 @@ impl std::ops::Deref for Read<'_> {
     fn deref(&self) -> &[u8] {
         match self {
             Read::Overlay(b) => b,
-            Read::Engine(v) => v,
+            Read::Stored(v) => v,
         }
     }
 }
@@ -228,7 +228,22 @@ impl Store {
                 batch.maps[ks.index()].insert(key, Some(value));
             }
         }
-        let trees: &[sled::Tree] = &self.inner.trees;
+        // A removal of a key an older tier may hold leaves a mark that hides it there.
+        let tiers = self.tiers();
+        let mut written = 0u64;
+        for (ks, writes) in Keyspace::ALL.iter().zip(batch.maps.iter_mut()) {
+            if !super::archive::archived(*ks) {
+                continue;
+            }
+            written += writes.len() as u64;
+            for (key, value) in writes.iter_mut() {
+                if value.is_none() && tiers.below_may_hold(*ks, key)? {
+                    *value = Some(super::archive::MARK.to_vec());
+                }
+            }
+        }
+        self.inner.archive.note_written(written);
+        let trees: &[sled::Tree] = &tiers.active;
         let result = <[sled::Tree] as Transactional<()>>::transaction(trees, |views| {
             for (view, writes) in views.iter().zip(&batch.maps) {
                 for (key, value) in writes {
@@ -391,11 +406,7 @@ impl Tx<'_> {
         if let Some(v) = self.own.get(ks, key).or_else(|| self.below.get(ks, key)) {
             return Ok(v.map(Read::Overlay));
         }
-        self.store
-            .tree(ks)
-            .get(key)
-            .map(|v| v.map(Read::Engine))
-            .map_err(|e| TxError::store(StoreError::engine("reading in a transaction", e)))
+        Ok(self.store.lookup(ks, key)?.map(Read::Stored))
     }
 
     /// Reads and decodes a JSON value (seeing this transaction's writes).

@@ -1,0 +1,825 @@
+//! Immutable sorted segment files: the archive tier's unit of storage (see [`super::archive`]).
+//!
+//! A segment holds entries sorted by their archive key (a keyspace byte, then the key; see
+//! [`archive_key`]), each either a value exactly as the store encoded it for sled, or a removal
+//! mark that hides older copies of the key. It is written once to a temporary name, fsynced,
+//! renamed into place (directory fsynced), and never modified; a compaction replaces whole
+//! segments.
+//!
+//! # Layout (integers little-endian)
+//! - header: the magic `CUSTSEG` and the layout version 1 (8 bytes);
+//! - data blocks of about [`BLOCK_BYTES`] of entries, each framed as `[u32 length][u32 CRC-32 of
+//!   the framed bytes][LZ4 block, decoded size prepended]`; an entry is `[varint bytes shared
+//!   with the previous key of the block][varint rest][rest][u8 kind: 1 value, 0 removal]
+//!   [varint value length][value]`;
+//! - the block index, framed the same way: `[u64 blocks]`, per block `[varint key length][first key][u64
+//!   offset][u32 framed length]`, then the segment's last key;
+//! - the bloom filter over every key, framed the same way but not compressed: `[u32 hashes]`
+//!   then the bit words;
+//! - the footer ([`FOOTER_BYTES`]): `[u64 index offset][u64 bloom offset][u64 entries][u32
+//!   CRC-32 of the three before][u32 reserved 0][magic 8 bytes]`.
+//!
+//! Every framed region is checked against its CRC before it is decoded: a torn or altered
+//! segment is reported ([`StoreError::Archive`]) with its number, never its content.
+
+use super::{Keyspace, StoreError, durable, set_mode};
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::ops::Bound;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// First bytes of every segment: the magic and the layout version.
+const HEADER: &[u8; 8] = b"CUSTSEG\x01";
+/// Last bytes of every segment.
+const TRAILER: &[u8; 8] = b"CUSTEND\x01";
+/// Size of the footer.
+pub(crate) const FOOTER_BYTES: usize = 40;
+/// Entries are cut into blocks of about this many decoded bytes.
+pub(crate) const BLOCK_BYTES: usize = 16 * 1024;
+/// Bloom filter bits per key (about 1 % false positives with [`BLOOM_HASHES`]).
+const BLOOM_BITS_PER_KEY: u64 = 10;
+/// Hash functions of the bloom filter.
+const BLOOM_HASHES: u32 = 7;
+/// A decoded block larger than this is refused as corrupt.
+const MAX_BLOCK_DECODED: usize = 64 * 1024 * 1024;
+
+/// Entry kinds.
+const KIND_REMOVED: u8 = 0;
+const KIND_VALUE: u8 = 1;
+
+/// The key of `key` of `ks` in a segment: the keyspace's number, then the key.
+pub(crate) fn archive_key(ks: Keyspace, key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(key.len() + 1);
+    out.push(ks.index() as u8);
+    out.extend_from_slice(key);
+    out
+}
+
+/// The segment file of number `id` in `dir`.
+pub(crate) fn segment_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("{id:016x}.seg"))
+}
+
+/// The number of a segment file name (`None` for any other name).
+pub(crate) fn segment_id_of(name: &str) -> Option<u64> {
+    let hex = name.strip_suffix(".seg")?;
+    if hex.len() != 16 {
+        return None;
+    }
+    u64::from_str_radix(hex, 16).ok()
+}
+
+fn corrupt(id: u64, detail: impl Into<String>) -> StoreError {
+    StoreError::Archive {
+        segment: id,
+        detail: detail.into(),
+    }
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn get_varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let b = *buf.get(*pos)?;
+        *pos += 1;
+        v |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+fn take<'b>(buf: &'b [u8], pos: &mut usize, n: usize) -> Option<&'b [u8]> {
+    let end = pos.checked_add(n)?;
+    let s = buf.get(*pos..end)?;
+    *pos = end;
+    Some(s)
+}
+
+fn frame(payload: &[u8], compress: bool) -> Vec<u8> {
+    let body = if compress {
+        lz4_flex::block::compress_prepend_size(payload)
+    } else {
+        payload.to_vec()
+    };
+    let mut out = Vec::with_capacity(body.len() + 8);
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+fn unframe(id: u64, what: &str, framed: &[u8], compressed: bool) -> Result<Vec<u8>, StoreError> {
+    if framed.len() < 8 {
+        return Err(corrupt(id, format!("{what} is truncated")));
+    }
+    let len = u32::from_le_bytes(framed[0..4].try_into().expect("4 bytes")) as usize;
+    let crc = u32::from_le_bytes(framed[4..8].try_into().expect("4 bytes"));
+    let body = framed
+        .get(8..8 + len)
+        .ok_or_else(|| corrupt(id, format!("{what} is truncated")))?;
+    if crc32fast::hash(body) != crc {
+        return Err(corrupt(id, format!("{what} fails its checksum")));
+    }
+    if !compressed {
+        return Ok(body.to_vec());
+    }
+    if body.len() >= 4 {
+        let decoded = u32::from_le_bytes(body[0..4].try_into().expect("4 bytes")) as usize;
+        if decoded > MAX_BLOCK_DECODED {
+            return Err(corrupt(
+                id,
+                format!("{what} claims {decoded} decoded bytes"),
+            ));
+        }
+    }
+    lz4_flex::block::decompress_size_prepended(body)
+        .map_err(|_| corrupt(id, format!("{what} does not decompress")))
+}
+
+/// The two hashes of a key for the bloom filter.
+fn bloom_hashes(key: &[u8]) -> (u64, u64) {
+    let h = twox_hash::XxHash64::oneshot(0x6375_7374_6f64_6961, key);
+    (h, h.rotate_left(32) | 1)
+}
+
+/// Writes one segment, entries in strictly increasing key order.
+pub(crate) struct SegmentWriter {
+    id: u64,
+    dir: PathBuf,
+    tmp: PathBuf,
+    out: BufWriter<File>,
+    offset: u64,
+    block: Vec<u8>,
+    block_first: Option<Vec<u8>>,
+    prev: Vec<u8>,
+    index: Vec<u8>,
+    blocks: u64,
+    bloom: Vec<u64>,
+    entries: u64,
+    last: Option<Vec<u8>>,
+}
+
+impl SegmentWriter {
+    /// Starts segment `id` in `dir` (under a temporary name), sized for about `expected` keys.
+    pub(crate) fn create(dir: &Path, id: u64, expected: u64) -> Result<SegmentWriter, StoreError> {
+        let tmp = dir.join(format!("{id:016x}.tmp"));
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(super::FILE_MODE)
+            .open(&tmp)
+            .map_err(|e| StoreError::io("creating an archive segment", e))?;
+        let words = (expected.max(64) * BLOOM_BITS_PER_KEY).div_ceil(64) as usize;
+        let mut out = BufWriter::with_capacity(256 * 1024, file);
+        out.write_all(HEADER)
+            .map_err(|e| StoreError::io("writing an archive segment", e))?;
+        Ok(SegmentWriter {
+            id,
+            dir: dir.to_path_buf(),
+            tmp,
+            out,
+            offset: HEADER.len() as u64,
+            block: Vec::with_capacity(BLOCK_BYTES + 4096),
+            block_first: None,
+            prev: Vec::new(),
+            index: Vec::new(),
+            blocks: 0,
+            bloom: vec![0; words],
+            entries: 0,
+            last: None,
+        })
+    }
+
+    /// Entries added so far.
+    pub(crate) fn entries(&self) -> u64 {
+        self.entries
+    }
+
+    /// Adds `key` (an [`archive_key`]) with its stored value, or `None` for a removal mark.
+    /// Keys must come in strictly increasing order.
+    pub(crate) fn add(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), StoreError> {
+        if let Some(last) = &self.last
+            && key <= last.as_slice()
+        {
+            return Err(StoreError::Invalid(
+                "archive segment keys out of order".into(),
+            ));
+        }
+        let shared = if self.block_first.is_none() {
+            self.block_first = Some(key.to_vec());
+            0
+        } else {
+            self.prev
+                .iter()
+                .zip(key)
+                .take_while(|(a, b)| a == b)
+                .count()
+        };
+        put_varint(&mut self.block, shared as u64);
+        put_varint(&mut self.block, (key.len() - shared) as u64);
+        self.block.extend_from_slice(&key[shared..]);
+        match value {
+            Some(v) => {
+                self.block.push(KIND_VALUE);
+                put_varint(&mut self.block, v.len() as u64);
+                self.block.extend_from_slice(v);
+            }
+            None => {
+                self.block.push(KIND_REMOVED);
+                put_varint(&mut self.block, 0);
+            }
+        }
+        let (h1, h2) = bloom_hashes(key);
+        let bits = self.bloom.len() as u64 * 64;
+        for i in 0..u64::from(BLOOM_HASHES) {
+            let bit = h1.wrapping_add(i.wrapping_mul(h2)) % bits;
+            self.bloom[(bit / 64) as usize] |= 1 << (bit % 64);
+        }
+        self.prev.clear();
+        self.prev.extend_from_slice(key);
+        self.last = Some(key.to_vec());
+        self.entries += 1;
+        if self.block.len() >= BLOCK_BYTES {
+            self.cut_block()?;
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+        self.out
+            .write_all(bytes)
+            .map_err(|e| StoreError::io("writing an archive segment", e))?;
+        self.offset += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn cut_block(&mut self) -> Result<(), StoreError> {
+        let Some(first) = self.block_first.take() else {
+            return Ok(());
+        };
+        let framed = frame(&self.block, true);
+        put_varint(&mut self.index, first.len() as u64);
+        self.index.extend_from_slice(&first);
+        self.index.extend_from_slice(&self.offset.to_le_bytes());
+        self.index
+            .extend_from_slice(&(framed.len() as u32).to_le_bytes());
+        self.blocks += 1;
+        self.write(&framed)?;
+        self.block.clear();
+        Ok(())
+    }
+
+    /// Writes the index, the bloom filter and the footer, fsyncs the file, renames it into
+    /// place and fsyncs the directory. Returns the segment's size in bytes. A segment without
+    /// entries is not written (`Ok(None)`).
+    pub(crate) fn finish(mut self) -> Result<Option<u64>, StoreError> {
+        if self.entries == 0 {
+            self.abandon();
+            return Ok(None);
+        }
+        self.cut_block()?;
+        let last = self.last.take().unwrap_or_default();
+        let mut index = Vec::with_capacity(self.index.len() + last.len() + 12);
+        index.extend_from_slice(&self.blocks.to_le_bytes());
+        index.extend_from_slice(&self.index);
+        index.extend_from_slice(&(last.len() as u32).to_le_bytes());
+        index.extend_from_slice(&last);
+        let index_off = self.offset;
+        let framed = frame(&index, true);
+        self.write(&framed)?;
+        let bloom_off = self.offset;
+        let mut bloom = Vec::with_capacity(4 + self.bloom.len() * 8);
+        bloom.extend_from_slice(&BLOOM_HASHES.to_le_bytes());
+        for w in &self.bloom {
+            bloom.extend_from_slice(&w.to_le_bytes());
+        }
+        let framed = frame(&bloom, false);
+        self.write(&framed)?;
+        let mut footer = Vec::with_capacity(FOOTER_BYTES);
+        footer.extend_from_slice(&index_off.to_le_bytes());
+        footer.extend_from_slice(&bloom_off.to_le_bytes());
+        footer.extend_from_slice(&self.entries.to_le_bytes());
+        footer.extend_from_slice(&crc32fast::hash(&footer).to_le_bytes());
+        footer.extend_from_slice(&0u32.to_le_bytes());
+        footer.extend_from_slice(TRAILER);
+        self.write(&footer)?;
+        let file = self
+            .out
+            .into_inner()
+            .map_err(|e| StoreError::io("writing an archive segment", e.into_error()))?;
+        file.sync_all()
+            .map_err(|e| StoreError::io("fsyncing an archive segment", e))?;
+        drop(file);
+        let path = segment_path(&self.dir, self.id);
+        fs::rename(&self.tmp, &path)
+            .map_err(|e| StoreError::io("renaming an archive segment into place", e))?;
+        durable::fsync_dir(&self.dir)?;
+        Ok(Some(self.offset))
+    }
+
+    /// Drops the unfinished segment and its temporary file.
+    pub(crate) fn abandon(self) {
+        let _ = fs::remove_file(&self.tmp);
+    }
+}
+
+/// One data block as the index knows it.
+struct BlockRef {
+    first: Box<[u8]>,
+    offset: u64,
+    len: u32,
+}
+
+/// An open segment: its index and bloom filter in memory, its blocks read on demand.
+pub(crate) struct Segment {
+    id: u64,
+    path: PathBuf,
+    file: File,
+    blocks: Vec<BlockRef>,
+    last: Box<[u8]>,
+    bloom: Box<[u64]>,
+    hashes: u32,
+    entries: u64,
+    bytes: u64,
+}
+
+impl std::fmt::Debug for Segment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Segment")
+            .field("id", &self.id)
+            .field("entries", &self.entries)
+            .field("bytes", &self.bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A decoded data block: its keys, and where each value sits in the decoded bytes.
+pub(crate) struct Block {
+    data: Vec<u8>,
+    keys: Vec<Vec<u8>>,
+    /// Offset and length of each value in `data`; `None` for a removal mark.
+    values: Vec<Option<(u32, u32)>>,
+}
+
+impl Block {
+    fn decode(id: u64, data: Vec<u8>) -> Result<Block, StoreError> {
+        let mut keys: Vec<Vec<u8>> = Vec::new();
+        let mut values = Vec::new();
+        let mut pos = 0usize;
+        let bad = || corrupt(id, "a block's entries are malformed");
+        while pos < data.len() {
+            let shared = get_varint(&data, &mut pos).ok_or_else(bad)? as usize;
+            let rest = get_varint(&data, &mut pos).ok_or_else(bad)? as usize;
+            let prev = keys.last().map(Vec::as_slice).unwrap_or_default();
+            if shared > prev.len() {
+                return Err(bad());
+            }
+            let mut key = Vec::with_capacity(shared + rest);
+            key.extend_from_slice(&prev[..shared]);
+            key.extend_from_slice(take(&data, &mut pos, rest).ok_or_else(bad)?);
+            let kind = *take(&data, &mut pos, 1)
+                .ok_or_else(bad)?
+                .first()
+                .ok_or_else(bad)?;
+            let vlen = get_varint(&data, &mut pos).ok_or_else(bad)? as usize;
+            let start = pos;
+            take(&data, &mut pos, vlen).ok_or_else(bad)?;
+            values.push(match kind {
+                KIND_VALUE => Some((start as u32, vlen as u32)),
+                KIND_REMOVED => None,
+                _ => return Err(bad()),
+            });
+            keys.push(key);
+        }
+        Ok(Block { data, keys, values })
+    }
+
+    fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    fn value(&self, i: usize) -> Option<Vec<u8>> {
+        self.values[i].map(|(o, l)| self.data[o as usize..(o + l) as usize].to_vec())
+    }
+}
+
+impl Segment {
+    /// Opens segment `id` in `dir`: reads and checks its footer, index and bloom filter.
+    pub(crate) fn open(dir: &Path, id: u64) -> Result<Segment, StoreError> {
+        let path = segment_path(dir, id);
+        let file = File::open(&path)
+            .map_err(|e| StoreError::io(format!("opening archive segment {id:016x}"), e))?;
+        set_mode(&path, super::FILE_MODE)?;
+        let bytes = file
+            .metadata()
+            .map_err(|e| StoreError::io(format!("inspecting archive segment {id:016x}"), e))?
+            .len();
+        if bytes < (HEADER.len() + FOOTER_BYTES) as u64 {
+            return Err(corrupt(id, "is shorter than its header and footer"));
+        }
+        let read = |off: u64, len: usize| -> Result<Vec<u8>, StoreError> {
+            let mut buf = vec![0u8; len];
+            file.read_exact_at(&mut buf, off)
+                .map_err(|e| StoreError::io(format!("reading archive segment {id:016x}"), e))?;
+            Ok(buf)
+        };
+        if read(0, HEADER.len())?.as_slice() != HEADER {
+            return Err(corrupt(id, "has no segment header"));
+        }
+        let footer = read(bytes - FOOTER_BYTES as u64, FOOTER_BYTES)?;
+        let word = |i: usize| u64::from_le_bytes(footer[i..i + 8].try_into().expect("8 bytes"));
+        if &footer[32..40] != TRAILER
+            || crc32fast::hash(&footer[0..24])
+                != u32::from_le_bytes(footer[24..28].try_into().expect("4 bytes"))
+        {
+            return Err(corrupt(id, "has a torn or altered footer"));
+        }
+        let (index_off, bloom_off, entries) = (word(0), word(8), word(16));
+        let footer_off = bytes - FOOTER_BYTES as u64;
+        if !(HEADER.len() as u64 <= index_off && index_off <= bloom_off && bloom_off <= footer_off)
+        {
+            return Err(corrupt(id, "footer points outside the file"));
+        }
+        let index = unframe(
+            id,
+            "the block index",
+            &read(index_off, (bloom_off - index_off) as usize)?,
+            true,
+        )?;
+        let bloom = unframe(
+            id,
+            "the bloom filter",
+            &read(bloom_off, (footer_off - bloom_off) as usize)?,
+            false,
+        )?;
+        let bad = || corrupt(id, "the block index is malformed");
+        let mut pos = 0usize;
+        let count = take(&index, &mut pos, 8)
+            .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+            .ok_or_else(bad)?;
+        if count == 0 || count > index.len() as u64 {
+            return Err(bad());
+        }
+        let mut blocks = Vec::with_capacity(count as usize);
+        for _ in 0..count {
+            let klen = get_varint(&index, &mut pos).ok_or_else(bad)? as usize;
+            let first = take(&index, &mut pos, klen).ok_or_else(bad)?;
+            let first = first.to_vec().into_boxed_slice();
+            let off = take(&index, &mut pos, 8).ok_or_else(bad)?;
+            let len = take(&index, &mut pos, 4).ok_or_else(bad)?;
+            blocks.push(BlockRef {
+                first,
+                offset: u64::from_le_bytes(off.try_into().expect("8 bytes")),
+                len: u32::from_le_bytes(len.try_into().expect("4 bytes")),
+            });
+        }
+        let rest = index.get(pos..).ok_or_else(bad)?;
+        if rest.len() < 4 {
+            return Err(bad());
+        }
+        let last_len = u32::from_le_bytes(rest[0..4].try_into().expect("4 bytes")) as usize;
+        if last_len + 4 != rest.len() {
+            return Err(bad());
+        }
+        let last = rest[4..].to_vec().into_boxed_slice();
+        if bloom.len() < 4 + 8 || (bloom.len() - 4) % 8 != 0 {
+            return Err(corrupt(id, "the bloom filter is malformed"));
+        }
+        let hashes = u32::from_le_bytes(bloom[0..4].try_into().expect("4 bytes"));
+        let words: Box<[u64]> = bloom[4..]
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+            .collect();
+        Ok(Segment {
+            id,
+            path,
+            file,
+            blocks,
+            last,
+            bloom: words,
+            hashes,
+            entries,
+            bytes,
+        })
+    }
+
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub(crate) fn entries(&self) -> u64 {
+        self.entries
+    }
+
+    pub(crate) fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether `key` may be here (no false negatives).
+    pub(crate) fn may_contain(&self, key: &[u8]) -> bool {
+        if key < &*self.blocks[0].first || key > &*self.last {
+            return false;
+        }
+        let (h1, h2) = bloom_hashes(key);
+        let bits = self.bloom.len() as u64 * 64;
+        (0..u64::from(self.hashes)).all(|i| {
+            let bit = h1.wrapping_add(i.wrapping_mul(h2)) % bits;
+            self.bloom[(bit / 64) as usize] & (1 << (bit % 64)) != 0
+        })
+    }
+
+    /// The block that would hold `key`: the last whose first key is at or before it.
+    fn block_for(&self, key: &[u8]) -> Option<usize> {
+        let n = self.blocks.partition_point(|b| &*b.first <= key);
+        n.checked_sub(1)
+    }
+
+    fn read_block(&self, i: usize) -> Result<Block, StoreError> {
+        let b = &self.blocks[i];
+        let mut framed = vec![0u8; b.len as usize];
+        self.file
+            .read_exact_at(&mut framed, b.offset)
+            .map_err(|e| StoreError::io(format!("reading archive segment {:016x}", self.id), e))?;
+        let data = unframe(self.id, "a data block", &framed, true)?;
+        Block::decode(self.id, data)
+    }
+
+    /// `key`'s entry here: `Some(Some(value))`, `Some(None)` for a removal mark, `None` when
+    /// the segment does not hold the key.
+    pub(crate) fn get(&self, key: &[u8]) -> Result<Option<Option<Vec<u8>>>, StoreError> {
+        if !self.may_contain(key) {
+            return Ok(None);
+        }
+        let Some(i) = self.block_for(key) else {
+            return Ok(None);
+        };
+        let block = self.read_block(i)?;
+        Ok(block
+            .keys
+            .binary_search_by(|k| k.as_slice().cmp(key))
+            .ok()
+            .map(|j| block.value(j)))
+    }
+
+    /// The last entry at or before (`inclusive`) or before `key`, removal marks included.
+    pub(crate) fn floor(
+        &self,
+        key: &[u8],
+        inclusive: bool,
+    ) -> Result<Option<(Vec<u8>, Option<Vec<u8>>)>, StoreError> {
+        let Some(i) = self.block_for(key) else {
+            return Ok(None);
+        };
+        let block = self.read_block(i)?;
+        let n = block.keys.partition_point(|k| {
+            if inclusive {
+                k.as_slice() <= key
+            } else {
+                k.as_slice() < key
+            }
+        });
+        if let Some(j) = n.checked_sub(1) {
+            return Ok(Some((block.keys[j].clone(), block.value(j))));
+        }
+        // `key` is this block's first key, excluded: the previous block's last entry.
+        let Some(prev) = i.checked_sub(1) else {
+            return Ok(None);
+        };
+        let block = self.read_block(prev)?;
+        let j = block
+            .len()
+            .checked_sub(1)
+            .ok_or_else(|| corrupt(self.id, "a block is empty"))?;
+        Ok(Some((block.keys[j].clone(), block.value(j))))
+    }
+
+    /// Iterates the entries from `lower` on, in key order, up to `upper`.
+    pub(crate) fn iter(
+        self: &Arc<Self>,
+        lower: Bound<Vec<u8>>,
+        upper: Bound<Vec<u8>>,
+    ) -> SegmentIter {
+        let next_block = match &lower {
+            Bound::Included(k) | Bound::Excluded(k) => self.block_for(k).unwrap_or(0),
+            Bound::Unbounded => 0,
+        };
+        SegmentIter {
+            seg: Arc::clone(self),
+            next_block,
+            block: None,
+            pos: 0,
+            lower,
+            upper,
+            done: false,
+        }
+    }
+}
+
+/// The entries of one segment over a key range, in order: `(key, Some(value) | None)`.
+pub(crate) struct SegmentIter {
+    seg: Arc<Segment>,
+    next_block: usize,
+    block: Option<Block>,
+    pos: usize,
+    lower: Bound<Vec<u8>>,
+    upper: Bound<Vec<u8>>,
+    done: bool,
+}
+
+impl Iterator for SegmentIter {
+    type Item = Result<(Vec<u8>, Option<Vec<u8>>), StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if self.done {
+                return None;
+            }
+            if let Some(block) = &self.block
+                && self.pos < block.len()
+            {
+                let i = self.pos;
+                self.pos += 1;
+                let key = &block.keys[i];
+                let below = match &self.lower {
+                    Bound::Included(l) => key < l,
+                    Bound::Excluded(l) => key <= l,
+                    Bound::Unbounded => false,
+                };
+                if below {
+                    continue;
+                }
+                let above = match &self.upper {
+                    Bound::Included(u) => key > u,
+                    Bound::Excluded(u) => key >= u,
+                    Bound::Unbounded => false,
+                };
+                if above {
+                    self.done = true;
+                    return None;
+                }
+                return Some(Ok((key.clone(), block.value(i))));
+            }
+            if self.next_block >= self.seg.blocks.len() {
+                self.done = true;
+                return None;
+            }
+            match self.seg.read_block(self.next_block) {
+                Ok(b) => {
+                    self.next_block += 1;
+                    self.block = Some(b);
+                    self.pos = 0;
+                }
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, id: u64, entries: &[(Vec<u8>, Option<Vec<u8>>)]) -> Arc<Segment> {
+        let mut w = SegmentWriter::create(dir, id, entries.len() as u64).unwrap();
+        for (k, v) in entries {
+            w.add(k, v.as_deref()).unwrap();
+        }
+        w.finish().unwrap().unwrap();
+        Arc::new(Segment::open(dir, id).unwrap())
+    }
+
+    fn sample(n: usize) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+        (0..n)
+            .map(|i| {
+                let k = format!("\x01S-{i:08}").into_bytes();
+                let v =
+                    (i % 13 != 0).then(|| format!("value {i} ").repeat(i % 50 + 1).into_bytes());
+                (k, v)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_entry_reads_back_by_key_by_floor_and_in_order() {
+        let tmp = tempfile::tempdir().unwrap();
+        let entries = sample(5000);
+        let seg = write(tmp.path(), 7, &entries);
+        assert!(seg.blocks.len() > 10, "many blocks: {}", seg.blocks.len());
+        assert_eq!(seg.entries(), 5000);
+        for (k, v) in &entries {
+            assert_eq!(seg.get(k).unwrap(), Some(v.clone()));
+            assert_eq!(seg.floor(k, true).unwrap(), Some((k.clone(), v.clone())));
+        }
+        assert_eq!(seg.get(b"\x01S-00000000x").unwrap(), None);
+        assert_eq!(seg.get(b"\x00").unwrap(), None);
+        assert_eq!(seg.floor(b"\x00", true).unwrap(), None);
+        let mut after = entries[10].0.clone();
+        after.push(b'x');
+        assert_eq!(seg.floor(&after, true).unwrap().unwrap().0, entries[10].0);
+        assert_eq!(
+            seg.floor(&entries[10].0, false).unwrap().unwrap().0,
+            entries[9].0
+        );
+        assert_eq!(seg.floor(&entries[0].0, false).unwrap(), None);
+        // Before the first key of every block: the previous block's last entry.
+        for b in 1..seg.blocks.len() {
+            let first = seg.blocks[b].first.to_vec();
+            let i = entries.iter().position(|(k, _)| *k == first).unwrap();
+            assert_eq!(
+                seg.floor(&first, false).unwrap().unwrap().0,
+                entries[i - 1].0
+            );
+        }
+        let all: Vec<_> = seg
+            .iter(Bound::Unbounded, Bound::Unbounded)
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(all, entries);
+        let some: Vec<_> = seg
+            .iter(
+                Bound::Excluded(entries[100].0.clone()),
+                Bound::Included(entries[3000].0.clone()),
+            )
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(some, entries[101..=3000].to_vec());
+    }
+
+    #[test]
+    fn the_bloom_filter_rejects_most_absent_keys_and_never_a_present_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let entries = sample(20_000);
+        let seg = write(tmp.path(), 1, &entries);
+        assert!(entries.iter().all(|(k, _)| seg.may_contain(k)));
+        let false_hits = (0..20_000)
+            .filter(|i| seg.may_contain(format!("\x01S-{i:08}-absent").as_bytes()))
+            .count();
+        assert!(false_hits < 600, "{false_hits} of 20000 absent keys passed");
+    }
+
+    #[test]
+    fn keys_out_of_order_are_refused_and_an_empty_segment_is_not_written() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut w = SegmentWriter::create(tmp.path(), 2, 10).unwrap();
+        w.add(b"b", Some(b"1")).unwrap();
+        assert!(w.add(b"a", Some(b"1")).is_err());
+        assert!(w.add(b"b", None).is_err());
+        w.abandon();
+        let w = SegmentWriter::create(tmp.path(), 3, 10).unwrap();
+        assert_eq!(w.finish().unwrap(), None);
+        assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_damaged_segment_is_reported_with_its_number_and_not_its_content() {
+        let tmp = tempfile::tempdir().unwrap();
+        let entries = sample(3000);
+        write(tmp.path(), 0xab, &entries);
+        let path = segment_path(tmp.path(), 0xab);
+        let good = fs::read(&path).unwrap();
+        // A flipped byte in the first data block: open works, that block's read fails.
+        let mut bad = good.clone();
+        bad[40] ^= 0x55;
+        fs::write(&path, &bad).unwrap();
+        let seg = Segment::open(tmp.path(), 0xab).unwrap();
+        let err = seg.get(&entries[1].0).unwrap_err().to_string();
+        assert!(
+            err.contains("00000000000000ab") && err.contains("checksum"),
+            "{err}"
+        );
+        assert!(!err.contains("S-0000"), "{err}");
+        // A torn tail: the footer is gone.
+        fs::write(&path, &good[..good.len() - 10]).unwrap();
+        let err = Segment::open(tmp.path(), 0xab).unwrap_err().to_string();
+        assert!(err.contains("footer"), "{err}");
+    }
+
+    #[test]
+    fn segment_file_names_round_trip() {
+        let p = segment_path(Path::new("/x"), 0x1f);
+        let name = p.file_name().unwrap().to_str().unwrap();
+        assert_eq!(name, "000000000000001f.seg");
+        assert_eq!(segment_id_of(name), Some(0x1f));
+        assert_eq!(segment_id_of("000000000000001f.tmp"), None);
+        assert_eq!(segment_id_of("1f.seg"), None);
+    }
+}
