@@ -1,4 +1,4 @@
-//! Immutable sorted segment files: the archive tier's unit of storage (see [`super::archive`]).
+//! Immutable sorted segment files: the archive tier's unit of storage.
 //!
 //! A segment holds entries sorted by their archive key (a keyspace byte, then the key; see
 //! [`archive_key`]), each either a value exactly as the store encoded it for sled, or a removal
