@@ -11,9 +11,34 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+/// Moves what sled holds into the archive at a clean stop, so that the next start opens an
+/// almost empty sled (called once every writer has stopped).
+pub async fn spill_at_stop(store: &Store) {
+    if store.archive_usage().hot_writes == 0 {
+        return;
+    }
+    let st = store.clone();
+    match tokio::task::spawn_blocking(move || st.spill()).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => emit(ArchiveFailed {
+            error: &e.to_string(),
+        }),
+        Err(_) => emit(ArchiveFailed {
+            error: "the archive step panicked",
+        }),
+    }
+}
+
 /// Runs the upkeep until `shutdown`.
 pub async fn run(store: Store, interval: Duration, shutdown: CancellationToken) {
     let stop = Arc::new(AtomicBool::new(false));
+    // The segments' indexes and bloom filters, read after the start rather than before ready.
+    let st = store.clone();
+    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || st.load_archive()).await {
+        emit(ArchiveFailed {
+            error: &e.to_string(),
+        });
+    }
     loop {
         let (st, flag) = (store.clone(), Arc::clone(&stop));
         let step = tokio::task::spawn_blocking(move || st.maintain_archive(&flag));

@@ -899,6 +899,9 @@ impl Wiring {
             warn!(component = "daemon", "some tasks did not finish in 20 s");
         }
         self.committer.shutdown().await;
+        if matches!(stop, Stop::Signal) {
+            crate::app::archiving::spill_at_stop(&self.store).await;
+        }
         let _ = std::fs::remove_file(runtime_file(&cfg.store.path));
         match stop {
             Stop::Signal => {

@@ -170,7 +170,12 @@ impl Tiers {
             return Ok(false);
         }
         let akey = archive_key(ks, key);
-        Ok(self.segments.iter().any(|s| s.may_contain(&akey)))
+        for s in &self.segments {
+            if s.may_contain(&akey)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     fn manifest(&self, next_id: u64) -> Manifest {
@@ -494,6 +499,18 @@ impl Store {
         lower: Bound<Vec<u8>>,
         upper: Bound<Vec<u8>>,
     ) -> Merged {
+        self.scan_within(ks, lower, upper, None)
+    }
+
+    /// [`Store::scan`] of the keys starting with `prefix`, asking each segment's bloom filter
+    /// about the prefix where it keeps them (an `audit_subjects` subject).
+    pub(crate) fn scan_within(
+        &self,
+        ks: Keyspace,
+        lower: Bound<Vec<u8>>,
+        upper: Bound<Vec<u8>>,
+        prefix: Option<&[u8]>,
+    ) -> Merged {
         let tiers = self.tiers();
         let range = (lower.clone(), upper.clone());
         let mut sources = vec![Source::engine(
@@ -514,7 +531,16 @@ impl Store {
                     Bound::Excluded(k) => Bound::Excluded(archive_key(ks, k)),
                     Bound::Unbounded => Bound::Excluded(vec![ks.index() as u8 + 1]),
                 };
+                let subject = prefix.map(|p| archive_key(ks, p));
                 for s in &tiers.segments {
+                    match s.may_overlap(ks.index() as u8, &lo, &hi, subject.as_deref()) {
+                        Ok(false) => continue,
+                        Ok(true) => {}
+                        Err(e) => {
+                            sources.push(Source::new(Box::new(std::iter::once(Err(e)))));
+                            continue;
+                        }
+                    }
                     let it = s.iter(lo.clone(), hi.clone());
                     sources.push(Source::new(Box::new(
                         it.map(|r| r.map(|(k, v)| (k[1..].to_vec(), v.map(Value::Archived)))),
@@ -580,6 +606,15 @@ impl Store {
                 }
             }
         }
+    }
+
+    /// Reads every segment's index and bloom filter now (they are read at the first lookup
+    /// otherwise): the archive's upkeep does it after a start, off the path to ready.
+    pub fn load_archive(&self) -> Result<(), StoreError> {
+        for s in &self.tiers().segments {
+            s.load()?;
+        }
+        Ok(())
     }
 
     /// What the archive holds.
@@ -710,16 +745,25 @@ impl Store {
         if stop == Some(SpillStep::Installed) {
             return Ok(None);
         }
-        // 4. Drop the frozen trees once no reader still works through them.
-        // A reader that holds them longer (an iterator left open) leaves them to the next open.
+        // 4. Drop the frozen trees once no reader still works through them. A reader that
+        // holds them longer (an iterator left open) leaves them to the next open, with sled's
+        // own handle. The last handle of a dropped tree flushes sled's log as it goes, which
+        // deadlocks against a sled transaction committing at that moment (sled 0.34): the
+        // trees are dropped, and their last handles released, under the writer lock.
         drop(tiers);
-        if wait_unshared(old, UNSHARED_WAIT) {
-            for ks in Keyspace::ALL.into_iter().filter(|ks| archived(*ks)) {
-                self.inner
-                    .db
-                    .drop_tree(tree_name(ks, frozen_generation))
-                    .map_err(|e| StoreError::engine("dropping an archived generation", e))?;
+        let released = wait_unshared(old, UNSHARED_WAIT);
+        {
+            let _writer = self.writer_lock();
+            if let Some(last) = released {
+                for ks in Keyspace::ALL.into_iter().filter(|ks| archived(*ks)) {
+                    self.inner
+                        .db
+                        .drop_tree(tree_name(ks, frozen_generation))
+                        .map_err(|e| StoreError::engine("dropping an archived generation", e))?;
+                }
+                drop(last);
             }
+            drop(frozen);
         }
         emit(ArchiveSpilled {
             keys,
@@ -853,14 +897,14 @@ impl Store {
 const UNSHARED_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Waits up to `limit` until `tiers` is the last reference to itself (readers and iterators
-/// that took it before it was replaced have finished); whether it came to that.
-fn wait_unshared(tiers: Arc<Tiers>, limit: std::time::Duration) -> bool {
+/// that took it before it was replaced have finished), and returns it then.
+fn wait_unshared(tiers: Arc<Tiers>, limit: std::time::Duration) -> Option<Tiers> {
     let started = Instant::now();
     let mut tiers = tiers;
     loop {
         match Arc::try_unwrap(tiers) {
-            Ok(_) => return true,
-            Err(_) if started.elapsed() >= limit => return false,
+            Ok(t) => return Some(t),
+            Err(_) if started.elapsed() >= limit => return None,
             Err(shared) => {
                 tiers = shared;
                 std::thread::sleep(std::time::Duration::from_millis(5));

@@ -530,7 +530,7 @@ pub struct StoreOptions {
 pub const DEFAULT_CACHE_BYTES: u64 = 32 * 1024 * 1024;
 
 /// The default spill threshold: keys written to sled.
-pub const DEFAULT_ARCHIVE_AFTER_KEYS: u64 = 100_000;
+pub const DEFAULT_ARCHIVE_AFTER_KEYS: u64 = 50_000;
 
 impl Default for StoreOptions {
     fn default() -> Self {
@@ -793,7 +793,12 @@ impl Store {
     /// The live entries of `ks` whose keys start with `prefix`, in key order (through the
     /// tiers).
     pub(crate) fn scan_prefix_raw(&self, ks: Keyspace, prefix: &[u8]) -> archive::Merged {
-        self.scan(ks, Bound::Included(prefix.to_vec()), prefix_end(prefix))
+        self.scan_within(
+            ks,
+            Bound::Included(prefix.to_vec()),
+            prefix_end(prefix),
+            Some(prefix),
+        )
     }
 
     /// Iterates the JSON values whose keys start with `prefix`, in key order.

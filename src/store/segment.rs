@@ -13,14 +13,21 @@
 //!   with the previous key of the block][varint rest][rest][u8 kind: 1 value, 0 removal]
 //!   [varint value length][value]`;
 //! - the block index, framed the same way: `[u64 blocks]`, per block `[varint key length][first key][u64
-//!   offset][u32 framed length]`, then the segment's last key;
-//! - the bloom filter over every key, framed the same way but not compressed: `[u32 hashes]`
-//!   then the bit words;
+//!   offset][u32 framed length]`, then `[varint length]` and the segment's last key, then `[u8
+//!   count]` and per keyspace present `[u8 keyspace][varint length][its first key][varint
+//!   length][its last key]`;
+//! - the bloom filter, framed the same way but not compressed: `[u32 hashes]` then the bit words
+//!   (a power of two of bits). It holds the keys of the keyspaces read by key
+//!   ([`bloomed`]), and for `audit_subjects` each key's subject (the prefix through its NUL),
+//!   which a subject's scan asks for;
 //! - the footer ([`FOOTER_BYTES`]): `[u64 index offset][u64 bloom offset][u64 entries][u32
 //!   CRC-32 of the three before][u32 reserved 0][magic 8 bytes]`.
 //!
 //! Every framed region is checked against its CRC before it is decoded: a torn or altered
-//! segment is reported ([`StoreError::Archive`]) with its number, never its content.
+//! segment is reported ([`StoreError::Archive`]) with its number, never its content. Opening a
+//! segment reads its footer only; the index and the bloom filter are read at the first lookup
+//! (or by [`Segment::load`], which the archive's upkeep calls after a start), so that a store's
+//! start does not grow with its archive.
 
 use super::{Keyspace, StoreError, durable, set_mode};
 use std::fs::{self, File, OpenOptions};
@@ -147,6 +154,25 @@ fn unframe(id: u64, what: &str, framed: &[u8], compressed: bool) -> Result<Vec<u
         .map_err(|_| corrupt(id, format!("{what} does not decompress")))
 }
 
+/// Whether the keys of keyspace number `ks` go into the bloom filter: the keyspaces read by
+/// key. `raw` (read by the keys its records name), `audit` (sequence numbers, in ranges) and
+/// `audit_subjects` (scanned by subject) are not: lookups there find the key or read one block
+/// per segment whose keyspace range covers it.
+pub(crate) fn bloomed(ks: u8) -> bool {
+    ![Keyspace::Raw, Keyspace::Audit, Keyspace::AuditSubjects]
+        .iter()
+        .any(|k| k.index() as u8 == ks)
+}
+
+/// For a key of `audit_subjects`, its subject prefix (through the NUL): bloomed, for scans.
+fn subject_prefix(key: &[u8]) -> Option<&[u8]> {
+    if key.first() != Some(&(Keyspace::AuditSubjects.index() as u8)) {
+        return None;
+    }
+    let nul = key.iter().position(|b| *b == 0)?;
+    Some(&key[..=nul])
+}
+
 /// The two hashes of a key for the bloom filter.
 fn bloom_hashes(key: &[u8]) -> (u64, u64) {
     let h = twox_hash::XxHash64::oneshot(0x6375_7374_6f64_6961, key);
@@ -166,8 +192,20 @@ pub(crate) struct SegmentWriter {
     index: Vec<u8>,
     blocks: u64,
     bloom: Vec<u64>,
+    bloomed: u64,
     entries: u64,
     last: Option<Vec<u8>>,
+    /// First and last key of each keyspace present, by keyspace number.
+    ranges: Vec<Option<(Vec<u8>, Vec<u8>)>>,
+}
+
+fn set_bit(bloom: &mut [u64], key: &[u8]) {
+    let (h1, h2) = bloom_hashes(key);
+    let mask = bloom.len() as u64 * 64 - 1;
+    for i in 0..u64::from(BLOOM_HASHES) {
+        let bit = h1.wrapping_add(i.wrapping_mul(h2)) & mask;
+        bloom[(bit / 64) as usize] |= 1 << (bit % 64);
+    }
 }
 
 impl SegmentWriter {
@@ -181,7 +219,7 @@ impl SegmentWriter {
             .mode(super::FILE_MODE)
             .open(&tmp)
             .map_err(|e| StoreError::io("creating an archive segment", e))?;
-        let words = (expected.max(64) * BLOOM_BITS_PER_KEY).div_ceil(64) as usize;
+        let words = ((expected.max(64) * BLOOM_BITS_PER_KEY).next_power_of_two() / 64) as usize;
         let mut out = BufWriter::with_capacity(256 * 1024, file);
         out.write_all(HEADER)
             .map_err(|e| StoreError::io("writing an archive segment", e))?;
@@ -197,8 +235,10 @@ impl SegmentWriter {
             index: Vec::new(),
             blocks: 0,
             bloom: vec![0; words],
+            bloomed: 0,
             entries: 0,
             last: None,
+            ranges: vec![None; 256],
         })
     }
 
@@ -241,11 +281,23 @@ impl SegmentWriter {
                 put_varint(&mut self.block, 0);
             }
         }
-        let (h1, h2) = bloom_hashes(key);
-        let bits = self.bloom.len() as u64 * 64;
-        for i in 0..u64::from(BLOOM_HASHES) {
-            let bit = h1.wrapping_add(i.wrapping_mul(h2)) % bits;
-            self.bloom[(bit / 64) as usize] |= 1 << (bit % 64);
+        let ks = key.first().copied().unwrap_or_default();
+        if bloomed(ks) {
+            set_bit(&mut self.bloom, key);
+            self.bloomed += 1;
+        }
+        if let Some(prefix) = subject_prefix(key)
+            && !self.prev.starts_with(prefix)
+        {
+            set_bit(&mut self.bloom, prefix);
+            self.bloomed += 1;
+        }
+        match &mut self.ranges[usize::from(ks)] {
+            Some((_, last)) => {
+                last.clear();
+                last.extend_from_slice(key);
+            }
+            none => *none = Some((key.to_vec(), key.to_vec())),
         }
         self.prev.clear();
         self.prev.extend_from_slice(key);
@@ -294,8 +346,35 @@ impl SegmentWriter {
         let mut index = Vec::with_capacity(self.index.len() + last.len() + 12);
         index.extend_from_slice(&self.blocks.to_le_bytes());
         index.extend_from_slice(&self.index);
-        index.extend_from_slice(&(last.len() as u32).to_le_bytes());
+        put_varint(&mut index, last.len() as u64);
         index.extend_from_slice(&last);
+        let present: Vec<(usize, &(Vec<u8>, Vec<u8>))> = self
+            .ranges
+            .iter()
+            .enumerate()
+            .filter_map(|(ks, r)| r.as_ref().map(|r| (ks, r)))
+            .collect();
+        index.push(present.len() as u8);
+        for (ks, (first, last)) in present {
+            index.push(ks as u8);
+            put_varint(&mut index, first.len() as u64);
+            index.extend_from_slice(first);
+            put_varint(&mut index, last.len() as u64);
+            index.extend_from_slice(last);
+        }
+        // The bloom filter, folded in halves while it keeps its bits per key.
+        let mut words = std::mem::take(&mut self.bloom);
+        while words.len() > 8
+            && (words.len() as u64 * 64 / 2) >= self.bloomed.max(1) * BLOOM_BITS_PER_KEY
+        {
+            let half = words.len() / 2;
+            let (low, high) = words.split_at_mut(half);
+            for (l, h) in low.iter_mut().zip(high.iter()) {
+                *l |= *h;
+            }
+            words.truncate(half);
+        }
+        self.bloom = words;
         let index_off = self.offset;
         let framed = frame(&index, true);
         self.write(&framed)?;
@@ -342,19 +421,43 @@ struct BlockRef {
     len: u32,
 }
 
-/// An open segment: its index and bloom filter in memory, its blocks read on demand.
+/// A segment's index and bloom filter, read at its first lookup.
+struct Meta {
+    blocks: Vec<BlockRef>,
+    bloom: Box<[u64]>,
+    hashes: u32,
+    /// First and last key of each keyspace present, by keyspace number.
+    ranges: Vec<Option<(Box<[u8]>, Box<[u8]>)>>,
+}
+
+impl Meta {
+    fn bloom_has(&self, key: &[u8]) -> bool {
+        let (h1, h2) = bloom_hashes(key);
+        let mask = self.bloom.len() as u64 * 64 - 1;
+        (0..u64::from(self.hashes)).all(|i| {
+            let bit = h1.wrapping_add(i.wrapping_mul(h2)) & mask;
+            self.bloom[(bit / 64) as usize] & (1 << (bit % 64)) != 0
+        })
+    }
+
+    fn range_of(&self, key: &[u8]) -> Option<&(Box<[u8]>, Box<[u8]>)> {
+        self.ranges.get(usize::from(*key.first()?))?.as_ref()
+    }
+}
+
+/// An open segment: its footer checked, its index and bloom filter read at the first lookup,
+/// its blocks read on demand.
 pub(crate) struct Segment {
     id: u64,
     path: PathBuf,
     file: File,
-    blocks: Vec<BlockRef>,
-    last: Box<[u8]>,
-    bloom: Box<[u64]>,
-    hashes: u32,
     entries: u64,
     bytes: u64,
+    index_off: u64,
+    bloom_off: u64,
+    footer_off: u64,
+    meta: std::sync::OnceLock<Meta>,
 }
-
 impl std::fmt::Debug for Segment {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Segment")
@@ -416,7 +519,8 @@ impl Block {
 }
 
 impl Segment {
-    /// Opens segment `id` in `dir`: reads and checks its footer, index and bloom filter.
+    /// Opens segment `id` in `dir`: checks its header and footer (the index and the bloom
+    /// filter are read at the first lookup, or by [`Segment::load`]).
     pub(crate) fn open(dir: &Path, id: u64) -> Result<Segment, StoreError> {
         let path = segment_path(dir, id);
         let file = File::open(&path)
@@ -429,16 +533,15 @@ impl Segment {
         if bytes < (HEADER.len() + FOOTER_BYTES) as u64 {
             return Err(corrupt(id, "is shorter than its header and footer"));
         }
-        let read = |off: u64, len: usize| -> Result<Vec<u8>, StoreError> {
-            let mut buf = vec![0u8; len];
-            file.read_exact_at(&mut buf, off)
-                .map_err(|e| StoreError::io(format!("reading archive segment {id:016x}"), e))?;
-            Ok(buf)
-        };
-        if read(0, HEADER.len())?.as_slice() != HEADER {
+        let mut header = [0u8; HEADER.len()];
+        file.read_exact_at(&mut header, 0)
+            .map_err(|e| StoreError::io(format!("reading archive segment {id:016x}"), e))?;
+        if &header != HEADER {
             return Err(corrupt(id, "has no segment header"));
         }
-        let footer = read(bytes - FOOTER_BYTES as u64, FOOTER_BYTES)?;
+        let mut footer = [0u8; FOOTER_BYTES];
+        file.read_exact_at(&mut footer, bytes - FOOTER_BYTES as u64)
+            .map_err(|e| StoreError::io(format!("reading archive segment {id:016x}"), e))?;
         let word = |i: usize| u64::from_le_bytes(footer[i..i + 8].try_into().expect("8 bytes"));
         if &footer[32..40] != TRAILER
             || crc32fast::hash(&footer[0..24])
@@ -452,16 +555,53 @@ impl Segment {
         {
             return Err(corrupt(id, "footer points outside the file"));
         }
+        Ok(Segment {
+            id,
+            path,
+            file,
+            entries,
+            bytes,
+            index_off,
+            bloom_off,
+            footer_off,
+            meta: std::sync::OnceLock::new(),
+        })
+    }
+
+    fn read_at(&self, off: u64, len: usize) -> Result<Vec<u8>, StoreError> {
+        let mut buf = vec![0u8; len];
+        self.file
+            .read_exact_at(&mut buf, off)
+            .map_err(|e| StoreError::io(format!("reading archive segment {:016x}", self.id), e))?;
+        Ok(buf)
+    }
+
+    /// Reads and checks the index and the bloom filter, once.
+    pub(crate) fn load(&self) -> Result<(), StoreError> {
+        self.meta().map(|_| ())
+    }
+
+    fn meta(&self) -> Result<&Meta, StoreError> {
+        if let Some(m) = self.meta.get() {
+            return Ok(m);
+        }
+        let m = self.read_meta()?;
+        let _ = self.meta.set(m);
+        Ok(self.meta.get().expect("just set"))
+    }
+
+    fn read_meta(&self) -> Result<Meta, StoreError> {
+        let id = self.id;
         let index = unframe(
             id,
             "the block index",
-            &read(index_off, (bloom_off - index_off) as usize)?,
+            &self.read_at(self.index_off, (self.bloom_off - self.index_off) as usize)?,
             true,
         )?;
         let bloom = unframe(
             id,
             "the bloom filter",
-            &read(bloom_off, (footer_off - bloom_off) as usize)?,
+            &self.read_at(self.bloom_off, (self.footer_off - self.bloom_off) as usize)?,
             false,
         )?;
         let bad = || corrupt(id, "the block index is malformed");
@@ -485,33 +625,45 @@ impl Segment {
                 len: u32::from_le_bytes(len.try_into().expect("4 bytes")),
             });
         }
-        let rest = index.get(pos..).ok_or_else(bad)?;
-        if rest.len() < 4 {
+        let boxed = |pos: &mut usize| -> Result<Box<[u8]>, StoreError> {
+            let n = get_varint(&index, pos).ok_or_else(bad)? as usize;
+            Ok(take(&index, pos, n)
+                .ok_or_else(bad)?
+                .to_vec()
+                .into_boxed_slice())
+        };
+        let _last = boxed(&mut pos)?;
+        let present = *take(&index, &mut pos, 1)
+            .ok_or_else(bad)?
+            .first()
+            .ok_or_else(bad)?;
+        let mut ranges: Vec<Option<(Box<[u8]>, Box<[u8]>)>> = vec![None; 256];
+        for _ in 0..present {
+            let ks = *take(&index, &mut pos, 1)
+                .ok_or_else(bad)?
+                .first()
+                .ok_or_else(bad)?;
+            let first = boxed(&mut pos)?;
+            let last = boxed(&mut pos)?;
+            ranges[usize::from(ks)] = Some((first, last));
+        }
+        if pos != index.len() {
             return Err(bad());
         }
-        let last_len = u32::from_le_bytes(rest[0..4].try_into().expect("4 bytes")) as usize;
-        if last_len + 4 != rest.len() {
-            return Err(bad());
-        }
-        let last = rest[4..].to_vec().into_boxed_slice();
-        if bloom.len() < 4 + 8 || (bloom.len() - 4) % 8 != 0 {
+        let words = bloom.len().saturating_sub(4) / 8;
+        if bloom.len() < 4 + 8 || (bloom.len() - 4) % 8 != 0 || !words.is_power_of_two() {
             return Err(corrupt(id, "the bloom filter is malformed"));
         }
         let hashes = u32::from_le_bytes(bloom[0..4].try_into().expect("4 bytes"));
-        let words: Box<[u64]> = bloom[4..]
+        let bloom: Box<[u64]> = bloom[4..]
             .chunks_exact(8)
             .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
             .collect();
-        Ok(Segment {
-            id,
-            path,
-            file,
+        Ok(Meta {
             blocks,
-            last,
-            bloom: words,
+            bloom,
             hashes,
-            entries,
-            bytes,
+            ranges,
         })
     }
 
@@ -532,30 +684,59 @@ impl Segment {
     }
 
     /// Whether `key` may be here (no false negatives).
-    pub(crate) fn may_contain(&self, key: &[u8]) -> bool {
-        if key < &*self.blocks[0].first || key > &*self.last {
-            return false;
+    pub(crate) fn may_contain(&self, key: &[u8]) -> Result<bool, StoreError> {
+        let m = self.meta()?;
+        let Some((first, last)) = m.range_of(key) else {
+            return Ok(false);
+        };
+        if key < &**first || key > &**last {
+            return Ok(false);
         }
-        let (h1, h2) = bloom_hashes(key);
-        let bits = self.bloom.len() as u64 * 64;
-        (0..u64::from(self.hashes)).all(|i| {
-            let bit = h1.wrapping_add(i.wrapping_mul(h2)) % bits;
-            self.bloom[(bit / 64) as usize] & (1 << (bit % 64)) != 0
+        Ok(!bloomed(key[0]) || m.bloom_has(key))
+    }
+
+    /// Whether keys of keyspace number `ks` between `lower` and `upper` (archive keys) may be
+    /// here: the keyspace's range meets them, and for a scan of one subject of
+    /// `audit_subjects` (`subject`: its archive key prefix), the bloom filter has the subject.
+    pub(crate) fn may_overlap(
+        &self,
+        ks: u8,
+        lower: &Bound<Vec<u8>>,
+        upper: &Bound<Vec<u8>>,
+        subject: Option<&[u8]>,
+    ) -> Result<bool, StoreError> {
+        let m = self.meta()?;
+        let Some((first, last)) = m.ranges.get(usize::from(ks)).and_then(Option::as_ref) else {
+            return Ok(false);
+        };
+        let first_in = match upper {
+            Bound::Included(u) => **first <= **u,
+            Bound::Excluded(u) => **first < **u,
+            Bound::Unbounded => true,
+        };
+        let last_in = match lower {
+            Bound::Included(l) => **last >= **l,
+            Bound::Excluded(l) => **last > **l,
+            Bound::Unbounded => true,
+        };
+        if !(first_in && last_in) {
+            return Ok(false);
+        }
+        Ok(match subject {
+            Some(p) if subject_prefix(p).is_some_and(|sp| sp.len() == p.len()) => m.bloom_has(p),
+            _ => true,
         })
     }
 
     /// The block that would hold `key`: the last whose first key is at or before it.
-    fn block_for(&self, key: &[u8]) -> Option<usize> {
-        let n = self.blocks.partition_point(|b| &*b.first <= key);
+    fn block_for(m: &Meta, key: &[u8]) -> Option<usize> {
+        let n = m.blocks.partition_point(|b| &*b.first <= key);
         n.checked_sub(1)
     }
 
     fn read_block(&self, i: usize) -> Result<Block, StoreError> {
-        let b = &self.blocks[i];
-        let mut framed = vec![0u8; b.len as usize];
-        self.file
-            .read_exact_at(&mut framed, b.offset)
-            .map_err(|e| StoreError::io(format!("reading archive segment {:016x}", self.id), e))?;
+        let b = &self.meta()?.blocks[i];
+        let framed = self.read_at(b.offset, b.len as usize)?;
         let data = unframe(self.id, "a data block", &framed, true)?;
         Block::decode(self.id, data)
     }
@@ -563,10 +744,10 @@ impl Segment {
     /// `key`'s entry here: `Some(Some(value))`, `Some(None)` for a removal mark, `None` when
     /// the segment does not hold the key.
     pub(crate) fn get(&self, key: &[u8]) -> Result<Option<Option<Vec<u8>>>, StoreError> {
-        if !self.may_contain(key) {
+        if !self.may_contain(key)? {
             return Ok(None);
         }
-        let Some(i) = self.block_for(key) else {
+        let Some(i) = Self::block_for(self.meta()?, key) else {
             return Ok(None);
         };
         let block = self.read_block(i)?;
@@ -577,27 +758,38 @@ impl Segment {
             .map(|j| block.value(j)))
     }
 
-    /// The last entry at or before (`inclusive`) or before `key`, removal marks included.
+    /// The last entry at or before (`inclusive`) or before `key` of `key`'s keyspace, removal
+    /// marks included.
     pub(crate) fn floor(
         &self,
         key: &[u8],
         inclusive: bool,
     ) -> Result<Option<(Vec<u8>, Option<Vec<u8>>)>, StoreError> {
-        let Some(i) = self.block_for(key) else {
+        let m = self.meta()?;
+        let Some((first, last)) = m.range_of(key) else {
+            return Ok(None);
+        };
+        if key < &**first || (!inclusive && key == &**first) {
+            return Ok(None);
+        }
+        // Past the keyspace's last key: that key is the floor.
+        let target: &[u8] = if key > &**last { last } else { key };
+        let inclusive = inclusive || key > &**last;
+        let Some(i) = Self::block_for(m, target) else {
             return Ok(None);
         };
         let block = self.read_block(i)?;
         let n = block.keys.partition_point(|k| {
             if inclusive {
-                k.as_slice() <= key
+                k.as_slice() <= target
             } else {
-                k.as_slice() < key
+                k.as_slice() < target
             }
         });
         if let Some(j) = n.checked_sub(1) {
             return Ok(Some((block.keys[j].clone(), block.value(j))));
         }
-        // `key` is this block's first key, excluded: the previous block's last entry.
+        // `target` is this block's first key, excluded: the previous block's last entry.
         let Some(prev) = i.checked_sub(1) else {
             return Ok(None);
         };
@@ -615,9 +807,13 @@ impl Segment {
         lower: Bound<Vec<u8>>,
         upper: Bound<Vec<u8>>,
     ) -> SegmentIter {
-        let next_block = match &lower {
-            Bound::Included(k) | Bound::Excluded(k) => self.block_for(k).unwrap_or(0),
+        let start = self.meta().map(|m| match &lower {
+            Bound::Included(k) | Bound::Excluded(k) => Self::block_for(m, k).unwrap_or(0),
             Bound::Unbounded => 0,
+        });
+        let (next_block, pending) = match start {
+            Ok(b) => (b, None),
+            Err(e) => (0, Some(e)),
         };
         SegmentIter {
             seg: Arc::clone(self),
@@ -627,6 +823,7 @@ impl Segment {
             lower,
             upper,
             done: false,
+            pending,
         }
     }
 }
@@ -640,12 +837,18 @@ pub(crate) struct SegmentIter {
     lower: Bound<Vec<u8>>,
     upper: Bound<Vec<u8>>,
     done: bool,
+    /// An error reading the segment's index, reported as the first item.
+    pending: Option<StoreError>,
 }
 
 impl Iterator for SegmentIter {
     type Item = Result<(Vec<u8>, Option<Vec<u8>>), StoreError>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        if let Some(e) = self.pending.take() {
+            self.done = true;
+            return Some(Err(e));
+        }
         loop {
             if self.done {
                 return None;
@@ -675,7 +878,14 @@ impl Iterator for SegmentIter {
                 }
                 return Some(Ok((key.clone(), block.value(i))));
             }
-            if self.next_block >= self.seg.blocks.len() {
+            let blocks = match self.seg.meta() {
+                Ok(m) => m.blocks.len(),
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            };
+            if self.next_block >= blocks {
                 self.done = true;
                 return None;
             }
@@ -723,7 +933,8 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let entries = sample(5000);
         let seg = write(tmp.path(), 7, &entries);
-        assert!(seg.blocks.len() > 10, "many blocks: {}", seg.blocks.len());
+        let blocks = &seg.meta().unwrap().blocks;
+        assert!(blocks.len() > 10, "many blocks: {}", blocks.len());
         assert_eq!(seg.entries(), 5000);
         for (k, v) in &entries {
             assert_eq!(seg.get(k).unwrap(), Some(v.clone()));
@@ -741,8 +952,8 @@ mod tests {
         );
         assert_eq!(seg.floor(&entries[0].0, false).unwrap(), None);
         // Before the first key of every block: the previous block's last entry.
-        for b in 1..seg.blocks.len() {
-            let first = seg.blocks[b].first.to_vec();
+        for b in 1..blocks.len() {
+            let first = blocks[b].first.to_vec();
             let i = entries.iter().position(|(k, _)| *k == first).unwrap();
             assert_eq!(
                 seg.floor(&first, false).unwrap().unwrap().0,
@@ -769,9 +980,12 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let entries = sample(20_000);
         let seg = write(tmp.path(), 1, &entries);
-        assert!(entries.iter().all(|(k, _)| seg.may_contain(k)));
+        assert!(entries.iter().all(|(k, _)| seg.may_contain(k).unwrap()));
         let false_hits = (0..20_000)
-            .filter(|i| seg.may_contain(format!("\x01S-{i:08}-absent").as_bytes()))
+            .filter(|i| {
+                seg.may_contain(format!("\x01S-{i:08}-absent").as_bytes())
+                    .unwrap()
+            })
             .count();
         assert!(false_hits < 600, "{false_hits} of 20000 absent keys passed");
     }

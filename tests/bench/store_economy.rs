@@ -366,6 +366,24 @@ fn disk_bytes(dir: &Path) -> u64 {
     total
 }
 
+/// Where a store's bytes are: sled's files, and the archive's segments.
+fn store_split(store_dir: &Path) -> String {
+    let archive = store_dir.join("archive");
+    let segments = std::fs::read_dir(&archive)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.path().extension().is_some_and(|x| x == "seg"))
+                .count()
+        })
+        .unwrap_or(0);
+    let archived = disk_bytes(&archive);
+    format!(
+        "sled's files {:.1} MiB, archive {:.1} MiB in {segments} segments",
+        mib(disk_bytes(store_dir) - archived),
+        mib(archived)
+    )
+}
+
 fn rss_bytes(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -548,6 +566,12 @@ fn measure(
     let ready = time_to_ready(daemon);
     let store_dir = daemon.dir.join("store");
     let disk = disk_bytes(&store_dir);
+    println!(
+        "    {} specimens' store: RSS {:.0} MiB; {}",
+        *next,
+        mib(rss),
+        store_split(&store_dir)
+    );
     assert_eq!(daemon.term(), Some(0));
     let sweep = retention_sweep(&store_dir, &format!("T{next}"));
     let trail = audit_trail_read(&store_dir);
@@ -572,6 +596,31 @@ fn grow(daemon: &common::Daemon, s: &Settings, from: u64, to: u64, stored: &mut 
         return;
     }
     let t = Instant::now();
+    // The daemon's RSS and the store's split every 15 s while it grows.
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let (done, pid, dir) = (
+            done.clone(),
+            daemon.pid().unwrap(),
+            daemon.dir.join("store"),
+        );
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            let mut next = Duration::from_secs(15);
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                if started.elapsed() >= next {
+                    println!(
+                        "    at {:>4.0} s: RSS {:.0} MiB; {}",
+                        started.elapsed().as_secs_f64(),
+                        mib(rss_bytes(pid)),
+                        store_split(&dir)
+                    );
+                    next += Duration::from_secs(15);
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
     let r = load(
         daemon.addr(ANALYZER),
         "G",
@@ -584,6 +633,8 @@ fn grow(daemon: &common::Daemon, s: &Settings, from: u64, to: u64, stored: &mut 
             check_echo: true,
         },
     );
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    sampler.join().unwrap();
     assert_eq!(r.failures, 0, "{:?}", r.first_failure);
     stored.0 += r.sent;
     stored.1 += r.raw_bytes;
@@ -633,10 +684,11 @@ fn disk_case(s: &Settings, specimens: u64, per: u64) -> (f64, f64) {
         })
         .collect();
     println!(
-        "  {per} message(s) per specimen: keys + values as stored {:.0} B per message ({}); files {:.0} B",
+        "  {per} message(s) per specimen: keys + values as stored {:.0} B per message ({}); files {:.0} B ({})",
         each(live),
         parts.join(", "),
-        each(disk)
+        each(disk),
+        store_split(&root.path().join("store"))
     );
     (
         disk as f64 / r.sent as f64,
