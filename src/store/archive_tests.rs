@@ -358,3 +358,68 @@ fn a_format_2_store_is_marked_3_and_keeps_reading() {
     assert_eq!(store.format_version().unwrap(), 3);
     assert_eq!(store.count(Keyspace::Specimens), 5);
 }
+
+/// Where a start's time goes on a store that spilled many times (run by hand:
+/// `cargo test --release --lib open_time -- --ignored --nocapture`).
+#[test]
+#[ignore = "a measurement, run by hand"]
+fn open_time_after_many_spills() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let opts = options();
+    let store = Store::open_with(&dir, &opts).unwrap();
+    for round in 0..20u32 {
+        store
+            .transact(|tx| {
+                for i in 0..6000u32 {
+                    let id = format!("S-{round:03}-{i:06}");
+                    tx.put(Keyspace::Specimens, id.as_bytes(), &"x".repeat(150))?;
+                    tx.put(Keyspace::ByState, format!("received\0{id}").as_bytes(), &())?;
+                    tx.put(
+                        Keyspace::Results,
+                        format!("{id}\0001").as_bytes(),
+                        &"r".repeat(300),
+                    )?;
+                    tx.put(
+                        Keyspace::Dedupe,
+                        format!("bench\0{id}").as_bytes(),
+                        &"d".repeat(40),
+                    )?;
+                    tx.put(
+                        Keyspace::Runs,
+                        format!("run\0{id}").as_bytes(),
+                        &"m".repeat(60),
+                    )?;
+                    tx.put_raw_bytes(Keyspace::Raw, id.as_bytes(), "MSH|".repeat(100).as_bytes())?;
+                    tx.audit(AuditEntry::new(1, "test", "stored", id))?;
+                }
+                Ok::<_, Abort<()>>(())
+            })
+            .unwrap();
+        store.flush_durable().unwrap();
+        store.spill().unwrap();
+    }
+    drop(store);
+    drop(Store::open_with(&dir, &opts).unwrap());
+    for _ in 0..3 {
+        let t = std::time::Instant::now();
+        let db = open_db(&dir, &opts).unwrap();
+        let engine = t.elapsed();
+        drop(db);
+        let t = std::time::Instant::now();
+        let store = Store::open_with(&dir, &opts).unwrap();
+        let all = t.elapsed();
+        println!(
+            "sled open alone {engine:?}; the store's open {all:?}; {:?}",
+            store.archive_usage()
+        );
+        drop(store);
+    }
+    let mut sizes = 0;
+    for e in std::fs::read_dir(&dir).unwrap().flatten() {
+        if e.path().is_file() {
+            sizes += e.metadata().unwrap().len();
+        }
+    }
+    println!("sled's files {} MiB", sizes >> 20);
+}

@@ -530,7 +530,7 @@ pub struct StoreOptions {
 pub const DEFAULT_CACHE_BYTES: u64 = 32 * 1024 * 1024;
 
 /// The default spill threshold: keys written to sled.
-pub const DEFAULT_ARCHIVE_AFTER_KEYS: u64 = 50_000;
+pub const DEFAULT_ARCHIVE_AFTER_KEYS: u64 = 20_000;
 
 impl Default for StoreOptions {
     fn default() -> Self {
@@ -572,8 +572,10 @@ impl Store {
     /// Opens the store in `dir`, creating it if needed.
     ///
     /// A new directory is created with mode 0700 and its parent is fsynced; an existing one is
-    /// set to 0700. The parent directory must exist. Every file of the store is set to 0600 and
-    /// fsynced, the format version is checked (or written, for a new store) and made durable.
+    /// set to 0700. The parent directory must exist. The format version is checked (or
+    /// written, for a new store); a store the open changed (created, upgraded, indexed) is
+    /// made durable and every file set to 0600 and fsynced at once, one it only read at the
+    /// first commit's durable flush.
     /// If another holder has the store's lock, it waits up to 3 s, then fails with
     /// [`StoreError::Locked`].
     /// Files sled creates later (`blobs/*`, `snap.*`) get 0600 at the next durable flush;
@@ -609,22 +611,28 @@ impl Store {
                 writer: Mutex::new(()),
             }),
         };
-        store.check_format(created)?;
-        store.index_audit_subjects()?;
-        store.flush_durable()?;
+        let formatted = store.check_format(created)?;
+        let indexed = store.index_audit_subjects()?;
+        // A store this open changed (created, upgraded, indexed) is made durable now; one it
+        // only read is made durable by the first commit's flush (its first sync covers every
+        // file), which keeps the start short.
+        if created || formatted || indexed {
+            store.flush_durable()?;
+        }
         Ok(store)
     }
 
-    fn check_format(&self, created: bool) -> Result<(), StoreError> {
+    /// Checks (or writes, for a new store) the format version; whether it wrote.
+    fn check_format(&self, created: bool) -> Result<bool, StoreError> {
         match self.get::<u32>(Keyspace::Meta, META_FORMAT_VERSION)? {
-            Some(v) if v == FORMAT_VERSION || v == MIGRATES_FROM => Ok(()),
+            Some(v) if v == FORMAT_VERSION || v == MIGRATES_FROM => Ok(false),
             Some(UPGRADES_FROM) => {
                 let value =
                     codec::encode_json(Keyspace::Meta, META_FORMAT_VERSION, &FORMAT_VERSION)?;
                 self.tree(Keyspace::Meta)
                     .insert(META_FORMAT_VERSION, value)
                     .map_err(|e| StoreError::engine("writing the format version", e))?;
-                Ok(())
+                Ok(true)
             }
             Some(found) => Err(StoreError::UnsupportedFormat {
                 found,
@@ -646,7 +654,7 @@ impl Store {
                     codec::encode_json(Keyspace::Meta, META_FORMAT_VERSION, &FORMAT_VERSION)?;
                 meta.insert(META_FORMAT_VERSION, value)
                     .map_err(|e| StoreError::engine("writing the format version", e))?;
-                Ok(())
+                Ok(true)
             }
         }
     }

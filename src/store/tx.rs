@@ -342,12 +342,13 @@ impl Store {
 impl Store {
     /// Builds the index by subject for entries written before it existed (a store of an
     /// earlier build), resuming where it stopped; nothing to do otherwise. Runs at open,
-    /// before any other write: every commit after that indexes its own entries.
-    pub(crate) fn index_audit_subjects(&self) -> Result<(), StoreError> {
+    /// before any other write: every commit after that indexes its own entries. Whether it
+    /// wrote.
+    pub(crate) fn index_audit_subjects(&self) -> Result<bool, StoreError> {
         let head = self.audit_head()?;
         let through: Option<u64> = self.get(Keyspace::Meta, super::audit::META_SUBJECTS_THROUGH)?;
         let mut from = match through {
-            Some(t) if t >= head.seq => return Ok(()),
+            Some(t) if t >= head.seq => return Ok(false),
             Some(t) => t + 1,
             None => 1,
         };
@@ -397,7 +398,7 @@ impl Store {
                 took: started.elapsed(),
             });
         }
-        Ok(())
+        Ok(true)
     }
 }
 
