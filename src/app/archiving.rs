@@ -1,7 +1,8 @@
 //! The store's archive upkeep: moves sled's recent keys into a new archive segment when a
 //! spill is due, and merges segments of one size class (see the store's `archive` module).
-//! Checked every interval; each step runs on a blocking thread, and at shutdown a merge in
-//! progress is abandoned (a spill finishes: it is bounded by the spill threshold).
+//! Checked every interval on a thread of its own; at shutdown a merge in
+//! progress is abandoned (a spill finishes: it is bounded by the spill threshold), and what
+//! sled still holds is spilled once every writer has stopped ([`spill_at_stop`]).
 
 use crate::core::telemetry::emit;
 use crate::store::Store;
@@ -29,29 +30,38 @@ pub async fn spill_at_stop(store: &Store) {
     }
 }
 
-/// Runs the upkeep until `shutdown`.
+/// Runs the upkeep until `shutdown`, on a thread of its own (not the runtime's blocking pool,
+/// whose threads serve requests).
 pub async fn run(store: Store, interval: Duration, shutdown: CancellationToken) {
     let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    let thread = std::thread::Builder::new()
+        .name("custodian-archive".into())
+        .spawn(move || upkeep(&store, interval, &flag));
+    let Ok(thread) = thread else {
+        emit(ArchiveFailed {
+            error: "the archive thread could not be started",
+        });
+        return;
+    };
+    shutdown.cancelled().await;
+    stop.store(true, Ordering::Relaxed);
+    // A spill in progress finishes (bounded by the threshold); a merge is abandoned.
+    let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+}
+
+fn upkeep(store: &Store, interval: Duration, stop: &AtomicBool) {
     // The segments' indexes and bloom filters, read after the start rather than before ready.
-    let st = store.clone();
-    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || st.load_archive()).await {
+    if let Err(e) = store.load_archive() {
         emit(ArchiveFailed {
             error: &e.to_string(),
         });
     }
-    loop {
-        let (st, flag) = (store.clone(), Arc::clone(&stop));
-        let step = tokio::task::spawn_blocking(move || st.maintain_archive(&flag));
-        tokio::pin!(step);
-        let outcome = tokio::select! {
-            r = &mut step => r,
-            _ = shutdown.cancelled() => {
-                stop.store(true, Ordering::Relaxed);
-                let _ = step.await;
-                return;
-            }
-        };
-        match outcome {
+    while !stop.load(Ordering::Relaxed) {
+        let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            store.maintain_archive(stop)
+        }));
+        match step {
             Ok(Ok(())) => {}
             Ok(Err(e)) => emit(ArchiveFailed {
                 error: &e.to_string(),
@@ -60,9 +70,11 @@ pub async fn run(store: Store, interval: Duration, shutdown: CancellationToken) 
                 error: "the archive step panicked",
             }),
         }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(interval) => {}
+        let mut slept = Duration::ZERO;
+        while slept < interval && !stop.load(Ordering::Relaxed) {
+            let nap = Duration::from_millis(20).min(interval - slept);
+            std::thread::sleep(nap);
+            slept += nap;
         }
     }
 }
