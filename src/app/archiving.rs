@@ -5,8 +5,8 @@
 //! sled still holds is spilled once every writer has stopped ([`spill_at_stop`]).
 
 use crate::core::telemetry::emit;
-use crate::store::Store;
 use crate::store::events::ArchiveFailed;
+use crate::store::{Store, StoreError};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -30,44 +30,79 @@ pub async fn spill_at_stop(store: &Store) {
     }
 }
 
-/// Runs the upkeep until `shutdown`, on a thread of its own (not the runtime's blocking pool,
-/// whose threads serve requests).
+/// How often merges are looked for.
+const COMPACT_EVERY: Duration = Duration::from_secs(1);
+
+/// Runs the upkeep until `shutdown`: spills checked every `interval`, merges every second,
+/// each on a thread of its own (not the runtime's blocking pool, whose threads serve
+/// requests), so that a long merge never holds a spill back.
 pub async fn run(store: Store, interval: Duration, shutdown: CancellationToken) {
     let stop = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&stop);
-    let thread = std::thread::Builder::new()
-        .name("custodian-archive".into())
-        .spawn(move || upkeep(&store, interval, &flag));
-    let Ok(thread) = thread else {
-        emit(ArchiveFailed {
-            error: "the archive thread could not be started",
-        });
-        return;
+    let spawn = |name: &str, step: fn(&Store, &AtomicBool) -> Result<(), StoreError>, every| {
+        let (store, stop) = (store.clone(), Arc::clone(&stop));
+        std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || upkeep(&store, every, &stop, step))
     };
+    let spiller = spawn("custodian-spill", spill_if_due, interval);
+    let compactor = spawn("custodian-merge", merge_all, COMPACT_EVERY);
+    let threads: Vec<_> = [spiller, compactor]
+        .into_iter()
+        .filter_map(|t| match t {
+            Ok(t) => Some(t),
+            Err(_) => {
+                emit(ArchiveFailed {
+                    error: "an archive thread could not be started",
+                });
+                None
+            }
+        })
+        .collect();
     shutdown.cancelled().await;
     stop.store(true, Ordering::Relaxed);
     // A spill in progress finishes (bounded by the threshold); a merge is abandoned.
-    let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    let _ = tokio::task::spawn_blocking(move || {
+        for t in threads {
+            let _ = t.join();
+        }
+    })
+    .await;
 }
 
-fn upkeep(store: &Store, interval: Duration, stop: &AtomicBool) {
-    // The segments' indexes and bloom filters, read after the start rather than before ready.
-    if let Err(e) = store.load_archive() {
-        emit(ArchiveFailed {
-            error: &e.to_string(),
-        });
+fn spill_if_due(store: &Store, _stop: &AtomicBool) -> Result<(), StoreError> {
+    if store.spill_due() {
+        store.spill()?;
     }
+    Ok(())
+}
+
+fn merge_all(store: &Store, stop: &AtomicBool) -> Result<(), StoreError> {
+    // The segments' indexes and bloom filters: read here after a start rather than before
+    // ready (after the first time, and for a segment read since, this does nothing).
+    store.load_archive()?;
     while !stop.load(Ordering::Relaxed) {
-        let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            store.maintain_archive(stop)
-        }));
-        match step {
+        if store.compact(stop)?.is_none() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn upkeep(
+    store: &Store,
+    interval: Duration,
+    stop: &AtomicBool,
+    step: fn(&Store, &AtomicBool) -> Result<(), StoreError>,
+) {
+    while !stop.load(Ordering::Relaxed) {
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| step(store, stop)));
+        match outcome {
             Ok(Ok(())) => {}
             Ok(Err(e)) => emit(ArchiveFailed {
                 error: &e.to_string(),
             }),
             Err(_) => emit(ArchiveFailed {
-                error: "the archive step panicked",
+                error: "an archive step panicked",
             }),
         }
         let mut slept = Duration::ZERO;

@@ -842,10 +842,10 @@ impl Wiring {
         self.tasks.spawn(async move {
             crate::app::monitoring::run(store, clock, offset, Duration::from_secs(10), token).await
         });
-        // The store's archive: spills when due, merges segments (checked every second).
+        // The store's archive: spills when due, merges segments (checked five times a second).
         let (token, store) = (self.shutdown.clone(), self.store.clone());
         self.tasks.spawn(async move {
-            crate::app::archiving::run(store, Duration::from_secs(1), token).await
+            crate::app::archiving::run(store, Duration::from_millis(200), token).await
         });
     }
 

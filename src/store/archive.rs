@@ -141,18 +141,30 @@ pub(crate) struct Tiers {
     /// The trees written now, by keyspace index (the keyspaces that stay in sled have one
     /// tree for ever).
     pub(crate) active: Vec<sled::Tree>,
-    /// The previous generation, frozen while a spill copies it into a segment (archived
-    /// keyspaces only).
-    pub(crate) frozen: Option<(u64, Vec<Option<sled::Tree>>)>,
+    /// Held by every `Tiers` whose `active` is this generation's (see [`Frozen::token`]).
+    active_token: Arc<()>,
+    /// The previous generation, frozen while a spill copies it into a segment.
+    pub(crate) frozen: Option<Frozen>,
     /// The segments in force, newest first.
     pub(crate) segments: Vec<Arc<Segment>>,
+}
+
+/// A generation frozen by a spill.
+#[derive(Clone)]
+pub(crate) struct Frozen {
+    generation: u64,
+    /// Its trees, by keyspace index (archived keyspaces only).
+    trees: Vec<Option<sled::Tree>>,
+    /// Held by every `Tiers` that includes these trees (as active or as frozen): once the
+    /// spill holds the last one, no reader works through them any more.
+    token: Arc<()>,
 }
 
 impl Tiers {
     fn frozen_tree(&self, ks: Keyspace) -> Option<&sled::Tree> {
         self.frozen
             .as_ref()
-            .and_then(|(_, t)| t[ks.index()].as_ref())
+            .and_then(|f| f.trees[ks.index()].as_ref())
     }
 
     /// Whether a tier below the active one may hold `key`: a removal there must leave a mark.
@@ -183,7 +195,7 @@ impl Tiers {
             segments: self.segments.iter().map(|s| s.id()).collect(),
             next_id,
             generation: self.generation,
-            frozen: self.frozen.as_ref().map(|(g, _)| *g),
+            frozen: self.frozen.as_ref().map(|f| f.generation),
         }
     }
 }
@@ -233,8 +245,10 @@ pub(crate) struct Archive {
     next_id: AtomicU64,
     /// Keys written to sled since the last rotation.
     written: AtomicU64,
-    /// One spill or compaction at a time.
-    maintenance: Mutex<()>,
+    /// One spill at a time, and one compaction (a spill and a compaction may run together:
+    /// each replaces the tiers under the writer lock from what they are then).
+    spilling: Mutex<()>,
+    compacting: Mutex<()>,
     tiers: RwLock<Arc<Tiers>>,
 }
 
@@ -290,7 +304,11 @@ impl Archive {
             .map(|t| t.expect("every keyspace opened"))
             .collect();
         let frozen = match manifest.frozen {
-            Some(g) => Some((g, open_trees(db, g, true)?)),
+            Some(g) => Some(Frozen {
+                generation: g,
+                trees: open_trees(db, g, true)?,
+                token: Arc::new(()),
+            }),
             None => None,
         };
         let segments = manifest
@@ -302,10 +320,12 @@ impl Archive {
             dir,
             next_id: AtomicU64::new(manifest.next_id.max(max_seen + 1).max(1)),
             written: AtomicU64::new(0),
-            maintenance: Mutex::new(()),
+            spilling: Mutex::new(()),
+            compacting: Mutex::new(()),
             tiers: RwLock::new(Arc::new(Tiers {
                 generation: manifest.generation,
                 active,
+                active_token: Arc::new(()),
                 frozen,
                 segments,
             })),
@@ -659,10 +679,7 @@ impl Store {
         stop: Option<SpillStep>,
     ) -> Result<Option<SpillReport>, StoreError> {
         let archive = self.archive();
-        let _one = archive
-            .maintenance
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let _one = archive.spilling.lock().unwrap_or_else(|p| p.into_inner());
         let started = Instant::now();
         // 1. Freeze the active generation (or take the one a crash left frozen).
         let tiers = {
@@ -685,7 +702,12 @@ impl Store {
                 let tiers = archive.replace(Tiers {
                     generation: next,
                     active,
-                    frozen: Some((now.generation, frozen)),
+                    active_token: Arc::new(()),
+                    frozen: Some(Frozen {
+                        generation: now.generation,
+                        trees: frozen,
+                        token: Arc::clone(&now.active_token),
+                    }),
                     segments: now.segments.clone(),
                 });
                 archive.written.store(0, Ordering::Relaxed);
@@ -697,7 +719,11 @@ impl Store {
         if stop == Some(SpillStep::Frozen) {
             return Ok(None);
         }
-        let (frozen_generation, frozen) = tiers.frozen.clone().expect("a generation is frozen");
+        let Frozen {
+            generation: frozen_generation,
+            trees: frozen,
+            token,
+        } = tiers.frozen.clone().expect("a generation is frozen");
         // 2. Copy it (nobody writes to it any more) into a segment.
         let id = archive.allocate_id();
         let expected: u64 = frozen.iter().flatten().map(|t| t.len() as u64).sum();
@@ -735,6 +761,7 @@ impl Store {
             let tiers = archive.replace(Tiers {
                 generation: now.generation,
                 active: now.active.clone(),
+                active_token: Arc::clone(&now.active_token),
                 frozen: None,
                 segments,
             });
@@ -751,17 +778,17 @@ impl Store {
         // deadlocks against a sled transaction committing at that moment (sled 0.34): the
         // trees are dropped, and their last handles released, under the writer lock.
         drop(tiers);
-        let released = wait_unshared(old, UNSHARED_WAIT);
+        drop(old);
+        let released = wait_unshared(&token, UNSHARED_WAIT);
         {
             let _writer = self.writer_lock();
-            if let Some(last) = released {
+            if released {
                 for ks in Keyspace::ALL.into_iter().filter(|ks| archived(*ks)) {
                     self.inner
                         .db
                         .drop_tree(tree_name(ks, frozen_generation))
                         .map_err(|e| StoreError::engine("dropping an archived generation", e))?;
                 }
-                drop(last);
             }
             drop(frozen);
         }
@@ -781,10 +808,7 @@ impl Store {
     /// there is such a run; `stop` abandons the merge. `Ok(None)` when nothing was merged.
     pub fn compact(&self, stop: &AtomicBool) -> Result<Option<CompactReport>, StoreError> {
         let archive = self.archive();
-        let _one = archive
-            .maintenance
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let _one = archive.compacting.lock().unwrap_or_else(|p| p.into_inner());
         let started = Instant::now();
         let set = self.tiers().segments.clone();
         let Some((from, to)) = pick_run(&set.iter().map(|s| s.bytes()).collect::<Vec<_>>()) else {
@@ -852,6 +876,7 @@ impl Store {
             let tiers = archive.replace(Tiers {
                 generation: now.generation,
                 active: now.active.clone(),
+                active_token: Arc::clone(&now.active_token),
                 frozen: now.frozen.clone(),
                 segments,
             });
@@ -896,21 +921,18 @@ impl Store {
 /// How long a spill waits for readers of the frozen trees before leaving them to the next open.
 const UNSHARED_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Waits up to `limit` until `tiers` is the last reference to itself (readers and iterators
-/// that took it before it was replaced have finished), and returns it then.
-fn wait_unshared(tiers: Arc<Tiers>, limit: std::time::Duration) -> Option<Tiers> {
+/// Waits up to `limit` until `token` is the last reference to itself (every `Tiers` that
+/// included the generation, readers' and iterators' among them, is gone); whether it came to
+/// that.
+fn wait_unshared(token: &Arc<()>, limit: std::time::Duration) -> bool {
     let started = Instant::now();
-    let mut tiers = tiers;
-    loop {
-        match Arc::try_unwrap(tiers) {
-            Ok(t) => return Some(t),
-            Err(_) if started.elapsed() >= limit => return None,
-            Err(shared) => {
-                tiers = shared;
-                std::thread::sleep(std::time::Duration::from_millis(5));
-            }
+    while Arc::strong_count(token) > 1 {
+        if started.elapsed() >= limit {
+            return false;
         }
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
+    true
 }
 
 /// Size class of a segment: 0 up to 4 MiB, then one per factor of [`FANOUT`].
