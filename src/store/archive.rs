@@ -820,7 +820,11 @@ impl Store {
         let entries_in: u64 = inputs.iter().map(|s| s.entries()).sum();
         let bytes_in: u64 = inputs.iter().map(|s| s.bytes()).sum();
         let id = archive.allocate_id();
-        let mut w = SegmentWriter::create(&archive.dir, id, entries_in)?;
+        let mut bloom_keys = 0u64;
+        for s in &inputs {
+            bloom_keys += s.bloomed()?;
+        }
+        let mut w = SegmentWriter::create(&archive.dir, id, bloom_keys)?;
         let sources = inputs
             .iter()
             .map(|s| {

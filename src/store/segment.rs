@@ -16,10 +16,10 @@
 //!   offset][u32 framed length]`, then `[varint length]` and the segment's last key, then `[u8
 //!   count]` and per keyspace present `[u8 keyspace][varint length][its first key][varint
 //!   length][its last key]`;
-//! - the bloom filter, framed the same way but not compressed: `[u32 hashes]` then the bit words
-//!   (a power of two of bits). It holds the keys of the keyspaces read by key
-//!   ([`bloomed`]), and for `audit_subjects` each key's subject (the prefix through its NUL),
-//!   which a subject's scan asks for;
+//! - the bloom filter, framed the same way but not compressed: `[u32 hashes][u64 keys held]`
+//!   then the bit words (8 bits per key of an upper bound of them). It holds the keys of the
+//!   keyspaces read by key ([`bloomed`]), and for `audit_subjects` each key's subject (the
+//!   prefix through its NUL), which a subject's scan asks for;
 //! - the footer ([`FOOTER_BYTES`]): `[u64 index offset][u64 bloom offset][u64 entries][u32
 //!   CRC-32 of the three before][u32 reserved 0][magic 8 bytes]`.
 //!
@@ -45,10 +45,11 @@ const TRAILER: &[u8; 8] = b"CUSTEND\x01";
 pub(crate) const FOOTER_BYTES: usize = 40;
 /// Entries are cut into blocks of about this many decoded bytes.
 pub(crate) const BLOCK_BYTES: usize = 16 * 1024;
-/// Bloom filter bits per key (about 1 % false positives with [`BLOOM_HASHES`]).
-const BLOOM_BITS_PER_KEY: u64 = 10;
+/// Bloom filter bits per key of the capacity it is sized for (about 2 % false positives with
+/// [`BLOOM_HASHES`]: a miss then reads one block in fifty).
+const BLOOM_BITS_PER_KEY: u64 = 8;
 /// Hash functions of the bloom filter.
-const BLOOM_HASHES: u32 = 7;
+const BLOOM_HASHES: u32 = 6;
 /// A decoded block larger than this is refused as corrupt.
 const MAX_BLOCK_DECODED: usize = 64 * 1024 * 1024;
 
@@ -201,15 +202,16 @@ pub(crate) struct SegmentWriter {
 
 fn set_bit(bloom: &mut [u64], key: &[u8]) {
     let (h1, h2) = bloom_hashes(key);
-    let mask = bloom.len() as u64 * 64 - 1;
+    let bits = bloom.len() as u64 * 64;
     for i in 0..u64::from(BLOOM_HASHES) {
-        let bit = h1.wrapping_add(i.wrapping_mul(h2)) & mask;
+        let bit = h1.wrapping_add(i.wrapping_mul(h2)) % bits;
         bloom[(bit / 64) as usize] |= 1 << (bit % 64);
     }
 }
 
 impl SegmentWriter {
-    /// Starts segment `id` in `dir` (under a temporary name), sized for about `expected` keys.
+    /// Starts segment `id` in `dir` (under a temporary name), its bloom filter sized for
+    /// `expected` keys (an upper bound of the keys it will hold: see [`Segment::bloomed`]).
     pub(crate) fn create(dir: &Path, id: u64, expected: u64) -> Result<SegmentWriter, StoreError> {
         let tmp = dir.join(format!("{id:016x}.tmp"));
         let file = OpenOptions::new()
@@ -219,7 +221,7 @@ impl SegmentWriter {
             .mode(super::FILE_MODE)
             .open(&tmp)
             .map_err(|e| StoreError::io("creating an archive segment", e))?;
-        let words = ((expected.max(64) * BLOOM_BITS_PER_KEY).next_power_of_two() / 64) as usize;
+        let words = (expected.max(64) * BLOOM_BITS_PER_KEY).div_ceil(64) as usize;
         let mut out = BufWriter::with_capacity(256 * 1024, file);
         out.write_all(HEADER)
             .map_err(|e| StoreError::io("writing an archive segment", e))?;
@@ -362,25 +364,13 @@ impl SegmentWriter {
             put_varint(&mut index, last.len() as u64);
             index.extend_from_slice(last);
         }
-        // The bloom filter, folded in halves while it keeps its bits per key.
-        let mut words = std::mem::take(&mut self.bloom);
-        while words.len() > 8
-            && (words.len() as u64 * 64 / 2) >= self.bloomed.max(1) * BLOOM_BITS_PER_KEY
-        {
-            let half = words.len() / 2;
-            let (low, high) = words.split_at_mut(half);
-            for (l, h) in low.iter_mut().zip(high.iter()) {
-                *l |= *h;
-            }
-            words.truncate(half);
-        }
-        self.bloom = words;
         let index_off = self.offset;
         let framed = frame(&index, true);
         self.write(&framed)?;
         let bloom_off = self.offset;
-        let mut bloom = Vec::with_capacity(4 + self.bloom.len() * 8);
+        let mut bloom = Vec::with_capacity(12 + self.bloom.len() * 8);
         bloom.extend_from_slice(&BLOOM_HASHES.to_le_bytes());
+        bloom.extend_from_slice(&self.bloomed.to_le_bytes());
         for w in &self.bloom {
             bloom.extend_from_slice(&w.to_le_bytes());
         }
@@ -424,6 +414,8 @@ struct BlockRef {
 /// A segment's index and bloom filter, read at its first lookup.
 struct Meta {
     blocks: Vec<BlockRef>,
+    /// Keys (and subjects) the bloom filter holds.
+    bloomed: u64,
     bloom: Box<[u64]>,
     hashes: u32,
     /// First and last key of each keyspace present, by keyspace number.
@@ -433,9 +425,9 @@ struct Meta {
 impl Meta {
     fn bloom_has(&self, key: &[u8]) -> bool {
         let (h1, h2) = bloom_hashes(key);
-        let mask = self.bloom.len() as u64 * 64 - 1;
+        let bits = self.bloom.len() as u64 * 64;
         (0..u64::from(self.hashes)).all(|i| {
-            let bit = h1.wrapping_add(i.wrapping_mul(h2)) & mask;
+            let bit = h1.wrapping_add(i.wrapping_mul(h2)) % bits;
             self.bloom[(bit / 64) as usize] & (1 << (bit % 64)) != 0
         })
     }
@@ -650,18 +642,19 @@ impl Segment {
         if pos != index.len() {
             return Err(bad());
         }
-        let words = bloom.len().saturating_sub(4) / 8;
-        if bloom.len() < 4 + 8 || (bloom.len() - 4) % 8 != 0 || !words.is_power_of_two() {
+        if bloom.len() < 12 + 8 || (bloom.len() - 12) % 8 != 0 {
             return Err(corrupt(id, "the bloom filter is malformed"));
         }
         let hashes = u32::from_le_bytes(bloom[0..4].try_into().expect("4 bytes"));
-        let bloom: Box<[u64]> = bloom[4..]
+        let bloomed = u64::from_le_bytes(bloom[4..12].try_into().expect("8 bytes"));
+        let bloom: Box<[u64]> = bloom[12..]
             .chunks_exact(8)
             .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
             .collect();
         Ok(Meta {
             blocks,
             bloom,
+            bloomed,
             hashes,
             ranges,
         })
@@ -681,6 +674,11 @@ impl Segment {
 
     pub(crate) fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Keys (and subjects) its bloom filter holds: what a merge's bloom filter is sized by.
+    pub(crate) fn bloomed(&self) -> Result<u64, StoreError> {
+        Ok(self.meta()?.bloomed)
     }
 
     /// Whether `key` may be here (no false negatives).
