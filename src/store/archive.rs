@@ -373,12 +373,15 @@ impl std::ops::Deref for Value {
     }
 }
 
-type SourceItem = Result<(Vec<u8>, Option<Value>), StoreError>;
+/// A key and its value through the tiers (`None`: a removal mark).
+type Head = (Vec<u8>, Option<Value>);
+
+type SourceItem = Result<Head, StoreError>;
 
 /// One input of a merge, with the entry it stands at.
 pub(crate) struct Source {
     iter: Box<dyn Iterator<Item = SourceItem> + Send>,
-    head: Option<(Vec<u8>, Option<Value>)>,
+    head: Option<Head>,
 }
 
 impl Source {
@@ -422,7 +425,7 @@ impl Merged {
         }
     }
 
-    fn step(&mut self) -> Result<Option<(Vec<u8>, Option<Value>)>, StoreError> {
+    fn step(&mut self) -> Result<Option<Head>, StoreError> {
         if !self.primed {
             self.primed = true;
             for s in &mut self.sources {

@@ -53,6 +53,12 @@ const BLOOM_HASHES: u32 = 6;
 /// A decoded block larger than this is refused as corrupt.
 const MAX_BLOCK_DECODED: usize = 64 * 1024 * 1024;
 
+/// A keyspace's first and last key in a segment.
+type KeyRange = (Box<[u8]>, Box<[u8]>);
+
+/// A segment's entry: its key, and its value or `None` for a removal mark.
+pub(crate) type Entry = (Vec<u8>, Option<Vec<u8>>);
+
 /// Entry kinds.
 const KIND_REMOVED: u8 = 0;
 const KIND_VALUE: u8 = 1;
@@ -350,14 +356,14 @@ impl SegmentWriter {
         index.extend_from_slice(&self.index);
         put_varint(&mut index, last.len() as u64);
         index.extend_from_slice(&last);
-        let present: Vec<(usize, &(Vec<u8>, Vec<u8>))> = self
+        let present = self.ranges.iter().flatten().count();
+        index.push(present as u8);
+        for (ks, (first, last)) in self
             .ranges
             .iter()
             .enumerate()
             .filter_map(|(ks, r)| r.as_ref().map(|r| (ks, r)))
-            .collect();
-        index.push(present.len() as u8);
-        for (ks, (first, last)) in present {
+        {
             index.push(ks as u8);
             put_varint(&mut index, first.len() as u64);
             index.extend_from_slice(first);
@@ -419,7 +425,7 @@ struct Meta {
     bloom: Box<[u64]>,
     hashes: u32,
     /// First and last key of each keyspace present, by keyspace number.
-    ranges: Vec<Option<(Box<[u8]>, Box<[u8]>)>>,
+    ranges: Vec<Option<KeyRange>>,
 }
 
 impl Meta {
@@ -432,7 +438,7 @@ impl Meta {
         })
     }
 
-    fn range_of(&self, key: &[u8]) -> Option<&(Box<[u8]>, Box<[u8]>)> {
+    fn range_of(&self, key: &[u8]) -> Option<&KeyRange> {
         self.ranges.get(usize::from(*key.first()?))?.as_ref()
     }
 }
@@ -629,7 +635,7 @@ impl Segment {
             .ok_or_else(bad)?
             .first()
             .ok_or_else(bad)?;
-        let mut ranges: Vec<Option<(Box<[u8]>, Box<[u8]>)>> = vec![None; 256];
+        let mut ranges: Vec<Option<KeyRange>> = vec![None; 256];
         for _ in 0..present {
             let ks = *take(&index, &mut pos, 1)
                 .ok_or_else(bad)?
@@ -758,11 +764,7 @@ impl Segment {
 
     /// The last entry at or before (`inclusive`) or before `key` of `key`'s keyspace, removal
     /// marks included.
-    pub(crate) fn floor(
-        &self,
-        key: &[u8],
-        inclusive: bool,
-    ) -> Result<Option<(Vec<u8>, Option<Vec<u8>>)>, StoreError> {
+    pub(crate) fn floor(&self, key: &[u8], inclusive: bool) -> Result<Option<Entry>, StoreError> {
         let m = self.meta()?;
         let Some((first, last)) = m.range_of(key) else {
             return Ok(None);
@@ -950,8 +952,8 @@ mod tests {
         );
         assert_eq!(seg.floor(&entries[0].0, false).unwrap(), None);
         // Before the first key of every block: the previous block's last entry.
-        for b in 1..blocks.len() {
-            let first = blocks[b].first.to_vec();
+        for block in blocks.iter().skip(1) {
+            let first = block.first.to_vec();
             let i = entries.iter().position(|(k, _)| *k == first).unwrap();
             assert_eq!(
                 seg.floor(&first, false).unwrap().unwrap().0,
