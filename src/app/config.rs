@@ -2149,8 +2149,14 @@ keys_dir = "keys"
                 &format!("[store]\npath = \"store\"\narchive_after_keys = {v}\n"),
             )
         };
-        let (cfg, _) = load(&write_config(d.path(), &with("5000"))).unwrap();
-        assert_eq!(cfg.store.options().archive_after_keys, 5000);
+        for (good, keys) in [
+            ("1000", 1000u64),
+            ("5000", 5000),
+            ("100000000", 100_000_000),
+        ] {
+            let (cfg, _) = load(&write_config(d.path(), &with(good))).unwrap();
+            assert_eq!(cfg.store.options().archive_after_keys, keys);
+        }
         for bad in ["0", "999", "100000001"] {
             let e = load(&write_config(d.path(), &with(bad))).unwrap_err();
             assert!(

@@ -423,3 +423,51 @@ fn open_time_after_many_spills() {
     }
     println!("sled's files {} MiB", sizes >> 20);
 }
+
+#[test]
+fn a_spill_is_due_at_the_threshold_and_not_one_key_before() {
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = StoreOptions {
+        archive_after_keys: 10,
+        ..StoreOptions::default()
+    };
+    let store = Store::open_with(&tmp.path().join("store"), &opts).unwrap();
+    let put = |ks: Keyspace, from: u32, n: u32| {
+        store
+            .transact(|tx| {
+                for i in from..from + n {
+                    tx.put(ks, format!("K-{i:03}").as_bytes(), &i)?;
+                }
+                Ok::<_, Abort<()>>(())
+            })
+            .unwrap();
+    };
+    put(Keyspace::Specimens, 0, 9);
+    assert!(!store.spill_due(), "9 keys of 10");
+    // Keys of a keyspace that stays in sled do not count.
+    put(Keyspace::Outbox, 0, 5);
+    assert!(!store.spill_due(), "outbox keys do not count");
+    put(Keyspace::Specimens, 9, 1);
+    assert!(store.spill_due(), "10 keys of 10");
+    put(Keyspace::Specimens, 10, 1);
+    assert!(store.spill_due(), "11 keys of 10");
+    store.spill().unwrap().unwrap();
+    assert!(!store.spill_due(), "counted again from 0 after the spill");
+    put(Keyspace::Specimens, 20, 9);
+    assert!(!store.spill_due());
+    put(Keyspace::Specimens, 29, 1);
+    assert!(store.spill_due());
+
+    // A threshold of 0: never due on its own, however many keys.
+    let tmp = tempfile::tempdir().unwrap();
+    let never = Store::open_with(&tmp.path().join("store"), &options()).unwrap();
+    never
+        .transact(|tx| {
+            for i in 0..5000u32 {
+                tx.put(Keyspace::Specimens, format!("K-{i:05}").as_bytes(), &i)?;
+            }
+            Ok::<_, Abort<()>>(())
+        })
+        .unwrap();
+    assert!(!never.spill_due());
+}
