@@ -106,6 +106,8 @@ pub struct Sample {
     /// Runs waiting for their closing QC, and the age of the oldest.
     pub runs_open: usize,
     pub runs_open_oldest_age_s: f64,
+    /// The archive's block cache: bytes held, lookups served, lookups that read a segment.
+    pub archive_cache: (u64, u64, u64),
 }
 
 /// Reads the store and the filesystem once; `utc_offset_minutes` is the laboratory's calendar.
@@ -139,6 +141,12 @@ pub fn sample(store: &Store, now_ms: u64, utc_offset_minutes: i32) -> Sample {
         s.by_state.push((st.key(), ids.len()));
     }
     s.store_bytes = dir_size(store.dir());
+    let archive = store.archive_usage();
+    s.archive_cache = (
+        archive.cache_bytes,
+        archive.cache_hits,
+        archive.cache_misses,
+    );
     s.disk_free_bytes = store.disk_free_bytes();
     s.quarantined = store.count(Keyspace::Quarantine);
     s.summary_due_s = summary_due_s(now_ms, utc_offset_minutes);
@@ -185,6 +193,12 @@ pub fn publish(s: &Sample) {
     metrics::gauge!("custodian_review_queue_depth").set(review as f64);
     metrics::gauge!("custodian_review_queue_oldest_age_seconds").set(s.review_oldest_age_s);
     metrics::gauge!("custodian_store_size_bytes").set(s.store_bytes as f64);
+    let (cached, hits, misses) = s.archive_cache;
+    metrics::gauge!("custodian_store_archive_cache_bytes").set(cached as f64);
+    metrics::counter!("custodian_store_archive_cache_lookups_total", "outcome" => "hit")
+        .absolute(hits);
+    metrics::counter!("custodian_store_archive_cache_lookups_total", "outcome" => "miss")
+        .absolute(misses);
     if let Some(free) = s.disk_free_bytes {
         metrics::gauge!("custodian_store_disk_free_bytes").set(free as f64);
     }

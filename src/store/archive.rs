@@ -35,7 +35,7 @@
 //! in sled.
 
 use super::events::{ArchiveCompacted, ArchiveSpilled};
-use super::segment::{self, Segment, SegmentWriter, archive_key};
+use super::segment::{self, BlockCache, Segment, SegmentWriter, archive_key};
 use super::{Keyspace, Store, StoreError, codec, durable};
 use crate::core::telemetry::emit;
 use serde::{Deserialize, Serialize};
@@ -131,6 +131,11 @@ pub struct ArchiveUsage {
     pub hot_writes: u64,
     /// The generation of sled's trees written now.
     pub generation: u64,
+    /// Bytes of decoded blocks the archive's cache holds, and the lookups it served and
+    /// those that read a segment's file, since the store opened.
+    pub cache_bytes: u64,
+    pub cache_hits: u64,
+    pub cache_misses: u64,
 }
 
 /// The store's tiers at one moment: what a read or a commit works through. Replaced whole
@@ -250,6 +255,8 @@ pub(crate) struct Archive {
     spilling: Mutex<()>,
     compacting: Mutex<()>,
     tiers: RwLock<Arc<Tiers>>,
+    /// Decoded blocks its segments' lookups read (see [`BlockCache`]).
+    cache: Arc<BlockCache>,
 }
 
 impl Archive {
@@ -261,7 +268,9 @@ impl Archive {
         db: &sled::Db,
         store_dir: &Path,
         manifest: &Manifest,
+        cache_bytes: usize,
     ) -> Result<Archive, StoreError> {
+        let cache = Arc::new(BlockCache::new(cache_bytes));
         let dir = store_dir.join(ARCHIVE_DIR);
         if !dir.is_dir() {
             fs::DirBuilder::new()
@@ -314,9 +323,10 @@ impl Archive {
         let segments = manifest
             .segments
             .iter()
-            .map(|&id| Segment::open(&dir, id).map(Arc::new))
+            .map(|&id| Segment::open(&dir, id).map(|s| Arc::new(s.with_cache(Arc::clone(&cache)))))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Archive {
+            cache,
             dir,
             next_id: AtomicU64::new(manifest.next_id.max(max_seen + 1).max(1)),
             written: AtomicU64::new(0),
@@ -643,7 +653,11 @@ impl Store {
     /// What the archive holds.
     pub fn archive_usage(&self) -> ArchiveUsage {
         let tiers = self.tiers();
+        let (cache_bytes, cache_hits, cache_misses) = self.archive().cache.stats();
         ArchiveUsage {
+            cache_bytes: cache_bytes as u64,
+            cache_hits,
+            cache_misses,
             segments: tiers.segments.len(),
             entries: tiers.segments.iter().map(|s| s.entries()).sum(),
             bytes: tiers.segments.iter().map(|s| s.bytes()).sum(),
@@ -751,7 +765,9 @@ impl Store {
             return Ok(None);
         }
         let segment = match written {
-            Some(_) => Some(Arc::new(Segment::open(&archive.dir, id)?)),
+            Some(_) => Some(Arc::new(
+                Segment::open(&archive.dir, id)?.with_cache(Arc::clone(&archive.cache)),
+            )),
             None => None,
         };
         let bytes = segment.as_ref().map_or(0, |s| s.bytes());
@@ -860,7 +876,9 @@ impl Store {
         }
         let entries_out = w.entries();
         let merged_seg = match w.finish()? {
-            Some(_) => Some(Arc::new(Segment::open(&archive.dir, id)?)),
+            Some(_) => Some(Arc::new(
+                Segment::open(&archive.dir, id)?.with_cache(Arc::clone(&archive.cache)),
+            )),
             None => None,
         };
         let bytes_out = merged_seg.as_ref().map_or(0, |s| s.bytes());

@@ -517,13 +517,21 @@ pub struct KeyspaceUsage {
 /// How a store is opened.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreOptions {
-    /// Bytes of decoded pages the engine keeps in memory (sled's own default, 1 GiB, would let
-    /// a two-year store grow the daemon by a gigabyte). sled's bookkeeping per page is not
-    /// counted: it grows with the number of keys.
+    /// Bytes of decoded pages the store keeps in memory: sled's page cache (sled's own
+    /// default, 1 GiB, would let a two-year store grow the daemon by a gigabyte) and, an eighth
+    /// of it, the archive's decoded blocks. sled's bookkeeping per page is not counted.
     pub cache_bytes: u64,
     /// Keys written to sled after which its recent keys move to the archive (a spill; see
     /// [`Store::spill_due`]); 0: only when asked.
     pub archive_after_keys: u64,
+}
+
+impl StoreOptions {
+    /// The part of [`StoreOptions::cache_bytes`] that keeps the archive's decoded blocks (an
+    /// eighth; sled has the rest).
+    pub fn block_cache_bytes(&self) -> usize {
+        usize::try_from(self.cache_bytes / 8).unwrap_or(usize::MAX)
+    }
 }
 
 /// The default page cache: 32 MiB.
@@ -598,7 +606,7 @@ impl Store {
             Some(v) => codec::decode_json(Keyspace::Meta, archive::META_ARCHIVE, &v)?,
             None => archive::Manifest::default(),
         };
-        let archive = archive::Archive::open(&db, dir, &manifest)?;
+        let archive = archive::Archive::open(&db, dir, &manifest, options.block_cache_bytes())?;
         let syncer = durable::Syncer::open(dir)?;
         let store = Store {
             inner: Arc::new(Inner {
@@ -904,7 +912,7 @@ fn open_db(dir: &Path, options: &StoreOptions) -> Result<sled::Db, StoreError> {
     loop {
         let config = sled::Config::new()
             .path(dir)
-            .cache_capacity(options.cache_bytes);
+            .cache_capacity(options.cache_bytes - options.block_cache_bytes() as u64);
         match config.open() {
             Ok(db) => return Ok(db),
             Err(sled::Error::Io(e))

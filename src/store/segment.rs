@@ -25,9 +25,9 @@
 //!
 //! Every framed region is checked against its CRC before it is decoded: a torn or altered
 //! segment is reported ([`StoreError::Archive`]) with its number, never its content. Opening a
-//! segment reads its footer only; the index and the bloom filter are read at the first lookup
-//! (or by [`Segment::load`], which the archive's upkeep calls after a start), so that a store's
-//! start does not grow with its archive.
+//! segment reads its footer only; the index is read at the first lookup or scan, the bloom
+//! filter at the first lookup by key (both by [`Segment::load`], which the archive's upkeep
+//! calls after a start), so that a store's start does not grow with its archive.
 
 use super::{Keyspace, StoreError, durable, set_mode};
 use std::fs::{self, File, OpenOptions};
@@ -417,19 +417,24 @@ struct BlockRef {
     len: u32,
 }
 
-/// A segment's index and bloom filter, read at its first lookup.
+/// A segment's block index and key ranges, read at its first lookup or scan.
 struct Meta {
     blocks: Vec<BlockRef>,
-    /// Keys (and subjects) the bloom filter holds.
-    bloomed: u64,
-    bloom: Box<[u64]>,
-    hashes: u32,
     /// First and last key of each keyspace present, by keyspace number.
     ranges: Vec<Option<KeyRange>>,
 }
 
-impl Meta {
-    fn bloom_has(&self, key: &[u8]) -> bool {
+/// A segment's bloom filter, read at the first lookup that needs it (a scan over key ranges
+/// does not: a start that only scans loads no filter).
+struct Bloom {
+    /// Keys (and subjects) the bloom filter holds.
+    bloomed: u64,
+    bloom: Box<[u64]>,
+    hashes: u32,
+}
+
+impl Bloom {
+    fn has(&self, key: &[u8]) -> bool {
         let (h1, h2) = bloom_hashes(key);
         let bits = self.bloom.len() as u64 * 64;
         (0..u64::from(self.hashes)).all(|i| {
@@ -437,14 +442,16 @@ impl Meta {
             self.bloom[(bit / 64) as usize] & (1 << (bit % 64)) != 0
         })
     }
+}
 
+impl Meta {
     fn range_of(&self, key: &[u8]) -> Option<&KeyRange> {
         self.ranges.get(usize::from(*key.first()?))?.as_ref()
     }
 }
 
-/// An open segment: its footer checked, its index and bloom filter read at the first lookup,
-/// its blocks read on demand.
+/// An open segment: its footer checked, its index read at the first lookup or scan, its bloom
+/// filter at the first lookup by key, its blocks on demand.
 pub(crate) struct Segment {
     id: u64,
     path: PathBuf,
@@ -455,6 +462,9 @@ pub(crate) struct Segment {
     bloom_off: u64,
     footer_off: u64,
     meta: std::sync::OnceLock<Meta>,
+    bloom: std::sync::OnceLock<Bloom>,
+    /// Where its lookups keep the blocks they decode (none: every lookup reads the file).
+    cache: Option<Arc<BlockCache>>,
 }
 impl std::fmt::Debug for Segment {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -466,30 +476,37 @@ impl std::fmt::Debug for Segment {
     }
 }
 
-/// A decoded data block: its keys, and where each value sits in the decoded bytes.
+/// A decoded data block: its keys (all in one buffer), and where each value sits in the
+/// decoded bytes.
 pub(crate) struct Block {
     data: Vec<u8>,
-    keys: Vec<Vec<u8>>,
+    keys: Vec<u8>,
+    /// End of each key in `keys`.
+    key_ends: Vec<u32>,
     /// Offset and length of each value in `data`; `None` for a removal mark.
     values: Vec<Option<(u32, u32)>>,
 }
 
 impl Block {
     fn decode(id: u64, data: Vec<u8>) -> Result<Block, StoreError> {
-        let mut keys: Vec<Vec<u8>> = Vec::new();
+        let mut keys: Vec<u8> = Vec::with_capacity(data.len() / 4);
+        let mut key_ends: Vec<u32> = Vec::new();
         let mut values = Vec::new();
         let mut pos = 0usize;
         let bad = || corrupt(id, "a block's entries are malformed");
         while pos < data.len() {
             let shared = get_varint(&data, &mut pos).ok_or_else(bad)? as usize;
             let rest = get_varint(&data, &mut pos).ok_or_else(bad)? as usize;
-            let prev = keys.last().map(Vec::as_slice).unwrap_or_default();
-            if shared > prev.len() {
+            let prev_start = key_ends
+                .len()
+                .checked_sub(2)
+                .map_or(0, |i| key_ends[i] as usize);
+            let prev_len = keys.len() - prev_start;
+            if shared > prev_len {
                 return Err(bad());
             }
-            let mut key = Vec::with_capacity(shared + rest);
-            key.extend_from_slice(&prev[..shared]);
-            key.extend_from_slice(take(&data, &mut pos, rest).ok_or_else(bad)?);
+            keys.extend_from_within(prev_start..prev_start + shared);
+            keys.extend_from_slice(take(&data, &mut pos, rest).ok_or_else(bad)?);
             let kind = *take(&data, &mut pos, 1)
                 .ok_or_else(bad)?
                 .first()
@@ -502,17 +519,130 @@ impl Block {
                 KIND_REMOVED => None,
                 _ => return Err(bad()),
             });
-            keys.push(key);
+            key_ends.push(u32::try_from(keys.len()).map_err(|_| bad())?);
         }
-        Ok(Block { data, keys, values })
+        Ok(Block {
+            data,
+            keys,
+            key_ends,
+            values,
+        })
     }
 
     fn len(&self) -> usize {
-        self.keys.len()
+        self.key_ends.len()
+    }
+
+    fn key(&self, i: usize) -> &[u8] {
+        let start = i.checked_sub(1).map_or(0, |p| self.key_ends[p] as usize);
+        &self.keys[start..self.key_ends[i] as usize]
+    }
+
+    /// The number of leading keys for which `pred` holds (keys are sorted; `pred` is true for
+    /// a prefix of them), as `slice::partition_point`.
+    fn partition_point(&self, pred: impl Fn(&[u8]) -> bool) -> usize {
+        let (mut lo, mut hi) = (0, self.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if pred(self.key(mid)) {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+
+    /// The position of `key`, if the block holds it.
+    fn find(&self, key: &[u8]) -> Option<usize> {
+        let i = self.partition_point(|k| k < key);
+        (i < self.len() && self.key(i) == key).then_some(i)
     }
 
     fn value(&self, i: usize) -> Option<Vec<u8>> {
         self.values[i].map(|(o, l)| self.data[o as usize..(o + l) as usize].to_vec())
+    }
+
+    /// Bytes it holds in memory (what the block cache counts).
+    fn footprint(&self) -> usize {
+        self.data.capacity()
+            + self.keys.capacity()
+            + self.key_ends.capacity() * 4
+            + self.values.capacity() * std::mem::size_of::<Option<(u32, u32)>>()
+            + std::mem::size_of::<Block>()
+    }
+}
+
+/// Decoded blocks recently read by key, shared by every segment of a store and bounded in
+/// bytes: the keys written rarely but read by many messages (an analyzer's run cursor and its
+/// open run, the last-arrival note) live in segments once spilled, and would otherwise be read
+/// and decoded again for each message. Scans and merges read around it (a scan over a whole
+/// keyspace would only flush it). Segments are never modified and their numbers never reused,
+/// so an entry cannot go stale; a merged-away segment's blocks age out.
+pub(crate) struct BlockCache {
+    capacity: usize,
+    inner: std::sync::Mutex<CacheInner>,
+}
+
+struct CacheInner {
+    blocks: lru::LruCache<(u64, u32), Arc<Block>>,
+    bytes: usize,
+    hits: u64,
+    misses: u64,
+}
+
+impl BlockCache {
+    /// A cache of at most `capacity` bytes of decoded blocks (0: none kept).
+    pub(crate) fn new(capacity: usize) -> BlockCache {
+        BlockCache {
+            capacity,
+            inner: std::sync::Mutex::new(CacheInner {
+                blocks: lru::LruCache::unbounded(),
+                bytes: 0,
+                hits: 0,
+                misses: 0,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, CacheInner> {
+        // A panic while holding the lock leaves a consistent map (every update is one call).
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn get(&self, segment: u64, block: u32) -> Option<Arc<Block>> {
+        let mut inner = self.lock();
+        let found = inner.blocks.get(&(segment, block)).cloned();
+        match found {
+            Some(_) => inner.hits += 1,
+            None => inner.misses += 1,
+        }
+        found
+    }
+
+    fn insert(&self, segment: u64, block: u32, decoded: &Arc<Block>) {
+        let size = decoded.footprint();
+        if size > self.capacity {
+            return;
+        }
+        let mut inner = self.lock();
+        if let Some(old) = inner.blocks.put((segment, block), Arc::clone(decoded)) {
+            inner.bytes -= old.footprint();
+        }
+        inner.bytes += size;
+        while inner.bytes > self.capacity {
+            match inner.blocks.pop_lru() {
+                Some((_, old)) => inner.bytes -= old.footprint(),
+                None => break,
+            }
+        }
+    }
+
+    /// Bytes of decoded blocks held, lookups served from the cache and lookups that read the
+    /// file.
+    pub(crate) fn stats(&self) -> (usize, u64, u64) {
+        let inner = self.lock();
+        (inner.bytes, inner.hits, inner.misses)
     }
 }
 
@@ -563,7 +693,15 @@ impl Segment {
             bloom_off,
             footer_off,
             meta: std::sync::OnceLock::new(),
+            bloom: std::sync::OnceLock::new(),
+            cache: None,
         })
+    }
+
+    /// The segment, its lookups keeping decoded blocks in `cache`.
+    pub(crate) fn with_cache(mut self, cache: Arc<BlockCache>) -> Segment {
+        self.cache = Some(cache);
+        self
     }
 
     fn read_at(&self, off: u64, len: usize) -> Result<Vec<u8>, StoreError> {
@@ -576,7 +714,41 @@ impl Segment {
 
     /// Reads and checks the index and the bloom filter, once.
     pub(crate) fn load(&self) -> Result<(), StoreError> {
-        self.meta().map(|_| ())
+        self.meta()?;
+        self.bloom().map(|_| ())
+    }
+
+    fn bloom(&self) -> Result<&Bloom, StoreError> {
+        if let Some(b) = self.bloom.get() {
+            return Ok(b);
+        }
+        let b = self.read_bloom()?;
+        let _ = self.bloom.set(b);
+        Ok(self.bloom.get().expect("just set"))
+    }
+
+    fn read_bloom(&self) -> Result<Bloom, StoreError> {
+        let id = self.id;
+        let bloom = unframe(
+            id,
+            "the bloom filter",
+            &self.read_at(self.bloom_off, (self.footer_off - self.bloom_off) as usize)?,
+            false,
+        )?;
+        if bloom.len() < 12 + 8 || (bloom.len() - 12) % 8 != 0 {
+            return Err(corrupt(id, "the bloom filter is malformed"));
+        }
+        let hashes = u32::from_le_bytes(bloom[0..4].try_into().expect("4 bytes"));
+        let bloomed = u64::from_le_bytes(bloom[4..12].try_into().expect("8 bytes"));
+        let bloom: Box<[u64]> = bloom[12..]
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+            .collect();
+        Ok(Bloom {
+            bloomed,
+            bloom,
+            hashes,
+        })
     }
 
     fn meta(&self) -> Result<&Meta, StoreError> {
@@ -595,12 +767,6 @@ impl Segment {
             "the block index",
             &self.read_at(self.index_off, (self.bloom_off - self.index_off) as usize)?,
             true,
-        )?;
-        let bloom = unframe(
-            id,
-            "the bloom filter",
-            &self.read_at(self.bloom_off, (self.footer_off - self.bloom_off) as usize)?,
-            false,
         )?;
         let bad = || corrupt(id, "the block index is malformed");
         let mut pos = 0usize;
@@ -648,22 +814,7 @@ impl Segment {
         if pos != index.len() {
             return Err(bad());
         }
-        if bloom.len() < 12 + 8 || (bloom.len() - 12) % 8 != 0 {
-            return Err(corrupt(id, "the bloom filter is malformed"));
-        }
-        let hashes = u32::from_le_bytes(bloom[0..4].try_into().expect("4 bytes"));
-        let bloomed = u64::from_le_bytes(bloom[4..12].try_into().expect("8 bytes"));
-        let bloom: Box<[u64]> = bloom[12..]
-            .chunks_exact(8)
-            .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
-            .collect();
-        Ok(Meta {
-            blocks,
-            bloom,
-            bloomed,
-            hashes,
-            ranges,
-        })
+        Ok(Meta { blocks, ranges })
     }
 
     pub(crate) fn id(&self) -> u64 {
@@ -684,7 +835,7 @@ impl Segment {
 
     /// Keys (and subjects) its bloom filter holds: what a merge's bloom filter is sized by.
     pub(crate) fn bloomed(&self) -> Result<u64, StoreError> {
-        Ok(self.meta()?.bloomed)
+        Ok(self.bloom()?.bloomed)
     }
 
     /// Whether `key` may be here (no false negatives).
@@ -696,7 +847,7 @@ impl Segment {
         if key < &**first || key > &**last {
             return Ok(false);
         }
-        Ok(!bloomed(key[0]) || m.bloom_has(key))
+        Ok(!bloomed(key[0]) || self.bloom()?.has(key))
     }
 
     /// Whether keys of keyspace number `ks` between `lower` and `upper` (archive keys) may be
@@ -727,7 +878,9 @@ impl Segment {
             return Ok(false);
         }
         Ok(match subject {
-            Some(p) if subject_prefix(p).is_some_and(|sp| sp.len() == p.len()) => m.bloom_has(p),
+            Some(p) if subject_prefix(p).is_some_and(|sp| sp.len() == p.len()) => {
+                self.bloom()?.has(p)
+            }
             _ => true,
         })
     }
@@ -745,6 +898,20 @@ impl Segment {
         Block::decode(self.id, data)
     }
 
+    /// Block `i` for a lookup: from the cache, else read and kept there.
+    fn lookup_block(&self, i: usize) -> Result<Arc<Block>, StoreError> {
+        let Some(cache) = &self.cache else {
+            return self.read_block(i).map(Arc::new);
+        };
+        let n = u32::try_from(i).map_err(|_| corrupt(self.id, "has too many blocks"))?;
+        if let Some(b) = cache.get(self.id, n) {
+            return Ok(b);
+        }
+        let b = Arc::new(self.read_block(i)?);
+        cache.insert(self.id, n, &b);
+        Ok(b)
+    }
+
     /// `key`'s entry here: `Some(Some(value))`, `Some(None)` for a removal mark, `None` when
     /// the segment does not hold the key.
     pub(crate) fn get(&self, key: &[u8]) -> Result<Option<Option<Vec<u8>>>, StoreError> {
@@ -754,12 +921,8 @@ impl Segment {
         let Some(i) = Self::block_for(self.meta()?, key) else {
             return Ok(None);
         };
-        let block = self.read_block(i)?;
-        Ok(block
-            .keys
-            .binary_search_by(|k| k.as_slice().cmp(key))
-            .ok()
-            .map(|j| block.value(j)))
+        let block = self.lookup_block(i)?;
+        Ok(block.find(key).map(|j| block.value(j)))
     }
 
     /// The last entry at or before (`inclusive`) or before `key` of `key`'s keyspace, removal
@@ -778,27 +941,21 @@ impl Segment {
         let Some(i) = Self::block_for(m, target) else {
             return Ok(None);
         };
-        let block = self.read_block(i)?;
-        let n = block.keys.partition_point(|k| {
-            if inclusive {
-                k.as_slice() <= target
-            } else {
-                k.as_slice() < target
-            }
-        });
+        let block = self.lookup_block(i)?;
+        let n = block.partition_point(|k| if inclusive { k <= target } else { k < target });
         if let Some(j) = n.checked_sub(1) {
-            return Ok(Some((block.keys[j].clone(), block.value(j))));
+            return Ok(Some((block.key(j).to_vec(), block.value(j))));
         }
         // `target` is this block's first key, excluded: the previous block's last entry.
         let Some(prev) = i.checked_sub(1) else {
             return Ok(None);
         };
-        let block = self.read_block(prev)?;
+        let block = self.lookup_block(prev)?;
         let j = block
             .len()
             .checked_sub(1)
             .ok_or_else(|| corrupt(self.id, "a block is empty"))?;
-        Ok(Some((block.keys[j].clone(), block.value(j))))
+        Ok(Some((block.key(j).to_vec(), block.value(j))))
     }
 
     /// Iterates the entries from `lower` on, in key order, up to `upper`.
@@ -858,25 +1015,25 @@ impl Iterator for SegmentIter {
             {
                 let i = self.pos;
                 self.pos += 1;
-                let key = &block.keys[i];
+                let key = block.key(i);
                 let below = match &self.lower {
-                    Bound::Included(l) => key < l,
-                    Bound::Excluded(l) => key <= l,
+                    Bound::Included(l) => key < l.as_slice(),
+                    Bound::Excluded(l) => key <= l.as_slice(),
                     Bound::Unbounded => false,
                 };
                 if below {
                     continue;
                 }
                 let above = match &self.upper {
-                    Bound::Included(u) => key > u,
-                    Bound::Excluded(u) => key >= u,
+                    Bound::Included(u) => key > u.as_slice(),
+                    Bound::Excluded(u) => key >= u.as_slice(),
                     Bound::Unbounded => false,
                 };
                 if above {
                     self.done = true;
                     return None;
                 }
-                return Some(Ok((key.clone(), block.value(i))));
+                return Some(Ok((key.to_vec(), block.value(i))));
             }
             let blocks = match self.seg.meta() {
                 Ok(m) => m.blocks.len(),
@@ -973,6 +1130,95 @@ mod tests {
             .map(Result::unwrap)
             .collect();
         assert_eq!(some, entries[101..=3000].to_vec());
+    }
+
+    #[test]
+    fn lookups_through_the_block_cache_read_the_same_and_the_cache_stays_within_its_bytes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let entries = sample(5000);
+        let plain = write(tmp.path(), 3, &entries);
+        let blocks = plain.meta().unwrap().blocks.len();
+        assert!(blocks > 10, "many blocks: {blocks}");
+        // Room for about three decoded blocks.
+        let one = plain.read_block(0).unwrap().footprint();
+        let cache = Arc::new(BlockCache::new(one * 3 + one / 2));
+        let cached = Arc::new(
+            Segment::open(tmp.path(), 3)
+                .unwrap()
+                .with_cache(Arc::clone(&cache)),
+        );
+        for round in 0..2 {
+            for (k, v) in &entries {
+                assert_eq!(cached.get(k).unwrap(), Some(v.clone()), "round {round}");
+                assert_eq!(
+                    cached.floor(k, false).unwrap(),
+                    plain.floor(k, false).unwrap()
+                );
+                let (bytes, _, _) = cache.stats();
+                assert!(bytes <= one * 4, "{bytes} bytes held, room for {}", one * 3);
+            }
+        }
+        let (bytes, hits, misses) = cache.stats();
+        assert!(bytes > 0);
+        // Keys in order: each block is read once per pass, then served from the cache.
+        assert!(hits > misses * 10, "{hits} hits, {misses} misses");
+        assert!(
+            misses >= 2 * blocks as u64,
+            "evicted, read again: {misses} misses"
+        );
+        // The same key again: a hit.
+        let (_, before, _) = cache.stats();
+        cached.get(&entries[4999].0).unwrap();
+        assert_eq!(cache.stats().1, before + 1);
+        // A scan reads around the cache.
+        let (_, h, m) = cache.stats();
+        assert_eq!(
+            cached.iter(Bound::Unbounded, Bound::Unbounded).count(),
+            5000
+        );
+        assert_eq!((cache.stats().1, cache.stats().2), (h, m));
+        // A cache of 0 bytes keeps nothing and still answers.
+        let none = Arc::new(BlockCache::new(0));
+        let uncached = Segment::open(tmp.path(), 3)
+            .unwrap()
+            .with_cache(Arc::clone(&none));
+        assert_eq!(
+            uncached.get(&entries[7].0).unwrap(),
+            Some(entries[7].1.clone())
+        );
+        assert_eq!(none.stats().0, 0);
+    }
+
+    #[test]
+    fn a_block_decodes_prefix_shared_keys_and_finds_each() {
+        let tmp = tempfile::tempdir().unwrap();
+        let entries: Vec<(Vec<u8>, Option<Vec<u8>>)> = [
+            &b"\x01a"[..],
+            b"\x01ab",
+            b"\x01abc",
+            b"\x01abd",
+            b"\x01b",
+            b"\x01bbbbbbbb",
+            b"\x02",
+        ]
+        .iter()
+        .enumerate()
+        .map(|(i, k)| (k.to_vec(), (i != 3).then(|| vec![i as u8; i])))
+        .collect();
+        let seg = write(tmp.path(), 9, &entries);
+        let block = seg.read_block(0).unwrap();
+        assert_eq!(block.len(), entries.len());
+        for (i, (k, v)) in entries.iter().enumerate() {
+            assert_eq!(block.key(i), k.as_slice());
+            assert_eq!(block.find(k), Some(i));
+            assert_eq!(block.value(i), *v);
+        }
+        assert_eq!(block.find(b"\x01abb"), None);
+        assert_eq!(block.find(b"\x03"), None);
+        assert_eq!(block.partition_point(|k| k < b"\x01abd".as_slice()), 3);
+        assert_eq!(block.partition_point(|k| k <= b"\x01abd".as_slice()), 4);
+        assert_eq!(block.partition_point(|_| true), entries.len());
+        assert_eq!(block.partition_point(|_| false), 0);
     }
 
     #[test]
