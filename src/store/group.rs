@@ -4,15 +4,16 @@
 //! tokio worker threads). Callers [`submit`](GroupCommitter::submit) a job, a transaction
 //! closure with the same [`Tx`] API as [`Store::transact`], and await its result. The writer:
 //!
-//! 1. takes the first queued job, then keeps collecting until it holds
-//!    [`GroupConfig::max_batch`] jobs, [`GroupConfig::max_wait`] has passed, or no job arrived
+//! 1. takes the first queued job, then keeps taking jobs until it holds
+//!    [`GroupConfig::max_batch`] of them, [`GroupConfig::max_wait`] has passed, or no job arrived
 //!    for [`GroupConfig::idle_gap`]; after a batch of a single job it only takes what is already
 //!    queued (a lone submitter waiting for its answer cannot join the batch, so waiting would
 //!    only add latency; see [`GroupConfig::linger_alone`]);
-//! 2. holding the store's writer lock, runs each job as its own transaction over the writes of
-//!    the batch's earlier jobs (one job aborting or failing does not affect the others; a
-//!    panicking job is caught and answered [`CommitError::Panicked`]), then writes what the
-//!    jobs that returned `Ok` wrote into the engine as ONE atomic commit;
+//! 2. holding the store's writer lock from the batch's first job to its commit, runs each job
+//!    as soon as it is taken (so the wait for company is spent working), as its own
+//!    transaction over the writes of the batch's earlier jobs (one job aborting or failing does
+//!    not affect the others; a panicking job is caught and answered [`CommitError::Panicked`]),
+//!    then writes what the jobs that returned `Ok` wrote into the engine as ONE atomic commit;
 //! 3. makes the whole batch durable with ONE [`Store::flush_durable`], on a flush thread of
 //!    its own: while it runs, the writer runs the next batch (a flush covers every batch
 //!    written before it began, so batches that wait together share one flush);
@@ -44,8 +45,10 @@ use tokio::sync::{Semaphore, oneshot};
 pub struct GroupConfig {
     /// Most jobs per batch (per durable flush). At least 1.
     pub max_batch: usize,
-    /// Longest time the writer waits for more jobs after the first of a batch. Zero means "take
-    /// what is queued and flush": batches then form only from jobs that arrive during a flush.
+    /// Longest time the writer waits for more jobs after the first of a batch (it runs each
+    /// job as it takes it). Jobs already queued keep joining until the batch has run for this
+    /// long, at least 1 ms. Zero means "take what is queued and flush": batches then form only
+    /// from jobs that arrive during a flush or while the batch runs.
     pub max_wait: Duration,
     /// The batch also closes when no job arrived for this long (so a lone submitter does not
     /// pay the whole `max_wait`). Set it to `max_wait` or more (and `linger_alone`) to always
@@ -287,6 +290,9 @@ struct Applied {
     deliveries: Vec<Delivery>,
 }
 
+/// How long a batch keeps taking jobs already queued when `max_wait` is shorter (even 0).
+const MIN_BATCH_WORK: Duration = Duration::from_millis(1);
+
 fn writer_loop(store: &Store, jobs: &mpsc::Receiver<Job>, config: &GroupConfig) {
     // The flush runs on its own thread, so the next batch's jobs run while the previous
     // batch's fsync is under way; a flush covers every batch applied before it began.
@@ -306,32 +312,42 @@ fn writer_loop(store: &Store, jobs: &mpsc::Receiver<Job>, config: &GroupConfig) 
     // Whether the last batch held more than one job (the first batch lingers).
     let mut concurrent = true;
     while let Ok(first) = jobs.recv() {
-        let mut batch = vec![first];
         let linger = concurrent || config.linger_alone;
-        let deadline = Instant::now() + config.max_wait;
-        while batch.len() < config.max_batch {
-            match jobs.try_recv() {
-                Ok(job) => {
-                    batch.push(job);
-                    continue;
+        let began = Instant::now();
+        let deadline = began + config.max_wait;
+        // Jobs already queued keep joining until the batch has worked this long.
+        let worked_enough = began + config.max_wait.max(MIN_BATCH_WORK);
+        let done = {
+            // Each job runs as soon as it is taken, while the batch waits for company: the
+            // writer works through the linger instead of idling in it.
+            let mut batch = Batch::begin(store);
+            batch.run(store, first);
+            while batch.size < config.max_batch {
+                // Jobs queued while the batch ran join it, but not for ever: a busy writer
+                // would otherwise hold the first job's answer for max_batch jobs.
+                let now = Instant::now();
+                if now >= worked_enough {
+                    break;
                 }
-                Err(TryRecvError::Disconnected) => break,
-                Err(TryRecvError::Empty) => {}
+                match jobs.try_recv() {
+                    Ok(job) => {
+                        batch.run(store, job);
+                        continue;
+                    }
+                    Err(TryRecvError::Disconnected) => break,
+                    Err(TryRecvError::Empty) => {}
+                }
+                if !linger || now >= deadline {
+                    break;
+                }
+                match jobs.recv_timeout((deadline - now).min(config.idle_gap)) {
+                    Ok(job) => batch.run(store, job),
+                    Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+                }
             }
-            if !linger {
-                break;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                break;
-            }
-            match jobs.recv_timeout((deadline - now).min(config.idle_gap)) {
-                Ok(job) => batch.push(job),
-                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
-            }
-        }
-        concurrent = batch.len() > 1;
-        let done = run_batch(store, batch);
+            concurrent = batch.size > 1;
+            batch.apply(store)
+        };
         if flusher.is_some() {
             if let Err(mpsc::SendError(done)) = to_flusher.send(done) {
                 settle(store, vec![done], &mut inline_dirty);
@@ -375,26 +391,44 @@ fn final_flush(store: &Store, dirty: bool) {
     }
 }
 
-/// Runs a batch's jobs under the writer lock and writes what they wrote in one commit.
-fn run_batch(store: &Store, batch: Vec<Job>) -> Applied {
-    let size = batch.len();
-    let mut deliveries = Vec::with_capacity(size);
-    let mut committed = false;
-    let applied = {
-        let _writer = store.writer_lock();
-        let mut writes = Overlay::new();
-        for job in batch {
-            let r = job(store, &mut writes);
-            committed |= r.committed;
-            deliveries.push(r.deliver);
+/// A batch being run: under the writer lock, each job as its own transaction over the writes
+/// of the jobs before it; [`Batch::apply`] writes what they wrote in one commit.
+struct Batch<'a> {
+    /// Held from the batch's first job to its commit.
+    writer: std::sync::MutexGuard<'a, ()>,
+    writes: Overlay,
+    size: usize,
+    committed: bool,
+    deliveries: Vec<Delivery>,
+}
+
+impl<'a> Batch<'a> {
+    fn begin(store: &'a Store) -> Batch<'a> {
+        Batch {
+            writer: store.writer_lock(),
+            writes: Overlay::new(),
+            size: 0,
+            committed: false,
+            deliveries: Vec::new(),
         }
-        store.apply(writes)
-    };
-    Applied {
-        size,
-        committed,
-        failed: applied.err().map(|e| e.to_string()),
-        deliveries,
+    }
+
+    fn run(&mut self, store: &Store, job: Job) {
+        let r = job(store, &mut self.writes);
+        self.size += 1;
+        self.committed |= r.committed;
+        self.deliveries.push(r.deliver);
+    }
+
+    fn apply(self, store: &Store) -> Applied {
+        let applied = store.apply(self.writes);
+        drop(self.writer);
+        Applied {
+            size: self.size,
+            committed: self.committed,
+            failed: applied.err().map(|e| e.to_string()),
+            deliveries: self.deliveries,
+        }
     }
 }
 
