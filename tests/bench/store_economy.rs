@@ -22,7 +22,7 @@
 //!
 //! Other settings: `--conns 32`, `--secs 8`, `--per 2`, `--one 20000`, `--deep 500`, `--skip
 //! reference` (the daemon only). `CUSTODIAN_BENCH_DIR` says where the stores go (default: the
-//! system temporary directory).
+//! system temporary directory); with `CUSTODIAN_BENCH_KEEP` set, the large store is left there.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -762,6 +762,10 @@ fn main() {
     let mut large = measure(&mut daemon, &s, &mut next, &mut stored);
     large.specimens = next;
     let _ = daemon.term();
+    if std::env::var_os("CUSTODIAN_BENCH_KEEP").is_some() {
+        // For a look at the grown store afterwards (its config and store stay on disk).
+        println!("  the large store is kept in {}", root.keep().display());
+    }
 
     let (one_disk, one_raw) = disk_case(&s, s.one, 1);
     let (deep_disk, deep_raw) = disk_case(&s, s.deep, 40);
