@@ -765,9 +765,15 @@ impl Store {
             return Ok(None);
         }
         let segment = match written {
-            Some(_) => Some(Arc::new(
-                Segment::open(&archive.dir, id)?.with_cache(Arc::clone(&archive.cache)),
-            )),
+            Some(written) => {
+                let seg = Segment::open(&archive.dir, id)?.with_cache(Arc::clone(&archive.cache));
+                seg.adopt(written);
+                // Its index, read now (off the writers' path) rather than by the first
+                // lookup (the file was just written: the page cache); its filter is the one
+                // the writer built.
+                seg.load()?;
+                Some(Arc::new(seg))
+            }
             None => None,
         };
         let bytes = segment.as_ref().map_or(0, |s| s.bytes());
@@ -876,9 +882,15 @@ impl Store {
         }
         let entries_out = w.entries();
         let merged_seg = match w.finish()? {
-            Some(_) => Some(Arc::new(
-                Segment::open(&archive.dir, id)?.with_cache(Arc::clone(&archive.cache)),
-            )),
+            Some(written) => {
+                let seg = Segment::open(&archive.dir, id)?.with_cache(Arc::clone(&archive.cache));
+                seg.adopt(written);
+                // Its index, read now (off the writers' path) rather than by the first
+                // lookup (the file was just written: the page cache); its filter is the one
+                // the writer built.
+                seg.load()?;
+                Some(Arc::new(seg))
+            }
             None => None,
         };
         let bytes_out = merged_seg.as_ref().map_or(0, |s| s.bytes());

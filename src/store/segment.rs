@@ -26,8 +26,9 @@
 //! Every framed region is checked against its CRC before it is decoded: a torn or altered
 //! segment is reported ([`StoreError::Archive`]) with its number, never its content. Opening a
 //! segment reads its footer only; the index is read at the first lookup or scan, the bloom
-//! filter at the first lookup by key (both by [`Segment::load`], which the archive's upkeep
-//! calls after a start), so that a store's start does not grow with its archive.
+//! filter by [`Segment::load`] (which the archive's upkeep calls after a start, and a spill or
+//! a merge for the segment it installs) or after a few lookups (the first read the block), so
+//! that a store's start does not grow with its archive.
 
 use super::{Keyspace, StoreError, durable, set_mode};
 use std::fs::{self, File, OpenOptions};
@@ -48,6 +49,10 @@ pub(crate) const BLOCK_BYTES: usize = 16 * 1024;
 /// Bloom filter bits per key of the capacity it is sized for (about 2 % false positives with
 /// [`BLOOM_HASHES`]: a miss then reads one block in fifty).
 const BLOOM_BITS_PER_KEY: u64 = 8;
+/// Lookups a segment answers by reading the block before it reads its bloom filter (see
+/// [`Segment::filter`]).
+const UNFILTERED_LOOKUPS: u32 = 8;
+
 /// Hash functions of the bloom filter.
 const BLOOM_HASHES: u32 = 6;
 /// A decoded block larger than this is refused as corrupt.
@@ -344,7 +349,7 @@ impl SegmentWriter {
     /// Writes the index, the bloom filter and the footer, fsyncs the file, renames it into
     /// place and fsyncs the directory. Returns the segment's size in bytes. A segment without
     /// entries is not written (`Ok(None)`).
-    pub(crate) fn finish(mut self) -> Result<Option<u64>, StoreError> {
+    pub(crate) fn finish(mut self) -> Result<Option<Written>, StoreError> {
         if self.entries == 0 {
             self.abandon();
             return Ok(None);
@@ -373,15 +378,27 @@ impl SegmentWriter {
         let index_off = self.offset;
         let framed = frame(&index, true);
         self.write(&framed)?;
+        // The bloom filter, framed as `frame(.., false)` would, but streamed: a merge's filter
+        // is megabytes, and a copy of it (two, with the frame) would only raise the peak.
         let bloom_off = self.offset;
-        let mut bloom = Vec::with_capacity(12 + self.bloom.len() * 8);
-        bloom.extend_from_slice(&BLOOM_HASHES.to_le_bytes());
-        bloom.extend_from_slice(&self.bloomed.to_le_bytes());
+        let mut head = [0u8; 12];
+        head[0..4].copy_from_slice(&BLOOM_HASHES.to_le_bytes());
+        head[4..12].copy_from_slice(&self.bloomed.to_le_bytes());
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&head);
         for w in &self.bloom {
-            bloom.extend_from_slice(&w.to_le_bytes());
+            crc.update(&w.to_le_bytes());
         }
-        let framed = frame(&bloom, false);
-        self.write(&framed)?;
+        let body_len = u32::try_from(12 + self.bloom.len() * 8).map_err(|_| {
+            StoreError::Invalid("an archive segment's bloom filter is too large".into())
+        })?;
+        self.write(&body_len.to_le_bytes())?;
+        self.write(&crc.finalize().to_le_bytes())?;
+        self.write(&head)?;
+        for i in 0..self.bloom.len() {
+            let w = self.bloom[i].to_le_bytes();
+            self.write(&w)?;
+        }
         let mut footer = Vec::with_capacity(FOOTER_BYTES);
         footer.extend_from_slice(&index_off.to_le_bytes());
         footer.extend_from_slice(&bloom_off.to_le_bytes());
@@ -401,13 +418,25 @@ impl SegmentWriter {
         fs::rename(&self.tmp, &path)
             .map_err(|e| StoreError::io("renaming an archive segment into place", e))?;
         durable::fsync_dir(&self.dir)?;
-        Ok(Some(self.offset))
+        Ok(Some(Written {
+            bloom: Bloom {
+                bloomed: self.bloomed,
+                bloom: self.bloom.into_boxed_slice(),
+                hashes: BLOOM_HASHES,
+            },
+        }))
     }
 
     /// Drops the unfinished segment and its temporary file.
     pub(crate) fn abandon(self) {
         let _ = fs::remove_file(&self.tmp);
     }
+}
+
+/// A segment just written: its bloom filter, for [`Segment::adopt`] (rather than reading it
+/// back from the file).
+pub(crate) struct Written {
+    bloom: Bloom,
 }
 
 /// One data block as the index knows it.
@@ -465,6 +494,8 @@ pub(crate) struct Segment {
     bloom: std::sync::OnceLock<Bloom>,
     /// Where its lookups keep the blocks they decode (none: every lookup reads the file).
     cache: Option<Arc<BlockCache>>,
+    /// Lookups made before its bloom filter was loaded (see [`Segment::filter`]).
+    unfiltered: std::sync::atomic::AtomicU32,
 }
 impl std::fmt::Debug for Segment {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -695,7 +726,13 @@ impl Segment {
             meta: std::sync::OnceLock::new(),
             bloom: std::sync::OnceLock::new(),
             cache: None,
+            unfiltered: std::sync::atomic::AtomicU32::new(0),
         })
+    }
+
+    /// Takes the bloom filter its writer built (the same bits the file holds).
+    pub(crate) fn adopt(&self, written: Written) {
+        let _ = self.bloom.set(written.bloom);
     }
 
     /// The segment, its lookups keeping decoded blocks in `cache`.
@@ -716,6 +753,24 @@ impl Segment {
     pub(crate) fn load(&self) -> Result<(), StoreError> {
         self.meta()?;
         self.bloom().map(|_| ())
+    }
+
+    /// The bloom filter for a lookup, `None` to read the block instead. The filter is read by
+    /// [`Segment::load`] (the upkeep after a start, and a spill or a merge for the segment it
+    /// installs) or at the [`UNFILTERED_LOOKUPS`]th lookup: a few lookups on the path to ready
+    /// read a block each rather than a filter of megabytes.
+    fn filter(&self) -> Result<Option<&Bloom>, StoreError> {
+        if let Some(b) = self.bloom.get() {
+            return Ok(Some(b));
+        }
+        if self
+            .unfiltered
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            < UNFILTERED_LOOKUPS
+        {
+            return Ok(None);
+        }
+        self.bloom().map(Some)
     }
 
     fn bloom(&self) -> Result<&Bloom, StoreError> {
@@ -847,7 +902,7 @@ impl Segment {
         if key < &**first || key > &**last {
             return Ok(false);
         }
-        Ok(!bloomed(key[0]) || self.bloom()?.has(key))
+        Ok(!bloomed(key[0]) || self.filter()?.is_none_or(|b| b.has(key)))
     }
 
     /// Whether keys of keyspace number `ks` between `lower` and `upper` (archive keys) may be
@@ -879,7 +934,7 @@ impl Segment {
         }
         Ok(match subject {
             Some(p) if subject_prefix(p).is_some_and(|sp| sp.len() == p.len()) => {
-                self.bloom()?.has(p)
+                self.filter()?.is_none_or(|b| b.has(p))
             }
             _ => true,
         })
@@ -1226,6 +1281,15 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let entries = sample(20_000);
         let seg = write(tmp.path(), 1, &entries);
+        // The first lookups read the block (the filter is not read yet); then the filter is.
+        let absent = b"\x01S-00000005-absent";
+        for _ in 0..UNFILTERED_LOOKUPS {
+            assert!(seg.may_contain(absent).unwrap());
+        }
+        assert!(seg.bloom.get().is_none());
+        assert_eq!(seg.get(absent).unwrap(), None);
+        assert!(seg.bloom.get().is_some(), "read at the lookup after them");
+        assert!(!seg.may_contain(absent).unwrap());
         assert!(entries.iter().all(|(k, _)| seg.may_contain(k).unwrap()));
         let false_hits = (0..20_000)
             .filter(|i| {
@@ -1245,7 +1309,7 @@ mod tests {
         assert!(w.add(b"b", None).is_err());
         w.abandon();
         let w = SegmentWriter::create(tmp.path(), 3, 10).unwrap();
-        assert_eq!(w.finish().unwrap(), None);
+        assert!(w.finish().unwrap().is_none());
         assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 0);
     }
 

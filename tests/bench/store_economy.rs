@@ -22,7 +22,8 @@
 //!
 //! Other settings: `--conns 32`, `--secs 8`, `--per 2`, `--one 20000`, `--deep 500`, `--skip
 //! reference` (the daemon only). `CUSTODIAN_BENCH_DIR` says where the stores go (default: the
-//! system temporary directory); with `CUSTODIAN_BENCH_KEEP` set, the large store is left there.
+//! system temporary directory); with `CUSTODIAN_BENCH_KEEP` set, the large store is left there;
+//! `CUSTODIAN_BENCH_CACHE_MIB` sets the daemons' `store.cache_mib` (default: the shipped one).
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -406,6 +407,13 @@ fn write_config(dir: &Path, conns: usize) {
             "commit_max_batch = 256\ncommit_max_wait_us = 2000",
         )
         .replace("format = \"json\"", "format = \"text\"")
+        .replace(
+            "path = \"store\"",
+            &match std::env::var("CUSTODIAN_BENCH_CACHE_MIB") {
+                Ok(mib) => format!("path = \"store\"\ncache_mib = {mib}"),
+                Err(_) => "path = \"store\"".to_string(),
+            },
+        )
         .replace(
             "read_timeout_secs = 30",
             &format!("read_timeout_secs = 30\nmax_connections = {}", conns + 8),
