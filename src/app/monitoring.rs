@@ -25,6 +25,16 @@ const SAMPLED: &[Metric] = &[
         "size of the store's files",
     ),
     Metric::gauge(
+        "custodian_store_archive_cache_bytes",
+        "bytes",
+        "decoded archive blocks kept in memory for lookups (an eighth of `store.cache_mib`)",
+    ),
+    Metric::counter(
+        "custodian_store_archive_cache_lookups_total",
+        "lookups",
+        "archive block lookups since the start, by outcome (hit: served from memory, miss: read from a segment file)",
+    ),
+    Metric::gauge(
         "custodian_store_disk_free_bytes",
         "bytes",
         "free space on the store's filesystem",
