@@ -624,6 +624,90 @@ mod tests {
         );
     }
 
+    /// Whether jobs B and C shared job A's batch: A holds the writer until B and C are queued
+    /// (about 100 ms); B and C read the store itself (not their batch's writes), where A's
+    /// write is only once A's batch was applied, i.e. when they run in a later batch.
+    fn queued_behind_a_long_job(max_wait: Duration) -> (bool, bool) {
+        let (_tmp, store) = temp_store();
+        let gc = GroupCommitter::start(
+            store.clone(),
+            GroupConfig {
+                max_batch: 3,
+                max_wait,
+                idle_gap: max_wait,
+                ..GroupConfig::default()
+            },
+        )
+        .unwrap();
+        let rt = runtime();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
+        let go_rx = Mutex::new(go_rx);
+        let started_tx = Mutex::new(started_tx);
+        let (a, rest) = rt.block_on(async {
+            let a = {
+                let gc = gc.clone();
+                tokio::spawn(async move {
+                    gc.submit(move |tx: &mut Tx<'_>| {
+                        let _ = started_tx.lock().unwrap().send(());
+                        let _ = go_rx.lock().unwrap().recv_timeout(Duration::from_secs(5));
+                        tx.put(Keyspace::Specimens, b"S-a", &"a")?;
+                        Ok::<_, Abort<String>>(false)
+                    })
+                    .await
+                })
+            };
+            tokio::task::spawn_blocking(move || started_rx.recv_timeout(Duration::from_secs(5)))
+                .await
+                .unwrap()
+                .unwrap();
+            let later: Vec<_> = ["S-b", "S-c"]
+                .iter()
+                .map(|k| {
+                    let (gc, store) = (gc.clone(), store.clone());
+                    tokio::spawn(async move {
+                        gc.submit(move |tx: &mut Tx<'_>| {
+                            let applied = store
+                                .contains_key(Keyspace::Specimens, b"S-a")
+                                .map_err(Abort::from)?;
+                            tx.put(Keyspace::Specimens, k.as_bytes(), &"x")?;
+                            Ok::<_, Abort<String>>(!applied)
+                        })
+                        .await
+                    })
+                })
+                .collect();
+            // B and C wait in the queue while A holds the writer.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            go_tx.send(()).unwrap();
+            let a = a.await.unwrap();
+            let mut rest = Vec::new();
+            for h in later {
+                rest.push(h.await.unwrap().unwrap());
+            }
+            (a, rest)
+        });
+        assert!(matches!(a, Ok(false)), "{a:?}");
+        rt.block_on(gc.shutdown());
+        (rest[0], rest[1])
+    }
+
+    #[test]
+    fn jobs_queued_while_a_batch_runs_join_it_until_it_has_run_max_wait() {
+        // A runs about 100 ms, within a max_wait of 1 s: B and C, queued meanwhile, join it.
+        assert_eq!(
+            queued_behind_a_long_job(Duration::from_secs(1)),
+            (true, true)
+        );
+        // A runs past a max_wait of 2 ms: B and C go to the next batch.
+        assert_eq!(
+            queued_behind_a_long_job(Duration::from_millis(2)),
+            (false, false)
+        );
+        // A max_wait of 0 lets queued jobs join for MIN_BATCH_WORK (1 ms) only; A ran longer.
+        assert_eq!(queued_behind_a_long_job(Duration::ZERO), (false, false));
+    }
+
     #[test]
     fn flush_fault_makes_the_batch_not_durable_and_the_next_batch_succeeds() {
         let (tmp, store) = temp_store();
