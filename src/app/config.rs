@@ -580,7 +580,7 @@ pub struct Store {
     pub cache_mib: u64,
     /// Keys written to sled after which the recent keys move into a new archive segment (the
     /// store's memory, start and disk then stay bounded whatever its size). 1000 to
-    /// 100000000; default 20000.
+    /// 100000000; default 10000.
     #[serde(default = "default_archive_after_keys")]
     pub archive_after_keys: u64,
 }
@@ -2124,7 +2124,7 @@ keys_dir = "keys"
             let (cfg, _) = load(&write_config(d.path(), &body)).unwrap();
             assert_eq!(cfg.store.options().cache_bytes, bytes);
         }
-        assert_eq!(cfg.store.options().archive_after_keys, 20_000);
+        assert_eq!(cfg.store.options().archive_after_keys, 10_000);
         for bad in ["0", "7", "65537"] {
             let body = GOOD.replace(
                 "[store]\npath = \"store\"\n",

@@ -538,7 +538,7 @@ impl StoreOptions {
 pub const DEFAULT_CACHE_BYTES: u64 = 32 * 1024 * 1024;
 
 /// The default spill threshold: keys written to sled.
-pub const DEFAULT_ARCHIVE_AFTER_KEYS: u64 = 20_000;
+pub const DEFAULT_ARCHIVE_AFTER_KEYS: u64 = 10_000;
 
 impl Default for StoreOptions {
     fn default() -> Self {
