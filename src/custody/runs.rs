@@ -19,13 +19,14 @@ use crate::custody::records::{Indexed, put_specimen};
 use crate::custody::{Custody, DedupeMark};
 use crate::domain::results::ResultEntry;
 use crate::domain::runs::{
-    Delimiting, QcResult, QcRule, RunError, RunKind, RunRecord, RunSpecimen, RunState, run_key,
+    Delimiting, QcResult, QcRule, RunError, RunKind, RunQc, RunRecord, RunSpecimen, RunState,
+    run_key,
 };
 use crate::domain::specimen::{ChangeError, SpecimenRecord};
 use crate::store::{
     Abort, AuditEntry, CommitError, GroupCommitter, Keyspace, RUN_ROSTER_PAGE, Store, StoreError,
     Tx, TxError, dedupe_key, last_arrival_key, run_cursor_key, run_member_key, run_member_prefix,
-    run_record_key, run_roster_key, run_state_index, state_key,
+    run_qc_key, run_record_key, run_roster_key, run_state_index, state_key,
 };
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -146,9 +147,39 @@ fn refuse<T>(r: Refusal) -> Result<T, Abort<Refusal>> {
     Err(Abort::Domain(r))
 }
 
-/// Reads a run.
+/// Reads a run with its QC (its members stay apart: see [`load_members`]).
 pub fn get_run(tx: &Tx<'_>, key: &str) -> Result<Option<RunRecord>, TxError> {
+    let Some(mut run) = get_run_header(tx, key)? else {
+        return Ok(None);
+    };
+    load_qc(tx, &mut run)?;
+    Ok(Some(run))
+}
+
+/// Reads a run's record alone: without what is stored apart (its QC, its members). What a
+/// specimen's message needs of its run.
+fn get_run_header(tx: &Tx<'_>, key: &str) -> Result<Option<RunRecord>, TxError> {
     tx.get(Keyspace::Runs, &run_record_key(key))
+}
+
+/// Loads a run's rules and QC results stored apart into the run (before QC is added, closing
+/// QC judged, the run closed or decided).
+pub fn load_qc(tx: &Tx<'_>, run: &mut RunRecord) -> Result<(), TxError> {
+    if run.has_qc() {
+        return Ok(());
+    }
+    // A run's QC is written in the transaction that opens it: its absence is a broken store,
+    // never "no rules" (a run judged without its rules would pass nothing or anything).
+    let part: RunQc = tx
+        .get(Keyspace::Runs, &run_qc_key(&run.key))?
+        .ok_or_else(|| {
+            TxError::from(StoreError::Invalid(format!(
+                "run {}: its QC record is missing",
+                clean(&run.key)
+            )))
+        })?;
+    run.set_qc(part);
+    Ok(())
 }
 
 /// Loads a run's members stored apart into the run (before it is closed or decided: its
@@ -208,10 +239,13 @@ pub fn put_run(tx: &mut Tx<'_>, before: Option<RunState>, run: &RunRecord) -> Re
             &(),
         )?;
     }
-    if run.members_apart && !run.specimens.is_empty() {
-        let mut header = run.clone();
-        header.specimens.clear();
-        return tx.put(Keyspace::Runs, &run_record_key(&run.key), &header);
+    if run.qc_apart && run.qc_changed {
+        tx.put(Keyspace::Runs, &run_qc_key(&run.key), &run.qc_part())?;
+    }
+    let apart = run.members_apart && !run.specimens.is_empty()
+        || run.qc_apart && !(run.rules.is_empty() && run.qc.is_empty());
+    if apart {
+        return tx.put(Keyspace::Runs, &run_record_key(&run.key), &run.header());
     }
     tx.put(Keyspace::Runs, &run_record_key(&run.key), run)
 }
@@ -222,14 +256,22 @@ struct Touched {
 }
 
 impl Touched {
-    fn load(&mut self, tx: &Tx<'_>, key: &str) -> Result<Option<usize>, TxError> {
-        if let Some(i) = self.runs.iter().position(|(_, r)| r.key == key) {
-            return Ok(Some(i));
+    /// The run `key`, read once; with its QC loaded when `with_qc` (a QC message, a close).
+    fn load(&mut self, tx: &Tx<'_>, key: &str, with_qc: bool) -> Result<Option<usize>, TxError> {
+        let i = match self.runs.iter().position(|(_, r)| r.key == key) {
+            Some(i) => i,
+            None => {
+                let Some(r) = get_run_header(tx, key)? else {
+                    return Ok(None);
+                };
+                self.runs.push((Some(r.state()), r));
+                self.runs.len() - 1
+            }
+        };
+        if with_qc {
+            load_qc(tx, &mut self.runs[i].1)?;
         }
-        Ok(get_run(tx, key)?.map(|r| {
-            self.runs.push((Some(r.state()), r));
-            self.runs.len() - 1
-        }))
+        Ok(Some(i))
     }
 
     fn open(&mut self, s: &RunSettings, local: &str, delimited: Delimiting, now: u64) -> usize {
@@ -303,6 +345,7 @@ pub async fn message(
                 let r = t.run(i);
                 if r.is_open() {
                     load_members(tx, r)?;
+                    load_qc(tx, r)?;
                     r.close(why, now);
                     closed.push(r.key.clone());
                 }
@@ -320,7 +363,7 @@ pub async fn message(
                     if settings.by_run_id {
                         let local = run_id.clone().unwrap_or_default();
                         let key = run_key(&settings.source, &local);
-                        let i = match touched.load(tx, &key)? {
+                        let i = match touched.load(tx, &key, true)? {
                             Some(i) => i,
                             None => touched.open(&settings, &local, Delimiting::RunId, now),
                         };
@@ -337,7 +380,7 @@ pub async fn message(
                         placed_in = key;
                     } else {
                         let cur = match &cursor.current {
-                            Some(k) => touched.load(tx, k)?,
+                            Some(k) => touched.load(tx, k, true)?,
                             None => None,
                         };
                         match cur {
@@ -345,7 +388,7 @@ pub async fn message(
                                 // Closing QC of the current run, opening QC of the next.
                                 touched.run(c).add_qc(results.clone());
                                 let next = match &cursor.next {
-                                    Some(k) => touched.load(tx, k)?,
+                                    Some(k) => touched.load(tx, k, true)?,
                                     None => None,
                                 };
                                 let n = match next {
@@ -400,7 +443,7 @@ pub async fn message(
                     let i = if settings.by_run_id {
                         let local = run_id.clone().unwrap_or_default();
                         let key = run_key(&settings.source, &local);
-                        let i = match touched.load(tx, &key)? {
+                        let i = match touched.load(tx, &key, false)? {
                             Some(i) => i,
                             None => touched.open(&settings, &local, Delimiting::RunId, now),
                         };
@@ -414,11 +457,11 @@ pub async fn message(
                         i
                     } else {
                         let cur = match &cursor.current {
-                            Some(k) => touched.load(tx, k)?,
+                            Some(k) => touched.load(tx, k, false)?,
                             None => None,
                         };
                         let next = match &cursor.next {
-                            Some(k) => touched.load(tx, k)?,
+                            Some(k) => touched.load(tx, k, false)?,
                             None => None,
                         };
                         match (cur, next) {
@@ -609,6 +652,7 @@ pub async fn batch(
             );
             // A batch is one bounded document: its run is stored whole.
             run.members_apart = false;
+            run.qc_apart = false;
             let actor = "lims".to_string();
             for (id, results) in specimens.iter() {
                 let codes: Vec<String> = results.iter().filter_map(|r| r.code.clone()).collect();
@@ -743,11 +787,12 @@ fn moved_on(
 ) -> Result<(), TxError> {
     if let Some(current) = &cursor.current
         && current != key
-        && let Some(i) = touched.load(tx, current)?
+        && let Some(i) = touched.load(tx, current, false)?
     {
         let r = touched.run(i);
         if r.is_open() {
             load_members(tx, r)?;
+            load_qc(tx, r)?;
             r.close("the instrument started another run", now);
             closed.push(r.key.clone());
         }
@@ -1012,11 +1057,26 @@ fn clean(t: &str) -> String {
 pub fn list(store: &Store, state: RunState) -> Result<Vec<RunRecord>, StoreError> {
     let mut out = Vec::new();
     for key in store.ids_in_state(&run_state_index(state.key()))? {
-        if let Some(r) = store.get::<RunRecord>(Keyspace::Runs, &run_record_key(&key))? {
+        if let Some(mut r) = store.get::<RunRecord>(Keyspace::Runs, &run_record_key(&key))? {
+            store_load_qc(store, &mut r)?;
             out.push(r);
         }
     }
     Ok(out)
+}
+
+/// [`load_qc`] outside a transaction.
+fn store_load_qc(store: &Store, run: &mut RunRecord) -> Result<(), StoreError> {
+    if run.has_qc() {
+        return Ok(());
+    }
+    let part: RunQc = store
+        .get(Keyspace::Runs, &run_qc_key(&run.key))?
+        .ok_or_else(|| {
+            StoreError::Invalid(format!("run {}: its QC record is missing", clean(&run.key)))
+        })?;
+    run.set_qc(part);
+    Ok(())
 }
 
 /// One run.
@@ -1024,6 +1084,7 @@ pub fn show(store: &Store, key: &str) -> Result<Option<RunRecord>, StoreError> {
     let Some(mut run) = store.get::<RunRecord>(Keyspace::Runs, &run_record_key(key))? else {
         return Ok(None);
     };
+    store_load_qc(store, &mut run)?;
     if !run.has_all_members() {
         let members = store
             .scan_prefix::<RunSpecimen>(Keyspace::Runs, &run_member_prefix(&run.key))
@@ -1054,6 +1115,112 @@ pub fn fingerprint(sample_id: &str, run_id: Option<&str>, items: Vec<String>) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A run's rules and QC are written apart from its record, once when it opens and again
+    /// only when QC arrives; a specimen's message reads and writes the record alone, and every
+    /// read that judges or shows the run loads them. A record whose QC is missing is an error,
+    /// never a run without rules.
+    #[test]
+    fn a_run_s_qc_is_stored_apart_and_loaded_where_it_is_judged() {
+        use crate::domain::runs::{Expectation, QcValue, SampleRole};
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::open(&d.path().join("s")).unwrap();
+        let rules = vec![QcRule {
+            code: "COC300".into(),
+            sample: "QC-NEG".into(),
+            level: "negative".into(),
+            role: SampleRole::default(),
+            expect: Expectation::Below,
+            value: Some(rust_decimal::Decimal::from(300)),
+            tolerance_percent: None,
+        }];
+        let mut run = RunRecord::open(
+            "chem",
+            "B1",
+            RunKind::Initial,
+            Delimiting::Bracketing,
+            rules.clone(),
+            true,
+            1,
+        );
+        run.add_qc(vec![QcResult {
+            sample: "QC-NEG".into(),
+            role: SampleRole::default(),
+            code: "COC300".into(),
+            value: QcValue::Number(rust_decimal::Decimal::from(10)),
+            reference: "m1".into(),
+            received_at_ms: 1,
+            event: 0,
+        }]);
+        let write = |run: RunRecord, before: Option<RunState>| {
+            store
+                .transact(|tx| {
+                    put_run(tx, before, &run)?;
+                    Ok::<_, Abort<()>>(())
+                })
+                .unwrap();
+        };
+        write(run.clone(), None);
+        let stored: RunRecord = store
+            .get(Keyspace::Runs, &run_record_key(&run.key))
+            .unwrap()
+            .unwrap();
+        assert!(
+            stored.rules.is_empty() && stored.qc.is_empty(),
+            "{stored:?}"
+        );
+        let part: RunQc = store
+            .get(Keyspace::Runs, &run_qc_key(&run.key))
+            .unwrap()
+            .unwrap();
+        assert_eq!((part.rules, part.qc.len()), (rules.clone(), 1));
+
+        // A specimen's message: the header alone, written back without its QC.
+        let mut header = store
+            .transact(|tx| Ok::<_, Abort<()>>(get_run_header(tx, &run.key)?))
+            .unwrap()
+            .unwrap();
+        assert!(!header.has_qc());
+        header.add_member(None, "S1", &["COC300".into()], false);
+        write(header, Some(RunState::Open));
+        let part: RunQc = store
+            .get(Keyspace::Runs, &run_qc_key(&run.key))
+            .unwrap()
+            .unwrap();
+        assert_eq!(part.qc.len(), 1, "the QC part is as it was");
+
+        // Every read that judges or shows the run has its QC.
+        let full = store
+            .transact(|tx| Ok::<_, Abort<()>>(get_run(tx, &run.key)?))
+            .unwrap()
+            .unwrap();
+        assert!(full.has_qc());
+        assert_eq!(
+            (full.rules.clone(), full.qc.len(), full.specimen_count),
+            (rules.clone(), 1, 1)
+        );
+        let shown = show(&store, &run.key).unwrap().unwrap();
+        assert_eq!((shown.rules.clone(), shown.qc.len()), (rules.clone(), 1));
+        assert_eq!(shown.specimen_count, 1);
+        assert_eq!(list(&store, RunState::Open).unwrap()[0].rules, rules);
+
+        // Its QC lost: an error naming the run, never a run judged without rules.
+        store
+            .transact(|tx| {
+                tx.remove(Keyspace::Runs, &run_qc_key(&run.key))?;
+                Ok::<_, Abort<()>>(())
+            })
+            .unwrap();
+        let e = store
+            .transact(|tx| Ok::<_, Abort<()>>(get_run(tx, &run.key)?))
+            .unwrap_err();
+        assert!(
+            format!("{e:?}").contains("chem:B1: its QC record is missing"),
+            "{e:?}"
+        );
+        let e = show(&store, &run.key).unwrap_err();
+        assert!(e.to_string().contains("its QC record is missing"), "{e}");
+    }
 
     /// The noted last arrival is rewritten once it is a minute old (or the clock went back),
     /// not on every message.

@@ -267,6 +267,14 @@ pub struct QcResult {
     pub event: u32,
 }
 
+/// The part of a run stored apart from its record ([`RunRecord::qc_apart`]): its rules and
+/// QC results, which a specimen's message neither reads nor changes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunQc {
+    pub rules: Vec<QcRule>,
+    pub qc: Vec<QcResult>,
+}
+
 /// A specimen with results in the run, and the assays it was tested with there.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunSpecimen {
@@ -435,9 +443,23 @@ pub struct RunRecord {
     pub closed_because: Option<String>,
     /// Accepted automatically when every QC result passed (never a run with a confirmation).
     pub auto_accept: bool,
-    /// The QC rules of the source's assays, as configured when the run was opened.
+    /// The QC rules of the source's assays, as configured when the run was opened. For a run
+    /// whose QC is stored apart (`qc_apart`), empty until loaded ([`RunRecord::set_qc`]).
     pub rules: Vec<QcRule>,
+    /// The QC results received, as `rules`.
     pub qc: Vec<QcResult>,
+    /// Whether the rules and the QC results are stored apart from the record (one key, written
+    /// when the run opens and when QC arrives): a specimen's message reads and writes the
+    /// record without them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub qc_apart: bool,
+    /// Whether `rules` and `qc` are in memory (never stored).
+    #[serde(skip)]
+    pub qc_loaded: bool,
+    /// Whether `rules` or `qc` changed since the run was read (never stored): the part stored
+    /// apart is written again only then.
+    #[serde(skip)]
+    pub qc_changed: bool,
     /// The run's specimens: all of them for a run stored whole (a LIMS batch, a run written by
     /// an earlier version); for a run whose members are stored apart (`members_apart`), only
     /// once loaded ([`RunRecord::set_members`]): a run's record stays the same size however
@@ -491,6 +513,10 @@ impl RunRecord {
             auto_accept,
             rules,
             qc: Vec::new(),
+            // A new run has its rules and (no) QC in memory, to be written.
+            qc_apart: true,
+            qc_loaded: true,
+            qc_changed: true,
             specimens: Vec::new(),
             members_apart: true,
             specimen_count: 0,
@@ -547,6 +573,72 @@ impl RunRecord {
         if self.members_apart {
             self.specimens = members;
             self.members_loaded = true;
+        }
+    }
+
+    /// Whether `rules` and `qc` hold the run's QC (always for a run stored whole).
+    pub fn has_qc(&self) -> bool {
+        !self.qc_apart || self.qc_loaded
+    }
+
+    /// Puts the run's QC, as stored apart, into `rules` and `qc`.
+    pub fn set_qc(&mut self, part: RunQc) {
+        if self.qc_apart && !self.qc_loaded {
+            self.rules = part.rules;
+            self.qc = part.qc;
+            self.qc_loaded = true;
+        }
+    }
+
+    /// The part stored apart: the rules and the QC results.
+    pub fn qc_part(&self) -> RunQc {
+        debug_assert!(self.has_qc(), "the QC of a run is written as it was loaded");
+        RunQc {
+            rules: self.rules.clone(),
+            qc: self.qc.clone(),
+        }
+    }
+
+    /// The record as stored when its members and QC are apart: without them.
+    pub fn header(&self) -> RunRecord {
+        let mut header = self.clone_without_parts();
+        if !self.members_apart {
+            header.specimens = self.specimens.clone();
+        }
+        if !self.qc_apart {
+            header.rules = self.rules.clone();
+            header.qc = self.qc.clone();
+        }
+        header
+    }
+
+    /// A copy without its members, rules and QC results (the rest as is).
+    fn clone_without_parts(&self) -> RunRecord {
+        RunRecord {
+            key: self.key.clone(),
+            source: self.source.clone(),
+            local_id: self.local_id.clone(),
+            kind: self.kind,
+            delimited_by: self.delimited_by,
+            opened_at_ms: self.opened_at_ms,
+            closed_at_ms: self.closed_at_ms,
+            closed_because: self.closed_because.clone(),
+            auto_accept: self.auto_accept,
+            rules: Vec::new(),
+            qc: Vec::new(),
+            qc_apart: self.qc_apart,
+            qc_loaded: self.qc_loaded,
+            qc_changed: self.qc_changed,
+            specimens: Vec::new(),
+            members_apart: self.members_apart,
+            specimen_count: self.specimen_count,
+            tested: self.tested.clone(),
+            members_loaded: self.members_loaded,
+            events: self.events,
+            last_specimen_event: self.last_specimen_event,
+            has_confirmation: self.has_confirmation,
+            evaluation: self.evaluation.clone(),
+            decision: self.decision.clone(),
         }
     }
 
@@ -619,6 +711,8 @@ impl RunRecord {
 
     /// QC results arrived (one message or document).
     pub fn add_qc(&mut self, results: Vec<QcResult>) {
+        debug_assert!(self.has_qc(), "QC is added to a run whose QC is loaded");
+        self.qc_changed = true;
         self.events += 1;
         let event = self.events;
         self.qc.extend(results.into_iter().map(|mut r| {
@@ -629,6 +723,7 @@ impl RunRecord {
 
     /// Whether QC arrived since the last specimen (the run is in its closing QC).
     pub fn in_closing_qc(&self) -> bool {
+        debug_assert!(self.has_qc());
         self.last_specimen_event > 0 && self.qc.iter().any(|q| q.event > self.last_specimen_event)
     }
 
@@ -643,6 +738,10 @@ impl RunRecord {
 
     /// Every rule an assay tested in the run needs has a result after the last specimen.
     pub fn closing_qc_complete(&self) -> bool {
+        debug_assert!(
+            self.has_qc(),
+            "closing QC is judged with the run's QC loaded"
+        );
         if self.specimen_count() == 0 {
             return false;
         }
@@ -662,6 +761,7 @@ impl RunRecord {
 
     /// Evaluates the QC against the rules (pure; see the module notes).
     pub fn evaluate(&self) -> QcEvaluation {
+        debug_assert!(self.has_qc(), "a run is evaluated with its QC loaded");
         let tested = self.tested_codes();
         let mut checks = Vec::new();
         for code in &tested {
@@ -820,8 +920,8 @@ impl RunRecord {
     pub fn content_sha256(&self) -> String {
         use sha2::{Digest, Sha256};
         debug_assert!(
-            self.has_all_members(),
-            "the content of a run is hashed with all of its members"
+            self.has_all_members() && self.has_qc(),
+            "the content of a run is hashed with all of its members and its QC"
         );
         let mut specimens: Vec<&RunSpecimen> = self.specimens.iter().collect();
         if self.members_apart {
@@ -915,6 +1015,52 @@ mod tests {
             true,
             0,
         )
+    }
+
+    /// A run's record as stored leaves out what is stored apart (its QC, its members), and a
+    /// header read back with its QC set again is the run as it was.
+    #[test]
+    fn the_stored_header_leaves_out_the_parts_stored_apart() {
+        let mut r = run();
+        r.add_qc(full_set("375"));
+        r.add_specimen("S1", &["COC300".into()], false);
+        let header = r.header();
+        assert!(header.rules.is_empty() && header.qc.is_empty() && header.specimens.is_empty());
+        assert_eq!(header.specimen_count, 1);
+        assert_eq!(header.events, r.events);
+        let stored: RunRecord =
+            serde_json::from_slice(&serde_json::to_vec(&header).unwrap()).unwrap();
+        assert!(
+            stored.qc_apart && !stored.has_qc(),
+            "read back without its QC"
+        );
+        assert!(!stored.qc_changed, "nothing to write back until QC arrives");
+        let mut back = stored.clone();
+        back.set_qc(r.qc_part());
+        assert!(back.has_qc());
+        assert_eq!(
+            (back.rules.clone(), back.qc.clone()),
+            (r.rules.clone(), r.qc.clone())
+        );
+        back.set_qc(RunQc::default());
+        assert_eq!(back.qc, r.qc, "a loaded run's QC is not replaced");
+
+        // A run stored whole (a LIMS batch, a run written by an earlier build) keeps them.
+        let mut whole = run();
+        whole.qc_apart = false;
+        whole.members_apart = false;
+        whole.add_qc(full_set("375"));
+        whole.add_specimen("S1", &["COC300".into()], false);
+        let h = whole.header();
+        assert_eq!(
+            (h.rules.len(), h.qc.len(), h.specimens.len()),
+            (whole.rules.len(), 3, 1)
+        );
+        let json = serde_json::to_value(&h).unwrap();
+        assert!(
+            json.get("qc_apart").is_none(),
+            "stored as an earlier build wrote it"
+        );
     }
 
     #[test]

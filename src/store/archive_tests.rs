@@ -342,21 +342,23 @@ fn a_damaged_segment_is_refused_at_open_with_its_number() {
 }
 
 #[test]
-fn a_format_2_store_is_marked_3_and_keeps_reading() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("store");
-    let store = Store::open_with(&dir, &options()).unwrap();
-    write_specimens(&store, 0, 5);
-    store.tamper_put(
-        Keyspace::Meta,
-        META_FORMAT_VERSION,
-        &codec::encode_json(Keyspace::Meta, META_FORMAT_VERSION, &2u32).unwrap(),
-    );
-    store.flush_durable().unwrap();
-    drop(store);
-    let store = Store::open_with(&dir, &options()).unwrap();
-    assert_eq!(store.format_version().unwrap(), 3);
-    assert_eq!(store.count(Keyspace::Specimens), 5);
+fn format_2_and_3_stores_are_marked_4_and_keep_reading() {
+    for earlier in [2u32, 3] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("store");
+        let store = Store::open_with(&dir, &options()).unwrap();
+        write_specimens(&store, 0, 5);
+        store.tamper_put(
+            Keyspace::Meta,
+            META_FORMAT_VERSION,
+            &codec::encode_json(Keyspace::Meta, META_FORMAT_VERSION, &earlier).unwrap(),
+        );
+        store.flush_durable().unwrap();
+        drop(store);
+        let store = Store::open_with(&dir, &options()).unwrap();
+        assert_eq!(store.format_version().unwrap(), 4, "from {earlier}");
+        assert_eq!(store.count(Keyspace::Specimens), 5);
+    }
 }
 
 /// Where a start's time goes on a store that spilled many times (run by hand:

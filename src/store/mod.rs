@@ -72,11 +72,15 @@ use std::time::{Duration, Instant};
 /// specimen's results in `results` (appended per arrival) instead of inside the record;
 /// version 3 adds the archive tier (segment files, and sled trees in generations), which an
 /// earlier build would not see: a version-2 store is marked 3 when this build opens it.
-pub const FORMAT_VERSION: u32 = 3;
+/// Version 4 stores a run's rules and QC results apart from its record (`runs`, key
+/// [`run_qc_key`]), which a version-3 build would read as a run without rules; runs written
+/// before keep them inside and read as they are.
+pub const FORMAT_VERSION: u32 = 4;
 
-/// The format this build upgrades in place at open (nothing to convert: its trees are the
-/// archive's generation 0).
-const UPGRADES_FROM: u32 = 2;
+/// The formats this build upgrades in place at open, by marking them (nothing to convert:
+/// version 2's trees are the archive's generation 0, and the records of versions 2 and 3
+/// read as they are).
+const UPGRADES_FROM: [u32; 2] = [2, 3];
 
 /// The earlier format this build still opens, to migrate it in place (custody's
 /// `records::migrate_layout`); nothing but the migration writes to a store of this version.
@@ -447,6 +451,14 @@ pub fn run_roster_key(run_key: &str, page: u32) -> Vec<u8> {
 /// Specimen IDs per roster page (see [`run_roster_key`]).
 pub const RUN_ROSTER_PAGE: u32 = 32;
 
+/// Key of a run's QC in `runs` (its rules and QC results, stored apart from the record): `q`,
+/// a NUL byte, then the run key.
+pub fn run_qc_key(run_key: &str) -> Vec<u8> {
+    let mut key = b"q\0".to_vec();
+    key.extend_from_slice(run_key.as_bytes());
+    key
+}
+
 /// Key of an analyzer's run cursor in `runs`: `c`, a NUL byte, then the analyzer (or `lims`).
 pub fn run_cursor_key(source: &str) -> Vec<u8> {
     let mut key = b"c\0".to_vec();
@@ -634,7 +646,7 @@ impl Store {
     fn check_format(&self, created: bool) -> Result<bool, StoreError> {
         match self.get::<u32>(Keyspace::Meta, META_FORMAT_VERSION)? {
             Some(v) if v == FORMAT_VERSION || v == MIGRATES_FROM => Ok(false),
-            Some(UPGRADES_FROM) => {
+            Some(v) if UPGRADES_FROM.contains(&v) => {
                 let value =
                     codec::encode_json(Keyspace::Meta, META_FORMAT_VERSION, &FORMAT_VERSION)?;
                 self.tree(Keyspace::Meta)
@@ -1097,14 +1109,14 @@ mod tests {
         store.tamper_put(
             Keyspace::Meta,
             META_FORMAT_VERSION,
-            &codec::encode_json(Keyspace::Meta, META_FORMAT_VERSION, &4u32).unwrap(),
+            &codec::encode_json(Keyspace::Meta, META_FORMAT_VERSION, &5u32).unwrap(),
         );
         store.flush_durable().unwrap();
         drop(store);
         assert!(matches!(
             Store::open(&dir),
             Err(StoreError::UnsupportedFormat {
-                found: 4,
+                found: 5,
                 supported: FORMAT_VERSION
             })
         ));
