@@ -21,7 +21,11 @@
 //!   keyspaces read by key ([`bloomed`]), and for `audit_subjects` each key's subject (the
 //!   prefix through its NUL), which a subject's scan asks for;
 //! - the footer ([`FOOTER_BYTES`]): `[u64 index offset][u64 bloom offset][u64 entries][u32
-//!   CRC-32 of the three before][u32 reserved 0][magic 8 bytes]`.
+//!   CRC-32][u32 keyspaces][magic 8 bytes]`. `keyspaces` has bit 31 set ([`KEYSPACES_KNOWN`])
+//!   and bit `n` for each keyspace number `n` the segment holds; the CRC then covers the three
+//!   words and `keyspaces`. A segment written before (`keyspaces` 0) has its CRC over the three
+//!   words alone. A lookup or a scan of a keyspace a segment does not hold passes it by without
+//!   reading its index.
 //!
 //! Every framed region is checked against its CRC before it is decoded: a torn or altered
 //! segment is reported ([`StoreError::Archive`]) with its number, never its content. Opening a
@@ -52,6 +56,22 @@ const BLOOM_BITS_PER_KEY: u64 = 8;
 /// Lookups a segment answers by reading the block before it reads its bloom filter (see
 /// [`Segment::filter`]).
 const UNFILTERED_LOOKUPS: u32 = 8;
+
+/// Bit of the footer's `keyspaces` word saying the word lists the keyspaces held.
+const KEYSPACES_KNOWN: u32 = 1 << 31;
+
+/// The footer's CRC: over its three words, and its `keyspaces` word when that is known.
+fn footer_crc(footer: &[u8]) -> u32 {
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&footer[0..24]);
+    if footer.len() >= 32 {
+        let ks = u32::from_le_bytes(footer[28..32].try_into().expect("4 bytes"));
+        if ks & KEYSPACES_KNOWN != 0 {
+            crc.update(&footer[28..32]);
+        }
+    }
+    crc.finalize()
+}
 
 /// Hash functions of the bloom filter.
 const BLOOM_HASHES: u32 = 6;
@@ -399,13 +419,23 @@ impl SegmentWriter {
             let w = self.bloom[i].to_le_bytes();
             self.write(&w)?;
         }
-        let mut footer = Vec::with_capacity(FOOTER_BYTES);
-        footer.extend_from_slice(&index_off.to_le_bytes());
-        footer.extend_from_slice(&bloom_off.to_le_bytes());
-        footer.extend_from_slice(&self.entries.to_le_bytes());
-        footer.extend_from_slice(&crc32fast::hash(&footer).to_le_bytes());
-        footer.extend_from_slice(&0u32.to_le_bytes());
-        footer.extend_from_slice(TRAILER);
+        // Keyspace numbers are below 31 (there are 15); a segment holding another would not
+        // say which it holds, and every lookup would read its index.
+        let keyspaces = self
+            .ranges
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.is_some())
+            .try_fold(KEYSPACES_KNOWN, |m, (ks, _)| (ks < 31).then(|| m | 1 << ks))
+            .unwrap_or(0);
+        let mut footer = vec![0u8; FOOTER_BYTES];
+        footer[0..8].copy_from_slice(&index_off.to_le_bytes());
+        footer[8..16].copy_from_slice(&bloom_off.to_le_bytes());
+        footer[16..24].copy_from_slice(&self.entries.to_le_bytes());
+        footer[28..32].copy_from_slice(&keyspaces.to_le_bytes());
+        let crc = footer_crc(&footer);
+        footer[24..28].copy_from_slice(&crc.to_le_bytes());
+        footer[32..40].copy_from_slice(TRAILER);
         self.write(&footer)?;
         let file = self
             .out
@@ -490,6 +520,9 @@ pub(crate) struct Segment {
     index_off: u64,
     bloom_off: u64,
     footer_off: u64,
+    /// The keyspaces it holds, as its footer says (bit `n`: keyspace number `n`); `None` for
+    /// a segment written before footers said.
+    keyspaces: Option<u32>,
     meta: std::sync::OnceLock<Meta>,
     bloom: std::sync::OnceLock<Bloom>,
     /// Where its lookups keep the blocks they decode (none: every lookup reads the file).
@@ -703,12 +736,17 @@ impl Segment {
             .map_err(|e| StoreError::io(format!("reading archive segment {id:016x}"), e))?;
         let word = |i: usize| u64::from_le_bytes(footer[i..i + 8].try_into().expect("8 bytes"));
         if &footer[32..40] != TRAILER
-            || crc32fast::hash(&footer[0..24])
+            || footer_crc(&footer)
                 != u32::from_le_bytes(footer[24..28].try_into().expect("4 bytes"))
         {
             return Err(corrupt(id, "has a torn or altered footer"));
         }
         let (index_off, bloom_off, entries) = (word(0), word(8), word(16));
+        let keyspaces = match u32::from_le_bytes(footer[28..32].try_into().expect("4 bytes")) {
+            0 => None,
+            k if k & KEYSPACES_KNOWN != 0 => Some(k & !KEYSPACES_KNOWN),
+            _ => return Err(corrupt(id, "has a torn or altered footer")),
+        };
         let footer_off = bytes - FOOTER_BYTES as u64;
         if !(HEADER.len() as u64 <= index_off && index_off <= bloom_off && bloom_off <= footer_off)
         {
@@ -723,6 +761,7 @@ impl Segment {
             index_off,
             bloom_off,
             footer_off,
+            keyspaces,
             meta: std::sync::OnceLock::new(),
             bloom: std::sync::OnceLock::new(),
             cache: None,
@@ -893,8 +932,17 @@ impl Segment {
         Ok(self.bloom()?.bloomed)
     }
 
+    /// Whether keyspace number `ks` may be here, as the footer says (without the index).
+    pub(crate) fn may_hold(&self, ks: u8) -> bool {
+        self.keyspaces
+            .is_none_or(|m| ks >= 31 || m & (1 << u32::from(ks)) != 0)
+    }
+
     /// Whether `key` may be here (no false negatives).
     pub(crate) fn may_contain(&self, key: &[u8]) -> Result<bool, StoreError> {
+        if key.first().is_some_and(|ks| !self.may_hold(*ks)) {
+            return Ok(false);
+        }
         let m = self.meta()?;
         let Some((first, last)) = m.range_of(key) else {
             return Ok(false);
@@ -915,6 +963,9 @@ impl Segment {
         upper: &Bound<Vec<u8>>,
         subject: Option<&[u8]>,
     ) -> Result<bool, StoreError> {
+        if !self.may_hold(ks) {
+            return Ok(false);
+        }
         let m = self.meta()?;
         let Some((first, last)) = m.ranges.get(usize::from(ks)).and_then(Option::as_ref) else {
             return Ok(false);
@@ -983,6 +1034,9 @@ impl Segment {
     /// The last entry at or before (`inclusive`) or before `key` of `key`'s keyspace, removal
     /// marks included.
     pub(crate) fn floor(&self, key: &[u8], inclusive: bool) -> Result<Option<Entry>, StoreError> {
+        if key.first().is_some_and(|ks| !self.may_hold(*ks)) {
+            return Ok(None);
+        }
         let m = self.meta()?;
         let Some((first, last)) = m.range_of(key) else {
             return Ok(None);
@@ -1335,6 +1389,54 @@ mod tests {
         fs::write(&path, &good[..good.len() - 10]).unwrap();
         let err = Segment::open(tmp.path(), 0xab).unwrap_err().to_string();
         assert!(err.contains("footer"), "{err}");
+    }
+
+    /// The footer says which keyspaces a segment holds: a lookup, a floor or a scan of another
+    /// keyspace passes it by without reading its index; a segment written before (keyspaces
+    /// 0, CRC over three words) reads as before; an altered keyspaces word is refused.
+    #[test]
+    fn the_footer_names_the_keyspaces_and_others_pass_without_the_index() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut entries = sample(2000);
+        entries.extend((0..50).map(|i| (format!("\x05q{i:04}").into_bytes(), Some(b"v".to_vec()))));
+        write(tmp.path(), 9, &entries);
+        let seg = Segment::open(tmp.path(), 9).unwrap();
+        assert_eq!(seg.keyspaces, Some(1 << 1 | 1 << 5));
+        assert!(seg.may_hold(1) && seg.may_hold(5) && !seg.may_hold(2) && !seg.may_hold(6));
+        assert_eq!(seg.get(b"\x02absent").unwrap(), None);
+        assert_eq!(seg.floor(b"\x06absent", true).unwrap(), None);
+        let (lo, hi) = (Bound::Unbounded, Bound::Unbounded);
+        assert!(!seg.may_overlap(3, &lo, &hi, None).unwrap());
+        assert!(
+            seg.meta.get().is_none(),
+            "no index read for a keyspace it does not hold"
+        );
+        assert!(seg.may_overlap(5, &lo, &hi, None).unwrap());
+        assert!(seg.meta.get().is_some());
+        assert_eq!(seg.get(b"\x05q0007").unwrap(), Some(Some(b"v".to_vec())));
+
+        let path = segment_path(tmp.path(), 9);
+        let good = fs::read(&path).unwrap();
+        let f = good.len() - FOOTER_BYTES;
+        // As a segment of an earlier build: keyspaces 0, the CRC over the three words.
+        let mut old = good.clone();
+        old[f + 28..f + 32].copy_from_slice(&0u32.to_le_bytes());
+        let crc = crc32fast::hash(&old[f..f + 24]);
+        old[f + 24..f + 28].copy_from_slice(&crc.to_le_bytes());
+        fs::write(&path, &old).unwrap();
+        let seg = Segment::open(tmp.path(), 9).unwrap();
+        assert_eq!(seg.keyspaces, None);
+        assert!(seg.may_hold(2), "unknown: it may hold any");
+        assert_eq!(seg.get(&entries[5].0).unwrap(), Some(entries[5].1.clone()));
+        assert_eq!(seg.get(b"\x02absent").unwrap(), None);
+        // A keyspace dropped from the word, or the word cleared, without the CRC: refused.
+        for word in [KEYSPACES_KNOWN | 1 << 1, 0] {
+            let mut bad = good.clone();
+            bad[f + 28..f + 32].copy_from_slice(&word.to_le_bytes());
+            fs::write(&path, &bad).unwrap();
+            let err = Segment::open(tmp.path(), 9).unwrap_err().to_string();
+            assert!(err.contains("footer"), "{word:x}: {err}");
+        }
     }
 
     #[test]
