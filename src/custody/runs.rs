@@ -40,7 +40,8 @@ pub struct RunSettings {
     /// The source sends run ids; else its runs are bracketed by QC sets.
     pub by_run_id: bool,
     pub auto_accept: bool,
-    pub rules: Vec<QcRule>,
+    /// The source's QC rules (shared with its mapping: copied only into a run that opens).
+    pub rules: Arc<Vec<QcRule>>,
 }
 
 /// Where a source's runs stand (in `runs` under [`run_cursor_key`]).
@@ -282,7 +283,7 @@ impl Touched {
                 local,
                 s.kind,
                 delimited,
-                s.rules.clone(),
+                s.rules.to_vec(),
                 s.auto_accept,
                 now,
             ),
@@ -646,7 +647,7 @@ pub async fn batch(
                 &batch_id,
                 settings.kind,
                 Delimiting::Batch,
-                settings.rules.clone(),
+                settings.rules.to_vec(),
                 settings.auto_accept,
                 now,
             );

@@ -41,7 +41,7 @@ pub fn lims_runs(qc: Vec<crate::domain::runs::QcRule>) -> RunSettings {
         kind: crate::domain::runs::RunKind::Confirmation,
         by_run_id: true,
         auto_accept: false,
-        rules: qc,
+        rules: std::sync::Arc::new(qc),
     }
 }
 

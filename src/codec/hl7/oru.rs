@@ -154,9 +154,10 @@ pub struct RunMapping<P = Path> {
     /// Where the aliquot tested is named, e.g. `SPM-2.2`.
     #[serde(default)]
     pub aliquot: Option<P>,
-    /// `[[analyzer.mapping.runs.qc]]`: the QC rules of the assays, each citing its source.
+    /// `[[analyzer.mapping.runs.qc]]`: the QC rules of the assays, each citing its source
+    /// (shared: every message of the analyzer hands them to custody without a copy).
     #[serde(default)]
-    pub qc: Vec<QcRule>,
+    pub qc: std::sync::Arc<Vec<QcRule>>,
 }
 
 impl<P> RunMapping<P> {
