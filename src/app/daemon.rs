@@ -121,7 +121,9 @@ pub fn main(config_path: &Path) -> ExitCode {
             None
         }
     };
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
     let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cfg.ingest.workers(cpus))
         .enable_all()
         .build()
     {
