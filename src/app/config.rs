@@ -2183,6 +2183,12 @@ keys_dir = "keys"
         let with = |v: &str| format!("{GOOD}\n[ingest]\nworker_threads = {v}\n");
         let (cfg, _) = load(&write_config(d.path(), &with("3"))).unwrap();
         assert_eq!(cfg.ingest.workers(2), 3);
+        let (cfg, _) = load(&write_config(d.path(), &with("256"))).unwrap();
+        assert_eq!(
+            cfg.ingest.workers(2),
+            MAX_WORKER_THREADS,
+            "the bound itself"
+        );
         let e = load(&write_config(d.path(), &with("257"))).unwrap_err();
         assert!(
             e.problems.iter().any(|p| p.key == "ingest.worker_threads"),
