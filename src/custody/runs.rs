@@ -169,16 +169,17 @@ pub fn load_qc(tx: &Tx<'_>, run: &mut RunRecord) -> Result<(), TxError> {
     if run.has_qc() {
         return Ok(());
     }
-    // A run's QC is written in the transaction that opens it: its absence is a broken store,
-    // never "no rules" (a run judged without its rules would pass nothing or anything).
-    let part: RunQc = tx
-        .get(Keyspace::Runs, &run_qc_key(&run.key))?
-        .ok_or_else(|| {
-            TxError::from(StoreError::Invalid(format!(
-                "run {}: its QC record is missing",
-                clean(&run.key)
-            )))
-        })?;
+    let part = tx.get(Keyspace::Runs, &run_qc_key(&run.key))?;
+    Ok(set_stored_qc(run, part)?)
+}
+
+/// Puts the QC part as read (`None`: absent) into the run. A run's QC is written in the
+/// transaction that opens it: its absence is a broken store, never "no rules" (a run judged
+/// without its rules would pass nothing or anything).
+fn set_stored_qc(run: &mut RunRecord, part: Option<RunQc>) -> Result<(), StoreError> {
+    let part = part.ok_or_else(|| {
+        StoreError::Invalid(format!("run {}: its QC record is missing", clean(&run.key)))
+    })?;
     run.set_qc(part);
     Ok(())
 }
@@ -1071,13 +1072,8 @@ fn store_load_qc(store: &Store, run: &mut RunRecord) -> Result<(), StoreError> {
     if run.has_qc() {
         return Ok(());
     }
-    let part: RunQc = store
-        .get(Keyspace::Runs, &run_qc_key(&run.key))?
-        .ok_or_else(|| {
-            StoreError::Invalid(format!("run {}: its QC record is missing", clean(&run.key)))
-        })?;
-    run.set_qc(part);
-    Ok(())
+    let part = store.get(Keyspace::Runs, &run_qc_key(&run.key))?;
+    set_stored_qc(run, part)
 }
 
 /// One run.
