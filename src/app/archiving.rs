@@ -33,19 +33,30 @@ pub async fn spill_at_stop(store: &Store) {
 /// How often merges are looked for.
 const COMPACT_EVERY: Duration = Duration::from_secs(1);
 
+/// How long after a start the first merge step runs.
+const FIRST_MERGE_AFTER: Duration = Duration::from_secs(2);
+
 /// Runs the upkeep until `shutdown`: spills checked every `interval`, merges every second,
 /// each on a thread of its own (not the runtime's blocking pool, whose threads serve
 /// requests), so that a long merge never holds a spill back.
 pub async fn run(store: Store, interval: Duration, shutdown: CancellationToken) {
     let stop = Arc::new(AtomicBool::new(false));
-    let spawn = |name: &str, step: fn(&Store, &AtomicBool) -> Result<(), StoreError>, every| {
-        let (store, stop) = (store.clone(), Arc::clone(&stop));
-        std::thread::Builder::new()
-            .name(name.into())
-            .spawn(move || upkeep(&store, every, &stop, step))
-    };
-    let spiller = spawn("custodian-spill", spill_if_due, interval);
-    let compactor = spawn("custodian-merge", merge_all, COMPACT_EVERY);
+    let spawn =
+        |name: &str, step: fn(&Store, &AtomicBool) -> Result<(), StoreError>, every, first| {
+            let (store, stop) = (store.clone(), Arc::clone(&stop));
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(move || upkeep(&store, every, first, &stop, step))
+        };
+    let spiller = spawn("custodian-spill", spill_if_due, interval, Duration::ZERO);
+    // The first merge step (which reads every segment's index and filter) waits a while: a
+    // start's first requests (`/readyz`, the first messages) do not share the CPUs with it.
+    let compactor = spawn(
+        "custodian-merge",
+        merge_all,
+        COMPACT_EVERY,
+        FIRST_MERGE_AFTER,
+    );
     let threads: Vec<_> = [spiller, compactor]
         .into_iter()
         .filter_map(|t| match t {
@@ -91,9 +102,11 @@ fn merge_all(store: &Store, stop: &AtomicBool) -> Result<(), StoreError> {
 fn upkeep(
     store: &Store,
     interval: Duration,
+    first: Duration,
     stop: &AtomicBool,
     step: fn(&Store, &AtomicBool) -> Result<(), StoreError>,
 ) {
+    nap_until(first, stop);
     while !stop.load(Ordering::Relaxed) {
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| step(store, stop)));
         match outcome {
@@ -105,12 +118,17 @@ fn upkeep(
                 error: "an archive step panicked",
             }),
         }
-        let mut slept = Duration::ZERO;
-        while slept < interval && !stop.load(Ordering::Relaxed) {
-            let nap = Duration::from_millis(20).min(interval - slept);
-            std::thread::sleep(nap);
-            slept += nap;
-        }
+        nap_until(interval, stop);
+    }
+}
+
+/// Sleeps for `span`, in short naps, returning early once `stop` is set.
+fn nap_until(span: Duration, stop: &AtomicBool) {
+    let mut slept = Duration::ZERO;
+    while slept < span && !stop.load(Ordering::Relaxed) {
+        let nap = Duration::from_millis(20).min(span - slept);
+        std::thread::sleep(nap);
+        slept += nap;
     }
 }
 

@@ -372,6 +372,13 @@ impl Wiring {
                 "store migrated in place: each specimen's results now in keys of their own"
             );
         }
+        // The specimens in each state, counted once for a store written before the counters
+        // (before any writer starts: the count and the counters see the same index).
+        if crate::custody::records::ensure_state_counts(&store)
+            .map_err(|e| format!("store: counting the specimens by state: {e}"))?
+        {
+            info!(component = "daemon", "store counted its specimens by state");
+        }
         let committer = GroupCommitter::start(
             store.clone(),
             GroupConfig {

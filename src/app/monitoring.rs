@@ -123,12 +123,20 @@ pub struct Sample {
 /// Reads the store and the filesystem once; `utc_offset_minutes` is the laboratory's calendar.
 pub fn sample(store: &Store, now_ms: u64, utc_offset_minutes: i32) -> Sample {
     let mut s = Sample::default();
+    // The store's counters (kept in the commits that change a state); a store that has not
+    // counted its states yet is walked (a two-year store holds millions of specimens).
+    let counted = crate::custody::records::state_counts(store).ok().flatten();
     for st in State::ALL {
         if st != State::ReadyForReview {
-            // Counted without collecting the IDs: a two-year store holds millions of them.
-            let n = crate::store::state_prefix(st.key())
-                .and_then(|prefix| store.count_prefix(Keyspace::ByState, &prefix))
-                .unwrap_or(0);
+            let n = match counted
+                .as_ref()
+                .and_then(|c| c.iter().find(|(s, _)| *s == st))
+            {
+                Some((_, n)) => *n as usize,
+                None => crate::store::state_prefix(st.key())
+                    .and_then(|prefix| store.count_prefix(Keyspace::ByState, &prefix))
+                    .unwrap_or(0),
+            };
             s.by_state.push((st.key(), n));
             continue;
         }
@@ -491,6 +499,18 @@ mod tests {
         assert_eq!(last_message_ms(&store, "none"), None);
         let s = sample(&store, 10_000, 0);
         let screened = s.by_state.iter().find(|(k, _)| *k == "screened").unwrap();
-        assert_eq!(screened.1, 3);
+        assert_eq!(screened.1, 3, "walked: the store has not counted yet");
+        // Once counted, the sample reads the counters, not the index: an entry written past
+        // custody's path (which keeps the counters) is not seen.
+        assert!(crate::custody::records::ensure_state_counts(&store).unwrap());
+        store
+            .transact(|tx| {
+                tx.put(Keyspace::ByState, &state_key("screened", "S-4")?, &())?;
+                Ok::<_, Abort<()>>(())
+            })
+            .unwrap();
+        let s = sample(&store, 10_000, 0);
+        let screened = s.by_state.iter().find(|(k, _)| *k == "screened").unwrap();
+        assert_eq!(screened.1, 3, "counted");
     }
 }

@@ -12,6 +12,11 @@
 //! read otherwise refuses to be judged (`ChangeError::ResultsNotLoaded`). A record of format 1
 //! (results inline) is read as it is and moves its results into keys at its next write;
 //! [`migrate_layout`] moves every one at the first start, then records format 2.
+//!
+//! **Counts by state.** The same path keeps the number of specimens in each state in store
+//! counters ([`state_counts`]), so the metrics sampler reads seven numbers instead of walking
+//! every specimen of a two-year store. A store written before the counters counts its states
+//! once, at its first start ([`ensure_state_counts`]).
 
 use crate::domain::lifecycle::ClockKind;
 use crate::domain::results::{RESULT_BATCH_VERSION, ResultBatch};
@@ -39,6 +44,58 @@ pub fn due_entry_key(at_ms: u64, kind: ClockKind, specimen_id: &str) -> Vec<u8> 
     id.push(0);
     id.extend_from_slice(specimen_id.as_bytes());
     due_key(at_ms, &id)
+}
+
+/// The store counter of the specimens in `state`.
+fn state_counter(state: State) -> String {
+    format!("specimens_in_state:{}", state.key())
+}
+
+/// Set once the counters of [`state_counter`] were taken from the index: from then on they are
+/// kept by [`put_specimen`].
+const STATE_COUNTS_TAKEN: &str = "specimens_in_state:counted";
+
+/// The number of specimens in each state (in [`State::ALL`]'s order), from the store's
+/// counters; `None` if the store has not counted them yet (see [`ensure_state_counts`]).
+pub fn state_counts(store: &Store) -> Result<Option<Vec<(State, u64)>>, StoreError> {
+    if store.counter(STATE_COUNTS_TAKEN)?.is_none() {
+        return Ok(None);
+    }
+    State::ALL
+        .iter()
+        .map(|&st| Ok((st, store.counter(&state_counter(st))?.unwrap_or(0))))
+        .collect::<Result<Vec<_>, StoreError>>()
+        .map(Some)
+}
+
+/// Counts the specimens in each state from the `by_state` index once, if the store has not
+/// done it before (a store written by an earlier version, or a new one); whether it counted.
+/// Call before anything writes specimens (the daemon does at start): the count and the write of
+/// the counters must see the same index.
+pub fn ensure_state_counts(store: &Store) -> Result<bool, StoreError> {
+    if store.counter(STATE_COUNTS_TAKEN)?.is_some() {
+        return Ok(false);
+    }
+    let mut counts = Vec::with_capacity(State::ALL.len());
+    for st in State::ALL {
+        let prefix = crate::store::state_prefix(st.key())?;
+        counts.push((st, store.count_prefix(Keyspace::ByState, &prefix)? as u64));
+    }
+    store
+        .transact(|tx| -> Result<(), crate::store::Abort<()>> {
+            for (st, n) in &counts {
+                tx.set_counter(&state_counter(*st), *n)?;
+            }
+            tx.set_counter(STATE_COUNTS_TAKEN, 1)?;
+            Ok(())
+        })
+        .map_err(|e| match e {
+            crate::store::TransactError::Store(e) => e,
+            crate::store::TransactError::Aborted(()) => {
+                StoreError::Invalid("counting the states was aborted".into())
+            }
+        })?;
+    Ok(true)
 }
 
 /// What the indexes of a stored record say, taken before a change.
@@ -106,8 +163,13 @@ pub fn put_specimen(
         Some(b) => {
             tx.remove(Keyspace::ByState, &state_key(b.state.key(), id)?)?;
             tx.put(Keyspace::ByState, &state_key(now.state.key(), id)?, &())?;
+            tx.add_to_counter(&state_counter(b.state), -1)?;
+            tx.add_to_counter(&state_counter(now.state), 1)?;
         }
-        None => tx.put(Keyspace::ByState, &state_key(now.state.key(), id)?, &())?,
+        None => {
+            tx.put(Keyspace::ByState, &state_key(now.state.key(), id)?, &())?;
+            tx.add_to_counter(&state_counter(now.state), 1)?;
+        }
     }
     let (old_correction, old_retention) = before
         .map(|b| (b.correction_due_ms, b.retention_due_ms))
@@ -416,6 +478,79 @@ mod tests {
         assert_eq!(stored.result_keys, Some(ResultKeys::default()));
         stored.result_keys = None;
         assert_eq!(stored, rec);
+    }
+
+    /// The counts by state: taken from the index once (a store written before them), then
+    /// kept by every write, equal to a walk of the index after every step; a store that has
+    /// not counted yet says so.
+    #[test]
+    fn counts_by_state_are_taken_once_then_kept_with_the_index() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::open(&d.path().join("s")).unwrap();
+        let walked = |store: &Store| -> Vec<(State, u64)> {
+            State::ALL
+                .iter()
+                .map(|&st| (st, store.ids_in_state(st.key()).unwrap().len() as u64))
+                .collect()
+        };
+        // Written before the store counted: the index holds three, the counters are not taken.
+        let mut recs: Vec<SpecimenRecord> = (1..=3)
+            .map(|n| SpecimenRecord::new(&format!("S-{n}"), 1))
+            .collect();
+        for r in &recs {
+            write(&store, None, r);
+        }
+        assert_eq!(state_counts(&store).unwrap(), None);
+        assert!(ensure_state_counts(&store).unwrap());
+        assert!(!ensure_state_counts(&store).unwrap(), "counted once");
+        assert_eq!(state_counts(&store).unwrap().unwrap(), walked(&store));
+        let count = |store: &Store, st: State| {
+            state_counts(store)
+                .unwrap()
+                .unwrap()
+                .into_iter()
+                .find(|(s, _)| *s == st)
+                .unwrap()
+                .1
+        };
+        assert_eq!(count(&store, State::AwaitingAccession), 3);
+
+        // Moves, a write that keeps the state, a new specimen: always what the index says.
+        for (i, to) in [State::Held, State::Released, State::Released]
+            .into_iter()
+            .enumerate()
+        {
+            let before = Indexed::of(&recs[i]);
+            recs[i].state = to;
+            write(&store, Some(before), &recs[i]);
+            assert_eq!(state_counts(&store).unwrap().unwrap(), walked(&store));
+        }
+        let before = Indexed::of(&recs[1]);
+        recs[1].updated_at_ms = 99;
+        write(&store, Some(before), &recs[1]);
+        write(&store, None, &SpecimenRecord::new("S-4", 2));
+        assert_eq!(state_counts(&store).unwrap().unwrap(), walked(&store));
+        assert_eq!(count(&store, State::Released), 2);
+        assert_eq!(count(&store, State::Held), 1);
+        assert_eq!(count(&store, State::AwaitingAccession), 1);
+
+        // A transaction that aborts leaves the counts as they were.
+        let before = Indexed::of(&recs[0]);
+        let mut moved = recs[0].clone();
+        moved.state = State::Released;
+        let r = store.transact(|tx| -> Result<(), Abort<()>> {
+            put_specimen(tx, Some(before), &moved)?;
+            Err(Abort::Domain(()))
+        });
+        assert!(r.is_err());
+        assert_eq!(count(&store, State::Held), 1);
+        assert_eq!(state_counts(&store).unwrap().unwrap(), walked(&store));
+
+        // Kept across a reopen.
+        drop(store);
+        let store = Store::open(&d.path().join("s")).unwrap();
+        assert!(!ensure_state_counts(&store).unwrap());
+        assert_eq!(state_counts(&store).unwrap().unwrap(), walked(&store));
     }
 
     fn entry(target: &str, at: u64) -> crate::domain::specimen::ResultEntry {

@@ -679,6 +679,12 @@ impl Store {
         }
     }
 
+    /// The store's counter `name` (kept in `meta` by [`Tx::add_to_counter`] in the commits
+    /// that change what it counts): `None` if never written.
+    pub fn counter(&self, name: &str) -> Result<Option<u64>, StoreError> {
+        self.get::<u64>(Keyspace::Meta, &counter_key(name))
+    }
+
     /// The store's format version (see [`FORMAT_VERSION`], [`MIGRATES_FROM`]).
     pub fn format_version(&self) -> Result<u32, StoreError> {
         Ok(self
@@ -911,6 +917,13 @@ impl Store {
         }
         Ok(n)
     }
+}
+
+/// The `meta` key of the counter `name` (see [`Store::counter`]).
+pub(crate) fn counter_key(name: &str) -> Vec<u8> {
+    let mut key = b"counter\0".to_vec();
+    key.extend_from_slice(name.as_bytes());
+    key
 }
 
 /// How long [`Store::open`] waits for the lock on `db` to be released.
