@@ -235,10 +235,14 @@ pub fn publish(s: &Sample) {
 /// `custody::runs::LAST_ARRIVAL_PRECISION_MS`); only a store written before that is scanned
 /// message by message (once: the next message notes it).
 pub fn last_message_ms(store: &Store, analyzer: &str) -> Option<u64> {
-    let noted = store
-        .get::<u64>(Keyspace::Dedupe, &crate::store::last_arrival_key(analyzer))
-        .ok()
-        .flatten();
+    let noted = match store.meta_number(&crate::store::last_arrival_number(analyzer)) {
+        Ok(Some(at)) => Some(at),
+        // A store written before the time was kept in `meta` has it in `dedupe`.
+        _ => store
+            .get::<u64>(Keyspace::Dedupe, &crate::store::last_arrival_key(analyzer))
+            .ok()
+            .flatten(),
+    };
     let stored = match noted {
         Some(at) => Some(at),
         None => {
@@ -495,7 +499,22 @@ mod tests {
                 Ok::<_, Abort<()>>(())
             })
             .unwrap();
-        assert_eq!(last_message_ms(&store, "chem"), Some(7_000), "noted");
+        assert_eq!(
+            last_message_ms(&store, "chem"),
+            Some(7_000),
+            "noted in dedupe (before)"
+        );
+        store
+            .transact(|tx| {
+                tx.set_meta_number(&crate::store::last_arrival_number("chem"), 8_000)?;
+                Ok::<_, Abort<()>>(())
+            })
+            .unwrap();
+        assert_eq!(
+            last_message_ms(&store, "chem"),
+            Some(8_000),
+            "noted in meta"
+        );
         assert_eq!(last_message_ms(&store, "none"), None);
         let s = sample(&store, 10_000, 0);
         let screened = s.by_state.iter().find(|(k, _)| *k == "screened").unwrap();

@@ -46,7 +46,7 @@ pub fn due_entry_key(at_ms: u64, kind: ClockKind, specimen_id: &str) -> Vec<u8> 
     due_key(at_ms, &id)
 }
 
-/// The store counter of the specimens in `state`.
+/// The store number ([`Store::meta_number`]) counting the specimens in `state`.
 fn state_counter(state: State) -> String {
     format!("specimens_in_state:{}", state.key())
 }
@@ -58,12 +58,12 @@ const STATE_COUNTS_TAKEN: &str = "specimens_in_state:counted";
 /// The number of specimens in each state (in [`State::ALL`]'s order), from the store's
 /// counters; `None` if the store has not counted them yet (see [`ensure_state_counts`]).
 pub fn state_counts(store: &Store) -> Result<Option<Vec<(State, u64)>>, StoreError> {
-    if store.counter(STATE_COUNTS_TAKEN)?.is_none() {
+    if store.meta_number(STATE_COUNTS_TAKEN)?.is_none() {
         return Ok(None);
     }
     State::ALL
         .iter()
-        .map(|&st| Ok((st, store.counter(&state_counter(st))?.unwrap_or(0))))
+        .map(|&st| Ok((st, store.meta_number(&state_counter(st))?.unwrap_or(0))))
         .collect::<Result<Vec<_>, StoreError>>()
         .map(Some)
 }
@@ -73,7 +73,7 @@ pub fn state_counts(store: &Store) -> Result<Option<Vec<(State, u64)>>, StoreErr
 /// Call before anything writes specimens (the daemon does at start): the count and the write of
 /// the counters must see the same index.
 pub fn ensure_state_counts(store: &Store) -> Result<bool, StoreError> {
-    if store.counter(STATE_COUNTS_TAKEN)?.is_some() {
+    if store.meta_number(STATE_COUNTS_TAKEN)?.is_some() {
         return Ok(false);
     }
     let mut counts = Vec::with_capacity(State::ALL.len());
@@ -84,9 +84,9 @@ pub fn ensure_state_counts(store: &Store) -> Result<bool, StoreError> {
     store
         .transact(|tx| -> Result<(), crate::store::Abort<()>> {
             for (st, n) in &counts {
-                tx.set_counter(&state_counter(*st), *n)?;
+                tx.set_meta_number(&state_counter(*st), *n)?;
             }
-            tx.set_counter(STATE_COUNTS_TAKEN, 1)?;
+            tx.set_meta_number(STATE_COUNTS_TAKEN, 1)?;
             Ok(())
         })
         .map_err(|e| match e {
@@ -163,12 +163,12 @@ pub fn put_specimen(
         Some(b) => {
             tx.remove(Keyspace::ByState, &state_key(b.state.key(), id)?)?;
             tx.put(Keyspace::ByState, &state_key(now.state.key(), id)?, &())?;
-            tx.add_to_counter(&state_counter(b.state), -1)?;
-            tx.add_to_counter(&state_counter(now.state), 1)?;
+            tx.add_to_meta_number(&state_counter(b.state), -1)?;
+            tx.add_to_meta_number(&state_counter(now.state), 1)?;
         }
         None => {
             tx.put(Keyspace::ByState, &state_key(now.state.key(), id)?, &())?;
-            tx.add_to_counter(&state_counter(now.state), 1)?;
+            tx.add_to_meta_number(&state_counter(now.state), 1)?;
         }
     }
     let (old_correction, old_retention) = before

@@ -25,8 +25,8 @@ use crate::domain::runs::{
 use crate::domain::specimen::{ChangeError, SpecimenRecord};
 use crate::store::{
     Abort, AuditEntry, CommitError, GroupCommitter, Keyspace, RUN_ROSTER_PAGE, Store, StoreError,
-    Tx, TxError, dedupe_key, last_arrival_key, run_cursor_key, run_member_key, run_member_prefix,
-    run_qc_key, run_record_key, run_roster_key, run_state_index, state_key,
+    Tx, TxError, dedupe_key, run_cursor_key, run_member_key, run_member_prefix, run_qc_key,
+    run_record_key, run_roster_key, run_state_index, state_key,
 };
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -717,10 +717,10 @@ pub const LAST_ARRIVAL_PRECISION_MS: u64 = 60_000;
 
 /// Notes that a message of `source` arrived at `now` (see [`LAST_ARRIVAL_PRECISION_MS`]).
 fn note_arrival(tx: &mut Tx<'_>, source: &str, now: u64) -> Result<(), TxError> {
-    let key = last_arrival_key(source);
-    let last: Option<u64> = tx.get(Keyspace::Dedupe, &key)?;
+    let name = crate::store::last_arrival_number(source);
+    let last = tx.meta_number(&name)?;
     if last.is_none_or(|t| now >= t.saturating_add(LAST_ARRIVAL_PRECISION_MS) || now < t) {
-        tx.put(Keyspace::Dedupe, &key, &now)?;
+        tx.set_meta_number(&name, now)?;
     }
     Ok(())
 }
@@ -1233,7 +1233,7 @@ mod tests {
                 })
                 .unwrap();
             store
-                .get::<u64>(Keyspace::Dedupe, &last_arrival_key("chem"))
+                .meta_number(&crate::store::last_arrival_number("chem"))
                 .unwrap()
                 .unwrap()
         };

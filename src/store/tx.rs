@@ -504,23 +504,27 @@ impl Tx<'_> {
         Ok(receipt)
     }
 
-    /// Adds `delta` to the store's counter `name` in this transaction (kept in `meta`, see
-    /// [`Store::counter`]); returns its new value. A count never goes below zero.
-    pub fn add_to_counter(&mut self, name: &str, delta: i64) -> Result<u64, TxError> {
-        let key = super::counter_key(name);
-        let was: u64 = self.get(Keyspace::Meta, &key)?.unwrap_or(0);
+    /// The store's number `name` as this transaction sees it (see [`Store::meta_number`]).
+    pub fn meta_number(&self, name: &str) -> Result<Option<u64>, TxError> {
+        self.get(Keyspace::Meta, &super::meta_number_key(name))
+    }
+
+    /// Adds `delta` to the store's number `name` in this transaction (a count; see
+    /// [`Store::meta_number`]); returns its new value. A count never goes below zero.
+    pub fn add_to_meta_number(&mut self, name: &str, delta: i64) -> Result<u64, TxError> {
+        let was = self.meta_number(name)?.unwrap_or(0);
         let now = if delta < 0 {
             was.saturating_sub(delta.unsigned_abs())
         } else {
             was.saturating_add(delta.unsigned_abs())
         };
-        self.put_internal(Keyspace::Meta, &key, &now)?;
+        self.set_meta_number(name, now)?;
         Ok(now)
     }
 
-    /// Sets the store's counter `name` (a count taken once, see [`Tx::add_to_counter`]).
-    pub fn set_counter(&mut self, name: &str, value: u64) -> Result<(), TxError> {
-        self.put_internal(Keyspace::Meta, &super::counter_key(name), &value)
+    /// Sets the store's number `name` in this transaction (see [`Store::meta_number`]).
+    pub fn set_meta_number(&mut self, name: &str, value: u64) -> Result<(), TxError> {
+        self.put_internal(Keyspace::Meta, &super::meta_number_key(name), &value)
     }
 
     /// Records the store's format version in `meta`: only an in-place migration calls it, in
