@@ -160,25 +160,14 @@ pub fn main(config_path: &Path) -> ExitCode {
 /// last snapshot at every open and then writes a new snapshot, so replaying here, at the stop,
 /// spares the next start the replay (after a crash the next start replays instead). Failing is
 /// harmless: the next start replays.
-/// It also settles sled's file ([`Store::settle`]) and opens it once more, which truncates
-/// what the settling freed, so that the next start does not zero megabytes of free segments.
 fn settle_store(path: &Path, options: &crate::store::StoreOptions) {
     let started = std::time::Instant::now();
-    let settled = Store::open_to_settle(path, options).and_then(|store| {
-        let before = store.engine_file_bytes();
-        let keys = store.settle()?;
-        drop(store);
-        let store = Store::open_with(path, options)?;
-        Ok((before, keys, store.engine_file_bytes()))
-    });
-    match settled {
-        Ok((before, keys, after)) => {
+    match Store::open_with(path, options) {
+        Ok(store) => {
+            drop(store);
             info!(
                 component = "daemon",
                 took_ms = started.elapsed().as_millis() as u64,
-                keys_rewritten = keys,
-                engine_file_bytes_before = before,
-                engine_file_bytes = after,
                 "store snapshot written for a quick next start"
             );
         }

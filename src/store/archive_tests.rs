@@ -24,7 +24,6 @@ enum Op {
     Raw(u8, u8),
     Spill,
     Compact,
-    Settle,
     Reopen,
     Crash(SpillStep),
 }
@@ -36,7 +35,6 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0u8..200, 1u8..4).prop_map(|(k, n)| Op::Raw(k, n)),
         2 => Just(Op::Spill),
         1 => Just(Op::Compact),
-        1 => Just(Op::Settle),
         1 => Just(Op::Reopen),
         1 => prop_oneof![
             Just(SpillStep::Frozen),
@@ -161,9 +159,6 @@ fn apply(store: &Store, model: &mut Model, op: &Op) {
         Op::Compact => {
             let stop = AtomicBool::new(false);
             while store.compact(&stop).unwrap().is_some() {}
-        }
-        Op::Settle => {
-            store.settle().unwrap();
         }
         Op::Reopen | Op::Crash(_) => unreachable!("handled by the caller"),
     }
@@ -410,7 +405,7 @@ fn open_time_after_many_spills() {
     drop(Store::open_with(&dir, &opts).unwrap());
     for _ in 0..3 {
         let t = std::time::Instant::now();
-        let db = open_db(&dir, &opts, ENGINE_FLUSH_EVERY_MS).unwrap();
+        let db = open_db(&dir, &opts).unwrap();
         let engine = t.elapsed();
         drop(db);
         let t = std::time::Instant::now();
@@ -477,65 +472,4 @@ fn a_spill_is_due_at_the_threshold_and_not_one_key_before() {
         })
         .unwrap();
     assert!(!never.spill_due());
-}
-
-/// A clean stop's settling keeps every value and never grows sled's file. (That it shrinks a
-/// file held at its high-water mark shows on the daemon's own load, which this serial writer
-/// does not reproduce: `store_economy` reports sled's files and the time to ready at 1M
-/// specimens.)
-#[test]
-fn settling_shrinks_sled_s_file_and_keeps_every_value() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("store");
-    let store = Store::open_with(&dir, &options()).unwrap();
-    const KEYS: u32 = 4000;
-    let value = |i: u32, round: u32| format!("value {i} {round} {}", "x".repeat(200));
-    // Every key written again and again (records rewritten as messages arrive): sled's file
-    // grows with the garbage, then the spill leaves it nearly empty.
-    for round in 0..12u32 {
-        for chunk in 0..KEYS / 500 {
-            store
-                .transact(|tx| {
-                    for i in chunk * 500..(chunk + 1) * 500 {
-                        tx.put(
-                            Keyspace::Specimens,
-                            format!("S-{i:06}").as_bytes(),
-                            &value(i, round),
-                        )?;
-                    }
-                    tx.put(Keyspace::Outbox, format!("O-{chunk:03}").as_bytes(), &round)?;
-                    Ok::<_, Abort<()>>(())
-                })
-                .unwrap();
-        }
-    }
-    store.spill().unwrap();
-    store.flush_durable().unwrap();
-    drop(store);
-    // What a clean stop leaves: the spilled generation dropped by the next open.
-    drop(Store::open_with(&dir, &options()).unwrap());
-    let store = Store::open_to_settle(&dir, &options()).unwrap();
-    let before = store.engine_file_bytes();
-    let rewritten = store.settle().unwrap();
-    assert!(
-        rewritten >= u64::from(KEYS / 500),
-        "meta and the outbox rewritten: {rewritten}"
-    );
-    drop(store);
-    let store = Store::open_with(&dir, &options()).unwrap();
-    let after = store.engine_file_bytes();
-    assert!(after <= before, "sled's file grew: {before} -> {after}");
-    for i in (0..KEYS).step_by(7) {
-        let v: Option<String> = store
-            .get(Keyspace::Specimens, format!("S-{i:06}").as_bytes())
-            .unwrap();
-        assert_eq!(v, Some(value(i, 11)));
-    }
-    for chunk in 0..KEYS / 500 {
-        let v: Option<u32> = store
-            .get(Keyspace::Outbox, format!("O-{chunk:03}").as_bytes())
-            .unwrap();
-        assert_eq!(v, Some(11));
-    }
-    assert_eq!(store.count(Keyspace::Specimens), KEYS as usize);
 }

@@ -613,23 +613,8 @@ impl Store {
 
     /// [`Store::open`] with explicit [`StoreOptions`].
     pub fn open_with(dir: &Path, options: &StoreOptions) -> Result<Store, StoreError> {
-        Store::open_engine(dir, options, ENGINE_FLUSH_EVERY_MS)
-    }
-
-    /// [`Store::open_with`] for [`Store::settle`] after a clean stop: sled's own flusher, which
-    /// also moves live pages out of mostly free segments, runs every few milliseconds instead
-    /// of every half second. Not for a running daemon.
-    pub fn open_to_settle(dir: &Path, options: &StoreOptions) -> Result<Store, StoreError> {
-        Store::open_engine(dir, options, SETTLE_FLUSH_EVERY_MS)
-    }
-
-    fn open_engine(
-        dir: &Path,
-        options: &StoreOptions,
-        flush_every_ms: u64,
-    ) -> Result<Store, StoreError> {
         let created = prepare_dir(dir)?;
-        let db = open_db(dir, options, flush_every_ms)?;
+        let db = open_db(dir, options)?;
         let meta = db
             .open_tree(Keyspace::Meta.name())
             .map_err(|e| StoreError::engine("opening a keyspace", e))?;
@@ -769,51 +754,6 @@ impl Store {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         syncer.sync(&self.inner.db, &self.inner.faults)
-    }
-
-    /// Rewrites, in place and unchanged, every key sled holds outside `images`, makes it
-    /// durable, and leaves sled's flusher [`SETTLE_FOR`] to move the live pages; returns the
-    /// keys rewritten. For a clean stop, on a store opened with [`Store::open_to_settle`] once
-    /// every writer has stopped and the hot tier was spilled. Why: at every open sled 0.34
-    /// zeroes each free 512 KiB segment of its file, and the file never shrinks below its last
-    /// live page: at 1M specimens about 20 MiB were zeroed at each start for a few KiB of live
-    /// pages. After the rewrite and the flusher's moves, the next open truncates the file
-    /// (20 MiB to 4 to 6 MiB in trials on such a store; neither step alone did it). The images
-    /// (large values sled keeps as blob files) are left where they are: rewriting one would
-    /// copy its blob. Idempotent; a crash part-way leaves the same data.
-    pub fn settle(&self) -> Result<u64, StoreError> {
-        let _writer = self.writer_lock();
-        let images = Keyspace::Images.name().as_bytes();
-        let mut rewritten = 0u64;
-        for name in self.inner.db.tree_names() {
-            if &*name == images {
-                continue;
-            }
-            let tree = self
-                .inner
-                .db
-                .open_tree(&name)
-                .map_err(|e| StoreError::engine("opening a keyspace to settle it", e))?;
-            let entries = tree
-                .iter()
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| StoreError::engine("reading a keyspace to settle it", e))?;
-            for (k, v) in entries {
-                tree.insert(k, v)
-                    .map_err(|e| StoreError::engine("settling a keyspace", e))?;
-                rewritten += 1;
-            }
-        }
-        drop(_writer);
-        self.flush_durable()?;
-        thread::sleep(SETTLE_FOR);
-        self.flush_durable()?;
-        Ok(rewritten)
-    }
-
-    /// The size of sled's own log file (`db`), in bytes.
-    pub fn engine_file_bytes(&self) -> u64 {
-        fs::metadata(self.inner.dir.join("db")).map_or(0, |m| m.len())
     }
 
     /// The fsyncs the last durable flush made, in order (blobs, then the log, then the rest).
@@ -994,31 +934,18 @@ pub(crate) fn meta_number_key(name: &str) -> Vec<u8> {
     key
 }
 
-/// sled's own flusher interval in a running store (sled's default; every durable commit is
-/// flushed and fsynced by [`Store::flush_durable`] regardless).
-const ENGINE_FLUSH_EVERY_MS: u64 = 500;
-/// sled's flusher interval in a store opened by [`Store::open_to_settle`].
-const SETTLE_FLUSH_EVERY_MS: u64 = 5;
-/// How long [`Store::settle`] leaves sled's flusher to move the live pages.
-const SETTLE_FOR: Duration = Duration::from_millis(300);
-
 /// How long [`Store::open`] waits for the lock on `db` to be released.
 const LOCK_WAIT: Duration = Duration::from_secs(3);
 
 /// Opens sled, waiting up to [`LOCK_WAIT`] for the `db` file lock: sled's background I/O
 /// threads may hold the previous instance's file for a moment after it is dropped, and a
 /// restarting daemon may briefly overlap its predecessor.
-fn open_db(
-    dir: &Path,
-    options: &StoreOptions,
-    flush_every_ms: u64,
-) -> Result<sled::Db, StoreError> {
+fn open_db(dir: &Path, options: &StoreOptions) -> Result<sled::Db, StoreError> {
     let started = Instant::now();
     loop {
         let config = sled::Config::new()
             .path(dir)
-            .cache_capacity(options.cache_bytes - options.block_cache_bytes() as u64)
-            .flush_every_ms(Some(flush_every_ms));
+            .cache_capacity(options.cache_bytes - options.block_cache_bytes() as u64);
         match config.open() {
             Ok(db) => return Ok(db),
             Err(sled::Error::Io(e))
