@@ -255,11 +255,23 @@ impl Drop for TmpfsMount {
     }
 }
 
-/// An ORU carrying a large note, so each message takes room in the store.
+/// An ORU carrying a large note, so each message takes room in the store: letters and digits
+/// from a generator seeded by the control ID, which the store's compression cannot shrink
+/// (a note of one repeated letter compressed to almost nothing, and filling the file system
+/// took thousands of messages).
 fn bulky(control_id: &str, specimen: &str, pad: usize) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     let mut m = oru(control_id, specimen, &[("CREA", "85", "mg/dL")]);
     m.extend_from_slice(b"NTE|1||");
-    m.extend(std::iter::repeat_n(b'x', pad));
+    let mut x = control_id.bytes().fold(0x9E37_79B9_7F4A_7C15u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01B3)
+    });
+    m.extend((0..pad).map(|_| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        ALPHABET[(x % ALPHABET.len() as u64) as usize]
+    }));
     m.push(b'\r');
     m
 }
