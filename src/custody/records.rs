@@ -89,13 +89,16 @@ pub fn ensure_state_counts(store: &Store) -> Result<bool, StoreError> {
             tx.set_meta_number(STATE_COUNTS_TAKEN, 1)?;
             Ok(())
         })
-        .map_err(|e| match e {
-            crate::store::TransactError::Store(e) => e,
-            crate::store::TransactError::Aborted(()) => {
-                StoreError::Invalid("counting the states was aborted".into())
-            }
-        })?;
+        .map_err(|e| store_error(e, "counting the states"))?;
     Ok(true)
+}
+
+/// The store's error of a transaction that never aborts on its own (`what` names it).
+fn store_error(e: crate::store::TransactError<()>, what: &str) -> StoreError {
+    match e {
+        crate::store::TransactError::Store(e) => e,
+        crate::store::TransactError::Aborted(()) => StoreError::Invalid(format!("{what} aborted")),
+    }
 }
 
 /// What the indexes of a stored record say, taken before a change.
@@ -360,12 +363,7 @@ pub fn migrate_layout(store: &Store, now_ms: u64) -> Result<usize, StoreError> {
                 }
                 Ok(())
             })
-            .map_err(|e| match e {
-                crate::store::TransactError::Store(s) => s,
-                crate::store::TransactError::Aborted(()) => {
-                    StoreError::Invalid("migration aborted".into())
-                }
-            })?;
+            .map_err(|e| store_error(e, "migration"))?;
         store.flush_durable()?;
     }
     let moved = ids.len();
