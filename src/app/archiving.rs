@@ -137,6 +137,60 @@ mod tests {
     use super::*;
     use crate::store::{AuditEntry, Keyspace, StoreOptions};
 
+    /// A step's first run waits `first` (never less: a sleep does not end early), runs at once
+    /// when `first` is zero, and a stop during the wait ends the thread without running it.
+    #[test]
+    fn the_first_step_waits_and_a_stop_during_the_wait_skips_it() {
+        use std::sync::atomic::AtomicUsize;
+        use std::time::Instant;
+        static RUNS: AtomicUsize = AtomicUsize::new(0);
+        fn count(_: &Store, stop: &AtomicBool) -> Result<(), StoreError> {
+            RUNS.fetch_add(1, Ordering::SeqCst);
+            stop.store(true, Ordering::SeqCst);
+            Ok(())
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(&tmp.path().join("store")).unwrap();
+        let long = Duration::from_secs(3600);
+
+        let stop = AtomicBool::new(false);
+        let t = Instant::now();
+        upkeep(&store, long, Duration::from_millis(150), &stop, count);
+        assert!(
+            t.elapsed() >= Duration::from_millis(150),
+            "{:?}",
+            t.elapsed()
+        );
+        assert_eq!(RUNS.load(Ordering::SeqCst), 1);
+
+        let stop = AtomicBool::new(false);
+        upkeep(&store, long, Duration::ZERO, &stop, count);
+        assert_eq!(
+            RUNS.load(Ordering::SeqCst),
+            2,
+            "no wait: the step runs at once"
+        );
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let waiting = {
+            let (store, stop) = (store.clone(), Arc::clone(&stop));
+            std::thread::spawn(move || upkeep(&store, long, long, &stop, count))
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        stop.store(true, Ordering::SeqCst);
+        let t = Instant::now();
+        waiting.join().unwrap();
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "the stop ends the wait"
+        );
+        assert_eq!(
+            RUNS.load(Ordering::SeqCst),
+            2,
+            "stopped before its first run"
+        );
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_due_spill_runs_in_the_background_and_stops_with_the_daemon() {
         let tmp = tempfile::tempdir().unwrap();
