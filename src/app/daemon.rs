@@ -156,11 +156,39 @@ pub fn main(config_path: &Path) -> ExitCode {
     }
 }
 
-/// After a clean stop: opens the store once more and closes it. sled replays its log from its
-/// last snapshot at every open and then writes a new snapshot, so replaying here, at the stop,
-/// spares the next start the replay (after a crash the next start replays instead). Failing is
-/// harmless: the next start replays.
+/// After a clean stop: rewrites sled's file if it grew (see the store's `rewrite`: the next
+/// start then opens a small one), then opens the store once more and closes it. sled replays
+/// its log from its last snapshot at every open and then writes a new snapshot, so replaying
+/// here, at the stop, spares the next start the replay (after a crash the next start replays
+/// instead). Failing is harmless: the store is left as it was, and the next start replays.
 fn settle_store(path: &Path, options: &crate::store::StoreOptions) {
+    use crate::store::EngineRewrite;
+    match crate::store::rewrite_at_stop(path, options) {
+        Ok(EngineRewrite::Rewritten {
+            before,
+            after,
+            keys,
+            took,
+        }) => info!(
+            component = "daemon",
+            bytes_before = before,
+            bytes_after = after,
+            keys,
+            took_ms = took.as_millis() as u64,
+            "store's engine file rewritten for a quick next start"
+        ),
+        Ok(EngineRewrite::Small { .. }) => {}
+        Ok(EngineRewrite::Full { bytes }) => info!(
+            component = "daemon",
+            bytes,
+            "store's engine file left as it is (it holds too much to be copied at each stop)"
+        ),
+        Err(e) => warn!(
+            component = "daemon",
+            error = %e,
+            "store's engine file not rewritten at the stop (left as it was)"
+        ),
+    }
     let started = std::time::Instant::now();
     match Store::open_with(path, options) {
         Ok(store) => {

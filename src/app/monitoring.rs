@@ -29,6 +29,11 @@ const SAMPLED: &[Metric] = &[
         "bytes",
         "decoded archive blocks kept in memory for lookups (an eighth of `store.cache_mib`)",
     ),
+    Metric::gauge(
+        "custodian_store_archive_memory_bytes",
+        "bytes",
+        "memory the archive segments' block indexes (part=index) and bloom filters (part=filter) take",
+    ),
     Metric::counter(
         "custodian_store_archive_cache_lookups_total",
         "lookups",
@@ -118,6 +123,8 @@ pub struct Sample {
     pub runs_open_oldest_age_s: f64,
     /// The archive's block cache: bytes held, lookups served, lookups that read a segment.
     pub archive_cache: (u64, u64, u64),
+    /// Memory of the archive segments' block indexes and bloom filters.
+    pub archive_memory: (u64, u64),
 }
 
 /// Reads the store and the filesystem once; `utc_offset_minutes` is the laboratory's calendar.
@@ -165,6 +172,7 @@ pub fn sample(store: &Store, now_ms: u64, utc_offset_minutes: i32) -> Sample {
         archive.cache_hits,
         archive.cache_misses,
     );
+    s.archive_memory = (archive.index_bytes, archive.filter_bytes);
     s.disk_free_bytes = store.disk_free_bytes();
     s.quarantined = store.count(Keyspace::Quarantine);
     s.summary_due_s = summary_due_s(now_ms, utc_offset_minutes);
@@ -213,6 +221,9 @@ pub fn publish(s: &Sample) {
     metrics::gauge!("custodian_store_size_bytes").set(s.store_bytes as f64);
     let (cached, hits, misses) = s.archive_cache;
     metrics::gauge!("custodian_store_archive_cache_bytes").set(cached as f64);
+    let (index, filter) = s.archive_memory;
+    metrics::gauge!("custodian_store_archive_memory_bytes", "part" => "index").set(index as f64);
+    metrics::gauge!("custodian_store_archive_memory_bytes", "part" => "filter").set(filter as f64);
     metrics::counter!("custodian_store_archive_cache_lookups_total", "outcome" => "hit")
         .absolute(hits);
     metrics::counter!("custodian_store_archive_cache_lookups_total", "outcome" => "miss")

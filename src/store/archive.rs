@@ -136,6 +136,9 @@ pub struct ArchiveUsage {
     pub cache_bytes: u64,
     pub cache_hits: u64,
     pub cache_misses: u64,
+    /// Bytes of memory the segments' block indexes and bloom filters take (those read).
+    pub index_bytes: u64,
+    pub filter_bytes: u64,
 }
 
 /// The store's tiers at one moment: what a read or a commit works through. Replaced whole
@@ -654,7 +657,14 @@ impl Store {
     pub fn archive_usage(&self) -> ArchiveUsage {
         let tiers = self.tiers();
         let (cache_bytes, cache_hits, cache_misses) = self.archive().cache.stats();
+        let (index_bytes, filter_bytes) = tiers
+            .segments
+            .iter()
+            .map(|s| s.memory())
+            .fold((0, 0), |(i, f), (a, b)| (i + a, f + b));
         ArchiveUsage {
+            index_bytes,
+            filter_bytes,
             cache_bytes: cache_bytes as u64,
             cache_hits,
             cache_misses,

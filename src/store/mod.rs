@@ -38,6 +38,7 @@ mod codec;
 mod durable;
 pub mod events;
 mod group;
+mod rewrite;
 mod segment;
 mod tx;
 
@@ -53,6 +54,7 @@ pub use audit::{
 };
 pub use durable::{DurableFlush, FaultInjector, SyncStep};
 pub use group::{CommitError, GroupCommitter, GroupConfig};
+pub use rewrite::{EngineRewrite, rewrite_at_stop};
 pub use tx::{Abort, TransactError, Tx, TxError};
 
 use serde::de::DeserializeOwned;
@@ -585,6 +587,8 @@ struct Inner {
     faults: FaultInjector,
     /// Held by the one writer at a time (a transaction, or a whole group-commit batch).
     writer: Mutex<()>,
+    /// The store directory's lock, held while the store is open (see [`rewrite`]).
+    _dir_lock: rewrite::DirLock,
 }
 
 impl fmt::Debug for Store {
@@ -614,6 +618,9 @@ impl Store {
     /// [`Store::open`] with explicit [`StoreOptions`].
     pub fn open_with(dir: &Path, options: &StoreOptions) -> Result<Store, StoreError> {
         let created = prepare_dir(dir)?;
+        let dir_lock = rewrite::DirLock::acquire(dir)?;
+        // A rewrite of sled's file a crash interrupted is finished first.
+        rewrite::finish_pending(dir)?;
         let db = open_db(dir, options)?;
         let meta = db
             .open_tree(Keyspace::Meta.name())
@@ -636,6 +643,7 @@ impl Store {
                 syncer: Mutex::new(syncer),
                 faults: FaultInjector::default(),
                 writer: Mutex::new(()),
+                _dir_lock: dir_lock,
             }),
         };
         let formatted = store.check_format(created)?;
@@ -934,6 +942,13 @@ pub(crate) fn meta_number_key(name: &str) -> Vec<u8> {
     key
 }
 
+/// sled's configuration for a database in `dir`.
+fn engine_config(dir: &Path, options: &StoreOptions) -> sled::Config {
+    sled::Config::new()
+        .path(dir)
+        .cache_capacity(options.cache_bytes - options.block_cache_bytes() as u64)
+}
+
 /// How long [`Store::open`] waits for the lock on `db` to be released.
 const LOCK_WAIT: Duration = Duration::from_secs(3);
 
@@ -943,10 +958,7 @@ const LOCK_WAIT: Duration = Duration::from_secs(3);
 fn open_db(dir: &Path, options: &StoreOptions) -> Result<sled::Db, StoreError> {
     let started = Instant::now();
     loop {
-        let config = sled::Config::new()
-            .path(dir)
-            .cache_capacity(options.cache_bytes - options.block_cache_bytes() as u64);
-        match config.open() {
+        match engine_config(dir, options).open() {
             Ok(db) => return Ok(db),
             Err(sled::Error::Io(e))
                 if e.kind() == io::ErrorKind::Other

@@ -504,6 +504,21 @@ impl Bloom {
 }
 
 impl Meta {
+    /// Bytes it takes in memory.
+    fn footprint(&self) -> u64 {
+        let keys: usize = self.blocks.iter().map(|b| b.first.len()).sum();
+        let ranges: usize = self
+            .ranges
+            .iter()
+            .flatten()
+            .map(|(a, b)| a.len() + b.len())
+            .sum();
+        (self.blocks.capacity() * std::mem::size_of::<BlockRef>()
+            + keys
+            + self.ranges.capacity() * std::mem::size_of::<Option<KeyRange>>()
+            + ranges) as u64
+    }
+
     fn range_of(&self, key: &[u8]) -> Option<&KeyRange> {
         self.ranges.get(usize::from(*key.first()?))?.as_ref()
     }
@@ -909,6 +924,14 @@ impl Segment {
             return Err(bad());
         }
         Ok(Meta { blocks, ranges })
+    }
+
+    /// Bytes its block index and its bloom filter take in memory (0 for one not read yet).
+    pub(crate) fn memory(&self) -> (u64, u64) {
+        (
+            self.meta.get().map_or(0, Meta::footprint),
+            self.bloom.get().map_or(0, |b| (b.bloom.len() * 8) as u64),
+        )
     }
 
     pub(crate) fn id(&self) -> u64 {
