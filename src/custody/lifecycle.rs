@@ -274,12 +274,21 @@ pub async fn sweep(
     s: &Arc<Settings>,
     now_ms: u64,
 ) -> Result<SweepReport, String> {
-    let store = committer.store();
-    let mut due = Vec::new();
-    for item in store.due_until::<DueItem>(now_ms).take(SWEEP_LIMIT) {
-        let (key, value) = item.map_err(|e| e.to_string())?;
-        due.push((key, value));
-    }
+    // The due index is read on a blocking thread, not the runtime's: at a start it reads
+    // segment indexes of the archive, and the runtime's threads answer `/readyz` and the
+    // analyzers meanwhile.
+    let store = committer.store().clone();
+    let reader = store.clone();
+    let due = tokio::task::spawn_blocking(move || {
+        let mut due = Vec::new();
+        for item in reader.due_until::<DueItem>(now_ms).take(SWEEP_LIMIT) {
+            let (key, value) = item.map_err(|e| e.to_string())?;
+            due.push((key, value));
+        }
+        Ok::<_, String>(due)
+    })
+    .await
+    .map_err(|_| "the due clocks' read did not finish".to_string())??;
     let jobs = due.into_iter().map(|(key, item)| {
         let s = s.clone();
         let kind = item.kind;
@@ -306,10 +315,15 @@ pub async fn sweep(
             }
         }
     }
-    let mut waiting: BTreeMap<ClockKind, usize> = BTreeMap::new();
-    for (_, item) in store.due_until::<DueItem>(now_ms).flatten() {
-        *waiting.entry(item.kind).or_default() += 1;
-    }
+    let waiting = tokio::task::spawn_blocking(move || {
+        let mut waiting: BTreeMap<ClockKind, usize> = BTreeMap::new();
+        for (_, item) in store.due_until::<DueItem>(now_ms).flatten() {
+            *waiting.entry(item.kind).or_default() += 1;
+        }
+        waiting
+    })
+    .await
+    .map_err(|_| "the due clocks' count did not finish".to_string())?;
     for k in ClockKind::ALL {
         emit(ClocksWaiting {
             kind: k.key(),

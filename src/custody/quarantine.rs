@@ -122,8 +122,11 @@ pub async fn prune(
     limits: &Limits,
     now_ms: u64,
 ) -> Result<Pruned, String> {
+    // Read on a blocking thread (see the lifecycle sweep): the runtime's threads stay free.
     let store = committer.store().clone();
-    let all = slots(&store)?;
+    let all = tokio::task::spawn_blocking(move || slots(&store))
+        .await
+        .map_err(|_| "the quarantine's read did not finish".to_string())??;
     let (drop, pruned) = plan(&all, limits, now_ms);
     if drop.is_empty() {
         return Ok(pruned);

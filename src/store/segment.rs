@@ -38,7 +38,7 @@ use super::{Keyspace, StoreError, durable, set_mode};
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::ops::Bound;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -469,16 +469,16 @@ pub(crate) struct Written {
     bloom: Bloom,
 }
 
-/// One data block as the index knows it.
-struct BlockRef {
-    first: Box<[u8]>,
-    offset: u64,
-    len: u32,
-}
-
-/// A segment's block index and key ranges, read at its first lookup or scan.
+/// A segment's block index and key ranges, read at its first lookup or scan. The blocks'
+/// first keys lie one after the other in one buffer (no allocation per block: a segment of
+/// 300 MiB has some 20,000 blocks, and a start reads their index).
 struct Meta {
-    blocks: Vec<BlockRef>,
+    /// Every block's first key, in order.
+    keys: Vec<u8>,
+    /// Where block `i`'s first key ends in `keys` (it starts where block `i - 1`'s ends).
+    key_ends: Vec<u32>,
+    /// Every block's offset in the file and framed length.
+    spans: Vec<(u64, u32)>,
     /// First and last key of each keyspace present, by keyspace number.
     ranges: Vec<Option<KeyRange>>,
 }
@@ -506,17 +506,28 @@ impl Bloom {
 impl Meta {
     /// Bytes it takes in memory.
     fn footprint(&self) -> u64 {
-        let keys: usize = self.blocks.iter().map(|b| b.first.len()).sum();
         let ranges: usize = self
             .ranges
             .iter()
             .flatten()
             .map(|(a, b)| a.len() + b.len())
             .sum();
-        (self.blocks.capacity() * std::mem::size_of::<BlockRef>()
-            + keys
+        (self.keys.capacity()
+            + self.key_ends.capacity() * 4
+            + self.spans.capacity() * std::mem::size_of::<(u64, u32)>()
             + self.ranges.capacity() * std::mem::size_of::<Option<KeyRange>>()
             + ranges) as u64
+    }
+
+    /// Number of blocks.
+    fn blocks(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// Block `i`'s first key.
+    fn first(&self, i: usize) -> &[u8] {
+        let start = i.checked_sub(1).map_or(0, |p| self.key_ends[p] as usize);
+        &self.keys[start..self.key_ends[i] as usize]
     }
 
     fn range_of(&self, key: &[u8]) -> Option<&KeyRange> {
@@ -732,11 +743,15 @@ impl Segment {
         let path = segment_path(dir, id);
         let file = File::open(&path)
             .map_err(|e| StoreError::io(format!("opening archive segment {id:016x}"), e))?;
-        set_mode(&path, super::FILE_MODE)?;
-        let bytes = file
+        let meta = file
             .metadata()
-            .map_err(|e| StoreError::io(format!("inspecting archive segment {id:016x}"), e))?
-            .len();
+            .map_err(|e| StoreError::io(format!("inspecting archive segment {id:016x}"), e))?;
+        // Private, as every file of the store (set only when it is not: a mode change is a
+        // metadata write, and a start opens every segment).
+        if meta.permissions().mode() & 0o777 != super::FILE_MODE {
+            set_mode(&path, super::FILE_MODE)?;
+        }
+        let bytes = meta.len();
         if bytes < (HEADER.len() + FOOTER_BYTES) as u64 {
             return Err(corrupt(id, "is shorter than its header and footer"));
         }
@@ -885,19 +900,21 @@ impl Segment {
         if count == 0 || count > index.len() as u64 {
             return Err(bad());
         }
-        let mut blocks = Vec::with_capacity(count as usize);
+        let mut keys = Vec::new();
+        let mut key_ends = Vec::with_capacity(count as usize);
+        let mut spans = Vec::with_capacity(count as usize);
         for _ in 0..count {
             let klen = get_varint(&index, &mut pos).ok_or_else(bad)? as usize;
-            let first = take(&index, &mut pos, klen).ok_or_else(bad)?;
-            let first = first.to_vec().into_boxed_slice();
+            keys.extend_from_slice(take(&index, &mut pos, klen).ok_or_else(bad)?);
+            key_ends.push(u32::try_from(keys.len()).map_err(|_| bad())?);
             let off = take(&index, &mut pos, 8).ok_or_else(bad)?;
             let len = take(&index, &mut pos, 4).ok_or_else(bad)?;
-            blocks.push(BlockRef {
-                first,
-                offset: u64::from_le_bytes(off.try_into().expect("8 bytes")),
-                len: u32::from_le_bytes(len.try_into().expect("4 bytes")),
-            });
+            spans.push((
+                u64::from_le_bytes(off.try_into().expect("8 bytes")),
+                u32::from_le_bytes(len.try_into().expect("4 bytes")),
+            ));
         }
+        keys.shrink_to_fit();
         let boxed = |pos: &mut usize| -> Result<Box<[u8]>, StoreError> {
             let n = get_varint(&index, pos).ok_or_else(bad)? as usize;
             Ok(take(&index, pos, n)
@@ -923,7 +940,12 @@ impl Segment {
         if pos != index.len() {
             return Err(bad());
         }
-        Ok(Meta { blocks, ranges })
+        Ok(Meta {
+            keys,
+            key_ends,
+            spans,
+            ranges,
+        })
     }
 
     /// Bytes its block index and its bloom filter take in memory (0 for one not read yet).
@@ -1016,13 +1038,22 @@ impl Segment {
 
     /// The block that would hold `key`: the last whose first key is at or before it.
     fn block_for(m: &Meta, key: &[u8]) -> Option<usize> {
-        let n = m.blocks.partition_point(|b| &*b.first <= key);
-        n.checked_sub(1)
+        // The number of blocks whose first key is at or before `key` (first keys ascend).
+        let (mut lo, mut hi) = (0, m.blocks());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if m.first(mid) <= key {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo.checked_sub(1)
     }
 
     fn read_block(&self, i: usize) -> Result<Block, StoreError> {
-        let b = &self.meta()?.blocks[i];
-        let framed = self.read_at(b.offset, b.len as usize)?;
+        let (offset, len) = self.meta()?.spans[i];
+        let framed = self.read_at(offset, len as usize)?;
         let data = unframe(self.id, "a data block", &framed, true)?;
         Block::decode(self.id, data)
     }
@@ -1168,7 +1199,7 @@ impl Iterator for SegmentIter {
                 return Some(Ok((key.to_vec(), block.value(i))));
             }
             let blocks = match self.seg.meta() {
-                Ok(m) => m.blocks.len(),
+                Ok(m) => m.blocks(),
                 Err(e) => {
                     self.done = true;
                     return Some(Err(e));
@@ -1222,8 +1253,8 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let entries = sample(5000);
         let seg = write(tmp.path(), 7, &entries);
-        let blocks = &seg.meta().unwrap().blocks;
-        assert!(blocks.len() > 10, "many blocks: {}", blocks.len());
+        let meta = seg.meta().unwrap();
+        assert!(meta.blocks() > 10, "many blocks: {}", meta.blocks());
         assert_eq!(seg.entries(), 5000);
         for (k, v) in &entries {
             assert_eq!(seg.get(k).unwrap(), Some(v.clone()));
@@ -1241,8 +1272,8 @@ mod tests {
         );
         assert_eq!(seg.floor(&entries[0].0, false).unwrap(), None);
         // Before the first key of every block: the previous block's last entry.
-        for block in blocks.iter().skip(1) {
-            let first = block.first.to_vec();
+        for b in 1..meta.blocks() {
+            let first = meta.first(b).to_vec();
             let i = entries.iter().position(|(k, _)| *k == first).unwrap();
             assert_eq!(
                 seg.floor(&first, false).unwrap().unwrap().0,
@@ -1269,7 +1300,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let entries = sample(5000);
         let plain = write(tmp.path(), 3, &entries);
-        let blocks = plain.meta().unwrap().blocks.len();
+        let blocks = plain.meta().unwrap().blocks();
         assert!(blocks > 10, "many blocks: {blocks}");
         // Room for about three decoded blocks.
         let one = plain.read_block(0).unwrap().footprint();
