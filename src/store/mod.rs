@@ -29,8 +29,10 @@
 //!
 //! # Concurrency
 //! [`Store`] is a cheap `Clone` handle. Transactions are serialisable (sled 0.34.7 runs them
-//! under a process-wide write lock). Only one process may open a store directory at a time
-//! (sled locks the `db` file).
+//! under a process-wide write lock). Only one process may open a store directory at a time:
+//! an open takes an exclusive `flock` of the directory itself (held until the last handle is
+//! dropped; see [`rewrite`], which rewrites sled's file at a clean stop under the same lock),
+//! and sled locks its `db` file.
 
 mod archive;
 mod audit;

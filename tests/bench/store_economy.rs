@@ -394,13 +394,16 @@ fn reported_memory(daemon: &common::Daemon) -> String {
         .filter(|l| {
             l.starts_with("custodian_store_archive_memory_bytes")
                 || l.starts_with("custodian_store_archive_cache_bytes")
+                || l.starts_with("custodian_store_archive_cache_lookups_total")
         })
         .filter_map(|l| {
             let (name, v) = l.rsplit_once(' ')?;
-            Some(format!(
-                "{name} {:.1} MiB",
-                mib(v.parse::<f64>().ok()? as u64)
-            ))
+            let v = v.parse::<f64>().ok()?;
+            Some(if name.contains("lookups") {
+                format!("{name} {v}")
+            } else {
+                format!("{name} {:.1} MiB", mib(v as u64))
+            })
         })
         .collect::<Vec<_>>()
         .join(", ")
