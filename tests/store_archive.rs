@@ -93,3 +93,81 @@ fn messages_spilled_into_the_archive_stay_readable_through_restarts() {
     let report = store.verify_audit().unwrap();
     assert!(report.entries >= n as u64, "{report:?}");
 }
+
+/// Bytes no compression shrinks, the same for the same seed.
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[test]
+fn a_clean_stop_rewrites_a_grown_engine_file_and_nothing_is_lost() {
+    use custodian::store::{Abort, Keyspace, Store};
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), &analyzer("lab"));
+    let store_dir = dir.path().join("store");
+    // sled's file grown before the daemon runs (the daemon's own load would take minutes to
+    // grow it this far in a debug build): 3,000 messages of 2 KiB, one commit each.
+    let key = |n: u64| format!("lab\0FILL{n:05}").into_bytes();
+    {
+        let store = Store::open(&store_dir).unwrap();
+        for n in 0..3000u64 {
+            store
+                .transact(|tx| {
+                    tx.put_raw_bytes(Keyspace::Raw, &key(n), &noise(n, 2048))?;
+                    Ok::<_, Abort<()>>(())
+                })
+                .unwrap();
+        }
+        store.flush_durable().unwrap();
+    }
+    let log_file = || std::fs::metadata(store_dir.join("db")).unwrap().len();
+    let grown = log_file();
+    assert!(grown >= 4 << 20, "sled's file grew to {grown} bytes only");
+
+    let mut d = Daemon::start(dir.path());
+    let msg = oru("RW-1", "SPRW-1", &[("THC50", "12", "ng/mL")]);
+    assert_eq!(ack_code(&send(d.addr("lab"), &msg).unwrap()), "AA");
+    assert_eq!(d.term(), Some(0), "{}", d.log());
+    assert!(
+        d.log()
+            .contains("store's engine file rewritten for a quick next start"),
+        "{}",
+        d.log()
+    );
+    let rewritten = log_file();
+    assert!(rewritten < grown / 4, "{rewritten} of {grown} bytes");
+    let left: Vec<String> = std::fs::read_dir(&store_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("engine."))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+
+    // The daemon starts on it, the specimen is there, and so is every key written before.
+    d.start_again();
+    let rec = d
+        .specimen("SPRW-1")
+        .expect("the specimen after the rewrite");
+    assert_eq!(results_from(&rec, "RW-1").len(), 1, "{rec}");
+    let msg = oru("RW-2", "SPRW-2", &[("THC50", "12", "ng/mL")]);
+    assert_eq!(ack_code(&send(d.addr("lab"), &msg).unwrap()), "AA");
+    assert_eq!(d.term(), Some(0), "{}", d.log());
+    let store = Store::open(&store_dir).unwrap();
+    for n in [0u64, 1, 1499, 2999] {
+        assert_eq!(
+            store.get_raw_bytes(Keyspace::Raw, &key(n)).unwrap(),
+            Some(noise(n, 2048)),
+            "message {n}"
+        );
+    }
+    let report = store.verify_audit().unwrap();
+    assert!(report.entries >= 2, "{report:?}");
+}
