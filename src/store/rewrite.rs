@@ -564,6 +564,42 @@ mod tests {
     }
 
     #[test]
+    fn the_size_and_budget_edges_decide_a_rewrite() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("store");
+        grown_store(&dir);
+        let before = dump(&dir);
+        // What a copy holds: every tree's keys and values.
+        let live: u64 = before
+            .iter()
+            .map(|((_, k), v)| (k.len() + v.len()) as u64)
+            .sum();
+        let options = StoreOptions::default();
+        let partial = dir.join(PARTIAL);
+        for (budget, fits) in [(live - 1, false), (live, true), (live + 1, true)] {
+            let old = crate::store::open_db(&dir, &options).unwrap();
+            let copied = copy_into(&old, &partial, &options, budget).unwrap();
+            drop(old);
+            assert_eq!(copied.is_some(), fits, "budget {budget} of {live}");
+            fs::remove_dir_all(&partial).unwrap();
+            assert_eq!(dump(&dir), before, "budget {budget}");
+        }
+        // A file one byte under the size a rewrite starts from is left; at that size it is
+        // rewritten.
+        let size = log_bytes(&dir).unwrap();
+        assert!(matches!(
+            rewrite_from(&dir, &options, size + 1).unwrap(),
+            EngineRewrite::Small { bytes } if bytes == size
+        ));
+        assert_eq!(log_bytes(&dir).unwrap(), size);
+        assert!(matches!(
+            rewrite_from(&dir, &options, size).unwrap(),
+            EngineRewrite::Rewritten { before, .. } if before == size
+        ));
+        assert_eq!(dump(&dir), before);
+    }
+
+    #[test]
     fn a_small_file_is_left_as_it_is() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("store");
