@@ -662,6 +662,7 @@ impl Store {
             .iter()
             .map(|s| s.memory())
             .fold((0, 0), |(i, f), (a, b)| (i + a, f + b));
+        let filter_bytes = filter_bytes + self.archive().cache.filter_bytes() as u64;
         ArchiveUsage {
             index_bytes,
             filter_bytes,
@@ -753,8 +754,7 @@ impl Store {
         } = tiers.frozen.clone().expect("a generation is frozen");
         // 2. Copy it (nobody writes to it any more) into a segment.
         let id = archive.allocate_id();
-        let expected: u64 = frozen.iter().flatten().map(|t| t.len() as u64).sum();
-        let mut w = SegmentWriter::create(&archive.dir, id, expected)?;
+        let mut w = SegmentWriter::create(&archive.dir, id)?;
         let copied = (|| {
             for (ks, tree) in Keyspace::ALL.into_iter().zip(&frozen) {
                 let Some(tree) = tree else { continue };
@@ -855,11 +855,7 @@ impl Store {
         let entries_in: u64 = inputs.iter().map(|s| s.entries()).sum();
         let bytes_in: u64 = inputs.iter().map(|s| s.bytes()).sum();
         let id = archive.allocate_id();
-        let mut bloom_keys = 0u64;
-        for s in &inputs {
-            bloom_keys += s.bloomed()?;
-        }
-        let mut w = SegmentWriter::create(&archive.dir, id, bloom_keys)?;
+        let mut w = SegmentWriter::create(&archive.dir, id)?;
         let sources = inputs
             .iter()
             .map(|s| {

@@ -342,8 +342,8 @@ fn a_damaged_segment_is_refused_at_open_with_its_number() {
 }
 
 #[test]
-fn format_2_and_3_stores_are_marked_4_and_keep_reading() {
-    for earlier in [2u32, 3] {
+fn format_2_to_4_stores_are_marked_5_and_keep_reading() {
+    for earlier in [2u32, 3, 4] {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("store");
         let store = Store::open_with(&dir, &options()).unwrap();
@@ -356,7 +356,11 @@ fn format_2_and_3_stores_are_marked_4_and_keep_reading() {
         store.flush_durable().unwrap();
         drop(store);
         let store = Store::open_with(&dir, &options()).unwrap();
-        assert_eq!(store.format_version().unwrap(), 4, "from {earlier}");
+        assert_eq!(
+            store.format_version().unwrap(),
+            FORMAT_VERSION,
+            "from {earlier}"
+        );
         assert_eq!(store.count(Keyspace::Specimens), 5);
     }
 }
@@ -472,4 +476,84 @@ fn a_spill_is_due_at_the_threshold_and_not_one_key_before() {
         })
         .unwrap();
     assert!(!never.spill_due());
+}
+
+/// A version-4 store's segments are of layout 1 (one bloom filter for the whole segment): this
+/// build reads them as they are, through its lookups, state scans and subject scans, and a
+/// merge writes what they hold in layout 2.
+#[test]
+fn a_format_4_stores_layout_1_segments_read_and_a_merge_rewrites_them() {
+    use super::segment::{Segment, SegmentWriter};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let store = Store::open_with(&dir, &options()).unwrap();
+    // Four spills: segments of one size, which a merge takes together.
+    for round in 0..4 {
+        write_specimens(&store, 150 * round, 150);
+        store.spill().unwrap().unwrap();
+    }
+    store.tamper_put(
+        Keyspace::Meta,
+        META_FORMAT_VERSION,
+        &codec::encode_json(Keyspace::Meta, META_FORMAT_VERSION, &4u32).unwrap(),
+    );
+    store.flush_durable().unwrap();
+    drop(store);
+    // Each segment written again as a version-4 build wrote it.
+    let archive = dir.join("archive");
+    let mut ids: Vec<u64> = std::fs::read_dir(&archive)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter_map(|n| u64::from_str_radix(n.strip_suffix(".seg")?, 16).ok())
+        .collect();
+    ids.sort();
+    assert_eq!(ids.len(), 4);
+    let header =
+        |id: u64| std::fs::read(super::segment::segment_path(&archive, id)).unwrap()[..8].to_vec();
+    for &id in &ids {
+        assert_eq!(header(id), b"CUSTSEG\x02", "this build writes layout 2");
+        let entries: Vec<_> = std::sync::Arc::new(Segment::open(&archive, id).unwrap())
+            .iter(std::ops::Bound::Unbounded, std::ops::Bound::Unbounded)
+            .map(Result::unwrap)
+            .collect();
+        let mut w = SegmentWriter::create_layout_1(&archive, id, entries.len() as u64).unwrap();
+        for (k, v) in &entries {
+            w.add(k, v.as_deref()).unwrap();
+        }
+        w.finish().unwrap().unwrap();
+        assert_eq!(header(id), b"CUSTSEG\x01");
+    }
+    let reads = |store: &Store| {
+        for i in [0u32, 123, 299, 300, 456, 599] {
+            let id = format!("S-{i:05}");
+            assert_eq!(
+                store
+                    .get::<u32>(Keyspace::Specimens, id.as_bytes())
+                    .unwrap(),
+                Some(i)
+            );
+            assert_eq!(store.audit_of(&id).unwrap().len(), 1, "{id}");
+        }
+        assert_eq!(
+            store.get::<u32>(Keyspace::Specimens, b"S-00123x").unwrap(),
+            None
+        );
+        assert_eq!(store.ids_in_state("received").unwrap().len(), 600);
+        assert_eq!(store.count(Keyspace::Specimens), 600);
+        assert_eq!(store.verify_audit().unwrap().entries, 600);
+    };
+    let store = Store::open_with(&dir, &options()).unwrap();
+    assert_eq!(store.format_version().unwrap(), FORMAT_VERSION);
+    store.load_archive().unwrap();
+    reads(&store);
+    let merged = store.compact(&AtomicBool::new(false)).unwrap().unwrap();
+    assert_eq!(merged.inputs, 4);
+    let usage = store.archive_usage();
+    assert_eq!(usage.segments, 1);
+    reads(&store);
+    let id = store.tiers().segments[0].id();
+    assert_eq!(header(id), b"CUSTSEG\x02");
+    drop(store);
+    let store = Store::open_with(&dir, &options()).unwrap();
+    reads(&store);
 }

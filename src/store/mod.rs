@@ -78,13 +78,15 @@ use std::time::{Duration, Instant};
 /// earlier build would not see: a version-2 store is marked 3 when this build opens it.
 /// Version 4 stores a run's rules and QC results apart from its record (`runs`, key
 /// [`run_qc_key`]), which a version-3 build would read as a run without rules; runs written
-/// before keep them inside and read as they are.
-pub const FORMAT_VERSION: u32 = 4;
+/// before keep them inside and read as they are. Version 5 writes archive segments of layout
+/// 2 (a bloom filter per block; see `segment`), which a version-4 build cannot read; the
+/// segments of layout 1 a version-4 store holds read as they are, and merges rewrite them.
+pub const FORMAT_VERSION: u32 = 5;
 
 /// The formats this build upgrades in place at open, by marking them (nothing to convert:
-/// version 2's trees are the archive's generation 0, and the records of versions 2 and 3
-/// read as they are).
-const UPGRADES_FROM: [u32; 2] = [2, 3];
+/// version 2's trees are the archive's generation 0, the records of versions 2 to 4 and
+/// segments of layout 1 read as they are).
+const UPGRADES_FROM: [u32; 3] = [2, 3, 4];
 
 /// The earlier format this build still opens, to migrate it in place (custody's
 /// `records::migrate_layout`); nothing but the migration writes to a store of this version.
@@ -1144,16 +1146,17 @@ mod tests {
         store.tamper_put(
             Keyspace::Meta,
             META_FORMAT_VERSION,
-            &codec::encode_json(Keyspace::Meta, META_FORMAT_VERSION, &5u32).unwrap(),
+            &codec::encode_json(Keyspace::Meta, META_FORMAT_VERSION, &(FORMAT_VERSION + 1))
+                .unwrap(),
         );
         store.flush_durable().unwrap();
         drop(store);
         assert!(matches!(
             Store::open(&dir),
             Err(StoreError::UnsupportedFormat {
-                found: 5,
+                found,
                 supported: FORMAT_VERSION
-            })
+            }) if found == FORMAT_VERSION + 1
         ));
         // The format this build migrates from opens (for the migration).
         let (tmp1, store) = temp_store();

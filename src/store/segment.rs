@@ -7,7 +7,8 @@
 //! segments.
 //!
 //! # Layout (integers little-endian)
-//! - header: the magic `CUSTSEG` and the layout version 1 (8 bytes);
+//! - header: the magic `CUSTSEG` and the layout version, 2 (8 bytes; version 1 differs only
+//!   in its bloom filter, below);
 //! - data blocks of about [`BLOCK_BYTES`] of entries, each framed as `[u32 length][u32 CRC-32 of
 //!   the framed bytes][LZ4 block, decoded size prepended]`; an entry is `[varint bytes shared
 //!   with the previous key of the block][varint rest][rest][u8 kind: 1 value, 0 removal]
@@ -16,10 +17,17 @@
 //!   offset][u32 framed length]`, then `[varint length]` and the segment's last key, then `[u8
 //!   count]` and per keyspace present `[u8 keyspace][varint length][its first key][varint
 //!   length][its last key]`;
-//! - the bloom filter, framed the same way but not compressed: `[u32 hashes][u64 keys held]`
-//!   then the bit words (8 bits per key of an upper bound of them). It holds the keys of the
-//!   keyspaces read by key ([`bloomed`]), and for `audit_subjects` each key's subject (the
-//!   prefix through its NUL), which a subject's scan asks for;
+//! - the bloom filter. It holds the keys of the keyspaces read by key ([`bloomed`]), and for
+//!   `audit_subjects` each key's subject (the prefix through its NUL), which a subject's scan
+//!   asks for. Layout 2 keeps one filter per data block (8 bits per key of the block, at least
+//!   one word): a table framed the same way but not compressed, `[u32 hashes][u64 keys held]
+//!   [u32 blocks]`, per block `[u32 first word][u32 CRC-32 of its words]`, then `[u32 words]`;
+//!   then the words of every block's filter, one after the other. Only the table stays in
+//!   memory; a lookup reads the filter of the one block that could hold its key (kept in the
+//!   block cache's share for filters), so that the memory a segment takes does not grow with
+//!   its keys. Layout 1 has one filter for the whole segment, framed the same way but not
+//!   compressed: `[u32 hashes][u64 keys held]` then the bit words (8 bits per key of an upper
+//!   bound of them), all of it read into memory;
 //! - the footer ([`FOOTER_BYTES`]): `[u64 index offset][u64 bloom offset][u64 entries][u32
 //!   CRC-32][u32 keyspaces][magic 8 bytes]`. `keyspaces` has bit 31 set ([`KEYSPACES_KNOWN`])
 //!   and bit `n` for each keyspace number `n` the segment holds; the CRC then covers the three
@@ -30,7 +38,7 @@
 //! Every framed region is checked against its CRC before it is decoded: a torn or altered
 //! segment is reported ([`StoreError::Archive`]) with its number, never its content. Opening a
 //! segment reads its footer only; the index is read at the first lookup or scan, the bloom
-//! filter by [`Segment::load`] (which the archive's upkeep calls after a start, and a spill or
+//! filter (its table, in layout 2) by [`Segment::load`] (which the archive's upkeep calls after a start, and a spill or
 //! a merge for the segment it installs) or after a few lookups (the first read the block), so
 //! that a store's start does not grow with its archive.
 
@@ -42,8 +50,12 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// First bytes of every segment: the magic and the layout version.
-const HEADER: &[u8; 8] = b"CUSTSEG\x01";
+/// First bytes of every segment this build writes: the magic and the layout version (2: a
+/// bloom filter per block).
+const HEADER: &[u8; 8] = b"CUSTSEG\x02";
+/// First bytes of a segment of layout 1 (one bloom filter for the whole segment), which this
+/// build reads (and a merge rewrites in layout 2).
+const HEADER_V1: &[u8; 8] = b"CUSTSEG\x01";
 /// Last bytes of every segment.
 const TRAILER: &[u8; 8] = b"CUSTEND\x01";
 /// Size of the footer.
@@ -223,7 +235,15 @@ pub(crate) struct SegmentWriter {
     prev: Vec<u8>,
     index: Vec<u8>,
     blocks: u64,
+    /// The bloom filter's words: layout 2, every finished block's filter one after the other;
+    /// layout 1, the whole segment's.
     bloom: Vec<u64>,
+    /// Layout 2: the hashes of the current block's bloomed keys (its filter is sized by their
+    /// number when the block is cut), and each finished block's first word and CRC.
+    pending: Vec<(u64, u64)>,
+    parts: Vec<(u32, u32)>,
+    /// 2, or 1 for a segment of the former layout (tests only).
+    layout: u8,
     bloomed: u64,
     entries: u64,
     last: Option<Vec<u8>>,
@@ -231,8 +251,7 @@ pub(crate) struct SegmentWriter {
     ranges: Vec<Option<(Vec<u8>, Vec<u8>)>>,
 }
 
-fn set_bit(bloom: &mut [u64], key: &[u8]) {
-    let (h1, h2) = bloom_hashes(key);
+fn set_bit(bloom: &mut [u64], (h1, h2): (u64, u64)) {
     let bits = bloom.len() as u64 * 64;
     for i in 0..u64::from(BLOOM_HASHES) {
         let bit = h1.wrapping_add(i.wrapping_mul(h2)) % bits;
@@ -240,10 +259,48 @@ fn set_bit(bloom: &mut [u64], key: &[u8]) {
     }
 }
 
+/// Whether every bit of `(h1, h2)` is set in `words` (`hashes` probes).
+fn bits_set(words: &[u64], hashes: u32, (h1, h2): (u64, u64)) -> bool {
+    let bits = words.len() as u64 * 64;
+    bits > 0
+        && (0..u64::from(hashes)).all(|i| {
+            let bit = h1.wrapping_add(i.wrapping_mul(h2)) % bits;
+            words[(bit / 64) as usize] & (1 << (bit % 64)) != 0
+        })
+}
+
+/// CRC-32 of bloom filter words as the file holds them (little-endian).
+fn words_crc(words: &[u64]) -> u32 {
+    let mut crc = crc32fast::Hasher::new();
+    for w in words {
+        crc.update(&w.to_le_bytes());
+    }
+    crc.finalize()
+}
+
 impl SegmentWriter {
-    /// Starts segment `id` in `dir` (under a temporary name), its bloom filter sized for
-    /// `expected` keys (an upper bound of the keys it will hold: see [`Segment::bloomed`]).
-    pub(crate) fn create(dir: &Path, id: u64, expected: u64) -> Result<SegmentWriter, StoreError> {
+    /// Starts segment `id` in `dir` (under a temporary name), in layout 2.
+    pub(crate) fn create(dir: &Path, id: u64) -> Result<SegmentWriter, StoreError> {
+        Self::create_in(dir, id, 2, 0)
+    }
+
+    /// Starts a segment of layout 1, its one bloom filter sized for `expected` keys: what an
+    /// earlier build wrote, for the tests that it still reads.
+    #[cfg(test)]
+    pub(crate) fn create_layout_1(
+        dir: &Path,
+        id: u64,
+        expected: u64,
+    ) -> Result<SegmentWriter, StoreError> {
+        Self::create_in(dir, id, 1, expected)
+    }
+
+    fn create_in(
+        dir: &Path,
+        id: u64,
+        layout: u8,
+        expected: u64,
+    ) -> Result<SegmentWriter, StoreError> {
         let tmp = dir.join(format!("{id:016x}.tmp"));
         let file = OpenOptions::new()
             .write(true)
@@ -252,9 +309,13 @@ impl SegmentWriter {
             .mode(super::FILE_MODE)
             .open(&tmp)
             .map_err(|e| StoreError::io("creating an archive segment", e))?;
-        let words = (expected.max(64) * BLOOM_BITS_PER_KEY).div_ceil(64) as usize;
+        let words = if layout == 1 {
+            (expected.max(64) * BLOOM_BITS_PER_KEY).div_ceil(64) as usize
+        } else {
+            0
+        };
         let mut out = BufWriter::with_capacity(256 * 1024, file);
-        out.write_all(HEADER)
+        out.write_all(if layout == 1 { HEADER_V1 } else { HEADER })
             .map_err(|e| StoreError::io("writing an archive segment", e))?;
         Ok(SegmentWriter {
             id,
@@ -268,6 +329,9 @@ impl SegmentWriter {
             index: Vec::new(),
             blocks: 0,
             bloom: vec![0; words],
+            pending: Vec::new(),
+            parts: Vec::new(),
+            layout,
             bloomed: 0,
             entries: 0,
             last: None,
@@ -316,14 +380,12 @@ impl SegmentWriter {
         }
         let ks = key.first().copied().unwrap_or_default();
         if bloomed(ks) {
-            set_bit(&mut self.bloom, key);
-            self.bloomed += 1;
+            self.filter_in(bloom_hashes(key));
         }
         if let Some(prefix) = subject_prefix(key)
             && !self.prev.starts_with(prefix)
         {
-            set_bit(&mut self.bloom, prefix);
-            self.bloomed += 1;
+            self.filter_in(bloom_hashes(prefix));
         }
         match &mut self.ranges[usize::from(ks)] {
             Some((_, last)) => {
@@ -339,6 +401,38 @@ impl SegmentWriter {
         if self.block.len() >= BLOCK_BYTES {
             self.cut_block()?;
         }
+        Ok(())
+    }
+
+    /// Puts a key (or a subject) into the bloom filter: the segment's (layout 1), or the
+    /// current block's (layout 2, set when the block is cut).
+    fn filter_in(&mut self, hashes: (u64, u64)) {
+        if self.layout == 1 {
+            set_bit(&mut self.bloom, hashes);
+        } else {
+            self.pending.push(hashes);
+        }
+        self.bloomed += 1;
+    }
+
+    /// Layout 2: the filter of the block just cut, after the ones before it.
+    fn cut_filter(&mut self) -> Result<(), StoreError> {
+        if self.layout == 1 {
+            return Ok(());
+        }
+        let words = (self.pending.len() as u64 * BLOOM_BITS_PER_KEY)
+            .div_ceil(64)
+            .max(1) as usize;
+        let start = self.bloom.len();
+        let first = u32::try_from(start).map_err(|_| {
+            StoreError::Invalid("an archive segment's bloom filter is too large".into())
+        })?;
+        self.bloom.resize(start + words, 0);
+        let part = &mut self.bloom[start..];
+        for h in self.pending.drain(..) {
+            set_bit(part, h);
+        }
+        self.parts.push((first, words_crc(part)));
         Ok(())
     }
 
@@ -363,7 +457,7 @@ impl SegmentWriter {
         self.blocks += 1;
         self.write(&framed)?;
         self.block.clear();
-        Ok(())
+        self.cut_filter()
     }
 
     /// Writes the index, the bloom filter and the footer, fsyncs the file, renames it into
@@ -398,27 +492,12 @@ impl SegmentWriter {
         let index_off = self.offset;
         let framed = frame(&index, true);
         self.write(&framed)?;
-        // The bloom filter, framed as `frame(.., false)` would, but streamed: a merge's filter
-        // is megabytes, and a copy of it (two, with the frame) would only raise the peak.
         let bloom_off = self.offset;
-        let mut head = [0u8; 12];
-        head[0..4].copy_from_slice(&BLOOM_HASHES.to_le_bytes());
-        head[4..12].copy_from_slice(&self.bloomed.to_le_bytes());
-        let mut crc = crc32fast::Hasher::new();
-        crc.update(&head);
-        for w in &self.bloom {
-            crc.update(&w.to_le_bytes());
-        }
-        let body_len = u32::try_from(12 + self.bloom.len() * 8).map_err(|_| {
-            StoreError::Invalid("an archive segment's bloom filter is too large".into())
-        })?;
-        self.write(&body_len.to_le_bytes())?;
-        self.write(&crc.finalize().to_le_bytes())?;
-        self.write(&head)?;
-        for i in 0..self.bloom.len() {
-            let w = self.bloom[i].to_le_bytes();
-            self.write(&w)?;
-        }
+        let bloom = if self.layout == 1 {
+            self.write_whole_filter()?
+        } else {
+            self.write_block_filters(bloom_off)?
+        };
         // Keyspace numbers are below 31 (there are 15); a segment holding another would not
         // say which it holds, and every lookup would read its index.
         let keyspaces = self
@@ -448,13 +527,68 @@ impl SegmentWriter {
         fs::rename(&self.tmp, &path)
             .map_err(|e| StoreError::io("renaming an archive segment into place", e))?;
         durable::fsync_dir(&self.dir)?;
-        Ok(Some(Written {
-            bloom: Bloom {
-                bloomed: self.bloomed,
-                bloom: self.bloom.into_boxed_slice(),
-                hashes: BLOOM_HASHES,
-            },
-        }))
+        Ok(Some(Written { bloom }))
+    }
+
+    /// Layout 1: the segment's one filter, framed as `frame(.., false)` would, but streamed: a
+    /// merge's filter is megabytes, and a copy of it (two, with the frame) would only raise
+    /// the peak.
+    fn write_whole_filter(&mut self) -> Result<Bloom, StoreError> {
+        let mut head = [0u8; 12];
+        head[0..4].copy_from_slice(&BLOOM_HASHES.to_le_bytes());
+        head[4..12].copy_from_slice(&self.bloomed.to_le_bytes());
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&head);
+        for w in &self.bloom {
+            crc.update(&w.to_le_bytes());
+        }
+        let body_len = u32::try_from(12 + self.bloom.len() * 8).map_err(|_| {
+            StoreError::Invalid("an archive segment's bloom filter is too large".into())
+        })?;
+        self.write(&body_len.to_le_bytes())?;
+        self.write(&crc.finalize().to_le_bytes())?;
+        self.write(&head)?;
+        self.write_words()?;
+        Ok(Bloom::Whole {
+            bloomed: self.bloomed,
+            words: std::mem::take(&mut self.bloom).into_boxed_slice(),
+            hashes: BLOOM_HASHES,
+        })
+    }
+
+    /// Layout 2: the table of the blocks' filters (framed), then their words. Returns the
+    /// table, which is all a reader keeps in memory.
+    fn write_block_filters(&mut self, table_off: u64) -> Result<Bloom, StoreError> {
+        let words = u32::try_from(self.bloom.len()).map_err(|_| {
+            StoreError::Invalid("an archive segment's bloom filter is too large".into())
+        })?;
+        let mut table = Vec::with_capacity(20 + self.parts.len() * 8);
+        table.extend_from_slice(&BLOOM_HASHES.to_le_bytes());
+        table.extend_from_slice(&self.bloomed.to_le_bytes());
+        table.extend_from_slice(&(self.parts.len() as u32).to_le_bytes());
+        for (first, crc) in &self.parts {
+            table.extend_from_slice(&first.to_le_bytes());
+            table.extend_from_slice(&crc.to_le_bytes());
+        }
+        table.extend_from_slice(&words.to_le_bytes());
+        let framed = frame(&table, false);
+        self.write(&framed)?;
+        self.write_words()?;
+        Ok(Bloom::Parted {
+            bloomed: self.bloomed,
+            hashes: BLOOM_HASHES,
+            parts: std::mem::take(&mut self.parts).into_boxed_slice(),
+            words,
+            words_off: table_off + framed.len() as u64,
+        })
+    }
+
+    fn write_words(&mut self) -> Result<(), StoreError> {
+        for i in 0..self.bloom.len() {
+            let w = self.bloom[i].to_le_bytes();
+            self.write(&w)?;
+        }
+        Ok(())
     }
 
     /// Drops the unfinished segment and its temporary file.
@@ -485,21 +619,41 @@ struct Meta {
 
 /// A segment's bloom filter, read at the first lookup that needs it (a scan over key ranges
 /// does not: a start that only scans loads no filter).
-struct Bloom {
-    /// Keys (and subjects) the bloom filter holds.
-    bloomed: u64,
-    bloom: Box<[u64]>,
-    hashes: u32,
+// `bloomed` (the keys and subjects a filter holds, as its file says) is read by the tests.
+#[cfg_attr(not(test), allow(dead_code))]
+enum Bloom {
+    /// Layout 1: one filter for the whole segment, in memory.
+    Whole {
+        /// Keys (and subjects) the bloom filter holds.
+        bloomed: u64,
+        words: Box<[u64]>,
+        hashes: u32,
+    },
+    /// Layout 2: one filter per data block; in memory, only where each block's words start
+    /// in the file (from `words_off`, `words` in all) and their CRC.
+    Parted {
+        bloomed: u64,
+        hashes: u32,
+        parts: Box<[(u32, u32)]>,
+        words: u32,
+        words_off: u64,
+    },
 }
 
 impl Bloom {
-    fn has(&self, key: &[u8]) -> bool {
-        let (h1, h2) = bloom_hashes(key);
-        let bits = self.bloom.len() as u64 * 64;
-        (0..u64::from(self.hashes)).all(|i| {
-            let bit = h1.wrapping_add(i.wrapping_mul(h2)) % bits;
-            self.bloom[(bit / 64) as usize] & (1 << (bit % 64)) != 0
-        })
+    #[cfg(test)]
+    fn bloomed(&self) -> u64 {
+        match self {
+            Bloom::Whole { bloomed, .. } | Bloom::Parted { bloomed, .. } => *bloomed,
+        }
+    }
+
+    /// Bytes it keeps in memory.
+    fn footprint(&self) -> u64 {
+        match self {
+            Bloom::Whole { words, .. } => (words.len() * 8) as u64,
+            Bloom::Parted { parts, .. } => (parts.len() * 8) as u64,
+        }
     }
 }
 
@@ -546,6 +700,8 @@ pub(crate) struct Segment {
     index_off: u64,
     bloom_off: u64,
     footer_off: u64,
+    /// Its layout version (1 or 2), from its header.
+    layout: u8,
     /// The keyspaces it holds, as its footer says (bit `n`: keyspace number `n`); `None` for
     /// a segment written before footers said.
     keyspaces: Option<u32>,
@@ -669,6 +825,11 @@ impl Block {
 /// and decoded again for each message. Scans and merges read around it (a scan over a whole
 /// keyspace would only flush it). Segments are never modified and their numbers never reused,
 /// so an entry cannot go stale; a merged-away segment's blocks age out.
+///
+/// Beside the blocks, within an eighth more bytes, it keeps the bloom filters of blocks
+/// (layout 2) that lookups read: the few a day's keys fall into stay, the rest are read again
+/// when asked (a few hundred bytes each), so that the filters in memory do not grow with the
+/// archive.
 pub(crate) struct BlockCache {
     capacity: usize,
     inner: std::sync::Mutex<CacheInner>,
@@ -679,6 +840,13 @@ struct CacheInner {
     bytes: usize,
     hits: u64,
     misses: u64,
+    filters: lru::LruCache<(u64, u32), Arc<[u64]>>,
+    filter_bytes: usize,
+}
+
+/// Bytes a block's filter takes in the cache.
+fn filter_footprint(words: &[u64]) -> usize {
+    words.len() * 8 + 2 * std::mem::size_of::<usize>()
 }
 
 impl BlockCache {
@@ -691,6 +859,8 @@ impl BlockCache {
                 bytes: 0,
                 hits: 0,
                 misses: 0,
+                filters: lru::LruCache::unbounded(),
+                filter_bytes: 0,
             }),
         }
     }
@@ -734,6 +904,39 @@ impl BlockCache {
         let inner = self.lock();
         (inner.bytes, inner.hits, inner.misses)
     }
+
+    /// The most bytes of blocks' bloom filters kept.
+    fn filter_capacity(&self) -> usize {
+        self.capacity / 8
+    }
+
+    fn filter(&self, segment: u64, block: u32) -> Option<Arc<[u64]>> {
+        self.lock().filters.get(&(segment, block)).cloned()
+    }
+
+    fn insert_filter(&self, segment: u64, block: u32, words: &Arc<[u64]>) {
+        let size = filter_footprint(words);
+        let capacity = self.filter_capacity();
+        if size > capacity {
+            return;
+        }
+        let mut inner = self.lock();
+        if let Some(old) = inner.filters.put((segment, block), Arc::clone(words)) {
+            inner.filter_bytes -= filter_footprint(&old);
+        }
+        inner.filter_bytes += size;
+        while inner.filter_bytes > capacity {
+            match inner.filters.pop_lru() {
+                Some((_, old)) => inner.filter_bytes -= filter_footprint(&old),
+                None => break,
+            }
+        }
+    }
+
+    /// Bytes of blocks' bloom filters held.
+    pub(crate) fn filter_bytes(&self) -> usize {
+        self.lock().filter_bytes
+    }
 }
 
 impl Segment {
@@ -758,9 +961,11 @@ impl Segment {
         let mut header = [0u8; HEADER.len()];
         file.read_exact_at(&mut header, 0)
             .map_err(|e| StoreError::io(format!("reading archive segment {id:016x}"), e))?;
-        if &header != HEADER {
-            return Err(corrupt(id, "has no segment header"));
-        }
+        let layout = match &header {
+            h if h == HEADER => 2,
+            h if h == HEADER_V1 => 1,
+            _ => return Err(corrupt(id, "has no segment header")),
+        };
         let mut footer = [0u8; FOOTER_BYTES];
         file.read_exact_at(&mut footer, bytes - FOOTER_BYTES as u64)
             .map_err(|e| StoreError::io(format!("reading archive segment {id:016x}"), e))?;
@@ -791,6 +996,7 @@ impl Segment {
             index_off,
             bloom_off,
             footer_off,
+            layout,
             keyspaces,
             meta: std::sync::OnceLock::new(),
             bloom: std::sync::OnceLock::new(),
@@ -852,6 +1058,68 @@ impl Segment {
     }
 
     fn read_bloom(&self) -> Result<Bloom, StoreError> {
+        if self.layout == 1 {
+            return self.read_whole_filter();
+        }
+        let id = self.id;
+        let bad = || corrupt(id, "the bloom filter's table is malformed");
+        let head = self.read_at(
+            self.bloom_off,
+            8.min((self.footer_off - self.bloom_off) as usize),
+        )?;
+        if head.len() < 8 {
+            return Err(bad());
+        }
+        let framed_len = 8 + u64::from(u32::from_le_bytes(head[0..4].try_into().expect("4 bytes")));
+        if self.bloom_off + framed_len > self.footer_off {
+            return Err(bad());
+        }
+        let table = unframe(
+            id,
+            "the bloom filter's table",
+            &self.read_at(self.bloom_off, framed_len as usize)?,
+            false,
+        )?;
+        let mut pos = 0usize;
+        let u32_at = |pos: &mut usize| {
+            take(&table, pos, 4).map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")))
+        };
+        let hashes = u32_at(&mut pos).ok_or_else(bad)?;
+        let bloomed = take(&table, &mut pos, 8)
+            .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+            .ok_or_else(bad)?;
+        let count = u32_at(&mut pos).ok_or_else(bad)? as usize;
+        if count > table.len() / 8 {
+            return Err(bad());
+        }
+        let mut parts = Vec::with_capacity(count);
+        for _ in 0..count {
+            let first = u32_at(&mut pos).ok_or_else(bad)?;
+            let crc = u32_at(&mut pos).ok_or_else(bad)?;
+            parts.push((first, crc));
+        }
+        let words = u32_at(&mut pos).ok_or_else(bad)?;
+        let words_off = self.bloom_off + framed_len;
+        let ascending =
+            parts.windows(2).all(|w| w[0].0 < w[1].0) && parts.last().is_none_or(|p| p.0 < words);
+        if pos != table.len()
+            || !ascending
+            || hashes == 0
+            || hashes > 64
+            || words_off + u64::from(words) * 8 != self.footer_off
+        {
+            return Err(bad());
+        }
+        Ok(Bloom::Parted {
+            bloomed,
+            hashes,
+            parts: parts.into_boxed_slice(),
+            words,
+            words_off,
+        })
+    }
+
+    fn read_whole_filter(&self) -> Result<Bloom, StoreError> {
         let id = self.id;
         let bloom = unframe(
             id,
@@ -864,15 +1132,74 @@ impl Segment {
         }
         let hashes = u32::from_le_bytes(bloom[0..4].try_into().expect("4 bytes"));
         let bloomed = u64::from_le_bytes(bloom[4..12].try_into().expect("8 bytes"));
-        let bloom: Box<[u64]> = bloom[12..]
+        let words: Box<[u64]> = bloom[12..]
             .chunks_exact(8)
             .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
             .collect();
-        Ok(Bloom {
+        Ok(Bloom::Whole {
             bloomed,
-            bloom,
+            words,
             hashes,
         })
+    }
+
+    /// Whether the filter may hold `hashes`, for a key (or a subject) that block `block`
+    /// would hold (layout 2; layout 1 has one filter for every block).
+    fn filter_has(
+        &self,
+        bloom: &Bloom,
+        block: usize,
+        hashes: (u64, u64),
+    ) -> Result<bool, StoreError> {
+        match bloom {
+            Bloom::Whole {
+                words, hashes: k, ..
+            } => Ok(bits_set(words, *k, hashes)),
+            Bloom::Parted { hashes: k, .. } => {
+                let words = self.block_filter(bloom, block)?;
+                Ok(bits_set(&words, *k, hashes))
+            }
+        }
+    }
+
+    /// Block `block`'s filter (layout 2): from the cache, else read, checked and kept there.
+    fn block_filter(&self, bloom: &Bloom, block: usize) -> Result<Arc<[u64]>, StoreError> {
+        let Bloom::Parted {
+            parts,
+            words,
+            words_off,
+            ..
+        } = bloom
+        else {
+            return Err(StoreError::Invalid(
+                "a whole-segment filter has no blocks".into(),
+            ));
+        };
+        let n = u32::try_from(block).map_err(|_| corrupt(self.id, "has too many blocks"))?;
+        if let Some(cache) = &self.cache
+            && let Some(w) = cache.filter(self.id, n)
+        {
+            return Ok(w);
+        }
+        let Some(&(first, crc)) = parts.get(block) else {
+            return Err(corrupt(self.id, "has a block without a bloom filter"));
+        };
+        let end = parts.get(block + 1).map_or(*words, |p| p.0);
+        let bytes = self.read_at(words_off + u64::from(first) * 8, (end - first) as usize * 8)?;
+        let w: Arc<[u64]> = bytes
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+            .collect();
+        if words_crc(&w) != crc {
+            return Err(corrupt(
+                self.id,
+                "a block's bloom filter fails its checksum",
+            ));
+        }
+        if let Some(cache) = &self.cache {
+            cache.insert_filter(self.id, n, &w);
+        }
+        Ok(w)
     }
 
     fn meta(&self) -> Result<&Meta, StoreError> {
@@ -952,7 +1279,7 @@ impl Segment {
     pub(crate) fn memory(&self) -> (u64, u64) {
         (
             self.meta.get().map_or(0, Meta::footprint),
-            self.bloom.get().map_or(0, |b| (b.bloom.len() * 8) as u64),
+            self.bloom.get().map_or(0, Bloom::footprint),
         )
     }
 
@@ -972,9 +1299,10 @@ impl Segment {
         &self.path
     }
 
-    /// Keys (and subjects) its bloom filter holds: what a merge's bloom filter is sized by.
+    /// Keys (and subjects) its bloom filter holds.
+    #[cfg(test)]
     pub(crate) fn bloomed(&self) -> Result<u64, StoreError> {
-        Ok(self.bloom()?.bloomed)
+        Ok(self.bloom()?.bloomed())
     }
 
     /// Whether keyspace number `ks` may be here, as the footer says (without the index).
@@ -985,17 +1313,51 @@ impl Segment {
 
     /// Whether `key` may be here (no false negatives).
     pub(crate) fn may_contain(&self, key: &[u8]) -> Result<bool, StoreError> {
+        Ok(self.probe(key)?.is_some())
+    }
+
+    /// The block that would hold `key`, when the key may be here (its keyspace's range holds
+    /// it, and the bloom filter, if read, does not rule it out).
+    fn probe(&self, key: &[u8]) -> Result<Option<usize>, StoreError> {
         if key.first().is_some_and(|ks| !self.may_hold(*ks)) {
-            return Ok(false);
+            return Ok(None);
         }
         let m = self.meta()?;
         let Some((first, last)) = m.range_of(key) else {
-            return Ok(false);
+            return Ok(None);
         };
         if key < &**first || key > &**last {
-            return Ok(false);
+            return Ok(None);
         }
-        Ok(!bloomed(key[0]) || self.filter()?.is_none_or(|b| b.has(key)))
+        let Some(block) = Self::block_for(m, key) else {
+            return Ok(None);
+        };
+        if !bloomed(key[0]) {
+            return Ok(Some(block));
+        }
+        match self.filter()? {
+            Some(b) if !self.filter_has(b, block, bloom_hashes(key))? => Ok(None),
+            _ => Ok(Some(block)),
+        }
+    }
+
+    /// Whether the bloom filter may hold `subject` (an `audit_subjects` prefix through its
+    /// NUL). The subject went into the filter of the block holding its first key: the block
+    /// that would hold the prefix itself, unless the next block starts with the subject.
+    fn may_hold_subject(&self, subject: &[u8]) -> Result<bool, StoreError> {
+        let Some(b) = self.filter()? else {
+            return Ok(true);
+        };
+        let m = self.meta()?;
+        let at = Self::block_for(m, subject);
+        let next = at.map_or(0, |i| i + 1);
+        if next < m.blocks() && m.first(next).starts_with(subject) {
+            return Ok(true);
+        }
+        match at {
+            Some(i) => self.filter_has(b, i, bloom_hashes(subject)),
+            None => Ok(false),
+        }
     }
 
     /// Whether keys of keyspace number `ks` between `lower` and `upper` (archive keys) may be
@@ -1030,7 +1392,7 @@ impl Segment {
         }
         Ok(match subject {
             Some(p) if subject_prefix(p).is_some_and(|sp| sp.len() == p.len()) => {
-                self.filter()?.is_none_or(|b| b.has(p))
+                self.may_hold_subject(p)?
             }
             _ => true,
         })
@@ -1075,10 +1437,7 @@ impl Segment {
     /// `key`'s entry here: `Some(Some(value))`, `Some(None)` for a removal mark, `None` when
     /// the segment does not hold the key.
     pub(crate) fn get(&self, key: &[u8]) -> Result<Option<Option<Vec<u8>>>, StoreError> {
-        if !self.may_contain(key)? {
-            return Ok(None);
-        }
-        let Some(i) = Self::block_for(self.meta()?, key) else {
+        let Some(i) = self.probe(key)? else {
             return Ok(None);
         };
         let block = self.lookup_block(i)?;
@@ -1229,12 +1588,163 @@ mod tests {
     use super::*;
 
     fn write(dir: &Path, id: u64, entries: &[(Vec<u8>, Option<Vec<u8>>)]) -> Arc<Segment> {
-        let mut w = SegmentWriter::create(dir, id, entries.len() as u64).unwrap();
+        let mut w = SegmentWriter::create(dir, id).unwrap();
         for (k, v) in entries {
             w.add(k, v.as_deref()).unwrap();
         }
         w.finish().unwrap().unwrap();
         Arc::new(Segment::open(dir, id).unwrap())
+    }
+
+    /// A segment as a build before layout 2 wrote it: one bloom filter for all its keys.
+    fn write_layout_1(dir: &Path, id: u64, entries: &[(Vec<u8>, Option<Vec<u8>>)]) -> Segment {
+        let mut w = SegmentWriter::create_layout_1(dir, id, entries.len() as u64).unwrap();
+        for (k, v) in entries {
+            w.add(k, v.as_deref()).unwrap();
+        }
+        w.finish().unwrap().unwrap();
+        Segment::open(dir, id).unwrap()
+    }
+
+    /// Absent keys of [`sample`]'s keyspace between its keys: how many of 20,000 pass.
+    fn false_hits(seg: &Segment) -> usize {
+        (0..20_000)
+            .filter(|i| {
+                seg.may_contain(format!("\x01S-{i:08}-absent").as_bytes())
+                    .unwrap()
+            })
+            .count()
+    }
+
+    #[test]
+    fn a_layout_1_segment_reads_as_before_and_holds_its_whole_filter() {
+        let tmp = tempfile::tempdir().unwrap();
+        let entries = sample(20_000);
+        let old = write_layout_1(tmp.path(), 1, &entries);
+        let new = write(tmp.path(), 2, &entries);
+        assert_eq!((old.layout, new.layout), (1, 2));
+        assert_eq!(
+            &fs::read(segment_path(tmp.path(), 1)).unwrap()[..8],
+            HEADER_V1
+        );
+        assert_eq!(&fs::read(segment_path(tmp.path(), 2)).unwrap()[..8], HEADER);
+        old.load().unwrap();
+        new.load().unwrap();
+        for (k, v) in &entries {
+            assert_eq!(old.get(k).unwrap(), Some(v.clone()));
+            assert_eq!(old.floor(k, true).unwrap(), Some((k.clone(), v.clone())));
+        }
+        assert_eq!(old.bloomed().unwrap(), 20_000);
+        assert_eq!(new.bloomed().unwrap(), 20_000);
+        let hits = false_hits(&old);
+        assert!(hits < 600, "{hits} of 20000 absent keys passed");
+        // The whole filter is in memory (a byte per key); layout 2 keeps 8 bytes per block.
+        let (old_filter, new_filter) = (old.memory().1, new.memory().1);
+        assert!(old_filter >= 20_000, "{old_filter}");
+        let blocks = new.meta().unwrap().blocks() as u64;
+        assert_eq!(new_filter, blocks * 8);
+        assert!(new_filter * 4 < old_filter, "{new_filter} vs {old_filter}");
+    }
+
+    #[test]
+    fn each_block_has_its_own_filter_read_when_asked_and_kept_in_the_cache() {
+        let tmp = tempfile::tempdir().unwrap();
+        let entries = sample(20_000);
+        write(tmp.path(), 4, &entries);
+        let cache = Arc::new(BlockCache::new(64 * 1024));
+        let seg = Segment::open(tmp.path(), 4)
+            .unwrap()
+            .with_cache(Arc::clone(&cache));
+        seg.load().unwrap();
+        assert!(entries.iter().all(|(k, _)| seg.may_contain(k).unwrap()));
+        let hits = false_hits(&seg);
+        assert!(hits < 600, "{hits} of 20000 absent keys passed");
+        // The filters read stay within the cache's share for them.
+        let held = cache.filter_bytes();
+        assert!(
+            held > 0 && held <= 64 * 1024 / 8,
+            "{held} bytes of filters held"
+        );
+        // One key's block filter, now cached: a damaged filter on disk is not read again for
+        // it, and is found (by its checksum) for a block whose filter was not kept.
+        let absent = b"\x01S-00019990-absent";
+        assert!(!seg.may_contain(absent).unwrap());
+        let Some(Bloom::Parted {
+            words_off, parts, ..
+        }) = seg.bloom.get()
+        else {
+            panic!("layout 2 has a filter per block");
+        };
+        let block = Segment::block_for(seg.meta().unwrap(), absent).unwrap();
+        let path = segment_path(tmp.path(), 4);
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[(*words_off + u64::from(parts[block].0) * 8) as usize] ^= 0x01;
+        fs::write(&path, &bytes).unwrap();
+        assert!(!seg.may_contain(absent).unwrap(), "served from the cache");
+        let fresh = Segment::open(tmp.path(), 4).unwrap();
+        fresh.load().unwrap();
+        let err = fresh.may_contain(absent).unwrap_err().to_string();
+        assert!(
+            err.contains("0000000000000004") && err.contains("checksum"),
+            "{err}"
+        );
+        assert!(!err.contains("S-0000"), "{err}");
+        // Without a cache every lookup reads the block's filter, and answers the same.
+        let uncached = write(tmp.path(), 5, &entries);
+        uncached.load().unwrap();
+        assert!(
+            entries
+                .iter()
+                .all(|(k, _)| uncached.may_contain(k).unwrap())
+        );
+        assert_eq!(false_hits(&uncached), hits);
+    }
+
+    #[test]
+    fn a_subject_is_found_by_its_scan_where_it_starts_a_block_or_within_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ks = Keyspace::AuditSubjects.index() as u8;
+        let subject = |n: usize| {
+            let mut p = vec![ks];
+            p.extend_from_slice(format!("specimen:S{n:05}\0").as_bytes());
+            p
+        };
+        // Seven entries per subject, values long enough that blocks cut every few subjects.
+        let mut entries = Vec::new();
+        for n in 0..600 {
+            for seq in 0..7u64 {
+                let mut k = subject(n * 2);
+                k.extend_from_slice(&seq.to_be_bytes());
+                entries.push((k, Some(vec![b'v'; 300])));
+            }
+        }
+        let seg = write(tmp.path(), 6, &entries);
+        seg.load().unwrap();
+        let m = seg.meta().unwrap();
+        let starts_a_block = (1..m.blocks())
+            .filter(|&b| {
+                let first = m.first(b);
+                let i = entries
+                    .iter()
+                    .position(|(k, _)| k.as_slice() == first)
+                    .unwrap();
+                subject_prefix(&entries[i - 1].0) != subject_prefix(first)
+            })
+            .count();
+        assert!(
+            starts_a_block > 0,
+            "some block starts with a subject's first key"
+        );
+        let over = |p: &[u8]| {
+            seg.may_overlap(ks, &Bound::Included(p.to_vec()), &Bound::Unbounded, Some(p))
+                .unwrap()
+        };
+        assert!(
+            (0..600).all(|n| over(&subject(n * 2))),
+            "every subject present is found"
+        );
+        let passed = (0..600).filter(|n| over(&subject(n * 2 + 1))).count();
+        assert!(passed < 60, "{passed} of 600 absent subjects passed");
     }
 
     fn sample(n: usize) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
@@ -1411,12 +1921,12 @@ mod tests {
     #[test]
     fn keys_out_of_order_are_refused_and_an_empty_segment_is_not_written() {
         let tmp = tempfile::tempdir().unwrap();
-        let mut w = SegmentWriter::create(tmp.path(), 2, 10).unwrap();
+        let mut w = SegmentWriter::create(tmp.path(), 2).unwrap();
         w.add(b"b", Some(b"1")).unwrap();
         assert!(w.add(b"a", Some(b"1")).is_err());
         assert!(w.add(b"b", None).is_err());
         w.abandon();
-        let w = SegmentWriter::create(tmp.path(), 3, 10).unwrap();
+        let w = SegmentWriter::create(tmp.path(), 3).unwrap();
         assert!(w.finish().unwrap().is_none());
         assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 0);
     }
