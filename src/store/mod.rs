@@ -946,11 +946,18 @@ pub(crate) fn meta_number_key(name: &str) -> Vec<u8> {
     key
 }
 
-/// sled's configuration for a database in `dir`.
+/// sled's configuration for a database in `dir`. `HighThroughput`: sled's default mode
+/// (`LowSpace`) rewrites live pages out of fragmented segments of its file as it goes, work
+/// on the write path for space the archive frees anyway (each generation's trees are dropped
+/// whole after a spill, and the file is rewritten at a clean stop). No background flusher:
+/// every commit is followed by [`Store::flush_durable`] (the group committer's), which is
+/// what makes anything durable; sled's timer would only add flushes beside it.
 fn engine_config(dir: &Path, options: &StoreOptions) -> sled::Config {
     sled::Config::new()
         .path(dir)
         .cache_capacity(options.cache_bytes - options.block_cache_bytes() as u64)
+        .mode(sled::Mode::HighThroughput)
+        .flush_every_ms(None)
 }
 
 /// How long [`Store::open`] waits for the lock on `db` to be released.
