@@ -10,7 +10,8 @@
 //! - header: the magic `CUSTSEG` and the layout version, 2 (8 bytes; version 1 differs only
 //!   in its bloom filter, below);
 //! - data blocks of about [`BLOCK_BYTES`] of entries, each framed as `[u32 length][u32 CRC-32 of
-//!   the framed bytes][LZ4 block, decoded size prepended]`; an entry is `[varint bytes shared
+//!   the framed bytes][LZ4 block, decoded size prepended]`, and in layout 2 preceded by its
+//!   bloom filter (below), the block index's span covering both; an entry is `[varint bytes shared
 //!   with the previous key of the block][varint rest][rest][u8 kind: 1 value, 0 removal]
 //!   [varint value length][value]`;
 //! - the block index, framed the same way: `[u64 blocks]`, per block `[varint key length][first key][u64
@@ -20,12 +21,12 @@
 //! - the bloom filter. It holds the keys of the keyspaces read by key ([`bloomed`]), and for
 //!   `audit_subjects` each key's subject (the prefix through its NUL), which a subject's scan
 //!   asks for. Layout 2 keeps one filter per data block (8 bits per key of the block, at least
-//!   one word): a table framed the same way but not compressed, `[u32 hashes][u64 keys held]
-//!   [u32 blocks]`, per block `[u32 first word][u32 CRC-32 of its words]`, then `[u32 words]`;
-//!   then the words of every block's filter, one after the other. Only the table stays in
-//!   memory; a lookup reads the filter of the one block that could hold its key (kept in the
-//!   block cache's share for filters), so that the memory a segment takes does not grow with
-//!   its keys. Layout 1 has one filter for the whole segment, framed the same way but not
+//!   one word), framed the same way but not compressed (its bit words), written just before
+//!   its block; after the index, `[u32 hashes][u64 keys held]`, framed. Nothing of the filters
+//!   stays in memory but what lookups keep: a lookup reads the filter of the one block that
+//!   could hold its key (kept in the block cache's share for filters), so that the memory a
+//!   segment takes does not grow with its keys, nor a merge's with the keys it writes. Layout
+//!   1 has one filter for the whole segment, framed the same way but not
 //!   compressed: `[u32 hashes][u64 keys held]` then the bit words (8 bits per key of an upper
 //!   bound of them), all of it read into memory;
 //! - the footer ([`FOOTER_BYTES`]): `[u64 index offset][u64 bloom offset][u64 entries][u32
@@ -235,13 +236,11 @@ pub(crate) struct SegmentWriter {
     prev: Vec<u8>,
     index: Vec<u8>,
     blocks: u64,
-    /// The bloom filter's words: layout 2, every finished block's filter one after the other;
-    /// layout 1, the whole segment's.
+    /// Layout 1: the whole segment's bloom filter.
     bloom: Vec<u64>,
     /// Layout 2: the hashes of the current block's bloomed keys (its filter is sized by their
-    /// number when the block is cut), and each finished block's first word and CRC.
+    /// number when the block is cut, and written before it).
     pending: Vec<(u64, u64)>,
-    parts: Vec<(u32, u32)>,
     /// 2, or 1 for a segment of the former layout (tests only).
     layout: u8,
     bloomed: u64,
@@ -259,6 +258,24 @@ fn set_bit(bloom: &mut [u64], (h1, h2): (u64, u64)) {
     }
 }
 
+/// Bytes read for a block's filter (layout 2) at once: its frame, which the block's span starts
+/// with, is a few hundred bytes (a byte per key of the block, 8 of frame); a longer one is read
+/// again whole.
+const FILTER_READ: usize = 512;
+
+/// The length of the filter frame `span` (the start of a block's span of `span_len` bytes, in
+/// layout 2) begins with, checked against the span.
+fn filter_frame_len(id: u64, span: &[u8], span_len: u32) -> Result<usize, StoreError> {
+    let len = span
+        .get(0..4)
+        .map(|b| 8 + u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize)
+        .ok_or_else(|| corrupt(id, "a block's bloom filter is truncated"))?;
+    if len > span_len as usize {
+        return Err(corrupt(id, "a block's bloom filter overruns its block"));
+    }
+    Ok(len)
+}
+
 /// Whether every bit of `(h1, h2)` is set in `words` (`hashes` probes).
 fn bits_set(words: &[u64], hashes: u32, (h1, h2): (u64, u64)) -> bool {
     let bits = words.len() as u64 * 64;
@@ -267,15 +284,6 @@ fn bits_set(words: &[u64], hashes: u32, (h1, h2): (u64, u64)) -> bool {
             let bit = h1.wrapping_add(i.wrapping_mul(h2)) % bits;
             words[(bit / 64) as usize] & (1 << (bit % 64)) != 0
         })
-}
-
-/// CRC-32 of bloom filter words as the file holds them (little-endian).
-fn words_crc(words: &[u64]) -> u32 {
-    let mut crc = crc32fast::Hasher::new();
-    for w in words {
-        crc.update(&w.to_le_bytes());
-    }
-    crc.finalize()
 }
 
 impl SegmentWriter {
@@ -330,7 +338,6 @@ impl SegmentWriter {
             blocks: 0,
             bloom: vec![0; words],
             pending: Vec::new(),
-            parts: Vec::new(),
             layout,
             bloomed: 0,
             entries: 0,
@@ -415,25 +422,17 @@ impl SegmentWriter {
         self.bloomed += 1;
     }
 
-    /// Layout 2: the filter of the block just cut, after the ones before it.
-    fn cut_filter(&mut self) -> Result<(), StoreError> {
-        if self.layout == 1 {
-            return Ok(());
-        }
+    /// Layout 2: the framed filter of the block being cut (its pending keys).
+    fn block_filter_frame(&mut self) -> Vec<u8> {
         let words = (self.pending.len() as u64 * BLOOM_BITS_PER_KEY)
             .div_ceil(64)
             .max(1) as usize;
-        let start = self.bloom.len();
-        let first = u32::try_from(start).map_err(|_| {
-            StoreError::Invalid("an archive segment's bloom filter is too large".into())
-        })?;
-        self.bloom.resize(start + words, 0);
-        let part = &mut self.bloom[start..];
+        let mut part = vec![0u64; words];
         for h in self.pending.drain(..) {
-            set_bit(part, h);
+            set_bit(&mut part, h);
         }
-        self.parts.push((first, words_crc(part)));
-        Ok(())
+        let bytes: Vec<u8> = part.iter().flat_map(|w| w.to_le_bytes()).collect();
+        frame(&bytes, false)
     }
 
     fn write(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
@@ -449,15 +448,22 @@ impl SegmentWriter {
             return Ok(());
         };
         let framed = frame(&self.block, true);
+        let filter = if self.layout == 1 {
+            Vec::new()
+        } else {
+            self.block_filter_frame()
+        };
+        let span = u32::try_from(filter.len() + framed.len())
+            .map_err(|_| StoreError::Invalid("an archive segment's block is too large".into()))?;
         put_varint(&mut self.index, first.len() as u64);
         self.index.extend_from_slice(&first);
         self.index.extend_from_slice(&self.offset.to_le_bytes());
-        self.index
-            .extend_from_slice(&(framed.len() as u32).to_le_bytes());
+        self.index.extend_from_slice(&span.to_le_bytes());
         self.blocks += 1;
+        self.write(&filter)?;
         self.write(&framed)?;
         self.block.clear();
-        self.cut_filter()
+        Ok(())
     }
 
     /// Writes the index, the bloom filter and the footer, fsyncs the file, renames it into
@@ -496,7 +502,7 @@ impl SegmentWriter {
         let bloom = if self.layout == 1 {
             self.write_whole_filter()?
         } else {
-            self.write_block_filters(bloom_off)?
+            self.write_filter_head()?
         };
         // Keyspace numbers are below 31 (there are 15); a segment holding another would not
         // say which it holds, and every lookup would read its index.
@@ -556,30 +562,16 @@ impl SegmentWriter {
         })
     }
 
-    /// Layout 2: the table of the blocks' filters (framed), then their words. Returns the
-    /// table, which is all a reader keeps in memory.
-    fn write_block_filters(&mut self, table_off: u64) -> Result<Bloom, StoreError> {
-        let words = u32::try_from(self.bloom.len()).map_err(|_| {
-            StoreError::Invalid("an archive segment's bloom filter is too large".into())
-        })?;
-        let mut table = Vec::with_capacity(20 + self.parts.len() * 8);
-        table.extend_from_slice(&BLOOM_HASHES.to_le_bytes());
-        table.extend_from_slice(&self.bloomed.to_le_bytes());
-        table.extend_from_slice(&(self.parts.len() as u32).to_le_bytes());
-        for (first, crc) in &self.parts {
-            table.extend_from_slice(&first.to_le_bytes());
-            table.extend_from_slice(&crc.to_le_bytes());
-        }
-        table.extend_from_slice(&words.to_le_bytes());
-        let framed = frame(&table, false);
-        self.write(&framed)?;
-        self.write_words()?;
+    /// Layout 2: what the blocks' filters have in common (their hashes, and the keys they
+    /// hold in all), framed.
+    fn write_filter_head(&mut self) -> Result<Bloom, StoreError> {
+        let mut head = Vec::with_capacity(12);
+        head.extend_from_slice(&BLOOM_HASHES.to_le_bytes());
+        head.extend_from_slice(&self.bloomed.to_le_bytes());
+        self.write(&frame(&head, false))?;
         Ok(Bloom::Parted {
             bloomed: self.bloomed,
             hashes: BLOOM_HASHES,
-            parts: std::mem::take(&mut self.parts).into_boxed_slice(),
-            words,
-            words_off: table_off + framed.len() as u64,
         })
     }
 
@@ -629,15 +621,9 @@ enum Bloom {
         words: Box<[u64]>,
         hashes: u32,
     },
-    /// Layout 2: one filter per data block; in memory, only where each block's words start
-    /// in the file (from `words_off`, `words` in all) and their CRC.
-    Parted {
-        bloomed: u64,
-        hashes: u32,
-        parts: Box<[(u32, u32)]>,
-        words: u32,
-        words_off: u64,
-    },
+    /// Layout 2: one filter per data block, before the block in the file, read when a lookup
+    /// asks.
+    Parted { bloomed: u64, hashes: u32 },
 }
 
 impl Bloom {
@@ -652,7 +638,7 @@ impl Bloom {
     fn footprint(&self) -> u64 {
         match self {
             Bloom::Whole { words, .. } => (words.len() * 8) as u64,
-            Bloom::Parted { parts, .. } => (parts.len() * 8) as u64,
+            Bloom::Parted { .. } => 0,
         }
     }
 }
@@ -1062,61 +1048,21 @@ impl Segment {
             return self.read_whole_filter();
         }
         let id = self.id;
-        let bad = || corrupt(id, "the bloom filter's table is malformed");
-        let head = self.read_at(
-            self.bloom_off,
-            8.min((self.footer_off - self.bloom_off) as usize),
-        )?;
-        if head.len() < 8 {
-            return Err(bad());
-        }
-        let framed_len = 8 + u64::from(u32::from_le_bytes(head[0..4].try_into().expect("4 bytes")));
-        if self.bloom_off + framed_len > self.footer_off {
-            return Err(bad());
-        }
-        let table = unframe(
+        let head = unframe(
             id,
-            "the bloom filter's table",
-            &self.read_at(self.bloom_off, framed_len as usize)?,
+            "the bloom filters' head",
+            &self.read_at(self.bloom_off, (self.footer_off - self.bloom_off) as usize)?,
             false,
         )?;
-        let mut pos = 0usize;
-        let u32_at = |pos: &mut usize| {
-            take(&table, pos, 4).map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")))
-        };
-        let hashes = u32_at(&mut pos).ok_or_else(bad)?;
-        let bloomed = take(&table, &mut pos, 8)
-            .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
-            .ok_or_else(bad)?;
-        let count = u32_at(&mut pos).ok_or_else(bad)? as usize;
-        if count > table.len() / 8 {
-            return Err(bad());
+        if head.len() != 12 || self.footer_off - self.bloom_off != 20 {
+            return Err(corrupt(id, "the bloom filters' head is malformed"));
         }
-        let mut parts = Vec::with_capacity(count);
-        for _ in 0..count {
-            let first = u32_at(&mut pos).ok_or_else(bad)?;
-            let crc = u32_at(&mut pos).ok_or_else(bad)?;
-            parts.push((first, crc));
+        let hashes = u32::from_le_bytes(head[0..4].try_into().expect("4 bytes"));
+        let bloomed = u64::from_le_bytes(head[4..12].try_into().expect("8 bytes"));
+        if hashes == 0 || hashes > 64 {
+            return Err(corrupt(id, "the bloom filters' head is malformed"));
         }
-        let words = u32_at(&mut pos).ok_or_else(bad)?;
-        let words_off = self.bloom_off + framed_len;
-        let ascending =
-            parts.windows(2).all(|w| w[0].0 < w[1].0) && parts.last().is_none_or(|p| p.0 < words);
-        if pos != table.len()
-            || !ascending
-            || hashes == 0
-            || hashes > 64
-            || words_off + u64::from(words) * 8 != self.footer_off
-        {
-            return Err(bad());
-        }
-        Ok(Bloom::Parted {
-            bloomed,
-            hashes,
-            parts: parts.into_boxed_slice(),
-            words,
-            words_off,
-        })
+        Ok(Bloom::Parted { bloomed, hashes })
     }
 
     fn read_whole_filter(&self) -> Result<Bloom, StoreError> {
@@ -1156,46 +1102,39 @@ impl Segment {
                 words, hashes: k, ..
             } => Ok(bits_set(words, *k, hashes)),
             Bloom::Parted { hashes: k, .. } => {
-                let words = self.block_filter(bloom, block)?;
+                let words = self.block_filter(block)?;
                 Ok(bits_set(&words, *k, hashes))
             }
         }
     }
 
-    /// Block `block`'s filter (layout 2): from the cache, else read, checked and kept there.
-    fn block_filter(&self, bloom: &Bloom, block: usize) -> Result<Arc<[u64]>, StoreError> {
-        let Bloom::Parted {
-            parts,
-            words,
-            words_off,
-            ..
-        } = bloom
-        else {
-            return Err(StoreError::Invalid(
-                "a whole-segment filter has no blocks".into(),
-            ));
-        };
+    /// Block `block`'s filter (layout 2): from the cache, else read (the start of the block's
+    /// span: one read of [`FILTER_READ`] bytes, usually), checked and kept there.
+    fn block_filter(&self, block: usize) -> Result<Arc<[u64]>, StoreError> {
         let n = u32::try_from(block).map_err(|_| corrupt(self.id, "has too many blocks"))?;
         if let Some(cache) = &self.cache
             && let Some(w) = cache.filter(self.id, n)
         {
             return Ok(w);
         }
-        let Some(&(first, crc)) = parts.get(block) else {
-            return Err(corrupt(self.id, "has a block without a bloom filter"));
-        };
-        let end = parts.get(block + 1).map_or(*words, |p| p.0);
-        let bytes = self.read_at(words_off + u64::from(first) * 8, (end - first) as usize * 8)?;
-        let w: Arc<[u64]> = bytes
+        let (offset, span) = *self
+            .meta()?
+            .spans
+            .get(block)
+            .ok_or_else(|| corrupt(self.id, "has no such block"))?;
+        let mut bytes = self.read_at(offset, (span as usize).min(FILTER_READ))?;
+        let len = filter_frame_len(self.id, &bytes, span)?;
+        if len > bytes.len() {
+            bytes = self.read_at(offset, len)?;
+        }
+        let body = unframe(self.id, "a block's bloom filter", &bytes[..len], false)?;
+        if body.is_empty() || body.len() % 8 != 0 {
+            return Err(corrupt(self.id, "a block's bloom filter is malformed"));
+        }
+        let w: Arc<[u64]> = body
             .chunks_exact(8)
             .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
             .collect();
-        if words_crc(&w) != crc {
-            return Err(corrupt(
-                self.id,
-                "a block's bloom filter fails its checksum",
-            ));
-        }
         if let Some(cache) = &self.cache {
             cache.insert_filter(self.id, n, &w);
         }
@@ -1415,8 +1354,14 @@ impl Segment {
 
     fn read_block(&self, i: usize) -> Result<Block, StoreError> {
         let (offset, len) = self.meta()?.spans[i];
-        let framed = self.read_at(offset, len as usize)?;
-        let data = unframe(self.id, "a data block", &framed, true)?;
+        let span = self.read_at(offset, len as usize)?;
+        // Layout 2: the block's filter comes first.
+        let skip = if self.layout == 1 {
+            0
+        } else {
+            filter_frame_len(self.id, &span, len)?
+        };
+        let data = unframe(self.id, "a data block", &span[skip..], true)?;
         Block::decode(self.id, data)
     }
 
@@ -1638,12 +1583,10 @@ mod tests {
         assert_eq!(new.bloomed().unwrap(), 20_000);
         let hits = false_hits(&old);
         assert!(hits < 600, "{hits} of 20000 absent keys passed");
-        // The whole filter is in memory (a byte per key); layout 2 keeps 8 bytes per block.
+        // The whole filter is in memory (a byte per key); layout 2 keeps none of its own.
         let (old_filter, new_filter) = (old.memory().1, new.memory().1);
         assert!(old_filter >= 20_000, "{old_filter}");
-        let blocks = new.meta().unwrap().blocks() as u64;
-        assert_eq!(new_filter, blocks * 8);
-        assert!(new_filter * 4 < old_filter, "{new_filter} vs {old_filter}");
+        assert_eq!(new_filter, 0);
     }
 
     #[test]
@@ -1669,16 +1612,13 @@ mod tests {
         // it, and is found (by its checksum) for a block whose filter was not kept.
         let absent = b"\x01S-00019990-absent";
         assert!(!seg.may_contain(absent).unwrap());
-        let Some(Bloom::Parted {
-            words_off, parts, ..
-        }) = seg.bloom.get()
-        else {
-            panic!("layout 2 has a filter per block");
-        };
+        assert!(matches!(seg.bloom.get(), Some(Bloom::Parted { .. })));
         let block = Segment::block_for(seg.meta().unwrap(), absent).unwrap();
+        let (offset, _) = seg.meta().unwrap().spans[block];
         let path = segment_path(tmp.path(), 4);
         let mut bytes = fs::read(&path).unwrap();
-        bytes[(*words_off + u64::from(parts[block].0) * 8) as usize] ^= 0x01;
+        // The first word of the block's filter, after its frame's length and CRC.
+        bytes[offset as usize + 8] ^= 0x01;
         fs::write(&path, &bytes).unwrap();
         assert!(!seg.may_contain(absent).unwrap(), "served from the cache");
         let fresh = Segment::open(tmp.path(), 4).unwrap();
@@ -1698,6 +1638,27 @@ mod tests {
                 .all(|(k, _)| uncached.may_contain(k).unwrap())
         );
         assert_eq!(false_hits(&uncached), hits);
+    }
+
+    #[test]
+    fn a_block_of_many_small_keys_has_a_filter_longer_than_one_read() {
+        let tmp = tempfile::tempdir().unwrap();
+        let entries: Vec<(Vec<u8>, Option<Vec<u8>>)> = (0..20_000)
+            .map(|i| (format!("\x01S-{i:08}").into_bytes(), Some(vec![1])))
+            .collect();
+        let seg = write(tmp.path(), 8, &entries);
+        seg.load().unwrap();
+        let (_, span) = seg.meta().unwrap().spans[0];
+        let first = fs::read(segment_path(tmp.path(), 8)).unwrap();
+        let filter = filter_frame_len(8, &first[HEADER.len()..], span).unwrap();
+        assert!(filter > FILTER_READ, "a filter of {filter} bytes");
+        assert!(
+            entries
+                .iter()
+                .all(|(k, _)| seg.get(k).unwrap() == Some(Some(vec![1])))
+        );
+        let hits = false_hits(&seg);
+        assert!(hits < 600, "{hits} of 20000 absent keys passed");
     }
 
     #[test]
@@ -1938,9 +1899,15 @@ mod tests {
         write(tmp.path(), 0xab, &entries);
         let path = segment_path(tmp.path(), 0xab);
         let good = fs::read(&path).unwrap();
-        // A flipped byte in the first data block: open works, that block's read fails.
+        // A flipped byte in the first data block (the end of its span: the block follows its
+        // filter): open works, that block's read fails.
+        let (offset, span) = Segment::open(tmp.path(), 0xab)
+            .unwrap()
+            .meta()
+            .unwrap()
+            .spans[0];
         let mut bad = good.clone();
-        bad[40] ^= 0x55;
+        bad[(offset + u64::from(span)) as usize - 5] ^= 0x55;
         fs::write(&path, &bad).unwrap();
         let seg = Segment::open(tmp.path(), 0xab).unwrap();
         let err = seg.get(&entries[1].0).unwrap_err().to_string();
