@@ -1641,6 +1641,23 @@ mod tests {
     }
 
     #[test]
+    fn a_filter_frame_fits_its_span_to_the_byte() {
+        // A frame of 8 + 16 bytes: a span of exactly that holds it, one byte less does not.
+        let framed = frame(&[0u8; 16], false);
+        assert_eq!(filter_frame_len(1, &framed, 24).unwrap(), 24);
+        assert_eq!(filter_frame_len(1, &framed, 25).unwrap(), 24);
+        let err = filter_frame_len(1, &framed, 23).unwrap_err().to_string();
+        assert!(
+            err.contains("0000000000000001") && err.contains("overruns"),
+            "{err}"
+        );
+        assert!(
+            filter_frame_len(1, &framed[..3], 24).is_err(),
+            "no length to read"
+        );
+    }
+
+    #[test]
     fn a_block_of_many_small_keys_has_a_filter_longer_than_one_read() {
         let tmp = tempfile::tempdir().unwrap();
         let entries: Vec<(Vec<u8>, Option<Vec<u8>>)> = (0..20_000)
