@@ -315,7 +315,9 @@ pub struct Ingest {
     /// Most open connections per analyzer listener.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
-    /// Most writes made durable by one flush.
+    /// Most jobs (messages) per group-commit batch: one commit into the engine; a flush covers
+    /// the batches committed before it. 16 lets half of 32 connections' messages run while the
+    /// other half's batch is flushed (see the README's Performance).
     #[serde(default = "default_commit_max_batch")]
     pub commit_max_batch: usize,
     /// Longest a write waits for others to share its flush, in microseconds.
@@ -357,7 +359,7 @@ fn default_max_connections() -> usize {
     64
 }
 fn default_commit_max_batch() -> usize {
-    256
+    16
 }
 fn default_commit_max_wait_us() -> u64 {
     2000

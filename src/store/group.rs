@@ -43,7 +43,11 @@ use tokio::sync::{Semaphore, oneshot};
 /// Tuning of a [`GroupCommitter`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupConfig {
-    /// Most jobs per batch (per durable flush). At least 1.
+    /// Most jobs per batch (one commit into the engine; a durable flush covers the batches
+    /// committed before it began). At least 1. A batch of every submitter leaves the writer
+    /// idle while it is flushed when each submitter waits for its answer before the next job
+    /// (an MLLP connection): 16, half of 32 such submitters, measured 18 % more jobs per
+    /// second than 256.
     pub max_batch: usize,
     /// Longest time the writer waits for more jobs after the first of a batch (it runs each
     /// job as it takes it). Jobs already queued keep joining until the batch has run for this
@@ -68,7 +72,7 @@ pub struct GroupConfig {
 impl Default for GroupConfig {
     fn default() -> Self {
         GroupConfig {
-            max_batch: 256,
+            max_batch: 16,
             max_wait: Duration::from_millis(2),
             idle_gap: Duration::from_micros(100),
             max_in_flight: 4096,

@@ -9,7 +9,7 @@
 //! so the load spreads over many specimens. Two daemon configurations are measured in the same
 //! run:
 //!
-//! - `group`: the shipped group commit (`commit_max_batch = 256`, `commit_max_wait_us = 2000`);
+//! - `group`: the shipped group commit (`commit_max_batch = 16`, `commit_max_wait_us = 2000`);
 //! - `baseline`: `commit_max_batch = 1`, one flush + fsync per message.
 //!
 //! Reported per run: messages/s, ACK latency p50/p99/max (send of the frame to the end of the
@@ -68,7 +68,7 @@ impl Mode {
     fn ingest_keys(self) -> &'static str {
         match self {
             // The shipped values of config/custodian.toml.
-            Mode::Group => "commit_max_batch = 256\ncommit_max_wait_us = 2000",
+            Mode::Group => "commit_max_batch = 16\ncommit_max_wait_us = 2000",
             Mode::Baseline => "commit_max_batch = 1\ncommit_max_wait_us = 0",
         }
     }
