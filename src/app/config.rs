@@ -1861,6 +1861,13 @@ keys_dir = "keys"
         assert_eq!(cfg.rules.default_profile, "part40-2001");
         assert!(profiles.get("part40-2001").is_some());
         assert!(profiles.get("part40-2023").is_some());
+        // The example says what the embedded default is.
+        assert_eq!(cfg.ingest.commit_max_batch, 16);
+        assert_eq!(Ingest::default().commit_max_batch, 16);
+        assert_eq!(
+            cfg.ingest.commit_max_wait_us,
+            Ingest::default().commit_max_wait_us
+        );
     }
 
     /// One mapping serves every edition: `opiates` means codeine/morphine today (measured_as),

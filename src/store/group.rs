@@ -713,6 +713,86 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_takes_at_most_max_batch_jobs_however_many_are_queued() {
+        // A holds the writer while 40 more jobs queue; max_wait and idle_gap are long, so only
+        // the default max_batch (16) closes a batch: [A + 15], [16], [9].
+        let (_tmp, store) = temp_store();
+        let gc = GroupCommitter::start(
+            store.clone(),
+            GroupConfig {
+                max_wait: Duration::from_secs(1),
+                idle_gap: Duration::from_secs(1),
+                ..GroupConfig::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(GroupConfig::default().max_batch, 16);
+        let rt = runtime();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
+        type Gate = (std::sync::mpsc::Sender<()>, std::sync::mpsc::Receiver<()>);
+        // Each job, as it runs: whether the job run before it is already in the engine (it
+        // was, exactly when that job ended the batch before).
+        let last: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+        let seen: Arc<Mutex<Vec<bool>>> = Arc::new(Mutex::new(Vec::new()));
+        let job = |key: String, gate: Option<Gate>| {
+            let (store, last, seen) = (store.clone(), Arc::clone(&last), Arc::clone(&seen));
+            let gate = gate.map(Mutex::new);
+            move |tx: &mut Tx<'_>| {
+                if let Some(gate) = &gate {
+                    let gate = gate.lock().unwrap();
+                    let _ = gate.0.send(());
+                    let _ = gate.1.recv_timeout(Duration::from_secs(5));
+                }
+                let before = last.lock().unwrap().replace(key.clone());
+                let applied = match before {
+                    Some(k) => store
+                        .contains_key(Keyspace::Specimens, k.as_bytes())
+                        .map_err(Abort::from)?,
+                    None => false,
+                };
+                seen.lock().unwrap().push(applied);
+                tx.put(Keyspace::Specimens, key.as_bytes(), &"x")?;
+                Ok::<_, Abort<String>>(())
+            }
+        };
+        rt.block_on(async {
+            let a = tokio::spawn({
+                let (gc, a) = (gc.clone(), job("S-a".into(), Some((started_tx, go_rx))));
+                async move { gc.submit(a).await }
+            });
+            tokio::task::spawn_blocking(move || started_rx.recv_timeout(Duration::from_secs(5)))
+                .await
+                .unwrap()
+                .unwrap();
+            let queued: Vec<_> = (0..40)
+                .map(|i| {
+                    let (gc, j) = (gc.clone(), job(format!("S-q{i:02}"), None));
+                    tokio::spawn(async move { gc.submit(j).await })
+                })
+                .collect();
+            // Every job is queued before A lets the writer go on.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            go_tx.send(()).unwrap();
+            a.await.unwrap().unwrap();
+            for q in queued {
+                q.await.unwrap().unwrap();
+            }
+        });
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 41);
+        let mut sizes = vec![0usize];
+        for applied in seen {
+            if applied {
+                sizes.push(0);
+            }
+            *sizes.last_mut().unwrap() += 1;
+        }
+        assert_eq!(sizes, vec![16, 16, 9]);
+        rt.block_on(gc.shutdown());
+    }
+
+    #[test]
     fn flush_fault_makes_the_batch_not_durable_and_the_next_batch_succeeds() {
         let (tmp, store) = temp_store();
         let gc = GroupCommitter::start(
