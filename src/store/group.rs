@@ -494,6 +494,21 @@ mod tests {
     use std::collections::HashSet;
     use std::time::Duration;
 
+    /// A committer whose batches wait up to 1 s for company (max_wait and idle_gap): within a
+    /// test, only `max_batch` closes a batch.
+    fn lingering(store: &Store, max_batch: usize) -> GroupCommitter {
+        GroupCommitter::start(
+            store.clone(),
+            GroupConfig {
+                max_batch,
+                max_wait: Duration::from_secs(1),
+                idle_gap: Duration::from_secs(1),
+                ..GroupConfig::default()
+            },
+        )
+        .unwrap()
+    }
+
     fn runtime() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -572,17 +587,8 @@ mod tests {
     #[test]
     fn aborting_job_does_not_fail_its_batch_neighbours() {
         let (_tmp, store) = temp_store();
-        let gc = GroupCommitter::start(
-            store.clone(),
-            // The three jobs below form exactly one batch.
-            GroupConfig {
-                max_batch: 3,
-                max_wait: Duration::from_secs(1),
-                idle_gap: Duration::from_secs(1),
-                ..GroupConfig::default()
-            },
-        )
-        .unwrap();
+        // The three jobs below form exactly one batch.
+        let gc = lingering(&store, 3);
         let rt = runtime();
         let (ok, aborted, panicked) = rt.block_on(async {
             let ok = tokio::spawn({
@@ -717,16 +723,8 @@ mod tests {
         // A holds the writer while 40 more jobs queue; max_wait and idle_gap are long, so only
         // the default max_batch (16) closes a batch: [A + 15], [16], [9].
         let (_tmp, store) = temp_store();
-        let gc = GroupCommitter::start(
-            store.clone(),
-            GroupConfig {
-                max_wait: Duration::from_secs(1),
-                idle_gap: Duration::from_secs(1),
-                ..GroupConfig::default()
-            },
-        )
-        .unwrap();
         assert_eq!(GroupConfig::default().max_batch, 16);
+        let gc = lingering(&store, GroupConfig::default().max_batch);
         let rt = runtime();
         let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
         let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
@@ -795,17 +793,8 @@ mod tests {
     #[test]
     fn flush_fault_makes_the_batch_not_durable_and_the_next_batch_succeeds() {
         let (tmp, store) = temp_store();
-        let gc = GroupCommitter::start(
-            store.clone(),
-            // The four jobs below form exactly one batch.
-            GroupConfig {
-                max_batch: 4,
-                max_wait: Duration::from_secs(1),
-                idle_gap: Duration::from_secs(1),
-                ..GroupConfig::default()
-            },
-        )
-        .unwrap();
+        // The four jobs below form exactly one batch.
+        let gc = lingering(&store, 4);
         let rt = runtime();
         store.fault_injector().fail_next_flush();
         let failed: Vec<_> = rt.block_on(async {
