@@ -595,16 +595,18 @@ pub(crate) struct Written {
     bloom: Bloom,
 }
 
-/// A segment's block index and key ranges, read at its first lookup or scan. The blocks'
-/// first keys lie one after the other in one buffer (no allocation per block: a segment of
-/// 300 MiB has some 20,000 blocks, and a start reads their index).
+/// A segment's block index and key ranges, read at its first lookup or scan. The index is
+/// kept as the file holds it, decoded (every block's first key, offset and framed length, one
+/// entry after the other), with where each block's entry starts: reading it allocates the
+/// decoded bytes once, at their exact size, and nothing per block (a segment of 400 MiB has
+/// some 50,000 blocks, and a start reads their index); what a start frees after reading every
+/// segment's index, and the allocator keeps, is the compressed bytes read.
 struct Meta {
-    /// Every block's first key, in order.
-    keys: Vec<u8>,
-    /// Where block `i`'s first key ends in `keys` (it starts where block `i - 1`'s ends).
-    key_ends: Vec<u32>,
-    /// Every block's offset in the file and framed length.
-    spans: Vec<(u64, u32)>,
+    /// The decoded index.
+    index: Vec<u8>,
+    /// Where block `i`'s entry (`[varint key length][first key][u64 offset][u32 framed
+    /// length]`, checked when read) starts in `index`.
+    entries: Vec<u32>,
     /// First and last key of each keyspace present, by keyspace number.
     ranges: Vec<Option<KeyRange>>,
 }
@@ -652,22 +654,37 @@ impl Meta {
             .flatten()
             .map(|(a, b)| a.len() + b.len())
             .sum();
-        (self.keys.capacity()
-            + self.key_ends.capacity() * 4
-            + self.spans.capacity() * std::mem::size_of::<(u64, u32)>()
+        (self.index.capacity()
+            + self.entries.capacity() * 4
             + self.ranges.capacity() * std::mem::size_of::<Option<KeyRange>>()
             + ranges) as u64
     }
 
     /// Number of blocks.
     fn blocks(&self) -> usize {
-        self.spans.len()
+        self.entries.len()
+    }
+
+    /// Where block `i`'s first key lies in the index.
+    fn key_at(&self, i: usize) -> std::ops::Range<usize> {
+        let mut pos = self.entries[i] as usize;
+        let len = get_varint(&self.index, &mut pos).expect("checked when read") as usize;
+        pos..pos + len
     }
 
     /// Block `i`'s first key.
     fn first(&self, i: usize) -> &[u8] {
-        let start = i.checked_sub(1).map_or(0, |p| self.key_ends[p] as usize);
-        &self.keys[start..self.key_ends[i] as usize]
+        &self.index[self.key_at(i)]
+    }
+
+    /// Block `i`'s offset in the file and framed length.
+    fn span(&self, i: usize) -> (u64, u32) {
+        let at = self.key_at(i).end;
+        let word = &self.index[at..at + 12];
+        (
+            u64::from_le_bytes(word[0..8].try_into().expect("8 bytes")),
+            u32::from_le_bytes(word[8..12].try_into().expect("4 bytes")),
+        )
     }
 
     fn range_of(&self, key: &[u8]) -> Option<&KeyRange> {
@@ -1117,11 +1134,11 @@ impl Segment {
         {
             return Ok(w);
         }
-        let (offset, span) = *self
-            .meta()?
-            .spans
-            .get(block)
-            .ok_or_else(|| corrupt(self.id, "has no such block"))?;
+        let meta = self.meta()?;
+        if block >= meta.blocks() {
+            return Err(corrupt(self.id, "has no such block"));
+        }
+        let (offset, span) = meta.span(block);
         let mut bytes = self.read_at(offset, (span as usize).min(FILTER_READ))?;
         let len = filter_frame_len(self.id, &bytes, span)?;
         if len > bytes.len() {
@@ -1163,24 +1180,15 @@ impl Segment {
         let count = take(&index, &mut pos, 8)
             .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
             .ok_or_else(bad)?;
-        if count == 0 || count > index.len() as u64 {
+        if count == 0 || count > index.len() as u64 || index.len() > u32::MAX as usize {
             return Err(bad());
         }
-        let mut keys = Vec::new();
-        let mut key_ends = Vec::with_capacity(count as usize);
-        let mut spans = Vec::with_capacity(count as usize);
+        let mut entries = Vec::with_capacity(count as usize);
         for _ in 0..count {
+            entries.push(pos as u32);
             let klen = get_varint(&index, &mut pos).ok_or_else(bad)? as usize;
-            keys.extend_from_slice(take(&index, &mut pos, klen).ok_or_else(bad)?);
-            key_ends.push(u32::try_from(keys.len()).map_err(|_| bad())?);
-            let off = take(&index, &mut pos, 8).ok_or_else(bad)?;
-            let len = take(&index, &mut pos, 4).ok_or_else(bad)?;
-            spans.push((
-                u64::from_le_bytes(off.try_into().expect("8 bytes")),
-                u32::from_le_bytes(len.try_into().expect("4 bytes")),
-            ));
+            take(&index, &mut pos, klen.checked_add(12).ok_or_else(bad)?).ok_or_else(bad)?;
         }
-        keys.shrink_to_fit();
         let boxed = |pos: &mut usize| -> Result<Box<[u8]>, StoreError> {
             let n = get_varint(&index, pos).ok_or_else(bad)? as usize;
             Ok(take(&index, pos, n)
@@ -1207,9 +1215,8 @@ impl Segment {
             return Err(bad());
         }
         Ok(Meta {
-            keys,
-            key_ends,
-            spans,
+            index,
+            entries,
             ranges,
         })
     }
@@ -1353,7 +1360,7 @@ impl Segment {
     }
 
     fn read_block(&self, i: usize) -> Result<Block, StoreError> {
-        let (offset, len) = self.meta()?.spans[i];
+        let (offset, len) = self.meta()?.span(i);
         let span = self.read_at(offset, len as usize)?;
         // Layout 2: the block's filter comes first.
         let skip = if self.layout == 1 {
@@ -1614,7 +1621,7 @@ mod tests {
         assert!(!seg.may_contain(absent).unwrap());
         assert!(matches!(seg.bloom.get(), Some(Bloom::Parted { .. })));
         let block = Segment::block_for(seg.meta().unwrap(), absent).unwrap();
-        let (offset, _) = seg.meta().unwrap().spans[block];
+        let (offset, _) = seg.meta().unwrap().span(block);
         let path = segment_path(tmp.path(), 4);
         let mut bytes = fs::read(&path).unwrap();
         // The first word of the block's filter, after its frame's length and CRC.
@@ -1665,7 +1672,7 @@ mod tests {
             .collect();
         let seg = write(tmp.path(), 8, &entries);
         seg.load().unwrap();
-        let (_, span) = seg.meta().unwrap().spans[0];
+        let (_, span) = seg.meta().unwrap().span(0);
         let first = fs::read(segment_path(tmp.path(), 8)).unwrap();
         let filter = filter_frame_len(8, &first[HEADER.len()..], span).unwrap();
         assert!(filter > FILTER_READ, "a filter of {filter} bytes");
@@ -1922,7 +1929,7 @@ mod tests {
             .unwrap()
             .meta()
             .unwrap()
-            .spans[0];
+            .span(0);
         let mut bad = good.clone();
         bad[(offset + u64::from(span)) as usize - 5] ^= 0x55;
         fs::write(&path, &bad).unwrap();

@@ -11,7 +11,8 @@
 //! 2. **The daemon on a small store.** The release daemon (temporary store, port 0) receives
 //!    `small` specimens, `per` messages each (a 5-result screening ORU, then a validity ORU);
 //!    then, measured: time to ready after a clean restart (start to `/readyz` 200, the median
-//!    of eleven, each after `sync`: see [`time_one_start`]), then on the daemon just started
+//!    of fifteen, each after `sync`, alternating with as many starts of a daemon on an empty
+//!    store, whose median is the baseline: see [`time_to_ready`]), then on the daemon just started
 //!    durable ingest for `secs` seconds (new specimens), ACK p50/p99 and the daemon's RSS at
 //!    the window's end (the RSS of the daemon that grew the store is shown beside it, not
 //!    compared: it ran as long as the growth), bytes on disk per message stored (every file
@@ -464,32 +465,56 @@ fn write_config(dir: &Path, conns: usize) {
     std::fs::write(&config, text).unwrap();
 }
 
-/// Starts timed for each store size (the median is the measure).
-const STARTS: usize = 11;
+/// Starts timed for each store size, each paired with a start of an empty store (the medians
+/// are the measure).
+const STARTS: usize = 15;
 
-/// Stops the daemon cleanly, starts it again and times the start until `/readyz` says 200;
-/// [`STARTS`] times, the median (a single start varies with the machine's other load: the
-/// same store's starts range over several milliseconds, its engine's open now and then
-/// waiting 10 ms on the disk). The starts are printed, shortest first.
-fn time_to_ready(daemon: &mut common::Daemon) -> Duration {
-    let mut took: Vec<Duration> = (0..STARTS).map(|_| time_one_start(daemon)).collect();
-    took.sort();
-    println!(
-        "    starts (ms, shortest first): {}",
-        took.iter()
-            .map(|d| format!("{:.1}", d.as_secs_f64() * 1000.0))
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
-    took[STARTS / 2]
+/// Times of a store's starts and of the empty store's, started alternately.
+struct Starts {
+    store: Duration,
+    empty: Duration,
 }
 
+/// Stops the daemon cleanly, starts it again and times the start until `/readyz` says 200,
+/// [`STARTS`] times, and as many starts of a daemon on an empty store, the two alternating
+/// (the empty one stopped before the other starts): the medians. A single start varies with
+/// the machine's state by several milliseconds (its engine's open takes 2 to 7 ms, for an
+/// empty store as for a large one), and the machine's state drifts during a run (minutes of
+/// growth, the disk's writeback); starts taken side by side see the same machine, so their
+/// ratio says what the store's size costs a start. The starts are printed, shortest first.
+fn time_to_ready(daemon: &mut common::Daemon, empty: &mut common::Daemon) -> Starts {
+    let (mut store, mut bare) = (Vec::new(), Vec::new());
+    for _ in 0..STARTS {
+        bare.push(time_one_start(empty));
+        assert_eq!(empty.term(), Some(0), "{}", empty.log());
+        store.push(time_one_start(daemon));
+    }
+    let median = |took: &mut Vec<Duration>, what: &str| {
+        took.sort();
+        println!(
+            "    starts of {what} (ms, shortest first): {}",
+            took.iter()
+                .map(|d| format!("{:.1}", d.as_secs_f64() * 1000.0))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        took[STARTS / 2]
+    };
+    Starts {
+        empty: median(&mut bare, "the empty store"),
+        store: median(&mut store, "this store"),
+    }
+}
+
+/// Starts the (stopped, or stopped here) daemon and times it until `/readyz` says 200.
 fn time_one_start(daemon: &mut common::Daemon) -> Duration {
-    assert_eq!(daemon.term(), Some(0), "{}", daemon.log());
+    if daemon.pid().is_some() {
+        assert_eq!(daemon.term(), Some(0), "{}", daemon.log());
+    }
     // The disk's writeback of what was written before (the growth's half gigabyte at the
-    // large store, seconds old) is finished first, for every store size alike: the start's
-    // own fsyncs (sled's at its open) would otherwise wait behind it, and the measure would
-    // say how busy the disk still was, not what the store's size costs a start.
+    // large store, seconds old) is finished first, for every store alike: the start's own
+    // fsyncs (sled's at its open) would otherwise wait behind it, and the measure would say
+    // how busy the disk still was, not what the store's size costs a start.
     let synced = Command::new("sync").status().expect("sync runs");
     assert!(synced.success(), "sync: {synced}");
     let t = Instant::now();
@@ -497,23 +522,30 @@ fn time_one_start(daemon: &mut common::Daemon) -> Duration {
     loop {
         if daemon.get("/readyz", None).0 == 200 {
             let took = t.elapsed();
-            // What the daemon says of its start (store open, ready) and of its last stop.
-            let log = daemon.log();
-            for line in log
+            // What the daemon says of its start (store open, ready).
+            if let Some(line) = daemon
+                .log()
                 .lines()
                 .rev()
-                .filter(|l| {
-                    l.contains("ready") && l.contains("store_opened_ms")
-                        || l.contains("store snapshot written")
-                })
-                .take(2)
+                .find(|l| l.contains("ready") && l.contains("store_opened_ms"))
             {
-                println!("    daemon: {}", line.trim());
+                let said = |field: &str| {
+                    line.split_whitespace()
+                        .find_map(|w| w.strip_prefix(field))
+                        .unwrap_or("?")
+                        .to_string()
+                };
+                println!(
+                    "      {:.1} ms: store opened in {} ms, ready {} ms after run()",
+                    took.as_secs_f64() * 1000.0,
+                    said("store_opened_ms="),
+                    said("took_ms=")
+                );
             }
             return took;
         }
         assert!(t.elapsed() < Duration::from_secs(120), "not ready in 120 s");
-        std::thread::sleep(Duration::from_millis(2));
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 
@@ -609,7 +641,7 @@ struct Measures {
     raw_per_msg: f64,
     rss: u64,
     grown_rss: u64,
-    ready: Duration,
+    ready: Starts,
     sweep: Duration,
     trail: Duration,
 }
@@ -618,6 +650,7 @@ struct Measures {
 /// leaves it running on the same store.
 fn measure(
     daemon: &mut common::Daemon,
+    empty: &mut common::Daemon,
     s: &Settings,
     next: &mut u64,
     stored: &mut (u64, u64),
@@ -628,7 +661,7 @@ fn measure(
     // window and the RSS are then measured on the daemon just started, so that both store
     // sizes are measured after the same work since a start.
     let grown_rss = rss_bytes(daemon.pid().unwrap());
-    let ready = time_to_ready(daemon);
+    let ready = time_to_ready(daemon, empty);
     let addr = daemon.addr(ANALYZER);
     let ingest = load(
         addr,
@@ -803,6 +836,10 @@ fn mib(b: u64) -> f64 {
     b as f64 / (1024.0 * 1024.0)
 }
 
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--noop-responder") {
         noop_responder();
@@ -832,17 +869,21 @@ fn main() {
     let root = tempdir();
     write_config(root.path(), s.conns);
     let mut daemon = common::Daemon::start(root.path());
-    // Time to ready on the empty store.
-    let empty_ready = time_to_ready(&mut daemon);
+    // The empty store whose starts alternate with each measured store's (see
+    // [`time_to_ready`]): created by this first start, then stopped.
+    let empty_root = tempdir();
+    write_config(empty_root.path(), s.conns);
+    let mut empty = common::Daemon::start(empty_root.path());
+    assert_eq!(empty.term(), Some(0), "{}", empty.log());
     let mut stored = (0u64, 0u64);
     let mut next = 0u64;
     grow(&daemon, &s, 0, s.small, &mut stored);
     next = next.max(s.small);
-    let mut small = measure(&mut daemon, &s, &mut next, &mut stored);
+    let mut small = measure(&mut daemon, &mut empty, &s, &mut next, &mut stored);
     small.specimens = next;
     grow(&daemon, &s, next, s.specimens, &mut stored);
     next = next.max(s.specimens);
-    let mut large = measure(&mut daemon, &s, &mut next, &mut stored);
+    let mut large = measure(&mut daemon, &mut empty, &s, &mut next, &mut stored);
     large.specimens = next;
     let _ = daemon.term();
     if std::env::var_os("CUSTODIAN_BENCH_KEEP").is_some() {
@@ -910,12 +951,20 @@ fn main() {
         "MiB",
     );
     println!(
-        "| time to ready (empty store: {:.3} s) | {:.3} s | {:.3} s | {:.2}x (vs empty {:.2}x) |",
-        empty_ready.as_secs_f64(),
-        small.ready.as_secs_f64(),
-        large.ready.as_secs_f64(),
-        large.ready.as_secs_f64() / small.ready.as_secs_f64(),
-        large.ready.as_secs_f64() / empty_ready.as_secs_f64()
+        "| time to ready | {:.1} ms | {:.1} ms | {:.2}x |",
+        ms(small.ready.store),
+        ms(large.ready.store),
+        ms(large.ready.store) / ms(small.ready.store)
+    );
+    println!(
+        "| time to ready of an empty store, its starts alternating with the store's | {:.1} ms | {:.1} ms | |",
+        ms(small.ready.empty),
+        ms(large.ready.empty),
+    );
+    println!(
+        "| time to ready / the empty store's | {:.2}x | {:.2}x | |",
+        ms(small.ready.store) / ms(small.ready.empty),
+        ms(large.ready.store) / ms(large.ready.empty),
     );
     row(
         "retention sweep (1000 due)",
