@@ -714,6 +714,10 @@ pub(crate) struct Segment {
     cache: Option<Arc<BlockCache>>,
     /// Lookups made before its bloom filter was loaded (see [`Segment::filter`]).
     unfiltered: std::sync::atomic::AtomicU32,
+    /// Held while its index or its filter is read: the scans that run at once after a start
+    /// (the metrics sampler, the lifecycle, quarantine and summaries sweeps, each on its own
+    /// thread) would otherwise each read and decode the same index, side by side.
+    loading: std::sync::Mutex<()>,
 }
 impl std::fmt::Debug for Segment {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -1005,6 +1009,7 @@ impl Segment {
             bloom: std::sync::OnceLock::new(),
             cache: None,
             unfiltered: std::sync::atomic::AtomicU32::new(0),
+            loading: std::sync::Mutex::new(()),
         })
     }
 
@@ -1052,6 +1057,10 @@ impl Segment {
     }
 
     fn bloom(&self) -> Result<&Bloom, StoreError> {
+        if let Some(b) = self.bloom.get() {
+            return Ok(b);
+        }
+        let _loading = self.loading.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(b) = self.bloom.get() {
             return Ok(b);
         }
@@ -1159,6 +1168,10 @@ impl Segment {
     }
 
     fn meta(&self) -> Result<&Meta, StoreError> {
+        if let Some(m) = self.meta.get() {
+            return Ok(m);
+        }
+        let _loading = self.loading.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(m) = self.meta.get() {
             return Ok(m);
         }
