@@ -777,11 +777,8 @@ impl Store {
         let segment = match written {
             Some(written) => {
                 let seg = Segment::open(&archive.dir, id)?.with_cache(Arc::clone(&archive.cache));
+                // Its index and its filter, the ones the writer built.
                 seg.adopt(written);
-                // Its index, read now (off the writers' path) rather than by the first
-                // lookup (the file was just written: the page cache); its filter is the one
-                // the writer built.
-                seg.load()?;
                 Some(Arc::new(seg))
             }
             None => None,
@@ -856,6 +853,7 @@ impl Store {
         let bytes_in: u64 = inputs.iter().map(|s| s.bytes()).sum();
         let id = archive.allocate_id();
         let mut w = SegmentWriter::create(&archive.dir, id)?;
+        w.reserve_index(inputs.iter().map(|s| s.index_bytes()).sum());
         let sources = inputs
             .iter()
             .map(|s| {
@@ -890,11 +888,8 @@ impl Store {
         let merged_seg = match w.finish()? {
             Some(written) => {
                 let seg = Segment::open(&archive.dir, id)?.with_cache(Arc::clone(&archive.cache));
+                // Its index and its filter, the ones the writer built.
                 seg.adopt(written);
-                // Its index, read now (off the writers' path) rather than by the first
-                // lookup (the file was just written: the page cache); its filter is the one
-                // the writer built.
-                seg.load()?;
                 Some(Arc::new(seg))
             }
             None => None,

@@ -234,7 +234,11 @@ pub(crate) struct SegmentWriter {
     block: Vec<u8>,
     block_first: Option<Vec<u8>>,
     prev: Vec<u8>,
+    /// The block index as the file will hold it, decoded: 8 bytes for the count of blocks
+    /// (filled in at the end), then each block's entry.
     index: Vec<u8>,
+    /// Where each block's entry starts in `index` (the [`Meta`] the segment adopts).
+    block_entries: Vec<u32>,
     blocks: u64,
     /// Layout 1: the whole segment's bloom filter.
     bloom: Vec<u64>,
@@ -334,7 +338,8 @@ impl SegmentWriter {
             block: Vec::with_capacity(BLOCK_BYTES + 4096),
             block_first: None,
             prev: Vec::new(),
-            index: Vec::new(),
+            index: vec![0; 8],
+            block_entries: Vec::new(),
             blocks: 0,
             bloom: vec![0; words],
             pending: Vec::new(),
@@ -349,6 +354,14 @@ impl SegmentWriter {
     /// Entries added so far.
     pub(crate) fn entries(&self) -> u64 {
         self.entries
+    }
+
+    /// Makes room for `bytes` of block index at once (a merge: about what its inputs'
+    /// indexes hold), rather than growing it by doubling as blocks are cut (each step
+    /// leaving the allocator the one before).
+    pub(crate) fn reserve_index(&mut self, bytes: usize) {
+        self.index
+            .reserve_exact(bytes.saturating_sub(self.index.len()));
     }
 
     /// Adds `key` (an [`archive_key`]) with its stored value, or `None` for a removal mark.
@@ -455,6 +468,9 @@ impl SegmentWriter {
         };
         let span = u32::try_from(filter.len() + framed.len())
             .map_err(|_| StoreError::Invalid("an archive segment's block is too large".into()))?;
+        let at = u32::try_from(self.index.len())
+            .map_err(|_| StoreError::Invalid("an archive segment's index is too large".into()))?;
+        self.block_entries.push(at);
         put_varint(&mut self.index, first.len() as u64);
         self.index.extend_from_slice(&first);
         self.index.extend_from_slice(&self.offset.to_le_bytes());
@@ -476,9 +492,9 @@ impl SegmentWriter {
         }
         self.cut_block()?;
         let last = self.last.take().unwrap_or_default();
-        let mut index = Vec::with_capacity(self.index.len() + last.len() + 12);
-        index.extend_from_slice(&self.blocks.to_le_bytes());
-        index.extend_from_slice(&self.index);
+        // The index is completed where it was built (no copy: a merge's is megabytes).
+        let mut index = std::mem::take(&mut self.index);
+        index[0..8].copy_from_slice(&self.blocks.to_le_bytes());
         put_varint(&mut index, last.len() as u64);
         index.extend_from_slice(&last);
         let present = self.ranges.iter().flatten().count();
@@ -496,8 +512,14 @@ impl SegmentWriter {
             index.extend_from_slice(last);
         }
         let index_off = self.offset;
-        let framed = frame(&index, true);
-        self.write(&framed)?;
+        // Framed as `frame(.., true)` would, the frame's head and its body written apart.
+        let body = lz4_flex::block::compress_prepend_size(&index);
+        let body_len = u32::try_from(body.len())
+            .map_err(|_| StoreError::Invalid("an archive segment's index is too large".into()))?;
+        self.write(&body_len.to_le_bytes())?;
+        self.write(&crc32fast::hash(&body).to_le_bytes())?;
+        self.write(&body)?;
+        drop(body);
         let bloom_off = self.offset;
         let bloom = if self.layout == 1 {
             self.write_whole_filter()?
@@ -533,7 +555,19 @@ impl SegmentWriter {
         fs::rename(&self.tmp, &path)
             .map_err(|e| StoreError::io("renaming an archive segment into place", e))?;
         durable::fsync_dir(&self.dir)?;
-        Ok(Some(Written { bloom }))
+        index.shrink_to_fit();
+        let ranges = std::mem::take(&mut self.ranges)
+            .into_iter()
+            .map(|r| r.map(|(a, b)| (a.into_boxed_slice(), b.into_boxed_slice())))
+            .collect();
+        Ok(Some(Written {
+            bloom,
+            meta: Meta {
+                index,
+                entries: std::mem::take(&mut self.block_entries),
+                ranges,
+            },
+        }))
     }
 
     /// Layout 1: the segment's one filter, framed as `frame(.., false)` would, but streamed: a
@@ -589,10 +623,11 @@ impl SegmentWriter {
     }
 }
 
-/// A segment just written: its bloom filter, for [`Segment::adopt`] (rather than reading it
-/// back from the file).
+/// A segment just written: its bloom filter and its block index, for [`Segment::adopt`]
+/// (rather than reading them back from the file).
 pub(crate) struct Written {
     bloom: Bloom,
+    meta: Meta,
 }
 
 /// A segment's block index and key ranges, read at its first lookup or scan. The index is
@@ -718,6 +753,8 @@ pub(crate) struct Segment {
     /// (the metrics sampler, the lifecycle, quarantine and summaries sweeps, each on its own
     /// thread) would otherwise each read and decode the same index, side by side.
     loading: std::sync::Mutex<()>,
+    /// Times its index was read from the file (once, unless the read failed).
+    index_reads: std::sync::atomic::AtomicU32,
 }
 impl std::fmt::Debug for Segment {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -1010,12 +1047,16 @@ impl Segment {
             cache: None,
             unfiltered: std::sync::atomic::AtomicU32::new(0),
             loading: std::sync::Mutex::new(()),
+            index_reads: std::sync::atomic::AtomicU32::new(0),
         })
     }
 
-    /// Takes the bloom filter its writer built (the same bits the file holds).
+    /// Takes the bloom filter and the block index its writer built (the same bytes the file
+    /// holds): a segment just written is not read back (a merge's index is megabytes, and
+    /// reading it again would allocate it twice more, compressed and decoded).
     pub(crate) fn adopt(&self, written: Written) {
         let _ = self.bloom.set(written.bloom);
+        let _ = self.meta.set(written.meta);
     }
 
     /// The segment, its lookups keeping decoded blocks in `cache`.
@@ -1181,6 +1222,8 @@ impl Segment {
     }
 
     fn read_meta(&self) -> Result<Meta, StoreError> {
+        self.index_reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let id = self.id;
         let index = unframe(
             id,
@@ -1244,6 +1287,11 @@ impl Segment {
 
     pub(crate) fn id(&self) -> u64 {
         self.id
+    }
+
+    /// Bytes of its decoded block index (0 for one not read yet).
+    pub(crate) fn index_bytes(&self) -> usize {
+        self.meta.get().map_or(0, |m| m.index.len())
     }
 
     pub(crate) fn entries(&self) -> u64 {
@@ -1957,6 +2005,92 @@ mod tests {
         fs::write(&path, &good[..good.len() - 10]).unwrap();
         let err = Segment::open(tmp.path(), 0xab).unwrap_err().to_string();
         assert!(err.contains("footer"), "{err}");
+    }
+
+    /// A segment just written adopts the index its writer built: the same bytes, blocks and
+    /// key ranges a read of the file gives, and no read of it.
+    #[test]
+    fn an_adopted_index_is_the_one_the_file_holds() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut entries = sample(20_000);
+        entries.extend((0..50).map(|i| (format!("\x05q{i:04}").into_bytes(), Some(b"v".to_vec()))));
+        let mut w = SegmentWriter::create(tmp.path(), 6).unwrap();
+        w.reserve_index(1 << 20);
+        for (k, v) in &entries {
+            w.add(k, v.as_deref()).unwrap();
+        }
+        let written = w.finish().unwrap().unwrap();
+        let adopted = Segment::open(tmp.path(), 6).unwrap();
+        adopted.adopt(written);
+        let read = Segment::open(tmp.path(), 6).unwrap();
+        let (a, r) = (adopted.meta().unwrap(), read.meta().unwrap());
+        assert_eq!(a.index, r.index);
+        assert_eq!(a.entries, r.entries);
+        assert_eq!(a.ranges, r.ranges);
+        assert!(a.blocks() > 10);
+        assert_eq!(
+            adopted
+                .index_reads
+                .load(std::sync::atomic::Ordering::Relaxed),
+            0
+        );
+        for (k, v) in entries.iter().step_by(997) {
+            assert_eq!(adopted.get(k).unwrap(), Some(v.clone()));
+        }
+    }
+
+    /// Threads that need a segment's index at the same time (the scans right after a start)
+    /// read it once: one reads it, the others wait and use it; the same for its filter. The
+    /// index is kept as read: every block's first key and span, as the file says.
+    #[test]
+    fn concurrent_first_reads_read_the_index_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let entries = sample(20_000);
+        write(tmp.path(), 4, &entries);
+        let seg = Segment::open(tmp.path(), 4).unwrap();
+        let barrier = std::sync::Barrier::new(8);
+        std::thread::scope(|s| {
+            for t in 0..8 {
+                let (seg, barrier, entries) = (&seg, &barrier, &entries);
+                s.spawn(move || {
+                    barrier.wait();
+                    let (k, v) = &entries[t * 2000 + 1];
+                    assert_eq!(seg.get(k).unwrap(), Some(v.clone()));
+                    seg.load().unwrap();
+                });
+            }
+        });
+        assert_eq!(
+            seg.index_reads.load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+        let meta = seg.meta().unwrap();
+        assert!(meta.blocks() > 10, "many blocks: {}", meta.blocks());
+        assert_eq!(meta.first(0), &entries[0].0[..]);
+        let mut last_end = 0;
+        for b in 0..meta.blocks() {
+            let (offset, len) = meta.span(b);
+            assert!(offset >= last_end && len > 0, "block {b}: {offset} {len}");
+            last_end = offset + u64::from(len);
+            assert_eq!(
+                seg.read_block(b).unwrap().key(0),
+                meta.first(b),
+                "block {b}"
+            );
+        }
+        assert!(last_end <= seg.index_off, "the blocks lie before the index");
+        assert_eq!(
+            meta.footprint(),
+            (meta.index.capacity()
+                + meta.blocks() * 4
+                + meta.ranges.capacity() * std::mem::size_of::<Option<KeyRange>>()
+                + meta
+                    .ranges
+                    .iter()
+                    .flatten()
+                    .map(|(a, b)| a.len() + b.len())
+                    .sum::<usize>()) as u64
+        );
     }
 
     /// The footer says which keyspaces a segment holds: a lookup, a floor or a scan of another
