@@ -165,10 +165,17 @@ fn frame(payload: &[u8], compress: bool) -> Vec<u8> {
         payload.to_vec()
     };
     let mut out = Vec::with_capacity(body.len() + 8);
-    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+    out.extend_from_slice(&frame_head(&body));
     out.extend_from_slice(&body);
     out
+}
+
+/// A frame's head: `[u32 length][u32 CRC-32]` of `body` (which follows it).
+fn frame_head(body: &[u8]) -> [u8; 8] {
+    let mut head = [0u8; 8];
+    head[0..4].copy_from_slice(&(body.len() as u32).to_le_bytes());
+    head[4..8].copy_from_slice(&crc32fast::hash(body).to_le_bytes());
+    head
 }
 
 fn unframe(id: u64, what: &str, framed: &[u8], compressed: bool) -> Result<Vec<u8>, StoreError> {
@@ -512,12 +519,11 @@ impl SegmentWriter {
             index.extend_from_slice(last);
         }
         let index_off = self.offset;
-        // Framed as `frame(.., true)` would, the frame's head and its body written apart.
+        // Framed as `frame(.., true)` frames, the head and the body written apart (no copy).
         let body = lz4_flex::block::compress_prepend_size(&index);
-        let body_len = u32::try_from(body.len())
+        u32::try_from(body.len())
             .map_err(|_| StoreError::Invalid("an archive segment's index is too large".into()))?;
-        self.write(&body_len.to_le_bytes())?;
-        self.write(&crc32fast::hash(&body).to_le_bytes())?;
+        self.write(&frame_head(&body))?;
         self.write(&body)?;
         drop(body);
         let bloom_off = self.offset;
