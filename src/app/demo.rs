@@ -71,8 +71,13 @@ fn console_certificate(dir: &Path) -> Result<(PathBuf, PathBuf), String> {
 
 fn demo(example: &Path, keep: bool) -> Result<(), String> {
     crate::trust::tls::install_provider();
-    let dir = std::env::temp_dir().join(format!("custodian-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    // A directory of its own, never one left by an earlier demo (a reused process id would
+    // otherwise hand this demo another day's store, released reports and all); kept afterwards.
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("custodian-demo-{}-", std::process::id()))
+        .tempdir()
+        .map_err(|e| format!("cannot make the demo's directory: {e}"))?
+        .keep();
     crate::outln!("custodian demo — everything lives in {}", dir.display());
 
     step(
