@@ -17,6 +17,7 @@
 //! a `&str` always lands on a boundary.
 
 use super::charset::Charset;
+use std::borrow::Cow;
 
 /// The five delimiters of a message (MSH-1 and MSH-2). All are ASCII.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -70,10 +71,15 @@ pub enum EscapeError {
     InvalidHexBytes,
 }
 
-/// Decodes the escapes in one leaf (subcomponent) of raw message text.
-pub fn decode(raw: &str, d: &Delimiters, charset: Charset) -> Result<String, EscapeError> {
+/// Decodes the escapes in one leaf (subcomponent) of raw message text: borrowed when it holds
+/// none (nearly every leaf).
+pub fn decode<'a>(
+    raw: &'a str,
+    d: &Delimiters,
+    charset: Charset,
+) -> Result<Cow<'a, str>, EscapeError> {
     let Some(first) = raw.find(d.escape) else {
-        return Ok(raw.to_owned());
+        return Ok(Cow::Borrowed(raw));
     };
     let mut out = String::with_capacity(raw.len());
     out.push_str(&raw[..first]);
@@ -91,7 +97,7 @@ pub fn decode(raw: &str, d: &Delimiters, charset: Charset) -> Result<String, Esc
             }
             None => {
                 out.push_str(rest);
-                return Ok(out);
+                return Ok(Cow::Owned(out));
             }
         }
     }
@@ -237,7 +243,7 @@ mod tests {
     const D: Delimiters = Delimiters::STANDARD;
 
     fn dec(s: &str) -> Result<String, EscapeError> {
-        decode(s, &D, Charset::Utf8)
+        decode(s, &D, Charset::Utf8).map(Cow::into_owned)
     }
 
     #[test]

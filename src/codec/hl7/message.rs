@@ -17,6 +17,8 @@ use super::escape::{self, Delimiters, EscapeError};
 use super::header::MessageHeader;
 use super::location::{Location, SegmentId};
 use super::path::Path;
+use compact_str::CompactString;
+use smallvec::{SmallVec, smallvec};
 
 /// Why bytes are not an acceptable HL7 v2 message. Names positions, never content.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -92,10 +94,15 @@ impl ParseError {
     }
 }
 
-/// One subcomponent-split unit: a component of one repetition of a field.
+/// A decoded leaf: short texts (up to 24 bytes, nearly every HL7 leaf) are held inline.
+type Leaf = CompactString;
+
+/// One subcomponent-split unit: a component of one repetition of a field. Each level of the
+/// tree holds its first (usually its only) element inline, so that a simple field costs no
+/// allocation of its own.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Component {
-    subcomponents: Vec<String>,
+    subcomponents: SmallVec<[Leaf; 1]>,
 }
 
 impl Component {
@@ -103,11 +110,11 @@ impl Component {
     pub fn subcomponent(&self, n: usize) -> Option<&str> {
         n.checked_sub(1)
             .and_then(|i| self.subcomponents.get(i))
-            .map(String::as_str)
+            .map(Leaf::as_str)
     }
 
     pub fn subcomponents(&self) -> impl Iterator<Item = &str> {
-        self.subcomponents.iter().map(String::as_str)
+        self.subcomponents.iter().map(Leaf::as_str)
     }
 
     /// The first subcomponent ("" when empty).
@@ -119,7 +126,7 @@ impl Component {
 /// One repetition of a field.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Repetition {
-    components: Vec<Component>,
+    components: SmallVec<[Component; 1]>,
 }
 
 impl Repetition {
@@ -141,15 +148,15 @@ impl Repetition {
 /// A field: zero repetitions when it is empty.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Field {
-    repetitions: Vec<Repetition>,
+    repetitions: SmallVec<[Repetition; 1]>,
 }
 
 impl Field {
-    fn literal(text: String) -> Field {
+    fn literal(text: &str) -> Field {
         Field {
-            repetitions: vec![Repetition {
-                components: vec![Component {
-                    subcomponents: vec![text],
+            repetitions: smallvec![Repetition {
+                components: smallvec![Component {
+                    subcomponents: smallvec![Leaf::new(text)],
                 }],
             }],
         }
@@ -547,8 +554,8 @@ fn split_with_hl7_parser(
         let mut fields = Vec::with_capacity(theirs.fields.len());
         let (first_number, sent) = if g.index == 1 {
             // MSH-1 and MSH-2 are kept literally (checked by the guard); MSH-3 follows.
-            fields.push(Field::literal(d.field.to_string()));
-            fields.push(Field::literal(d.encoding_characters()));
+            fields.push(Field::literal(d.field.encode_utf8(&mut [0; 4])));
+            fields.push(Field::literal(&d.encoding_characters()));
             // "MSH|^~\&" with nothing after it has no MSH-3 (hl7-parser reports an empty one).
             let rest = if theirs.raw_value().len() > 8 {
                 theirs.fields.get(2..).unwrap_or(&[])
@@ -590,11 +597,11 @@ fn convert_field(
     if f.raw_value().is_empty() {
         return Ok(Field::default());
     }
-    let mut repetitions = Vec::with_capacity(f.repeats.len());
+    let mut repetitions = SmallVec::with_capacity(f.repeats.len());
     for (r, rep) in f.repeats.iter().enumerate() {
-        let mut components = Vec::with_capacity(rep.components.len());
+        let mut components = SmallVec::with_capacity(rep.components.len());
         for (c, comp) in rep.components.iter().enumerate() {
-            let mut subcomponents = Vec::with_capacity(comp.subcomponents.len());
+            let mut subcomponents = SmallVec::with_capacity(comp.subcomponents.len());
             for (s, sub) in comp.subcomponents.iter().enumerate() {
                 subcomponents.push(decode_at(sub.raw_value(), loc, r, c, s, d, charset)?);
             }
@@ -614,21 +621,23 @@ fn decode_at(
     s: usize,
     d: &Delimiters,
     charset: Charset,
-) -> Result<String, ParseError> {
-    escape::decode(raw, d, charset).map_err(|e| {
-        let location = Location {
-            repetition: r + 1,
-            component: c + 1,
-            subcomponent: s + 1,
-            ..loc
-        };
-        match e {
-            EscapeError::InvalidHexBytes => ParseError::InvalidEscapedBytes { location },
-            EscapeError::Unterminated | EscapeError::Malformed => {
-                ParseError::MalformedEscape { location }
+) -> Result<Leaf, ParseError> {
+    escape::decode(raw, d, charset)
+        .map(Leaf::from)
+        .map_err(|e| {
+            let location = Location {
+                repetition: r + 1,
+                component: c + 1,
+                subcomponent: s + 1,
+                ..loc
+            };
+            match e {
+                EscapeError::InvalidHexBytes => ParseError::InvalidEscapedBytes { location },
+                EscapeError::Unterminated | EscapeError::Malformed => {
+                    ParseError::MalformedEscape { location }
+                }
             }
-        }
-    })
+        })
 }
 
 /// The splitter custodian used before hl7-parser took the job, kept as the oracle of the
@@ -662,8 +671,8 @@ pub(crate) mod own_splitter {
             let fields = if g.index == 1 {
                 let rest = raw.get(8..).unwrap_or("");
                 let mut fields = vec![
-                    Field::literal(delimiters.field.to_string()),
-                    Field::literal(delimiters.encoding_characters()),
+                    Field::literal(delimiters.field.encode_utf8(&mut [0; 4])),
+                    Field::literal(&delimiters.encoding_characters()),
                 ];
                 if let Some(rest) = rest.strip_prefix(delimiters.field) {
                     split_fields(rest, 3, here, &delimiters, charset, &mut fields)?;
@@ -716,11 +725,11 @@ pub(crate) mod own_splitter {
         if raw.is_empty() {
             return Ok(Field::default());
         }
-        let mut repetitions = Vec::new();
+        let mut repetitions = SmallVec::new();
         for (r, raw_rep) in raw.split(d.repetition).enumerate() {
-            let mut components = Vec::new();
+            let mut components = SmallVec::new();
             for (c, raw_comp) in raw_rep.split(d.component).enumerate() {
-                let mut subcomponents = Vec::new();
+                let mut subcomponents = SmallVec::new();
                 for (s, raw_sub) in raw_comp.split(d.subcomponent).enumerate() {
                     subcomponents.push(decode_at(raw_sub, loc, r, c, s, d, charset)?);
                 }
