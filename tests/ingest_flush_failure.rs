@@ -434,20 +434,25 @@ fn a_full_file_system_makes_the_daemon_unready_and_exit_non_zero() {
     let a = d.addr("lab");
     let started = Instant::now();
     let mut acked = Vec::new();
-    loop {
+    let refusal = loop {
         let id = format!("FX-{:05}", acked.len());
         let ack = send(a, &bulky(&id, "SPFX-1", 200))
             .unwrap_or_else(|| panic!("{id}: no answer; log:\n{}", d.log()));
         match ack_code(&ack).as_str() {
             "AA" => acked.push(id),
-            "AE" => break,
+            "AE" => break ack,
             other => panic!("{id}: unexpected {other}: {ack}"),
         }
         assert!(started.elapsed() < Duration::from_secs(60), "never filled");
-    }
+    };
     assert!(!acked.is_empty());
     let (status, body) = d.get("/readyz", None);
-    assert_eq!(status, 503, "not ready once durability is lost: {body}");
+    assert_eq!(
+        status,
+        503,
+        "not ready once durability is lost: {body}; the AE: {refusal}; log:\n{}",
+        d.log()
+    );
     assert!(body.contains("cannot be made durable"), "{body}");
     assert_eq!(d.get("/healthz", None).0, 200);
 

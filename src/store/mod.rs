@@ -264,6 +264,18 @@ pub enum StoreError {
         #[source]
         source: io::Error,
     },
+    /// The storage engine's own I/O failed (writing or reading its log file; a full disk,
+    /// usually). sled keeps the first such error and fails every later operation with it, and
+    /// the failed write may leave a hole in the log that recovery stops at: see
+    /// [`StoreError::breaks_durability`].
+    #[error("store I/O error while {context}: {source}")]
+    EngineIo {
+        /// What the store was doing.
+        context: &'static str,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
     /// The storage engine reported an error (corruption, unsupported operation, bug).
     #[error("storage engine error while {context}: {detail}")]
     Engine {
@@ -271,6 +283,8 @@ pub enum StoreError {
         context: &'static str,
         /// The engine's description.
         detail: String,
+        /// Corruption or an engine bug: nothing after it can be promised durable.
+        fatal: bool,
     },
     /// A value starts with an encoding-version tag this build does not know.
     #[error("{key}: value has unknown encoding version {version}")]
@@ -354,19 +368,34 @@ impl StoreError {
     /// Converts a sled error without exposing the sled type.
     pub(crate) fn engine(context: &'static str, e: sled::Error) -> StoreError {
         match e {
-            sled::Error::Io(source) => StoreError::Io {
-                context: context.to_string(),
-                source,
-            },
+            sled::Error::Io(source) => StoreError::EngineIo { context, source },
             sled::Error::CollectionNotFound(_) => StoreError::Engine {
                 context,
                 detail: "collection not found".into(),
+                fatal: false,
             },
             other => StoreError::Engine {
                 context,
+                fatal: matches!(
+                    other,
+                    sled::Error::Corruption { .. } | sled::Error::ReportableBug(_)
+                ),
                 detail: other.to_string(),
             },
         }
+    }
+
+    /// Whether this error means the engine's write path is broken, so that nothing committed
+    /// after it can be promised durable until the store is reopened: an I/O error of the
+    /// engine itself (sled fails every later operation with the first one; a write it could
+    /// not finish may leave a hole in the log that recovery stops at), corruption, or an
+    /// engine bug. A failed file operation of the store's own (a blob, a segment) is not: it
+    /// refuses that one write and leaves the engine as it was.
+    pub fn breaks_durability(&self) -> bool {
+        matches!(
+            self,
+            StoreError::EngineIo { .. } | StoreError::Engine { fatal: true, .. }
+        )
     }
 }
 

@@ -209,13 +209,36 @@ impl Store {
                 Ok(r)
             }
             Err(Abort::Domain(e)) => Err(TransactError::Aborted(e)),
-            Err(Abort::Tx(TxError(e))) => Err(TransactError::Store(e)),
+            Err(Abort::Tx(TxError(e))) => {
+                // A read of the job's that met the engine's own I/O error (sled reports a
+                // failed background write of its log to every later operation): the commit
+                // after it would fail the same way, and readiness must say so now, not at
+                // the next job that happens to reach the commit.
+                if e.breaks_durability() {
+                    self.lose_durability(e.to_string());
+                }
+                Err(TransactError::Store(e))
+            }
         }
     }
 
     /// Writes `batch` into the engine as one atomic commit over every keyspace it touches.
     /// The caller holds the writer lock.
-    pub(crate) fn apply(&self, mut batch: Overlay) -> Result<(), StoreError> {
+    pub(crate) fn apply(&self, batch: Overlay) -> Result<(), StoreError> {
+        let result = self.apply_unchecked(batch);
+        if let Err(e) = &result
+            && e.breaks_durability()
+        {
+            // An I/O error (a full disk, usually) or corruption in the engine's write path may
+            // leave a hole in the log that recovery stops at, taking later commits with it:
+            // like a failed fsync, nothing after it can be promised durable until the store
+            // is reopened.
+            self.lose_durability(e.to_string());
+        }
+        result
+    }
+
+    fn apply_unchecked(&self, mut batch: Overlay) -> Result<(), StoreError> {
         use sled::Transactional;
         if batch.is_empty() {
             return Ok(());
@@ -265,21 +288,7 @@ impl Store {
                 "the engine refused a write-only commit".into(),
             )),
             Err(TransactionError::Storage(e)) => {
-                // An I/O error (a full disk, usually) or corruption in the engine's write path
-                // may leave a hole in the log that recovery stops at, taking later commits with
-                // it: like a failed fsync, nothing after it can be promised durable until the
-                // store is reopened.
-                let lost = matches!(
-                    e,
-                    sled::Error::Io(_)
-                        | sled::Error::Corruption { .. }
-                        | sled::Error::ReportableBug(_)
-                );
-                let err = StoreError::engine("committing a transaction", e);
-                if lost {
-                    self.lose_durability(err.to_string());
-                }
-                Err(err)
+                Err(StoreError::engine("committing a transaction", e))
             }
         }
     }
@@ -558,6 +567,7 @@ mod tests {
     use super::super::test_support::temp_store;
     use super::super::*;
     use serde::{Deserialize, Serialize};
+    use std::io;
 
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
     struct Specimen {
@@ -595,6 +605,54 @@ mod tests {
             0x01
         );
         assert_eq!(store.tamper_get(Keyspace::Raw, b"r1").unwrap()[0], 0x02);
+    }
+
+    /// A job that met the engine's own I/O error (sled hands a failed background write of its
+    /// log to every later read) loses durability at once: the store is unready before any
+    /// later job reaches the commit. A failed file operation of the store's own does not.
+    #[test]
+    fn a_job_meeting_the_engines_io_error_loses_durability_its_own_file_error_does_not() {
+        let (_tmp, store) = temp_store();
+        let full = || io::Error::from_raw_os_error(28);
+        let own = store.transact(|_tx| {
+            Err::<(), _>(Abort::<()>::Tx(TxError::store(StoreError::io(
+                "writing a blob",
+                full(),
+            ))))
+        });
+        assert!(matches!(
+            own,
+            Err(TransactError::Store(StoreError::Io { .. }))
+        ));
+        assert!(store.durability_lost().is_none());
+        store.flush_durable().unwrap();
+
+        let engine = store.transact(|_tx| {
+            Err::<(), _>(Abort::<()>::Tx(TxError::store(StoreError::engine(
+                "reading",
+                sled::Error::Io(full()),
+            ))))
+        });
+        let Err(TransactError::Store(e)) = engine else {
+            panic!("{engine:?}")
+        };
+        assert!(e.breaks_durability(), "{e}");
+        let lost = store.durability_lost().expect("durability lost");
+        assert!(lost.contains("reading"), "{lost}");
+        assert!(matches!(
+            store.flush_durable(),
+            Err(StoreError::DurabilityLost(_))
+        ));
+    }
+
+    #[test]
+    fn engine_errors_that_break_durability() {
+        let e = |err| StoreError::engine("committing a transaction", err);
+        assert!(e(sled::Error::Io(io::Error::other("eio"))).breaks_durability());
+        assert!(e(sled::Error::ReportableBug("x".into())).breaks_durability());
+        assert!(!e(sled::Error::Unsupported("x".into())).breaks_durability());
+        assert!(!e(sled::Error::CollectionNotFound(vec![1].into())).breaks_durability());
+        assert!(!StoreError::Invalid("x".into()).breaks_durability());
     }
 
     #[test]
